@@ -1,0 +1,147 @@
+#pragma once
+// HTTP/1.1 server and clients, and the event loop they run on. This module is the only one
+// that includes Boost.Asio/Beast; its public headers are Boost-free (pimpl).
+//
+// Threading: an EventLoop runs on one thread. Handlers, timers and posted functions all run
+// on that thread, so state that is touched only from them needs no lock (STYLE.md §3).
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace gantry::http {
+
+struct Header {
+  std::string name;
+  std::string value;
+};
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // path and query, e.g. "/v2/ep/run?wait=1000"
+  std::vector<Header> headers;
+  std::string body;
+
+  std::string_view path() const;
+  std::string_view query() const;  // after '?', without it; empty when none
+  // Case-insensitive header lookup; empty when absent.
+  std::string_view header(std::string_view name) const;
+  // Percent-decoded query parameter; nullopt when absent.
+  std::optional<std::string> param(std::string_view key) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<Header> headers;
+};
+
+// Answers one request. Send() must be called exactly once, on the loop thread. It may be
+// called long after the handler returned (long-polls). `on_done(written)` runs on the loop
+// once the write finished; written=false means the client was gone and never got it.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void Send(Response response, std::function<void(bool written)> on_done = {}) = 0;
+};
+
+using Handler = std::function<void(Request&& request, std::shared_ptr<Responder> responder)>;
+
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Runs `fn` on the loop thread. Thread-safe.
+  void Post(std::function<void()> fn);
+  // Runs `fn` on the loop after `delay_ms`. Loop thread only.
+  void After(int64_t delay_ms, std::function<void()> fn);
+  // Runs `fn` on the loop every `interval_ms` until Stop(). Loop thread or before Run().
+  void Every(int64_t interval_ms, std::function<void()> fn);
+  // Runs the loop on the calling thread until Stop().
+  void Run();
+  // Makes Run() return. Thread-safe.
+  void Stop();
+
+  struct Impl;
+  Impl* impl() { return impl_.get(); }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;  // 0: any free port; see HttpServer::port().
+  // Requests whose body is larger get 413 and the connection is closed. Default: 20 MiB + 64 KiB.
+  size_t body_limit = (20u << 20) + (64u << 10);
+  // A request must arrive whole within this after its first byte. Default: 30 s.
+  int64_t read_timeout_ms = 30'000;
+  // A keep-alive connection with no request for this long is closed. Default: 120 s.
+  int64_t idle_timeout_ms = 120'000;
+};
+
+class HttpServer {
+ public:
+  HttpServer(EventLoop* loop, ServerOptions options, Handler handler);
+  ~HttpServer();
+  // Binds and starts accepting. Call before or on the loop thread.
+  Status Start();
+  uint16_t port() const;
+  // Stops accepting and closes every connection. Loop thread.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+struct Url {
+  std::string host;
+  uint16_t port = 80;
+  std::string target;  // path and query, "/" at least
+};
+// Parses an http:// URL. https is not supported (InvalidArgument).
+Result<Url> ParseUrl(std::string_view url);
+
+struct ClientResponse {
+  int status = 0;
+  std::string body;
+  std::vector<Header> headers;
+};
+
+// A blocking client holding one keep-alive connection to one host; reconnects when needed.
+// Not thread-safe: one per thread.
+class HttpClient {
+ public:
+  HttpClient(std::string host, uint16_t port);
+  ~HttpClient();
+  Result<ClientResponse> Do(const std::string& method, const std::string& target,
+                            const std::string& body, const std::vector<Header>& headers,
+                            int64_t timeout_ms = 30'000);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// One request on a fresh connection, run on `loop`; `done` runs on the loop thread.
+void AsyncFetch(EventLoop* loop, const std::string& method, const std::string& url,
+                std::string body, std::vector<Header> headers, int64_t timeout_ms,
+                std::function<void(Result<ClientResponse>)> done);
+
+std::string PercentDecode(std::string_view s);
+std::string PercentEncode(std::string_view s);
+
+}  // namespace gantry::http

@@ -1,0 +1,145 @@
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <thread>
+
+#include "http/http.h"
+
+namespace gantry::http {
+
+TEST(RequestTest, PathQueryHeaderParams) {
+  Request r;
+  r.target = "/v2/ep/run?wait=1000&x=a%20b&flag";
+  r.headers.push_back({"Authorization", "Bearer k"});
+  EXPECT_EQ(r.path(), "/v2/ep/run");
+  EXPECT_EQ(r.query(), "wait=1000&x=a%20b&flag");
+  EXPECT_EQ(r.header("authorization"), "Bearer k");
+  EXPECT_EQ(r.header("missing"), "");
+  EXPECT_EQ(*r.param("wait"), "1000");
+  EXPECT_EQ(*r.param("x"), "a b");
+  EXPECT_EQ(*r.param("flag"), "");
+  EXPECT_FALSE(r.param("nope").has_value());
+}
+
+TEST(UrlTest, ParsesHttpOnly) {
+  auto u = ParseUrl("http://127.0.0.1:8080/hook?a=1");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, 8080);
+  EXPECT_EQ(u->target, "/hook?a=1");
+  EXPECT_EQ(ParseUrl("http://example.com")->target, "/");
+  EXPECT_EQ(ParseUrl("http://example.com")->port, 80);
+  EXPECT_FALSE(ParseUrl("https://example.com").ok());
+  EXPECT_FALSE(ParseUrl("http://:80/").ok());
+  EXPECT_FALSE(ParseUrl("http://h:99999/").ok());
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(Handler h, ServerOptions o = {}) {
+    server_ = std::make_unique<HttpServer>(&loop_, o, std::move(h));
+    ASSERT_TRUE(server_->Start().ok());
+    thread_ = std::thread([this] { loop_.Run(); });
+  }
+  void TearDown() override {
+    loop_.Post([this] { server_->Stop(); });
+    loop_.Stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  EventLoop loop_;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+};
+
+TEST_F(ServerTest, EchoesAndKeepsAlive) {
+  StartServer([](Request&& r, std::shared_ptr<Responder> resp) {
+    resp->Send(Response{200, r.method + " " + r.target + " " + r.body});
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  for (int i = 0; i < 3; ++i) {
+    auto res = c.Do("POST", "/a?b=" + std::to_string(i), "body", {});
+    ASSERT_TRUE(res.ok()) << res.status().ToString();
+    EXPECT_EQ(res->status, 200);
+    EXPECT_EQ(res->body, "POST /a?b=" + std::to_string(i) + " body");
+  }
+}
+
+TEST_F(ServerTest, DeferredResponseAndWriteCallback) {
+  std::shared_ptr<Responder> held;
+  std::atomic<bool> written{false};
+  StartServer([&](Request&&, std::shared_ptr<Responder> resp) {
+    held = resp;
+    loop_.After(50, [&] {
+      held->Send(Response{204, ""}, [&](bool ok) { written = ok; });
+      held.reset();
+    });
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  auto res = c.Do("GET", "/poll", "", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->status, 204);
+  for (int i = 0; i < 100 && !written; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(written);
+}
+
+TEST_F(ServerTest, OversizedBodyGets413) {
+  ServerOptions o;
+  o.body_limit = 1000;
+  StartServer([](Request&&, std::shared_ptr<Responder> resp) { resp->Send(Response{200, "ok"}); },
+              o);
+  HttpClient c("127.0.0.1", server_->port());
+  auto res = c.Do("POST", "/x", std::string(5000, 'a'), {});
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ(res->status, 413);
+  EXPECT_NE(res->body.find("payload_too_large"), std::string::npos);
+}
+
+TEST_F(ServerTest, AsyncFetchReachesServer) {
+  StartServer([](Request&& r, std::shared_ptr<Responder> resp) {
+    resp->Send(Response{201, r.body});
+  });
+  std::promise<Result<ClientResponse>> p;
+  loop_.Post([&] {
+    AsyncFetch(&loop_, "POST", "http://127.0.0.1:" + std::to_string(server_->port()) + "/hook",
+               "{\"a\":1}", {}, 2000, [&](Result<ClientResponse> r) { p.set_value(r); });
+  });
+  auto r = p.get_future().get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->body, "{\"a\":1}");
+}
+
+TEST_F(ServerTest, SlowClientTimesOutWithoutBlockingOthers) {
+  ServerOptions o;
+  o.read_timeout_ms = 200;
+  StartServer([](Request&&, std::shared_ptr<Responder> resp) { resp->Send(Response{200, "ok"}); },
+              o);
+  // A half-open request: its headers never finish.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(server_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const char partial[] = "GET / HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_GT(write(fd, partial, sizeof partial - 1), 0);
+  // Another client is served meanwhile.
+  HttpClient fast("127.0.0.1", server_->port());
+  auto res = fast.Do("GET", "/", "", {});
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->status, 200);
+  // The server gives up on the slow one: the read sees EOF (0) within a few timeouts.
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[256];
+  ssize_t n = read(fd, buf, sizeof buf);
+  EXPECT_LE(n, 0);
+  close(fd);
+}
+
+}  // namespace gantry::http

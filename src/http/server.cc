@@ -1,0 +1,250 @@
+// EventLoop and HttpServer on Boost.Asio/Beast.
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <unordered_set>
+
+#include "common/log.h"
+#include "http/http.h"
+#include "http/loop_impl.h"
+
+namespace gantry::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+EventLoop::EventLoop() : impl_(std::make_unique<Impl>()) {}
+EventLoop::~EventLoop() = default;
+
+void EventLoop::Post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+
+void EventLoop::After(int64_t delay_ms, std::function<void()> fn) {
+  auto t = std::make_shared<asio::steady_timer>(impl_->io, std::chrono::milliseconds(delay_ms));
+  t->async_wait([t, fn = std::move(fn)](beast::error_code ec) {
+    if (!ec) fn();
+  });
+}
+
+void EventLoop::Every(int64_t interval_ms, std::function<void()> fn) {
+  auto p = std::make_unique<Impl::Periodic>(impl_->io, interval_ms, std::move(fn));
+  Impl::Arm(p.get());
+  impl_->periodic.push_back(std::move(p));
+}
+
+void EventLoop::Run() {
+  auto guard = asio::make_work_guard(impl_->io);
+  impl_->io.run();
+}
+
+void EventLoop::Stop() { impl_->io.stop(); }
+
+// ---------------------------------------------------------------------------------------------
+
+class Connection;
+
+struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+  Impl(EventLoop* l, ServerOptions o, Handler h)
+      : loop(l), options(std::move(o)), handler(std::move(h)), acceptor(l->impl()->io) {}
+  void Accept();
+
+  EventLoop* loop;
+  ServerOptions options;
+  Handler handler;
+  tcp::acceptor acceptor;
+  uint16_t port = 0;
+  bool stopped = false;
+  std::unordered_set<Connection*> connections;  // loop thread
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket socket, std::shared_ptr<HttpServer::Impl> server)
+      : stream_(std::move(socket)), server_(std::move(server)) {
+    server_->connections.insert(this);
+  }
+  ~Connection() { server_->connections.erase(this); }
+
+  void Start() { WaitForRequest(); }
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  // Called by ResponderImpl.
+  void Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
+            std::function<void(bool)> on_done);
+
+ private:
+  void WaitForRequest();
+  void ReadRequest();
+  void OnRead(beast::error_code ec);
+  void SendError(int status, const char* code, const std::string& message);
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::shared_ptr<HttpServer::Impl> server_;
+};
+
+class ResponderImpl final : public Responder {
+ public:
+  ResponderImpl(std::shared_ptr<Connection> conn, bool keep_alive, unsigned version)
+      : conn_(std::move(conn)), keep_alive_(keep_alive), version_(version) {}
+  ~ResponderImpl() override {
+    if (conn_) {  // A handler dropped its responder without answering: a bug; answer 500.
+      GLOG_ERROR("http: a handler dropped a request without answering");
+      Send(Response{500, R"({"error":{"code":"internal","message":"no response"}})"});
+    }
+  }
+  void Send(Response r, std::function<void(bool)> on_done = {}) override {
+    if (!conn_) return;
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version_};
+    res.set(bhttp::field::server, "gantry");
+    if (!r.content_type.empty() && r.status != 204) {
+      res.set(bhttp::field::content_type, r.content_type);
+    }
+    for (auto& h : r.headers) res.set(h.name, h.value);
+    res.body() = std::move(r.body);
+    res.keep_alive(keep_alive_);
+    res.prepare_payload();
+    auto conn = std::move(conn_);
+    conn_.reset();
+    conn->Send(std::move(res), keep_alive_, std::move(on_done));
+  }
+
+ private:
+  std::shared_ptr<Connection> conn_;
+  bool keep_alive_;
+  unsigned version_;
+};
+
+void Connection::WaitForRequest() {
+  parser_.emplace();
+  parser_->body_limit(server_->options.body_limit);
+  parser_->header_limit(64 * 1024);
+  if (buffer_.size() > 0) return ReadRequest();  // pipelined bytes already here
+  // Idle phase: wait for the first byte of the next request under the idle timeout.
+  stream_.expires_after(std::chrono::milliseconds(server_->options.idle_timeout_ms));
+  auto buf = buffer_.prepare(4096);
+  stream_.async_read_some(buf, [self = shared_from_this()](beast::error_code ec, size_t n) {
+    if (ec) return self->Close();
+    self->buffer_.commit(n);
+    self->ReadRequest();
+  });
+}
+
+void Connection::ReadRequest() {
+  stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+  bhttp::async_read(stream_, buffer_, *parser_,
+                    [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+}
+
+void Connection::SendError(int status, const char* code, const std::string& message) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::server, "gantry");
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = std::string(R"({"error":{"code":")") + code + R"(","message":")" + message + "\"}}";
+  res.keep_alive(false);
+  res.prepare_payload();
+  Send(std::move(res), false, {});
+}
+
+void Connection::OnRead(beast::error_code ec) {
+  if (ec == bhttp::error::body_limit) {
+    return SendError(413, "payload_too_large", "request body exceeds the size limit");
+  }
+  if (ec == bhttp::error::header_limit) {
+    return SendError(431, "invalid_argument", "request headers too large");
+  }
+  if (ec) {
+    if (ec != bhttp::error::end_of_stream && ec != beast::error::timeout &&
+        ec != asio::error::connection_reset && ec != asio::error::eof &&
+        ec != asio::error::operation_aborted) {
+      // Garbage on the wire: answer 400 and close.
+      return SendError(400, "invalid_argument", "malformed HTTP request");
+    }
+    return Close();
+  }
+  stream_.expires_never();  // the handler may hold the request (long-poll)
+  auto msg = parser_->release();
+  Request req;
+  req.method = std::string(msg.method_string());
+  req.target = std::string(msg.target());
+  req.headers.reserve(8);
+  for (const auto& f : msg) {
+    req.headers.push_back({std::string(f.name_string()), std::string(f.value())});
+  }
+  req.body = std::move(msg.body());
+  auto responder =
+      std::make_shared<ResponderImpl>(shared_from_this(), msg.keep_alive(), msg.version());
+  try {
+    server_->handler(std::move(req), responder);
+  } catch (const std::exception& e) {
+    GLOG_ERROR("http: handler threw: %s", e.what());
+    responder->Send(Response{500, R"({"error":{"code":"internal","message":"internal error"}})"});
+  }
+}
+
+void Connection::Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
+                      std::function<void(bool)> on_done) {
+  auto sp = std::make_shared<bhttp::response<bhttp::string_body>>(std::move(res));
+  stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+  bhttp::async_write(stream_, *sp,
+                     [self = shared_from_this(), sp, keep_alive, on_done = std::move(on_done)](
+                         beast::error_code ec, size_t) {
+                       if (on_done) on_done(!ec);
+                       if (ec || !keep_alive || self->server_->stopped) return self->Close();
+                       self->WaitForRequest();
+                     });
+}
+
+void HttpServer::Impl::Accept() {
+  acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (self->stopped) return;
+    if (!ec) {
+      socket.set_option(tcp::no_delay(true), ec);
+      std::make_shared<Connection>(std::move(socket), self)->Start();
+    }
+    self->Accept();
+  });
+}
+
+HttpServer::HttpServer(EventLoop* loop, ServerOptions options, Handler handler)
+    : impl_(std::make_shared<Impl>(loop, std::move(options), std::move(handler))) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+Status HttpServer::Start() {
+  beast::error_code ec;
+  auto addr = asio::ip::make_address(impl_->options.host, ec);
+  if (ec) return InvalidArgument("bad listen address: " + impl_->options.host);
+  tcp::endpoint ep(addr, impl_->options.port);
+  impl_->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl_->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl_->acceptor.bind(ep, ec);
+  if (!ec) impl_->acceptor.listen(1024, ec);
+  if (ec) {
+    return Unavailable("cannot listen on " + impl_->options.host + ":" +
+                       std::to_string(impl_->options.port) + ": " + ec.message());
+  }
+  impl_->port = impl_->acceptor.local_endpoint().port();
+  impl_->Accept();
+  return Status::Ok();
+}
+
+uint16_t HttpServer::port() const { return impl_->port; }
+
+void HttpServer::Stop() {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+  std::vector<Connection*> conns(impl_->connections.begin(), impl_->connections.end());
+  for (Connection* c : conns) c->Close();
+}
+
+}  // namespace gantry::http
