@@ -1,0 +1,51 @@
+#pragma once
+// The job state machine (DESIGN §3):
+//   IN_QUEUE -> IN_PROGRESS -> COMPLETED | FAILED | CANCELLED | TIMED_OUT
+//   IN_PROGRESS -> IN_QUEUE  when its worker is lost or drops it and attempts remain
+//   FAILED | TIMED_OUT -> IN_QUEUE  by retry
+//   IN_QUEUE -> CANCELLED by cancel
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/store.h"
+
+namespace gantry::jobs {
+
+enum class JobStatus { kInQueue, kInProgress, kCompleted, kFailed, kCancelled, kTimedOut };
+
+const char* StatusName(JobStatus s);
+std::optional<JobStatus> ParseStatus(std::string_view s);
+inline bool IsTerminal(JobStatus s) {
+  return s != JobStatus::kInQueue && s != JobStatus::kInProgress;
+}
+
+// A job as the JobManager holds it. The persistent part is `rec`; the rest lives in memory.
+struct Job {
+  store::JobRecord rec;
+  JobStatus status = JobStatus::kInQueue;
+  uint64_t queue_gen = 0;      // bumped whenever the job enters or leaves the queue
+  bool deleted = false;        // removed from the manager; queue entries may still point here
+  std::string progress;        // latest progress update (raw JSON), shown while running
+  std::vector<std::string> stream_pending;  // chunks not yet drained by /stream
+  std::vector<std::string> stream_all;      // every chunk, for the final output
+};
+
+// Per-endpoint settings the jobs module needs.
+struct QueueConfig {
+  int64_t execution_timeout_ms = 600'000;  // Default: 600 s (RunPod's executionTimeoutMs).
+  int max_attempts = 3;                    // Default: 3.
+  size_t max_queue = 250'000;              // Queued jobs above this get 429. Default: 250 000.
+  bool aggregate_stream = false;           // Keep streamed chunks as the final output.
+};
+
+// Limits of the per-request policy (runpod-protocol.md §1).
+constexpr int64_t kMinExecutionTimeoutMs = 5'000;
+constexpr int64_t kMaxPolicyMs = 7LL * 24 * 3600 * 1000;
+constexpr int64_t kMinTtlMs = 10'000;
+constexpr int64_t kDefaultTtlMs = 24LL * 3600 * 1000;
+
+}  // namespace gantry::jobs

@@ -1,0 +1,753 @@
+#include "jobs/job_manager.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace gantry::jobs {
+
+const char* StatusName(JobStatus s) {
+  switch (s) {
+    case JobStatus::kInQueue: return "IN_QUEUE";
+    case JobStatus::kInProgress: return "IN_PROGRESS";
+    case JobStatus::kCompleted: return "COMPLETED";
+    case JobStatus::kFailed: return "FAILED";
+    case JobStatus::kCancelled: return "CANCELLED";
+    case JobStatus::kTimedOut: return "TIMED_OUT";
+  }
+  return "UNKNOWN";
+}
+
+std::optional<JobStatus> ParseStatus(std::string_view s) {
+  for (JobStatus st : {JobStatus::kInQueue, JobStatus::kInProgress, JobStatus::kCompleted,
+                       JobStatus::kFailed, JobStatus::kCancelled, JobStatus::kTimedOut}) {
+    if (s == StatusName(st)) return st;
+  }
+  return std::nullopt;
+}
+
+std::string StatusJson(const Job& job, int64_t now_ms) {
+  const auto& r = job.rec;
+  int64_t delay = 0, exec = 0;
+  if (r.started_ms > 0) {
+    delay = r.started_ms - r.created_ms;
+    exec = (r.completed_ms > 0 ? r.completed_ms : now_ms) - r.started_ms;
+  } else {
+    delay = (r.completed_ms > 0 ? r.completed_ms : now_ms) - r.created_ms;
+  }
+  std::string out;
+  out.reserve(128 + r.output.size() + r.error.size());
+  out += "{\"id\":\"";
+  out += r.id;
+  out += "\",\"status\":\"";
+  out += StatusName(job.status);
+  out += "\",\"delayTime\":";
+  out += std::to_string(std::max<int64_t>(delay, 0));
+  out += ",\"executionTime\":";
+  out += std::to_string(std::max<int64_t>(exec, 0));
+  const std::string& output = job.status == JobStatus::kInProgress ? job.progress : r.output;
+  if (!output.empty()) {
+    out += ",\"output\":";
+    out += output;
+  }
+  if (!r.error.empty()) {
+    out += ",\"error\":";
+    out += r.error;
+  }
+  if (!r.worker_id.empty()) {
+    out += ",\"workerId\":\"";
+    out += r.worker_id;
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+// A UUID-shaped id, as RunPod's job ids are.
+static std::string NewJobId() {
+  std::string hex = NewId("", 32);
+  return hex.substr(0, 8) + '-' + hex.substr(8, 4) + '-' + hex.substr(12, 4) + '-' +
+         hex.substr(16, 4) + '-' + hex.substr(20, 12);
+}
+
+JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions options,
+                       WebhookPoster poster, KillWorker kill)
+    : clock_(clock),
+      store_(store),
+      options_(options),
+      poster_(std::move(poster)),
+      kill_(std::move(kill)) {}
+
+JobManager::~JobManager() = default;
+
+void JobManager::At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag) {
+  deadlines_.push(Deadline{when, kind, std::move(key), tag});
+}
+
+void JobManager::Persist(const Job* job, bool with_input, std::function<void(Status)> durable) {
+  auto m = with_input ? store::Mutation::PutJob(job->rec) : store::Mutation::UpdateJob(job->rec);
+  std::vector<store::Mutation> v;
+  v.push_back(std::move(m));
+  store_->Write(std::move(v), std::move(durable));
+}
+
+void JobManager::Load(std::vector<store::JobRecord> records) {
+  for (auto& rec : records) {
+    auto st = ParseStatus(rec.status);
+    if (!st) {
+      GLOG_WARN("store: job %s has unknown status %s; skipped", rec.id.c_str(), rec.status.c_str());
+      continue;
+    }
+    auto job = std::make_shared<Job>();
+    job->rec = std::move(rec);
+    job->status = *st;
+    next_seq_ = std::max(next_seq_, job->rec.seq + 1);
+    Job* j = job.get();
+    jobs_[j->rec.id] = std::move(job);
+    // The endpoint's config arrives with SetEndpoint; its state exists from here on.
+    endpoints_[j->rec.endpoint_id].counts[static_cast<int>(j->status)]++;
+    switch (j->status) {
+      case JobStatus::kInQueue:
+        PushQueue(j, false);
+        break;
+      case JobStatus::kInProgress:
+        held_[j->rec.worker_id].insert(j->rec.id);
+        At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout,
+           j->rec.id, static_cast<uint64_t>(j->rec.started_ms));
+        break;
+      default: {
+        int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
+        At(j->rec.completed_ms + keep, DeadlineKind::kRetention, j->rec.id, 0);
+        break;
+      }
+    }
+    if (!IsTerminal(j->status)) {
+      At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
+    }
+  }
+}
+
+void JobManager::SetEndpoint(const std::string& endpoint_id, QueueConfig config) {
+  endpoints_[endpoint_id].config = config;
+}
+
+bool JobManager::HasEndpoint(const std::string& endpoint_id) const {
+  return endpoints_.count(endpoint_id) > 0;
+}
+
+void JobManager::RemoveEndpoint(const std::string& endpoint_id) {
+  auto it = endpoints_.find(endpoint_id);
+  if (it == endpoints_.end()) return;
+  for (auto& w : it->second.waiters) w.cb({});
+  std::vector<std::string> doomed;
+  for (auto& [id, job] : jobs_) {
+    if (job->rec.endpoint_id != endpoint_id) continue;
+    if (job->status == JobStatus::kInProgress) {
+      RequestStop(job.get());
+      Terminate(job.get(), JobStatus::kCancelled, "", JsonQuote("endpoint deleted"));
+      Persist(job.get(), false);
+    } else {
+      doomed.push_back(id);
+    }
+  }
+  for (auto& id : doomed) DeleteJob(id);
+  endpoints_.erase(endpoint_id);
+}
+
+Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Status)> durable) {
+  auto ep_it = endpoints_.find(req.endpoint_id);
+  if (ep_it == endpoints_.end()) return NotFound("endpoint not found: " + req.endpoint_id);
+  EndpointState& ep = ep_it->second;
+  int64_t exec = req.execution_timeout_ms.value_or(ep.config.execution_timeout_ms);
+  if (exec < kMinExecutionTimeoutMs || exec > kMaxPolicyMs) {
+    return InvalidArgument("policy.executionTimeout must be between 5000 and 604800000 ms");
+  }
+  int64_t ttl = req.ttl_ms.value_or(kDefaultTtlMs);
+  if (ttl < kMinTtlMs || ttl > kMaxPolicyMs) {
+    return InvalidArgument("policy.ttl must be between 10000 and 604800000 ms");
+  }
+  if (static_cast<size_t>(ep.counts[static_cast<int>(JobStatus::kInQueue)]) >=
+      ep.config.max_queue) {
+    return ResourceExhausted("the endpoint's queue is full (" +
+                             std::to_string(ep.config.max_queue) + " jobs)");
+  }
+  int64_t now = clock_->NowMs();
+  auto job = std::make_shared<Job>();
+  auto& r = job->rec;
+  do {
+    r.id = NewJobId();
+  } while (jobs_.count(r.id));
+  r.endpoint_id = req.endpoint_id;
+  r.status = StatusName(JobStatus::kInQueue);
+  r.input = std::move(req.input);
+  r.webhook = std::move(req.webhook);
+  r.s3_config = std::move(req.s3_config);
+  r.execution_timeout_ms = exec;
+  r.ttl_ms = ttl;
+  r.low_priority = req.low_priority;
+  r.sync = req.sync;
+  r.created_ms = now;
+  r.seq = next_seq_++;
+  Job* j = job.get();
+  jobs_[r.id] = std::move(job);
+  ep.counts[static_cast<int>(JobStatus::kInQueue)]++;
+  PushQueue(j, false);
+  Persist(j, true, std::move(durable));
+  At(now + ttl, DeadlineKind::kTtl, r.id, 0);
+  Dispatch(ep);
+  return static_cast<const Job*>(j);
+}
+
+const Job* JobManager::Get(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> JobManager::DrainStream(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return {};
+  return std::exchange(it->second->stream_pending, {});
+}
+
+void JobManager::SetStatus(Job* job, JobStatus status) {
+  auto ep = endpoints_.find(job->rec.endpoint_id);
+  if (ep != endpoints_.end()) {
+    ep->second.counts[static_cast<int>(job->status)]--;
+    ep->second.counts[static_cast<int>(status)]++;
+  }
+  if (job->status == JobStatus::kInQueue || status == JobStatus::kInQueue) ++job->queue_gen;
+  job->status = status;
+  job->rec.status = StatusName(status);
+}
+
+void JobManager::Enqueue(Job* job, bool front) {
+  SetStatus(job, JobStatus::kInQueue);
+  PushQueue(job, front);
+}
+
+void JobManager::PushQueue(Job* job, bool front) {
+  auto& ep = endpoints_[job->rec.endpoint_id];
+  auto sp = jobs_.at(job->rec.id);
+  if (front) ep.queue.emplace_front(std::move(sp), job->queue_gen);
+  else ep.queue.emplace_back(std::move(sp), job->queue_gen);
+}
+
+Job* JobManager::PopQueued(EndpointState& ep) {
+  while (!ep.queue.empty()) {
+    auto [job, gen] = std::move(ep.queue.front());
+    ep.queue.pop_front();
+    if (!job->deleted && job->status == JobStatus::kInQueue && job->queue_gen == gen) {
+      return job.get();
+    }
+  }
+  return nullptr;
+}
+
+void JobManager::TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
+                          std::vector<const Job*>* out) {
+  while (static_cast<int>(out->size()) < max) {
+    Job* j = PopQueued(ep);
+    if (!j) break;
+    Start(j, worker_id);
+    out->push_back(j);
+  }
+}
+
+void JobManager::Start(Job* job, const std::string& worker_id) {
+  int64_t now = clock_->NowMs();
+  SetStatus(job, JobStatus::kInProgress);
+  job->rec.worker_id = worker_id;
+  job->rec.started_ms = now;
+  job->rec.attempts += 1;
+  job->progress.clear();
+  held_[worker_id].insert(job->rec.id);
+  At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
+     static_cast<uint64_t>(now));
+  Persist(job, false);
+}
+
+void JobManager::Dispatch(EndpointState& ep) {
+  while (!ep.waiters.empty() && ep.counts[static_cast<int>(JobStatus::kInQueue)] > 0) {
+    auto w = std::move(ep.waiters.front());
+    ep.waiters.pop_front();
+    std::vector<const Job*> out;
+    TakeFrom(ep, w.worker_id, w.max, &out);
+    w.cb(std::move(out));
+  }
+}
+
+void JobManager::Take(const std::string& endpoint_id, const std::string& worker_id, int max,
+                      int64_t wait_ms, TakeCallback cb) {
+  auto it = endpoints_.find(endpoint_id);
+  if (it == endpoints_.end()) return cb({});
+  EndpointState& ep = it->second;
+  max = std::max(1, max);
+  std::vector<const Job*> out;
+  TakeFrom(ep, worker_id, max, &out);
+  if (!out.empty()) return cb(std::move(out));
+  if (wait_ms <= 0) return cb({});
+  uint64_t id = next_waiter_id_++;
+  ep.waiters.push_back({id, worker_id, max, std::move(cb)});
+  At(clock_->NowMs() + wait_ms, DeadlineKind::kTakeWait, endpoint_id, id);
+}
+
+void JobManager::Release(Job* job) {
+  auto it = held_.find(job->rec.worker_id);
+  if (it == held_.end()) return;
+  it->second.erase(job->rec.id);
+  if (it->second.empty()) held_.erase(it);
+}
+
+void JobManager::ReturnUndelivered(const std::string& worker_id,
+                                   const std::vector<std::string>& job_ids) {
+  for (auto it = job_ids.rbegin(); it != job_ids.rend(); ++it) {
+    auto jit = jobs_.find(*it);
+    if (jit == jobs_.end()) continue;
+    Job* j = jit->second.get();
+    if (j->status != JobStatus::kInProgress || j->rec.worker_id != worker_id) continue;
+    Release(j);
+    j->rec.attempts = std::max(0, j->rec.attempts - 1);
+    j->rec.started_ms = 0;
+    j->rec.worker_id.clear();
+    Enqueue(j, true);
+    Persist(j, false);
+  }
+  for (auto& [id, ep] : endpoints_) Dispatch(ep);
+}
+
+void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::string error) {
+  int64_t now = clock_->NowMs();
+  if (job->status == JobStatus::kInProgress) Release(job);
+  SetStatus(job, status);
+  job->rec.output = std::move(output);
+  job->rec.error = std::move(error);
+  job->rec.completed_ms = now;
+  job->progress.clear();
+  int64_t keep = job->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
+  At(now + keep, DeadlineKind::kRetention, job->rec.id, 0);
+  NotifyJobWaiters(job);
+  if (!job->rec.webhook.empty()) SendWebhook(job->rec.id, 0);
+}
+
+void JobManager::NotifyJobWaiters(Job* job) {
+  auto it = job_waiters_.find(job->rec.id);
+  if (it == job_waiters_.end()) return;
+  auto waiters = std::move(it->second);
+  job_waiters_.erase(it);
+  for (auto& w : waiters) w.cb(job);
+}
+
+void JobManager::Requeue(Job* job, const std::string& why) {
+  auto& ep = endpoints_[job->rec.endpoint_id];
+  ClearStop(job->rec.id);
+  if (job->rec.attempts < ep.config.max_attempts) {
+    Release(job);
+    job->rec.started_ms = 0;
+    job->progress.clear();
+    ++ep.retried;
+    Enqueue(job, true);
+    Persist(job, false);
+    Dispatch(ep);
+  } else {
+    Terminate(job, JobStatus::kFailed, "",
+              JsonQuote(why + " (attempt " + std::to_string(job->rec.attempts) + " of " +
+                        std::to_string(ep.config.max_attempts) + ")"));
+    Persist(job, false);
+  }
+}
+
+void JobManager::DeleteJob(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  Job* j = it->second.get();
+  if (j->status == JobStatus::kInProgress) Release(j);
+  auto ep = endpoints_.find(j->rec.endpoint_id);
+  if (ep != endpoints_.end()) ep->second.counts[static_cast<int>(j->status)]--;
+  j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
+  auto waiters = job_waiters_.find(job_id);
+  if (waiters != job_waiters_.end()) {
+    auto ws = std::move(waiters->second);
+    job_waiters_.erase(waiters);
+    for (auto& w : ws) w.cb(nullptr);
+  }
+  store_->Write({store::Mutation::DeleteJob(job_id)}, {});
+  jobs_.erase(it);
+}
+
+Result<const Job*> JobManager::Cancel(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
+  Job* j = it->second.get();
+  if (IsTerminal(j->status)) return static_cast<const Job*>(j);
+  if (j->status == JobStatus::kInProgress) RequestStop(j);
+  Terminate(j, JobStatus::kCancelled, "", "");
+  Persist(j, false);
+  return static_cast<const Job*>(j);
+}
+
+Result<const Job*> JobManager::Retry(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
+  Job* j = it->second.get();
+  if (j->status != JobStatus::kFailed && j->status != JobStatus::kTimedOut) {
+    return FailedPrecondition(std::string("only FAILED or TIMED_OUT jobs can be retried; this one is ") +
+                              StatusName(j->status));
+  }
+  if (!endpoints_.count(j->rec.endpoint_id)) return NotFound("endpoint not found");
+  auto& ep = endpoints_[j->rec.endpoint_id];
+  j->rec.output.clear();
+  j->rec.error.clear();
+  j->rec.attempts = 0;
+  j->rec.started_ms = 0;
+  j->rec.completed_ms = 0;
+  j->rec.worker_id.clear();
+  j->rec.created_ms = clock_->NowMs();
+  j->stream_pending.clear();
+  j->stream_all.clear();
+  ++ep.retried;
+  Enqueue(j, false);
+  At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
+  Persist(j, false);
+  Dispatch(ep);
+  return static_cast<const Job*>(j);
+}
+
+Result<int64_t> JobManager::PurgeQueue(const std::string& endpoint_id) {
+  auto it = endpoints_.find(endpoint_id);
+  if (it == endpoints_.end()) return NotFound("endpoint not found: " + endpoint_id);
+  std::vector<std::string> ids;
+  for (auto& [job, gen] : it->second.queue) {
+    if (!job->deleted && job->status == JobStatus::kInQueue && job->queue_gen == gen) {
+      ids.push_back(job->rec.id);
+    }
+  }
+  for (auto& id : ids) DeleteJob(id);
+  it->second.queue.clear();  // every entry is stale now
+  return static_cast<int64_t>(ids.size());
+}
+
+void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return cb(nullptr);
+  if (IsTerminal(it->second->status) || wait_ms <= 0) return cb(it->second.get());
+  uint64_t id = next_waiter_id_++;
+  job_waiters_[job_id].push_back({id, std::move(cb)});
+  At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
+}
+
+EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
+  EndpointCounts c;
+  auto ep = endpoints_.find(endpoint_id);
+  if (ep == endpoints_.end()) return c;
+  const int64_t* n = ep->second.counts;
+  c.in_queue = n[static_cast<int>(JobStatus::kInQueue)];
+  c.in_progress = n[static_cast<int>(JobStatus::kInProgress)];
+  c.completed = n[static_cast<int>(JobStatus::kCompleted)];
+  c.failed = n[static_cast<int>(JobStatus::kFailed)] + n[static_cast<int>(JobStatus::kTimedOut)];
+  c.retried = ep->second.retried;
+  return c;
+}
+
+Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::string& job_id,
+                                       const json::value& body, bool is_stream,
+                                       std::function<void(Status)> durable) {
+  if (!body.is_object()) return InvalidArgument("job-done body must be a JSON object");
+  const auto& obj = body.as_object();
+  const json::value* status = Find(obj, "status");
+  bool progress = status && status->is_string() && status->get_string() == "IN_PROGRESS";
+  // A final answer for a job we asked this worker to stop: the stop is done.
+  if (auto s = stops_.find(job_id); !progress && s != stops_.end() && s->second.worker_id == worker_id) {
+    stops_.erase(s);
+  }
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
+  Job* j = it->second.get();
+  DoneOutcome out;
+  if (const auto* sp = Find(obj, "stopPod"); sp && sp->is_bool() && sp->get_bool()) {
+    out.stop_worker = true;
+  }
+  bool holder = j->rec.worker_id == worker_id;
+
+  if (progress) {
+    // Progress moves only a running job of this worker; a late one is ignored.
+    if (j->status == JobStatus::kInProgress && holder) {
+      const json::value* o = Find(obj, "output");
+      j->progress = o ? ToJson(*o) : "";
+      out.accepted = true;
+    }
+    if (durable) durable(Status::Ok());
+    return out;
+  }
+  // A result counts from the worker holding the job, or from the one that last held it when
+  // it has been requeued meanwhile (its lease lapsed but it finished after all).
+  bool acceptable = holder && (j->status == JobStatus::kInProgress ||
+                               j->status == JobStatus::kInQueue);
+  if (!acceptable) {
+    if (IsTerminal(j->status)) {  // a duplicate or a result after cancel/timeout: idempotent
+      if (durable) durable(Status::Ok());
+      return out;
+    }
+    return FailedPrecondition("job " + job_id + " is not held by this worker");
+  }
+  if (j->status == JobStatus::kInQueue) {
+    SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
+    held_[worker_id].insert(job_id);
+  }
+  const json::value* err = Find(obj, "error");
+  if (err && !err->is_null()) {
+    Terminate(j, JobStatus::kFailed, "", ToJson(*err));
+  } else {
+    const json::value* o = Find(obj, "output");
+    std::string output = o ? ToJson(*o) : "";
+    bool empty_list = o && o->is_array() && o->as_array().empty();
+    if (is_stream && (output.empty() || empty_list) && !j->stream_all.empty()) {
+      // Never replace the chunks already streamed with []: they become the output.
+      output = "[";
+      for (size_t i = 0; i < j->stream_all.size(); ++i) {
+        if (i) output += ',';
+        output += j->stream_all[i];
+      }
+      output += ']';
+    }
+    Terminate(j, JobStatus::kCompleted, std::move(output), "");
+  }
+  out.accepted = true;
+  Persist(j, false, std::move(durable));
+  return out;
+}
+
+Status JobManager::AppendStream(const std::string& worker_id, const std::string& job_id,
+                                std::string chunk_json) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
+  Job* j = it->second.get();
+  if (j->rec.worker_id != worker_id) return FailedPrecondition("job is not held by this worker");
+  if (j->status != JobStatus::kInProgress) return Status::Ok();  // late chunk: ignored
+  j->stream_pending.push_back(chunk_json);
+  j->stream_all.push_back(std::move(chunk_json));
+  return Status::Ok();
+}
+
+std::vector<std::string> JobManager::HeldBy(const std::string& worker_id) const {
+  auto it = held_.find(worker_id);
+  if (it == held_.end()) return {};
+  return {it->second.begin(), it->second.end()};
+}
+
+void JobManager::Ping(const std::string& worker_id, const std::vector<std::string>& running,
+                      int64_t ping_interval_ms) {
+  int64_t now = clock_->NowMs();
+  std::unordered_set<std::string> listed(running.begin(), running.end());
+  for (const auto& id : HeldBy(worker_id)) {
+    Job* j = jobs_[id].get();
+    if (!listed.count(id) && j->rec.started_ms + ping_interval_ms < now) {
+      GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
+      Requeue(j, "the worker dropped the job");
+    }
+  }
+  // A stopped job the worker no longer runs is stopped.
+  std::vector<std::string> done;
+  for (auto& [job_id, stop] : stops_) {
+    if (stop.worker_id == worker_id && !listed.count(job_id) && stop.offered_ms > 0) {
+      done.push_back(job_id);
+    }
+  }
+  for (auto& id : done) ClearStop(id);
+}
+
+void JobManager::WorkerLost(const std::string& worker_id, const std::string& why) {
+  // Its waiting takes go first, so that requeued jobs are not handed straight back to it.
+  for (auto& [ep_id, ep] : endpoints_) {
+    std::deque<EndpointState::TakeWaiter> keep;
+    std::vector<TakeCallback> gone;
+    for (auto& w : ep.waiters) {
+      if (w.worker_id == worker_id) gone.push_back(std::move(w.cb));
+      else keep.push_back(std::move(w));
+    }
+    ep.waiters = std::move(keep);
+    for (auto& cb : gone) cb({});
+  }
+  auto sw = stop_waiters_.find(worker_id);
+  if (sw != stop_waiters_.end()) {
+    auto cb = std::move(sw->second.cb);
+    stop_waiters_.erase(sw);
+    cb({});
+  }
+  std::vector<std::string> done;
+  for (auto& [job_id, stop] : stops_) {
+    if (stop.worker_id == worker_id) done.push_back(job_id);
+  }
+  for (auto& id : done) ClearStop(id);
+  for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
+}
+
+void JobManager::RequestStop(Job* job) {
+  if (job->rec.worker_id.empty()) return;
+  int64_t now = clock_->NowMs();
+  stops_[job->rec.id] = StopRequest{job->rec.worker_id, now, 0};
+  At(now + options_.stop_grace_ms, DeadlineKind::kStopGrace, job->rec.id,
+     static_cast<uint64_t>(now));
+  OfferStops(job->rec.worker_id);
+}
+
+void JobManager::ClearStop(const std::string& job_id) { stops_.erase(job_id); }
+
+std::vector<std::string> JobManager::DueStops(const std::string& worker_id, int64_t now) {
+  std::vector<std::string> ids;
+  for (auto& [job_id, stop] : stops_) {
+    if (stop.worker_id != worker_id) continue;
+    if (stop.offered_ms == 0 || stop.offered_ms + options_.stop_reoffer_ms <= now) {
+      ids.push_back(job_id);
+    }
+  }
+  return ids;
+}
+
+void JobManager::OfferStops(const std::string& worker_id) {
+  auto sw = stop_waiters_.find(worker_id);
+  if (sw == stop_waiters_.end()) return;
+  int64_t now = clock_->NowMs();
+  auto ids = DueStops(worker_id, now);
+  if (ids.empty()) return;
+  for (auto& id : ids) stops_[id].offered_ms = now;
+  auto cb = std::move(sw->second.cb);
+  stop_waiters_.erase(sw);
+  cb(std::move(ids));
+}
+
+void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
+                           std::function<void(std::vector<std::string>)> cb) {
+  int64_t now = clock_->NowMs();
+  auto ids = DueStops(worker_id, now);
+  if (!ids.empty() || wait_ms <= 0) {
+    for (auto& id : ids) stops_[id].offered_ms = now;
+    return cb(std::move(ids));
+  }
+  auto old = stop_waiters_.find(worker_id);
+  if (old != stop_waiters_.end()) {  // a newer poll replaces an older one
+    auto old_cb = std::move(old->second.cb);
+    stop_waiters_.erase(old);
+    old_cb({});
+  }
+  uint64_t id = next_waiter_id_++;
+  stop_waiters_[worker_id] = StopWaiter{id, std::move(cb)};
+  At(now + wait_ms, DeadlineKind::kStopWait, worker_id, id);
+  // Re-offers of stops already offered come due before the wait ends.
+  for (auto& [job_id, stop] : stops_) {
+    if (stop.worker_id == worker_id) {
+      At(stop.offered_ms + options_.stop_reoffer_ms, DeadlineKind::kStopWait, worker_id, 0);
+    }
+  }
+}
+
+void JobManager::SendWebhook(const std::string& job_id, int attempt) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second->rec.webhook.empty()) return;
+  ++webhook_deliveries_;
+  std::string body = StatusJson(*it->second, clock_->NowMs());
+  poster_(it->second->rec.webhook, std::move(body), [this, job_id, attempt](bool ok) {
+    if (ok) return;
+    ++webhook_failures_;
+    if (attempt < options_.webhook_retries) {
+      At(clock_->NowMs() + options_.webhook_retry_ms, DeadlineKind::kWebhookRetry, job_id,
+         static_cast<uint64_t>(attempt + 1));
+    } else {
+      GLOG_WARN("jobs: webhook for job %s failed after %d attempts", job_id.c_str(), attempt + 1);
+    }
+  });
+}
+
+void JobManager::Tick() {
+  int64_t now = clock_->NowMs();
+  while (!deadlines_.empty() && deadlines_.top().when <= now) {
+    Deadline d = deadlines_.top();
+    deadlines_.pop();
+    Fire(d);
+  }
+}
+
+void JobManager::Fire(const Deadline& d) {
+  switch (d.kind) {
+    case DeadlineKind::kTakeWait: {
+      auto ep = endpoints_.find(d.key);
+      if (ep == endpoints_.end()) return;
+      auto& ws = ep->second.waiters;
+      auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
+      if (w == ws.end()) return;
+      auto cb = std::move(w->cb);
+      ws.erase(w);
+      cb({});
+      return;
+    }
+    case DeadlineKind::kJobWait: {
+      auto it = job_waiters_.find(d.key);
+      if (it == job_waiters_.end()) return;
+      auto& ws = it->second;
+      auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
+      if (w == ws.end()) return;
+      auto cb = std::move(w->cb);
+      ws.erase(w);
+      if (ws.empty()) job_waiters_.erase(it);
+      cb(jobs_.count(d.key) ? jobs_[d.key].get() : nullptr);
+      return;
+    }
+    case DeadlineKind::kStopWait: {
+      auto sw = stop_waiters_.find(d.key);
+      if (sw == stop_waiters_.end()) return;
+      if (d.tag == 0) return OfferStops(d.key);  // a re-offer came due
+      if (sw->second.id != d.tag) return;
+      auto cb = std::move(sw->second.cb);
+      stop_waiters_.erase(sw);
+      cb({});
+      return;
+    }
+    case DeadlineKind::kExecTimeout: {
+      auto it = jobs_.find(d.key);
+      if (it == jobs_.end()) return;
+      Job* j = it->second.get();
+      if (j->status != JobStatus::kInProgress ||
+          static_cast<uint64_t>(j->rec.started_ms) != d.tag) {
+        return;
+      }
+      RequestStop(j);
+      Terminate(j, JobStatus::kTimedOut, "",
+                JsonQuote("execution timeout of " + std::to_string(j->rec.execution_timeout_ms) +
+                          " ms exceeded"));
+      Persist(j, false);
+      return;
+    }
+    case DeadlineKind::kTtl: {
+      auto it = jobs_.find(d.key);
+      if (it == jobs_.end()) return;
+      Job* j = it->second.get();
+      if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > d.when) return;
+      if (j->status == JobStatus::kInProgress) RequestStop(j);
+      DeleteJob(d.key);
+      return;
+    }
+    case DeadlineKind::kRetention: {
+      auto it = jobs_.find(d.key);
+      if (it == jobs_.end()) return;
+      Job* j = it->second.get();
+      int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
+      if (!IsTerminal(j->status) || j->rec.completed_ms + keep > d.when) return;
+      DeleteJob(d.key);
+      return;
+    }
+    case DeadlineKind::kStopGrace: {
+      auto it = stops_.find(d.key);
+      if (it == stops_.end() || static_cast<uint64_t>(it->second.requested_ms) != d.tag) return;
+      std::string worker = it->second.worker_id;
+      stops_.erase(it);
+      ++kills_;
+      kill_(worker, "did not stop job " + d.key + " within " +
+                        std::to_string(options_.stop_grace_ms) + " ms");
+      return;
+    }
+    case DeadlineKind::kWebhookRetry:
+      SendWebhook(d.key, static_cast<int>(d.tag));
+      return;
+  }
+}
+
+}  // namespace gantry::jobs

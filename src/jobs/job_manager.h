@@ -1,0 +1,215 @@
+#pragma once
+// JobManager: queues, leases, results, streams, stops, timeouts, TTL, retention, webhooks.
+//
+// Threading: not thread-safe. Every call, and every callback it makes, happens on one thread
+// (the server's event loop). Time comes only from the injected Clock, and deadlines fire only
+// from Tick(), so tests drive it with a FakeClock.
+//
+// Durability: every state change is written to the Store. Submit() reports through its
+// callback only once the job is durable; Finish() likewise for a result. Jobs are handed out
+// before their record is durable (the record is queued first, so it always lands before the
+// result that follows it).
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <queue>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "common/env.h"
+#include "common/json.h"
+#include "common/status.h"
+#include "jobs/job.h"
+#include "store/store.h"
+
+namespace gantry::jobs {
+
+struct JobsOptions {
+  int64_t run_retention_ms = 30 * 60 * 1000;   // Finished /run jobs are kept. Default: 30 min.
+  int64_t sync_retention_ms = 60 * 1000;       // Finished /runsync jobs. Default: 1 min.
+  int64_t stop_grace_ms = 30'000;  // A stopped job's worker is killed after this. Default: 30 s.
+  int64_t stop_reoffer_ms = 1'000;  // A pending stop is offered again this often. Default: 1 s.
+  int64_t webhook_retry_ms = 10'000;  // Default: 10 s (RunPod).
+  int webhook_retries = 2;            // Default: 2 (RunPod).
+  int64_t webhook_timeout_ms = 10'000;
+};
+
+// What Submit() needs, already validated by the API layer except for the policy ranges.
+struct SubmitRequest {
+  std::string endpoint_id;
+  std::string input;      // raw JSON text of "input"
+  std::string webhook;    // may be empty
+  std::string s3_config;  // raw JSON or empty
+  std::optional<int64_t> execution_timeout_ms;
+  std::optional<int64_t> ttl_ms;
+  bool low_priority = false;
+  bool sync = false;
+};
+
+struct EndpointCounts {
+  int64_t completed = 0, failed = 0, in_progress = 0, in_queue = 0, retried = 0;
+};
+
+// Outcome of a worker's job-done.
+struct DoneOutcome {
+  bool accepted = false;  // the body changed the job (false: duplicate or late)
+  bool stop_worker = false;  // "stopPod": recycle the worker after this job
+};
+
+class JobManager {
+ public:
+  using WebhookPoster =
+      std::function<void(const std::string& url, std::string body, std::function<void(bool)>)>;
+  // Called when a worker must be killed: it ignored a stop for longer than the grace period.
+  using KillWorker = std::function<void(const std::string& worker_id, const std::string& why)>;
+  using TakeCallback = std::function<void(std::vector<const Job*> jobs)>;
+  using JobCallback = std::function<void(const Job* job)>;  // nullptr: deleted meanwhile
+
+  JobManager(const Clock* clock, store::Store* store, JobsOptions options, WebhookPoster poster,
+             KillWorker kill);
+  ~JobManager();
+
+  // Rebuilds state from the store's records. Call once, before anything else.
+  void Load(std::vector<store::JobRecord> records);
+
+  // Endpoint lifecycle. Jobs for unknown endpoints are refused with NotFound.
+  void SetEndpoint(const std::string& endpoint_id, QueueConfig config);
+  void RemoveEndpoint(const std::string& endpoint_id);  // drops its queued and finished jobs
+  bool HasEndpoint(const std::string& endpoint_id) const;
+
+  // Client API. `durable` runs once the job is in the store (or with the store's error).
+  Result<const Job*> Submit(SubmitRequest req, std::function<void(Status)> durable);
+  const Job* Get(const std::string& job_id) const;
+  // Drains the stream chunks not yet read.
+  std::vector<std::string> DrainStream(const std::string& job_id);
+  Result<const Job*> Cancel(const std::string& job_id);
+  Result<const Job*> Retry(const std::string& job_id);
+  Result<int64_t> PurgeQueue(const std::string& endpoint_id);
+  // Calls `cb` when the job ends, or with its current state when `wait_ms` passes.
+  void WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb);
+  EndpointCounts Counts(const std::string& endpoint_id) const;
+
+  // Worker API.
+  // Hands up to `max` queued jobs to `worker_id`, waiting up to `wait_ms` for one to arrive.
+  // `cb` gets the jobs now IN_PROGRESS on that worker (empty when the wait ended).
+  void Take(const std::string& endpoint_id, const std::string& worker_id, int max,
+            int64_t wait_ms, TakeCallback cb);
+  // Jobs that were taken but never reached the worker (its connection was gone) go back to
+  // the head of the queue without costing an attempt.
+  void ReturnUndelivered(const std::string& worker_id, const std::vector<std::string>& job_ids);
+  // A job-done body. `durable` runs when the change (if any) is in the store.
+  Result<DoneOutcome> Finish(const std::string& worker_id, const std::string& job_id,
+                             const json::value& body, bool is_stream,
+                             std::function<void(Status)> durable);
+  Status AppendStream(const std::string& worker_id, const std::string& job_id,
+                      std::string chunk_json);
+  // A heartbeat listing the jobs the worker runs. Held jobs it no longer lists are requeued
+  // (after `ping_interval_ms` since their take, to allow for the report's lag).
+  void Ping(const std::string& worker_id, const std::vector<std::string>& running,
+            int64_t ping_interval_ms);
+  // Long-poll for jobs this worker should stop. `cb` gets the ids (empty when the wait ended).
+  void PollStops(const std::string& worker_id, int64_t wait_ms,
+                 std::function<void(std::vector<std::string>)> cb);
+  // The worker is gone: its jobs are requeued while attempts remain, else FAILED.
+  void WorkerLost(const std::string& worker_id, const std::string& why);
+  // Jobs held by the worker right now.
+  std::vector<std::string> HeldBy(const std::string& worker_id) const;
+
+  // Fires every deadline that is due. Call often (the server calls it every 20 ms).
+  void Tick();
+
+  size_t job_count() const { return jobs_.size(); }
+  int64_t webhook_deliveries() const { return webhook_deliveries_; }
+  int64_t webhook_failures() const { return webhook_failures_; }
+  int64_t kills() const { return kills_; }
+
+ private:
+  struct EndpointState {
+    QueueConfig config;
+    // (job, queue_gen) in take order. An entry is stale, and skipped, once its job left the
+    // queue (taken, cancelled, purged, expired) or was queued again under a newer gen.
+    std::deque<std::pair<std::shared_ptr<Job>, uint64_t>> queue;
+    int64_t counts[6] = {0, 0, 0, 0, 0, 0};  // jobs by JobStatus
+    int64_t retried = 0;
+    struct TakeWaiter {
+      uint64_t id;
+      std::string worker_id;
+      int max;
+      TakeCallback cb;
+    };
+    std::deque<TakeWaiter> waiters;
+  };
+  enum class DeadlineKind { kTakeWait, kJobWait, kStopWait, kExecTimeout, kTtl, kRetention,
+                            kStopGrace, kWebhookRetry };
+  struct Deadline {
+    int64_t when;
+    DeadlineKind kind;
+    std::string key;   // job id, endpoint id or worker id
+    uint64_t tag;      // waiter id, job started_ms or attempt number
+    bool operator>(const Deadline& o) const { return when > o.when; }
+  };
+  struct JobWaiter {
+    uint64_t id;
+    JobCallback cb;
+  };
+  struct StopRequest {
+    std::string worker_id;
+    int64_t requested_ms;
+    int64_t offered_ms = 0;  // 0: never offered
+  };
+  struct StopWaiter {
+    uint64_t id;
+    std::function<void(std::vector<std::string>)> cb;
+  };
+
+  void At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag);
+  void Fire(const Deadline& d);
+  void Persist(const Job* job, bool with_input, std::function<void(Status)> durable = {});
+  void SetStatus(Job* job, JobStatus status);  // every status change goes through here
+  void Enqueue(Job* job, bool front);    // SetStatus(IN_QUEUE) and PushQueue
+  void PushQueue(Job* job, bool front);  // adds a queue entry for the job's current gen
+  Job* PopQueued(EndpointState& ep);
+  void TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
+                std::vector<const Job*>* out);
+  void Dispatch(EndpointState& ep);
+  void Start(Job* job, const std::string& worker_id);
+  void Release(Job* job);  // drops the worker's hold on the job
+  void Terminate(Job* job, JobStatus status, std::string output, std::string error);
+  void Requeue(Job* job, const std::string& why);
+  void DeleteJob(const std::string& job_id);
+  void RequestStop(Job* job);
+  void ClearStop(const std::string& job_id);
+  void OfferStops(const std::string& worker_id);
+  std::vector<std::string> DueStops(const std::string& worker_id, int64_t now);
+  void SendWebhook(const std::string& job_id, int attempt);
+  void NotifyJobWaiters(Job* job);
+
+  const Clock* clock_;
+  store::Store* store_;
+  JobsOptions options_;
+  WebhookPoster poster_;
+  KillWorker kill_;
+
+  std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
+  std::unordered_map<std::string, EndpointState> endpoints_;
+  std::unordered_map<std::string, std::set<std::string>> held_;  // worker -> job ids
+  std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
+  std::unordered_map<std::string, StopRequest> stops_;           // job id -> stop
+  std::unordered_map<std::string, StopWaiter> stop_waiters_;     // worker id -> waiter
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  int64_t next_seq_ = 1;
+  uint64_t next_waiter_id_ = 1;
+  int64_t webhook_deliveries_ = 0;
+  int64_t webhook_failures_ = 0;
+  int64_t kills_ = 0;
+};
+
+// The client-facing status object of a job (runpod-protocol.md §1), as JSON text.
+std::string StatusJson(const Job& job, int64_t now_ms);
+
+}  // namespace gantry::jobs

@@ -1,0 +1,329 @@
+// SQLite implementation of Store: WAL mode, one writer thread, group commit.
+#include <sqlite3.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "store/store.h"
+
+namespace gantry::store {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY,
+  endpoint_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  input TEXT NOT NULL,
+  webhook TEXT NOT NULL DEFAULT '',
+  s3_config TEXT NOT NULL DEFAULT '',
+  execution_timeout_ms INTEGER NOT NULL,
+  ttl_ms INTEGER NOT NULL,
+  low_priority INTEGER NOT NULL,
+  sync INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER NOT NULL,
+  completed_ms INTEGER NOT NULL,
+  worker_id TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  output TEXT NOT NULL,
+  error TEXT NOT NULL,
+  seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS objects (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  data TEXT NOT NULL,
+  PRIMARY KEY (kind, id)
+);
+)sql";
+
+constexpr const char* kPutJob =
+    "INSERT OR REPLACE INTO jobs (id, endpoint_id, status, input, webhook, s3_config, "
+    "execution_timeout_ms, ttl_ms, low_priority, sync, created_ms, started_ms, completed_ms, "
+    "worker_id, attempts, output, error, seq) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+constexpr const char* kUpdateJob =
+    "UPDATE jobs SET endpoint_id=?2, status=?3, webhook=?5, s3_config=?6, "
+    "execution_timeout_ms=?7, ttl_ms=?8, low_priority=?9, sync=?10, created_ms=?11, "
+    "started_ms=?12, completed_ms=?13, worker_id=?14, attempts=?15, output=?16, error=?17, "
+    "seq=?18 WHERE id=?1";
+constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE id=?1";
+constexpr const char* kPutObject = "INSERT OR REPLACE INTO objects (kind, id, data) VALUES (?1, ?2, ?3)";
+constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=?2";
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(sqlite3* db, SqliteOptions options, Executor executor)
+      : db_(db), options_(options), executor_(std::move(executor)) {}
+  ~SqliteStore() override {
+    Stop();
+    for (sqlite3_stmt* s : {put_job_, update_job_, delete_job_, put_object_, delete_object_}) {
+      sqlite3_finalize(s);
+    }
+    sqlite3_close(db_);
+  }
+
+  Status Init() {
+    const char* pragmas = options_.sync_full
+                              ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                              : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    GANTRY_RETURN_IF_ERROR(Exec(pragmas));
+    GANTRY_RETURN_IF_ERROR(Exec("PRAGMA busy_timeout=5000;"));
+    GANTRY_RETURN_IF_ERROR(Exec(kSchema));
+    GANTRY_RETURN_IF_ERROR(Prepare(kPutJob, &put_job_));
+    GANTRY_RETURN_IF_ERROR(Prepare(kUpdateJob, &update_job_));
+    GANTRY_RETURN_IF_ERROR(Prepare(kDeleteJob, &delete_job_));
+    GANTRY_RETURN_IF_ERROR(Prepare(kPutObject, &put_object_));
+    GANTRY_RETURN_IF_ERROR(Prepare(kDeleteObject, &delete_object_));
+    writer_ = std::thread([this] { WriterLoop(); });
+    return Status::Ok();
+  }
+
+  Result<std::vector<JobRecord>> LoadJobs() override {
+    std::lock_guard<std::mutex> db_lock(db_mu_);
+    sqlite3_stmt* st = nullptr;
+    GANTRY_RETURN_IF_ERROR(Prepare(
+        "SELECT id, endpoint_id, status, input, webhook, s3_config, execution_timeout_ms, "
+        "ttl_ms, low_priority, sync, created_ms, started_ms, completed_ms, worker_id, attempts, "
+        "output, error, seq FROM jobs ORDER BY seq",
+        &st));
+    std::vector<JobRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      JobRecord j;
+      j.id = Text(st, 0);
+      j.endpoint_id = Text(st, 1);
+      j.status = Text(st, 2);
+      j.input = Text(st, 3);
+      j.webhook = Text(st, 4);
+      j.s3_config = Text(st, 5);
+      j.execution_timeout_ms = sqlite3_column_int64(st, 6);
+      j.ttl_ms = sqlite3_column_int64(st, 7);
+      j.low_priority = sqlite3_column_int(st, 8) != 0;
+      j.sync = sqlite3_column_int(st, 9) != 0;
+      j.created_ms = sqlite3_column_int64(st, 10);
+      j.started_ms = sqlite3_column_int64(st, 11);
+      j.completed_ms = sqlite3_column_int64(st, 12);
+      j.worker_id = Text(st, 13);
+      j.attempts = sqlite3_column_int(st, 14);
+      j.output = Text(st, 15);
+      j.error = Text(st, 16);
+      j.seq = sqlite3_column_int64(st, 17);
+      out.push_back(std::move(j));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return Internal(std::string("sqlite load jobs: ") + sqlite3_errmsg(db_));
+    return out;
+  }
+
+  Result<std::vector<ObjectRecord>> LoadObjects(const std::string& kind) override {
+    std::lock_guard<std::mutex> db_lock(db_mu_);
+    sqlite3_stmt* st = nullptr;
+    GANTRY_RETURN_IF_ERROR(Prepare("SELECT id, data FROM objects WHERE kind=?1 ORDER BY id", &st));
+    sqlite3_bind_text(st, 1, kind.data(), static_cast<int>(kind.size()), SQLITE_TRANSIENT);
+    std::vector<ObjectRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      out.push_back(ObjectRecord{kind, Text(st, 0), Text(st, 1)});
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return Internal(std::string("sqlite load objects: ") + sqlite3_errmsg(db_));
+    return out;
+  }
+
+  void Write(std::vector<Mutation> mutations, std::function<void(Status)> done) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!stopping_) {
+        queue_.push_back(Pending{std::move(mutations), std::move(done)});
+        cv_.notify_one();
+        return;
+      }
+    }
+    if (done) executor_([done] { done(Unavailable("store is stopped")); });
+  }
+
+  void Stop() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+      cv_.notify_one();
+    }
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  struct Pending {
+    std::vector<Mutation> mutations;
+    std::function<void(Status)> done;
+  };
+
+  static std::string Text(sqlite3_stmt* st, int col) {
+    const unsigned char* p = sqlite3_column_text(st, col);
+    return p ? std::string(reinterpret_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(st, col)))
+             : std::string();
+  }
+
+  Status Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown";
+      sqlite3_free(err);
+      return Internal("sqlite: " + msg);
+    }
+    return Status::Ok();
+  }
+
+  Status Prepare(const char* sql, sqlite3_stmt** st) {
+    if (sqlite3_prepare_v2(db_, sql, -1, st, nullptr) != SQLITE_OK) {
+      return Internal(std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
+    }
+    return Status::Ok();
+  }
+
+  static void BindText(sqlite3_stmt* st, int i, const std::string& s) {
+    sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+  }
+
+  void BindJob(sqlite3_stmt* st, const JobRecord& j, bool with_input) {
+    BindText(st, 1, j.id);
+    BindText(st, 2, j.endpoint_id);
+    BindText(st, 3, j.status);
+    if (with_input) BindText(st, 4, j.input);
+    BindText(st, 5, j.webhook);
+    BindText(st, 6, j.s3_config);
+    sqlite3_bind_int64(st, 7, j.execution_timeout_ms);
+    sqlite3_bind_int64(st, 8, j.ttl_ms);
+    sqlite3_bind_int(st, 9, j.low_priority);
+    sqlite3_bind_int(st, 10, j.sync);
+    sqlite3_bind_int64(st, 11, j.created_ms);
+    sqlite3_bind_int64(st, 12, j.started_ms);
+    sqlite3_bind_int64(st, 13, j.completed_ms);
+    BindText(st, 14, j.worker_id);
+    sqlite3_bind_int(st, 15, j.attempts);
+    BindText(st, 16, j.output);
+    BindText(st, 17, j.error);
+    sqlite3_bind_int64(st, 18, j.seq);
+  }
+
+  Status Apply(const Mutation& m) {
+    sqlite3_stmt* st = nullptr;
+    switch (m.op) {
+      case Mutation::Op::kPutJob:
+        st = put_job_;
+        BindJob(st, m.job, true);
+        break;
+      case Mutation::Op::kUpdateJob:
+        st = update_job_;
+        BindJob(st, m.job, false);
+        break;
+      case Mutation::Op::kDeleteJob:
+        st = delete_job_;
+        BindText(st, 1, m.job.id);
+        break;
+      case Mutation::Op::kPutObject:
+        st = put_object_;
+        BindText(st, 1, m.object.kind);
+        BindText(st, 2, m.object.id);
+        BindText(st, 3, m.object.data);
+        break;
+      case Mutation::Op::kDeleteObject:
+        st = delete_object_;
+        BindText(st, 1, m.object.kind);
+        BindText(st, 2, m.object.id);
+        break;
+    }
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) return Internal(std::string("sqlite write: ") + sqlite3_errmsg(db_));
+    return Status::Ok();
+  }
+
+  void WriterLoop() {
+    for (;;) {
+      std::deque<Pending> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping and drained
+        size_t n = 0;
+        while (!queue_.empty() && n < options_.max_batch) {
+          n += queue_.front().mutations.size();
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      Status st = Commit(batch);
+      if (!st.ok()) GLOG_ERROR("store: commit failed: %s", st.ToString().c_str());
+      // One posted task completes the whole batch, in order.
+      auto dones = std::make_shared<std::vector<std::function<void(Status)>>>();
+      for (auto& p : batch) {
+        if (p.done) dones->push_back(std::move(p.done));
+      }
+      if (!dones->empty()) {
+        executor_([dones, st] {
+          for (auto& d : *dones) d(st);
+        });
+      }
+    }
+  }
+
+  Status Commit(std::deque<Pending>& batch) {
+    std::lock_guard<std::mutex> db_lock(db_mu_);
+    Status st = Exec("BEGIN IMMEDIATE");
+    if (!st.ok()) return st;
+    for (auto& p : batch) {
+      for (auto& m : p.mutations) {
+        st = Apply(m);
+        if (!st.ok()) {
+          Exec("ROLLBACK").ok();
+          return st;
+        }
+      }
+    }
+    return Exec("COMMIT");
+  }
+
+  sqlite3* db_;
+  SqliteOptions options_;
+  Executor executor_;
+  std::mutex db_mu_;  // guards db_ and the statements: the writer and loads
+  sqlite3_stmt* put_job_ = nullptr;
+  sqlite3_stmt* update_job_ = nullptr;
+  sqlite3_stmt* delete_job_ = nullptr;
+  sqlite3_stmt* put_object_ = nullptr;
+  sqlite3_stmt* delete_object_ = nullptr;
+
+  std::mutex mu_;  // guards queue_, stopping_
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  bool stopping_ = false;
+  std::thread writer_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, SqliteOptions options,
+                                               Executor executor) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Unavailable("cannot open database " + path + ": " + msg);
+  }
+  auto store = std::make_unique<SqliteStore>(db, options, std::move(executor));
+  GANTRY_RETURN_IF_ERROR(store->Init());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace gantry::store

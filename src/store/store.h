@@ -1,0 +1,114 @@
+#pragma once
+// The Store: durable state of the control plane. Jobs have their own table; the other
+// kinds of object (endpoints, API keys, workers) are stored as JSON documents by kind and id.
+//
+// Writes are asynchronous and batched (group commit): Write() queues mutations and returns at
+// once; `done` runs, through the executor given at construction, after the batch holding
+// them is durable. Completions run in the order the writes were queued. Loads are for start-up.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace gantry::store {
+
+struct JobRecord {
+  std::string id;
+  std::string endpoint_id;
+  std::string status;  // the jobs module's status names (IN_QUEUE, ...)
+  std::string input;   // raw JSON text
+  std::string webhook;
+  std::string s3_config;  // raw JSON text or empty
+  int64_t execution_timeout_ms = 0;
+  int64_t ttl_ms = 0;
+  bool low_priority = false;
+  bool sync = false;  // submitted with runsync (shorter retention)
+  int64_t created_ms = 0;
+  int64_t started_ms = 0;
+  int64_t completed_ms = 0;
+  std::string worker_id;
+  int attempts = 0;
+  std::string output;  // raw JSON text or empty
+  std::string error;   // raw JSON text or empty
+  int64_t seq = 0;     // submission order within the server's life; orders the queue
+};
+
+struct ObjectRecord {
+  std::string kind;  // "endpoint", "key", "worker"
+  std::string id;
+  std::string data;  // JSON text
+};
+
+struct Mutation {
+  enum class Op { kPutJob, kUpdateJob, kDeleteJob, kPutObject, kDeleteObject };
+  Op op;
+  JobRecord job;       // kPutJob (all fields), kUpdateJob (all but input), kDeleteJob (id)
+  ObjectRecord object;  // kPutObject, kDeleteObject (kind and id)
+
+  static Mutation PutJob(JobRecord j) { return {Op::kPutJob, std::move(j), {}}; }
+  static Mutation UpdateJob(JobRecord j) { return {Op::kUpdateJob, std::move(j), {}}; }
+  static Mutation DeleteJob(std::string id) {
+    JobRecord j;
+    j.id = std::move(id);
+    return {Op::kDeleteJob, std::move(j), {}};
+  }
+  static Mutation PutObject(ObjectRecord o) { return {Op::kPutObject, {}, std::move(o)}; }
+  static Mutation DeleteObject(std::string kind, std::string id) {
+    return {Op::kDeleteObject, {}, ObjectRecord{std::move(kind), std::move(id), {}}};
+  }
+};
+
+using Executor = std::function<void(std::function<void()>)>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual Result<std::vector<JobRecord>> LoadJobs() = 0;
+  virtual Result<std::vector<ObjectRecord>> LoadObjects(const std::string& kind) = 0;
+  // Thread-safe. `done` may be empty.
+  virtual void Write(std::vector<Mutation> mutations, std::function<void(Status)> done) = 0;
+  // Makes every queued write durable and stops the writer. Later writes fail with Unavailable.
+  virtual void Stop() = 0;
+};
+
+struct SqliteOptions {
+  // fsync every commit (synchronous=FULL). false: synchronous=NORMAL, which survives a crash
+  // of the process but not of the machine. Default: true.
+  bool sync_full = true;
+  // Most mutations in one transaction. Default: 4096.
+  size_t max_batch = 4096;
+};
+
+// Opens (creating if needed) the SQLite database at `path` in WAL mode.
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, SqliteOptions options,
+                                               Executor executor);
+
+// An in-memory Store for tests: writes apply at once and `done` runs inline, unless
+// set_deferred(true), when they wait for FlushDeferred(). Not thread-safe.
+class MemoryStore final : public Store {
+ public:
+  Result<std::vector<JobRecord>> LoadJobs() override;
+  Result<std::vector<ObjectRecord>> LoadObjects(const std::string& kind) override;
+  void Write(std::vector<Mutation> mutations, std::function<void(Status)> done) override;
+  void Stop() override {}
+
+  void set_deferred(bool deferred) { deferred_ = deferred; }
+  void FlushDeferred();
+  size_t job_count() const { return jobs_.size(); }
+  const JobRecord* job(const std::string& id) const;
+  size_t writes() const { return writes_; }
+
+ private:
+  void Apply(const Mutation& m);
+  std::vector<JobRecord> jobs_;
+  std::vector<ObjectRecord> objects_;
+  bool deferred_ = false;
+  size_t writes_ = 0;
+  std::vector<std::pair<std::vector<Mutation>, std::function<void(Status)>>> pending_;
+};
+
+}  // namespace gantry::store

@@ -1,0 +1,130 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "common/env.h"
+#include "store/store.h"
+
+namespace gantry::store {
+
+namespace fs = std::filesystem;
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("gantry_store_test_" + NewId("", 8));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::unique_ptr<Store> Open() {
+    auto s = OpenSqliteStore((dir_ / "db.sqlite").string(), {},
+                             [](std::function<void()> fn) { fn(); });
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::move(*s);
+  }
+  static JobRecord MakeJob(const std::string& id, int64_t seq) {
+    JobRecord j;
+    j.id = id;
+    j.endpoint_id = "ep";
+    j.status = "IN_QUEUE";
+    j.input = R"({"x":1})";
+    j.execution_timeout_ms = 600000;
+    j.ttl_ms = 86400000;
+    j.created_ms = 1000 + seq;
+    j.seq = seq;
+    return j;
+  }
+  static Status WriteSync(Store* s, std::vector<Mutation> m) {
+    std::promise<Status> p;
+    s->Write(std::move(m), [&](Status st) { p.set_value(st); });
+    return p.get_future().get();
+  }
+  fs::path dir_;
+};
+
+TEST_F(SqliteStoreTest, JobsSurviveReopenInOrder) {
+  {
+    auto s = Open();
+    ASSERT_TRUE(WriteSync(s.get(), {Mutation::PutJob(MakeJob("b", 2)),
+                                    Mutation::PutJob(MakeJob("a", 1))}).ok());
+    JobRecord upd = MakeJob("a", 1);
+    upd.input = "";  // UpdateJob never touches the input
+    upd.status = "COMPLETED";
+    upd.output = R"({"y":2})";
+    upd.attempts = 1;
+    ASSERT_TRUE(WriteSync(s.get(), {Mutation::UpdateJob(upd)}).ok());
+  }
+  auto s = Open();
+  auto jobs = s->LoadJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 2u);
+  EXPECT_EQ((*jobs)[0].id, "a");
+  EXPECT_EQ((*jobs)[0].status, "COMPLETED");
+  EXPECT_EQ((*jobs)[0].input, R"({"x":1})");
+  EXPECT_EQ((*jobs)[0].output, R"({"y":2})");
+  EXPECT_EQ((*jobs)[0].attempts, 1);
+  EXPECT_EQ((*jobs)[1].id, "b");
+  ASSERT_TRUE(WriteSync(s.get(), {Mutation::DeleteJob("a")}).ok());
+  EXPECT_EQ(s->LoadJobs()->size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, ObjectsByKind) {
+  auto s = Open();
+  ASSERT_TRUE(WriteSync(s.get(), {Mutation::PutObject({"endpoint", "e1", "{}"}),
+                                  Mutation::PutObject({"key", "k1", "{\"a\":1}"}),
+                                  Mutation::PutObject({"endpoint", "e1", "{\"v\":2}"})}).ok());
+  auto eps = s->LoadObjects("endpoint");
+  ASSERT_EQ(eps->size(), 1u);
+  EXPECT_EQ((*eps)[0].data, "{\"v\":2}");
+  ASSERT_TRUE(WriteSync(s.get(), {Mutation::DeleteObject("endpoint", "e1")}).ok());
+  EXPECT_TRUE(s->LoadObjects("endpoint")->empty());
+  EXPECT_EQ(s->LoadObjects("key")->size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, ConcurrentWritersAreGroupCommittedAndAllDurable) {
+  auto s = Open();
+  constexpr int kThreads = 4, kPer = 250;
+  std::atomic<int> done{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kPer; ++i) {
+        s->Write({Mutation::PutJob(MakeJob("j" + std::to_string(t * kPer + i), t * kPer + i))},
+                 [&](Status st) {
+                   EXPECT_TRUE(st.ok());
+                   ++done;
+                 });
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  s->Stop();  // drains the queue
+  EXPECT_EQ(done.load(), kThreads * kPer);
+  s.reset();
+  EXPECT_EQ(Open()->LoadJobs()->size(), static_cast<size_t>(kThreads * kPer));
+}
+
+TEST_F(SqliteStoreTest, WriteAfterStopFails) {
+  auto s = Open();
+  s->Stop();
+  EXPECT_EQ(WriteSync(s.get(), {Mutation::PutJob(MakeJob("x", 1))}).code(), Code::kUnavailable);
+}
+
+TEST(MemoryStoreTest, DeferredWritesWaitForFlush) {
+  MemoryStore m;
+  m.set_deferred(true);
+  bool done = false;
+  JobRecord j;
+  j.id = "a";
+  m.Write({Mutation::PutJob(j)}, [&](Status) { done = true; });
+  EXPECT_FALSE(done);
+  EXPECT_EQ(m.job_count(), 0u);
+  m.FlushDeferred();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(m.job_count(), 1u);
+}
+
+}  // namespace gantry::store
