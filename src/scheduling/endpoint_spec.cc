@@ -1,0 +1,177 @@
+#include "scheduling/endpoint_spec.h"
+
+#include <cmath>
+
+namespace gantry::scheduling {
+
+bool ValidEndpointId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+  }
+  return true;
+}
+
+static json::object EnvToJson(const std::map<std::string, std::string>& env) {
+  json::object o;
+  for (const auto& [k, v] : env) o[k] = v;
+  return o;
+}
+
+json::object EndpointSpec::ToJson() const {
+  json::object o;
+  o["id"] = id;
+  o["name"] = name;
+  o["workersMin"] = workers_min;
+  o["workersMax"] = workers_max;
+  o["idleTimeout"] = idle_timeout_s;
+  o["executionTimeoutMs"] = execution_timeout_ms;
+  o["scalerType"] = scaler_type;
+  o["scalerValue"] = scaler_value;
+  json::array gpus;
+  for (const auto& g : gpu_type_ids) gpus.emplace_back(g);
+  o["gpuTypeIds"] = std::move(gpus);
+  o["gpuCount"] = gpu_count;
+  o["env"] = EnvToJson(env);
+  o["concurrency"] = concurrency;
+  o["maxAttempts"] = max_attempts;
+  o["cpu"] = cpu;
+  o["memoryMb"] = memory_mb;
+  json::object w;
+  json::array cmd;
+  for (const auto& a : worker.command) cmd.emplace_back(a);
+  w["command"] = std::move(cmd);
+  w["workdir"] = worker.workdir;
+  w["env"] = EnvToJson(worker.env);
+  o["worker"] = std::move(w);
+  o["createdAt"] = created_ms;
+  o["updatedAt"] = updated_ms;
+  o["version"] = version;
+  return o;
+}
+
+jobs::QueueConfig EndpointSpec::ToQueueConfig() const {
+  jobs::QueueConfig q;
+  q.execution_timeout_ms = execution_timeout_ms;
+  q.max_attempts = max_attempts;
+  return q;
+}
+
+namespace {
+
+Status IntField(const json::object& o, const char* key, int64_t lo, int64_t hi, int64_t* out) {
+  const json::value* v = Find(o, key);
+  if (!v) return Status::Ok();
+  auto n = AsInt(*v);
+  if (!n || *n < lo || *n > hi) {
+    return InvalidArgument(std::string(key) + " must be an integer from " + std::to_string(lo) +
+                           " to " + std::to_string(hi));
+  }
+  *out = *n;
+  return Status::Ok();
+}
+
+Status IntField(const json::object& o, const char* key, int64_t lo, int64_t hi, int* out) {
+  int64_t v = *out;
+  GANTRY_RETURN_IF_ERROR(IntField(o, key, lo, hi, &v));
+  *out = static_cast<int>(v);
+  return Status::Ok();
+}
+
+Status EnvField(const json::object& o, const char* key, std::map<std::string, std::string>* out) {
+  const json::value* v = Find(o, key);
+  if (!v) return Status::Ok();
+  if (!v->is_object()) return InvalidArgument(std::string(key) + " must be an object of strings");
+  std::map<std::string, std::string> env;
+  for (const auto& kv : v->as_object()) {
+    if (!kv.value().is_string()) {
+      return InvalidArgument(std::string(key) + "." + std::string(kv.key()) + " must be a string");
+    }
+    env[std::string(kv.key())] = std::string(kv.value().as_string());
+  }
+  *out = std::move(env);
+  return Status::Ok();
+}
+
+Status StringList(const json::value& v, const char* key, std::vector<std::string>* out) {
+  if (!v.is_array()) return InvalidArgument(std::string(key) + " must be an array of strings");
+  std::vector<std::string> list;
+  for (const auto& e : v.as_array()) {
+    if (!e.is_string()) return InvalidArgument(std::string(key) + " must be an array of strings");
+    list.emplace_back(e.as_string());
+  }
+  *out = std::move(list);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
+  if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
+  const auto& o = patch.as_object();
+  static const char* kKnown[] = {"id", "name", "workersMin", "workersMax", "idleTimeout",
+                                 "executionTimeoutMs", "scalerType", "scalerValue", "gpuTypeIds",
+                                 "gpuCount", "env", "concurrency", "maxAttempts", "cpu",
+                                 "memoryMb", "worker", "flashboot", "createdAt", "updatedAt",
+                                 "version"};
+  for (const auto& kv : o) {
+    bool known = false;
+    for (const char* k : kKnown) known = known || kv.key() == k;
+    if (!known) return InvalidArgument("unknown field: " + std::string(kv.key()));
+  }
+  if (const auto* v = Find(o, "name")) {
+    if (!v->is_string()) return InvalidArgument("name must be a string");
+    spec->name = std::string(v->as_string());
+  }
+  GANTRY_RETURN_IF_ERROR(IntField(o, "workersMin", 0, 1000, &spec->workers_min));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "workersMax", 0, 1000, &spec->workers_max));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "idleTimeout", 0, 86400, &spec->idle_timeout_s));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "executionTimeoutMs", jobs::kMinExecutionTimeoutMs,
+                                  jobs::kMaxPolicyMs, &spec->execution_timeout_ms));
+  if (const auto* v = Find(o, "scalerType")) {
+    if (!v->is_string() || (v->as_string() != "QUEUE_DELAY" && v->as_string() != "REQUEST_COUNT")) {
+      return InvalidArgument("scalerType must be QUEUE_DELAY or REQUEST_COUNT");
+    }
+    spec->scaler_type = std::string(v->as_string());
+  }
+  GANTRY_RETURN_IF_ERROR(IntField(o, "scalerValue", 1, 100000, &spec->scaler_value));
+  if (const auto* v = Find(o, "gpuTypeIds")) {
+    GANTRY_RETURN_IF_ERROR(StringList(*v, "gpuTypeIds", &spec->gpu_type_ids));
+    if (spec->gpu_type_ids.empty()) return InvalidArgument("gpuTypeIds must not be empty");
+  }
+  GANTRY_RETURN_IF_ERROR(IntField(o, "gpuCount", 1, 16, &spec->gpu_count));
+  GANTRY_RETURN_IF_ERROR(EnvField(o, "env", &spec->env));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "concurrency", 1, 1000, &spec->concurrency));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "maxAttempts", 1, 100, &spec->max_attempts));
+  if (const auto* v = Find(o, "cpu")) {
+    double c = v->is_double() ? v->get_double() : static_cast<double>(AsInt(*v).value_or(-1));
+    if (!(v->is_number()) || !std::isfinite(c) || c <= 0 || c > 1024) {
+      return InvalidArgument("cpu must be a number of cores greater than 0");
+    }
+    spec->cpu = c;
+  }
+  GANTRY_RETURN_IF_ERROR(IntField(o, "memoryMb", 16, 16 * 1024 * 1024, &spec->memory_mb));
+  if (const auto* v = Find(o, "worker")) {
+    if (!v->is_object()) return InvalidArgument("worker must be an object");
+    const auto& w = v->as_object();
+    for (const auto& kv : w) {
+      if (kv.key() != "command" && kv.key() != "workdir" && kv.key() != "env") {
+        return InvalidArgument("unknown field: worker." + std::string(kv.key()));
+      }
+    }
+    if (const auto* c = Find(w, "command")) {
+      GANTRY_RETURN_IF_ERROR(StringList(*c, "worker.command", &spec->worker.command));
+    }
+    if (const auto* d = Find(w, "workdir")) {
+      if (!d->is_string()) return InvalidArgument("worker.workdir must be a string");
+      spec->worker.workdir = std::string(d->as_string());
+    }
+    GANTRY_RETURN_IF_ERROR(EnvField(w, "env", &spec->worker.env));
+  }
+  if (spec->workers_min > spec->workers_max) {
+    return InvalidArgument("workersMin must not exceed workersMax");
+  }
+  return Status::Ok();
+}
+
+}  // namespace gantry::scheduling

@@ -1,0 +1,53 @@
+#pragma once
+// An endpoint's spec: RunPod's field names where RunPod has one, Gantry's own otherwise
+// (runpod-protocol.md §3 and the foundation issue).
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "jobs/job.h"
+
+namespace gantry::scheduling {
+
+struct WorkerCommand {
+  std::vector<std::string> command;  // argv; empty: the endpoint has no process worker yet
+  std::string workdir;
+  std::map<std::string, std::string> env;
+};
+
+struct EndpointSpec {
+  std::string id;
+  std::string name;
+  int workers_min = 0;                     // workersMin. Default: 0.
+  int workers_max = 3;                     // workersMax. Default: 3.
+  int idle_timeout_s = 5;                  // idleTimeout, seconds. Default: 5.
+  int64_t execution_timeout_ms = 600'000;  // executionTimeoutMs. Default: 600 000.
+  std::string scaler_type = "QUEUE_DELAY";  // QUEUE_DELAY | REQUEST_COUNT.
+  int scaler_value = 4;                     // seconds (QUEUE_DELAY) or jobs per worker.
+  std::vector<std::string> gpu_type_ids = {"cpu"};  // gpuTypeIds, in order of preference.
+  int gpu_count = 1;                        // gpuCount per worker. Default: 1.
+  std::map<std::string, std::string> env;   // env for every worker.
+  int concurrency = 1;                      // jobs per worker. Default: 1.
+  int max_attempts = 3;                     // maxAttempts. Default: 3.
+  double cpu = 0.25;                        // cores per worker, a soft share. Default: 0.25.
+  int64_t memory_mb = 1024;                 // hard limit per worker. Default: 1024.
+  WorkerCommand worker;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t version = 1;  // bumped on every update
+
+  json::object ToJson() const;
+  jobs::QueueConfig ToQueueConfig() const;
+};
+
+// Applies the fields present in `patch` to `spec` (create: over the defaults; update: over the
+// current spec) and validates the result. InvalidArgument names the offending field.
+Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec);
+
+// Endpoint ids are used in URLs: 1-64 characters of [A-Za-z0-9_-].
+bool ValidEndpointId(const std::string& id);
+
+}  // namespace gantry::scheduling

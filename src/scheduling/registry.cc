@@ -1,0 +1,267 @@
+#include "scheduling/registry.h"
+
+#include "common/log.h"
+
+namespace gantry::scheduling {
+
+// ---- EndpointRegistry ------------------------------------------------------------------------
+
+EndpointRegistry::EndpointRegistry(const Clock* clock, store::Store* store, jobs::JobManager* jobs)
+    : clock_(clock), store_(store), jobs_(jobs) {}
+
+Status EndpointRegistry::Load() {
+  auto objs = store_->LoadObjects("endpoint");
+  if (!objs.ok()) return objs.status();
+  for (const auto& o : *objs) {
+    auto v = ParseJson(o.data);
+    EndpointSpec spec;
+    if (!v.ok() || !ApplySpecPatch(*v, &spec).ok()) {
+      GLOG_ERROR("store: endpoint %s has an unreadable spec; skipped", o.id.c_str());
+      continue;
+    }
+    const auto& obj = v->as_object();
+    spec.id = o.id;
+    if (auto* c = Find(obj, "createdAt")) spec.created_ms = AsInt(*c).value_or(0);
+    if (auto* u = Find(obj, "updatedAt")) spec.updated_ms = AsInt(*u).value_or(0);
+    if (auto* n = Find(obj, "version")) spec.version = AsInt(*n).value_or(1);
+    jobs_->SetEndpoint(spec.id, spec.ToQueueConfig());
+    endpoints_[spec.id] = std::move(spec);
+  }
+  return Status::Ok();
+}
+
+void EndpointRegistry::Save(const EndpointSpec& spec, std::function<void(Status)> durable) {
+  store_->Write({store::Mutation::PutObject({"endpoint", spec.id, ToJson(spec.ToJson())})},
+                std::move(durable));
+}
+
+Result<EndpointSpec> EndpointRegistry::Create(const json::value& body,
+                                              std::function<void(Status)> durable) {
+  EndpointSpec spec;
+  GANTRY_RETURN_IF_ERROR(ApplySpecPatch(body, &spec));
+  if (const auto* id = Find(body.as_object(), "id")) {
+    if (!id->is_string() || !ValidEndpointId(std::string(id->as_string()))) {
+      return InvalidArgument("id must be 1-64 characters of letters, digits, '-' and '_'");
+    }
+    spec.id = std::string(id->as_string());
+  } else {
+    spec.id = NewId("", 14);
+  }
+  if (endpoints_.count(spec.id)) return AlreadyExists("endpoint already exists: " + spec.id);
+  if (spec.name.empty()) spec.name = spec.id;
+  spec.created_ms = spec.updated_ms = clock_->NowMs();
+  Save(spec, std::move(durable));
+  jobs_->SetEndpoint(spec.id, spec.ToQueueConfig());
+  endpoints_[spec.id] = spec;
+  return spec;
+}
+
+Result<EndpointSpec> EndpointRegistry::Update(const std::string& id, const json::value& patch,
+                                              std::function<void(Status)> durable) {
+  auto it = endpoints_.find(id);
+  if (it == endpoints_.end()) return NotFound("endpoint not found: " + id);
+  EndpointSpec spec = it->second;
+  GANTRY_RETURN_IF_ERROR(ApplySpecPatch(patch, &spec));
+  if (const auto* pid = Find(patch.as_object(), "id"); pid && *pid != json::value(id)) {
+    return InvalidArgument("id cannot be changed");
+  }
+  spec.updated_ms = clock_->NowMs();
+  spec.version += 1;
+  Save(spec, std::move(durable));
+  jobs_->SetEndpoint(id, spec.ToQueueConfig());
+  it->second = spec;
+  return spec;
+}
+
+Status EndpointRegistry::Delete(const std::string& id, std::function<void(Status)> durable) {
+  auto it = endpoints_.find(id);
+  if (it == endpoints_.end()) return NotFound("endpoint not found: " + id);
+  store_->Write({store::Mutation::DeleteObject("endpoint", id)}, std::move(durable));
+  jobs_->RemoveEndpoint(id);
+  endpoints_.erase(it);
+  return Status::Ok();
+}
+
+const EndpointSpec* EndpointRegistry::Get(const std::string& id) const {
+  auto it = endpoints_.find(id);
+  return it == endpoints_.end() ? nullptr : &it->second;
+}
+
+std::vector<const EndpointSpec*> EndpointRegistry::List() const {
+  std::vector<const EndpointSpec*> out;
+  for (const auto& [id, spec] : endpoints_) out.push_back(&spec);
+  return out;
+}
+
+// ---- WorkerRegistry --------------------------------------------------------------------------
+
+const char* WorkerStateName(WorkerState s) {
+  switch (s) {
+    case WorkerState::kInitializing: return "INITIALIZING";
+    case WorkerState::kReady: return "READY";
+    case WorkerState::kUnhealthy: return "UNHEALTHY";
+    case WorkerState::kStopped: return "STOPPED";
+  }
+  return "UNKNOWN";
+}
+
+WorkerRegistry::WorkerRegistry(const Clock* clock, store::Store* store, jobs::JobManager* jobs,
+                               WorkerOptions options)
+    : clock_(clock), store_(store), jobs_(jobs), options_(options) {}
+
+static std::string WorkerRecord(const WorkerInfo& w) {
+  json::object o;
+  o["endpointId"] = w.endpoint_id;
+  o["secretHash"] = w.secret_hash;
+  o["createdAt"] = w.created_ms;
+  return ToJson(o);
+}
+
+Status WorkerRegistry::Load() {
+  auto objs = store_->LoadObjects("worker");
+  if (!objs.ok()) return objs.status();
+  int64_t now = clock_->NowMs();
+  for (const auto& o : *objs) {
+    auto v = ParseJson(o.data);
+    if (!v.ok() || !v->is_object()) continue;
+    const auto& obj = v->as_object();
+    WorkerInfo w;
+    w.id = o.id;
+    if (auto* e = Find(obj, "endpointId"); e && e->is_string()) w.endpoint_id = e->as_string();
+    if (auto* h = Find(obj, "secretHash"); h && h->is_string()) w.secret_hash = h->as_string();
+    if (auto* c = Find(obj, "createdAt")) w.created_ms = AsInt(*c).value_or(0);
+    // Every known worker gets a fresh liveness window after a restart of the server.
+    w.last_seen_ms = w.last_ping_ms = now;
+    by_hash_[w.secret_hash] = w.id;
+    workers_[w.id] = std::move(w);
+  }
+  return Status::Ok();
+}
+
+Result<std::pair<WorkerInfo, std::string>> WorkerRegistry::Register(
+    const std::string& endpoint_id, std::function<void(Status)> durable) {
+  WorkerInfo w;
+  w.id = NewId("w", 16);
+  w.endpoint_id = endpoint_id;
+  std::string secret = NewSecret("gw_");
+  w.secret_hash = Sha256Hex(secret);
+  w.created_ms = w.last_seen_ms = w.last_ping_ms = clock_->NowMs();
+  store_->Write({store::Mutation::PutObject({"worker", w.id, WorkerRecord(w)})},
+                std::move(durable));
+  by_hash_[w.secret_hash] = w.id;
+  workers_[w.id] = w;
+  return std::make_pair(w, secret);
+}
+
+Result<WorkerInfo*> WorkerRegistry::Authenticate(const std::string& endpoint_id,
+                                                 const std::string& worker_id,
+                                                 const std::string& key) {
+  if (key.empty()) return Unauthenticated("missing worker key");
+  std::string hash = Sha256Hex(key);
+  auto owner = by_hash_.find(hash);
+  if (owner == by_hash_.end()) return Unauthenticated("invalid worker key");
+  if (owner->second != worker_id) {
+    return PermissionDenied("this key belongs to another worker");
+  }
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.endpoint_id != endpoint_id) {
+    return PermissionDenied("this key does not belong to endpoint " + endpoint_id);
+  }
+  if (it->second.state == WorkerState::kStopped) {
+    return Unauthenticated("worker " + worker_id + " was stopped: " + it->second.last_error);
+  }
+  return &it->second;
+}
+
+void WorkerRegistry::Seen(WorkerInfo* w, bool take) {
+  int64_t now = clock_->NowMs();
+  w->last_seen_ms = now;
+  if (take && w->ready_ms == 0) w->ready_ms = now;
+  if (w->state == WorkerState::kInitializing && take) w->state = WorkerState::kReady;
+  if (w->state == WorkerState::kUnhealthy) {  // it came back after being declared lost
+    GLOG_INFO("workers: %s is alive again", w->id.c_str());
+    w->state = w->ready_ms ? WorkerState::kReady : WorkerState::kInitializing;
+    w->last_error.clear();
+  }
+}
+
+void WorkerRegistry::Ping(WorkerInfo* w, const std::vector<std::string>& running) {
+  Seen(w, false);
+  w->last_ping_ms = clock_->NowMs();
+  jobs_->Ping(w->id, running, options_.ping_interval_ms);
+}
+
+void WorkerRegistry::MarkRecycle(const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  if (it != workers_.end()) it->second.recycle = true;
+}
+
+void WorkerRegistry::Lose(WorkerInfo* w, WorkerState state, const std::string& why) {
+  GLOG_WARN("workers: %s is %s: %s", w->id.c_str(), WorkerStateName(state), why.c_str());
+  w->state = state;
+  w->last_error = why;
+  jobs_->WorkerLost(w->id, "worker " + w->id + " lost: " + why);
+}
+
+void WorkerRegistry::Stop(const std::string& worker_id, const std::string& why) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.state == WorkerState::kStopped) return;
+  it->second.last_seen_ms = clock_->NowMs();  // forget_after counts from here
+  Lose(&it->second, WorkerState::kStopped, why);
+}
+
+void WorkerRegistry::RemoveEndpoint(const std::string& endpoint_id) {
+  for (auto& [id, w] : workers_) {
+    if (w.endpoint_id == endpoint_id && w.state != WorkerState::kStopped) {
+      Lose(&w, WorkerState::kStopped, "endpoint deleted");
+    }
+  }
+}
+
+void WorkerRegistry::Tick() {
+  int64_t now = clock_->NowMs();
+  int64_t lost_after = options_.ping_interval_ms * options_.lost_after_intervals;
+  std::vector<std::string> forget;
+  for (auto& [id, w] : workers_) {
+    bool alive = w.state == WorkerState::kReady || w.state == WorkerState::kInitializing;
+    if (alive && now - std::max(w.last_ping_ms, w.last_seen_ms) > lost_after) {
+      Lose(&w, WorkerState::kUnhealthy,
+           "no ping for " + std::to_string((now - w.last_ping_ms) / 1000) + " s");
+    } else if (!alive && now - w.last_seen_ms > options_.forget_after_ms) {
+      forget.push_back(id);
+    }
+  }
+  for (const auto& id : forget) {
+    by_hash_.erase(workers_[id].secret_hash);
+    workers_.erase(id);
+    store_->Write({store::Mutation::DeleteObject("worker", id)}, {});
+  }
+}
+
+WorkerCounts WorkerRegistry::Counts(const std::string& endpoint_id) const {
+  WorkerCounts c;
+  for (const auto& [id, w] : workers_) {
+    if (w.endpoint_id != endpoint_id) continue;
+    switch (w.state) {
+      case WorkerState::kInitializing: ++c.initializing; break;
+      case WorkerState::kReady:
+        ++c.ready;
+        if (jobs_->HeldBy(id).empty()) ++c.idle;
+        else ++c.running;
+        break;
+      case WorkerState::kUnhealthy: ++c.unhealthy; break;
+      case WorkerState::kStopped: break;
+    }
+  }
+  return c;
+}
+
+std::vector<const WorkerInfo*> WorkerRegistry::List(const std::string& endpoint_id) const {
+  std::vector<const WorkerInfo*> out;
+  for (const auto& [id, w] : workers_) {
+    if (endpoint_id.empty() || w.endpoint_id == endpoint_id) out.push_back(&w);
+  }
+  return out;
+}
+
+}  // namespace gantry::scheduling

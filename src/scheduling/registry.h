@@ -1,0 +1,102 @@
+#pragma once
+// Endpoint and worker bookkeeping for the server. Loop thread only, like the JobManager.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/env.h"
+#include "jobs/job_manager.h"
+#include "scheduling/endpoint_spec.h"
+#include "store/store.h"
+
+namespace gantry::scheduling {
+
+// Endpoints: create, update, delete, persisted as "endpoint" objects. Each change is pushed to
+// the JobManager's per-endpoint queue config.
+class EndpointRegistry {
+ public:
+  EndpointRegistry(const Clock* clock, store::Store* store, jobs::JobManager* jobs);
+  Status Load();
+  // `durable` runs once the change is in the store.
+  Result<EndpointSpec> Create(const json::value& body, std::function<void(Status)> durable);
+  Result<EndpointSpec> Update(const std::string& id, const json::value& patch,
+                              std::function<void(Status)> durable);
+  Status Delete(const std::string& id, std::function<void(Status)> durable);
+  const EndpointSpec* Get(const std::string& id) const;
+  std::vector<const EndpointSpec*> List() const;
+
+ private:
+  void Save(const EndpointSpec& spec, std::function<void(Status)> durable);
+  const Clock* clock_;
+  store::Store* store_;
+  jobs::JobManager* jobs_;
+  std::map<std::string, EndpointSpec> endpoints_;
+};
+
+enum class WorkerState { kInitializing, kReady, kUnhealthy, kStopped };
+const char* WorkerStateName(WorkerState s);
+
+struct WorkerInfo {
+  std::string id;
+  std::string endpoint_id;
+  std::string secret_hash;  // SHA-256 of the worker's secret; the secret is never stored
+  int64_t created_ms = 0;
+  int64_t last_seen_ms = 0;   // any request from it
+  int64_t last_ping_ms = 0;
+  int64_t ready_ms = 0;       // its first job-take
+  WorkerState state = WorkerState::kInitializing;
+  std::string last_error;     // why it became unhealthy or stopped
+  bool recycle = false;       // it asked to be recycled (stopPod)
+};
+
+struct WorkerCounts {
+  int64_t idle = 0, initializing = 0, ready = 0, running = 0, throttled = 0, unhealthy = 0;
+};
+
+struct WorkerOptions {
+  int64_t ping_interval_ms = 10'000;  // RUNPOD_PING_INTERVAL given to workers. Default: 10 s.
+  int lost_after_intervals = 3;        // Default: 3 silent intervals make a worker lost.
+  int64_t forget_after_ms = 10 * 60 * 1000;  // Unhealthy/stopped workers are dropped after.
+};
+
+class WorkerRegistry {
+ public:
+  WorkerRegistry(const Clock* clock, store::Store* store, jobs::JobManager* jobs,
+                 WorkerOptions options);
+  Status Load();
+  // Registers a worker; returns it and its secret, which is shown only here.
+  Result<std::pair<WorkerInfo, std::string>> Register(const std::string& endpoint_id,
+                                                      std::function<void(Status)> durable);
+  // Checks `key` against the worker's secret. Unauthenticated: no valid key. PermissionDenied:
+  // another worker's key. NotFound: no such worker. FailedPrecondition: the worker was stopped.
+  Result<WorkerInfo*> Authenticate(const std::string& endpoint_id, const std::string& worker_id,
+                                   const std::string& key);
+  // Any authenticated request. `take` marks the worker ready (first job-take).
+  void Seen(WorkerInfo* w, bool take);
+  void Ping(WorkerInfo* w, const std::vector<std::string>& running);
+  void MarkRecycle(const std::string& worker_id);
+  // Stops the worker: its jobs are released and its secret stops working. Until an agent
+  // runs it, nothing kills the process itself.
+  void Stop(const std::string& worker_id, const std::string& why);
+  void RemoveEndpoint(const std::string& endpoint_id);
+  // Marks workers whose pings stopped as lost, and forgets old dead ones.
+  void Tick();
+
+  WorkerCounts Counts(const std::string& endpoint_id) const;
+  std::vector<const WorkerInfo*> List(const std::string& endpoint_id) const;  // "" for all
+  const WorkerOptions& options() const { return options_; }
+
+ private:
+  void Lose(WorkerInfo* w, WorkerState state, const std::string& why);
+  const Clock* clock_;
+  store::Store* store_;
+  jobs::JobManager* jobs_;
+  WorkerOptions options_;
+  std::map<std::string, WorkerInfo> workers_;
+  std::unordered_map<std::string, std::string> by_hash_;  // secret hash -> worker id
+};
+
+}  // namespace gantry::scheduling

@@ -1,0 +1,149 @@
+#include <gtest/gtest.h>
+
+#include "scheduling/registry.h"
+
+namespace gantry::scheduling {
+namespace {
+
+json::value J(const std::string& s) { return *ParseJson(s); }
+
+TEST(EndpointSpecTest, DefaultsFollowRunPod) {
+  EndpointSpec s;
+  ASSERT_TRUE(ApplySpecPatch(J("{}"), &s).ok());
+  EXPECT_EQ(s.workers_min, 0);
+  EXPECT_EQ(s.workers_max, 3);
+  EXPECT_EQ(s.idle_timeout_s, 5);
+  EXPECT_EQ(s.execution_timeout_ms, 600000);
+  EXPECT_EQ(s.scaler_type, "QUEUE_DELAY");
+  EXPECT_EQ(s.scaler_value, 4);
+  EXPECT_EQ(s.max_attempts, 3);
+  EXPECT_DOUBLE_EQ(s.cpu, 0.25);
+  EXPECT_EQ(s.memory_mb, 1024);
+}
+
+TEST(EndpointSpecTest, RejectsBadValuesNamingTheField) {
+  struct Case {
+    const char* patch;
+    const char* field;
+  } cases[] = {
+      {R"({"workersMax": -1})", "workersMax"},
+      {R"({"workersMin": 5, "workersMax": 2})", "workersMin"},
+      {R"({"scalerType": "FOO"})", "scalerType"},
+      {R"({"executionTimeoutMs": 10})", "executionTimeoutMs"},
+      {R"({"gpuTypeIds": []})", "gpuTypeIds"},
+      {R"({"gpuTypeIds": [1]})", "gpuTypeIds"},
+      {R"({"env": {"A": 1}})", "env.A"},
+      {R"({"cpu": 0})", "cpu"},
+      {R"({"worker": {"command": "python"}})", "worker.command"},
+      {R"({"bogus": 1})", "bogus"},
+      {R"({"idleTimeout": "5"})", "idleTimeout"},
+  };
+  for (const auto& c : cases) {
+    EndpointSpec s;
+    Status st = ApplySpecPatch(J(c.patch), &s);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << c.patch;
+    EXPECT_NE(st.message().find(c.field), std::string::npos) << st.message();
+  }
+}
+
+TEST(EndpointSpecTest, RoundTripsThroughJson) {
+  EndpointSpec s;
+  ASSERT_TRUE(ApplySpecPatch(J(R"({"name":"n","gpuTypeIds":["H100","A100-80GB"],"gpuCount":2,
+      "env":{"A":"1"},"concurrency":4,"cpu":1.5,"worker":{"command":["python3","h.py"],
+      "workdir":"/w","env":{"B":"2"}}})"), &s).ok());
+  EndpointSpec t;
+  json::value v = s.ToJson();
+  v.as_object().erase("createdAt");
+  ASSERT_TRUE(ApplySpecPatch(v, &t).ok());
+  EXPECT_EQ(ToJson(s.ToJson()), ToJson(t.ToJson()));
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  RegistryTest()
+      : jobs_(&clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+        endpoints_(&clock_, &store_, &jobs_),
+        workers_(&clock_, &store_, &jobs_, WorkerOptions{}) {}
+  FakeClock clock_;
+  store::MemoryStore store_;
+  jobs::JobManager jobs_;
+  EndpointRegistry endpoints_;
+  WorkerRegistry workers_;
+};
+
+TEST_F(RegistryTest, EndpointCrudPersistsAndFeedsJobs) {
+  auto e = endpoints_.Create(J(R"({"id":"echo","executionTimeoutMs":5000})"), {});
+  ASSERT_TRUE(e.ok());
+  EXPECT_TRUE(jobs_.HasEndpoint("echo"));
+  EXPECT_EQ(endpoints_.Create(J(R"({"id":"echo"})"), {}).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(endpoints_.Create(J(R"({"id":"bad id"})"), {}).status().code(),
+            Code::kInvalidArgument);
+  auto u = endpoints_.Update("echo", J(R"({"workersMax":7})"), {});
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->workers_max, 7);
+  EXPECT_EQ(u->version, 2);
+  EXPECT_EQ(u->execution_timeout_ms, 5000);
+
+  EndpointRegistry reloaded(&clock_, &store_, &jobs_);
+  ASSERT_TRUE(reloaded.Load().ok());
+  ASSERT_NE(reloaded.Get("echo"), nullptr);
+  EXPECT_EQ(reloaded.Get("echo")->workers_max, 7);
+  EXPECT_EQ(reloaded.Get("echo")->version, 2);
+
+  ASSERT_TRUE(endpoints_.Delete("echo", {}).ok());
+  EXPECT_FALSE(jobs_.HasEndpoint("echo"));
+  EXPECT_EQ(endpoints_.Delete("echo", {}).code(), Code::kNotFound);
+}
+
+TEST_F(RegistryTest, WorkerKeysAreCheckedPerWorker) {
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto a = workers_.Register("ep", {});
+  auto b = workers_.Register("ep", {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string& a_id = a->first.id;
+  EXPECT_TRUE(workers_.Authenticate("ep", a_id, a->second).ok());
+  EXPECT_EQ(workers_.Authenticate("ep", a_id, "").status().code(), Code::kUnauthenticated);
+  EXPECT_EQ(workers_.Authenticate("ep", a_id, "nope").status().code(), Code::kUnauthenticated);
+  EXPECT_EQ(workers_.Authenticate("ep", a_id, b->second).status().code(),
+            Code::kPermissionDenied);
+  EXPECT_EQ(workers_.Authenticate("other", a_id, a->second).status().code(),
+            Code::kPermissionDenied);
+  // Only the hash is stored.
+  auto objs = *store_.LoadObjects("worker");
+  ASSERT_EQ(objs.size(), 2u);
+  EXPECT_EQ(objs[0].data.find(a->second), std::string::npos);
+  EXPECT_EQ(objs[1].data.find(a->second), std::string::npos);
+}
+
+TEST_F(RegistryTest, SilentWorkerIsLostAfterThreeIntervalsAndItsJobRequeued) {
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto w = workers_.Register("ep", {});
+  WorkerInfo* info = *workers_.Authenticate("ep", w->first.id, w->second);
+  jobs::SubmitRequest r;
+  r.endpoint_id = "ep";
+  r.input = "{}";
+  std::string id = (*jobs_.Submit(r, {}))->rec.id;
+  workers_.Seen(info, true);
+  jobs_.Take("ep", info->id, 1, 0, [](auto) {});
+  EXPECT_EQ(workers_.Counts("ep").running, 1);
+  clock_.Advance(29'000);
+  workers_.Ping(info, {id});
+  clock_.Advance(30'000);
+  workers_.Tick();
+  EXPECT_EQ(info->state, WorkerState::kReady);
+  clock_.Advance(1);
+  workers_.Tick();
+  EXPECT_EQ(info->state, WorkerState::kUnhealthy);
+  EXPECT_EQ(jobs_.Get(id)->status, jobs::JobStatus::kInQueue);
+  EXPECT_EQ(workers_.Counts("ep").unhealthy, 1);
+  // A stopped worker's key stops working.
+  workers_.Stop(info->id, "killed");
+  EXPECT_EQ(workers_.Authenticate("ep", w->first.id, w->second).status().code(),
+            Code::kUnauthenticated);
+  clock_.Advance(WorkerOptions{}.forget_after_ms + 1);
+  workers_.Tick();
+  EXPECT_TRUE(workers_.List("ep").empty());
+}
+
+}  // namespace
+}  // namespace gantry::scheduling
