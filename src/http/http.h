@@ -67,6 +67,8 @@ class EventLoop {
   void After(int64_t delay_ms, std::function<void()> fn);
   // Runs `fn` on the loop every `interval_ms` until Stop(). Loop thread or before Run().
   void Every(int64_t interval_ms, std::function<void()> fn);
+  // Runs `fn` on the loop when one of `signals` arrives (e.g. SIGTERM). Before Run().
+  void OnSignals(std::vector<int> signals, std::function<void(int)> fn);
   // Runs the loop on the calling thread until Stop().
   void Run();
   // Makes Run() return. Thread-safe.

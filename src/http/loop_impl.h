@@ -29,6 +29,7 @@ struct EventLoop::Impl {
 
   asio::io_context io{1};
   std::vector<std::unique_ptr<Periodic>> periodic;  // destroyed before `io`
+  std::vector<std::shared_ptr<void>> signal_handlers;
 };
 
 }  // namespace gantry::http

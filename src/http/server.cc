@@ -34,6 +34,20 @@ void EventLoop::Every(int64_t interval_ms, std::function<void()> fn) {
   impl_->periodic.push_back(std::move(p));
 }
 
+void EventLoop::OnSignals(std::vector<int> signals, std::function<void(int)> fn) {
+  auto set = std::make_shared<asio::signal_set>(impl_->io);
+  for (int s : signals) set->add(s);
+  auto handler = std::make_shared<std::function<void(beast::error_code, int)>>();
+  *handler = [set, fn = std::move(fn), weak = std::weak_ptr(handler)](beast::error_code ec,
+                                                                      int sig) {
+    if (ec) return;
+    fn(sig);
+    if (auto h = weak.lock()) set->async_wait(*h);
+  };
+  set->async_wait(*handler);
+  impl_->signal_handlers.push_back(handler);
+}
+
 void EventLoop::Run() {
   auto guard = asio::make_work_guard(impl_->io);
   impl_->io.run();

@@ -25,6 +25,7 @@ class Request(NamedTuple):
     headers: Dict[str, str]
     body: Any  # parsed JSON, or None
     status: int  # what the fake answered
+    port: int  # the client's port: one per connection
 
 
 class FakeGantry:
@@ -38,7 +39,8 @@ class FakeGantry:
         self.requests: List[Request] = []
         self._jobs: List[dict] = []
         self._stops: List[str] = []
-        self.empty_takes_first = 0  # Answer this many job-takes with an immediate 204.
+        self.take_answers_first: List[int] = []  # Statuses (204, 429) for the first job-takes.
+        self.drop_connections = False  # Close every connection after one answer, unannounced.
         self.fail_done: Dict[str, int] = {}  # job id -> number of 500s to answer job-done with
         self.on_stop_delivered: Optional[Callable[[List[str]], None]] = None
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -125,12 +127,13 @@ class FakeGantry:
             self.requests.append(request)
             self._cond.notify_all()
 
+    def _early_take_answer(self) -> Optional[int]:
+        with self._cond:
+            return self.take_answers_first.pop(0) if self.take_answers_first else None
+
     def _take(self, batch_size: Optional[int]) -> Optional[List[dict]]:
         deadline = time.monotonic() + self.hold_s
         with self._cond:
-            if self.empty_takes_first > 0:
-                self.empty_takes_first -= 1
-                return None
             while not self._jobs:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -191,9 +194,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = 401
         elif route in ("job-take", "job-take-batch"):
             batch = int(query["batch_size"]) if route == "job-take-batch" else None
-            jobs = fake._take(batch)
-            status = 204 if not jobs else 200
-            answer = jobs if batch else (jobs[0] if jobs else None)
+            status = fake._early_take_answer()
+            if status is None:
+                jobs = fake._take(batch)
+                status = 204 if not jobs else 200
+                answer = jobs if batch else (jobs[0] if jobs else None)
         elif route == "job-stop":
             ids = fake._stop()
             status, answer = (200, {"jobsToStop": ids}) if ids else (204, None)
@@ -202,7 +207,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif route in ("job-stream", "ping"):
             status, answer = 200, {}
         fake._record(Request(time.monotonic(), self.command, route, job_id, query,
-                             dict(self.headers), body, status))
+                             dict(self.headers), body, status, self.client_address[1]))
         data = b"" if answer is None or status == 204 else json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
@@ -210,3 +215,5 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(data)
+        if fake.drop_connections:
+            self.close_connection = True

@@ -72,16 +72,20 @@ class WorkerTestCase(unittest.TestCase):
 
 class HandlerKindsTest(WorkerTestCase):
     def test_sync_handler(self):
-        self.fake.add_job("j1", {"x": 1})
+        for i in range(3):
+            self.fake.add_job(f"j{i}", {"x": i})
         self.start_worker("sync_echo")
-        done = self.fake.wait_done("j1")
-        self.assertEqual(done.body, {"output": {"echo": {"x": 1}}})
-        self.assertEqual(done.query["isStream"], "false")
-        self.assertEqual(done.query["gpu"], "test")
+        dones = [self.fake.wait_done(f"j{i}") for i in range(3)]
+        self.assertEqual(dones[0].body, {"output": {"echo": {"x": 0}}})
+        self.assertEqual(dones[0].query["isStream"], "false")
+        self.assertEqual(dones[0].query["gpu"], "test")
         first_take = self.fake.recorded("job-take")[0]
         self.assertEqual(first_take.query["job_in_progress"], "0")
         self.assertTrue(all(r.headers.get("Authorization") == API_KEY
                             for r in self.fake.recorded()))
+        # Keep-alive: one connection for the takes, one (reused by each job) for the results.
+        self.assertEqual(len({r.port for r in self.fake.recorded("job-take")}), 1)
+        self.assertEqual(len({r.port for r in dones}), 1)
 
     def test_async_handler(self):
         self.fake.add_job("j1", "hi")
@@ -183,7 +187,7 @@ class TakeTest(WorkerTestCase):
         self.assertLess(max(r["start"] for r in results), min(r["end"] for r in results))
 
     def test_no_content_keeps_polling_without_a_tight_loop(self):
-        self.fake.empty_takes_first = 3
+        self.fake.take_answers_first = [204, 204, 204]
         self.fake.add_job("j1", {})
         self.start_worker("sync_echo")
         self.fake.wait_done("j1")

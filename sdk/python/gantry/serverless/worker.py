@@ -65,6 +65,7 @@ class Worker:
         self._cond = threading.Condition()
         # Guarded by _cond.
         self._running: Dict[str, JobRun] = {}
+        self._taking = False  # A job-take is in flight: its jobs are ours to run, even if closing.
         self._pending_stops: Dict[str, float] = {}  # job id -> monotonic expiry
         self._deadline: Optional[float] = None  # monotonic; None: wait for every job
 
@@ -134,9 +135,9 @@ class Worker:
             self._loop.call_soon_threadsafe(self._close_requested.set)
 
     def _wait_drained(self) -> bool:
-        """Waits until no job runs (True) or the deadline passes (False)."""
+        """Waits until no job runs nor is being taken (True) or the deadline passes (False)."""
         with self._cond:
-            while self._running:
+            while self._running or self._taking:
                 wait_s = 0.5  # Re-reads the deadline, which a signal may bring forward.
                 if self._deadline is not None:
                     wait_s = min(wait_s, self._deadline - time.monotonic())
@@ -156,22 +157,29 @@ class Worker:
                 if free <= 0:
                     self._cond.wait(1.0)  # A finished job, a close, or the modifier's next say.
                     continue
+                if self._closing.is_set():
+                    break
+                self._taking = True
             started = time.monotonic()
             try:
                 jobs = self._api.take(free if concurrency > 1 else None, in_progress)
             except TooManyRequests:
                 log.warning("job-take: 429, backing off %.0f s", TOO_MANY_REQUESTS_BACKOFF_S)
-                self._closing.wait(TOO_MANY_REQUESTS_BACKOFF_S)
-                continue
+                jobs = None
+                backoff_s = TOO_MANY_REQUESTS_BACKOFF_S
             except Exception as err:  # Network, protocol: never fatal, never a tight loop.
                 if not self._closing.is_set():
                     log.error("job-take failed: %r", err)
-                    self._closing.wait(TAKE_ERROR_BACKOFF_S)
-                continue
-            if not jobs:
-                self._closing.wait(MIN_EMPTY_POLL_S - (time.monotonic() - started))
-            for job in jobs:
-                self._start_job(job)
+                jobs = None
+                backoff_s = TAKE_ERROR_BACKOFF_S
+            else:
+                backoff_s = MIN_EMPTY_POLL_S - (time.monotonic() - started) if not jobs else 0
+            with self._cond:
+                for job in jobs or ():
+                    self._start_job(job)
+                self._taking = False
+                self._cond.notify_all()
+            self._closing.wait(backoff_s)
 
     def _next_concurrency(self) -> int:
         """Asks the concurrency modifier (if any) for the concurrency; keeps the old one if it fails."""
@@ -184,31 +192,29 @@ class Worker:
         return self._concurrency
 
     def _start_job(self, job: dict) -> None:
+        """Starts a job just taken, even while closing (the server has handed it over).
+        Caller holds _cond."""
         job_id = job["id"]
-        with self._cond:
-            if self._closing.is_set():
-                log.warning("job %s: received while closing; not run", job_id)
-                return
-            if job_id in self._running:
-                log.warning("job %s: offered again while running; ignored", job_id)
-                return
-            if self._take_pending_stop(job_id):
-                log.info("job %s: stopped before it started", job_id)
-                return
-            assert self._loop is not None
-            run = JobRun(
-                job,
-                self._config.handler,
-                loop=self._loop,
-                sink=_RemoteSink(self._api, self._progress),
-                errors=self._errors,
-                aggregate_stream=self._config.return_aggregate_stream,
-                refresh_worker=self._config.refresh_worker,
-                on_done=self._on_job_done,
-            )
-            self._running[job_id] = run
-            self._publish_running()
-            run.start()
+        if job_id in self._running:
+            log.warning("job %s: offered again while running; ignored", job_id)
+            return
+        if self._take_pending_stop(job_id):
+            log.info("job %s: stopped before it started", job_id)
+            return
+        assert self._loop is not None
+        run = JobRun(
+            job,
+            self._config.handler,
+            loop=self._loop,
+            sink=_RemoteSink(self._api, self._progress),
+            errors=self._errors,
+            aggregate_stream=self._config.return_aggregate_stream,
+            refresh_worker=self._config.refresh_worker,
+            on_done=self._on_job_done,
+        )
+        self._running[job_id] = run
+        self._publish_running()
+        run.start()
 
     def _on_job_done(self, run: JobRun, stop_pod: bool) -> None:
         if stop_pod:

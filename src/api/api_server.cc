@@ -1,0 +1,516 @@
+#include "api/api_server.h"
+
+#include "common/log.h"
+
+namespace gantry::api {
+
+using http::Response;
+
+int HttpStatusFor(Code code) {
+  switch (code) {
+    case Code::kOk: return 200;
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists: return 409;
+    case Code::kFailedPrecondition: return 409;
+    case Code::kResourceExhausted: return 429;
+    case Code::kPayloadTooLarge: return 413;
+    case Code::kUnauthenticated: return 401;
+    case Code::kPermissionDenied: return 403;
+    case Code::kUnavailable: return 503;
+    case Code::kDeadlineExceeded: return 504;
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+Response ErrorResponse(const Status& status) {
+  return Response{HttpStatusFor(status.code()),
+                  R"({"error":{"code":")" + std::string(CodeName(status.code())) +
+                      R"(","message":)" + JsonQuote(status.message()) + "}}"};
+}
+
+namespace {
+
+Response Json(int status, const json::value& v) { return Response{status, ToJson(v)}; }
+Response Ok(std::string body) { return Response{200, std::move(body)}; }
+
+std::vector<std::string> Split(std::string_view path) {
+  std::vector<std::string> out;
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    size_t slash = path.find('/');
+    out.push_back(http::PercentDecode(path.substr(0, slash)));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash);
+  }
+  return out;
+}
+
+// Runs `send` once the store confirms, or answers 503 if it failed.
+std::function<void(Status)> AfterDurable(std::shared_ptr<http::Responder> resp, Response ok) {
+  return [resp, ok = std::move(ok)](Status st) mutable {
+    if (st.ok()) resp->Send(std::move(ok));
+    else resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
+  };
+}
+
+// A durable-callback whose reply is filled in after the call that queued the write returns
+// (the reply names what that call created).
+struct DeferredReply {
+  std::shared_ptr<Response> reply = std::make_shared<Response>();
+  std::function<void(Status)> durable;
+};
+DeferredReply Deferred(std::shared_ptr<http::Responder> resp) {
+  DeferredReply d;
+  d.durable = [resp, reply = d.reply](Status st) {
+    if (st.ok()) resp->Send(std::move(*reply));
+    else resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
+  };
+  return d;
+}
+
+std::string StatusObject(const std::string& id, const char* status) {
+  return "{\"id\":\"" + id + "\",\"status\":\"" + status + "\"}";
+}
+
+json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager& jm) {
+  json::object o;
+  o["id"] = w.id;
+  o["endpointId"] = w.endpoint_id;
+  o["state"] = scheduling::WorkerStateName(w.state);
+  o["createdAt"] = w.created_ms;
+  o["lastSeenAt"] = w.last_seen_ms;
+  o["readyAt"] = w.ready_ms;
+  json::array held;
+  for (const auto& id : jm.HeldBy(w.id)) held.emplace_back(id);
+  o["jobs"] = std::move(held);
+  if (!w.last_error.empty()) o["lastError"] = w.last_error;
+  return o;
+}
+
+}  // namespace
+
+ApiServer::ApiServer(const Clock* clock, jobs::JobManager* jobs,
+                     scheduling::EndpointRegistry* endpoints, scheduling::WorkerRegistry* workers,
+                     KeyRing* keys, ApiOptions options)
+    : clock_(clock),
+      jobs_(jobs),
+      endpoints_(endpoints),
+      workers_(workers),
+      keys_(keys),
+      options_(std::move(options)) {}
+
+void ApiServer::Handle(http::Request&& req, Resp resp) {
+  auto seg = Split(req.path());
+  if (seg.size() == 1 && seg[0] == "healthz") return resp->Send(Ok(R"({"status":"ok"})"));
+  // Worker routes authenticate with the worker's own secret.
+  if (seg.size() >= 4 && seg[0] == "v2") {
+    const std::string& action = seg[2];
+    if (action == "job-take" || action == "job-take-batch" || action == "job-stop" ||
+        action == "job-done" || action == "job-stream" || action == "ping") {
+      return Worker(req, seg[1], action, seg[3], seg.size() > 4 ? seg[4] : "", resp);
+    }
+  }
+  if (!keys_->Check(req.header("authorization"))) {
+    return resp->Send(ErrorResponse(Unauthenticated(
+        req.header("authorization").empty() ? "missing API key" : "invalid API key")));
+  }
+  if (seg.size() >= 3 && seg[0] == "v2") {
+    return Client(req, seg[1], seg[2], seg.size() > 3 ? seg[3] : "", resp);
+  }
+  if (!seg.empty() && seg[0] == "v1") return Management(req, seg, resp);
+  resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " +
+                                    std::string(req.path()))));
+}
+
+// ---- Client routes ---------------------------------------------------------------------------
+
+void ApiServer::Submit(http::Request& req, const std::string& ep, bool sync, Resp resp) {
+  size_t limit = sync ? options_.runsync_body_limit : options_.run_body_limit;
+  if (req.body.size() > limit) {
+    return resp->Send(ErrorResponse(Status(Code::kPayloadTooLarge,
+                                           "request body exceeds " + std::to_string(limit) +
+                                               " bytes")));
+  }
+  auto body = ParseJson(req.body);
+  if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+  if (!body->is_object()) return resp->Send(ErrorResponse(InvalidArgument("body must be a JSON object")));
+  const auto& o = body->as_object();
+  const json::value* input = Find(o, "input");
+  if (!input) return resp->Send(ErrorResponse(InvalidArgument("missing \"input\"")));
+  jobs::SubmitRequest sr;
+  sr.endpoint_id = ep;
+  sr.sync = sync;
+  sr.input = ToJson(*input);
+  if (const auto* w = Find(o, "webhook"); w && !w->is_null()) {
+    if (!w->is_string()) return resp->Send(ErrorResponse(InvalidArgument("webhook must be a string")));
+    sr.webhook = std::string(w->as_string());
+    if (!sr.webhook.empty()) {
+      auto url = http::ParseUrl(sr.webhook);
+      if (!url.ok()) return resp->Send(ErrorResponse(InvalidArgument("webhook: " + url.status().message())));
+    }
+  }
+  if (const auto* s3 = Find(o, "s3Config"); s3 && !s3->is_null()) sr.s3_config = ToJson(*s3);
+  if (const auto* p = Find(o, "policy"); p && !p->is_null()) {
+    if (!p->is_object()) return resp->Send(ErrorResponse(InvalidArgument("policy must be an object")));
+    const auto& po = p->as_object();
+    for (const auto& kv : po) {
+      if (kv.key() != "executionTimeout" && kv.key() != "ttl" && kv.key() != "lowPriority") {
+        return resp->Send(ErrorResponse(InvalidArgument("unknown policy field: " +
+                                                        std::string(kv.key()))));
+      }
+    }
+    if (const auto* et = Find(po, "executionTimeout")) {
+      auto n = AsInt(*et);
+      if (!n) return resp->Send(ErrorResponse(InvalidArgument("policy.executionTimeout must be an integer (ms)")));
+      sr.execution_timeout_ms = *n;
+    }
+    if (const auto* ttl = Find(po, "ttl")) {
+      auto n = AsInt(*ttl);
+      if (!n) return resp->Send(ErrorResponse(InvalidArgument("policy.ttl must be an integer (ms)")));
+      sr.ttl_ms = *n;
+    }
+    if (const auto* lp = Find(po, "lowPriority")) {
+      if (!lp->is_bool()) return resp->Send(ErrorResponse(InvalidArgument("policy.lowPriority must be a boolean")));
+      sr.low_priority = lp->get_bool();
+    }
+  }
+  int64_t wait_ms = options_.runsync_default_wait_ms;
+  if (sync) {
+    if (auto w = req.param("wait")) {
+      char* end = nullptr;
+      long long v = strtoll(w->c_str(), &end, 10);
+      if (w->empty() || *end != '\0') return resp->Send(ErrorResponse(InvalidArgument("wait must be an integer (ms)")));
+      wait_ms = std::clamp<int64_t>(v, 1'000, 300'000);
+    }
+  }
+  if (!sync) {  // /run answers once the job is durable
+    auto d = Deferred(resp);
+    auto job = jobs_->Submit(std::move(sr), d.durable);
+    if (!job.ok()) return resp->Send(ErrorResponse(job.status()));
+    *d.reply = Ok(StatusObject((*job)->rec.id, "IN_QUEUE"));
+    return;
+  }
+  auto job = jobs_->Submit(std::move(sr), {});
+  if (!job.ok()) return resp->Send(ErrorResponse(job.status()));
+  std::string id = (*job)->rec.id;
+  const Clock* clock = clock_;
+  jobs_->WaitForJob(id, wait_ms, [resp, id, clock](const jobs::Job* j) {
+    if (!j) return resp->Send(ErrorResponse(NotFound("job expired: " + id)));
+    if (jobs::IsTerminal(j->status)) return resp->Send(Ok(jobs::StatusJson(*j, clock->NowMs())));
+    resp->Send(Ok(StatusObject(id, jobs::StatusName(j->status))));
+  });
+}
+
+void ApiServer::Client(http::Request& req, const std::string& ep, const std::string& action,
+                       const std::string& arg, Resp resp) {
+  if (!endpoints_->Get(ep)) return resp->Send(ErrorResponse(NotFound("endpoint not found: " + ep)));
+  const bool post = req.method == "POST";
+  if (action == "run" && post && arg.empty()) return Submit(req, ep, false, resp);
+  if (action == "runsync" && post && arg.empty()) return Submit(req, ep, true, resp);
+  if (action == "health" && req.method == "GET") {
+    auto jc = jobs_->Counts(ep);
+    auto wc = workers_->Counts(ep);
+    json::object jobs{{"completed", jc.completed}, {"failed", jc.failed},
+                      {"inProgress", jc.in_progress}, {"inQueue", jc.in_queue},
+                      {"retried", jc.retried}};
+    json::object workers{{"idle", wc.idle}, {"initializing", wc.initializing},
+                         {"ready", wc.ready}, {"running", wc.running},
+                         {"throttled", wc.throttled}, {"unhealthy", wc.unhealthy}};
+    return resp->Send(Json(200, json::object{{"jobs", std::move(jobs)},
+                                             {"workers", std::move(workers)}}));
+  }
+  if (action == "purge-queue" && post) {
+    auto n = jobs_->PurgeQueue(ep);
+    if (!n.ok()) return resp->Send(ErrorResponse(n.status()));
+    return resp->Send(Ok("{\"removed\":" + std::to_string(*n) + ",\"status\":\"completed\"}"));
+  }
+  if (arg.empty()) {
+    return resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " +
+                                             std::string(req.path()))));
+  }
+  const jobs::Job* job = jobs_->Get(arg);
+  if (!job || job->rec.endpoint_id != ep) {
+    return resp->Send(ErrorResponse(NotFound("job not found: " + arg)));
+  }
+  if (action == "status" && (req.method == "GET" || post)) {
+    return resp->Send(Ok(jobs::StatusJson(*job, clock_->NowMs())));
+  }
+  if (action == "stream" && (req.method == "GET" || post)) {
+    auto chunks = jobs_->DrainStream(arg);
+    std::string out = "{\"status\":\"";
+    out += jobs::StatusName(job->status);
+    out += "\",\"stream\":[";
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      if (i) out += ',';
+      out += "{\"output\":" + chunks[i] + "}";
+    }
+    out += "]}";
+    return resp->Send(Ok(std::move(out)));
+  }
+  if (action == "cancel" && post) {
+    auto j = jobs_->Cancel(arg);
+    if (!j.ok()) return resp->Send(ErrorResponse(j.status()));
+    return resp->Send(Ok(StatusObject(arg, jobs::StatusName((*j)->status))));
+  }
+  if (action == "retry" && post) {
+    auto j = jobs_->Retry(arg);
+    if (!j.ok()) return resp->Send(ErrorResponse(j.status()));
+    return resp->Send(Ok(StatusObject(arg, "IN_QUEUE")));
+  }
+  resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+}
+
+// ---- Worker routes ---------------------------------------------------------------------------
+
+static void AppendJob(std::string& out, const jobs::Job& j) {
+  out += "{\"id\":\"";
+  out += j.rec.id;
+  out += "\",\"input\":";
+  out += j.rec.input;
+  if (!j.rec.webhook.empty()) out += ",\"webhook\":" + JsonQuote(j.rec.webhook);
+  if (!j.rec.s3_config.empty()) out += ",\"s3Config\":" + j.rec.s3_config;
+  out += ",\"policy\":{\"executionTimeout\":" + std::to_string(j.rec.execution_timeout_ms) +
+         ",\"ttl\":" + std::to_string(j.rec.ttl_ms) +
+         ",\"lowPriority\":" + (j.rec.low_priority ? "true" : "false") + "}}";
+}
+
+void ApiServer::SendJobs(const std::string& worker_id, std::vector<const jobs::Job*> js,
+                         bool batch, Resp resp) {
+  if (js.empty()) return resp->Send(Response{204, ""});
+  std::string out;
+  std::vector<std::string> ids;
+  if (batch) out += '[';
+  for (size_t i = 0; i < js.size(); ++i) {
+    if (i) out += ',';
+    AppendJob(out, *js[i]);
+    ids.push_back(js[i]->rec.id);
+  }
+  if (batch) out += ']';
+  jobs::JobManager* jm = jobs_;
+  resp->Send(Ok(std::move(out)), [jm, worker_id, ids = std::move(ids)](bool written) {
+    if (!written) {
+      GLOG_WARN("api: worker %s went away before its jobs reached it; requeueing",
+                worker_id.c_str());
+      jm->ReturnUndelivered(worker_id, ids);
+    }
+  });
+}
+
+void ApiServer::Worker(http::Request& req, const std::string& ep, const std::string& action,
+                       const std::string& worker_id, const std::string& arg, Resp resp) {
+  auto auth = workers_->Authenticate(ep, worker_id,
+                                     std::string(BearerToken(req.header("authorization"))));
+  if (!auth.ok()) return resp->Send(ErrorResponse(auth.status()));
+  scheduling::WorkerInfo* w = *auth;
+  if (action == "job-take" || action == "job-take-batch") {
+    workers_->Seen(w, true);
+    int max = 1;
+    bool batch = action == "job-take-batch";
+    if (batch) {
+      auto bs = req.param("batch_size");
+      max = bs ? std::clamp(atoi(bs->c_str()), 1, 1000) : 1;
+    }
+    std::string wid = w->id;
+    jobs_->Take(ep, wid, max, options_.take_wait_ms,
+                [this, wid, batch, resp](std::vector<const jobs::Job*> js) {
+                  SendJobs(wid, std::move(js), batch, resp);
+                });
+    return;
+  }
+  if (action == "job-stop") {
+    workers_->Seen(w, false);
+    jobs_->PollStops(w->id, options_.stop_wait_ms, [resp](std::vector<std::string> ids) {
+      if (ids.empty()) return resp->Send(Response{204, ""});
+      json::array a;
+      for (auto& id : ids) a.emplace_back(id);
+      resp->Send(Json(200, json::object{{"jobsToStop", std::move(a)}}));
+    });
+    return;
+  }
+  if (action == "ping") {
+    std::vector<std::string> running;
+    if (auto ids = req.param("job_id")) {
+      std::string_view s = *ids;
+      while (!s.empty()) {
+        size_t comma = s.find(',');
+        if (comma != 0) running.emplace_back(s.substr(0, comma));
+        if (comma == std::string_view::npos) break;
+        s.remove_prefix(comma + 1);
+      }
+    }
+    workers_->Ping(w, running);
+    return resp->Send(Ok("{}"));
+  }
+  workers_->Seen(w, false);
+  if (arg.empty() || req.method != "POST") {
+    return resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " +
+                                             std::string(req.path()))));
+  }
+  // Bodies are JSON whatever the Content-Type says (RunPod's SDK sends form-urlencoded).
+  auto body = ParseJson(req.body);
+  if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+  if (action == "job-stream") {
+    if (!body->is_object() || !Find(body->as_object(), "output")) {
+      return resp->Send(ErrorResponse(InvalidArgument("job-stream body must be {\"output\": ...}")));
+    }
+    Status st = jobs_->AppendStream(w->id, arg, ToJson(*Find(body->as_object(), "output")));
+    if (!st.ok()) return resp->Send(ErrorResponse(st));
+    return resp->Send(Ok("{}"));
+  }
+  if (action == "job-done") {
+    bool is_stream = req.param("isStream").value_or("") == "true";
+    auto out = jobs_->Finish(w->id, arg, *body, is_stream, AfterDurable(resp, Ok("{}")));
+    if (!out.ok()) return resp->Send(ErrorResponse(out.status()));
+    if (out->stop_worker) workers_->MarkRecycle(w->id);
+    return;
+  }
+  resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+}
+
+// ---- Management API --------------------------------------------------------------------------
+
+json::object ApiServer::WorkerEnv(const scheduling::EndpointSpec& spec, const std::string& wid,
+                                  const std::string& secret) const {
+  std::string gpu = spec.gpu_type_ids.empty() ? "cpu" : spec.gpu_type_ids.front();
+  std::string base = options_.public_url + "/v2/" + spec.id;
+  json::object env;
+  for (const auto& [k, v] : spec.env) env[k] = v;
+  for (const auto& [k, v] : spec.worker.env) env[k] = v;
+  env["RUNPOD_POD_ID"] = wid;
+  env["RUNPOD_AI_API_KEY"] = secret;
+  env["RUNPOD_ENDPOINT_ID"] = spec.id;
+  env["RUNPOD_WEBHOOK_GET_JOB"] = base + "/job-take/" + wid + "?gpu=" + gpu;
+  env["RUNPOD_WEBHOOK_POST_OUTPUT"] = base + "/job-done/" + wid + "/$ID?gpu=" + gpu;
+  env["RUNPOD_WEBHOOK_POST_STREAM"] = base + "/job-stream/" + wid + "/$ID?gpu=" + gpu;
+  env["RUNPOD_WEBHOOK_PING"] = base + "/ping/" + wid;
+  env["RUNPOD_WEBHOOK_JOB_STOP"] = base + "/job-stop/" + wid + "?gpu=" + gpu;
+  env["RUNPOD_PING_INTERVAL"] = std::to_string(workers_->options().ping_interval_ms);
+  env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true";
+  env["RUNPOD_CONCURRENCY"] = std::to_string(spec.concurrency);
+  return env;
+}
+
+void ApiServer::Management(http::Request& req, const std::vector<std::string>& seg, Resp resp) {
+  const std::string& m = req.method;
+  auto not_found = [&] {
+    resp->Send(ErrorResponse(NotFound("no such route: " + m + " " + std::string(req.path()))));
+  };
+  if (seg.size() < 2) return not_found();
+  const std::string& kind = seg[1];
+  if (kind == "endpoints") {
+    if (seg.size() == 2 && m == "GET") {
+      json::array list;
+      for (const auto* s : endpoints_->List()) list.push_back(s->ToJson());
+      return resp->Send(Json(200, json::object{{"endpoints", std::move(list)}}));
+    }
+    if (seg.size() == 2 && m == "POST") {
+      auto body = ParseJson(req.body);
+      if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+      auto d = Deferred(resp);
+      auto spec = endpoints_->Create(*body, d.durable);
+      if (!spec.ok()) return resp->Send(ErrorResponse(spec.status()));
+      *d.reply = Json(201, spec->ToJson());
+      return;
+    }
+    if (seg.size() < 3) return not_found();
+    const std::string& id = seg[2];
+    const scheduling::EndpointSpec* spec = endpoints_->Get(id);
+    if (!spec) return resp->Send(ErrorResponse(NotFound("endpoint not found: " + id)));
+    if (seg.size() == 3 && m == "GET") {
+      json::object o = spec->ToJson();
+      json::array ws;
+      for (const auto* w : workers_->List(id)) ws.push_back(WorkerJson(*w, *jobs_));
+      o["workers"] = std::move(ws);
+      auto jc = jobs_->Counts(id);
+      o["jobs"] = json::object{{"completed", jc.completed}, {"failed", jc.failed},
+                               {"inProgress", jc.in_progress}, {"inQueue", jc.in_queue},
+                               {"retried", jc.retried}};
+      return resp->Send(Json(200, o));
+    }
+    if (seg.size() == 3 && (m == "PATCH" || m == "PUT" || m == "POST")) {
+      auto body = ParseJson(req.body);
+      if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+      auto d = Deferred(resp);
+      auto updated = endpoints_->Update(id, *body, d.durable);
+      if (!updated.ok()) return resp->Send(ErrorResponse(updated.status()));
+      *d.reply = Json(200, updated->ToJson());
+      return;
+    }
+    if (seg.size() == 3 && m == "DELETE") {
+      workers_->RemoveEndpoint(id);
+      Status st = endpoints_->Delete(id, AfterDurable(resp, Ok("{\"deleted\":" + JsonQuote(id) + "}")));
+      if (!st.ok()) return resp->Send(ErrorResponse(st));
+      return;
+    }
+    if (seg.size() == 4 && seg[3] == "workers" && m == "POST") {
+      // Answered once the worker's record is durable: a restart must still know its key.
+      auto d = Deferred(resp);
+      auto reg = workers_->Register(id, d.durable);
+      if (!reg.ok()) return resp->Send(ErrorResponse(reg.status()));
+      json::object o{{"workerId", reg->first.id},
+                     {"endpointId", id},
+                     {"env", WorkerEnv(*spec, reg->first.id, reg->second)}};
+      json::array cmd;
+      for (const auto& a : spec->worker.command) cmd.emplace_back(a);
+      o["command"] = std::move(cmd);
+      o["workdir"] = spec->worker.workdir;
+      *d.reply = Json(201, o);
+      return;
+    }
+    if (seg.size() == 4 && seg[3] == "workers" && m == "GET") {
+      json::array ws;
+      for (const auto* w : workers_->List(id)) ws.push_back(WorkerJson(*w, *jobs_));
+      return resp->Send(Json(200, json::object{{"workers", std::move(ws)}}));
+    }
+    return not_found();
+  }
+  if (kind == "workers" && seg.size() == 2 && m == "GET") {
+    json::array ws;
+    for (const auto* w : workers_->List(req.param("endpoint").value_or(""))) {
+      ws.push_back(WorkerJson(*w, *jobs_));
+    }
+    return resp->Send(Json(200, json::object{{"workers", std::move(ws)}}));
+  }
+  if (kind == "keys") {
+    if (seg.size() == 2 && m == "GET") {
+      json::array list;
+      for (const auto* k : keys_->List()) {
+        list.push_back(json::object{{"id", k->id}, {"name", k->name}, {"prefix", k->prefix},
+                                    {"createdAt", k->created_ms}});
+      }
+      return resp->Send(Json(200, json::object{{"keys", std::move(list)}}));
+    }
+    if (seg.size() == 2 && m == "POST") {
+      std::string name = "key";
+      if (!req.body.empty()) {
+        auto body = ParseJson(req.body);
+        if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+        if (!body->is_object()) return resp->Send(ErrorResponse(InvalidArgument("body must be an object")));
+        if (const auto* n = Find(body->as_object(), "name")) {
+          if (!n->is_string()) return resp->Send(ErrorResponse(InvalidArgument("name must be a string")));
+          name = std::string(n->as_string());
+        }
+      }
+      auto d = Deferred(resp);
+      auto created = keys_->Create(name, d.durable);
+      *d.reply = Json(201, json::object{{"id", created.first.id}, {"name", created.first.name},
+                                        {"key", created.second},
+                                        {"createdAt", created.first.created_ms}});
+      return;
+    }
+    if (seg.size() == 3 && m == "DELETE") {
+      Status st = keys_->Revoke(seg[2], AfterDurable(resp, Ok("{\"revoked\":" + JsonQuote(seg[2]) + "}")));
+      if (!st.ok()) return resp->Send(ErrorResponse(st));
+      return;
+    }
+    return not_found();
+  }
+  not_found();
+}
+
+}  // namespace gantry::api

@@ -1,0 +1,28 @@
+#pragma once
+// `gantry server`: wires the store, the JobManager, the registries and the HTTP API together
+// and runs them on one event loop until SIGINT/SIGTERM.
+
+#include <string>
+
+#include "common/log.h"
+
+namespace gantry::api {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8000;
+  std::string data_dir = "./gantry-data";
+  std::string public_url;  // Default: http://HOST:PORT (127.0.0.1 when HOST is 0.0.0.0).
+  bool sync_full = true;   // fsync each group commit. Default: on.
+  int64_t ping_interval_ms = 10'000;
+  int64_t run_retention_ms = 30 * 60 * 1000;
+  int64_t sync_retention_ms = 60 * 1000;
+  int64_t stop_grace_ms = 30'000;
+  size_t run_body_limit = 10u << 20;
+  size_t runsync_body_limit = 20u << 20;
+};
+
+// Returns the process exit code.
+int RunServer(const ServerConfig& config);
+
+}  // namespace gantry::api

@@ -1,0 +1,527 @@
+#include "cli/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "api/server_main.h"
+#include "common/json.h"
+#include "http/http.h"
+
+namespace gantry::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Conn {
+  std::string url;
+  std::string key;
+  bool json = false;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && isspace(static_cast<unsigned char>(s[i]))) ++i;
+  return s.substr(i);
+}
+
+// Flags win, then the environment, then the config file, then the local defaults.
+void ResolveConn(Conn* c) {
+  std::string cfg_path;
+  if (const char* p = getenv("GANTRY_CONFIG")) cfg_path = p;
+  else if (const char* h = getenv("HOME")) cfg_path = std::string(h) + "/.config/gantry/config.json";
+  json::object cfg;
+  if (!cfg_path.empty() && fs::exists(cfg_path)) {
+    auto v = ParseJson(ReadFile(cfg_path));
+    if (v.ok() && v->is_object()) cfg = v->as_object();
+    else fprintf(stderr, "gantry: ignoring unreadable config file %s\n", cfg_path.c_str());
+  }
+  auto from_cfg = [&](const char* k) -> std::string {
+    const json::value* v = Find(cfg, k);
+    return v && v->is_string() ? std::string(v->as_string()) : "";
+  };
+  if (c->url.empty()) c->url = getenv("GANTRY_URL") ? getenv("GANTRY_URL") : from_cfg("url");
+  if (c->url.empty()) c->url = "http://127.0.0.1:8000";
+  while (!c->url.empty() && c->url.back() == '/') c->url.pop_back();
+  if (c->key.empty()) c->key = getenv("GANTRY_API_KEY") ? getenv("GANTRY_API_KEY") : from_cfg("apiKey");
+  if (c->key.empty()) {
+    std::string dir = getenv("GANTRY_DATA_DIR") ? getenv("GANTRY_DATA_DIR") : "gantry-data";
+    std::string path = dir + "/admin.key";
+    if (fs::exists(path)) c->key = Trim(ReadFile(path));
+  }
+}
+
+struct Reply {
+  int status = 0;
+  json::value body;
+};
+
+// One API call; prints the error and returns nullopt on failure.
+std::optional<Reply> Call(const Conn& c, const std::string& method, const std::string& path,
+                          const std::string& body = "", int64_t timeout_ms = 30'000) {
+  auto url = http::ParseUrl(c.url + path);
+  if (!url.ok()) {
+    fprintf(stderr, "gantry: bad server URL %s: %s\n", c.url.c_str(), url.status().message().c_str());
+    return std::nullopt;
+  }
+  http::HttpClient client(url->host, url->port);
+  std::vector<http::Header> headers;
+  if (!c.key.empty()) headers.push_back({"Authorization", "Bearer " + c.key});
+  auto r = client.Do(method, url->target, body, headers, timeout_ms);
+  if (!r.ok()) {
+    fprintf(stderr, "gantry: cannot reach the server at %s: %s\n", c.url.c_str(),
+            r.status().message().c_str());
+    return std::nullopt;
+  }
+  Reply out{r->status, nullptr};
+  if (!r->body.empty()) {
+    auto v = ParseJson(r->body);
+    out.body = v.ok() ? *v : json::value(r->body);
+  }
+  if (r->status >= 400) {
+    std::string msg = r->body;
+    if (out.body.is_object()) {
+      if (auto* e = Find(out.body.as_object(), "error"); e && e->is_object()) {
+        if (auto* m = Find(e->as_object(), "message"); m && m->is_string()) msg = m->as_string();
+      }
+    }
+    fprintf(stderr, "gantry: %s (HTTP %d)\n", msg.c_str(), r->status);
+    if (r->status == 401) {
+      fprintf(stderr, "hint: pass --api-key, set GANTRY_API_KEY, or put \"apiKey\" in "
+                      "~/.config/gantry/config.json\n");
+    }
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::string Str(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_null()) return "";
+  return ToJson(v);
+}
+
+std::string Field(const json::value& obj, const char* key) {
+  if (!obj.is_object()) return "";
+  const json::value* v = Find(obj.as_object(), key);
+  return v ? Str(*v) : "";
+}
+
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w(header.size());
+  for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (size_t i = 0; i < r.size(); ++i) {
+      s += r[i];
+      if (i + 1 < r.size()) s += std::string(w[i] - r[i].size() + 2, ' ');
+    }
+    printf("%s\n", s.c_str());
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+void PrintJson(const json::value& v) { printf("%s\n", ToJson(v).c_str()); }
+
+// "KEY=VALUE" pairs into an object; false on a malformed pair.
+bool ParseEnvPairs(const std::vector<std::string>& pairs, json::object* out) {
+  for (const auto& p : pairs) {
+    size_t eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fprintf(stderr, "gantry: --env expects KEY=VALUE, got '%s'\n", p.c_str());
+      return false;
+    }
+    (*out)[p.substr(0, eq)] = p.substr(eq + 1);
+  }
+  return true;
+}
+
+void PrintEndpoint(const json::value& e) {
+  const auto& o = e.as_object();
+  printf("id:            %s\n", Field(e, "id").c_str());
+  printf("name:          %s\n", Field(e, "name").c_str());
+  printf("workers:       min %s, max %s, idle timeout %s s\n", Field(e, "workersMin").c_str(),
+         Field(e, "workersMax").c_str(), Field(e, "idleTimeout").c_str());
+  printf("scaler:        %s %s\n", Field(e, "scalerType").c_str(), Field(e, "scalerValue").c_str());
+  printf("gpus:          %s x %s\n", Field(e, "gpuTypeIds").c_str(), Field(e, "gpuCount").c_str());
+  printf("concurrency:   %s\n", Field(e, "concurrency").c_str());
+  printf("exec timeout:  %s ms, max attempts %s\n", Field(e, "executionTimeoutMs").c_str(),
+         Field(e, "maxAttempts").c_str());
+  printf("worker:        %s\n", Field(e, "worker").c_str());
+  printf("version:       %s\n", Field(e, "version").c_str());
+  if (auto* j = Find(o, "jobs")) printf("jobs:          %s\n", ToJson(*j).c_str());
+  if (auto* ws = Find(o, "workers"); ws && ws->is_array()) {
+    printf("workers:\n");
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& w : ws->as_array()) {
+      rows.push_back({Field(w, "id"), Field(w, "state"), Field(w, "jobs"), Field(w, "lastError")});
+    }
+    if (!rows.empty()) PrintTable({"ID", "STATE", "JOBS", "LAST ERROR"}, rows);
+  }
+}
+
+bool ParseListen(const std::string& listen, api::ServerConfig* cfg) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    fprintf(stderr, "gantry: --listen expects HOST:PORT, got '%s'\n", listen.c_str());
+    return false;
+  }
+  cfg->host = listen.substr(0, colon);
+  if (cfg->host.empty()) cfg->host = "0.0.0.0";
+  char* end = nullptr;
+  long port = strtol(listen.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port < 0 || port > 65535) {
+    fprintf(stderr, "gantry: bad port in --listen '%s'\n", listen.c_str());
+    return false;
+  }
+  cfg->port = static_cast<uint16_t>(port);
+  return true;
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "Gantry: a self-hosted serverless GPU platform, wire-compatible with RunPod Serverless.\n"
+      "The server URL and API key come from --url/--api-key, GANTRY_URL/GANTRY_API_KEY, or\n"
+      "~/.config/gantry/config.json ({\"url\": ..., \"apiKey\": ...}); with none, the CLI uses\n"
+      "http://127.0.0.1:8000 and ./gantry-data/admin.key."};
+  app.require_subcommand(1);
+  Conn conn;
+  app.add_option("--url", conn.url, "Server URL (default $GANTRY_URL or http://127.0.0.1:8000)");
+  app.add_option("--api-key", conn.key, "API key (default $GANTRY_API_KEY)");
+  app.add_flag("--json", conn.json, "Print JSON instead of tables");
+  int rc = 0;
+
+  // ---- server
+  api::ServerConfig scfg;
+  std::string listen = "127.0.0.1:8000";
+  bool no_fsync = false;
+  auto* server = app.add_subcommand("server", "Run the control plane and gateway");
+  server->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->capture_default_str();
+  server->add_option("--data-dir", scfg.data_dir, "Where the database and admin key live")
+      ->capture_default_str();
+  server->add_option("--public-url", scfg.public_url,
+                     "Base URL workers use to reach this server (default: the listen address)");
+  server->add_flag("--no-fsync", no_fsync,
+                   "Skip fsync on commit: survives a crash of the process, not of the machine");
+  server->add_option("--ping-interval-ms", scfg.ping_interval_ms,
+                     "Worker heartbeat interval; 3 missed make a worker lost")
+      ->capture_default_str();
+  server->add_option("--stop-grace-ms", scfg.stop_grace_ms,
+                     "How long a worker may ignore a stop before it is killed")
+      ->capture_default_str();
+  server->add_option("--run-retention-ms", scfg.run_retention_ms,
+                     "How long finished /run jobs stay readable")
+      ->capture_default_str();
+  server->add_option("--runsync-retention-ms", scfg.sync_retention_ms,
+                     "How long finished /runsync jobs stay readable")
+      ->capture_default_str();
+  server->callback([&] {
+    if (!ParseListen(listen, &scfg)) {
+      rc = 2;
+      return;
+    }
+    scfg.sync_full = !no_fsync;
+    rc = api::RunServer(scfg);
+  });
+
+  // ---- endpoint
+  auto* endpoint = app.add_subcommand("endpoint", "Create, inspect and delete endpoints");
+  endpoint->require_subcommand(1);
+  std::string ep_id, ep_name, ep_file, ep_scaler, ep_workdir;
+  int ep_min = -1, ep_max = -1, ep_idle = -1, ep_conc = -1, ep_scaler_value = -1, ep_gpu_count = -1;
+  int64_t ep_exec_ms = -1;
+  std::vector<std::string> ep_gpus, ep_env, ep_command;
+  auto add_spec_flags = [&](CLI::App* c) {
+    c->add_option("--name", ep_name, "Display name");
+    c->add_option("--file", ep_file, "JSON file with the spec (flags override it)");
+    c->add_option("--workers-min", ep_min, "Always-on workers");
+    c->add_option("--workers-max", ep_max, "Most workers");
+    c->add_option("--idle-timeout", ep_idle, "Seconds a worker stays after its last job");
+    c->add_option("--execution-timeout-ms", ep_exec_ms, "Per-job run limit");
+    c->add_option("--scaler", ep_scaler, "QUEUE_DELAY or REQUEST_COUNT");
+    c->add_option("--scaler-value", ep_scaler_value, "Seconds (QUEUE_DELAY) or jobs per worker");
+    c->add_option("--gpu", ep_gpus, "GPU type in order of preference, repeatable (cpu: none)");
+    c->add_option("--gpu-count", ep_gpu_count, "GPUs per worker");
+    c->add_option("--concurrency", ep_conc, "Jobs per worker");
+    c->add_option("--env", ep_env, "KEY=VALUE for every worker, repeatable");
+    c->add_option("--workdir", ep_workdir, "Worker working directory");
+    c->add_option("--command", ep_command, "Worker command (after --command, one word each)")
+        ->expected(-1);
+  };
+  auto build_spec = [&](json::object* spec) -> bool {
+    if (!ep_file.empty()) {
+      auto v = ParseJson(ReadFile(ep_file));
+      if (!v.ok() || !v->is_object()) {
+        fprintf(stderr, "gantry: %s is not a JSON object\n", ep_file.c_str());
+        return false;
+      }
+      *spec = v->as_object();
+    }
+    if (!ep_name.empty()) (*spec)["name"] = ep_name;
+    if (ep_min >= 0) (*spec)["workersMin"] = ep_min;
+    if (ep_max >= 0) (*spec)["workersMax"] = ep_max;
+    if (ep_idle >= 0) (*spec)["idleTimeout"] = ep_idle;
+    if (ep_exec_ms >= 0) (*spec)["executionTimeoutMs"] = ep_exec_ms;
+    if (!ep_scaler.empty()) (*spec)["scalerType"] = ep_scaler;
+    if (ep_scaler_value >= 0) (*spec)["scalerValue"] = ep_scaler_value;
+    if (!ep_gpus.empty()) {
+      json::array g;
+      for (auto& x : ep_gpus) g.emplace_back(x);
+      (*spec)["gpuTypeIds"] = std::move(g);
+    }
+    if (ep_gpu_count >= 0) (*spec)["gpuCount"] = ep_gpu_count;
+    if (ep_conc >= 0) (*spec)["concurrency"] = ep_conc;
+    if (!ep_env.empty()) {
+      json::object env;
+      if (!ParseEnvPairs(ep_env, &env)) return false;
+      (*spec)["env"] = std::move(env);
+    }
+    if (!ep_command.empty() || !ep_workdir.empty()) {
+      json::object w;
+      if (auto* old = Find(*spec, "worker"); old && old->is_object()) w = old->as_object();
+      if (!ep_command.empty()) {
+        json::array a;
+        for (auto& x : ep_command) a.emplace_back(x);
+        w["command"] = std::move(a);
+      }
+      if (!ep_workdir.empty()) w["workdir"] = ep_workdir;
+      (*spec)["worker"] = std::move(w);
+    }
+    return true;
+  };
+  auto* ep_create = endpoint->add_subcommand("create", "Create an endpoint");
+  ep_create->add_option("id", ep_id, "Endpoint id (letters, digits, - and _; generated if absent)");
+  add_spec_flags(ep_create);
+  ep_create->callback([&] {
+    ResolveConn(&conn);
+    json::object spec;
+    if (!build_spec(&spec)) {
+      rc = 2;
+      return;
+    }
+    if (!ep_id.empty()) spec["id"] = ep_id;
+    auto r = Call(conn, "POST", "/v1/endpoints", ToJson(spec));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) PrintJson(r->body);
+    else printf("created endpoint %s\n", Field(r->body, "id").c_str());
+  });
+  auto* ep_update = endpoint->add_subcommand("update", "Change an endpoint's spec");
+  ep_update->add_option("id", ep_id, "Endpoint id")->required();
+  add_spec_flags(ep_update);
+  ep_update->callback([&] {
+    ResolveConn(&conn);
+    json::object spec;
+    if (!build_spec(&spec)) {
+      rc = 2;
+      return;
+    }
+    auto r = Call(conn, "PATCH", "/v1/endpoints/" + http::PercentEncode(ep_id), ToJson(spec));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) PrintJson(r->body);
+    else printf("updated endpoint %s (version %s)\n", ep_id.c_str(), Field(r->body, "version").c_str());
+  });
+  auto* ep_get = endpoint->add_subcommand("get", "Show an endpoint, its workers and job counts");
+  ep_get->add_option("id", ep_id, "Endpoint id")->required();
+  ep_get->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "GET", "/v1/endpoints/" + http::PercentEncode(ep_id));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) PrintJson(r->body);
+    else PrintEndpoint(r->body);
+  });
+  auto* ep_ls = endpoint->add_subcommand("ls", "List endpoints");
+  ep_ls->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "GET", "/v1/endpoints");
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& e : r->body.as_object().at("endpoints").as_array()) {
+      rows.push_back({Field(e, "id"), Field(e, "name"), Field(e, "gpuTypeIds"),
+                      Field(e, "workersMin") + "-" + Field(e, "workersMax"),
+                      Field(e, "version")});
+    }
+    PrintTable({"ID", "NAME", "GPUS", "WORKERS", "VERSION"}, rows);
+  });
+  auto* ep_rm = endpoint->add_subcommand("rm", "Delete an endpoint (its queued jobs go too)");
+  ep_rm->add_option("id", ep_id, "Endpoint id")->required();
+  ep_rm->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "DELETE", "/v1/endpoints/" + http::PercentEncode(ep_id));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) PrintJson(r->body);
+    else printf("deleted endpoint %s\n", ep_id.c_str());
+  });
+
+  // ---- run / status
+  std::string run_ep, run_input, job_id;
+  bool run_async = false;
+  int64_t run_wait = 90'000;
+  auto* run = app.add_subcommand("run", "Submit a job and (by default) wait for its result");
+  run->add_option("endpoint", run_ep, "Endpoint id")->required();
+  run->add_option("--input", run_input, "The job's input as JSON, e.g. '{\"prompt\": \"hi\"}'")
+      ->required();
+  run->add_flag("--async", run_async, "Return the job id at once (/run) instead of waiting");
+  run->add_option("--wait", run_wait, "Most milliseconds /runsync waits (1000-300000)")
+      ->capture_default_str();
+  run->callback([&] {
+    ResolveConn(&conn);
+    auto input = ParseJson(run_input);
+    if (!input.ok()) {
+      fprintf(stderr, "gantry: --input is not valid JSON: %s\n", input.status().message().c_str());
+      rc = 2;
+      return;
+    }
+    std::string body = ToJson(json::object{{"input", *input}});
+    std::string path = "/v2/" + http::PercentEncode(run_ep) +
+                       (run_async ? "/run" : "/runsync?wait=" + std::to_string(run_wait));
+    auto r = Call(conn, "POST", path, body, run_wait + 30'000);
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    std::string status = Field(r->body, "status");
+    if (conn.json) PrintJson(r->body);
+    else if (run_async) printf("%s %s\n", Field(r->body, "id").c_str(), status.c_str());
+    else if (status == "COMPLETED") printf("%s\n", Field(r->body, "output").c_str());
+    else {
+      printf("job %s is %s", Field(r->body, "id").c_str(), status.c_str());
+      if (!Field(r->body, "error").empty()) printf(": %s", Field(r->body, "error").c_str());
+      printf("\n");
+    }
+    if (!run_async && (status == "FAILED" || status == "TIMED_OUT" || status == "CANCELLED")) {
+      rc = 1;
+    }
+  });
+  auto* status = app.add_subcommand("status", "Show a job's status");
+  status->add_option("endpoint", run_ep, "Endpoint id")->required();
+  status->add_option("job", job_id, "Job id")->required();
+  status->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "GET", "/v2/" + http::PercentEncode(run_ep) + "/status/" +
+                                   http::PercentEncode(job_id));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    PrintTable({"ID", "STATUS", "DELAY MS", "EXEC MS", "WORKER"},
+               {{Field(r->body, "id"), Field(r->body, "status"), Field(r->body, "delayTime"),
+                 Field(r->body, "executionTime"), Field(r->body, "workerId")}});
+    if (!Field(r->body, "output").empty()) printf("output: %s\n", Field(r->body, "output").c_str());
+    if (!Field(r->body, "error").empty()) printf("error: %s\n", Field(r->body, "error").c_str());
+  });
+
+  // ---- keys
+  auto* keys = app.add_subcommand("keys", "Manage API keys");
+  keys->require_subcommand(1);
+  std::string key_name = "key", key_id;
+  auto* k_create = keys->add_subcommand("create", "Create an API key (shown once)");
+  k_create->add_option("--name", key_name, "A name for the key")->capture_default_str();
+  k_create->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "POST", "/v1/keys", ToJson(json::object{{"name", key_name}}));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    printf("created key %s (%s); it is shown only now:\n%s\n", Field(r->body, "id").c_str(),
+           Field(r->body, "name").c_str(), Field(r->body, "key").c_str());
+  });
+  auto* k_ls = keys->add_subcommand("ls", "List API keys");
+  k_ls->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "GET", "/v1/keys");
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& k : r->body.as_object().at("keys").as_array()) {
+      rows.push_back({Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...",
+                      Field(k, "createdAt")});
+    }
+    PrintTable({"ID", "NAME", "PREFIX", "CREATED (ms)"}, rows);
+  });
+  auto* k_revoke = keys->add_subcommand("revoke", "Revoke an API key");
+  k_revoke->add_option("id", key_id, "Key id")->required();
+  k_revoke->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "DELETE", "/v1/keys/" + http::PercentEncode(key_id));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    printf("revoked key %s\n", key_id.c_str());
+  });
+
+  // ---- worker-env
+  std::string we_ep;
+  auto* worker_env = app.add_subcommand(
+      "worker-env", "Register one new worker for an endpoint and print its environment "
+                    "(eval \"$(gantry worker-env EP)\" then start the handler)");
+  worker_env->add_option("endpoint", we_ep, "Endpoint id")->required();
+  worker_env->callback([&] {
+    ResolveConn(&conn);
+    auto r = Call(conn, "POST", "/v1/endpoints/" + http::PercentEncode(we_ep) + "/workers");
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    for (const auto& kv : r->body.as_object().at("env").as_object()) {
+      std::string v(kv.value().as_string());
+      std::string quoted;
+      for (char ch : v) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      printf("export %s='%s'\n", std::string(kv.key()).c_str(), quoted.c_str());
+    }
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return rc;
+}
+
+}  // namespace gantry::cli
