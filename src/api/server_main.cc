@@ -58,6 +58,7 @@ int RunServer(const ServerConfig& config) {
   jo.run_retention_ms = config.run_retention_ms;
   jo.sync_retention_ms = config.sync_retention_ms;
   jo.stop_grace_ms = config.stop_grace_ms;
+  jo.webhook_retry_ms = config.webhook_retry_ms;
   scheduling::WorkerRegistry* workers_ptr = nullptr;
   jobs::JobManager jobs(
       &clock, store->get(), jo,

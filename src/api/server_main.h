@@ -18,6 +18,7 @@ struct ServerConfig {
   int64_t run_retention_ms = 30 * 60 * 1000;
   int64_t sync_retention_ms = 60 * 1000;
   int64_t stop_grace_ms = 30'000;
+  int64_t webhook_retry_ms = 10'000;
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;
 };

@@ -230,6 +230,9 @@ int Main(int argc, char** argv) {
   server->add_option("--stop-grace-ms", scfg.stop_grace_ms,
                      "How long a worker may ignore a stop before it is killed")
       ->capture_default_str();
+  server->add_option("--webhook-retry-ms", scfg.webhook_retry_ms,
+                     "Delay before each of a failed webhook's two retries")
+      ->capture_default_str();
   server->add_option("--run-retention-ms", scfg.run_retention_ms,
                      "How long finished /run jobs stay readable")
       ->capture_default_str();

@@ -3,6 +3,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <array>
 #include <unordered_set>
 
 #include "common/log.h"
@@ -95,6 +96,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void WaitForRequest();
   void ReadRequest();
+  // After an early error reply: stop sending, read and drop what the client still sends (so
+  // that it gets to read our reply instead of a reset), then close. Bounded in bytes and time.
+  void LingeringClose();
   void OnRead(beast::error_code ec);
   void SendError(int status, const char* code, const std::string& message);
 
@@ -102,6 +106,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::shared_ptr<HttpServer::Impl> server_;
+  bool linger_after_write_ = false;
+  std::shared_ptr<std::function<void()>> lingering_;  // keeps the drain loop alive
 };
 
 class ResponderImpl final : public Responder {
@@ -157,6 +163,29 @@ void Connection::ReadRequest() {
                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
 }
 
+void Connection::LingeringClose() {
+  beast::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream_.expires_after(std::chrono::seconds(5));
+  auto scratch = std::make_shared<std::array<char, 65536>>();
+  auto left = std::make_shared<size_t>(64u << 20);
+  auto drain = std::make_shared<std::function<void()>>();
+  *drain = [self = shared_from_this(), scratch, left, weak = std::weak_ptr(drain)] {
+    self->stream_.async_read_some(
+        asio::buffer(*scratch), [self, scratch, left, weak](beast::error_code ec, size_t n) {
+          auto again = weak.lock();
+          if (ec || n >= *left || !again) {
+            self->lingering_.reset();  // breaks the self -> drain -> self cycle
+            return self->Close();
+          }
+          *left -= n;
+          (*again)();
+        });
+  };
+  (*drain)();
+  lingering_ = drain;
+}
+
 void Connection::SendError(int status, const char* code, const std::string& message) {
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
   res.set(bhttp::field::server, "gantry");
@@ -164,6 +193,7 @@ void Connection::SendError(int status, const char* code, const std::string& mess
   res.body() = std::string(R"({"error":{"code":")") + code + R"(","message":")" + message + "\"}}";
   res.keep_alive(false);
   res.prepare_payload();
+  linger_after_write_ = true;
   Send(std::move(res), false, {});
 }
 
@@ -211,6 +241,7 @@ void Connection::Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
                      [self = shared_from_this(), sp, keep_alive, on_done = std::move(on_done)](
                          beast::error_code ec, size_t) {
                        if (on_done) on_done(!ec);
+                       if (!ec && self->linger_after_write_) return self->LingeringClose();
                        if (ec || !keep_alive || self->server_->stopped) return self->Close();
                        self->WaitForRequest();
                      });

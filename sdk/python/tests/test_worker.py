@@ -63,6 +63,11 @@ class WorkerTestCase(unittest.TestCase):
         except subprocess.TimeoutExpired:
             self.fail(f"worker did not exit; log:\n{self.worker_log()}")
 
+    def wait_for_ping_listing(self, job_id):
+        """Waits until the worker has started `job_id`: its heartbeat lists it."""
+        self.fake.wait_for(lambda: [r for r in self.fake.recorded("ping")
+                                    if job_id in r.query.get("job_id", "").split(",")])
+
     def notes(self):
         if not os.path.exists(self.marker):
             return []
@@ -199,7 +204,8 @@ class TakeTest(WorkerTestCase):
 
 class HeartbeatTest(WorkerTestCase):
     def pings_with(self, job_id):
-        return [r for r in self.fake.recorded("ping") if job_id in r.query.get("job_id", "")]
+        return [r for r in self.fake.recorded("ping")
+                if job_id in r.query.get("job_id", "").split(",")]
 
     def test_ping_lists_jobs_in_progress_even_while_the_gil_is_held(self):
         self.fake.add_job("j1", {"s": 1.0})
@@ -227,8 +233,7 @@ class StopTest(WorkerTestCase):
     def check_stop_frees_slot(self, handler):
         self.fake.add_job("j1", {"s": 30})
         self.start_worker(handler)
-        self.fake.wait_for(lambda: any("j1" in r.query.get("job_id", "")
-                                       for r in self.fake.recorded("ping")))
+        self.wait_for_ping_listing("j1")
         self.fake.stop_jobs("j1")
         self.fake.add_job("j2", {"s": 0})
         self.fake.wait_done("j2")
@@ -260,7 +265,7 @@ class ShutdownTest(WorkerTestCase):
     def test_sigterm_lets_the_job_in_flight_finish(self):
         self.fake.add_job("j1", {"s": 0.5})
         self.start_worker("sleeps")
-        self.fake.wait_for(lambda: self.fake.queued() == [])
+        self.wait_for_ping_listing("j1")
         self.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.wait_exit(), 0)
         self.assertIn("output", self.fake.wait_done("j1", timeout_s=0).body)

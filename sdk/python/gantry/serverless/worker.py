@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import progress
 from .config import HandlerConfig, WorkerEnv
@@ -149,37 +149,40 @@ class Worker:
     # -- Taking jobs ----------------------------------------------------------------------
 
     def _take_loop(self) -> None:
-        while not self._closing.is_set():
+        while True:
             concurrency = self._next_concurrency()
             with self._cond:
+                if self._closing.is_set():
+                    return
                 free = concurrency - len(self._running)
-                in_progress = bool(self._running)
                 if free <= 0:
                     self._cond.wait(1.0)  # A finished job, a close, or the modifier's next say.
                     continue
-                if self._closing.is_set():
-                    break
+                in_progress = bool(self._running)
                 self._taking = True
-            started = time.monotonic()
-            try:
-                jobs = self._api.take(free if concurrency > 1 else None, in_progress)
-            except TooManyRequests:
-                log.warning("job-take: 429, backing off %.0f s", TOO_MANY_REQUESTS_BACKOFF_S)
-                jobs = None
-                backoff_s = TOO_MANY_REQUESTS_BACKOFF_S
-            except Exception as err:  # Network, protocol: never fatal, never a tight loop.
-                if not self._closing.is_set():
-                    log.error("job-take failed: %r", err)
-                jobs = None
-                backoff_s = TAKE_ERROR_BACKOFF_S
-            else:
-                backoff_s = MIN_EMPTY_POLL_S - (time.monotonic() - started) if not jobs else 0
+            jobs, pause_s = self._take(free if concurrency > 1 else None, in_progress)
             with self._cond:
-                for job in jobs or ():
+                for job in jobs:
                     self._start_job(job)
                 self._taking = False
                 self._cond.notify_all()
-            self._closing.wait(backoff_s)
+            self._closing.wait(pause_s)
+
+    def _take(self, batch_size: Optional[int], in_progress: bool) -> Tuple[List[dict], float]:
+        """One job-take: (jobs, seconds to pause before the next). Never raises."""
+        started = time.monotonic()
+        try:
+            jobs = self._api.take(batch_size, in_progress)
+        except TooManyRequests:
+            log.warning("job-take: 429, backing off %.0f s", TOO_MANY_REQUESTS_BACKOFF_S)
+            return [], TOO_MANY_REQUESTS_BACKOFF_S
+        except Exception as err:  # Network, protocol: never fatal, never a tight loop.
+            if not self._closing.is_set():
+                log.error("job-take failed: %r", err)
+            return [], TAKE_ERROR_BACKOFF_S
+        if jobs:
+            return jobs, 0.0
+        return [], MIN_EMPTY_POLL_S - (time.monotonic() - started)
 
     def _next_concurrency(self) -> int:
         """Asks the concurrency modifier (if any) for the concurrency; keeps the old one if it fails."""

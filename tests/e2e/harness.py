@@ -1,0 +1,165 @@
+"""End-to-end harness: starts the real build/gantry server and real Python workers.
+
+Standard library only; run with /usr/bin/python3. Every wait is bounded.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+GANTRY = os.environ.get("GANTRY_BIN", os.path.join(ROOT, "build", "gantry"))
+SDK = os.path.join(ROOT, "sdk", "python")
+HANDLERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "handlers")
+PYTHON = "/usr/bin/python3"
+ADMIN_KEY = "gk_e2e_admin_key_0123456789"
+
+
+class Response:
+    def __init__(self, status, body, headers):
+        self.status = status
+        self.raw = body
+        self.headers = headers
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return "Response(%d, %r)" % (self.status, self.raw[:300])
+
+
+class Server:
+    """A gantry server process on a free port with its own data dir."""
+
+    def __init__(self, data_dir=None, extra_args=()):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="gantry-e2e-")
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.url = None
+        self.port = None
+
+    def start(self, port=None):
+        """Starts the server; a restart keeps the port, so running workers reconnect."""
+        if port is None:
+            port = self.port or 0
+        env = dict(os.environ, GANTRY_ADMIN_KEY=ADMIN_KEY)
+        with open(os.path.join(self.data_dir, "server.log"), "ab") as log:
+            self.proc = subprocess.Popen(
+                [GANTRY, "server", "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                 self.data_dir] + self.extra_args,
+                stdout=subprocess.PIPE, stderr=log, env=env)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise RuntimeError("server exited: see %s/server.log" % self.data_dir)
+            m = re.search(r"listening on (http://[\d.]+:(\d+))", line)
+            if m:
+                self.url, self.port = m.group(1), int(m.group(2))
+                return self
+        raise RuntimeError("server did not start")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc.stdout.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+    def request(self, method, path, body=None, key=ADMIN_KEY, headers=None, timeout=30,
+                raw_body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        h = dict(headers or {})
+        if key is not None:
+            h["Authorization"] = "Bearer " + key
+        data = raw_body if raw_body is not None else (
+            json.dumps(body).encode() if body is not None else None)
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            return Response(r.status, r.read().decode(errors="replace"), dict(r.getheaders()))
+        finally:
+            conn.close()
+
+    def create_endpoint(self, spec):
+        r = self.request("POST", "/v1/endpoints", spec)
+        assert r.status == 201, r
+        return r.json
+
+    def register_worker(self, endpoint):
+        r = self.request("POST", "/v1/endpoints/%s/workers" % endpoint)
+        assert r.status == 201, r
+        return r.json
+
+    def start_worker(self, endpoint, handler, extra_env=None):
+        reg = self.register_worker(endpoint)
+        env = dict(os.environ)
+        env.update(reg["env"])
+        env["PYTHONPATH"] = SDK
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra_env or {})
+        with open(os.path.join(self.data_dir, "worker-%s.log" % reg["workerId"]), "ab") as log:
+            proc = subprocess.Popen([PYTHON, os.path.join(HANDLERS, handler)], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.worker_id = reg["workerId"]
+        proc.secret = reg["env"]["RUNPOD_AI_API_KEY"]
+        return proc
+
+    def wait_status(self, endpoint, job_id, statuses, timeout=20):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            last = self.request("GET", "/v2/%s/status/%s" % (endpoint, job_id))
+            if last.status == 200 and last.json["status"] in statuses:
+                return last.json
+            time.sleep(0.05)
+        raise AssertionError("job %s never reached %s; last %r" % (job_id, statuses, last))
+
+
+def kill_worker(proc, sig=signal.SIGKILL):
+    """Kills the worker and its heartbeat child (its whole session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class E2ETest(unittest.TestCase):
+    server_args = ()
+
+    def setUp(self):
+        self.server = Server(extra_args=self.server_args).start()
+        self.workers = []
+
+    def tearDown(self):
+        for w in self.workers:
+            kill_worker(w)
+        self.server.stop()
+        if not os.environ.get("GANTRY_E2E_KEEP"):
+            shutil.rmtree(self.server.data_dir, ignore_errors=True)
+
+    def worker(self, endpoint, handler, **kw):
+        w = self.server.start_worker(endpoint, handler, **kw)
+        self.workers.append(w)
+        return w

@@ -1,0 +1,223 @@
+"""End-to-end: crash safety of acknowledged jobs, bad input, auth, and the CLI."""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import ADMIN_KEY, GANTRY, E2ETest, Server, kill_worker
+
+
+class CrashTest(E2ETest):
+    def test_kill9_loses_no_acknowledged_job(self):
+        self.server.create_endpoint({"id": "d"})
+        ids = []
+        for i in range(300):
+            r = self.server.request("POST", "/v2/d/run", {"input": {"mode": "echo", "i": i}})
+            self.assertEqual(r.status, 200)
+            ids.append(r.json["id"])
+        # One job is running on a worker when the server dies.
+        w = self.worker("d", "behaviours.py")
+        self.server.wait_status("d", ids[0], {"IN_PROGRESS", "COMPLETED"})
+        kill_worker(w)
+        self.server.kill9()
+        self.server.start()
+        self.worker("d", "behaviours.py")
+        self.worker("d", "behaviours.py")
+        deadline = time.time() + 60
+        pending = set(ids)
+        while pending and time.time() < deadline:
+            for i in list(pending):
+                s = self.server.request("GET", "/v2/d/status/" + i)
+                self.assertEqual(s.status, 200, "job %s lost: %r" % (i, s))
+                if s.json["status"] == "COMPLETED":
+                    pending.discard(i)
+            time.sleep(0.2)
+        # The job that was running when its worker died comes back after 3 ping intervals
+        # (10 s each by default) and finishes too.
+        self.assertEqual(pending, set(), "jobs not completed after the restart")
+
+    def test_endpoints_keys_and_workers_survive_restart(self):
+        self.server.create_endpoint({"id": "keep", "workersMax": 7})
+        key = self.server.request("POST", "/v1/keys", {"name": "ci"}).json["key"]
+        w = self.worker("keep", "echo.py")
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(self.server.request("GET", "/v1/endpoints/keep").json["workersMax"], 7)
+        self.assertEqual(self.server.request("GET", "/v2/keep/health", key=key).status, 200)
+        # The running worker reconnects with its old key and still serves jobs.
+        r = self.server.request("POST", "/v2/keep/runsync", {"input": {"z": 1}}, timeout=60)
+        self.assertEqual(r.json.get("status"), "COMPLETED", r)
+        self.assertEqual(r.json["workerId"], w.worker_id)
+
+
+class BadInputTest(E2ETest):
+    def setUp(self):
+        super().setUp()
+        self.server.create_endpoint({"id": "bi"})
+
+    def assertError(self, r, status):
+        self.assertEqual(r.status, status, r)
+        self.assertIn("error", r.json, r)
+        self.assertIn("code", r.json["error"])
+        self.assertIn("message", r.json["error"])
+
+    def test_client_route_errors(self):
+        s = self.server
+        self.assertError(s.request("POST", "/v2/bi/run", raw_body=b"{not json"), 400)
+        self.assertError(s.request("POST", "/v2/bi/run", {"nope": 1}), 400)
+        self.assertError(s.request("POST", "/v2/bi/run", [1, 2]), 400)
+        big = b'{"input": "' + b"a" * (10 * 1024 * 1024 + 10) + b'"}'
+        self.assertError(s.request("POST", "/v2/bi/run", raw_body=big), 413)
+        huge = b'{"input": "' + b"a" * (21 * 1024 * 1024) + b'"}'
+        r = s.request("POST", "/v2/bi/runsync", raw_body=huge)
+        self.assertEqual(r.status, 413, r)
+        self.assertError(s.request("POST", "/v2/nope/run", {"input": {}}), 404)
+        self.assertError(s.request("GET", "/v2/bi/status/no-such-job"), 404)
+        self.assertError(s.request("POST", "/v2/bi/run", {"input": {}}, key=None), 401)
+        self.assertError(s.request("POST", "/v2/bi/run", {"input": {}}, key="wrong"), 401)
+        for policy in ({"executionTimeout": 10}, {"ttl": 5}, {"lowPriority": "yes"},
+                       {"bogus": 1}, "x"):
+            self.assertError(s.request("POST", "/v2/bi/run", {"input": {}, "policy": policy}), 400)
+        self.assertError(s.request("POST", "/v2/bi/run", {"input": {}, "webhook": "ftp://x"}), 400)
+        self.assertError(s.request("POST", "/v2/bi/runsync?wait=abc", {"input": {}}), 400)
+        # Nothing was queued by any of that.
+        self.assertEqual(s.request("GET", "/v2/bi/health").json["jobs"]["inQueue"], 0)
+
+    def test_management_errors(self):
+        s = self.server
+        self.assertError(s.request("POST", "/v1/endpoints", {"id": "bi"}), 409)
+        self.assertError(s.request("POST", "/v1/endpoints", {"workersMax": -3}), 400)
+        self.assertError(s.request("POST", "/v1/endpoints", {"id": "a b"}), 400)
+        self.assertError(s.request("PATCH", "/v1/endpoints/bi", {"scalerType": "X"}), 400)
+        self.assertError(s.request("GET", "/v1/endpoints/zzz"), 404)
+        self.assertEqual(s.request("GET", "/v1/endpoints/bi").json["scalerType"], "QUEUE_DELAY")
+
+    def test_worker_keys_are_per_worker(self):
+        a = self.server.register_worker("bi")
+        b = self.server.register_worker("bi")
+        take = "/v2/bi/job-take/%s" % a["workerId"]
+        r = self.server.request("GET", take, key=None,
+                                headers={"Authorization": b["env"]["RUNPOD_AI_API_KEY"]})
+        self.assertError(r, 403)
+        self.assertError(self.server.request("GET", take, key=None), 401)
+        self.assertError(self.server.request("GET", take, key=ADMIN_KEY), 401)
+        # Its own key works: nothing queued -> 204 after the long-poll; ask with a job queued.
+        self.server.request("POST", "/v2/bi/run", {"input": {"q": 1}})
+        r = self.server.request("GET", take + "?job_in_progress=0", key=None,
+                                headers={"Authorization": a["env"]["RUNPOD_AI_API_KEY"]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json["input"], {"q": 1})
+        # job-done bodies are JSON whatever the Content-Type says; job-done is idempotent.
+        done = "/v2/bi/job-done/%s/%s?gpu=cpu&isStream=false" % (a["workerId"], r.json["id"])
+        for _ in range(2):
+            d = self.server.request(
+                "POST", done, key=None, raw_body=json.dumps({"output": 5}).encode(),
+                headers={"Authorization": a["env"]["RUNPOD_AI_API_KEY"],
+                         "Content-Type": "application/x-www-form-urlencoded"})
+            self.assertEqual(d.status, 200, d)
+        st = self.server.request("GET", "/v2/bi/status/" + r.json["id"]).json
+        self.assertEqual((st["status"], st["output"]), ("COMPLETED", 5))
+
+    def test_half_open_connection_does_not_block_others(self):
+        sock = socket.create_connection(("127.0.0.1", self.server.port))
+        sock.sendall(b"POST /v2/bi/run HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        r = self.server.request("GET", "/v2/bi/health")
+        self.assertEqual(r.status, 200)
+        sock.close()
+
+
+class CliTest(E2ETest):
+    def cli(self, *args, ok=True):
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY,
+                   HOME=self.server.data_dir)
+        p = subprocess.run([GANTRY] + list(args), env=env, capture_output=True, text=True,
+                           timeout=60)
+        if ok:
+            self.assertEqual(p.returncode, 0, p.stderr)
+        return p
+
+    def test_endpoint_run_status_keys(self):
+        self.cli("endpoint", "create", "cli-ep", "--workers-max", "2", "--gpu", "cpu")
+        ls = self.cli("endpoint", "ls").stdout
+        self.assertIn("cli-ep", ls)
+        self.assertIn("ID", ls.splitlines()[0])
+        got = json.loads(self.cli("--json", "endpoint", "get", "cli-ep").stdout)
+        self.assertEqual(got["workersMax"], 2)
+        bad = self.cli("endpoint", "create", "x", "--scaler", "NOPE", ok=False)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("scalerType", bad.stderr)
+        # worker-env prints a shell environment for one new worker.
+        env_text = self.cli("worker-env", "cli-ep").stdout
+        self.assertIn("export RUNPOD_WEBHOOK_GET_JOB='", env_text)
+        self.worker("cli-ep", "echo.py")
+        out = self.cli("run", "cli-ep", "--input", '{"v": 3}').stdout
+        self.assertEqual(json.loads(out), {"echo": {"v": 3}})
+        job = self.cli("run", "cli-ep", "--input", "{}", "--async").stdout.split()[0]
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            st = json.loads(self.cli("--json", "status", "cli-ep", job).stdout)
+            if st["status"] == "COMPLETED":
+                break
+            time.sleep(0.1)
+        self.assertEqual(st["status"], "COMPLETED")
+        self.assertIn("COMPLETED", self.cli("status", "cli-ep", job).stdout)
+        bad = self.cli("run", "cli-ep", "--input", "{oops", ok=False)
+        self.assertEqual(bad.returncode, 2)
+        created = json.loads(self.cli("--json", "keys", "create", "--name", "robot").stdout)
+        self.assertTrue(created["key"].startswith("gk_"))
+        self.assertIn("robot", self.cli("keys", "ls").stdout)
+        self.cli("keys", "revoke", created["id"])
+        self.assertNotIn("robot", self.cli("keys", "ls").stdout)
+        self.cli("endpoint", "rm", "cli-ep")
+        self.assertEqual(self.cli("endpoint", "get", "cli-ep", ok=False).returncode, 1)
+
+    def test_help_and_missing_key(self):
+        self.assertIn("endpoint", self.cli("--help").stdout)
+        env = dict(os.environ, GANTRY_URL=self.server.url, HOME=self.server.data_dir,
+                   GANTRY_DATA_DIR=self.server.data_dir + "/none")
+        env.pop("GANTRY_API_KEY", None)
+        p = subprocess.run([GANTRY, "endpoint", "ls"], env=env, capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("401", p.stderr)
+
+
+class FirstStartKeyTest(unittest.TestCase):
+    def test_generated_admin_key_is_printed_once_and_saved_0600(self):
+        import re
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp(prefix="gantry-key-")
+        try:
+            env = {k: v for k, v in os.environ.items() if k != "GANTRY_ADMIN_KEY"}
+            for attempt in range(2):
+                p = subprocess.Popen([GANTRY, "server", "--listen", "127.0.0.1:0", "--data-dir", d],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                     text=True)
+                lines = []
+                while True:
+                    line = p.stdout.readline()
+                    lines.append(line)
+                    if "listening" in line or not line:
+                        break
+                p.terminate()
+                p.wait(10)
+                p.stdout.close()
+                printed = [l for l in lines if "Admin API key" in l]
+                if attempt == 0:
+                    self.assertEqual(len(printed), 1)
+                    key = re.search(r"(gk_\w+)", printed[0]).group(1)
+                else:
+                    self.assertEqual(printed, [], "the key is printed only at first start")
+            path = os.path.join(d, "admin.key")
+            self.assertEqual(open(path).read().strip(), key)
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
