@@ -8,18 +8,30 @@ using http::Response;
 
 int HttpStatusFor(Code code) {
   switch (code) {
-    case Code::kOk: return 200;
-    case Code::kInvalidArgument: return 400;
-    case Code::kNotFound: return 404;
-    case Code::kAlreadyExists: return 409;
-    case Code::kFailedPrecondition: return 409;
-    case Code::kResourceExhausted: return 429;
-    case Code::kPayloadTooLarge: return 413;
-    case Code::kUnauthenticated: return 401;
-    case Code::kPermissionDenied: return 403;
-    case Code::kUnavailable: return 503;
-    case Code::kDeadlineExceeded: return 504;
-    case Code::kInternal: return 500;
+    case Code::kOk:
+      return 200;
+    case Code::kInvalidArgument:
+      return 400;
+    case Code::kNotFound:
+      return 404;
+    case Code::kAlreadyExists:
+      return 409;
+    case Code::kFailedPrecondition:
+      return 409;
+    case Code::kResourceExhausted:
+      return 429;
+    case Code::kPayloadTooLarge:
+      return 413;
+    case Code::kUnauthenticated:
+      return 401;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kUnavailable:
+      return 503;
+    case Code::kDeadlineExceeded:
+      return 504;
+    case Code::kInternal:
+      return 500;
   }
   return 500;
 }
@@ -53,8 +65,10 @@ std::vector<std::string> Split(std::string_view path) {
 // Runs `send` once the store confirms, or answers 503 if it failed.
 std::function<void(Status)> AfterDurable(std::shared_ptr<http::Responder> resp, Response ok) {
   return [resp, ok = std::move(ok)](Status st) mutable {
-    if (st.ok()) resp->Send(std::move(ok));
-    else resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
+    if (st.ok())
+      resp->Send(std::move(ok));
+    else
+      resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
   };
 }
 
@@ -67,8 +81,10 @@ struct DeferredReply {
 DeferredReply Deferred(std::shared_ptr<http::Responder> resp) {
   DeferredReply d;
   d.durable = [resp, reply = d.reply](Status st) {
-    if (st.ok()) resp->Send(std::move(*reply));
-    else resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
+    if (st.ok())
+      resp->Send(std::move(*reply));
+    else
+      resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
   };
   return d;
 }
@@ -123,8 +139,8 @@ void ApiServer::Handle(http::Request&& req, Resp resp) {
     return Client(req, seg[1], seg[2], seg.size() > 3 ? seg[3] : "", resp);
   }
   if (!seg.empty() && seg[0] == "v1") return Management(req, seg, resp);
-  resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " +
-                                    std::string(req.path()))));
+  resp->Send(
+      ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
 }
 
 // ---- Client routes ---------------------------------------------------------------------------
@@ -132,13 +148,13 @@ void ApiServer::Handle(http::Request&& req, Resp resp) {
 void ApiServer::Submit(http::Request& req, const std::string& ep, bool sync, Resp resp) {
   size_t limit = sync ? options_.runsync_body_limit : options_.run_body_limit;
   if (req.body.size() > limit) {
-    return resp->Send(ErrorResponse(Status(Code::kPayloadTooLarge,
-                                           "request body exceeds " + std::to_string(limit) +
-                                               " bytes")));
+    return resp->Send(ErrorResponse(Status(
+        Code::kPayloadTooLarge, "request body exceeds " + std::to_string(limit) + " bytes")));
   }
   auto body = ParseJson(req.body);
   if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
-  if (!body->is_object()) return resp->Send(ErrorResponse(InvalidArgument("body must be a JSON object")));
+  if (!body->is_object())
+    return resp->Send(ErrorResponse(InvalidArgument("body must be a JSON object")));
   const auto& o = body->as_object();
   const json::value* input = Find(o, "input");
   if (!input) return resp->Send(ErrorResponse(InvalidArgument("missing \"input\"")));
@@ -147,35 +163,42 @@ void ApiServer::Submit(http::Request& req, const std::string& ep, bool sync, Res
   sr.sync = sync;
   sr.input = ToJson(*input);
   if (const auto* w = Find(o, "webhook"); w && !w->is_null()) {
-    if (!w->is_string()) return resp->Send(ErrorResponse(InvalidArgument("webhook must be a string")));
+    if (!w->is_string())
+      return resp->Send(ErrorResponse(InvalidArgument("webhook must be a string")));
     sr.webhook = std::string(w->as_string());
     if (!sr.webhook.empty()) {
       auto url = http::ParseUrl(sr.webhook);
-      if (!url.ok()) return resp->Send(ErrorResponse(InvalidArgument("webhook: " + url.status().message())));
+      if (!url.ok())
+        return resp->Send(ErrorResponse(InvalidArgument("webhook: " + url.status().message())));
     }
   }
   if (const auto* s3 = Find(o, "s3Config"); s3 && !s3->is_null()) sr.s3_config = ToJson(*s3);
   if (const auto* p = Find(o, "policy"); p && !p->is_null()) {
-    if (!p->is_object()) return resp->Send(ErrorResponse(InvalidArgument("policy must be an object")));
+    if (!p->is_object())
+      return resp->Send(ErrorResponse(InvalidArgument("policy must be an object")));
     const auto& po = p->as_object();
     for (const auto& kv : po) {
       if (kv.key() != "executionTimeout" && kv.key() != "ttl" && kv.key() != "lowPriority") {
-        return resp->Send(ErrorResponse(InvalidArgument("unknown policy field: " +
-                                                        std::string(kv.key()))));
+        return resp->Send(
+            ErrorResponse(InvalidArgument("unknown policy field: " + std::string(kv.key()))));
       }
     }
     if (const auto* et = Find(po, "executionTimeout")) {
       auto n = AsInt(*et);
-      if (!n) return resp->Send(ErrorResponse(InvalidArgument("policy.executionTimeout must be an integer (ms)")));
+      if (!n)
+        return resp->Send(
+            ErrorResponse(InvalidArgument("policy.executionTimeout must be an integer (ms)")));
       sr.execution_timeout_ms = *n;
     }
     if (const auto* ttl = Find(po, "ttl")) {
       auto n = AsInt(*ttl);
-      if (!n) return resp->Send(ErrorResponse(InvalidArgument("policy.ttl must be an integer (ms)")));
+      if (!n)
+        return resp->Send(ErrorResponse(InvalidArgument("policy.ttl must be an integer (ms)")));
       sr.ttl_ms = *n;
     }
     if (const auto* lp = Find(po, "lowPriority")) {
-      if (!lp->is_bool()) return resp->Send(ErrorResponse(InvalidArgument("policy.lowPriority must be a boolean")));
+      if (!lp->is_bool())
+        return resp->Send(ErrorResponse(InvalidArgument("policy.lowPriority must be a boolean")));
       sr.low_priority = lp->get_bool();
     }
   }
@@ -184,7 +207,8 @@ void ApiServer::Submit(http::Request& req, const std::string& ep, bool sync, Res
     if (auto w = req.param("wait")) {
       char* end = nullptr;
       long long v = strtoll(w->c_str(), &end, 10);
-      if (w->empty() || *end != '\0') return resp->Send(ErrorResponse(InvalidArgument("wait must be an integer (ms)")));
+      if (w->empty() || *end != '\0')
+        return resp->Send(ErrorResponse(InvalidArgument("wait must be an integer (ms)")));
       wait_ms = std::clamp<int64_t>(v, 1'000, 300'000);
     }
   }
@@ -215,14 +239,16 @@ void ApiServer::Client(http::Request& req, const std::string& ep, const std::str
   if (action == "health" && req.method == "GET") {
     auto jc = jobs_->Counts(ep);
     auto wc = workers_->Counts(ep);
-    json::object jobs{{"completed", jc.completed}, {"failed", jc.failed},
-                      {"inProgress", jc.in_progress}, {"inQueue", jc.in_queue},
+    json::object jobs{{"completed", jc.completed},
+                      {"failed", jc.failed},
+                      {"inProgress", jc.in_progress},
+                      {"inQueue", jc.in_queue},
                       {"retried", jc.retried}};
-    json::object workers{{"idle", wc.idle}, {"initializing", wc.initializing},
-                         {"ready", wc.ready}, {"running", wc.running},
+    json::object workers{{"idle", wc.idle},           {"initializing", wc.initializing},
+                         {"ready", wc.ready},         {"running", wc.running},
                          {"throttled", wc.throttled}, {"unhealthy", wc.unhealthy}};
-    return resp->Send(Json(200, json::object{{"jobs", std::move(jobs)},
-                                             {"workers", std::move(workers)}}));
+    return resp->Send(
+        Json(200, json::object{{"jobs", std::move(jobs)}, {"workers", std::move(workers)}}));
   }
   if (action == "purge-queue" && post) {
     auto n = jobs_->PurgeQueue(ep);
@@ -230,8 +256,8 @@ void ApiServer::Client(http::Request& req, const std::string& ep, const std::str
     return resp->Send(Ok("{\"removed\":" + std::to_string(*n) + ",\"status\":\"completed\"}"));
   }
   if (arg.empty()) {
-    return resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " +
-                                             std::string(req.path()))));
+    return resp->Send(
+        ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
   }
   const jobs::Job* job = jobs_->Get(arg);
   if (!job || job->rec.endpoint_id != ep) {
@@ -262,7 +288,8 @@ void ApiServer::Client(http::Request& req, const std::string& ep, const std::str
     if (!j.ok()) return resp->Send(ErrorResponse(j.status()));
     return resp->Send(Ok(StatusObject(arg, "IN_QUEUE")));
   }
-  resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+  resp->Send(
+      ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
 }
 
 // ---- Worker routes ---------------------------------------------------------------------------
@@ -279,8 +306,8 @@ static void AppendJob(std::string& out, const jobs::Job& j) {
          ",\"lowPriority\":" + (j.rec.low_priority ? "true" : "false") + "}}";
 }
 
-void ApiServer::SendJobs(const std::string& worker_id, std::vector<const jobs::Job*> js,
-                         bool batch, Resp resp) {
+void ApiServer::SendJobs(const std::string& worker_id, std::vector<const jobs::Job*> js, bool batch,
+                         Resp resp) {
   if (js.empty()) return resp->Send(Response{204, ""});
   std::string out;
   std::vector<std::string> ids;
@@ -303,8 +330,8 @@ void ApiServer::SendJobs(const std::string& worker_id, std::vector<const jobs::J
 
 void ApiServer::Worker(http::Request& req, const std::string& ep, const std::string& action,
                        const std::string& worker_id, const std::string& arg, Resp resp) {
-  auto auth = workers_->Authenticate(ep, worker_id,
-                                     std::string(BearerToken(req.header("authorization"))));
+  auto auth =
+      workers_->Authenticate(ep, worker_id, std::string(BearerToken(req.header("authorization"))));
   if (!auth.ok()) return resp->Send(ErrorResponse(auth.status()));
   scheduling::WorkerInfo* w = *auth;
   if (action == "job-take" || action == "job-take-batch") {
@@ -348,15 +375,16 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
   }
   workers_->Seen(w, false);
   if (arg.empty() || req.method != "POST") {
-    return resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " +
-                                             std::string(req.path()))));
+    return resp->Send(
+        ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
   }
   // Bodies are JSON whatever the Content-Type says (RunPod's SDK sends form-urlencoded).
   auto body = ParseJson(req.body);
   if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
   if (action == "job-stream") {
     if (!body->is_object() || !Find(body->as_object(), "output")) {
-      return resp->Send(ErrorResponse(InvalidArgument("job-stream body must be {\"output\": ...}")));
+      return resp->Send(
+          ErrorResponse(InvalidArgument("job-stream body must be {\"output\": ...}")));
     }
     Status st = jobs_->AppendStream(w->id, arg, ToJson(*Find(body->as_object(), "output")));
     if (!st.ok()) return resp->Send(ErrorResponse(st));
@@ -369,7 +397,8 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
     if (out->stop_worker) workers_->MarkRecycle(w->id);
     return;
   }
-  resp->Send(ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+  resp->Send(
+      ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
 }
 
 // ---- Management API --------------------------------------------------------------------------
@@ -427,8 +456,10 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       for (const auto* w : workers_->List(id)) ws.push_back(WorkerJson(*w, *jobs_));
       o["workers"] = std::move(ws);
       auto jc = jobs_->Counts(id);
-      o["jobs"] = json::object{{"completed", jc.completed}, {"failed", jc.failed},
-                               {"inProgress", jc.in_progress}, {"inQueue", jc.in_queue},
+      o["jobs"] = json::object{{"completed", jc.completed},
+                               {"failed", jc.failed},
+                               {"inProgress", jc.in_progress},
+                               {"inQueue", jc.in_queue},
                                {"retried", jc.retried}};
       return resp->Send(Json(200, o));
     }
@@ -443,7 +474,8 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     }
     if (seg.size() == 3 && m == "DELETE") {
       workers_->RemoveEndpoint(id);
-      Status st = endpoints_->Delete(id, AfterDurable(resp, Ok("{\"deleted\":" + JsonQuote(id) + "}")));
+      Status st =
+          endpoints_->Delete(id, AfterDurable(resp, Ok("{\"deleted\":" + JsonQuote(id) + "}")));
       if (!st.ok()) return resp->Send(ErrorResponse(st));
       return;
     }
@@ -480,8 +512,8 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     if (seg.size() == 2 && m == "GET") {
       json::array list;
       for (const auto* k : keys_->List()) {
-        list.push_back(json::object{{"id", k->id}, {"name", k->name}, {"prefix", k->prefix},
-                                    {"createdAt", k->created_ms}});
+        list.push_back(json::object{
+            {"id", k->id}, {"name", k->name}, {"prefix", k->prefix}, {"createdAt", k->created_ms}});
       }
       return resp->Send(Json(200, json::object{{"keys", std::move(list)}}));
     }
@@ -490,21 +522,25 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       if (!req.body.empty()) {
         auto body = ParseJson(req.body);
         if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
-        if (!body->is_object()) return resp->Send(ErrorResponse(InvalidArgument("body must be an object")));
+        if (!body->is_object())
+          return resp->Send(ErrorResponse(InvalidArgument("body must be an object")));
         if (const auto* n = Find(body->as_object(), "name")) {
-          if (!n->is_string()) return resp->Send(ErrorResponse(InvalidArgument("name must be a string")));
+          if (!n->is_string())
+            return resp->Send(ErrorResponse(InvalidArgument("name must be a string")));
           name = std::string(n->as_string());
         }
       }
       auto d = Deferred(resp);
       auto created = keys_->Create(name, d.durable);
-      *d.reply = Json(201, json::object{{"id", created.first.id}, {"name", created.first.name},
+      *d.reply = Json(201, json::object{{"id", created.first.id},
+                                        {"name", created.first.name},
                                         {"key", created.second},
                                         {"createdAt", created.first.created_ms}});
       return;
     }
     if (seg.size() == 3 && m == "DELETE") {
-      Status st = keys_->Revoke(seg[2], AfterDurable(resp, Ok("{\"revoked\":" + JsonQuote(seg[2]) + "}")));
+      Status st =
+          keys_->Revoke(seg[2], AfterDurable(resp, Ok("{\"revoked\":" + JsonQuote(seg[2]) + "}")));
       if (!st.ok()) return resp->Send(ErrorResponse(st));
       return;
     }

@@ -40,8 +40,8 @@ class KeyRing {
  private:
   const Clock* clock_;
   store::Store* store_;
-  std::map<std::string, ApiKey> keys_;                     // by id
-  std::unordered_map<std::string, std::string> by_hash_;   // hash -> id
+  std::map<std::string, ApiKey> keys_;                    // by id
+  std::unordered_map<std::string, std::string> by_hash_;  // hash -> id
 };
 
 // The key in an Authorization header value: strips a "Bearer " prefix if present.

@@ -48,8 +48,9 @@ int RunServer(const ServerConfig& config) {
   http::EventLoop loop;
   store::SqliteOptions so;
   so.sync_full = config.sync_full;
-  auto store = store::OpenSqliteStore((fs::path(config.data_dir) / "gantry.db").string(), so,
-                                      [&loop](std::function<void()> fn) { loop.Post(std::move(fn)); });
+  auto store =
+      store::OpenSqliteStore((fs::path(config.data_dir) / "gantry.db").string(), so,
+                             [&loop](std::function<void()> fn) { loop.Post(std::move(fn)); });
   if (!store.ok()) {
     fprintf(stderr, "gantry: %s\n", store.status().ToString().c_str());
     return 1;
@@ -102,9 +103,10 @@ int RunServer(const ServerConfig& config) {
   ho.port = config.port;
   ho.body_limit = std::max(config.run_body_limit, config.runsync_body_limit) + (64u << 10);
   ApiServer* api_ptr = nullptr;
-  http::HttpServer server(&loop, ho, [&api_ptr](http::Request&& r, std::shared_ptr<http::Responder> p) {
-    api_ptr->Handle(std::move(r), std::move(p));
-  });
+  http::HttpServer server(&loop, ho,
+                          [&api_ptr](http::Request&& r, std::shared_ptr<http::Responder> p) {
+                            api_ptr->Handle(std::move(r), std::move(p));
+                          });
   st = server.Start();
   if (!st.ok()) {
     fprintf(stderr, "gantry: %s\n", st.ToString().c_str());

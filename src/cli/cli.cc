@@ -1,7 +1,6 @@
 #include "cli/cli.h"
 
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -41,13 +40,17 @@ std::string Trim(std::string s) {
 // Flags win, then the environment, then the config file, then the local defaults.
 void ResolveConn(Conn* c) {
   std::string cfg_path;
-  if (const char* p = getenv("GANTRY_CONFIG")) cfg_path = p;
-  else if (const char* h = getenv("HOME")) cfg_path = std::string(h) + "/.config/gantry/config.json";
+  if (const char* p = getenv("GANTRY_CONFIG"))
+    cfg_path = p;
+  else if (const char* h = getenv("HOME"))
+    cfg_path = std::string(h) + "/.config/gantry/config.json";
   json::object cfg;
   if (!cfg_path.empty() && fs::exists(cfg_path)) {
     auto v = ParseJson(ReadFile(cfg_path));
-    if (v.ok() && v->is_object()) cfg = v->as_object();
-    else fprintf(stderr, "gantry: ignoring unreadable config file %s\n", cfg_path.c_str());
+    if (v.ok() && v->is_object())
+      cfg = v->as_object();
+    else
+      fprintf(stderr, "gantry: ignoring unreadable config file %s\n", cfg_path.c_str());
   }
   auto from_cfg = [&](const char* k) -> std::string {
     const json::value* v = Find(cfg, k);
@@ -56,7 +59,8 @@ void ResolveConn(Conn* c) {
   if (c->url.empty()) c->url = getenv("GANTRY_URL") ? getenv("GANTRY_URL") : from_cfg("url");
   if (c->url.empty()) c->url = "http://127.0.0.1:8000";
   while (!c->url.empty() && c->url.back() == '/') c->url.pop_back();
-  if (c->key.empty()) c->key = getenv("GANTRY_API_KEY") ? getenv("GANTRY_API_KEY") : from_cfg("apiKey");
+  if (c->key.empty())
+    c->key = getenv("GANTRY_API_KEY") ? getenv("GANTRY_API_KEY") : from_cfg("apiKey");
   if (c->key.empty()) {
     std::string dir = getenv("GANTRY_DATA_DIR") ? getenv("GANTRY_DATA_DIR") : "gantry-data";
     std::string path = dir + "/admin.key";
@@ -74,7 +78,8 @@ std::optional<Reply> Call(const Conn& c, const std::string& method, const std::s
                           const std::string& body = "", int64_t timeout_ms = 30'000) {
   auto url = http::ParseUrl(c.url + path);
   if (!url.ok()) {
-    fprintf(stderr, "gantry: bad server URL %s: %s\n", c.url.c_str(), url.status().message().c_str());
+    fprintf(stderr, "gantry: bad server URL %s: %s\n", c.url.c_str(),
+            url.status().message().c_str());
     return std::nullopt;
   }
   http::HttpClient client(url->host, url->port);
@@ -100,8 +105,9 @@ std::optional<Reply> Call(const Conn& c, const std::string& method, const std::s
     }
     fprintf(stderr, "gantry: %s (HTTP %d)\n", msg.c_str(), r->status);
     if (r->status == 401) {
-      fprintf(stderr, "hint: pass --api-key, set GANTRY_API_KEY, or put \"apiKey\" in "
-                      "~/.config/gantry/config.json\n");
+      fprintf(stderr,
+              "hint: pass --api-key, set GANTRY_API_KEY, or put \"apiKey\" in "
+              "~/.config/gantry/config.json\n");
     }
     return std::nullopt;
   }
@@ -224,20 +230,25 @@ int Main(int argc, char** argv) {
                      "Base URL workers use to reach this server (default: the listen address)");
   server->add_flag("--no-fsync", no_fsync,
                    "Skip fsync on commit: survives a crash of the process, not of the machine");
-  server->add_option("--ping-interval-ms", scfg.ping_interval_ms,
-                     "Worker heartbeat interval; 3 missed make a worker lost")
+  server
+      ->add_option("--ping-interval-ms", scfg.ping_interval_ms,
+                   "Worker heartbeat interval; 3 missed make a worker lost")
       ->capture_default_str();
-  server->add_option("--stop-grace-ms", scfg.stop_grace_ms,
-                     "How long a worker may ignore a stop before it is killed")
+  server
+      ->add_option("--stop-grace-ms", scfg.stop_grace_ms,
+                   "How long a worker may ignore a stop before it is killed")
       ->capture_default_str();
-  server->add_option("--webhook-retry-ms", scfg.webhook_retry_ms,
-                     "Delay before each of a failed webhook's two retries")
+  server
+      ->add_option("--webhook-retry-ms", scfg.webhook_retry_ms,
+                   "Delay before each of a failed webhook's two retries")
       ->capture_default_str();
-  server->add_option("--run-retention-ms", scfg.run_retention_ms,
-                     "How long finished /run jobs stay readable")
+  server
+      ->add_option("--run-retention-ms", scfg.run_retention_ms,
+                   "How long finished /run jobs stay readable")
       ->capture_default_str();
-  server->add_option("--runsync-retention-ms", scfg.sync_retention_ms,
-                     "How long finished /runsync jobs stay readable")
+  server
+      ->add_option("--runsync-retention-ms", scfg.sync_retention_ms,
+                   "How long finished /runsync jobs stay readable")
       ->capture_default_str();
   server->callback([&] {
     if (!ParseListen(listen, &scfg)) {
@@ -329,8 +340,10 @@ int Main(int argc, char** argv) {
       rc = 1;
       return;
     }
-    if (conn.json) PrintJson(r->body);
-    else printf("created endpoint %s\n", Field(r->body, "id").c_str());
+    if (conn.json)
+      PrintJson(r->body);
+    else
+      printf("created endpoint %s\n", Field(r->body, "id").c_str());
   });
   auto* ep_update = endpoint->add_subcommand("update", "Change an endpoint's spec");
   ep_update->add_option("id", ep_id, "Endpoint id")->required();
@@ -347,8 +360,11 @@ int Main(int argc, char** argv) {
       rc = 1;
       return;
     }
-    if (conn.json) PrintJson(r->body);
-    else printf("updated endpoint %s (version %s)\n", ep_id.c_str(), Field(r->body, "version").c_str());
+    if (conn.json)
+      PrintJson(r->body);
+    else
+      printf("updated endpoint %s (version %s)\n", ep_id.c_str(),
+             Field(r->body, "version").c_str());
   });
   auto* ep_get = endpoint->add_subcommand("get", "Show an endpoint, its workers and job counts");
   ep_get->add_option("id", ep_id, "Endpoint id")->required();
@@ -359,8 +375,10 @@ int Main(int argc, char** argv) {
       rc = 1;
       return;
     }
-    if (conn.json) PrintJson(r->body);
-    else PrintEndpoint(r->body);
+    if (conn.json)
+      PrintJson(r->body);
+    else
+      PrintEndpoint(r->body);
   });
   auto* ep_ls = endpoint->add_subcommand("ls", "List endpoints");
   ep_ls->callback([&] {
@@ -374,8 +392,7 @@ int Main(int argc, char** argv) {
     std::vector<std::vector<std::string>> rows;
     for (const auto& e : r->body.as_object().at("endpoints").as_array()) {
       rows.push_back({Field(e, "id"), Field(e, "name"), Field(e, "gpuTypeIds"),
-                      Field(e, "workersMin") + "-" + Field(e, "workersMax"),
-                      Field(e, "version")});
+                      Field(e, "workersMin") + "-" + Field(e, "workersMax"), Field(e, "version")});
     }
     PrintTable({"ID", "NAME", "GPUS", "WORKERS", "VERSION"}, rows);
   });
@@ -388,8 +405,10 @@ int Main(int argc, char** argv) {
       rc = 1;
       return;
     }
-    if (conn.json) PrintJson(r->body);
-    else printf("deleted endpoint %s\n", ep_id.c_str());
+    if (conn.json)
+      PrintJson(r->body);
+    else
+      printf("deleted endpoint %s\n", ep_id.c_str());
   });
 
   // ---- run / status
@@ -420,9 +439,12 @@ int Main(int argc, char** argv) {
       return;
     }
     std::string status = Field(r->body, "status");
-    if (conn.json) PrintJson(r->body);
-    else if (run_async) printf("%s %s\n", Field(r->body, "id").c_str(), status.c_str());
-    else if (status == "COMPLETED") printf("%s\n", Field(r->body, "output").c_str());
+    if (conn.json)
+      PrintJson(r->body);
+    else if (run_async)
+      printf("%s %s\n", Field(r->body, "id").c_str(), status.c_str());
+    else if (status == "COMPLETED")
+      printf("%s\n", Field(r->body, "output").c_str());
     else {
       printf("job %s is %s", Field(r->body, "id").c_str(), status.c_str());
       if (!Field(r->body, "error").empty()) printf(": %s", Field(r->body, "error").c_str());
@@ -437,8 +459,8 @@ int Main(int argc, char** argv) {
   status->add_option("job", job_id, "Job id")->required();
   status->callback([&] {
     ResolveConn(&conn);
-    auto r = Call(conn, "GET", "/v2/" + http::PercentEncode(run_ep) + "/status/" +
-                                   http::PercentEncode(job_id));
+    auto r = Call(conn, "GET",
+                  "/v2/" + http::PercentEncode(run_ep) + "/status/" + http::PercentEncode(job_id));
     if (!r) {
       rc = 1;
       return;
@@ -479,8 +501,8 @@ int Main(int argc, char** argv) {
     if (conn.json) return PrintJson(r->body);
     std::vector<std::vector<std::string>> rows;
     for (const auto& k : r->body.as_object().at("keys").as_array()) {
-      rows.push_back({Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...",
-                      Field(k, "createdAt")});
+      rows.push_back(
+          {Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...", Field(k, "createdAt")});
     }
     PrintTable({"ID", "NAME", "PREFIX", "CREATED (ms)"}, rows);
   });
@@ -499,9 +521,10 @@ int Main(int argc, char** argv) {
 
   // ---- worker-env
   std::string we_ep;
-  auto* worker_env = app.add_subcommand(
-      "worker-env", "Register one new worker for an endpoint and print its environment "
-                    "(eval \"$(gantry worker-env EP)\" then start the handler)");
+  auto* worker_env =
+      app.add_subcommand("worker-env",
+                         "Register one new worker for an endpoint and print its environment "
+                         "(eval \"$(gantry worker-env EP)\" then start the handler)");
   worker_env->add_option("endpoint", we_ep, "Endpoint id")->required();
   worker_env->callback([&] {
     ResolveConn(&conn);

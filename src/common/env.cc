@@ -1,8 +1,8 @@
 #include "common/env.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/crypto.h>
 
 #include <chrono>
 #include <stdexcept>

@@ -2,7 +2,6 @@
 // Boost.JSON helpers shared by the modules. Parsing never throws: errors are values.
 
 #include <boost/json/value.hpp>
-
 #include <cstdint>
 #include <string>
 #include <string_view>

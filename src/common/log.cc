@@ -1,9 +1,10 @@
 #include "common/log.h"
 
+#include <sys/time.h>
+
 #include <atomic>
 #include <cstdio>
 #include <ctime>
-#include <sys/time.h>
 
 namespace gantry {
 

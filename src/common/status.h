@@ -66,7 +66,7 @@ inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     assert(!std::get<Status>(v_).ok());
   }
@@ -91,8 +91,8 @@ class [[nodiscard]] Result {
 
 }  // namespace gantry
 
-#define GANTRY_RETURN_IF_ERROR(expr)  \
-  do {                                \
-    ::gantry::Status _s = (expr);     \
-    if (!_s.ok()) return _s;          \
+#define GANTRY_RETURN_IF_ERROR(expr) \
+  do {                               \
+    ::gantry::Status _s = (expr);    \
+    if (!_s.ok()) return _s;         \
   } while (0)

@@ -1,9 +1,9 @@
 // HTTP clients on Boost.Beast: a blocking keep-alive client and a one-shot async fetch.
+#include <strings.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
-#include <strings.h>
 
 #include "http/http.h"
 #include "http/loop_impl.h"
@@ -78,9 +78,8 @@ struct HttpClient::Impl {
     auto results = resolver.resolve(host, std::to_string(port), ec);
     if (ec) return ec;
     stream.expires_after(std::chrono::milliseconds(timeout_ms));
-    stream.async_connect(results, [&](beast::error_code ec2, const tcp::endpoint&) {
-      result = ec2;
-    });
+    stream.async_connect(results,
+                         [&](beast::error_code ec2, const tcp::endpoint&) { result = ec2; });
     io.restart();
     io.run();
     if (!result) stream.socket().set_option(tcp::no_delay(true), ec);
@@ -157,17 +156,16 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
 
   void Start() {
     auto self = shared_from_this();
-    resolver.async_resolve(url.host, std::to_string(url.port),
-                           [self](beast::error_code ec, tcp::resolver::results_type results) {
-                             if (ec) return self->Fail("resolve", ec);
-                             self->stream.expires_after(
-                                 std::chrono::milliseconds(self->timeout_ms));
-                             self->stream.async_connect(
-                                 results, [self](beast::error_code ec2, const tcp::endpoint&) {
-                                   if (ec2) return self->Fail("connect", ec2);
-                                   self->Write();
-                                 });
-                           });
+    resolver.async_resolve(
+        url.host, std::to_string(url.port),
+        [self](beast::error_code ec, tcp::resolver::results_type results) {
+          if (ec) return self->Fail("resolve", ec);
+          self->stream.expires_after(std::chrono::milliseconds(self->timeout_ms));
+          self->stream.async_connect(results, [self](beast::error_code ec2, const tcp::endpoint&) {
+            if (ec2) return self->Fail("connect", ec2);
+            self->Write();
+          });
+        });
   }
   void Write() {
     auto self = shared_from_this();
@@ -200,8 +198,8 @@ void AsyncFetch(EventLoop* loop, const std::string& method, const std::string& u
   op->timeout_ms = timeout_ms;
   op->done = std::move(done);
   headers.push_back({"Connection", "close"});
-  op->req = MakeRequest(method, op->url.host + ":" + std::to_string(op->url.port),
-                        op->url.target, std::move(body), headers);
+  op->req = MakeRequest(method, op->url.host + ":" + std::to_string(op->url.port), op->url.target,
+                        std::move(body), headers);
   op->req.keep_alive(false);
   op->Start();
 }

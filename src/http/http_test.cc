@@ -1,14 +1,13 @@
-#include <gtest/gtest.h>
+#include "http/http.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <future>
 #include <thread>
-
-#include "http/http.h"
 
 namespace gantry::http {
 
@@ -83,15 +82,19 @@ TEST_F(ServerTest, DeferredResponseAndWriteCallback) {
   auto res = c.Do("GET", "/poll", "", {});
   ASSERT_TRUE(res.ok());
   EXPECT_EQ(res->status, 204);
-  for (int i = 0; i < 100 && !written; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 100 && !written; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_TRUE(written);
 }
 
 TEST_F(ServerTest, OversizedBodyGets413) {
   ServerOptions o;
   o.body_limit = 1000;
-  StartServer([](Request&&, std::shared_ptr<Responder> resp) { resp->Send(Response{200, "ok"}); },
-              o);
+  StartServer(
+      [](Request&&, std::shared_ptr<Responder> resp) {
+        resp->Send(Response{200, "ok"});
+      },
+      o);
   HttpClient c("127.0.0.1", server_->port());
   auto res = c.Do("POST", "/x", std::string(5000, 'a'), {});
   ASSERT_TRUE(res.ok()) << res.status().ToString();
@@ -117,8 +120,11 @@ TEST_F(ServerTest, AsyncFetchReachesServer) {
 TEST_F(ServerTest, SlowClientTimesOutWithoutBlockingOthers) {
   ServerOptions o;
   o.read_timeout_ms = 200;
-  StartServer([](Request&&, std::shared_ptr<Responder> resp) { resp->Send(Response{200, "ok"}); },
-              o);
+  StartServer(
+      [](Request&&, std::shared_ptr<Responder> resp) {
+        resp->Send(Response{200, "ok"});
+      },
+      o);
   // A half-open request: its headers never finish.
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -1,9 +1,8 @@
 // EventLoop and HttpServer on Boost.Asio/Beast.
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
-#include <array>
 #include <unordered_set>
 
 #include "common/log.h"
@@ -159,8 +158,9 @@ void Connection::WaitForRequest() {
 
 void Connection::ReadRequest() {
   stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
-  bhttp::async_read(stream_, buffer_, *parser_,
-                    [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  bhttp::async_read(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
 }
 
 void Connection::LingeringClose() {

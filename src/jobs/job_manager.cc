@@ -8,12 +8,18 @@ namespace gantry::jobs {
 
 const char* StatusName(JobStatus s) {
   switch (s) {
-    case JobStatus::kInQueue: return "IN_QUEUE";
-    case JobStatus::kInProgress: return "IN_PROGRESS";
-    case JobStatus::kCompleted: return "COMPLETED";
-    case JobStatus::kFailed: return "FAILED";
-    case JobStatus::kCancelled: return "CANCELLED";
-    case JobStatus::kTimedOut: return "TIMED_OUT";
+    case JobStatus::kInQueue:
+      return "IN_QUEUE";
+    case JobStatus::kInProgress:
+      return "IN_PROGRESS";
+    case JobStatus::kCompleted:
+      return "COMPLETED";
+    case JobStatus::kFailed:
+      return "FAILED";
+    case JobStatus::kCancelled:
+      return "CANCELLED";
+    case JobStatus::kTimedOut:
+      return "TIMED_OUT";
   }
   return "UNKNOWN";
 }
@@ -112,8 +118,8 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
         break;
       case JobStatus::kInProgress:
         held_[j->rec.worker_id].insert(j->rec.id);
-        At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout,
-           j->rec.id, static_cast<uint64_t>(j->rec.started_ms));
+        At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, j->rec.id,
+           static_cast<uint64_t>(j->rec.started_ms));
         break;
       default: {
         int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
@@ -228,8 +234,10 @@ void JobManager::Enqueue(Job* job, bool front) {
 void JobManager::PushQueue(Job* job, bool front) {
   auto& ep = endpoints_[job->rec.endpoint_id];
   auto sp = jobs_.at(job->rec.id);
-  if (front) ep.queue.emplace_front(std::move(sp), job->queue_gen);
-  else ep.queue.emplace_back(std::move(sp), job->queue_gen);
+  if (front)
+    ep.queue.emplace_front(std::move(sp), job->queue_gen);
+  else
+    ep.queue.emplace_back(std::move(sp), job->queue_gen);
 }
 
 Job* JobManager::PopQueued(EndpointState& ep) {
@@ -390,8 +398,9 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
   if (j->status != JobStatus::kFailed && j->status != JobStatus::kTimedOut) {
-    return FailedPrecondition(std::string("only FAILED or TIMED_OUT jobs can be retried; this one is ") +
-                              StatusName(j->status));
+    return FailedPrecondition(
+        std::string("only FAILED or TIMED_OUT jobs can be retried; this one is ") +
+        StatusName(j->status));
   }
   if (!endpoints_.count(j->rec.endpoint_id)) return NotFound("endpoint not found");
   auto& ep = endpoints_[j->rec.endpoint_id];
@@ -456,7 +465,8 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
   const json::value* status = Find(obj, "status");
   bool progress = status && status->is_string() && status->get_string() == "IN_PROGRESS";
   // A final answer for a job we asked this worker to stop: the stop is done.
-  if (auto s = stops_.find(job_id); !progress && s != stops_.end() && s->second.worker_id == worker_id) {
+  if (auto s = stops_.find(job_id);
+      !progress && s != stops_.end() && s->second.worker_id == worker_id) {
     stops_.erase(s);
   }
   auto it = jobs_.find(job_id);
@@ -480,8 +490,8 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
   }
   // A result counts from the worker holding the job, or from the one that last held it when
   // it has been requeued meanwhile (its lease lapsed but it finished after all).
-  bool acceptable = holder && (j->status == JobStatus::kInProgress ||
-                               j->status == JobStatus::kInQueue);
+  bool acceptable =
+      holder && (j->status == JobStatus::kInProgress || j->status == JobStatus::kInQueue);
   if (!acceptable) {
     if (IsTerminal(j->status)) {  // a duplicate or a result after cancel/timeout: idempotent
       if (durable) durable(Status::Ok());
@@ -541,7 +551,8 @@ void JobManager::Ping(const std::string& worker_id, const std::vector<std::strin
   for (const auto& id : HeldBy(worker_id)) {
     Job* j = jobs_[id].get();
     if (!listed.count(id) && j->rec.started_ms + ping_interval_ms < now) {
-      GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
+      GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(),
+                id.c_str());
       Requeue(j, "the worker dropped the job");
     }
   }
@@ -561,8 +572,10 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
     std::deque<EndpointState::TakeWaiter> keep;
     std::vector<TakeCallback> gone;
     for (auto& w : ep.waiters) {
-      if (w.worker_id == worker_id) gone.push_back(std::move(w.cb));
-      else keep.push_back(std::move(w));
+      if (w.worker_id == worker_id)
+        gone.push_back(std::move(w.cb));
+      else
+        keep.push_back(std::move(w));
     }
     ep.waiters = std::move(keep);
     for (auto& cb : gone) cb({});

@@ -30,10 +30,10 @@
 namespace gantry::jobs {
 
 struct JobsOptions {
-  int64_t run_retention_ms = 30 * 60 * 1000;   // Finished /run jobs are kept. Default: 30 min.
-  int64_t sync_retention_ms = 60 * 1000;       // Finished /runsync jobs. Default: 1 min.
-  int64_t stop_grace_ms = 30'000;  // A stopped job's worker is killed after this. Default: 30 s.
-  int64_t stop_reoffer_ms = 1'000;  // A pending stop is offered again this often. Default: 1 s.
+  int64_t run_retention_ms = 30 * 60 * 1000;  // Finished /run jobs are kept. Default: 30 min.
+  int64_t sync_retention_ms = 60 * 1000;      // Finished /runsync jobs. Default: 1 min.
+  int64_t stop_grace_ms = 30'000;     // A stopped job's worker is killed after this. Default: 30 s.
+  int64_t stop_reoffer_ms = 1'000;    // A pending stop is offered again this often. Default: 1 s.
   int64_t webhook_retry_ms = 10'000;  // Default: 10 s (RunPod).
   int webhook_retries = 2;            // Default: 2 (RunPod).
   int64_t webhook_timeout_ms = 10'000;
@@ -57,7 +57,7 @@ struct EndpointCounts {
 
 // Outcome of a worker's job-done.
 struct DoneOutcome {
-  bool accepted = false;  // the body changed the job (false: duplicate or late)
+  bool accepted = false;     // the body changed the job (false: duplicate or late)
   bool stop_worker = false;  // "stopPod": recycle the worker after this job
 };
 
@@ -97,8 +97,8 @@ class JobManager {
   // Worker API.
   // Hands up to `max` queued jobs to `worker_id`, waiting up to `wait_ms` for one to arrive.
   // `cb` gets the jobs now IN_PROGRESS on that worker (empty when the wait ended).
-  void Take(const std::string& endpoint_id, const std::string& worker_id, int max,
-            int64_t wait_ms, TakeCallback cb);
+  void Take(const std::string& endpoint_id, const std::string& worker_id, int max, int64_t wait_ms,
+            TakeCallback cb);
   // Jobs that were taken but never reached the worker (its connection was gone) go back to
   // the head of the queue without costing an attempt.
   void ReturnUndelivered(const std::string& worker_id, const std::vector<std::string>& job_ids);
@@ -144,13 +144,21 @@ class JobManager {
     };
     std::deque<TakeWaiter> waiters;
   };
-  enum class DeadlineKind { kTakeWait, kJobWait, kStopWait, kExecTimeout, kTtl, kRetention,
-                            kStopGrace, kWebhookRetry };
+  enum class DeadlineKind {
+    kTakeWait,
+    kJobWait,
+    kStopWait,
+    kExecTimeout,
+    kTtl,
+    kRetention,
+    kStopGrace,
+    kWebhookRetry
+  };
   struct Deadline {
     int64_t when;
     DeadlineKind kind;
-    std::string key;   // job id, endpoint id or worker id
-    uint64_t tag;      // waiter id, job started_ms or attempt number
+    std::string key;  // job id, endpoint id or worker id
+    uint64_t tag;     // waiter id, job started_ms or attempt number
     bool operator>(const Deadline& o) const { return when > o.when; }
   };
   struct JobWaiter {
@@ -171,8 +179,8 @@ class JobManager {
   void Fire(const Deadline& d);
   void Persist(const Job* job, bool with_input, std::function<void(Status)> durable = {});
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
-  void Enqueue(Job* job, bool front);    // SetStatus(IN_QUEUE) and PushQueue
-  void PushQueue(Job* job, bool front);  // adds a queue entry for the job's current gen
+  void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue
+  void PushQueue(Job* job, bool front);        // adds a queue entry for the job's current gen
   Job* PopQueued(EndpointState& ep);
   void TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
                 std::vector<const Job*>* out);
@@ -199,8 +207,8 @@ class JobManager {
   std::unordered_map<std::string, EndpointState> endpoints_;
   std::unordered_map<std::string, std::set<std::string>> held_;  // worker -> job ids
   std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
-  std::unordered_map<std::string, StopRequest> stops_;           // job id -> stop
-  std::unordered_map<std::string, StopWaiter> stop_waiters_;     // worker id -> waiter
+  std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
+  std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   int64_t next_seq_ = 1;
   uint64_t next_waiter_id_ = 1;

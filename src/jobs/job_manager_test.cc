@@ -74,9 +74,10 @@ TEST_F(JobManagerTest, SubmitTakeFinish) {
   const Job* j = jm_->Get(id);
   EXPECT_EQ(j->status, JobStatus::kCompleted);
   EXPECT_EQ(j->rec.output, R"({"ok":true})");
-  EXPECT_EQ(StatusJson(*j, clock_.NowMs()),
-            "{\"id\":\"" + id +
-                R"(","status":"COMPLETED","delayTime":40,"executionTime":100,"output":{"ok":true},"workerId":"w1"})");
+  EXPECT_EQ(
+      StatusJson(*j, clock_.NowMs()),
+      "{\"id\":\"" + id +
+          R"(","status":"COMPLETED","delayTime":40,"executionTime":100,"output":{"ok":true},"workerId":"w1"})");
   EXPECT_EQ(store_.job(id)->status, "COMPLETED");
   EXPECT_EQ(jm_->Counts("ep").completed, 1);
   // job-done is idempotent.
@@ -210,8 +211,7 @@ TEST_F(JobManagerTest, ProgressShowsWhileRunningAndLateProgressIgnored) {
   Take("w1");
   jm_->Finish("w1", id, J(R"({"status":"IN_PROGRESS","output":"50%"})"), false, {}).ok();
   EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
-  EXPECT_NE(StatusJson(*jm_->Get(id), clock_.NowMs()).find(R"("output":"50%")"),
-            std::string::npos);
+  EXPECT_NE(StatusJson(*jm_->Get(id), clock_.NowMs()).find(R"("output":"50%")"), std::string::npos);
   jm_->Finish("w1", id, J(R"({"output":"done"})"), false, {}).ok();
   auto late = jm_->Finish("w1", id, J(R"({"status":"IN_PROGRESS","output":"90%"})"), false, {});
   EXPECT_FALSE(late->accepted);

@@ -109,11 +109,11 @@ Status StringList(const json::value& v, const char* key, std::vector<std::string
 Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
   if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
   const auto& o = patch.as_object();
-  static const char* kKnown[] = {"id", "name", "workersMin", "workersMax", "idleTimeout",
-                                 "executionTimeoutMs", "scalerType", "scalerValue", "gpuTypeIds",
-                                 "gpuCount", "env", "concurrency", "maxAttempts", "cpu",
-                                 "memoryMb", "worker", "flashboot", "createdAt", "updatedAt",
-                                 "version"};
+  static const char* kKnown[] = {
+      "id",          "name",        "workersMin", "workersMax", "idleTimeout", "executionTimeoutMs",
+      "scalerType",  "scalerValue", "gpuTypeIds", "gpuCount",   "env",         "concurrency",
+      "maxAttempts", "cpu",         "memoryMb",   "worker",     "flashboot",   "createdAt",
+      "updatedAt",   "version"};
   for (const auto& kv : o) {
     bool known = false;
     for (const char* k : kKnown) known = known || kv.key() == k;

@@ -21,19 +21,19 @@ struct WorkerCommand {
 struct EndpointSpec {
   std::string id;
   std::string name;
-  int workers_min = 0;                     // workersMin. Default: 0.
-  int workers_max = 3;                     // workersMax. Default: 3.
-  int idle_timeout_s = 5;                  // idleTimeout, seconds. Default: 5.
-  int64_t execution_timeout_ms = 600'000;  // executionTimeoutMs. Default: 600 000.
-  std::string scaler_type = "QUEUE_DELAY";  // QUEUE_DELAY | REQUEST_COUNT.
-  int scaler_value = 4;                     // seconds (QUEUE_DELAY) or jobs per worker.
+  int workers_min = 0;                              // workersMin. Default: 0.
+  int workers_max = 3;                              // workersMax. Default: 3.
+  int idle_timeout_s = 5;                           // idleTimeout, seconds. Default: 5.
+  int64_t execution_timeout_ms = 600'000;           // executionTimeoutMs. Default: 600 000.
+  std::string scaler_type = "QUEUE_DELAY";          // QUEUE_DELAY | REQUEST_COUNT.
+  int scaler_value = 4;                             // seconds (QUEUE_DELAY) or jobs per worker.
   std::vector<std::string> gpu_type_ids = {"cpu"};  // gpuTypeIds, in order of preference.
-  int gpu_count = 1;                        // gpuCount per worker. Default: 1.
-  std::map<std::string, std::string> env;   // env for every worker.
-  int concurrency = 1;                      // jobs per worker. Default: 1.
-  int max_attempts = 3;                     // maxAttempts. Default: 3.
-  double cpu = 0.25;                        // cores per worker, a soft share. Default: 0.25.
-  int64_t memory_mb = 1024;                 // hard limit per worker. Default: 1024.
+  int gpu_count = 1;                                // gpuCount per worker. Default: 1.
+  std::map<std::string, std::string> env;           // env for every worker.
+  int concurrency = 1;                              // jobs per worker. Default: 1.
+  int max_attempts = 3;                             // maxAttempts. Default: 3.
+  double cpu = 0.25;         // cores per worker, a soft share. Default: 0.25.
+  int64_t memory_mb = 1024;  // hard limit per worker. Default: 1024.
   WorkerCommand worker;
   int64_t created_ms = 0;
   int64_t updated_ms = 0;

@@ -97,10 +97,14 @@ std::vector<const EndpointSpec*> EndpointRegistry::List() const {
 
 const char* WorkerStateName(WorkerState s) {
   switch (s) {
-    case WorkerState::kInitializing: return "INITIALIZING";
-    case WorkerState::kReady: return "READY";
-    case WorkerState::kUnhealthy: return "UNHEALTHY";
-    case WorkerState::kStopped: return "STOPPED";
+    case WorkerState::kInitializing:
+      return "INITIALIZING";
+    case WorkerState::kReady:
+      return "READY";
+    case WorkerState::kUnhealthy:
+      return "UNHEALTHY";
+    case WorkerState::kStopped:
+      return "STOPPED";
   }
   return "UNKNOWN";
 }
@@ -243,14 +247,21 @@ WorkerCounts WorkerRegistry::Counts(const std::string& endpoint_id) const {
   for (const auto& [id, w] : workers_) {
     if (w.endpoint_id != endpoint_id) continue;
     switch (w.state) {
-      case WorkerState::kInitializing: ++c.initializing; break;
+      case WorkerState::kInitializing:
+        ++c.initializing;
+        break;
       case WorkerState::kReady:
         ++c.ready;
-        if (jobs_->HeldBy(id).empty()) ++c.idle;
-        else ++c.running;
+        if (jobs_->HeldBy(id).empty())
+          ++c.idle;
+        else
+          ++c.running;
         break;
-      case WorkerState::kUnhealthy: ++c.unhealthy; break;
-      case WorkerState::kStopped: break;
+      case WorkerState::kUnhealthy:
+        ++c.unhealthy;
+        break;
+      case WorkerState::kStopped:
+        break;
     }
   }
   return c;

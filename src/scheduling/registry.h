@@ -44,12 +44,12 @@ struct WorkerInfo {
   std::string endpoint_id;
   std::string secret_hash;  // SHA-256 of the worker's secret; the secret is never stored
   int64_t created_ms = 0;
-  int64_t last_seen_ms = 0;   // any request from it
+  int64_t last_seen_ms = 0;  // any request from it
   int64_t last_ping_ms = 0;
-  int64_t ready_ms = 0;       // its first job-take
+  int64_t ready_ms = 0;  // its first job-take
   WorkerState state = WorkerState::kInitializing;
-  std::string last_error;     // why it became unhealthy or stopped
-  bool recycle = false;       // it asked to be recycled (stopPod)
+  std::string last_error;  // why it became unhealthy or stopped
+  bool recycle = false;    // it asked to be recycled (stopPod)
 };
 
 struct WorkerCounts {
@@ -58,7 +58,7 @@ struct WorkerCounts {
 
 struct WorkerOptions {
   int64_t ping_interval_ms = 10'000;  // RUNPOD_PING_INTERVAL given to workers. Default: 10 s.
-  int lost_after_intervals = 3;        // Default: 3 silent intervals make a worker lost.
+  int lost_after_intervals = 3;       // Default: 3 silent intervals make a worker lost.
   int64_t forget_after_ms = 10 * 60 * 1000;  // Unhealthy/stopped workers are dropped after.
 };
 

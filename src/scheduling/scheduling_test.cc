@@ -50,7 +50,9 @@ TEST(EndpointSpecTest, RoundTripsThroughJson) {
   EndpointSpec s;
   ASSERT_TRUE(ApplySpecPatch(J(R"({"name":"n","gpuTypeIds":["H100","A100-80GB"],"gpuCount":2,
       "env":{"A":"1"},"concurrency":4,"cpu":1.5,"worker":{"command":["python3","h.py"],
-      "workdir":"/w","env":{"B":"2"}}})"), &s).ok());
+      "workdir":"/w","env":{"B":"2"}}})"),
+                             &s)
+                  .ok());
   EndpointSpec t;
   json::value v = s.ToJson();
   v.as_object().erase("createdAt");
@@ -61,7 +63,8 @@ TEST(EndpointSpecTest, RoundTripsThroughJson) {
 class RegistryTest : public ::testing::Test {
  protected:
   RegistryTest()
-      : jobs_(&clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+      : jobs_(
+            &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
         endpoints_(&clock_, &store_, &jobs_),
         workers_(&clock_, &store_, &jobs_, WorkerOptions{}) {}
   FakeClock clock_;
@@ -76,8 +79,7 @@ TEST_F(RegistryTest, EndpointCrudPersistsAndFeedsJobs) {
   ASSERT_TRUE(e.ok());
   EXPECT_TRUE(jobs_.HasEndpoint("echo"));
   EXPECT_EQ(endpoints_.Create(J(R"({"id":"echo"})"), {}).status().code(), Code::kAlreadyExists);
-  EXPECT_EQ(endpoints_.Create(J(R"({"id":"bad id"})"), {}).status().code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(endpoints_.Create(J(R"({"id":"bad id"})"), {}).status().code(), Code::kInvalidArgument);
   auto u = endpoints_.Update("echo", J(R"({"workersMax":7})"), {});
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->workers_max, 7);
@@ -104,8 +106,7 @@ TEST_F(RegistryTest, WorkerKeysAreCheckedPerWorker) {
   EXPECT_TRUE(workers_.Authenticate("ep", a_id, a->second).ok());
   EXPECT_EQ(workers_.Authenticate("ep", a_id, "").status().code(), Code::kUnauthenticated);
   EXPECT_EQ(workers_.Authenticate("ep", a_id, "nope").status().code(), Code::kUnauthenticated);
-  EXPECT_EQ(workers_.Authenticate("ep", a_id, b->second).status().code(),
-            Code::kPermissionDenied);
+  EXPECT_EQ(workers_.Authenticate("ep", a_id, b->second).status().code(), Code::kPermissionDenied);
   EXPECT_EQ(workers_.Authenticate("other", a_id, a->second).status().code(),
             Code::kPermissionDenied);
   // Only the hash is stored.

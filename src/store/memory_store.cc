@@ -30,8 +30,10 @@ void MemoryStore::Apply(const Mutation& m) {
   });
   switch (m.op) {
     case Mutation::Op::kPutJob:
-      if (job_it != jobs_.end()) *job_it = m.job;
-      else jobs_.push_back(m.job);
+      if (job_it != jobs_.end())
+        *job_it = m.job;
+      else
+        jobs_.push_back(m.job);
       break;
     case Mutation::Op::kUpdateJob:
       if (job_it != jobs_.end()) {
@@ -44,8 +46,10 @@ void MemoryStore::Apply(const Mutation& m) {
       if (job_it != jobs_.end()) jobs_.erase(job_it);
       break;
     case Mutation::Op::kPutObject:
-      if (obj_it != objects_.end()) *obj_it = m.object;
-      else objects_.push_back(m.object);
+      if (obj_it != objects_.end())
+        *obj_it = m.object;
+      else
+        objects_.push_back(m.object);
       break;
     case Mutation::Op::kDeleteObject:
       if (obj_it != objects_.end()) objects_.erase(obj_it);

@@ -46,7 +46,7 @@ struct ObjectRecord {
 struct Mutation {
   enum class Op { kPutJob, kUpdateJob, kDeleteJob, kPutObject, kDeleteObject };
   Op op;
-  JobRecord job;       // kPutJob (all fields), kUpdateJob (all but input), kDeleteJob (id)
+  JobRecord job;        // kPutJob (all fields), kUpdateJob (all but input), kDeleteJob (id)
   ObjectRecord object;  // kPutObject, kDeleteObject (kind and id)
 
   static Mutation PutJob(JobRecord j) { return {Op::kPutJob, std::move(j), {}}; }

@@ -1,3 +1,5 @@
+#include "store/store.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -6,7 +8,6 @@
 #include <thread>
 
 #include "common/env.h"
-#include "store/store.h"
 
 namespace gantry::store {
 
@@ -20,8 +21,8 @@ class SqliteStoreTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::unique_ptr<Store> Open() {
-    auto s = OpenSqliteStore((dir_ / "db.sqlite").string(), {},
-                             [](std::function<void()> fn) { fn(); });
+    auto s =
+        OpenSqliteStore((dir_ / "db.sqlite").string(), {}, [](std::function<void()> fn) { fn(); });
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return std::move(*s);
   }
@@ -48,8 +49,9 @@ class SqliteStoreTest : public ::testing::Test {
 TEST_F(SqliteStoreTest, JobsSurviveReopenInOrder) {
   {
     auto s = Open();
-    ASSERT_TRUE(WriteSync(s.get(), {Mutation::PutJob(MakeJob("b", 2)),
-                                    Mutation::PutJob(MakeJob("a", 1))}).ok());
+    ASSERT_TRUE(
+        WriteSync(s.get(), {Mutation::PutJob(MakeJob("b", 2)), Mutation::PutJob(MakeJob("a", 1))})
+            .ok());
     JobRecord upd = MakeJob("a", 1);
     upd.input = "";  // UpdateJob never touches the input
     upd.status = "COMPLETED";
@@ -75,7 +77,8 @@ TEST_F(SqliteStoreTest, ObjectsByKind) {
   auto s = Open();
   ASSERT_TRUE(WriteSync(s.get(), {Mutation::PutObject({"endpoint", "e1", "{}"}),
                                   Mutation::PutObject({"key", "k1", "{\"a\":1}"}),
-                                  Mutation::PutObject({"endpoint", "e1", "{\"v\":2}"})}).ok());
+                                  Mutation::PutObject({"endpoint", "e1", "{\"v\":2}"})})
+                  .ok());
   auto eps = s->LoadObjects("endpoint");
   ASSERT_EQ(eps->size(), 1u);
   EXPECT_EQ((*eps)[0].data, "{\"v\":2}");

@@ -92,7 +92,7 @@ class FakeGantry:
     def recorded(self, route: Optional[str] = None, job_id: Optional[str] = None) -> List[Request]:
         with self._cond:
             return [r for r in self.requests
-                    if (route is None or r.route == route) and (job_id is None or r.job_id == job_id)]
+                    if route in (None, r.route) and job_id in (None, r.job_id)]
 
     def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 5.0) -> Any:
         """Waits until `predicate()` (called with no lock held) is truthy; returns its value.
@@ -179,7 +179,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         url = urllib.parse.urlsplit(self.path)
-        query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None

@@ -52,7 +52,8 @@ constexpr const char* kUpdateJob =
     "started_ms=?12, completed_ms=?13, worker_id=?14, attempts=?15, output=?16, error=?17, "
     "seq=?18 WHERE id=?1";
 constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE id=?1";
-constexpr const char* kPutObject = "INSERT OR REPLACE INTO objects (kind, id, data) VALUES (?1, ?2, ?3)";
+constexpr const char* kPutObject =
+    "INSERT OR REPLACE INTO objects (kind, id, data) VALUES (?1, ?2, ?3)";
 constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=?2";
 
 class SqliteStore final : public Store {
@@ -131,7 +132,8 @@ class SqliteStore final : public Store {
       out.push_back(ObjectRecord{kind, Text(st, 0), Text(st, 1)});
     }
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return Internal(std::string("sqlite load objects: ") + sqlite3_errmsg(db_));
+    if (rc != SQLITE_DONE)
+      return Internal(std::string("sqlite load objects: ") + sqlite3_errmsg(db_));
     return out;
   }
 
@@ -313,9 +315,8 @@ class SqliteStore final : public Store {
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, SqliteOptions options,
                                                Executor executor) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);

@@ -74,8 +74,8 @@ class JobRun:
         refresh_worker: bool,
         on_done: Callable[["JobRun", bool], None],
     ) -> None:
-        self.job = job
         self.id: str = job["id"]
+        self._job = job
         self._handler = handler
         self._kind = handler_kind(handler)
         self._loop = loop
@@ -119,7 +119,7 @@ class JobRun:
             payload = self._encode(body, stop_pod)
             with self._lock:
                 if self._stopped:
-                    return
+                    raise JobStopped()
                 self._finishing = True
         except JobStopped:
             log.info("job %s: stopped", self.id)
@@ -144,7 +144,7 @@ class JobRun:
         log.info("job %s: started", self.id)
         if self._kind is Kind.CALL:
             try:
-                value = self._call_sync(self._handler, self.job)
+                value = self._call_sync(self._handler, self._job)
                 if inspect.isawaitable(value):
                     value = self._await(value)
                 return result_body(value), False
@@ -153,7 +153,7 @@ class JobRun:
 
         chunks: List[Any] = []
         try:
-            stream = self._call_sync(self._handler, self.job)
+            stream = self._call_sync(self._handler, self._job)
             while True:
                 if self._kind is Kind.GENERATOR:
                     chunk = self._call_sync(next, stream, _END)

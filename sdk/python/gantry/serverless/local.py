@@ -30,7 +30,7 @@ def load_test_job(test_input: Optional[str]) -> dict:
         with open(TEST_INPUT_FILE, encoding="utf-8") as file:
             text = file.read()
     else:
-        raise ValueError(f"no job-take URL, no --test_input and no {TEST_INPUT_FILE}: no job to run")
+        raise ValueError(f"no job-take URL, no --test_input, no {TEST_INPUT_FILE}: nothing to run")
     try:
         job = json.loads(text)
     except ValueError as err:

@@ -125,7 +125,8 @@ class Worker:
         with self._cond:
             if grace_s is not None:
                 deadline = time.monotonic() + grace_s
-                self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
+                if self._deadline is None or deadline < self._deadline:
+                    self._deadline = deadline
             first = not self._closing.is_set()
             self._closing.set()
             self._cond.notify_all()
@@ -185,7 +186,7 @@ class Worker:
         return [], MIN_EMPTY_POLL_S - (time.monotonic() - started)
 
     def _next_concurrency(self) -> int:
-        """Asks the concurrency modifier (if any) for the concurrency; keeps the old one if it fails."""
+        """The concurrency the modifier (if any) asks for; the old one if the modifier fails."""
         modifier = self._config.concurrency_modifier
         if modifier is not None:
             try:

@@ -1,0 +1,111 @@
+"""In-process tests of JobRun: handler kinds and result shapes, without HTTP."""
+
+import asyncio
+import json
+import threading
+import time
+import unittest
+
+from gantry.serverless.job import JobRun
+from gantry.serverless.results import ErrorContext
+
+
+class JobRunTest(unittest.TestCase):
+    def setUp(self):
+        self.loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        thread.start()
+
+        def stop_loop():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            thread.join(2)
+            self.loop.close()
+
+        self.addCleanup(stop_loop)
+
+    def run_job(self, handler, aggregate=False, refresh=False):
+        """Runs one job; returns (job-done body, is_stream, streamed bodies, stop_pod)."""
+        chunks, finished, outcome = [], threading.Event(), {}
+
+        class Sink:
+            def stream(self, job_id, payload):
+                chunks.append(json.loads(payload))
+
+            def done(self, job_id, payload, is_stream):
+                outcome.update(body=json.loads(payload), is_stream=is_stream)
+
+        def on_done(run, stop_pod):
+            outcome["stop_pod"] = stop_pod
+            finished.set()
+
+        run = JobRun({"id": "j1", "input": 3}, handler, loop=self.loop, sink=Sink(),
+                     errors=ErrorContext("w1", "h"), aggregate_stream=aggregate,
+                     refresh_worker=refresh, on_done=on_done)
+        run.start()
+        self.assertTrue(finished.wait(5))
+        return outcome["body"], outcome["is_stream"], chunks, outcome["stop_pod"]
+
+    def test_sync_function_returning_a_coroutine(self):
+        async def double(x):
+            return x * 2
+
+        body, is_stream, _, _ = self.run_job(lambda job: double(job["input"]))
+        self.assertEqual((body, is_stream), ({"output": 6}, False))
+
+    def test_output_that_is_not_json_fails_the_job(self):
+        body, _, _, _ = self.run_job(lambda job: {"value": object()})
+        self.assertIn("not JSON serializable", json.loads(body["error"])["error_message"])
+
+    def test_refresh_worker_config_marks_every_result(self):
+        body, _, _, stop_pod = self.run_job(lambda job: "x", refresh=True)
+        self.assertEqual(body, {"output": "x", "stopPod": True})
+        self.assertTrue(stop_pod)
+
+    def test_generator_error_chunk_ends_the_stream(self):
+        def handler(job):
+            yield 1
+            yield {"error": "bad chunk"}
+            yield 2
+
+        body, is_stream, chunks, _ = self.run_job(handler, aggregate=True)
+        self.assertEqual((body, is_stream), ({"error": "bad chunk"}, True))
+        self.assertEqual(chunks, [{"output": 1}])
+
+    def test_async_generator_exception_after_chunks(self):
+        async def handler(job):
+            yield "a"
+            raise RuntimeError("midway")
+
+        body, is_stream, chunks, _ = self.run_job(handler)
+        self.assertTrue(is_stream)
+        self.assertEqual(chunks, [{"output": "a"}])
+        self.assertEqual(json.loads(body["error"])["error_message"], "midway")
+
+    def test_stop_before_the_handler_returns_reports_nothing(self):
+        started, reported = threading.Event(), []
+
+        def handler(job):
+            started.set()
+            while True:
+                time.sleep(0.001)
+
+        class Sink:
+            def stream(self, job_id, payload):
+                reported.append(payload)
+
+            def done(self, job_id, payload, is_stream):
+                reported.append(payload)
+
+        run = JobRun({"id": "j1", "input": 0}, handler, loop=self.loop, sink=Sink(),
+                     errors=ErrorContext("w1", "h"), aggregate_stream=False,
+                     refresh_worker=False, on_done=lambda run, stop_pod: reported.append(1))
+        run.start()
+        self.assertTrue(started.wait(5))
+        self.assertTrue(run.stop())
+        run._thread.join(5)  # The JobStopped raised in the handler ended the thread.
+        self.assertFalse(run._thread.is_alive())
+        self.assertEqual(reported, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
