@@ -6,6 +6,7 @@
 //   IN_QUEUE -> CANCELLED by cancel
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,16 @@ inline bool IsTerminal(JobStatus s) {
   return s != JobStatus::kInQueue && s != JobStatus::kInProgress;
 }
 
+// The JobManager's timers, ordered by due time (ms). A job keeps handles to its own so that they
+// are cancelled when no longer needed, instead of piling up until they fire.
+struct Timer {
+  int kind;         // JobManager::DeadlineKind
+  std::string key;  // job id, endpoint id or worker id
+  uint64_t tag;     // waiter id, job started_ms or attempt number
+};
+using TimerMap = std::multimap<int64_t, Timer>;
+using TimerHandle = std::optional<TimerMap::iterator>;
+
 // A job as the JobManager holds it. The persistent part is `rec`; the rest lives in memory.
 struct Job {
   store::JobRecord rec;
@@ -32,6 +43,8 @@ struct Job {
   std::string progress;    // latest progress update (raw JSON), shown while running
   std::vector<std::string> stream_pending;  // chunks not yet drained by /stream
   std::vector<std::string> stream_all;      // every chunk, for the final output
+  TimerHandle ttl_timer;                    // while not finished
+  TimerHandle exec_timer;                   // while IN_PROGRESS
 };
 
 // Per-endpoint settings the jobs module needs.

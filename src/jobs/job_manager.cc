@@ -86,14 +86,25 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
 
 JobManager::~JobManager() = default;
 
-void JobManager::At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag) {
-  deadlines_.push(Deadline{when, kind, std::move(key), tag});
+TimerMap::iterator JobManager::At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag) {
+  return timers_.emplace(when, Timer{static_cast<int>(kind), std::move(key), tag});
 }
 
-void JobManager::Persist(const Job* job, bool with_input, std::function<void(Status)> durable) {
-  auto m = with_input ? store::Mutation::PutJob(job->rec) : store::Mutation::UpdateJob(job->rec);
+void JobManager::CancelTimer(TimerHandle* h) {
+  if (*h) timers_.erase(**h);
+  h->reset();
+}
+
+void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> durable) {
   std::vector<store::Mutation> v;
-  v.push_back(std::move(m));
+  if (with_input) {
+    v.push_back(store::Mutation::PutJob(job->rec));
+  } else {
+    // An update never writes the input: leave it out of the copy.
+    std::string input = std::move(job->rec.input);
+    v.push_back(store::Mutation::UpdateJob(job->rec));
+    job->rec.input = std::move(input);
+  }
   store_->Write(std::move(v), std::move(durable));
 }
 
@@ -118,8 +129,9 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
         break;
       case JobStatus::kInProgress:
         held_[j->rec.worker_id].insert(j->rec.id);
-        At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, j->rec.id,
-           static_cast<uint64_t>(j->rec.started_ms));
+        j->exec_timer =
+            At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout,
+               j->rec.id, static_cast<uint64_t>(j->rec.started_ms));
         break;
       default: {
         int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
@@ -128,7 +140,7 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
       }
     }
     if (!IsTerminal(j->status)) {
-      At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
+      j->ttl_timer = At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
     }
   }
 }
@@ -144,7 +156,11 @@ bool JobManager::HasEndpoint(const std::string& endpoint_id) const {
 void JobManager::RemoveEndpoint(const std::string& endpoint_id) {
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return;
-  for (auto& w : it->second.waiters) w.cb({});
+  for (auto& w : it->second.waiters) {
+    CancelTimer(&w.timer);
+    w.cb({});
+  }
+  it->second.waiters.clear();
   std::vector<std::string> doomed;
   for (auto& [id, job] : jobs_) {
     if (job->rec.endpoint_id != endpoint_id) continue;
@@ -199,7 +215,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   ep.counts[static_cast<int>(JobStatus::kInQueue)]++;
   PushQueue(j, false);
   Persist(j, true, std::move(durable));
-  At(now + ttl, DeadlineKind::kTtl, r.id, 0);
+  j->ttl_timer = At(now + ttl, DeadlineKind::kTtl, r.id, 0);
   Dispatch(ep);
   return static_cast<const Job*>(j);
 }
@@ -269,8 +285,8 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
   job->rec.attempts += 1;
   job->progress.clear();
   held_[worker_id].insert(job->rec.id);
-  At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
-     static_cast<uint64_t>(now));
+  job->exec_timer = At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
+                       static_cast<uint64_t>(now));
   Persist(job, false);
 }
 
@@ -278,6 +294,7 @@ void JobManager::Dispatch(EndpointState& ep) {
   while (!ep.waiters.empty() && ep.counts[static_cast<int>(JobStatus::kInQueue)] > 0) {
     auto w = std::move(ep.waiters.front());
     ep.waiters.pop_front();
+    CancelTimer(&w.timer);
     std::vector<const Job*> out;
     TakeFrom(ep, w.worker_id, w.max, &out);
     w.cb(std::move(out));
@@ -295,11 +312,13 @@ void JobManager::Take(const std::string& endpoint_id, const std::string& worker_
   if (!out.empty()) return cb(std::move(out));
   if (wait_ms <= 0) return cb({});
   uint64_t id = next_waiter_id_++;
-  ep.waiters.push_back({id, worker_id, max, std::move(cb)});
-  At(clock_->NowMs() + wait_ms, DeadlineKind::kTakeWait, endpoint_id, id);
+  auto& w = ep.waiters.emplace_back(
+      EndpointState::TakeWaiter{id, worker_id, max, std::move(cb), std::nullopt});
+  w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kTakeWait, endpoint_id, id);
 }
 
 void JobManager::Release(Job* job) {
+  CancelTimer(&job->exec_timer);
   auto it = held_.find(job->rec.worker_id);
   if (it == held_.end()) return;
   it->second.erase(job->rec.id);
@@ -331,6 +350,7 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   job->rec.error = std::move(error);
   job->rec.completed_ms = now;
   job->progress.clear();
+  CancelTimer(&job->ttl_timer);
   int64_t keep = job->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
   At(now + keep, DeadlineKind::kRetention, job->rec.id, 0);
   NotifyJobWaiters(job);
@@ -342,7 +362,10 @@ void JobManager::NotifyJobWaiters(Job* job) {
   if (it == job_waiters_.end()) return;
   auto waiters = std::move(it->second);
   job_waiters_.erase(it);
-  for (auto& w : waiters) w.cb(job);
+  for (auto& w : waiters) {
+    CancelTimer(&w.timer);
+    w.cb(job);
+  }
 }
 
 void JobManager::Requeue(Job* job, const std::string& why) {
@@ -369,6 +392,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (it == jobs_.end()) return;
   Job* j = it->second.get();
   if (j->status == JobStatus::kInProgress) Release(j);
+  CancelTimer(&j->ttl_timer);
   auto ep = endpoints_.find(j->rec.endpoint_id);
   if (ep != endpoints_.end()) ep->second.counts[static_cast<int>(j->status)]--;
   j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
@@ -376,7 +400,10 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (waiters != job_waiters_.end()) {
     auto ws = std::move(waiters->second);
     job_waiters_.erase(waiters);
-    for (auto& w : ws) w.cb(nullptr);
+    for (auto& w : ws) {
+      CancelTimer(&w.timer);
+      w.cb(nullptr);
+    }
   }
   store_->Write({store::Mutation::DeleteJob(job_id)}, {});
   jobs_.erase(it);
@@ -415,7 +442,8 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
   j->stream_all.clear();
   ++ep.retried;
   Enqueue(j, false);
-  At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
+  CancelTimer(&j->ttl_timer);
+  j->ttl_timer = At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
   Persist(j, false);
   Dispatch(ep);
   return static_cast<const Job*>(j);
@@ -440,8 +468,8 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   if (it == jobs_.end()) return cb(nullptr);
   if (IsTerminal(it->second->status) || wait_ms <= 0) return cb(it->second.get());
   uint64_t id = next_waiter_id_++;
-  job_waiters_[job_id].push_back({id, std::move(cb)});
-  At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
+  auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb), std::nullopt});
+  w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
 }
 
 EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
@@ -572,10 +600,12 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
     std::deque<EndpointState::TakeWaiter> keep;
     std::vector<TakeCallback> gone;
     for (auto& w : ep.waiters) {
-      if (w.worker_id == worker_id)
+      if (w.worker_id == worker_id) {
+        CancelTimer(&w.timer);
         gone.push_back(std::move(w.cb));
-      else
+      } else {
         keep.push_back(std::move(w));
+      }
     }
     ep.waiters = std::move(keep);
     for (auto& cb : gone) cb({});
@@ -583,6 +613,7 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
   auto sw = stop_waiters_.find(worker_id);
   if (sw != stop_waiters_.end()) {
     auto cb = std::move(sw->second.cb);
+    CancelTimer(&sw->second.timer);
     stop_waiters_.erase(sw);
     cb({});
   }
@@ -624,6 +655,7 @@ void JobManager::OfferStops(const std::string& worker_id) {
   if (ids.empty()) return;
   for (auto& id : ids) stops_[id].offered_ms = now;
   auto cb = std::move(sw->second.cb);
+  CancelTimer(&sw->second.timer);
   stop_waiters_.erase(sw);
   cb(std::move(ids));
 }
@@ -639,12 +671,13 @@ void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
   auto old = stop_waiters_.find(worker_id);
   if (old != stop_waiters_.end()) {  // a newer poll replaces an older one
     auto old_cb = std::move(old->second.cb);
+    CancelTimer(&old->second.timer);
     stop_waiters_.erase(old);
     old_cb({});
   }
   uint64_t id = next_waiter_id_++;
-  stop_waiters_[worker_id] = StopWaiter{id, std::move(cb)};
-  At(now + wait_ms, DeadlineKind::kStopWait, worker_id, id);
+  stop_waiters_[worker_id] = StopWaiter{id, std::move(cb), std::nullopt};
+  stop_waiters_[worker_id].timer = At(now + wait_ms, DeadlineKind::kStopWait, worker_id, id);
   // Re-offers of stops already offered come due before the wait ends.
   for (auto& [job_id, stop] : stops_) {
     if (stop.worker_id == worker_id) {
@@ -672,15 +705,57 @@ void JobManager::SendWebhook(const std::string& job_id, int attempt) {
 
 void JobManager::Tick() {
   int64_t now = clock_->NowMs();
-  while (!deadlines_.empty() && deadlines_.top().when <= now) {
-    Deadline d = deadlines_.top();
-    deadlines_.pop();
-    Fire(d);
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    auto it = timers_.begin();
+    int64_t when = it->first;
+    Disown(it);
+    Timer t = std::move(it->second);
+    timers_.erase(it);
+    Fire(when, t);
   }
 }
 
-void JobManager::Fire(const Deadline& d) {
-  switch (d.kind) {
+void JobManager::Disown(TimerMap::iterator it) {
+  const Timer& t = it->second;
+  auto clear = [&](TimerHandle& h) {
+    if (h && *h == it) h.reset();
+  };
+  switch (static_cast<DeadlineKind>(t.kind)) {
+    case DeadlineKind::kTtl:
+    case DeadlineKind::kExecTimeout: {
+      auto j = jobs_.find(t.key);
+      if (j != jobs_.end()) {
+        clear(j->second->ttl_timer);
+        clear(j->second->exec_timer);
+      }
+      return;
+    }
+    case DeadlineKind::kTakeWait: {
+      auto ep = endpoints_.find(t.key);
+      if (ep != endpoints_.end()) {
+        for (auto& w : ep->second.waiters) clear(w.timer);
+      }
+      return;
+    }
+    case DeadlineKind::kJobWait: {
+      auto ws = job_waiters_.find(t.key);
+      if (ws != job_waiters_.end()) {
+        for (auto& w : ws->second) clear(w.timer);
+      }
+      return;
+    }
+    case DeadlineKind::kStopWait: {
+      auto sw = stop_waiters_.find(t.key);
+      if (sw != stop_waiters_.end()) clear(sw->second.timer);
+      return;
+    }
+    default:
+      return;  // no owner keeps a handle to the other kinds
+  }
+}
+
+void JobManager::Fire(int64_t when, const Timer& d) {
+  switch (static_cast<DeadlineKind>(d.kind)) {
     case DeadlineKind::kTakeWait: {
       auto ep = endpoints_.find(d.key);
       if (ep == endpoints_.end()) return;
@@ -733,7 +808,7 @@ void JobManager::Fire(const Deadline& d) {
       auto it = jobs_.find(d.key);
       if (it == jobs_.end()) return;
       Job* j = it->second.get();
-      if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > d.when) return;
+      if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > when) return;
       if (j->status == JobStatus::kInProgress) RequestStop(j);
       DeleteJob(d.key);
       return;
@@ -743,7 +818,7 @@ void JobManager::Fire(const Deadline& d) {
       if (it == jobs_.end()) return;
       Job* j = it->second.get();
       int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-      if (!IsTerminal(j->status) || j->rec.completed_ms + keep > d.when) return;
+      if (!IsTerminal(j->status) || j->rec.completed_ms + keep > when) return;
       DeleteJob(d.key);
       return;
     }

@@ -14,7 +14,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <queue>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -124,6 +123,7 @@ class JobManager {
   void Tick();
 
   size_t job_count() const { return jobs_.size(); }
+  size_t timer_count() const { return timers_.size(); }
   int64_t webhook_deliveries() const { return webhook_deliveries_; }
   int64_t webhook_failures() const { return webhook_failures_; }
   int64_t kills() const { return kills_; }
@@ -141,6 +141,7 @@ class JobManager {
       std::string worker_id;
       int max;
       TakeCallback cb;
+      TimerHandle timer;
     };
     std::deque<TakeWaiter> waiters;
   };
@@ -154,16 +155,10 @@ class JobManager {
     kStopGrace,
     kWebhookRetry
   };
-  struct Deadline {
-    int64_t when;
-    DeadlineKind kind;
-    std::string key;  // job id, endpoint id or worker id
-    uint64_t tag;     // waiter id, job started_ms or attempt number
-    bool operator>(const Deadline& o) const { return when > o.when; }
-  };
   struct JobWaiter {
     uint64_t id;
     JobCallback cb;
+    TimerHandle timer;
   };
   struct StopRequest {
     std::string worker_id;
@@ -173,11 +168,15 @@ class JobManager {
   struct StopWaiter {
     uint64_t id;
     std::function<void(std::vector<std::string>)> cb;
+    TimerHandle timer;
   };
 
-  void At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag);
-  void Fire(const Deadline& d);
-  void Persist(const Job* job, bool with_input, std::function<void(Status)> durable = {});
+  TimerMap::iterator At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag);
+  void CancelTimer(TimerHandle* h);
+  // Clears the one handle that refers to the due timer `it`, before it is erased.
+  void Disown(TimerMap::iterator it);
+  void Fire(int64_t when, const Timer& t);
+  void Persist(Job* job, bool with_input, std::function<void(Status)> durable = {});
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
   void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue
   void PushQueue(Job* job, bool front);        // adds a queue entry for the job's current gen
@@ -209,7 +208,7 @@ class JobManager {
   std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
   std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
   std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
-  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  TimerMap timers_;
   int64_t next_seq_ = 1;
   uint64_t next_waiter_id_ = 1;
   int64_t webhook_deliveries_ = 0;

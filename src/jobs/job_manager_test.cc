@@ -445,5 +445,31 @@ TEST_F(JobManagerTest, RemoveEndpointCancelsAndStops) {
   EXPECT_EQ(stops, std::vector<std::string>{a});
 }
 
+TEST_F(JobManagerTest, FinishedJobsLeaveNoTimersBehindButRetention) {
+  // Regression: TTL and execution-timeout timers of finished jobs used to stay queued until
+  // they fired (24 h for TTL), so a busy server's timer heap grew without bound.
+  for (int i = 0; i < 100; ++i) {
+    std::string id = Submit();
+    bool waited = false;
+    jm_->WaitForJob(id, 90'000, [&](const Job*) { waited = true; });
+    jm_->Take("ep", "w1", 1, 60'000, [](std::vector<const Job*>) {});
+    ASSERT_TRUE(jm_->Finish("w1", id, J(R"({"output":1})"), false, {}).ok());
+    EXPECT_TRUE(waited);
+  }
+  EXPECT_EQ(jm_->timer_count(), 100u);  // one retention timer per finished job
+  Advance(30 * 60 * 1000);
+  EXPECT_EQ(jm_->timer_count(), 0u);
+  EXPECT_EQ(jm_->job_count(), 0u);
+}
+
+TEST_F(JobManagerTest, WaitersServedEarlyDropTheirTimers) {
+  jm_->Take("ep", "w1", 1, 60'000, [](std::vector<const Job*>) {});
+  std::string id = Submit();  // served at once: its take timer goes
+  jm_->PollStops("w1", 60'000, [](std::vector<std::string>) {});
+  jm_->Cancel(id).ok();  // the stop is offered at once: the poll's timer goes
+  // Left: the stop's grace timer and the cancelled job's retention timer.
+  EXPECT_EQ(jm_->timer_count(), 2u);
+}
+
 }  // namespace
 }  // namespace gantry::jobs
