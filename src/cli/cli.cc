@@ -216,6 +216,23 @@ int Main(int argc, char** argv) {
   app.add_option("--api-key", conn.key, "API key (default $GANTRY_API_KEY)");
   app.add_flag("--json", conn.json, "Print JSON instead of tables");
   int rc = 0;
+  // Resolves the server, makes one call and prints its answer: JSON with --json, else through
+  // `human`. A failed call sets the exit code to 1 and returns nullopt.
+  auto invoke = [&](const std::string& method, const std::string& path, const std::string& body,
+                    const std::function<void(const json::value&)>& human,
+                    int64_t timeout_ms = 30'000) -> std::optional<Reply> {
+    ResolveConn(&conn);
+    auto r = Call(conn, method, path, body, timeout_ms);
+    if (!r) {
+      rc = 1;
+      return std::nullopt;
+    }
+    if (conn.json)
+      PrintJson(r->body);
+    else
+      human(r->body);
+    return r;
+  };
 
   // ---- server
   api::ServerConfig scfg;
@@ -328,87 +345,53 @@ int Main(int argc, char** argv) {
   ep_create->add_option("id", ep_id, "Endpoint id (letters, digits, - and _; generated if absent)");
   add_spec_flags(ep_create);
   ep_create->callback([&] {
-    ResolveConn(&conn);
     json::object spec;
     if (!build_spec(&spec)) {
       rc = 2;
       return;
     }
     if (!ep_id.empty()) spec["id"] = ep_id;
-    auto r = Call(conn, "POST", "/v1/endpoints", ToJson(spec));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json)
-      PrintJson(r->body);
-    else
-      printf("created endpoint %s\n", Field(r->body, "id").c_str());
+    invoke("POST", "/v1/endpoints", ToJson(spec),
+           [&](const json::value& b) { printf("created endpoint %s\n", Field(b, "id").c_str()); });
   });
   auto* ep_update = endpoint->add_subcommand("update", "Change an endpoint's spec");
   ep_update->add_option("id", ep_id, "Endpoint id")->required();
   add_spec_flags(ep_update);
   ep_update->callback([&] {
-    ResolveConn(&conn);
     json::object spec;
     if (!build_spec(&spec)) {
       rc = 2;
       return;
     }
-    auto r = Call(conn, "PATCH", "/v1/endpoints/" + http::PercentEncode(ep_id), ToJson(spec));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json)
-      PrintJson(r->body);
-    else
-      printf("updated endpoint %s (version %s)\n", ep_id.c_str(),
-             Field(r->body, "version").c_str());
+    invoke("PATCH", "/v1/endpoints/" + http::PercentEncode(ep_id), ToJson(spec),
+           [&](const json::value& b) {
+             printf("updated endpoint %s (version %s)\n", ep_id.c_str(),
+                    Field(b, "version").c_str());
+           });
   });
   auto* ep_get = endpoint->add_subcommand("get", "Show an endpoint, its workers and job counts");
   ep_get->add_option("id", ep_id, "Endpoint id")->required();
   ep_get->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "GET", "/v1/endpoints/" + http::PercentEncode(ep_id));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json)
-      PrintJson(r->body);
-    else
-      PrintEndpoint(r->body);
+    invoke("GET", "/v1/endpoints/" + http::PercentEncode(ep_id), "",
+           [&](const json::value& b) { PrintEndpoint(b); });
   });
   auto* ep_ls = endpoint->add_subcommand("ls", "List endpoints");
   ep_ls->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "GET", "/v1/endpoints");
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json) return PrintJson(r->body);
-    std::vector<std::vector<std::string>> rows;
-    for (const auto& e : r->body.as_object().at("endpoints").as_array()) {
-      rows.push_back({Field(e, "id"), Field(e, "name"), Field(e, "gpuTypeIds"),
-                      Field(e, "workersMin") + "-" + Field(e, "workersMax"), Field(e, "version")});
-    }
-    PrintTable({"ID", "NAME", "GPUS", "WORKERS", "VERSION"}, rows);
+    invoke("GET", "/v1/endpoints", "", [&](const json::value& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& e : b.as_object().at("endpoints").as_array()) {
+        rows.push_back({Field(e, "id"), Field(e, "name"), Field(e, "gpuTypeIds"),
+                        Field(e, "workersMin") + "-" + Field(e, "workersMax"),
+                        Field(e, "version")});
+      }
+      PrintTable({"ID", "NAME", "GPUS", "WORKERS", "VERSION"}, rows);
+    });
   });
   auto* ep_rm = endpoint->add_subcommand("rm", "Delete an endpoint (its queued jobs go too)");
   ep_rm->add_option("id", ep_id, "Endpoint id")->required();
   ep_rm->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "DELETE", "/v1/endpoints/" + http::PercentEncode(ep_id));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json)
-      PrintJson(r->body);
-    else
-      printf("deleted endpoint %s\n", ep_id.c_str());
+    invoke("DELETE", "/v1/endpoints/" + http::PercentEncode(ep_id), "",
+           [&](const json::value& b) { printf("deleted endpoint %s\n", ep_id.c_str()); });
   });
 
   // ---- run / status
@@ -423,7 +406,6 @@ int Main(int argc, char** argv) {
   run->add_option("--wait", run_wait, "Most milliseconds /runsync waits (1000-300000)")
       ->capture_default_str();
   run->callback([&] {
-    ResolveConn(&conn);
     auto input = ParseJson(run_input);
     if (!input.ok()) {
       fprintf(stderr, "gantry: --input is not valid JSON: %s\n", input.status().message().c_str());
@@ -433,23 +415,23 @@ int Main(int argc, char** argv) {
     std::string body = ToJson(json::object{{"input", *input}});
     std::string path = "/v2/" + http::PercentEncode(run_ep) +
                        (run_async ? "/run" : "/runsync?wait=" + std::to_string(run_wait));
-    auto r = Call(conn, "POST", path, body, run_wait + 30'000);
-    if (!r) {
-      rc = 1;
-      return;
-    }
+    auto r = invoke(
+        "POST", path, body,
+        [&](const json::value& b) {
+          std::string status = Field(b, "status");
+          if (run_async) {
+            printf("%s %s\n", Field(b, "id").c_str(), status.c_str());
+          } else if (status == "COMPLETED") {
+            printf("%s\n", Field(b, "output").c_str());
+          } else {
+            printf("job %s is %s", Field(b, "id").c_str(), status.c_str());
+            if (!Field(b, "error").empty()) printf(": %s", Field(b, "error").c_str());
+            printf("\n");
+          }
+        },
+        run_wait + 30'000);
+    if (!r) return;
     std::string status = Field(r->body, "status");
-    if (conn.json)
-      PrintJson(r->body);
-    else if (run_async)
-      printf("%s %s\n", Field(r->body, "id").c_str(), status.c_str());
-    else if (status == "COMPLETED")
-      printf("%s\n", Field(r->body, "output").c_str());
-    else {
-      printf("job %s is %s", Field(r->body, "id").c_str(), status.c_str());
-      if (!Field(r->body, "error").empty()) printf(": %s", Field(r->body, "error").c_str());
-      printf("\n");
-    }
     if (!run_async && (status == "FAILED" || status == "TIMED_OUT" || status == "CANCELLED")) {
       rc = 1;
     }
@@ -458,19 +440,14 @@ int Main(int argc, char** argv) {
   status->add_option("endpoint", run_ep, "Endpoint id")->required();
   status->add_option("job", job_id, "Job id")->required();
   status->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "GET",
-                  "/v2/" + http::PercentEncode(run_ep) + "/status/" + http::PercentEncode(job_id));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json) return PrintJson(r->body);
-    PrintTable({"ID", "STATUS", "DELAY MS", "EXEC MS", "WORKER"},
-               {{Field(r->body, "id"), Field(r->body, "status"), Field(r->body, "delayTime"),
-                 Field(r->body, "executionTime"), Field(r->body, "workerId")}});
-    if (!Field(r->body, "output").empty()) printf("output: %s\n", Field(r->body, "output").c_str());
-    if (!Field(r->body, "error").empty()) printf("error: %s\n", Field(r->body, "error").c_str());
+    invoke("GET", "/v2/" + http::PercentEncode(run_ep) + "/status/" + http::PercentEncode(job_id),
+           "", [&](const json::value& b) {
+             PrintTable({"ID", "STATUS", "DELAY MS", "EXEC MS", "WORKER"},
+                        {{Field(b, "id"), Field(b, "status"), Field(b, "delayTime"),
+                          Field(b, "executionTime"), Field(b, "workerId")}});
+             if (!Field(b, "output").empty()) printf("output: %s\n", Field(b, "output").c_str());
+             if (!Field(b, "error").empty()) printf("error: %s\n", Field(b, "error").c_str());
+           });
   });
 
   // ---- keys
@@ -480,43 +457,27 @@ int Main(int argc, char** argv) {
   auto* k_create = keys->add_subcommand("create", "Create an API key (shown once)");
   k_create->add_option("--name", key_name, "A name for the key")->capture_default_str();
   k_create->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "POST", "/v1/keys", ToJson(json::object{{"name", key_name}}));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json) return PrintJson(r->body);
-    printf("created key %s (%s); it is shown only now:\n%s\n", Field(r->body, "id").c_str(),
-           Field(r->body, "name").c_str(), Field(r->body, "key").c_str());
+    invoke("POST", "/v1/keys", ToJson(json::object{{"name", key_name}}), [&](const json::value& b) {
+      printf("created key %s (%s); it is shown only now:\n%s\n", Field(b, "id").c_str(),
+             Field(b, "name").c_str(), Field(b, "key").c_str());
+    });
   });
   auto* k_ls = keys->add_subcommand("ls", "List API keys");
   k_ls->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "GET", "/v1/keys");
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json) return PrintJson(r->body);
-    std::vector<std::vector<std::string>> rows;
-    for (const auto& k : r->body.as_object().at("keys").as_array()) {
-      rows.push_back(
-          {Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...", Field(k, "createdAt")});
-    }
-    PrintTable({"ID", "NAME", "PREFIX", "CREATED (ms)"}, rows);
+    invoke("GET", "/v1/keys", "", [&](const json::value& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& k : b.as_object().at("keys").as_array()) {
+        rows.push_back(
+            {Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...", Field(k, "createdAt")});
+      }
+      PrintTable({"ID", "NAME", "PREFIX", "CREATED (ms)"}, rows);
+    });
   });
   auto* k_revoke = keys->add_subcommand("revoke", "Revoke an API key");
   k_revoke->add_option("id", key_id, "Key id")->required();
   k_revoke->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "DELETE", "/v1/keys/" + http::PercentEncode(key_id));
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json) return PrintJson(r->body);
-    printf("revoked key %s\n", key_id.c_str());
+    invoke("DELETE", "/v1/keys/" + http::PercentEncode(key_id), "",
+           [&](const json::value& b) { printf("revoked key %s\n", key_id.c_str()); });
   });
 
   // ---- worker-env
@@ -527,19 +488,15 @@ int Main(int argc, char** argv) {
                          "(eval \"$(gantry worker-env EP)\" then start the handler)");
   worker_env->add_option("endpoint", we_ep, "Endpoint id")->required();
   worker_env->callback([&] {
-    ResolveConn(&conn);
-    auto r = Call(conn, "POST", "/v1/endpoints/" + http::PercentEncode(we_ep) + "/workers");
-    if (!r) {
-      rc = 1;
-      return;
-    }
-    if (conn.json) return PrintJson(r->body);
-    for (const auto& kv : r->body.as_object().at("env").as_object()) {
-      std::string v(kv.value().as_string());
-      std::string quoted;
-      for (char ch : v) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-      printf("export %s='%s'\n", std::string(kv.key()).c_str(), quoted.c_str());
-    }
+    invoke("POST", "/v1/endpoints/" + http::PercentEncode(we_ep) + "/workers", "",
+           [&](const json::value& b) {
+             for (const auto& kv : b.as_object().at("env").as_object()) {
+               std::string v(kv.value().as_string());
+               std::string quoted;
+               for (char ch : v) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+               printf("export %s='%s'\n", std::string(kv.key()).c_str(), quoted.c_str());
+             }
+           });
   });
 
   try {
