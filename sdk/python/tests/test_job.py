@@ -82,12 +82,15 @@ class JobRunTest(unittest.TestCase):
         self.assertEqual(json.loads(body["error"])["error_message"], "midway")
 
     def test_stop_before_the_handler_returns_reports_nothing(self):
-        started, reported = threading.Event(), []
+        started, unwound, reported = threading.Event(), threading.Event(), []
 
         def handler(job):
             started.set()
-            while True:
-                time.sleep(0.001)
+            try:
+                while True:
+                    time.sleep(0.001)
+            finally:
+                unwound.set()
 
         class Sink:
             def stream(self, job_id, payload):
@@ -102,8 +105,8 @@ class JobRunTest(unittest.TestCase):
         run.start()
         self.assertTrue(started.wait(5))
         self.assertTrue(run.stop())
-        run._thread.join(5)  # The JobStopped raised in the handler ended the thread.
-        self.assertFalse(run._thread.is_alive())
+        self.assertTrue(unwound.wait(5))  # JobStopped was raised in the handler.
+        time.sleep(0.1)  # Time enough for a (wrong) report to arrive.
         self.assertEqual(reported, [])
 
 

@@ -2,9 +2,9 @@
 
 It runs in a child process (a fresh interpreter, not a fork), so that no handler can starve it:
 not a CPU-bound one, not a C call that holds the GIL. The worker tells it the ids of the jobs in
-progress through a small file it replaces atomically; the child reads it before each ping. The
-child exits when its stdin reaches end-of-file, which happens when the worker dies however it
-dies, or when its parent process changes.
+progress through a small file it replaces atomically; the child reads it before each ping.
+The worker kills the child when it stops. Should the worker die instead, however it dies, the
+child sees its stdin reach end-of-file (or its parent change), removes the file and exits.
 """
 
 import http.client
@@ -123,9 +123,9 @@ def child_main() -> None:
     while True:
         wait_s = min(max(next_ping - time.monotonic(), 0.0), PARENT_CHECK_S)
         readable, _, _ = select.select([0], [], [], wait_s)
-        if readable and not os.read(0, 4096):
-            return  # The worker closed our stdin or died.
-        if os.getppid() != config["parent_pid"]:
+        if (readable and not os.read(0, 4096)) or os.getppid() != config["parent_pid"]:
+            # The worker died (it kills us when it exits normally): clean up after it.
+            shutil.rmtree(os.path.dirname(config["jobs_path"]), ignore_errors=True)
             return
         if time.monotonic() < next_ping:
             continue
