@@ -34,6 +34,7 @@ json::object EndpointSpec::ToJson() const {
   o["gpuCount"] = gpu_count;
   o["env"] = EnvToJson(env);
   o["concurrency"] = concurrency;
+  o["bufferWorkers"] = buffer_workers;
   o["maxAttempts"] = max_attempts;
   o["cpu"] = cpu;
   o["memoryMb"] = memory_mb;
@@ -109,11 +110,13 @@ Status StringList(const json::value& v, const char* key, std::vector<std::string
 Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
   if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
   const auto& o = patch.as_object();
-  static const char* kKnown[] = {
-      "id",          "name",        "workersMin", "workersMax", "idleTimeout", "executionTimeoutMs",
-      "scalerType",  "scalerValue", "gpuTypeIds", "gpuCount",   "env",         "concurrency",
-      "maxAttempts", "cpu",         "memoryMb",   "worker",     "flashboot",   "createdAt",
-      "updatedAt",   "version"};
+  static const char* kKnown[] = {"id",          "name",        "workersMin",
+                                 "workersMax",  "idleTimeout", "executionTimeoutMs",
+                                 "scalerType",  "scalerValue", "gpuTypeIds",
+                                 "gpuCount",    "env",         "concurrency",
+                                 "maxAttempts", "cpu",         "memoryMb",
+                                 "worker",      "flashboot",   "createdAt",
+                                 "updatedAt",   "version",     "bufferWorkers"};
   for (const auto& kv : o) {
     bool known = false;
     for (const char* k : kKnown) known = known || kv.key() == k;
@@ -142,6 +145,7 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
   GANTRY_RETURN_IF_ERROR(IntField(o, "gpuCount", 1, 16, &spec->gpu_count));
   GANTRY_RETURN_IF_ERROR(EnvField(o, "env", &spec->env));
   GANTRY_RETURN_IF_ERROR(IntField(o, "concurrency", 1, 1000, &spec->concurrency));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "bufferWorkers", 0, 100, &spec->buffer_workers));
   GANTRY_RETURN_IF_ERROR(IntField(o, "maxAttempts", 1, 100, &spec->max_attempts));
   if (const auto* v = Find(o, "cpu")) {
     double c = v->is_double() ? v->get_double() : static_cast<double>(AsInt(*v).value_or(-1));

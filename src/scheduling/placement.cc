@@ -1,0 +1,54 @@
+#include "scheduling/placement.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace gantry::scheduling {
+
+static std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool GpuTypeMatches(const std::string& requested, const std::string& model) {
+  if (requested == model) return true;
+  std::string r = Lower(requested), m = Lower(model);
+  return !r.empty() && m.find(r) != std::string::npos;
+}
+
+Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& nodes,
+                        const std::string& cache_key) {
+  for (const std::string& type : spec.gpu_type_ids) {
+    const bool cpu = type == "cpu";
+    const NodeView* best = nullptr;
+    std::vector<int> best_gpus;
+    for (const auto& n : nodes) {
+      if (!n.alive || n.memory_mb - n.memory_used_mb < spec.memory_mb) continue;
+      std::vector<int> free;
+      if (!cpu) {
+        for (const auto& g : n.gpus) {
+          if (!g.used && GpuTypeMatches(type, g.type)) free.push_back(g.index);
+        }
+        if (static_cast<int>(free.size()) < spec.gpu_count) continue;
+        free.resize(spec.gpu_count);
+      }
+      auto better = [&](const NodeView& a, const NodeView& b) {
+        bool ca = a.cached.count(cache_key) > 0, cb = b.cached.count(cache_key) > 0;
+        if (ca != cb) return ca;
+        return a.memory_mb - a.memory_used_mb > b.memory_mb - b.memory_used_mb;
+      };
+      if (!best || better(n, *best)) {
+        best = &n;
+        best_gpus = std::move(free);
+      }
+    }
+    if (best) return Placement{best->id, type, std::move(best_gpus)};
+  }
+  std::string types;
+  for (const auto& t : spec.gpu_type_ids) types += (types.empty() ? "" : ", ") + t;
+  return ResourceExhausted("no node has room for a worker (" + types + " x" +
+                           std::to_string(spec.gpu_count) + ", " + std::to_string(spec.memory_mb) +
+                           " MB)");
+}
+
+}  // namespace gantry::scheduling

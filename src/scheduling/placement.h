@@ -1,0 +1,49 @@
+#pragma once
+// Placement: which node runs a new worker, and on which GPUs. A pure function over a snapshot
+// of the nodes, tested against fake inventories.
+//
+// GPU types are tried in the endpoint's order of preference; the first type that fits on some
+// node wins (fallback). "cpu" is a type too: no GPU. Memory requests are counted against the
+// node's memory; CPU requests are soft shares and never refuse a placement. Among nodes that
+// fit, a node that already holds the endpoint's bundle is preferred, then the most free memory.
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "scheduling/endpoint_spec.h"
+
+namespace gantry::scheduling {
+
+struct GpuSlot {
+  int index = 0;
+  std::string type;  // e.g. "H100", "A100-80GB"
+  bool used = false;
+};
+
+struct NodeView {
+  std::string id;
+  bool alive = true;
+  int64_t memory_mb = 0;
+  int64_t memory_used_mb = 0;  // by the workers placed on it
+  std::vector<GpuSlot> gpus;
+  std::set<std::string> cached;  // endpoint ids (versions) whose bundle/template it holds
+};
+
+struct Placement {
+  std::string node_id;
+  std::string gpu_type;  // "cpu" for none
+  std::vector<int> gpu_indexes;
+};
+
+// Does the node's GPU model name match a requested type? Exact, or the request appears in the
+// model name as NVML reports it ("NVIDIA H100 80GB HBM3" matches "H100"), case-insensitively.
+bool GpuTypeMatches(const std::string& requested, const std::string& model);
+
+// ResourceExhausted when nothing fits anywhere: the worker is throttled and its jobs wait.
+Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& nodes,
+                        const std::string& cache_key);
+
+}  // namespace gantry::scheduling
