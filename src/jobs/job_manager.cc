@@ -122,7 +122,7 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
     Job* j = job.get();
     jobs_[j->rec.id] = std::move(job);
     // The endpoint's config arrives with SetEndpoint; its state exists from here on.
-    endpoints_[j->rec.endpoint_id].counts[static_cast<int>(j->status)]++;
+    endpoints_[j->rec.endpoint_id].Count(*j, j->status, +1);
     switch (j->status) {
       case JobStatus::kInQueue:
         PushQueue(j, false);
@@ -212,11 +212,12 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   r.seq = next_seq_++;
   Job* j = job.get();
   jobs_[r.id] = std::move(job);
-  ep.counts[static_cast<int>(JobStatus::kInQueue)]++;
+  ep.Count(*j, JobStatus::kInQueue, +1);
   PushQueue(j, false);
   Persist(j, true, std::move(durable));
   j->ttl_timer = At(now + ttl, DeadlineKind::kTtl, r.id, 0);
   Dispatch(ep);
+  if (enqueue_listener_ && j->status == JobStatus::kInQueue) enqueue_listener_(r.endpoint_id);
   return static_cast<const Job*>(j);
 }
 
@@ -234,8 +235,8 @@ std::vector<std::string> JobManager::DrainStream(const std::string& job_id) {
 void JobManager::SetStatus(Job* job, JobStatus status) {
   auto ep = endpoints_.find(job->rec.endpoint_id);
   if (ep != endpoints_.end()) {
-    ep->second.counts[static_cast<int>(job->status)]--;
-    ep->second.counts[static_cast<int>(status)]++;
+    ep->second.Count(*job, job->status, -1);
+    ep->second.Count(*job, status, +1);
   }
   if (job->status == JobStatus::kInQueue || status == JobStatus::kInQueue) ++job->queue_gen;
   job->status = status;
@@ -319,6 +320,7 @@ void JobManager::Take(const std::string& endpoint_id, const std::string& worker_
 
 void JobManager::Release(Job* job) {
   CancelTimer(&job->exec_timer);
+  last_release_ms_[job->rec.worker_id] = clock_->NowMs();
   auto it = held_.find(job->rec.worker_id);
   if (it == held_.end()) return;
   it->second.erase(job->rec.id);
@@ -394,7 +396,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (j->status == JobStatus::kInProgress) Release(j);
   CancelTimer(&j->ttl_timer);
   auto ep = endpoints_.find(j->rec.endpoint_id);
-  if (ep != endpoints_.end()) ep->second.counts[static_cast<int>(j->status)]--;
+  if (ep != endpoints_.end()) ep->second.Count(*j, j->status, -1);
   j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
   auto waiters = job_waiters_.find(job_id);
   if (waiters != job_waiters_.end()) {
@@ -470,6 +472,46 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   uint64_t id = next_waiter_id_++;
   auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb), std::nullopt});
   w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
+}
+
+QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {
+  QueueLoad l;
+  auto it = endpoints_.find(endpoint_id);
+  if (it == endpoints_.end()) return l;
+  const EndpointState& ep = it->second;
+  l.queued_low = ep.queued_low;
+  l.queued = ep.counts[static_cast<int>(JobStatus::kInQueue)] - ep.queued_low;
+  l.running = ep.counts[static_cast<int>(JobStatus::kInProgress)];
+  for (const auto& [job, gen] : ep.queue) {
+    if (job->deleted || job->status != JobStatus::kInQueue || job->queue_gen != gen) continue;
+    if (job->rec.low_priority) continue;
+    l.oldest_queued_ms = job->rec.created_ms;
+    break;
+  }
+  return l;
+}
+
+int64_t JobManager::IdleSince(const std::string& worker_id) const {
+  if (held_.count(worker_id)) return -1;
+  auto it = last_release_ms_.find(worker_id);
+  return it == last_release_ms_.end() ? 0 : it->second;
+}
+
+void JobManager::DropWaiters(const std::string& worker_id) {
+  for (auto& [ep_id, ep] : endpoints_) {
+    std::deque<EndpointState::TakeWaiter> keep;
+    std::vector<TakeCallback> gone;
+    for (auto& w : ep.waiters) {
+      if (w.worker_id == worker_id) {
+        CancelTimer(&w.timer);
+        gone.push_back(std::move(w.cb));
+      } else {
+        keep.push_back(std::move(w));
+      }
+    }
+    ep.waiters = std::move(keep);
+    for (auto& cb : gone) cb({});
+  }
 }
 
 EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
@@ -596,20 +638,7 @@ void JobManager::Ping(const std::string& worker_id, const std::vector<std::strin
 
 void JobManager::WorkerLost(const std::string& worker_id, const std::string& why) {
   // Its waiting takes go first, so that requeued jobs are not handed straight back to it.
-  for (auto& [ep_id, ep] : endpoints_) {
-    std::deque<EndpointState::TakeWaiter> keep;
-    std::vector<TakeCallback> gone;
-    for (auto& w : ep.waiters) {
-      if (w.worker_id == worker_id) {
-        CancelTimer(&w.timer);
-        gone.push_back(std::move(w.cb));
-      } else {
-        keep.push_back(std::move(w));
-      }
-    }
-    ep.waiters = std::move(keep);
-    for (auto& cb : gone) cb({});
-  }
+  DropWaiters(worker_id);
   auto sw = stop_waiters_.find(worker_id);
   if (sw != stop_waiters_.end()) {
     auto cb = std::move(sw->second.cb);
@@ -623,6 +652,7 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
   }
   for (auto& id : done) ClearStop(id);
   for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
+  last_release_ms_.erase(worker_id);
 }
 
 void JobManager::RequestStop(Job* job) {

@@ -50,6 +50,14 @@ struct SubmitRequest {
   bool sync = false;
 };
 
+// What the autoscaler needs to know of an endpoint's queue.
+struct QueueLoad {
+  int64_t queued = 0;      // normal-priority jobs waiting
+  int64_t queued_low = 0;  // low-priority jobs waiting
+  int64_t running = 0;
+  int64_t oldest_queued_ms = 0;  // creation time of the oldest normal queued job; 0: none
+};
+
 struct EndpointCounts {
   int64_t completed = 0, failed = 0, in_progress = 0, in_queue = 0, retried = 0;
 };
@@ -92,6 +100,11 @@ class JobManager {
   // Calls `cb` when the job ends, or with its current state when `wait_ms` passes.
   void WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb);
   EndpointCounts Counts(const std::string& endpoint_id) const;
+  QueueLoad LoadOf(const std::string& endpoint_id) const;
+  // Called (on the loop) after a submitted job is queued: the autoscaler reacts at once.
+  void SetEnqueueListener(std::function<void(const std::string& endpoint_id)> fn) {
+    enqueue_listener_ = std::move(fn);
+  }
 
   // Worker API.
   // Hands up to `max` queued jobs to `worker_id`, waiting up to `wait_ms` for one to arrive.
@@ -118,6 +131,10 @@ class JobManager {
   void WorkerLost(const std::string& worker_id, const std::string& why);
   // Jobs held by the worker right now.
   std::vector<std::string> HeldBy(const std::string& worker_id) const;
+  // When the worker last let go of a job (0: never); -1 while it holds one.
+  int64_t IdleSince(const std::string& worker_id) const;
+  // Answers the worker's waiting job-takes with no job (it is about to be stopped).
+  void DropWaiters(const std::string& worker_id);
 
   // Fires every deadline that is due. Call often (the server calls it every 20 ms).
   void Tick();
@@ -135,6 +152,11 @@ class JobManager {
     // queue (taken, cancelled, purged, expired) or was queued again under a newer gen.
     std::deque<std::pair<std::shared_ptr<Job>, uint64_t>> queue;
     int64_t counts[6] = {0, 0, 0, 0, 0, 0};  // jobs by JobStatus
+    int64_t queued_low = 0;                  // low-priority jobs among counts[IN_QUEUE]
+    void Count(const Job& j, JobStatus s, int delta) {
+      counts[static_cast<int>(s)] += delta;
+      if (s == JobStatus::kInQueue && j.rec.low_priority) queued_low += delta;
+    }
     int64_t retried = 0;
     struct TakeWaiter {
       uint64_t id;
@@ -206,6 +228,8 @@ class JobManager {
   std::unordered_map<std::string, EndpointState> endpoints_;
   std::unordered_map<std::string, std::set<std::string>> held_;  // worker -> job ids
   std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
+  std::unordered_map<std::string, int64_t> last_release_ms_;  // worker -> ms
+  std::function<void(const std::string&)> enqueue_listener_;
   std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
   std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
   TimerMap timers_;

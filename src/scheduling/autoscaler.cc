@@ -20,7 +20,8 @@ ScaleDecision DecideScale(const EndpointSpec& spec, const EndpointLoad& load,
                   now_ms - load.oldest_queued_ms > static_cast<int64_t>(spec.scaler_value) * 1000;
     if (load.queued > 0 && active == 0) target = std::max<int64_t>(target, 1);
     if (load.queued > 0 && free_slots <= 0 && waited) target = std::max(target, needed);
-    if (!waited) target = std::max(target, std::min(active, std::max<int64_t>(needed, 1)));
+    // Jobs queued but not yet waited long: keep the workers there are, start none.
+    if (load.queued > 0 && !waited) target = std::max(target, std::min(active, needed));
   }
   if (load.queued + load.running > 0) target += spec.buffer_workers;
   target = std::clamp<int64_t>(target, spec.workers_min, spec.workers_max);

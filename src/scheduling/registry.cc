@@ -118,7 +118,26 @@ static std::string WorkerRecord(const WorkerInfo& w) {
   o["endpointId"] = w.endpoint_id;
   o["secretHash"] = w.secret_hash;
   o["createdAt"] = w.created_ms;
+  if (!w.node_id.empty()) {
+    o["nodeId"] = w.node_id;
+    o["gpuType"] = w.gpu_type;
+    json::array g;
+    for (int i : w.gpus) g.emplace_back(i);
+    o["gpus"] = std::move(g);
+    o["endpointVersion"] = w.endpoint_version;
+    o["placedAt"] = w.placed_ms;
+    o["draining"] = w.draining;
+  }
   return ToJson(o);
+}
+
+void WorkerRegistry::Save(const WorkerInfo& w) {
+  store_->Write({store::Mutation::PutObject({"worker", w.id, WorkerRecord(w)})}, {});
+}
+
+WorkerInfo* WorkerRegistry::Get(const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  return it == workers_.end() ? nullptr : &it->second;
 }
 
 Status WorkerRegistry::Load() {
@@ -134,6 +153,14 @@ Status WorkerRegistry::Load() {
     if (auto* e = Find(obj, "endpointId"); e && e->is_string()) w.endpoint_id = e->as_string();
     if (auto* h = Find(obj, "secretHash"); h && h->is_string()) w.secret_hash = h->as_string();
     if (auto* c = Find(obj, "createdAt")) w.created_ms = AsInt(*c).value_or(0);
+    if (auto* n = Find(obj, "nodeId"); n && n->is_string()) w.node_id = n->as_string();
+    if (auto* g = Find(obj, "gpuType"); g && g->is_string()) w.gpu_type = g->as_string();
+    if (auto* g = Find(obj, "gpus"); g && g->is_array()) {
+      for (const auto& i : g->as_array()) w.gpus.push_back(static_cast<int>(AsInt(i).value_or(0)));
+    }
+    if (auto* v = Find(obj, "endpointVersion")) w.endpoint_version = AsInt(*v).value_or(0);
+    if (auto* p = Find(obj, "placedAt")) w.placed_ms = AsInt(*p).value_or(0);
+    if (auto* d = Find(obj, "draining"); d && d->is_bool()) w.draining = d->get_bool();
     // Every known worker gets a fresh liveness window after a restart of the server.
     w.last_seen_ms = w.last_ping_ms = now;
     by_hash_[w.secret_hash] = w.id;
@@ -143,13 +170,15 @@ Status WorkerRegistry::Load() {
 }
 
 Result<std::pair<WorkerInfo, std::string>> WorkerRegistry::Register(
-    const std::string& endpoint_id, std::function<void(Status)> durable) {
+    const std::string& endpoint_id, std::function<void(Status)> durable, const WorkerInfo* placed) {
   WorkerInfo w;
+  if (placed) w = *placed;
   w.id = NewId("w", 16);
   w.endpoint_id = endpoint_id;
   std::string secret = NewSecret("gw_");
   w.secret_hash = Sha256Hex(secret);
   w.created_ms = w.last_seen_ms = w.last_ping_ms = clock_->NowMs();
+  if (placed) w.secret = secret;
   store_->Write({store::Mutation::PutObject({"worker", w.id, WorkerRecord(w)})},
                 std::move(durable));
   by_hash_[w.secret_hash] = w.id;

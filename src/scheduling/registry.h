@@ -50,6 +50,18 @@ struct WorkerInfo {
   WorkerState state = WorkerState::kInitializing;
   std::string last_error;  // why it became unhealthy or stopped
   bool recycle = false;    // it asked to be recycled (stopPod)
+  // Set for workers the scheduler placed on a node (empty for workers started by hand).
+  std::string node_id;
+  std::string gpu_type;
+  std::vector<int> gpus;
+  int64_t endpoint_version = 0;
+  bool draining = false;  // chosen to stop: it gets no new jobs
+  // Cold-start phases, ms: placed -> agent received -> process spawned -> ready (first take).
+  int64_t placed_ms = 0;
+  int64_t received_ms = 0;
+  int64_t spawned_ms = 0;
+  std::string start_path;  // "full" (templates and snapshots come with issue 4)
+  std::string secret;      // in memory only, for the agent's assignment; "" after a restart
 };
 
 struct WorkerCounts {
@@ -68,8 +80,13 @@ class WorkerRegistry {
                  WorkerOptions options);
   Status Load();
   // Registers a worker; returns it and its secret, which is shown only here.
+  // `placed` (may be null) records the node and GPUs the scheduler chose.
   Result<std::pair<WorkerInfo, std::string>> Register(const std::string& endpoint_id,
-                                                      std::function<void(Status)> durable);
+                                                      std::function<void(Status)> durable,
+                                                      const WorkerInfo* placed = nullptr);
+  WorkerInfo* Get(const std::string& worker_id);
+  // Saves the worker's record again (after its placement or phases changed).
+  void Save(const WorkerInfo& w);
   // Checks `key` against the worker's secret. Unauthenticated: no valid key. PermissionDenied:
   // another worker's key. NotFound: no such worker. FailedPrecondition: the worker was stopped.
   Result<WorkerInfo*> Authenticate(const std::string& endpoint_id, const std::string& worker_id,

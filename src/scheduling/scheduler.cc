@@ -1,0 +1,274 @@
+#include "scheduling/scheduler.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace gantry::scheduling {
+
+Scheduler::Scheduler(const Clock* clock, jobs::JobManager* jobs, EndpointRegistry* endpoints,
+                     WorkerRegistry* workers, SchedulerOptions options,
+                     WorkerEnvBuilder env_builder)
+    : clock_(clock),
+      jobs_(jobs),
+      endpoints_(endpoints),
+      workers_(workers),
+      options_(options),
+      env_builder_(std::move(env_builder)) {}
+
+Status Scheduler::RegisterNode(const std::string& node_id, NodeInventory inventory) {
+  if (!ValidEndpointId(node_id)) {
+    return InvalidArgument("node id must be 1-64 characters of letters, digits, '-' and '_'");
+  }
+  Node& n = nodes_[node_id];
+  bool fresh = n.id.empty();
+  n.id = node_id;
+  n.inventory = std::move(inventory);
+  n.last_seen_ms = clock_->NowMs();
+  n.alive = true;
+  GLOG_INFO("scheduler: node %s %s: %.1f cores, %lld MB, %zu GPUs", node_id.c_str(),
+            fresh ? "registered" : "re-registered", n.inventory.cpu_cores,
+            static_cast<long long>(n.inventory.memory_mb), n.inventory.gpus.size());
+  Rebuild(&n);
+  return Status::Ok();
+}
+
+void Scheduler::Rebuild(Node* node) {
+  Assignment next;
+  next.version = node->assignment.version;
+  for (const WorkerInfo* w : workers_->List("")) {
+    if (w->node_id != node->id || w->state == WorkerState::kStopped) continue;
+    const EndpointSpec* spec = endpoints_->Get(w->endpoint_id);
+    if (!spec) continue;
+    WorkerAssignment a;
+    a.worker_id = w->id;
+    a.endpoint_id = w->endpoint_id;
+    a.endpoint_version = w->endpoint_version;
+    a.command = spec->worker.command;
+    a.workdir = spec->worker.workdir;
+    if (!w->secret.empty()) a.env = env_builder_(*spec, *w, w->secret);
+    a.gpu_type = w->gpu_type;
+    a.gpus = w->gpus;
+    a.cpu = spec->cpu;
+    a.memory_mb = spec->memory_mb;
+    next.workers.push_back(std::move(a));
+  }
+  auto ids = [](const Assignment& a) {
+    std::vector<std::string> v;
+    for (const auto& w : a.workers) v.push_back(w.worker_id);
+    return v;
+  };
+  bool changed = ids(next) != ids(node->assignment) || node->assignment.version == 0;
+  if (!changed) return;
+  next.version = node->assignment.version + 1;
+  node->assignment = std::move(next);
+  auto waiters = std::move(node->waiters);
+  node->waiters.clear();
+  for (auto& w : waiters) w.cb(&node->assignment);
+}
+
+void Scheduler::PollAssignment(const std::string& node_id, int64_t known_version, int64_t wait_ms,
+                               std::function<void(const Assignment*)> cb) {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return cb(nullptr);
+  Node& n = it->second;
+  n.last_seen_ms = clock_->NowMs();
+  if (n.assignment.version != known_version || wait_ms <= 0) return cb(&n.assignment);
+  n.waiters.push_back({next_waiter_id_++, clock_->NowMs() + wait_ms, std::move(cb)});
+}
+
+std::vector<NodeView> Scheduler::Views() const {
+  std::vector<NodeView> out;
+  for (const auto& [id, n] : nodes_) {
+    NodeView v;
+    v.id = id;
+    v.alive = n.alive;
+    v.memory_mb = n.inventory.memory_mb;
+    for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
+    for (const WorkerInfo* w : workers_->List("")) {
+      if (w->node_id != id || w->state == WorkerState::kStopped) continue;
+      if (const EndpointSpec* s = endpoints_->Get(w->endpoint_id)) v.memory_used_mb += s->memory_mb;
+      for (int g : w->gpus) {
+        for (auto& slot : v.gpus) {
+          if (slot.index == g) slot.used = true;
+        }
+      }
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+void Scheduler::StartWorker(const EndpointSpec& spec) {
+  auto p = Place(spec, Views(), spec.id + "@" + std::to_string(spec.version));
+  if (!p.ok()) {
+    health_[spec.id].throttled++;
+    return;
+  }
+  WorkerInfo placed;
+  placed.node_id = p->node_id;
+  placed.gpu_type = p->gpu_type;
+  placed.gpus = p->gpu_indexes;
+  placed.endpoint_version = spec.version;
+  placed.placed_ms = clock_->NowMs();
+  placed.start_path = "full";
+  auto reg = workers_->Register(spec.id, {}, &placed);
+  if (!reg.ok()) return;
+  GLOG_INFO("scheduler: placed worker %s of %s on %s (%s)", reg->first.id.c_str(), spec.id.c_str(),
+            p->node_id.c_str(), p->gpu_type.c_str());
+  Rebuild(&nodes_[p->node_id]);
+}
+
+void Scheduler::StopWorker(WorkerInfo* w, const std::string& why) {
+  jobs_->DropWaiters(w->id);
+  workers_->Stop(w->id, why);
+  auto n = nodes_.find(w->node_id);
+  if (n != nodes_.end()) Rebuild(&n->second);
+}
+
+void Scheduler::Evaluate(const std::string& endpoint_id) {
+  const EndpointSpec* spec = endpoints_->Get(endpoint_id);
+  if (!spec || spec->worker.command.empty()) return;  // no command: workers are started by hand
+  int64_t now = clock_->NowMs();
+  EndpointHealth& health = health_[endpoint_id];
+  std::vector<WorkerLoad> active;
+  std::vector<WorkerInfo*> drained;
+  for (const WorkerInfo* cw : workers_->List(endpoint_id)) {
+    WorkerInfo* w = workers_->Get(cw->id);
+    if (w->node_id.empty() || w->state == WorkerState::kStopped) continue;
+    int64_t idle_since = jobs_->IdleSince(w->id);
+    if (w->endpoint_version != spec->version && !w->draining) {
+      w->draining = true;  // a new version: old workers take no new job and go when idle
+      jobs_->DropWaiters(w->id);
+      workers_->Save(*w);
+    }
+    if (w->draining) {
+      if (idle_since >= 0) drained.push_back(w);
+      continue;
+    }
+    if (w->state == WorkerState::kUnhealthy) continue;
+    bool ready = w->state == WorkerState::kReady;
+    if (ready && health.consecutive_failures > 0) {
+      health.consecutive_failures = 0;
+      health.unhealthy = false;
+    }
+    int64_t held = static_cast<int64_t>(jobs_->HeldBy(w->id).size());
+    active.push_back({w->id, ready, held, std::max(w->ready_ms, idle_since)});
+  }
+  for (WorkerInfo* w : drained) StopWorker(w, "drained after a new version");
+
+  auto load = jobs_->LoadOf(endpoint_id);
+  EndpointLoad el{load.queued, load.queued_low, load.running, load.oldest_queued_ms};
+  ScaleDecision d = DecideScale(*spec, el, active, now);
+  health.throttled = 0;
+  // After failed starts, new ones wait for the backoff (no hot restart loop).
+  if (d.start > 0 && now >= next_start_ms_[endpoint_id]) {
+    for (int64_t i = 0; i < d.start; ++i) StartWorker(*spec);
+  }
+  for (const auto& id : d.stop) {
+    if (WorkerInfo* w = workers_->Get(id))
+      StopWorker(w, "idle for " + std::to_string(spec->idle_timeout_s) + " s");
+  }
+}
+
+Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerReport>& reports,
+                         const std::map<std::string, std::vector<std::string>>& log_tails) {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return NotFound("node not registered: " + node_id);
+  Node& n = it->second;
+  n.last_seen_ms = clock_->NowMs();
+  if (!n.alive) {
+    GLOG_INFO("scheduler: node %s is back", node_id.c_str());
+    n.alive = true;
+  }
+  for (const auto& r : reports) {
+    WorkerInfo* w = workers_->Get(r.worker_id);
+    if (!w || w->node_id != node_id) continue;
+    if (r.received_ms && !w->received_ms) w->received_ms = r.received_ms;
+    if (r.spawned_ms && !w->spawned_ms) w->spawned_ms = r.spawned_ms;
+    if (r.state == "exited" && w->state != WorkerState::kStopped) {
+      auto tail = log_tails.find(r.worker_id);
+      WorkerExited(w, r, tail == log_tails.end() ? std::vector<std::string>{} : tail->second);
+    }
+    n.reports[r.worker_id] = r;
+  }
+  return Status::Ok();
+}
+
+void Scheduler::WorkerExited(WorkerInfo* w, const WorkerReport& r,
+                             const std::vector<std::string>& tail) {
+  EndpointHealth& h = health_[w->endpoint_id];
+  std::string why = r.error.empty() ? "exited with code " + std::to_string(r.exit_code) : r.error;
+  if (w->ready_ms == 0) {  // it never became ready: a failed start
+    h.consecutive_failures++;
+    int64_t backoff = options_.start_backoff_ms << std::min(h.consecutive_failures - 1, 16);
+    next_start_ms_[w->endpoint_id] =
+        clock_->NowMs() + std::min(backoff, options_.max_start_backoff_ms);
+    if (h.consecutive_failures >= options_.unhealthy_after_failures) h.unhealthy = true;
+    why = "failed to start: " + why;
+  }
+  h.last_error = "worker " + w->id + " " + why;
+  if (!tail.empty()) h.last_log = tail;
+  GLOG_WARN("scheduler: %s", h.last_error.c_str());
+  StopWorker(w, why);
+}
+
+void Scheduler::Tick() {
+  int64_t now = clock_->NowMs();
+  for (auto& [id, n] : nodes_) {
+    std::vector<Node::Waiter> keep;
+    std::vector<std::function<void(const Assignment*)>> due;
+    for (auto& w : n.waiters) {
+      if (w.deadline_ms <= now)
+        due.push_back(std::move(w.cb));
+      else
+        keep.push_back(std::move(w));
+    }
+    n.waiters = std::move(keep);
+    for (auto& cb : due) cb(&n.assignment);
+    if (n.alive && now - n.last_seen_ms > options_.node_lost_ms) {
+      GLOG_WARN("scheduler: node %s is silent; its workers are lost", id.c_str());
+      n.alive = false;
+      for (const WorkerInfo* cw : workers_->List("")) {
+        if (cw->node_id == id && cw->state != WorkerState::kStopped) {
+          workers_->Stop(cw->id, "node " + id + " lost");
+        }
+      }
+      Rebuild(&n);
+    }
+  }
+  for (const EndpointSpec* spec : endpoints_->List()) Evaluate(spec->id);
+}
+
+const EndpointHealth& Scheduler::Health(const std::string& endpoint_id) {
+  return health_[endpoint_id];
+}
+
+std::vector<std::string> Scheduler::NodeIds() const {
+  std::vector<std::string> out;
+  for (const auto& [id, n] : nodes_) out.push_back(id);
+  return out;
+}
+
+json::object Scheduler::NodeJson(const std::string& node_id) const {
+  json::object o;
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return o;
+  const Node& n = it->second;
+  o["id"] = n.id;
+  o["name"] = n.inventory.name;
+  o["alive"] = n.alive;
+  o["cpuCores"] = n.inventory.cpu_cores;
+  o["memoryMb"] = n.inventory.memory_mb;
+  json::array gpus;
+  for (const auto& g : n.inventory.gpus) {
+    gpus.push_back(json::object{{"index", g.index}, {"type", g.type}, {"uuid", g.uuid}});
+  }
+  o["gpus"] = std::move(gpus);
+  o["lastSeenAt"] = n.last_seen_ms;
+  o["assignmentVersion"] = n.assignment.version;
+  o["workers"] = static_cast<int64_t>(n.assignment.workers.size());
+  return o;
+}
+
+}  // namespace gantry::scheduling

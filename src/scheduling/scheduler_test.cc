@@ -1,0 +1,188 @@
+#include "scheduling/scheduler.h"
+
+#include <gtest/gtest.h>
+
+namespace gantry::scheduling {
+namespace {
+
+json::value J(const std::string& s) { return *ParseJson(s); }
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  SchedulerTest()
+      : jobs_(
+            &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+        endpoints_(&clock_, &store_, &jobs_),
+        workers_(&clock_, &store_, &jobs_, WorkerOptions{}),
+        sched_(&clock_, &jobs_, &endpoints_, &workers_, SchedulerOptions{},
+               [](const EndpointSpec&, const WorkerInfo& w, const std::string& secret) {
+                 return std::map<std::string, std::string>{{"RUNPOD_POD_ID", w.id},
+                                                           {"RUNPOD_AI_API_KEY", secret}};
+               }) {
+    jobs_.SetEnqueueListener([this](const std::string& ep) { sched_.Evaluate(ep); });
+  }
+
+  void Endpoint(const std::string& json) { ASSERT_TRUE(endpoints_.Create(J(json), {}).ok()); }
+
+  std::string Submit(const std::string& ep) {
+    jobs::SubmitRequest r;
+    r.endpoint_id = ep;
+    r.input = "{}";
+    return (*jobs_.Submit(r, {}))->rec.id;
+  }
+
+  Assignment Poll(const std::string& node) {
+    Assignment out;
+    sched_.PollAssignment(node, -1, 0, [&](const Assignment* a) {
+      ASSERT_NE(a, nullptr);
+      out = *a;
+    });
+    return out;
+  }
+
+  // The worker process started and asked for work: it is ready and takes what is queued.
+  void BecomeReady(const std::string& worker_id, const std::string& ep) {
+    WorkerInfo* w = workers_.Get(worker_id);
+    workers_.Seen(w, true);
+    jobs_.Take(ep, worker_id, 1, 0, [](auto) {});
+  }
+
+  FakeClock clock_;
+  store::MemoryStore store_;
+  jobs::JobManager jobs_;
+  EndpointRegistry endpoints_;
+  WorkerRegistry workers_;
+  Scheduler sched_;
+};
+
+TEST_F(SchedulerTest, ScaleFromZeroRunsAndScalesBackToZero) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"echo","idleTimeout":5,"worker":{"command":["python3","h.py"]}})");
+  EXPECT_TRUE(Poll("n1").workers.empty());
+  std::string job = Submit("echo");  // event-driven: placed at once, no tick needed
+  Assignment a = Poll("n1");
+  ASSERT_EQ(a.workers.size(), 1u);
+  const WorkerAssignment& wa = a.workers[0];
+  EXPECT_EQ(wa.command, (std::vector<std::string>{"python3", "h.py"}));
+  EXPECT_EQ(wa.env.at("RUNPOD_POD_ID"), wa.worker_id);
+  EXPECT_FALSE(wa.env.at("RUNPOD_AI_API_KEY").empty());
+  EXPECT_EQ(wa.gpu_type, "cpu");
+  // The agent reports the phases; the worker becomes ready and runs the job.
+  ASSERT_TRUE(
+      sched_.Report("n1", {{wa.worker_id, "running", clock_.NowMs(), clock_.NowMs() + 3}}, {})
+          .ok());
+  BecomeReady(wa.worker_id, "echo");
+  EXPECT_EQ(jobs_.Get(job)->status, jobs::JobStatus::kInProgress);
+  ASSERT_TRUE(jobs_.Finish(wa.worker_id, job, J(R"({"output":1})"), false, {}).ok());
+  clock_.Advance(4'999);
+  sched_.Tick();
+  EXPECT_EQ(Poll("n1").workers.size(), 1u);
+  clock_.Advance(1);
+  sched_.Tick();
+  EXPECT_TRUE(Poll("n1").workers.empty());
+  EXPECT_EQ(workers_.Get(wa.worker_id)->state, WorkerState::kStopped);
+  EXPECT_GT(workers_.Get(wa.worker_id)->spawned_ms, 0);
+}
+
+TEST_F(SchedulerTest, BurstNeverExceedsWorkersMax) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 1 << 20, {}}).ok());
+  Endpoint(R"({"id":"b","workersMax":3,"scalerType":"REQUEST_COUNT","scalerValue":1,
+               "worker":{"command":["x"]}})");
+  for (int i = 0; i < 200; ++i) Submit("b");
+  sched_.Tick();
+  EXPECT_EQ(Poll("n1").workers.size(), 3u);
+}
+
+TEST_F(SchedulerTest, NothingFitsMeansThrottledAndJobsWait) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {{0, "A100-80GB", "u0"}}}).ok());
+  Endpoint(R"({"id":"g","gpuTypeIds":["H100"],"worker":{"command":["x"]}})");
+  std::string job = Submit("g");
+  EXPECT_TRUE(Poll("n1").workers.empty());
+  EXPECT_EQ(sched_.Health("g").throttled, 1);
+  EXPECT_EQ(jobs_.Get(job)->status, jobs::JobStatus::kInQueue);
+}
+
+TEST_F(SchedulerTest, NoGpuIsGivenToTwoWorkers) {
+  ASSERT_TRUE(
+      sched_.RegisterNode("n1", {"n1", 8, 1 << 20, {{0, "H100", "a"}, {1, "H100", "b"}}}).ok());
+  Endpoint(R"({"id":"g","gpuTypeIds":["H100"],"workersMax":5,"scalerType":"REQUEST_COUNT",
+               "scalerValue":1,"worker":{"command":["x"]}})");
+  for (int i = 0; i < 5; ++i) Submit("g");
+  Assignment a = Poll("n1");
+  ASSERT_EQ(a.workers.size(), 2u);  // two GPUs, one each; the rest are throttled
+  EXPECT_NE(a.workers[0].gpus, a.workers[1].gpus);
+  EXPECT_EQ(sched_.Health("g").throttled, 3);
+}
+
+TEST_F(SchedulerTest, FailedStartsBackOffAndMakeTheEndpointUnhealthy) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"bad","worker":{"command":["false"]}})");
+  Submit("bad");
+  for (int i = 0; i < 3; ++i) {
+    Assignment a = Poll("n1");
+    ASSERT_EQ(a.workers.size(), 1u) << "attempt " << i;
+    std::string wid = a.workers[0].worker_id;
+    ASSERT_TRUE(sched_
+                    .Report("n1", {{wid, "exited", 1, 2, 1, ""}},
+                            {{wid, {"Traceback", "ImportError: no module x"}}})
+                    .ok());
+    EXPECT_TRUE(Poll("n1").workers.empty());
+    sched_.Tick();  // within the backoff: no new start
+    EXPECT_TRUE(Poll("n1").workers.empty());
+    clock_.Advance(1000LL << i);
+    sched_.Tick();
+  }
+  const EndpointHealth& h = sched_.Health("bad");
+  EXPECT_TRUE(h.unhealthy);
+  EXPECT_EQ(h.consecutive_failures, 3);
+  EXPECT_NE(h.last_error.find("failed to start"), std::string::npos);
+  EXPECT_EQ(h.last_log.back(), "ImportError: no module x");
+}
+
+TEST_F(SchedulerTest, NewVersionDrainsOldWorkers) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 1 << 20, {}}).ok());
+  Endpoint(R"({"id":"v","worker":{"command":["x"]}})");
+  std::string j1 = Submit("v");
+  std::string old_id = Poll("n1").workers[0].worker_id;
+  BecomeReady(old_id, "v");
+  ASSERT_TRUE(endpoints_.Update("v", J(R"({"worker":{"command":["y"]}})"), {}).ok());
+  Submit("v");
+  sched_.Tick();
+  Assignment a = Poll("n1");
+  ASSERT_EQ(a.workers.size(), 2u);  // the old one finishes its job; a new one takes the rest
+  EXPECT_TRUE(workers_.Get(old_id)->draining);
+  ASSERT_TRUE(jobs_.Finish(old_id, j1, J(R"({"output":1})"), false, {}).ok());
+  sched_.Tick();
+  a = Poll("n1");
+  ASSERT_EQ(a.workers.size(), 1u);
+  EXPECT_NE(a.workers[0].worker_id, old_id);
+  EXPECT_EQ(a.workers[0].command, std::vector<std::string>{"y"});
+}
+
+TEST_F(SchedulerTest, SilentNodeLosesItsWorkers) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"e","worker":{"command":["x"]}})");
+  Submit("e");
+  std::string wid = Poll("n1").workers[0].worker_id;
+  clock_.Advance(SchedulerOptions{}.node_lost_ms + 1);
+  sched_.Tick();
+  EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
+}
+
+TEST_F(SchedulerTest, AssignmentLongPollWakesOnChange) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"e","worker":{"command":["x"]}})");
+  int64_t v = Poll("n1").version;
+  const Assignment* got = nullptr;
+  sched_.PollAssignment("n1", v, 30'000, [&](const Assignment* a) { got = a; });
+  EXPECT_EQ(got, nullptr);
+  Submit("e");
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(got->workers.size(), 1u);
+  bool unknown = false;
+  sched_.PollAssignment("zz", 0, 0, [&](const Assignment* a) { unknown = a == nullptr; });
+  EXPECT_TRUE(unknown);
+}
+
+}  // namespace
+}  // namespace gantry::scheduling
