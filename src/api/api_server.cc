@@ -93,14 +93,39 @@ std::string StatusObject(const std::string& id, const char* status) {
   return "{\"id\":\"" + id + "\",\"status\":\"" + status + "\"}";
 }
 
+json::object JobCountsJson(const jobs::EndpointCounts& jc) {
+  return json::object{{"completed", jc.completed},
+                      {"failed", jc.failed},
+                      {"inProgress", jc.in_progress},
+                      {"inQueue", jc.in_queue},
+                      {"retried", jc.retried}};
+}
+
 json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager& jm) {
   json::object o;
   o["id"] = w.id;
   o["endpointId"] = w.endpoint_id;
-  o["state"] = scheduling::WorkerStateName(w.state);
+  o["state"] = w.draining && w.state != scheduling::WorkerState::kStopped
+                   ? "DRAINING"
+                   : scheduling::WorkerStateName(w.state);
   o["createdAt"] = w.created_ms;
   o["lastSeenAt"] = w.last_seen_ms;
   o["readyAt"] = w.ready_ms;
+  if (!w.node_id.empty()) {
+    o["nodeId"] = w.node_id;
+    o["gpuType"] = w.gpu_type;
+    json::array g;
+    for (int i : w.gpus) g.emplace_back(i);
+    o["gpus"] = std::move(g);
+    o["endpointVersion"] = w.endpoint_version;
+    o["startPath"] = w.start_path;
+    // The cold-start breakdown, ms from placement: agent received, process spawned, ready.
+    auto phase = [&](int64_t t) { return t > 0 ? json::value(t - w.placed_ms) : json::value(); };
+    o["coldStart"] = json::object{{"placedAt", w.placed_ms},
+                                  {"receivedMs", phase(w.received_ms)},
+                                  {"spawnedMs", phase(w.spawned_ms)},
+                                  {"readyMs", phase(w.ready_ms)}};
+  }
   json::array held;
   for (const auto& id : jm.HeldBy(w.id)) held.emplace_back(id);
   o["jobs"] = std::move(held);
@@ -112,13 +137,32 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
 
 ApiServer::ApiServer(const Clock* clock, jobs::JobManager* jobs,
                      scheduling::EndpointRegistry* endpoints, scheduling::WorkerRegistry* workers,
-                     KeyRing* keys, ApiOptions options)
+                     scheduling::Scheduler* scheduler, scheduling::LogStore* logs, KeyRing* keys,
+                     ApiOptions options)
     : clock_(clock),
       jobs_(jobs),
       endpoints_(endpoints),
       workers_(workers),
+      scheduler_(scheduler),
+      logs_(logs),
       keys_(keys),
       options_(std::move(options)) {}
+
+json::object ApiServer::HealthJson(const std::string& ep) {
+  auto wc = workers_->Counts(ep);
+  const scheduling::EndpointHealth& h = scheduler_->Health(ep);
+  // Failed starts count as unhealthy workers; workers wanted but placed nowhere as throttled.
+  json::object workers{{"idle", wc.idle},
+                       {"initializing", wc.initializing},
+                       {"ready", wc.ready},
+                       {"running", wc.running},
+                       {"throttled", wc.throttled + h.throttled},
+                       {"unhealthy", wc.unhealthy + h.consecutive_failures}};
+  json::object o{{"jobs", JobCountsJson(jobs_->Counts(ep))}, {"workers", std::move(workers)}};
+  o["status"] = h.unhealthy ? "unhealthy" : "healthy";  // Gantry's own, beyond RunPod's keys
+  if (!h.last_error.empty()) o["lastError"] = h.last_error;
+  return o;
+}
 
 void ApiServer::Handle(http::Request&& req, Resp resp) {
   auto seg = Split(req.path());
@@ -236,20 +280,7 @@ void ApiServer::Client(http::Request& req, const std::string& ep, const std::str
   const bool post = req.method == "POST";
   if (action == "run" && post && arg.empty()) return Submit(req, ep, false, resp);
   if (action == "runsync" && post && arg.empty()) return Submit(req, ep, true, resp);
-  if (action == "health" && req.method == "GET") {
-    auto jc = jobs_->Counts(ep);
-    auto wc = workers_->Counts(ep);
-    json::object jobs{{"completed", jc.completed},
-                      {"failed", jc.failed},
-                      {"inProgress", jc.in_progress},
-                      {"inQueue", jc.in_queue},
-                      {"retried", jc.retried}};
-    json::object workers{{"idle", wc.idle},           {"initializing", wc.initializing},
-                         {"ready", wc.ready},         {"running", wc.running},
-                         {"throttled", wc.throttled}, {"unhealthy", wc.unhealthy}};
-    return resp->Send(
-        Json(200, json::object{{"jobs", std::move(jobs)}, {"workers", std::move(workers)}}));
-  }
+  if (action == "health" && req.method == "GET") return resp->Send(Json(200, HealthJson(ep)));
   if (action == "purge-queue" && post) {
     auto n = jobs_->PurgeQueue(ep);
     if (!n.ok()) return resp->Send(ErrorResponse(n.status()));
@@ -336,6 +367,7 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
   scheduling::WorkerInfo* w = *auth;
   if (action == "job-take" || action == "job-take-batch") {
     workers_->Seen(w, true);
+    if (w->draining) return resp->Send(Response{204, ""});  // it is being stopped
     int max = 1;
     bool batch = action == "job-take-batch";
     if (batch) {
@@ -403,11 +435,15 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
 
 // ---- Management API --------------------------------------------------------------------------
 
-json::object ApiServer::WorkerEnv(const scheduling::EndpointSpec& spec, const std::string& wid,
-                                  const std::string& secret) const {
-  std::string gpu = spec.gpu_type_ids.empty() ? "cpu" : spec.gpu_type_ids.front();
+std::map<std::string, std::string> ApiServer::WorkerEnv(const scheduling::EndpointSpec& spec,
+                                                        const scheduling::WorkerInfo& worker,
+                                                        const std::string& secret) const {
+  const std::string& wid = worker.id;
+  std::string gpu = !worker.gpu_type.empty()    ? worker.gpu_type
+                    : spec.gpu_type_ids.empty() ? "cpu"
+                                                : spec.gpu_type_ids.front();
   std::string base = options_.public_url + "/v2/" + spec.id;
-  json::object env;
+  std::map<std::string, std::string> env;
   for (const auto& [k, v] : spec.env) env[k] = v;
   for (const auto& [k, v] : spec.worker.env) env[k] = v;
   env["RUNPOD_POD_ID"] = wid;
@@ -421,7 +457,14 @@ json::object ApiServer::WorkerEnv(const scheduling::EndpointSpec& spec, const st
   env["RUNPOD_PING_INTERVAL"] = std::to_string(workers_->options().ping_interval_ms);
   env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true";
   env["RUNPOD_CONCURRENCY"] = std::to_string(spec.concurrency);
+  env["RUNPOD_GPU_COUNT"] = std::to_string(worker.gpus.size());
   return env;
+}
+
+static json::object EnvJson(const std::map<std::string, std::string>& env) {
+  json::object o;
+  for (const auto& [k, v] : env) o[k] = v;
+  return o;
 }
 
 void ApiServer::Management(http::Request& req, const std::vector<std::string>& seg, Resp resp) {
@@ -455,12 +498,13 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       json::array ws;
       for (const auto* w : workers_->List(id)) ws.push_back(WorkerJson(*w, *jobs_));
       o["workers"] = std::move(ws);
-      auto jc = jobs_->Counts(id);
-      o["jobs"] = json::object{{"completed", jc.completed},
-                               {"failed", jc.failed},
-                               {"inProgress", jc.in_progress},
-                               {"inQueue", jc.in_queue},
-                               {"retried", jc.retried}};
+      o["jobs"] = JobCountsJson(jobs_->Counts(id));
+      json::object health = HealthJson(id);
+      const auto& h = scheduler_->Health(id);
+      json::array tail;
+      for (const auto& l : h.last_log) tail.emplace_back(l);
+      health["lastLog"] = std::move(tail);
+      o["health"] = std::move(health);
       return resp->Send(Json(200, o));
     }
     if (seg.size() == 3 && (m == "PATCH" || m == "PUT" || m == "POST")) {
@@ -486,7 +530,7 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       if (!reg.ok()) return resp->Send(ErrorResponse(reg.status()));
       json::object o{{"workerId", reg->first.id},
                      {"endpointId", id},
-                     {"env", WorkerEnv(*spec, reg->first.id, reg->second)}};
+                     {"env", EnvJson(WorkerEnv(*spec, reg->first, reg->second))}};
       json::array cmd;
       for (const auto& a : spec->worker.command) cmd.emplace_back(a);
       o["command"] = std::move(cmd);
@@ -501,6 +545,8 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     }
     return not_found();
   }
+  if (kind == "nodes") return Nodes(req, seg, resp);
+  if (kind == "logs" && seg.size() == 2 && m == "GET") return Logs(req, resp);
   if (kind == "workers" && seg.size() == 2 && m == "GET") {
     json::array ws;
     for (const auto* w : workers_->List(req.param("endpoint").value_or(""))) {
@@ -547,6 +593,145 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     return not_found();
   }
   not_found();
+}
+
+// ---- Node protocol (agents) -----------------------------------------------------------------
+
+static json::object AssignmentJson(const scheduling::Assignment& a) {
+  json::array ws;
+  for (const auto& w : a.workers) {
+    json::array cmd, gpus;
+    for (const auto& x : w.command) cmd.emplace_back(x);
+    for (int g : w.gpus) gpus.emplace_back(g);
+    json::object env;
+    for (const auto& [k, v] : w.env) env[k] = v;
+    ws.push_back(json::object{{"workerId", w.worker_id},
+                              {"endpointId", w.endpoint_id},
+                              {"endpointVersion", w.endpoint_version},
+                              {"command", std::move(cmd)},
+                              {"workdir", w.workdir},
+                              {"env", std::move(env)},
+                              {"gpuType", w.gpu_type},
+                              {"gpus", std::move(gpus)},
+                              {"cpu", w.cpu},
+                              {"memoryMb", w.memory_mb}});
+  }
+  return json::object{{"version", a.version}, {"workers", std::move(ws)}};
+}
+
+void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, Resp resp) {
+  const std::string& m = req.method;
+  if (seg.size() == 2 && m == "GET") {
+    json::array list;
+    for (const auto& id : scheduler_->NodeIds()) list.push_back(scheduler_->NodeJson(id));
+    return resp->Send(Json(200, json::object{{"nodes", std::move(list)}}));
+  }
+  if (seg.size() < 3) return resp->Send(ErrorResponse(NotFound("no such route")));
+  const std::string& node = seg[2];
+  json::value body;
+  if (m == "POST") {
+    auto parsed = ParseJson(req.body);
+    if (!parsed.ok()) return resp->Send(ErrorResponse(parsed.status()));
+    if (!parsed->is_object()) {
+      return resp->Send(ErrorResponse(InvalidArgument("body must be a JSON object")));
+    }
+    body = std::move(*parsed);
+  }
+  if (seg.size() == 3 && m == "POST") {  // register
+    const auto& o = body.as_object();
+    scheduling::NodeInventory inv;
+    if (auto* n = Find(o, "name"); n && n->is_string()) inv.name = n->as_string();
+    if (auto* c = Find(o, "cpuCores"); c && c->is_number()) inv.cpu_cores = c->to_number<double>();
+    if (auto* mm = Find(o, "memoryMb")) inv.memory_mb = AsInt(*mm).value_or(0);
+    if (auto* g = Find(o, "gpus"); g && g->is_array()) {
+      for (const auto& x : g->as_array()) {
+        if (!x.is_object()) continue;
+        scheduling::GpuDevice d;
+        if (auto* i = Find(x.as_object(), "index"))
+          d.index = static_cast<int>(AsInt(*i).value_or(0));
+        if (auto* t = Find(x.as_object(), "type"); t && t->is_string()) d.type = t->as_string();
+        if (auto* u = Find(x.as_object(), "uuid"); u && u->is_string()) d.uuid = u->as_string();
+        inv.gpus.push_back(std::move(d));
+      }
+    }
+    Status st = scheduler_->RegisterNode(node, std::move(inv));
+    if (!st.ok()) return resp->Send(ErrorResponse(st));
+    return resp->Send(Json(200, scheduler_->NodeJson(node)));
+  }
+  if (seg.size() == 4 && seg[3] == "assignment" && m == "GET") {
+    int64_t version = atoll(req.param("version").value_or("-1").c_str());
+    int64_t wait = std::clamp<int64_t>(atoll(req.param("wait").value_or("0").c_str()), 0, 60'000);
+    scheduler_->PollAssignment(node, version, wait, [resp, node](const scheduling::Assignment* a) {
+      if (!a) return resp->Send(ErrorResponse(NotFound("node not registered: " + node)));
+      resp->Send(Json(200, AssignmentJson(*a)));
+    });
+    return;
+  }
+  if (seg.size() == 4 && seg[3] == "status" && m == "POST") {
+    const auto& o = body.as_object();
+    std::vector<scheduling::WorkerReport> reports;
+    std::map<std::string, std::vector<std::string>> tails;
+    if (auto* ws = Find(o, "workers"); ws && ws->is_array()) {
+      for (const auto& x : ws->as_array()) {
+        if (!x.is_object()) continue;
+        const auto& wo = x.as_object();
+        scheduling::WorkerReport r;
+        if (auto* v = Find(wo, "workerId"); v && v->is_string()) r.worker_id = v->as_string();
+        if (auto* v = Find(wo, "state"); v && v->is_string()) r.state = v->as_string();
+        if (auto* v = Find(wo, "receivedAt")) r.received_ms = AsInt(*v).value_or(0);
+        if (auto* v = Find(wo, "spawnedAt")) r.spawned_ms = AsInt(*v).value_or(0);
+        if (auto* v = Find(wo, "exitCode")) r.exit_code = static_cast<int>(AsInt(*v).value_or(0));
+        if (auto* v = Find(wo, "error"); v && v->is_string()) r.error = v->as_string();
+        if (r.state == "exited") tails[r.worker_id] = logs_->Tail(r.worker_id, 20);
+        reports.push_back(std::move(r));
+      }
+    }
+    Status st = scheduler_->Report(node, reports, tails);
+    if (!st.ok()) return resp->Send(ErrorResponse(st));
+    return resp->Send(Ok("{}"));
+  }
+  if (seg.size() == 4 && seg[3] == "logs" && m == "POST") {
+    const auto& o = body.as_object();
+    if (auto* lines = Find(o, "lines"); lines && lines->is_array()) {
+      for (const auto& x : lines->as_array()) {
+        if (!x.is_object()) continue;
+        const auto& lo = x.as_object();
+        scheduling::LogEntry e;
+        if (auto* v = Find(lo, "workerId"); v && v->is_string()) e.worker_id = v->as_string();
+        if (auto* v = Find(lo, "text"); v && v->is_string()) e.text = v->as_string();
+        if (auto* v = Find(lo, "stderr"); v && v->is_bool()) e.stderr_stream = v->get_bool();
+        if (auto* v = Find(lo, "at")) e.at_ms = AsInt(*v).value_or(clock_->NowMs());
+        const scheduling::WorkerInfo* w = workers_->Get(e.worker_id);
+        if (!w) continue;
+        e.endpoint_id = w->endpoint_id;
+        logs_->Append(std::move(e));
+      }
+    }
+    return resp->Send(Ok("{}"));
+  }
+  resp->Send(ErrorResponse(NotFound("no such route: " + m + " " + std::string(req.path()))));
+}
+
+void ApiServer::Logs(http::Request& req, Resp resp) {
+  scheduling::LogQuery q;
+  q.endpoint_id = req.param("endpoint").value_or("");
+  q.worker_id = req.param("worker").value_or("");
+  q.after_seq = atoll(req.param("after").value_or("0").c_str());
+  int64_t wait = std::clamp<int64_t>(atoll(req.param("wait").value_or("0").c_str()), 0, 60'000);
+  auto send = [resp](std::vector<scheduling::LogEntry> entries) {
+    json::array lines;
+    for (const auto& e : entries) {
+      lines.push_back(json::object{{"seq", e.seq},
+                                   {"at", e.at_ms},
+                                   {"endpointId", e.endpoint_id},
+                                   {"workerId", e.worker_id},
+                                   {"stderr", e.stderr_stream},
+                                   {"text", e.text}});
+    }
+    resp->Send(Json(200, json::object{{"lines", std::move(lines)}}));
+  };
+  if (wait > 0) return logs_->Wait(q, clock_->NowMs() + wait, send);
+  send(logs_->Query(q));
 }
 
 }  // namespace gantry::api

@@ -11,7 +11,9 @@
 #include "api/keys.h"
 #include "http/http.h"
 #include "jobs/job_manager.h"
+#include "scheduling/log_store.h"
 #include "scheduling/registry.h"
+#include "scheduling/scheduler.h"
 
 namespace gantry::api {
 
@@ -32,12 +34,14 @@ struct ApiOptions {
 class ApiServer {
  public:
   ApiServer(const Clock* clock, jobs::JobManager* jobs, scheduling::EndpointRegistry* endpoints,
-            scheduling::WorkerRegistry* workers, KeyRing* keys, ApiOptions options);
+            scheduling::WorkerRegistry* workers, scheduling::Scheduler* scheduler,
+            scheduling::LogStore* logs, KeyRing* keys, ApiOptions options);
   // The http::Handler for every request.
   void Handle(http::Request&& req, std::shared_ptr<http::Responder> resp);
   // Environment for a new worker of `endpoint_id` (runpod-protocol.md §2).
-  json::object WorkerEnv(const scheduling::EndpointSpec& spec, const std::string& worker_id,
-                         const std::string& secret) const;
+  std::map<std::string, std::string> WorkerEnv(const scheduling::EndpointSpec& spec,
+                                               const scheduling::WorkerInfo& worker,
+                                               const std::string& secret) const;
 
  private:
   using Resp = std::shared_ptr<http::Responder>;
@@ -46,6 +50,9 @@ class ApiServer {
   void Worker(http::Request& req, const std::string& ep, const std::string& action,
               const std::string& worker, const std::string& arg, Resp resp);
   void Management(http::Request& req, const std::vector<std::string>& seg, Resp resp);
+  void Nodes(http::Request& req, const std::vector<std::string>& seg, Resp resp);
+  void Logs(http::Request& req, Resp resp);
+  json::object HealthJson(const std::string& endpoint_id);
   void Submit(http::Request& req, const std::string& ep, bool sync, Resp resp);
   void SendJobs(const std::string& worker_id, std::vector<const jobs::Job*> js, bool batch,
                 Resp resp);
@@ -54,6 +61,8 @@ class ApiServer {
   jobs::JobManager* jobs_;
   scheduling::EndpointRegistry* endpoints_;
   scheduling::WorkerRegistry* workers_;
+  scheduling::Scheduler* scheduler_;
+  scheduling::LogStore* logs_;
   KeyRing* keys_;
   ApiOptions options_;
 };

@@ -52,6 +52,20 @@ ApiKey KeyRing::Add(const std::string& name, const std::string& secret,
   return k;
 }
 
+std::string KeyRing::AddEphemeral(const std::string& name) {
+  std::string secret = NewSecret("gk_");
+  ApiKey k;
+  k.id = NewId("key", 12);
+  k.name = name;
+  k.hash = Sha256Hex(secret);
+  k.prefix = secret.substr(0, 7);
+  k.created_ms = clock_->NowMs();
+  by_hash_[k.hash] = k.id;
+  ephemeral_.insert(k.id);
+  keys_[k.id] = std::move(k);
+  return secret;
+}
+
 std::pair<ApiKey, std::string> KeyRing::Create(const std::string& name,
                                                std::function<void(Status)> durable) {
   std::string secret = NewSecret("gk_");

@@ -3,6 +3,7 @@
 // Loop thread only.
 
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,10 +26,12 @@ class KeyRing {
  public:
   KeyRing(const Clock* clock, store::Store* store) : clock_(clock), store_(store) {}
   Status Load();
-  bool empty() const { return keys_.empty(); }
+  bool empty() const { return keys_.size() == ephemeral_.size(); }
   // Adds `secret` as a key (used for the admin key at first start).
   ApiKey Add(const std::string& name, const std::string& secret,
              std::function<void(Status)> durable);
+  // A key that lives only as long as this process (the in-process agent of `gantry up`).
+  std::string AddEphemeral(const std::string& name);
   // Creates a new random key; returns it and its secret.
   std::pair<ApiKey, std::string> Create(const std::string& name,
                                         std::function<void(Status)> durable);
@@ -42,6 +45,7 @@ class KeyRing {
   store::Store* store_;
   std::map<std::string, ApiKey> keys_;                    // by id
   std::unordered_map<std::string, std::string> by_hash_;  // hash -> id
+  std::set<std::string> ephemeral_;                       // ids of keys that are never stored
 };
 
 // The key in an Authorization header value: strips a "Bearer " prefix if present.

@@ -78,6 +78,13 @@ int RunServer(const ServerConfig& config) {
   scheduling::WorkerRegistry workers(&clock, store->get(), &jobs, wo);
   workers_ptr = &workers;
   KeyRing keys(&clock, store->get());
+  scheduling::LogStore logs;
+  ApiServer* api_ptr = nullptr;
+  scheduling::Scheduler scheduler(
+      &clock, &jobs, &endpoints, &workers, scheduling::SchedulerOptions{},
+      [&api_ptr](const scheduling::EndpointSpec& spec, const scheduling::WorkerInfo& w,
+                 const std::string& secret) { return api_ptr->WorkerEnv(spec, w, secret); });
+  jobs.SetEnqueueListener([&scheduler](const std::string& ep) { scheduler.Evaluate(ep); });
 
   auto job_records = (*store)->LoadJobs();
   Status st = job_records.ok() ? Status::Ok() : job_records.status();
@@ -102,7 +109,6 @@ int RunServer(const ServerConfig& config) {
   ho.host = config.host;
   ho.port = config.port;
   ho.body_limit = std::max(config.run_body_limit, config.runsync_body_limit) + (64u << 10);
-  ApiServer* api_ptr = nullptr;
   http::HttpServer server(&loop, ho,
                           [&api_ptr](http::Request&& r, std::shared_ptr<http::Responder> p) {
                             api_ptr->Handle(std::move(r), std::move(p));
@@ -115,19 +121,25 @@ int RunServer(const ServerConfig& config) {
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
   std::string url = "http://" + host + ":" + std::to_string(server.port());
   ao.public_url = config.public_url.empty() ? url : config.public_url;
-  ApiServer api(&clock, &jobs, &endpoints, &workers, &keys, ao);
+  ApiServer api(&clock, &jobs, &endpoints, &workers, &scheduler, &logs, &keys, ao);
   api_ptr = &api;
 
   loop.Every(20, [&] { jobs.Tick(); });
   loop.Every(500, [&] { workers.Tick(); });
+  loop.Every(200, [&] {
+    scheduler.Tick();
+    logs.Expire(clock.NowMs());
+  });
   loop.OnSignals({SIGINT, SIGTERM}, [&](int sig) {
     GLOG_INFO("signal %d: shutting down", sig);
+    if (config.on_shutdown) config.on_shutdown();
     server.Stop();
     loop.Stop();
   });
   signal(SIGPIPE, SIG_IGN);
   printf("gantry server listening on %s (data dir %s)\n", url.c_str(), config.data_dir.c_str());
   fflush(stdout);
+  if (config.on_listening) config.on_listening(url, keys.AddEphemeral("local-agent"));
   loop.Run();
   (*store)->Stop();  // every queued write is durable before we exit
   return 0;

@@ -2,6 +2,7 @@
 // `gantry server`: wires the store, the JobManager, the registries and the HTTP API together
 // and runs them on one event loop until SIGINT/SIGTERM.
 
+#include <functional>
 #include <string>
 
 #include "common/log.h"
@@ -21,6 +22,10 @@ struct ServerConfig {
   int64_t webhook_retry_ms = 10'000;
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;
+  // `gantry up`: called once the server listens, with its URL and a key for an in-process
+  // agent; `on_shutdown` is called before the event loop stops.
+  std::function<void(const std::string& url, const std::string& key)> on_listening;
+  std::function<void()> on_shutdown;
 };
 
 // Returns the process exit code.

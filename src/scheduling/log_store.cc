@@ -1,0 +1,65 @@
+#include "scheduling/log_store.h"
+
+namespace gantry::scheduling {
+
+static bool Matches(const LogQuery& q, const LogEntry& e) {
+  return e.seq > q.after_seq && (q.endpoint_id.empty() || q.endpoint_id == e.endpoint_id) &&
+         (q.worker_id.empty() || q.worker_id == e.worker_id);
+}
+
+void LogStore::Append(LogEntry e) {
+  e.seq = next_seq_++;
+  entries_.push_back(std::move(e));
+  while (entries_.size() > capacity_) entries_.pop_front();
+  const LogEntry& added = entries_.back();
+  std::vector<Waiter> keep;
+  std::vector<std::pair<std::function<void(std::vector<LogEntry>)>, LogQuery>> ready;
+  for (auto& w : waiters_) {
+    if (Matches(w.q, added))
+      ready.emplace_back(std::move(w.cb), w.q);
+    else
+      keep.push_back(std::move(w));
+  }
+  waiters_ = std::move(keep);
+  for (auto& [cb, q] : ready) cb(Query(q));
+}
+
+std::vector<LogEntry> LogStore::Query(const LogQuery& q) const {
+  std::vector<LogEntry> out;
+  for (const auto& e : entries_) {
+    if (!Matches(q, e)) continue;
+    out.push_back(e);
+    if (out.size() >= q.limit) break;
+  }
+  return out;
+}
+
+void LogStore::Wait(LogQuery q, int64_t deadline_ms,
+                    std::function<void(std::vector<LogEntry>)> cb) {
+  auto now = Query(q);
+  if (!now.empty()) return cb(std::move(now));
+  waiters_.push_back({std::move(q), deadline_ms, std::move(cb)});
+}
+
+void LogStore::Expire(int64_t now_ms) {
+  std::vector<Waiter> keep;
+  std::vector<std::function<void(std::vector<LogEntry>)>> due;
+  for (auto& w : waiters_) {
+    if (w.deadline_ms <= now_ms)
+      due.push_back(std::move(w.cb));
+    else
+      keep.push_back(std::move(w));
+  }
+  waiters_ = std::move(keep);
+  for (auto& cb : due) cb({});
+}
+
+std::vector<std::string> LogStore::Tail(const std::string& worker_id, size_t n) const {
+  std::vector<std::string> out;
+  for (auto it = entries_.rbegin(); it != entries_.rend() && out.size() < n; ++it) {
+    if (it->worker_id == worker_id) out.push_back(it->text);
+  }
+  return {out.rbegin(), out.rend()};
+}
+
+}  // namespace gantry::scheduling
