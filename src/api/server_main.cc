@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "api/api_server.h"
 #include "store/store.h"
@@ -60,7 +61,7 @@ int RunServer(const ServerConfig& config) {
   jo.sync_retention_ms = config.sync_retention_ms;
   jo.stop_grace_ms = config.stop_grace_ms;
   jo.webhook_retry_ms = config.webhook_retry_ms;
-  scheduling::WorkerRegistry* workers_ptr = nullptr;
+  scheduling::Scheduler* scheduler_ptr = nullptr;
   jobs::JobManager jobs(
       &clock, store->get(), jo,
       [&loop](const std::string& url, std::string body, std::function<void(bool)> done) {
@@ -69,14 +70,13 @@ int RunServer(const ServerConfig& config) {
                            done(r.ok() && r->status >= 200 && r->status < 300);
                          });
       },
-      [&workers_ptr](const std::string& worker, const std::string& why) {
-        if (workers_ptr) workers_ptr->Stop(worker, why);
+      [&scheduler_ptr](const std::string& worker, const std::string& why) {
+        if (scheduler_ptr) scheduler_ptr->Kill(worker, why);
       });
   scheduling::EndpointRegistry endpoints(&clock, store->get(), &jobs);
   scheduling::WorkerOptions wo;
   wo.ping_interval_ms = config.ping_interval_ms;
   scheduling::WorkerRegistry workers(&clock, store->get(), &jobs, wo);
-  workers_ptr = &workers;
   KeyRing keys(&clock, store->get());
   scheduling::LogStore logs;
   ApiServer* api_ptr = nullptr;
@@ -84,6 +84,7 @@ int RunServer(const ServerConfig& config) {
       &clock, &jobs, &endpoints, &workers, scheduling::SchedulerOptions{},
       [&api_ptr](const scheduling::EndpointSpec& spec, const scheduling::WorkerInfo& w,
                  const std::string& secret) { return api_ptr->WorkerEnv(spec, w, secret); });
+  scheduler_ptr = &scheduler;
   jobs.SetEnqueueListener([&scheduler](const std::string& ep) { scheduler.Evaluate(ep); });
 
   auto job_records = (*store)->LoadJobs();
@@ -130,17 +131,26 @@ int RunServer(const ServerConfig& config) {
     scheduler.Tick();
     logs.Expire(clock.NowMs());
   });
+  // Shutdown runs off the loop: an in-process agent still talks to the server while it stops
+  // its workers, then the loop is told to end.
+  std::thread shutdown;
   loop.OnSignals({SIGINT, SIGTERM}, [&](int sig) {
+    if (shutdown.joinable()) return;
     GLOG_INFO("signal %d: shutting down", sig);
-    if (config.on_shutdown) config.on_shutdown();
-    server.Stop();
-    loop.Stop();
+    shutdown = std::thread([&] {
+      if (config.on_shutdown) config.on_shutdown();
+      loop.Post([&] {
+        server.Stop();
+        loop.Stop();
+      });
+    });
   });
   signal(SIGPIPE, SIG_IGN);
   printf("gantry server listening on %s (data dir %s)\n", url.c_str(), config.data_dir.c_str());
   fflush(stdout);
   if (config.on_listening) config.on_listening(url, keys.AddEphemeral("local-agent"));
   loop.Run();
+  if (shutdown.joinable()) shutdown.join();
   (*store)->Stop();  // every queued write is durable before we exit
   return 0;
 }

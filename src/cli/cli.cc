@@ -1,13 +1,19 @@
 #include "cli/cli.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
+#include "agent/agent.h"
+#include "agent/process/process_runtime.h"
 #include "api/server_main.h"
 #include "common/json.h"
 #include "http/http.h"
@@ -184,6 +190,30 @@ void PrintEndpoint(const json::value& e) {
   }
 }
 
+// The Python SDK next to the binary: build/gantry -> sdk/python.
+std::string DefaultSdkPath() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
+       dir = dir.parent_path()) {
+    if (fs::exists(dir / "sdk" / "python" / "gantry")) return (dir / "sdk" / "python").string();
+  }
+  return "";
+}
+
+// Blocks until SIGINT or SIGTERM.
+void WaitForStopSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+}
+
+std::string Ms(const json::value& v) { return v.is_null() ? "-" : Str(v); }
+
 bool ParseListen(const std::string& listen, api::ServerConfig* cfg) {
   size_t colon = listen.rfind(':');
   if (colon == std::string::npos) {
@@ -235,38 +265,38 @@ int Main(int argc, char** argv) {
   };
 
   // ---- server
+  // The flags `server` and `up` share.
+  auto add_server_flags = [](CLI::App* c, api::ServerConfig& cfg, std::string& listen,
+                             bool& no_fsync) {
+    c->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
+        ->capture_default_str();
+    c->add_option("--data-dir", cfg.data_dir, "Where the database and admin key live")
+        ->capture_default_str();
+    c->add_option("--public-url", cfg.public_url,
+                  "Base URL workers use to reach this server (default: the listen address)");
+    c->add_flag("--no-fsync", no_fsync,
+                "Skip fsync on commit: survives a crash of the process, not of the machine");
+    c->add_option("--ping-interval-ms", cfg.ping_interval_ms,
+                  "Worker heartbeat interval; 3 missed make a worker lost")
+        ->capture_default_str();
+    c->add_option("--stop-grace-ms", cfg.stop_grace_ms,
+                  "How long a worker may ignore a stop before it is killed")
+        ->capture_default_str();
+    c->add_option("--webhook-retry-ms", cfg.webhook_retry_ms,
+                  "Delay before each of a failed webhook's two retries")
+        ->capture_default_str();
+    c->add_option("--run-retention-ms", cfg.run_retention_ms,
+                  "How long finished /run jobs stay readable")
+        ->capture_default_str();
+    c->add_option("--runsync-retention-ms", cfg.sync_retention_ms,
+                  "How long finished /runsync jobs stay readable")
+        ->capture_default_str();
+  };
   api::ServerConfig scfg;
   std::string listen = "127.0.0.1:8000";
   bool no_fsync = false;
   auto* server = app.add_subcommand("server", "Run the control plane and gateway");
-  server->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
-      ->capture_default_str();
-  server->add_option("--data-dir", scfg.data_dir, "Where the database and admin key live")
-      ->capture_default_str();
-  server->add_option("--public-url", scfg.public_url,
-                     "Base URL workers use to reach this server (default: the listen address)");
-  server->add_flag("--no-fsync", no_fsync,
-                   "Skip fsync on commit: survives a crash of the process, not of the machine");
-  server
-      ->add_option("--ping-interval-ms", scfg.ping_interval_ms,
-                   "Worker heartbeat interval; 3 missed make a worker lost")
-      ->capture_default_str();
-  server
-      ->add_option("--stop-grace-ms", scfg.stop_grace_ms,
-                   "How long a worker may ignore a stop before it is killed")
-      ->capture_default_str();
-  server
-      ->add_option("--webhook-retry-ms", scfg.webhook_retry_ms,
-                   "Delay before each of a failed webhook's two retries")
-      ->capture_default_str();
-  server
-      ->add_option("--run-retention-ms", scfg.run_retention_ms,
-                   "How long finished /run jobs stay readable")
-      ->capture_default_str();
-  server
-      ->add_option("--runsync-retention-ms", scfg.sync_retention_ms,
-                   "How long finished /runsync jobs stay readable")
-      ->capture_default_str();
+  add_server_flags(server, scfg, listen, no_fsync);
   server->callback([&] {
     if (!ParseListen(listen, &scfg)) {
       rc = 2;
@@ -497,6 +527,138 @@ int Main(int argc, char** argv) {
                printf("export %s='%s'\n", std::string(kv.key()).c_str(), quoted.c_str());
              }
            });
+  });
+
+  // ---- agent
+  agent::AgentOptions aopt;
+  aopt.sdk_path = DefaultSdkPath();
+  std::string agent_data_dir;
+  auto* agent_cmd = app.add_subcommand(
+      "agent", "Run the node agent: register this machine and run the workers the server assigns");
+  agent_cmd->add_option("--server", aopt.server_url, "Server URL")->required();
+  agent_cmd->add_option("--token", aopt.token, "An API key of the server")->required();
+  agent_cmd->add_option("--data-dir", agent_data_dir, "The agent's state (working directory)");
+  agent_cmd->add_option("--node-id", aopt.node_id, "This node's id (default: the host name)");
+  agent_cmd->add_option("--fake-gpus", aopt.fake_gpus,
+                        "Simulated GPUs instead of NVML, e.g. \"H100:8,A100-80GB:2\"");
+  agent_cmd->add_option("--sdk-path", aopt.sdk_path, "Python SDK put on workers' PYTHONPATH")
+      ->capture_default_str();
+  agent_cmd->callback([&] {
+    if (!agent_data_dir.empty()) {
+      fs::create_directories(agent_data_dir);
+      aopt.workdir = fs::absolute(agent_data_dir).string();
+    }
+    SystemClock clock;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);  // the threads below inherit the mask
+    agent::Agent a(aopt, &clock, agent::NewLocalProcessRuntime(&clock, {}));
+    Status st = a.Start();
+    if (!st.ok()) {
+      fprintf(stderr, "gantry agent: %s\n", st.ToString().c_str());
+      rc = 1;
+      return;
+    }
+    WaitForStopSignal();
+    a.Stop();
+  });
+
+  // ---- up
+  api::ServerConfig ucfg;
+  std::string up_listen = "127.0.0.1:8000";
+  agent::AgentOptions uopt;
+  uopt.sdk_path = DefaultSdkPath();
+  auto* up = app.add_subcommand(
+      "up", "Run everything on this machine: the server (SQLite) and an in-process agent");
+  bool up_no_fsync = false;
+  add_server_flags(up, ucfg, up_listen, up_no_fsync);
+  up->add_option("--fake-gpus", uopt.fake_gpus, "Simulated GPUs instead of NVML");
+  up->add_option("--sdk-path", uopt.sdk_path, "Python SDK put on workers' PYTHONPATH")
+      ->capture_default_str();
+  up->callback([&] {
+    if (!ParseListen(up_listen, &ucfg)) {
+      rc = 2;
+      return;
+    }
+    ucfg.sync_full = !up_no_fsync;
+    SystemClock clock;
+    std::unique_ptr<agent::Agent> local;
+    std::thread starter;
+    ucfg.on_listening = [&](const std::string& url, const std::string& key) {
+      uopt.server_url = url;
+      uopt.token = key;
+      uopt.workdir = fs::absolute(ucfg.data_dir).string();
+      local =
+          std::make_unique<agent::Agent>(uopt, &clock, agent::NewLocalProcessRuntime(&clock, {}));
+      // Registering talks to the server, whose loop starts after this returns.
+      starter = std::thread([&] {
+        Status st = local->Start();
+        if (!st.ok()) fprintf(stderr, "gantry up: agent: %s\n", st.ToString().c_str());
+      });
+    };
+    ucfg.on_shutdown = [&] {
+      if (starter.joinable()) starter.join();
+      if (local) local->Stop();
+    };
+    rc = api::RunServer(ucfg);
+    if (starter.joinable()) starter.join();
+  });
+
+  // ---- ps
+  std::string ps_ep;
+  auto* ps = app.add_subcommand("ps", "List workers with their state and cold-start phases");
+  ps->add_option("endpoint", ps_ep, "Only this endpoint's workers");
+  ps->callback([&] {
+    invoke("GET", "/v1/workers" + (ps_ep.empty() ? "" : "?endpoint=" + http::PercentEncode(ps_ep)),
+           "", [&](const json::value& b) {
+             std::vector<std::vector<std::string>> rows;
+             for (const auto& w : b.as_object().at("workers").as_array()) {
+               std::string phases = "-";
+               if (auto* cs = Find(w.as_object(), "coldStart"); cs && cs->is_object()) {
+                 const auto& c = cs->as_object();
+                 phases = Ms(c.at("receivedMs")) + "/" + Ms(c.at("spawnedMs")) + "/" +
+                          Ms(c.at("readyMs"));
+               }
+               rows.push_back({Field(w, "id"), Field(w, "endpointId"), Field(w, "state"),
+                               Field(w, "nodeId"), Field(w, "gpuType"), Field(w, "jobs"),
+                               Field(w, "startPath"), phases});
+             }
+             PrintTable({"ID", "ENDPOINT", "STATE", "NODE", "GPU", "JOBS", "PATH",
+                         "RECEIVED/SPAWNED/READY MS"},
+                        rows);
+           });
+  });
+
+  // ---- logs
+  std::string logs_ep, logs_worker;
+  bool follow = false;
+  auto* logs = app.add_subcommand("logs", "Show an endpoint's worker logs");
+  logs->add_option("endpoint", logs_ep, "Endpoint id")->required();
+  logs->add_option("--worker", logs_worker, "Only this worker's lines");
+  logs->add_flag("-f,--follow", follow, "Keep printing new lines");
+  logs->callback([&] {
+    ResolveConn(&conn);
+    int64_t after = 0;
+    do {
+      std::string path = "/v1/logs?endpoint=" + http::PercentEncode(logs_ep) +
+                         "&after=" + std::to_string(after) + (follow ? "&wait=30000" : "");
+      if (!logs_worker.empty()) path += "&worker=" + http::PercentEncode(logs_worker);
+      auto r = Call(conn, "GET", path, "", 60'000);
+      if (!r) {
+        rc = 1;
+        return;
+      }
+      for (const auto& l : r->body.as_object().at("lines").as_array()) {
+        after = std::max<int64_t>(after, AsInt(l.as_object().at("seq")).value_or(after));
+        if (conn.json)
+          PrintJson(l);
+        else
+          printf("%s %s\n", Field(l, "workerId").c_str(), Field(l, "text").c_str());
+      }
+      fflush(stdout);
+    } while (follow);
   });
 
   try {

@@ -88,6 +88,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     stream_.close();
   }
 
+  bool stopping() const { return server_->stopped; }
   // Called by ResponderImpl.
   void Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
             std::function<void(bool)> on_done);
@@ -115,7 +116,8 @@ class ResponderImpl final : public Responder {
       : conn_(std::move(conn)), keep_alive_(keep_alive), version_(version) {}
   ~ResponderImpl() override {
     if (conn_) {  // A handler dropped its responder without answering: a bug; answer 500.
-      GLOG_ERROR("http: a handler dropped a request without answering");
+      // (At shutdown, held long-polls are dropped on purpose.)
+      if (!conn_->stopping()) GLOG_ERROR("http: a handler dropped a request without answering");
       Send(Response{500, R"({"error":{"code":"internal","message":"no response"}})"});
     }
   }

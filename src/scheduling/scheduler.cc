@@ -126,6 +126,10 @@ void Scheduler::StopWorker(WorkerInfo* w, const std::string& why) {
   if (n != nodes_.end()) Rebuild(&n->second);
 }
 
+void Scheduler::Kill(const std::string& worker_id, const std::string& why) {
+  if (WorkerInfo* w = workers_->Get(worker_id)) StopWorker(w, why);
+}
+
 void Scheduler::Evaluate(const std::string& endpoint_id) {
   const EndpointSpec* spec = endpoints_->Get(endpoint_id);
   if (!spec || spec->worker.command.empty()) return;  // no command: workers are started by hand
@@ -146,7 +150,10 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
       if (idle_since >= 0) drained.push_back(w);
       continue;
     }
-    if (w->state == WorkerState::kUnhealthy) continue;
+    if (w->state == WorkerState::kUnhealthy) {  // its pings stopped: replace it
+      StopWorker(w, w->last_error);
+      continue;
+    }
     bool ready = w->state == WorkerState::kReady;
     if (ready && health.consecutive_failures > 0) {
       health.consecutive_failures = 0;

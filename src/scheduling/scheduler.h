@@ -97,6 +97,8 @@ class Scheduler {
   Status Report(const std::string& node_id, const std::vector<WorkerReport>& workers,
                 const std::map<std::string, std::vector<std::string>>& log_tails);
 
+  // Stops a worker for good (it ignored a stop): its node's agent kills the process.
+  void Kill(const std::string& worker_id, const std::string& why);
   // Re-evaluates one endpoint now (a job arrived) or every endpoint (periodic).
   void Evaluate(const std::string& endpoint_id);
   void Tick();

@@ -39,9 +39,11 @@ class Response:
 class Server:
     """A gantry server process on a free port with its own data dir."""
 
-    def __init__(self, data_dir=None, extra_args=()):
+    def __init__(self, data_dir=None, extra_args=(), command="server"):
+        """command: "server" (workers started by the tests) or "up" (with the agent)."""
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="gantry-e2e-")
         self.extra_args = list(extra_args)
+        self.command = command
         self.proc = None
         self.url = None
         self.port = None
@@ -53,7 +55,7 @@ class Server:
         env = dict(os.environ, GANTRY_ADMIN_KEY=ADMIN_KEY)
         with open(os.path.join(self.data_dir, "server.log"), "ab") as log:
             self.proc = subprocess.Popen(
-                [GANTRY, "server", "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                [GANTRY, self.command, "--listen", "127.0.0.1:%d" % port, "--data-dir",
                  self.data_dir] + self.extra_args,
                 stdout=subprocess.PIPE, stderr=log, env=env)
         deadline = time.time() + 10
@@ -76,7 +78,7 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -147,9 +149,10 @@ def kill_worker(proc, sig=signal.SIGKILL):
 
 class E2ETest(unittest.TestCase):
     server_args = ()
+    command = "server"
 
     def setUp(self):
-        self.server = Server(extra_args=self.server_args).start()
+        self.server = Server(extra_args=self.server_args, command=self.command).start()
         self.workers = []
 
     def tearDown(self):

@@ -101,13 +101,16 @@ class JobRunTest(unittest.TestCase):
 
         run = JobRun({"id": "j1", "input": 0}, handler, loop=self.loop, sink=Sink(),
                      errors=ErrorContext("w1", "h"), aggregate_stream=False,
-                     refresh_worker=False, on_done=lambda run, stop_pod: reported.append(1))
+                     refresh_worker=False, on_done=lambda run, stop_pod: ended.append(stop_pod))
+        ended = []
         run.start()
         self.assertTrue(started.wait(5))
         self.assertTrue(run.stop())
         self.assertTrue(unwound.wait(5))  # JobStopped was raised in the handler.
         time.sleep(0.1)  # Time enough for a (wrong) report to arrive.
         self.assertEqual(reported, [])
+        # Its slot is freed only once the handler has returned.
+        self.assertEqual(ended, [False])
 
 
 if __name__ == "__main__":

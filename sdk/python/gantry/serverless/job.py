@@ -58,8 +58,8 @@ class JobRun:
     """Runs one job on its own daemon thread.
 
     After start(): the handler runs, chunks go to `sink.stream`, the result to `sink.done`, then
-    `on_done(run, stop_pod)` is called on the job's thread. A stopped run reports nothing and
-    does not call `on_done`. `stop()` may be called from any thread.
+    `on_done(run, stop_pod)` is called on the job's thread. A stopped run reports nothing; it
+    calls `on_done(run, False)` once its handler has returned. `stop()` may be called from any thread.
     """
 
     def __init__(
@@ -123,6 +123,9 @@ class JobRun:
                 self._finishing = True
         except JobStopped:
             log.info("job %s: stopped", self.id)
+            # Only now is its slot free: the handler has returned. Until then the job stays in
+            # the worker's pings, so a handler that cannot be interrupted gets it killed.
+            self._on_done(self, False)
             return
         try:
             self._sink.done(self.id, payload, is_stream)

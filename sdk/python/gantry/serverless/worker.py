@@ -257,10 +257,8 @@ class Worker:
                 self._pending_stops[job_id] = time.monotonic() + PENDING_STOP_TTL_S
                 return
             if run.stop():
+                # It leaves _running (and the pings) when its handler returns (_on_job_done).
                 log.info("job %s: stopped by the server", job_id)
-                del self._running[job_id]
-                self._publish_running()
-                self._cond.notify_all()
 
     def _take_pending_stop(self, job_id: str) -> bool:
         """Whether a stop for `job_id` is pending (and consumes it). Caller holds _cond."""

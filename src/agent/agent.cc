@@ -1,0 +1,221 @@
+#include "agent/agent.h"
+
+#include <unistd.h>
+
+#include "agent/gpu_inventory.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "http/http.h"
+
+namespace gantry::agent {
+
+// A blocking client to the server with the agent's token. One per thread.
+class AgentHttp {
+ public:
+  AgentHttp(const http::Url& url, std::string token)
+      : client_(url.host, url.port), token_(std::move(token)) {}
+  Result<http::ClientResponse> Do(const std::string& method, const std::string& target,
+                                  const std::string& body, int64_t timeout_ms = 10'000) {
+    return client_.Do(method, target, body, {{"Authorization", "Bearer " + token_}}, timeout_ms);
+  }
+
+ private:
+  http::HttpClient client_;
+  std::string token_;
+};
+
+Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
+  auto v = ParseJson(body);
+  if (!v.ok()) return v.status();
+  if (!v->is_object()) return InvalidArgument("assignment is not an object");
+  const auto& o = v->as_object();
+  scheduling::Assignment a;
+  if (auto* ver = Find(o, "version")) a.version = AsInt(*ver).value_or(0);
+  auto* ws = Find(o, "workers");
+  if (!ws || !ws->is_array()) return a;
+  for (const auto& x : ws->as_array()) {
+    if (!x.is_object()) continue;
+    const auto& w = x.as_object();
+    scheduling::WorkerAssignment wa;
+    auto str = [&](const char* k) -> std::string {
+      const json::value* f = Find(w, k);
+      return f && f->is_string() ? std::string(f->as_string()) : "";
+    };
+    wa.worker_id = str("workerId");
+    wa.endpoint_id = str("endpointId");
+    wa.workdir = str("workdir");
+    wa.gpu_type = str("gpuType");
+    if (auto* f = Find(w, "endpointVersion")) wa.endpoint_version = AsInt(*f).value_or(0);
+    if (auto* f = Find(w, "command"); f && f->is_array()) {
+      for (const auto& c : f->as_array()) {
+        if (c.is_string()) wa.command.emplace_back(c.as_string());
+      }
+    }
+    if (auto* f = Find(w, "env"); f && f->is_object()) {
+      for (const auto& kv : f->as_object()) {
+        if (kv.value().is_string()) wa.env[std::string(kv.key())] = kv.value().as_string();
+      }
+    }
+    if (auto* f = Find(w, "gpus"); f && f->is_array()) {
+      for (const auto& g : f->as_array()) wa.gpus.push_back(static_cast<int>(AsInt(g).value_or(0)));
+    }
+    if (auto* f = Find(w, "cpu"); f && f->is_number()) wa.cpu = f->to_number<double>();
+    if (auto* f = Find(w, "memoryMb")) wa.memory_mb = AsInt(*f).value_or(0);
+    a.workers.push_back(std::move(wa));
+  }
+  return a;
+}
+
+static std::string HostName() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof buf - 1);
+  std::string s;
+  for (char c : std::string(buf))
+    s += (isalnum(static_cast<unsigned char>(c)) || c == '-') ? c : '-';
+  return s.empty() ? "node" : s;
+}
+
+Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRuntime> runtime)
+    : options_(std::move(options)),
+      clock_(clock),
+      runtime_(std::move(runtime)),
+      reconciler_(clock, runtime_.get(),
+                  ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms}) {
+  if (options_.node_id.empty()) options_.node_id = HostName();
+}
+
+Agent::~Agent() { Stop(); }
+
+Status Agent::Register(AgentHttp* http) {
+  json::array gpus;
+  for (const auto& g : inventory_.gpus) {
+    gpus.push_back(json::object{{"index", g.index}, {"type", g.type}, {"uuid", g.uuid}});
+  }
+  json::object body{{"name", inventory_.name},
+                    {"cpuCores", inventory_.cpu_cores},
+                    {"memoryMb", inventory_.memory_mb},
+                    {"gpus", std::move(gpus)}};
+  auto r = http->Do("POST", "/v1/nodes/" + options_.node_id, ToJson(body));
+  if (!r.ok()) return r.status();
+  if (r->status != 200) {
+    return Unavailable("registering node " + options_.node_id + ": HTTP " +
+                       std::to_string(r->status) + " " + r->body);
+  }
+  return Status::Ok();
+}
+
+Status Agent::Start() {
+  auto url = http::ParseUrl(options_.server_url);
+  if (!url.ok()) return url.status();
+  inventory_.name = options_.node_id;
+  inventory_.cpu_cores = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
+  inventory_.memory_mb = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+                         static_cast<int64_t>(sysconf(_SC_PAGE_SIZE)) / (1 << 20);
+  if (!options_.fake_gpus.empty()) {
+    auto fake = ParseFakeGpus(options_.fake_gpus);
+    if (!fake.ok()) return fake.status();
+    inventory_.gpus = std::move(*fake);
+  } else {
+    std::string note;
+    inventory_.gpus = DiscoverNvmlGpus(&note);
+    GLOG_INFO("agent: %s", note.c_str());
+  }
+  AgentHttp http(*url, options_.token);
+  GANTRY_RETURN_IF_ERROR(Register(&http));
+  if (std::string note = runtime_->limits_note(); !note.empty()) {
+    GLOG_WARN("agent: worker limits not enforced: %s", note.c_str());
+  }
+  GLOG_INFO("agent: node %s registered with %s (%zu GPUs)", options_.node_id.c_str(),
+            options_.server_url.c_str(), inventory_.gpus.size());
+  poll_thread_ = std::thread([this] { PollLoop(); });
+  main_thread_ = std::thread([this] { MainLoop(); });
+  return Status::Ok();
+}
+
+void Agent::Stop() {
+  if (stopping_.exchange(true)) return;
+  cv_.notify_all();
+  if (poll_thread_.joinable()) poll_thread_.join();
+  if (main_thread_.joinable()) main_thread_.join();
+  runtime_->StopAll(options_.stop_grace_ms);
+}
+
+void Agent::PollLoop() {
+  auto url = *http::ParseUrl(options_.server_url);
+  AgentHttp http(url, options_.token);
+  int64_t version = -1;
+  while (!stopping_) {
+    // A short long-poll, so that Stop() never waits long for this thread.
+    auto r = http.Do("GET",
+                     "/v1/nodes/" + options_.node_id +
+                         "/assignment?version=" + std::to_string(version) + "&wait=2000",
+                     "", 10'000);
+    if (!r.ok() || r->status >= 500) {
+      usleep(500'000);  // the server is down or restarting: try again soon
+      continue;
+    }
+    if (r->status == 404) {  // the server does not know this node (it restarted): register
+      if (!Register(&http).ok()) usleep(500'000);
+      continue;
+    }
+    auto a = ParseAssignment(r->body);
+    if (!a.ok()) {
+      GLOG_WARN("agent: bad assignment: %s", a.status().ToString().c_str());
+      usleep(500'000);
+      continue;
+    }
+    if (a->version == version) continue;
+    version = a->version;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_ = std::move(*a);
+    }
+    cv_.notify_all();
+  }
+}
+
+void Agent::MainLoop() {
+  auto url = *http::ParseUrl(options_.server_url);
+  AgentHttp http(url, options_.token);
+  int64_t last_status = 0;
+  while (!stopping_) {
+    std::optional<scheduling::Assignment> next;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(50),
+                   [&] { return stopping_ || pending_.has_value(); });
+      next.swap(pending_);
+    }
+    if (stopping_) break;
+    if (next) reconciler_.SetAssignment(*next);
+    bool changed = reconciler_.Step();
+    auto lines = reconciler_.DrainLogs();
+    if (!lines.empty()) {
+      json::array arr;
+      for (const auto& l : lines) {
+        arr.push_back(json::object{
+            {"workerId", l.id}, {"stderr", l.stderr_stream}, {"text", l.text}, {"at", l.at_ms}});
+      }
+      auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/logs",
+                       ToJson(json::object{{"lines", std::move(arr)}}));
+      if (!r.ok()) GLOG_WARN("agent: cannot ship logs: %s", r.status().ToString().c_str());
+    }
+    int64_t now = clock_->NowMs();
+    if (changed || now - last_status >= options_.status_interval_ms) {
+      json::array ws;
+      for (const auto& rep : reconciler_.Reports()) {
+        ws.push_back(json::object{{"workerId", rep.worker_id},
+                                  {"state", rep.state},
+                                  {"receivedAt", rep.received_ms},
+                                  {"spawnedAt", rep.spawned_ms},
+                                  {"exitCode", rep.exit_code},
+                                  {"error", rep.error}});
+      }
+      auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status",
+                       ToJson(json::object{{"workers", std::move(ws)}}));
+      if (r.ok() && r->status == 200) last_status = now;
+    }
+  }
+}
+
+}  // namespace gantry::agent

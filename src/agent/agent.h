@@ -1,0 +1,64 @@
+#pragma once
+// `gantry agent`: one per machine. Registers the node and its inventory, long-polls its
+// assignment, reconciles its processes toward it, and reports their state and logs.
+//
+// Threading: Start() runs two threads: one long-polls the assignment, the other owns the
+// Reconciler (and so the ProcessRuntime) and talks status and logs. Stop() joins both and stops
+// every worker.
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "agent/reconciler.h"
+#include "common/env.h"
+#include "scheduling/scheduler.h"
+
+namespace gantry::agent {
+
+struct AgentOptions {
+  std::string server_url;  // e.g. http://127.0.0.1:8000
+  std::string token;       // an API key
+  std::string node_id;     // Default: the host name.
+  std::string fake_gpus;   // "H100:8,A100-80GB:2": a simulated inventory instead of NVML
+  std::string sdk_path;    // the Python SDK, put on workers' PYTHONPATH
+  std::string workdir;     // workers' default working directory
+  int64_t status_interval_ms = 1'000;  // Default: a status every second (and on every change).
+  int64_t stop_grace_ms = 10'000;
+};
+
+class Agent {
+ public:
+  Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRuntime> runtime);
+  ~Agent();
+  // Discovers the inventory and registers; then runs the loops in the background.
+  Status Start();
+  // Stops the loops, then every worker (SIGTERM, SIGKILL after the grace period).
+  void Stop();
+
+ private:
+  void PollLoop();
+  void MainLoop();
+  Status Register(class AgentHttp* http);
+
+  AgentOptions options_;
+  const Clock* clock_;
+  std::unique_ptr<ProcessRuntime> runtime_;
+  Reconciler reconciler_;
+  scheduling::NodeInventory inventory_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;  // guards pending_, reregister_
+  std::condition_variable cv_;
+  std::optional<scheduling::Assignment> pending_;
+  bool reregister_ = false;
+  std::thread poll_thread_, main_thread_;
+};
+
+// Parses an assignment as the server's node API returns it.
+Result<scheduling::Assignment> ParseAssignment(const std::string& body);
+
+}  // namespace gantry::agent

@@ -1,0 +1,247 @@
+#include "agent/process/cgroups.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "common/log.h"
+
+namespace gantry::agent {
+namespace {
+
+constexpr char kMount[] = "/sys/fs/cgroup";
+
+std::string Errno(const std::string& what, int err) { return what + ": " + strerror(err); }
+
+Status WriteFile(const std::string& path, const std::string& data) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Internal(Errno("open " + path, errno));
+  ssize_t n = write(fd, data.data(), data.size());
+  int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(data.size())) {
+    return Internal(Errno("write '" + data + "' to " + path, n < 0 ? err : EIO));
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Internal(Errno("open " + path, errno));
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, n);
+  int err = errno;
+  close(fd);
+  if (n < 0) return Internal(Errno("read " + path, err));
+  return out;
+}
+
+// Creates `path` unless it is a directory already.
+Status MakeDir(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return Status::Ok();
+  return Internal(Errno("mkdir " + path, errno));
+}
+
+bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+bool HasWord(const std::string& text, const std::string& word) {
+  std::istringstream in(text);
+  std::string w;
+  while (in >> w) {
+    if (w == word) return true;
+  }
+  return false;
+}
+
+// The value of `key` in a "key value" per line file (memory.events, memory.oom_control); 0 if
+// absent.
+int64_t KeyValue(const std::string& text, const std::string& key) {
+  std::istringstream in(text);
+  std::string k;
+  int64_t v;
+  while (in >> k >> v) {
+    if (k == key) return v;
+  }
+  return 0;
+}
+
+// Turns `controller` on for the children of `dir` (cgroup v2).
+Status Enable(const std::string& dir, const std::string& controller) {
+  Status s = WriteFile(dir + "/cgroup.subtree_control", "+" + controller);
+  if (s.ok()) return s;
+  Result<std::string> on = ReadFile(dir + "/cgroup.subtree_control");
+  return on.ok() && HasWord(*on, controller) ? Status::Ok() : s;
+}
+
+}  // namespace
+
+Cgroups::Cgroups(bool use, const std::string& prefix) {
+  if (!use) {
+    note_ = "cgroups are disabled by options: cpu and memory limits are not enforced";
+    return;
+  }
+  std::vector<std::string> problems;
+  if (Exists(std::string(kMount) + "/cgroup.controllers")) DetectV2(prefix, &problems);
+  if (!enabled()) DetectV1(prefix, &problems);
+
+  bool memory = false, cpu = false;
+  for (const Hierarchy& h : hierarchies_) {
+    memory |= h.memory;
+    cpu |= h.cpu;
+  }
+  if (memory && cpu) return;
+  note_ = !memory && !cpu ? "cpu and memory limits are not enforced"
+          : !memory       ? "memory limits are not enforced"
+                          : "cpu shares are not enforced";
+  for (size_t i = 0; i < problems.size(); ++i) note_ += (i ? "; " : ": ") + problems[i];
+}
+
+void Cgroups::DetectV2(const std::string& prefix, std::vector<std::string>* problems) {
+  const std::string root = kMount;
+  Result<std::string> available = ReadFile(root + "/cgroup.controllers");
+  if (!available.ok()) {
+    problems->push_back("cgroup v2: " + available.status().message());
+    return;
+  }
+  Hierarchy h{root + "/" + prefix};
+  if (Status s = MakeDir(h.dir); !s.ok()) {
+    problems->push_back("cgroup v2: " + s.message());
+    return;
+  }
+  for (const char* controller : {"memory", "cpu"}) {
+    Status s = HasWord(*available, controller)
+                   ? Enable(root, controller)
+                   : FailedPrecondition(std::string("no ") + controller + " controller in " + root);
+    if (s.ok()) s = Enable(h.dir, controller);
+    if (!s.ok()) {
+      problems->push_back("cgroup v2: " + s.message());
+      continue;
+    }
+    (std::string(controller) == "memory" ? h.memory : h.cpu) = true;
+  }
+  if (h.memory || h.cpu) {
+    version_ = 2;
+    hierarchies_.push_back(h);
+  } else {
+    rmdir(h.dir.c_str());
+  }
+}
+
+void Cgroups::DetectV1(const std::string& prefix, std::vector<std::string>* problems) {
+  struct Candidate {
+    const char* controller;
+    const char* probe;  // a file only that controller's hierarchy has
+  };
+  for (Candidate c :
+       {Candidate{"memory", "memory.limit_in_bytes"}, Candidate{"cpu", "cpu.shares"}}) {
+    const std::string mount = std::string(kMount) + "/" + c.controller;
+    if (!Exists(mount + "/" + c.probe)) {
+      problems->push_back("cgroup v1: no " + std::string(c.controller) + " hierarchy at " + mount);
+      continue;
+    }
+    Hierarchy h{mount + "/" + prefix};
+    if (Status s = MakeDir(h.dir); !s.ok()) {
+      problems->push_back("cgroup v1: " + s.message());
+      continue;
+    }
+    (std::string(c.controller) == "memory" ? h.memory : h.cpu) = true;
+    version_ = 1;
+    hierarchies_.push_back(h);
+  }
+}
+
+Status Cgroups::Create(const std::string& id, double cpu, int64_t memory_mb) const {
+  Status s;
+  for (const Hierarchy& h : hierarchies_) {
+    const std::string dir = h.dir + "/" + id;
+    if (mkdir(dir.c_str(), 0755) != 0) {
+      // Left over from an earlier child of this id whose cgroup was still busy at its exit.
+      if (errno != EEXIST || rmdir(dir.c_str()) != 0 || mkdir(dir.c_str(), 0755) != 0) {
+        s = Internal(Errno("mkdir " + dir, errno));
+      }
+    }
+    if (s.ok() && h.memory && memory_mb > 0) {
+      const std::string bytes = std::to_string(memory_mb << 20);
+      if (version_ == 1) {
+        s = WriteFile(dir + "/memory.limit_in_bytes", bytes);
+        // Memory plus swap, where the kernel accounts swap; without it the limit is on RAM only.
+        if (s.ok() && Exists(dir + "/memory.memsw.limit_in_bytes")) {
+          s = WriteFile(dir + "/memory.memsw.limit_in_bytes", bytes);
+        }
+      } else {
+        s = WriteFile(dir + "/memory.max", bytes);
+        if (s.ok() && Exists(dir + "/memory.swap.max"))
+          s = WriteFile(dir + "/memory.swap.max", "0");
+      }
+    }
+    if (s.ok() && h.cpu && cpu > 0) {
+      // v1 shares: 1024 per core, in [2, 262144]. v2 weight: 100 (the default) per core, in
+      // [1, 10000].
+      s = version_ == 1
+              ? WriteFile(dir + "/cpu.shares",
+                          std::to_string(std::clamp<int64_t>(std::llround(cpu * 1024), 2, 262144)))
+              : WriteFile(dir + "/cpu.weight",
+                          std::to_string(std::clamp<int64_t>(std::llround(cpu * 100), 1, 10000)));
+    }
+    if (!s.ok()) break;
+  }
+  if (!s.ok()) Remove(id);
+  return s;
+}
+
+Status Cgroups::AddProcess(const std::string& id, int pid) const {
+  for (const Hierarchy& h : hierarchies_) {
+    GANTRY_RETURN_IF_ERROR(WriteFile(h.dir + "/" + id + "/cgroup.procs", std::to_string(pid)));
+  }
+  return Status::Ok();
+}
+
+bool Cgroups::OomKilled(const std::string& id) const {
+  for (const Hierarchy& h : hierarchies_) {
+    if (!h.memory) continue;
+    const std::string file =
+        h.dir + "/" + id + (version_ == 1 ? "/memory.oom_control" : "/memory.events");
+    Result<std::string> text = ReadFile(file);
+    if (!text.ok()) {
+      GLOG_WARN("process runtime: %s", text.status().message().c_str());
+      continue;
+    }
+    if (KeyValue(*text, "oom_kill") > 0) return true;
+  }
+  return false;
+}
+
+void Cgroups::KillAll(const std::string& id) const {
+  for (const Hierarchy& h : hierarchies_) {
+    Result<std::string> procs = ReadFile(h.dir + "/" + id + "/cgroup.procs");
+    if (!procs.ok()) continue;
+    std::istringstream in(*procs);
+    int pid;
+    while (in >> pid) kill(pid, SIGKILL);
+  }
+}
+
+bool Cgroups::Remove(const std::string& id) const {
+  bool removed = true;
+  for (const Hierarchy& h : hierarchies_) {
+    const std::string dir = h.dir + "/" + id;
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
+    if (errno == EBUSY) {
+      removed = false;
+    } else {
+      GLOG_WARN("process runtime: %s", Errno("rmdir " + dir, errno).c_str());
+    }
+  }
+  return removed;
+}
+
+}  // namespace gantry::agent

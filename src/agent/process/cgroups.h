@@ -1,0 +1,59 @@
+#pragma once
+// Cgroups: the per-child cgroups of the local process runtime (internal to gantry_agent_process).
+// A child's cgroup is <hierarchy>/<prefix>/<id> in every hierarchy in use: on cgroup v2 the
+// unified one at /sys/fs/cgroup, on v1 the memory and cpu ones at /sys/fs/cgroup/{memory,cpu}.
+// Paths are absolute: the agent owns the machine, so its workers' cgroups sit beside its own
+// rather than inside it. The <prefix> directories are created once and left in place.
+//
+// Threading: not thread-safe; owned by the runtime's thread. No error here is fatal: a start
+// goes on without limits when its cgroup cannot be set up.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace gantry::agent {
+
+class Cgroups {
+ public:
+  // Finds which controllers this host lets us use and creates their <prefix> directories.
+  // use=false: none.
+  Cgroups(bool use, const std::string& prefix);
+
+  Cgroups(const Cgroups&) = delete;
+  Cgroups& operator=(const Cgroups&) = delete;
+
+  bool enabled() const { return !hierarchies_.empty(); }
+  // "" when both cpu and memory limits are enforced; otherwise which are not, and why.
+  const std::string& note() const { return note_; }
+
+  // Creates the cgroup of `id` and writes its limits (cpu in cores, memory in MiB; 0: none).
+  // On error nothing is left behind.
+  Status Create(const std::string& id, double cpu, int64_t memory_mb) const;
+  // Moves `pid` into the cgroup of `id`.
+  Status AddProcess(const std::string& id, int pid) const;
+  // Whether the kernel's OOM killer has killed a process of the cgroup of `id`.
+  bool OomKilled(const std::string& id) const;
+  // SIGKILLs every process still in the cgroup of `id`.
+  void KillAll(const std::string& id) const;
+  // Removes the cgroup of `id`. False while it still holds processes: call again later.
+  bool Remove(const std::string& id) const;
+
+ private:
+  struct Hierarchy {
+    std::string dir;  // <mount>/<prefix>
+    bool memory = false;
+    bool cpu = false;
+  };
+
+  void DetectV2(const std::string& prefix, std::vector<std::string>* problems);
+  void DetectV1(const std::string& prefix, std::vector<std::string>* problems);
+
+  int version_ = 0;  // 1 or 2 once a hierarchy is in use
+  std::vector<Hierarchy> hierarchies_;
+  std::string note_;
+};
+
+}  // namespace gantry::agent

@@ -1,0 +1,520 @@
+// The real ProcessRuntime: fork/exec, one process group and one cgroup per child, output through
+// non-blocking pipes, every child reaped with waitpid.
+//
+// Start() protocol with the child, between fork() and exec():
+//   1. The child makes itself a process group leader and waits on the `go` socket (a socket,
+//      so that the parent can write to it without risking SIGPIPE).
+//   2. The parent moves the child into its cgroup, then releases it through `go`, so none of
+//      the worker's code runs outside its limits.
+//   3. The child redirects stdio, chdirs and execs. If any step fails it writes an
+//      ExecFailure to the `report` pipe and exits 127; a successful exec closes that pipe
+//      (O_CLOEXEC), so the parent reads EOF. Start() waits for one or the other.
+// Only async-signal-safe calls happen in the child, so the agent may have other threads.
+//
+// A process group is signalled with kill(-pid) only while its leader is unreaped (perhaps a
+// zombie): until then the pid, and so the group id, cannot be reused. Reap() therefore looks
+// for exits with WNOWAIT, kills what is left of the group, and only then reaps the leader.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "agent/process/cgroups.h"
+#include "agent/process/process_runtime.h"
+#include "common/log.h"
+
+namespace gantry::agent {
+namespace {
+
+// Read from one stream per call at most, so that a chatty child cannot stall the agent.
+constexpr size_t kMaxReadPerDrain = 1 << 20;
+// Used when neither the spec's env nor the agent has a PATH.
+constexpr char kDefaultPath[] = "/usr/local/bin:/usr/bin:/bin";
+// How often StopAll() looks for exits while it waits.
+constexpr auto kStopAllPoll = std::chrono::milliseconds(5);
+
+// A Status for a failed system call, its code chosen by what the caller can do about it.
+Status ErrnoStatus(const std::string& what, int err) {
+  std::string message = what + ": " + strerror(err);
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return NotFound(std::move(message));
+    case EACCES:
+    case EPERM:
+      return PermissionDenied(std::move(message));
+    case EAGAIN:
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+      return ResourceExhausted(std::move(message));
+    case ENOEXEC:
+    case E2BIG:
+    case ENAMETOOLONG:
+    case ELOOP:
+    case EISDIR:
+      return InvalidArgument(std::move(message));
+    default:
+      return Internal(std::move(message));
+  }
+}
+
+// An owned file descriptor; -1 when empty.
+class Fd {
+ public:
+  Fd() = default;
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    Reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  ~Fd() { Reset(); }
+  int get() const { return fd_; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Sets `fd` to a new descriptor above stdin/stdout/stderr, so that the child's dup2() onto 0-2
+// cannot clobber it (an agent started with stdio closed gets such low descriptors).
+Status TakeAboveStdio(int raw, Fd* fd) {
+  fd->Reset(raw);
+  if (raw > STDERR_FILENO) return Status::Ok();
+  int lifted = fcntl(raw, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  if (lifted < 0) return ErrnoStatus("fcntl(F_DUPFD_CLOEXEC)", errno);
+  fd->Reset(lifted);
+  return Status::Ok();
+}
+
+// A pipe, or a connected pair of Unix stream sockets if `socket`.
+Status MakeChannel(Fd* read_end, Fd* write_end, bool socket = false) {
+  int fds[2];
+  if ((socket ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) : pipe2(fds, O_CLOEXEC)) !=
+      0) {
+    return ErrnoStatus(socket ? "socketpair" : "pipe2", errno);
+  }
+  Status s = TakeAboveStdio(fds[0], read_end);
+  Status t = TakeAboveStdio(fds[1], write_end);
+  return s.ok() ? t : s;
+}
+
+bool ValidId(const std::string& id) {
+  if (id.empty() || id == "." || id == "..") return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+// Where the child may find argv[0], in order (as execvp searches, minus its /bin/sh fallback).
+std::vector<std::string> ExecCandidates(const ProcessSpec& spec) {
+  const std::string& name = spec.argv[0];
+  if (name.find('/') != std::string::npos) return {name};
+  std::string path = kDefaultPath;
+  if (auto it = spec.env.find("PATH"); it != spec.env.end()) {
+    path = it->second;
+  } else if (const char* own = getenv("PATH")) {
+    path = own;
+  }
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = std::min(path.find(':', start), path.size());
+    if (end > start) out.push_back(path.substr(start, end - start) + "/" + name);
+    start = end + 1;
+  }
+  return out;
+}
+
+// What a child reports through the `report` pipe when it cannot exec.
+struct ExecFailure {
+  enum Stage : int { kSetup, kChdir, kExec } stage;
+  int err;
+};
+
+// Everything the child needs, prepared before fork() so that it need not allocate.
+struct ChildPlan {
+  std::vector<const char*> candidates;  // paths to try execve() on, in order
+  std::vector<char*> argv;              // null-terminated
+  std::vector<char*> envp;              // null-terminated
+  const char* workdir = nullptr;        // null: stay
+  int dev_null = -1, out = -1, err = -1, go = -1, report = -1;
+};
+
+// In the child: waits for `go`, redirects stdio, chdirs and execs. Returns only on failure.
+ExecFailure ExecChild(const ChildPlan& plan) {
+  char byte;
+  ssize_t n;
+  while ((n = read(plan.go, &byte, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 1) return {ExecFailure::kSetup, n == 0 ? EPIPE : errno};  // the parent gave up
+  if (dup2(plan.dev_null, STDIN_FILENO) < 0 || dup2(plan.out, STDOUT_FILENO) < 0 ||
+      dup2(plan.err, STDERR_FILENO) < 0) {
+    return {ExecFailure::kSetup, errno};
+  }
+  // Descriptors the agent opened without O_CLOEXEC must not leak into the worker.
+  close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC);
+  if (plan.workdir && chdir(plan.workdir) != 0) return {ExecFailure::kChdir, errno};
+  int err = ENOENT;
+  bool denied = false;
+  for (const char* candidate : plan.candidates) {
+    execve(candidate, plan.argv.data(), plan.envp.data());
+    err = errno;
+    if (err == EACCES) {
+      denied = true;
+    } else if (err != ENOENT && err != ENOTDIR) {
+      break;
+    }
+  }
+  return {ExecFailure::kExec, denied && (err == ENOENT || err == ENOTDIR) ? EACCES : err};
+}
+
+// Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns.
+[[noreturn]] void RunChild(const ChildPlan& plan) {
+  setpgid(0, 0);
+  // Signal dispositions set to SIG_IGN and the signal mask survive exec(); give the worker the
+  // defaults rather than whatever the agent uses.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  struct sigaction dfl = {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
+
+  const ExecFailure failure = ExecChild(plan);
+  ssize_t ignored = write(plan.report, &failure, sizeof failure);
+  (void)ignored;
+  _exit(127);
+}
+
+class LocalProcessRuntime final : public ProcessRuntime {
+ public:
+  LocalProcessRuntime(const Clock* clock, const ProcessRuntimeOptions& options)
+      : clock_(clock), cgroups_(options.use_cgroups, options.cgroup_prefix) {
+    if (!cgroups_.note().empty()) GLOG_WARN("process runtime: %s", cgroups_.note().c_str());
+  }
+
+  ~LocalProcessRuntime() override {
+    for (auto& [id, child] : children_) Finish(child);
+    RetryStaleCgroups();
+    for (const std::string& id : stale_cgroups_) {
+      GLOG_WARN("process runtime: cgroup of %s still busy; left in place", id.c_str());
+    }
+  }
+
+  Result<int> Start(const ProcessSpec& spec) override;
+  void Stop(const std::string& id, int64_t grace_ms) override;
+  std::vector<ProcessExit> Reap() override;
+  std::vector<LogLine> DrainLogs() override;
+  std::vector<std::string> Running() const override;
+  void StopAll(int64_t grace_ms) override;
+  std::string limits_note() const override { return cgroups_.note(); }
+
+ private:
+  struct Stream {
+    Fd fd;  // read end, non-blocking; empty after EOF
+    bool is_stderr = false;
+    std::string partial;  // bytes after the last complete line
+  };
+  struct Child {
+    std::string id;
+    int pid = 0;
+    Stream out, err;
+    bool in_cgroup = false;
+    std::optional<int64_t> kill_at_ms;  // when Stop()'s SIGKILL is due
+    bool killed = false;                // SIGKILL sent
+  };
+
+  // Reaps the children that ended into exits_ and sends the SIGKILLs that are due.
+  void ReapEnded();
+  // Kills what is left of `child`, reaps it, reads the rest of its output and removes its
+  // cgroup. `child` must then be erased.
+  ProcessExit Finish(Child& child);
+  // Reads what `s` has (everything it has if `final`, then closes it) into lines_.
+  void ReadStream(const std::string& id, Stream& s, bool final);
+  void Emit(const std::string& id, const Stream& s, std::string text);
+  void RetryStaleCgroups();
+
+  const Clock* clock_;
+  Cgroups cgroups_;
+  std::map<std::string, Child> children_;  // by id; not yet reaped
+  std::vector<ProcessExit> exits_;         // reaped, not yet returned by Reap()
+  std::vector<LogLine> lines_;             // read, not yet returned by DrainLogs()
+  std::set<std::string> stale_cgroups_;    // ids whose cgroup was busy at their exit
+};
+
+Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
+  if (!ValidId(spec.id)) return InvalidArgument("bad process id '" + spec.id + "'");
+  if (spec.argv.empty()) return InvalidArgument("process " + spec.id + ": empty argv");
+  if (children_.contains(spec.id)) return AlreadyExists("process " + spec.id + " is running");
+
+  const std::vector<std::string> candidates = ExecCandidates(spec);
+  std::vector<std::string> env_strings;
+  for (const auto& [key, value] : spec.env) {
+    if (key.empty() || key.find('=') != std::string::npos) {
+      return InvalidArgument("process " + spec.id + ": bad environment variable name '" + key +
+                             "'");
+    }
+    env_strings.push_back(key + "=" + value);
+  }
+  ChildPlan plan;
+  for (const std::string& c : candidates) plan.candidates.push_back(c.c_str());
+  for (const std::string& a : spec.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
+  plan.argv.push_back(nullptr);
+  for (std::string& e : env_strings) plan.envp.push_back(e.data());
+  plan.envp.push_back(nullptr);
+  if (!spec.workdir.empty()) plan.workdir = spec.workdir.c_str();
+
+  Fd dev_null, out_r, out_w, err_r, err_w, go_r, go_w, report_r, report_w;
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) return ErrnoStatus("open /dev/null", errno);
+  GANTRY_RETURN_IF_ERROR(TakeAboveStdio(null_fd, &dev_null));
+  GANTRY_RETURN_IF_ERROR(MakeChannel(&out_r, &out_w));
+  GANTRY_RETURN_IF_ERROR(MakeChannel(&err_r, &err_w));
+  GANTRY_RETURN_IF_ERROR(MakeChannel(&go_r, &go_w, /*socket=*/true));
+  GANTRY_RETURN_IF_ERROR(MakeChannel(&report_r, &report_w));
+  plan.dev_null = dev_null.get();
+  plan.out = out_w.get();
+  plan.err = err_w.get();
+  plan.go = go_r.get();
+  plan.report = report_w.get();
+
+  bool in_cgroup = false;
+  if (cgroups_.enabled()) {
+    Status s = cgroups_.Create(spec.id, spec.cpu, spec.memory_mb);
+    if (s.ok()) {
+      in_cgroup = true;
+      stale_cgroups_.erase(spec.id);  // Create() replaced it
+    } else {
+      GLOG_WARN("process runtime: %s runs without limits: %s", spec.id.c_str(),
+                s.message().c_str());
+    }
+  }
+
+  const int pid = fork();
+  if (pid < 0) {
+    Status s = ErrnoStatus("fork", errno);
+    if (in_cgroup) cgroups_.Remove(spec.id);
+    return s;
+  }
+  if (pid == 0) RunChild(plan);
+
+  dev_null.Reset();
+  out_w.Reset();
+  err_w.Reset();
+  go_r.Reset();
+  report_w.Reset();
+  setpgid(pid, pid);  // also done by the child: the group exists whichever runs first
+  if (in_cgroup) {
+    // On failure the child may be in some of its cgroups; they are all removed at its exit.
+    Status s = cgroups_.AddProcess(spec.id, pid);
+    if (!s.ok()) {
+      GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
+                s.message().c_str());
+    }
+  }
+  Status failed;  // stays ok if the child execs
+  const char go = 1;
+  ssize_t n;
+  while ((n = send(go_w.get(), &go, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  go_w.Reset();
+  if (n != 1) {
+    failed = ErrnoStatus("process " + spec.id + ": releasing the child", errno);
+  } else {
+    ExecFailure failure{};
+    while ((n = read(report_r.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
+    }
+    if (n == static_cast<ssize_t>(sizeof failure)) {
+      const std::string what = failure.stage == ExecFailure::kSetup ? "child setup"
+                               : failure.stage == ExecFailure::kChdir
+                                   ? "workdir " + spec.workdir
+                                   : "cannot run '" + spec.argv[0] + "'";
+      failed = ErrnoStatus("process " + spec.id + ": " + what, failure.err);
+    } else if (n != 0) {
+      failed = Internal("process " + spec.id + ": bad report from the child");
+    }
+  }
+  if (!failed.ok()) {
+    kill(pid, SIGKILL);  // it is exiting already unless it never got `go`
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    if (in_cgroup) cgroups_.Remove(spec.id);
+    return failed;
+  }
+
+  fcntl(out_r.get(), F_SETFL, O_NONBLOCK);
+  fcntl(err_r.get(), F_SETFL, O_NONBLOCK);
+  Child& child = children_[spec.id];
+  child.id = spec.id;
+  child.pid = pid;
+  child.out.fd = std::move(out_r);
+  child.err.fd = std::move(err_r);
+  child.err.is_stderr = true;
+  child.in_cgroup = in_cgroup;
+  return pid;
+}
+
+void LocalProcessRuntime::Stop(const std::string& id, int64_t grace_ms) {
+  auto it = children_.find(id);
+  if (it == children_.end() || it->second.killed) return;
+  Child& child = it->second;
+  if (grace_ms <= 0) {
+    kill(-child.pid, SIGKILL);
+    child.killed = true;
+    return;
+  }
+  kill(-child.pid, SIGTERM);
+  const int64_t due = clock_->NowMs() + grace_ms;
+  child.kill_at_ms = child.kill_at_ms ? std::min(*child.kill_at_ms, due) : due;
+}
+
+std::vector<ProcessExit> LocalProcessRuntime::Reap() {
+  ReapEnded();
+  return std::exchange(exits_, {});
+}
+
+void LocalProcessRuntime::ReapEnded() {
+  RetryStaleCgroups();
+  const int64_t now = clock_->NowMs();
+  for (auto it = children_.begin(); it != children_.end();) {
+    Child& child = it->second;
+    siginfo_t info = {};
+    if (waitid(P_PID, child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0) {
+      if (!child.killed && child.kill_at_ms && now >= *child.kill_at_ms) {
+        kill(-child.pid, SIGKILL);
+        child.killed = true;
+      }
+      ++it;
+      continue;
+    }
+    exits_.push_back(Finish(child));
+    it = children_.erase(it);
+  }
+}
+
+ProcessExit LocalProcessRuntime::Finish(Child& child) {
+  kill(-child.pid, SIGKILL);
+  ProcessExit exit{child.id, child.pid};
+  if (child.in_cgroup) {
+    exit.oom_killed = cgroups_.OomKilled(child.id);
+    cgroups_.KillAll(child.id);
+  }
+  int status = 0;
+  int r;
+  while ((r = waitpid(child.pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (r < 0) {
+    // Someone else reaped it (SIGCHLD ignored, or a waitpid(-1) elsewhere in the agent).
+    GLOG_ERROR("process runtime: exit status of %s (pid %d) lost: %s", child.id.c_str(), child.pid,
+               strerror(errno));
+    exit.exit_code = -1;
+  } else if (WIFSIGNALED(status)) {
+    exit.exit_code = -1;
+    exit.term_signal = WTERMSIG(status);
+  } else {
+    exit.exit_code = WEXITSTATUS(status);
+  }
+  exit.at_ms = clock_->NowMs();
+  ReadStream(child.id, child.out, /*final=*/true);
+  ReadStream(child.id, child.err, /*final=*/true);
+  if (child.in_cgroup && !cgroups_.Remove(child.id)) stale_cgroups_.insert(child.id);
+  return exit;
+}
+
+void LocalProcessRuntime::RetryStaleCgroups() {
+  for (auto it = stale_cgroups_.begin(); it != stale_cgroups_.end();) {
+    it = cgroups_.Remove(*it) ? stale_cgroups_.erase(it) : std::next(it);
+  }
+}
+
+std::vector<LogLine> LocalProcessRuntime::DrainLogs() {
+  for (auto& [id, child] : children_) {
+    ReadStream(id, child.out, /*final=*/false);
+    ReadStream(id, child.err, /*final=*/false);
+  }
+  return std::exchange(lines_, {});
+}
+
+void LocalProcessRuntime::ReadStream(const std::string& id, Stream& s, bool final) {
+  if (s.fd.get() < 0) return;
+  char buf[64 * 1024];
+  bool eof = false;
+  for (size_t total = 0; total < kMaxReadPerDrain;) {
+    ssize_t n = read(s.fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      eof = n == 0;
+      break;  // EOF, EAGAIN or an error
+    }
+    total += n;
+    s.partial.append(buf, n);
+    size_t start = 0;
+    for (;;) {
+      const size_t newline = s.partial.find('\n', start);
+      const size_t end = newline == std::string::npos ? s.partial.size() : newline;
+      if (end - start > kMaxLogLineBytes) {
+        Emit(id, s, s.partial.substr(start, kMaxLogLineBytes));
+        start += kMaxLogLineBytes;
+      } else if (newline != std::string::npos) {
+        Emit(id, s, s.partial.substr(start, end - start));
+        start = newline + 1;
+      } else {
+        break;
+      }
+    }
+    s.partial.erase(0, start);
+  }
+  if (eof || final) {
+    if (!s.partial.empty()) Emit(id, s, std::exchange(s.partial, {}));
+    s.fd.Reset();
+  }
+}
+
+void LocalProcessRuntime::Emit(const std::string& id, const Stream& s, std::string text) {
+  lines_.push_back(LogLine{id, s.is_stderr, std::move(text), clock_->NowMs()});
+}
+
+std::vector<std::string> LocalProcessRuntime::Running() const {
+  std::vector<std::string> ids;
+  for (const auto& [id, child] : children_) ids.push_back(id);
+  return ids;
+}
+
+void LocalProcessRuntime::StopAll(int64_t grace_ms) {
+  for (const auto& [id, child] : children_) Stop(id, grace_ms);
+  // A real wait for real processes: measured on the steady clock, not on the injected one.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+  ReapEnded();
+  while (!children_.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(kStopAllPoll);
+    ReapEnded();
+  }
+  for (auto& [id, child] : children_) exits_.push_back(Finish(child));
+  children_.clear();
+}
+
+}  // namespace
+
+std::unique_ptr<ProcessRuntime> NewLocalProcessRuntime(const Clock* clock,
+                                                       ProcessRuntimeOptions options) {
+  return std::make_unique<LocalProcessRuntime>(clock, options);
+}
+
+}  // namespace gantry::agent

@@ -1,0 +1,109 @@
+#pragma once
+// ProcessRuntime: how the node agent starts a worker as a child process, stops it, reaps it and
+// collects its output. The agent talks to this interface only; NewLocalProcessRuntime() is the
+// real one (fork/exec, process groups, cgroups) and FakeProcessRuntime (fake_process_runtime.h)
+// stands in for it in agent tests.
+//
+// Threading: not thread-safe. The agent calls every method from one thread. No call waits on a
+// child, except that Start() returns once the child has exec'd (or failed to), and StopAll()
+// and the destructor wait for the children they end.
+//
+// Precondition: SIGCHLD is not ignored in the agent and nothing else in it reaps with
+// waitpid(-1) or wait(): the runtime reaps its own children.
+//
+// Ownership: the runtime owns its children. Every child it started is reaped by it (no zombies);
+// destroying the runtime SIGKILLs the children still running and reaps them.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/env.h"
+#include "common/status.h"
+
+namespace gantry::agent {
+
+struct ProcessSpec {
+  // The worker id: names its cgroup and its log lines. Letters, digits, '.', '_', '-'.
+  std::string id;
+  // argv[0] without a '/' is looked up in the PATH of `env` if set there, else in the agent's
+  // (empty PATH entries are skipped). With a '/', it is taken as is (relative to `workdir`).
+  std::vector<std::string> argv;
+  std::string workdir;                     // "" = the agent's cwd
+  std::map<std::string, std::string> env;  // the child's whole environment; nothing is inherited
+  double cpu = 0;                          // cores, a soft share (cpu.shares / cpu.weight); 0: none
+  int64_t memory_mb = 0;                   // hard limit on the cgroup's memory; 0: none
+};
+
+struct ProcessExit {
+  std::string id;
+  int pid = 0;
+  int exit_code = 0;        // -1 if killed by a signal
+  int term_signal = 0;      // 0 if it exited
+  bool oom_killed = false;  // the kernel's OOM killer killed a process of its cgroup
+  int64_t at_ms = 0;        // Clock time at which it was reaped
+};
+
+struct LogLine {
+  std::string id;
+  bool stderr_stream = false;
+  std::string text;   // one line without its newline; at most kMaxLogLineBytes
+  int64_t at_ms = 0;  // Clock time at which it was read
+};
+
+// Longer lines are split into pieces of this size.
+inline constexpr size_t kMaxLogLineBytes = 16 * 1024;
+
+class ProcessRuntime {
+ public:
+  virtual ~ProcessRuntime() = default;
+
+  // Starts spec.argv in a new process group. Returns its pid; AlreadyExists if a process with
+  // this id has not been reaped yet; InvalidArgument for a bad id or empty argv; NotFound or
+  // PermissionDenied when the workdir or the program cannot be used (nothing is left running).
+  // Resource limits that cannot be applied never fail a start (see limits_note()).
+  virtual Result<int> Start(const ProcessSpec& spec) = 0;
+
+  // Sends SIGTERM to the process group of `id` now and SIGKILL to it once grace_ms have passed
+  // (sent by Reap()). grace_ms <= 0 sends SIGKILL at once. Unknown ids are ignored; a second
+  // Stop never moves the SIGKILL later.
+  virtual void Stop(const std::string& id, int64_t grace_ms) = 0;
+
+  // The children that ended since the last call; also sends the SIGKILLs that are due. When a
+  // child ends, whatever is left of its process group and cgroup is SIGKILLed, its remaining
+  // output is read (DrainLogs() returns it) and its id is free for Start() again.
+  virtual std::vector<ProcessExit> Reap() = 0;
+
+  // Complete lines read so far from every child's stdout and stderr, in order per stream. A
+  // partial last line is held until its newline comes or the child is reaped.
+  virtual std::vector<LogLine> DrainLogs() = 0;
+
+  // Ids of the children not yet reaped, sorted.
+  virtual std::vector<std::string> Running() const = 0;
+
+  // For shutdown: Stop()s every child, waits up to grace_ms (plus a little) for them to end,
+  // SIGKILLs the rest and reaps them all. Blocks. Their exits are returned by the next Reap().
+  virtual void StopAll(int64_t grace_ms) = 0;
+
+  // "" when cpu and memory limits are enforced; otherwise why they are not.
+  virtual std::string limits_note() const = 0;
+};
+
+struct ProcessRuntimeOptions {
+  // Put each child in its own cgroup (cpu and memory controllers) when the host allows it.
+  // Default: true.
+  bool use_cgroups = true;
+  // Children's cgroups are <hierarchy>/<cgroup_prefix>/<id>. Default: "gantry".
+  std::string cgroup_prefix = "gantry";
+};
+
+// The real runtime. `clock` (not owned, must outlive the runtime) times SIGKILL deadlines and
+// stamps exits and log lines. cgroups: v2 if /sys/fs/cgroup/cgroup.controllers offers memory or
+// cpu, else the v1 memory and cpu hierarchies under /sys/fs/cgroup/{memory,cpu}; if neither can
+// be written, children run without limits and limits_note() (and one warning in the log) says so.
+std::unique_ptr<ProcessRuntime> NewLocalProcessRuntime(const Clock* clock,
+                                                       ProcessRuntimeOptions options);
+
+}  // namespace gantry::agent

@@ -1,0 +1,56 @@
+#pragma once
+// The agent's reconciler: makes the processes on this node match the assignment (DESIGN §2.4).
+// Pure logic over a ProcessRuntime, so it is tested with FakeProcessRuntime.
+//
+// Threading: one thread (the agent's main loop).
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "agent/process/process_runtime.h"
+#include "common/env.h"
+#include "scheduling/scheduler.h"
+
+namespace gantry::agent {
+
+struct ReconcilerOptions {
+  std::string sdk_path;         // put on each worker's PYTHONPATH (the gantry and runpod packages)
+  std::string default_workdir;  // for workers whose endpoint names none
+  int64_t stop_grace_ms = 10'000;  // SIGTERM, then SIGKILL after this. Default: 10 s.
+  // Variables of the agent's own environment passed on when the worker's env lacks them.
+  std::vector<std::string> inherited = {"PATH", "HOME", "LANG", "USER", "TMPDIR"};
+};
+
+class Reconciler {
+ public:
+  Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options);
+
+  // The latest assignment; the next Step() acts on it.
+  void SetAssignment(const scheduling::Assignment& assignment);
+  int64_t assignment_version() const { return version_; }
+  // Reaps exits, stops what is no longer assigned, starts what is. Returns true when a report
+  // changed (the agent then sends its status at once).
+  bool Step();
+  // One report per worker known here: running, or exited (until the assignment drops it).
+  std::vector<scheduling::WorkerReport> Reports() const;
+  std::vector<LogLine> DrainLogs() { return runtime_->DrainLogs(); }
+  // The environment a worker's process gets.
+  std::map<std::string, std::string> WorkerEnvironment(const scheduling::WorkerAssignment& a) const;
+
+ private:
+  struct Local {
+    scheduling::WorkerAssignment spec;
+    scheduling::WorkerReport report;
+    bool started = false;
+    bool stopping = false;
+  };
+  const Clock* clock_;
+  ProcessRuntime* runtime_;
+  ReconcilerOptions options_;
+  int64_t version_ = -1;
+  std::vector<scheduling::WorkerAssignment> assigned_;
+  std::map<std::string, Local> workers_;
+};
+
+}  // namespace gantry::agent

@@ -1,0 +1,133 @@
+#include "agent/reconciler.h"
+
+#include <gtest/gtest.h>
+
+#include "agent/agent.h"
+#include "agent/gpu_inventory.h"
+#include "agent/process/fake_process_runtime.h"
+
+namespace gantry::agent {
+namespace {
+
+scheduling::WorkerAssignment Worker(const std::string& id, std::vector<int> gpus = {}) {
+  scheduling::WorkerAssignment a;
+  a.worker_id = id;
+  a.endpoint_id = "ep";
+  a.command = {"python3", "handler.py"};
+  a.env = {{"RUNPOD_POD_ID", id}, {"PYTHONPATH", "/bundle"}};
+  a.gpus = std::move(gpus);
+  a.memory_mb = 512;
+  return a;
+}
+
+class ReconcilerTest : public ::testing::Test {
+ protected:
+  ReconcilerTest() : runtime_(&clock_), rec_(&clock_, &runtime_, {"/sdk", "/work", 5000}) {}
+  void Assign(std::vector<scheduling::WorkerAssignment> ws) {
+    rec_.SetAssignment({++version_, std::move(ws)});
+  }
+  FakeClock clock_;
+  FakeProcessRuntime runtime_;
+  Reconciler rec_;
+  int64_t version_ = 0;
+};
+
+TEST_F(ReconcilerTest, StartsAssignedWorkersWithTheirIdentityAndGpus) {
+  Assign({Worker("w1", {2, 3}), Worker("w2")});
+  EXPECT_TRUE(rec_.Step());
+  auto starts = runtime_.starts();
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[0].id, "w1");
+  EXPECT_EQ(starts[0].argv, (std::vector<std::string>{"python3", "handler.py"}));
+  EXPECT_EQ(starts[0].workdir, "/work");
+  EXPECT_EQ(starts[0].memory_mb, 512);
+  EXPECT_EQ(starts[0].env.at("RUNPOD_POD_ID"), "w1");
+  EXPECT_EQ(starts[0].env.at("CUDA_VISIBLE_DEVICES"), "2,3");
+  EXPECT_EQ(starts[0].env.at("NVIDIA_VISIBLE_DEVICES"), "2,3");
+  EXPECT_EQ(starts[0].env.at("PYTHONPATH"), "/bundle:/sdk");  // the bundle's own comes first
+  EXPECT_EQ(starts[1].env.at("CUDA_VISIBLE_DEVICES"), "");
+  EXPECT_EQ(starts[1].env.at("NVIDIA_VISIBLE_DEVICES"), "void");
+  auto reports = rec_.Reports();
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[0].state, "running");
+  EXPECT_GT(reports[0].spawned_ms, 0);
+  // A second step with the same assignment starts nothing more: no duplicates.
+  EXPECT_FALSE(rec_.Step());
+  EXPECT_EQ(runtime_.starts().size(), 2u);
+}
+
+TEST_F(ReconcilerTest, StopsWorkersNoLongerAssignedWithTheGracePeriod) {
+  Assign({Worker("w1"), Worker("w2")});
+  rec_.Step();
+  Assign({Worker("w2")});
+  rec_.Step();
+  auto stops = runtime_.stops();
+  ASSERT_EQ(stops.size(), 1u);
+  EXPECT_EQ(stops[0].id, "w1");
+  EXPECT_EQ(stops[0].grace_ms, 5000);
+  rec_.Step();  // the fake honours SIGTERM: w1 is reaped and forgotten
+  auto reports = rec_.Reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].worker_id, "w2");
+}
+
+TEST_F(ReconcilerTest, ReportsCrashesOomAndStartFailures) {
+  Assign({Worker("w1"), Worker("w2")});
+  rec_.Step();
+  runtime_.Exit("w1", 3);
+  runtime_.Kill("w2", 9, /*oom_killed=*/true);
+  EXPECT_TRUE(rec_.Step());
+  auto reports = rec_.Reports();
+  EXPECT_EQ(reports[0].state, "exited");
+  EXPECT_EQ(reports[0].exit_code, 3);
+  EXPECT_NE(reports[1].error.find("memory limit (512 MB)"), std::string::npos);
+  // An exited worker is not restarted by the agent: the server decides (with backoff).
+  rec_.Step();
+  EXPECT_EQ(runtime_.starts().size(), 2u);
+
+  runtime_.FailNextStart(NotFound("no such program: python3"));
+  Assign({Worker("w3")});
+  rec_.Step();
+  reports = rec_.Reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].state, "exited");
+  EXPECT_NE(reports[0].error.find("no such program"), std::string::npos);
+}
+
+TEST_F(ReconcilerTest, AssignmentWithoutEnvironmentIsReportedNotStarted) {
+  auto w = Worker("w1");
+  w.env.clear();
+  Assign({w});
+  rec_.Step();
+  EXPECT_TRUE(runtime_.starts().empty());
+  EXPECT_EQ(rec_.Reports()[0].state, "exited");
+}
+
+TEST(GpuInventoryTest, FakeGpusParse) {
+  auto g = ParseFakeGpus("H100:2,A100-80GB:1");
+  ASSERT_TRUE(g.ok());
+  ASSERT_EQ(g->size(), 3u);
+  EXPECT_EQ((*g)[2].type, "A100-80GB");
+  EXPECT_EQ((*g)[2].index, 2);
+  EXPECT_FALSE(ParseFakeGpus("H100:x").ok());
+  EXPECT_FALSE(ParseFakeGpus(":2").ok());
+  std::string note;
+  auto real = DiscoverNvmlGpus(&note);  // no NVML on CI machines: none, and a note why
+  if (real.empty()) EXPECT_FALSE(note.empty());
+}
+
+TEST(AgentTest, ParsesAssignments) {
+  auto a = ParseAssignment(R"({"version":4,"workers":[{"workerId":"w","endpointId":"e",
+      "command":["a","b"],"env":{"K":"V"},"gpus":[1],"cpu":0.5,"memoryMb":256,"gpuType":"H100"}]})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->version, 4);
+  ASSERT_EQ(a->workers.size(), 1u);
+  EXPECT_EQ(a->workers[0].command, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(a->workers[0].env.at("K"), "V");
+  EXPECT_EQ(a->workers[0].gpus, std::vector<int>{1});
+  EXPECT_DOUBLE_EQ(a->workers[0].cpu, 0.5);
+  EXPECT_FALSE(ParseAssignment("[").ok());
+}
+
+}  // namespace
+}  // namespace gantry::agent

@@ -1,0 +1,184 @@
+"""End-to-end on `gantry up`: the server with its in-process agent starts, scales and stops
+real worker processes."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+from harness import E2ETest, HANDLERS, PYTHON
+
+
+def handler(name):
+    return [PYTHON, os.path.join(HANDLERS, name)]
+
+
+class UpTest(E2ETest):
+    command = "up"
+    server_args = ("--ping-interval-ms", "500", "--stop-grace-ms", "1500")
+
+    def endpoint(self, id, script, **spec):
+        body = {"id": id, "worker": {"command": handler(script)}}
+        body.update(spec)
+        return self.server.create_endpoint(body)
+
+    def worker_list(self, endpoint):
+        return self.server.request("GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]
+
+    def live(self, endpoint):
+        return [w for w in self.worker_list(endpoint) if w["state"] != "STOPPED"]
+
+    def wait_for(self, pred, timeout=20, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    def test_scale_from_zero_and_back_to_zero(self):
+        self.endpoint("echo", "echo.py", idleTimeout=1)
+        self.assertEqual(self.live("echo"), [])
+        r = self.server.request("POST", "/v2/echo/runsync", {"input": {"x": 1}})
+        self.assertEqual(r.json["status"], "COMPLETED", r)
+        self.assertEqual(r.json["output"], {"echo": {"x": 1}})
+        ws = self.worker_list("echo")
+        self.assertEqual(len(ws), 1)
+        cs = ws[0]["coldStart"]
+        # The four phases were recorded, in order.
+        self.assertTrue(0 <= cs["receivedMs"] <= cs["spawnedMs"] <= cs["readyMs"], cs)
+        self.assertEqual(ws[0]["startPath"], "full")
+        # Back to zero after idleTimeout, and its process is gone.
+        self.wait_for(lambda: self.live("echo") == [], what="scale to zero")
+        out = subprocess.run(["pgrep", "-f", os.path.join(HANDLERS, "echo.py")],
+                             capture_output=True, text=True)
+        self.wait_for(lambda: subprocess.run(
+            ["pgrep", "-f", "RUNPOD_POD_ID=" + ws[0]["id"]], capture_output=True).returncode != 0,
+            what="worker process exit")
+        # A new job scales it up again.
+        r = self.server.request("POST", "/v2/echo/runsync", {"input": {"x": 2}})
+        self.assertEqual(r.json["status"], "COMPLETED", r)
+
+    def test_burst_never_exceeds_workers_max_and_all_complete(self):
+        self.endpoint("burst", "behaviours.py", workersMax=3, idleTimeout=2,
+                      scalerType="REQUEST_COUNT", scalerValue=1)
+        ids = [self.server.request("POST", "/v2/burst/run",
+                                   {"input": {"mode": "sleep", "seconds": 0.02}}).json["id"]
+               for _ in range(200)]
+        peak = 0
+        stop = threading.Event()
+
+        def watch():
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, len(self.live("burst")))
+                time.sleep(0.05)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            deadline = time.time() + 90
+            pending = set(ids)
+            while pending and time.time() < deadline:
+                h = self.server.request("GET", "/v2/burst/health").json
+                if h["jobs"]["completed"] == 200:
+                    pending.clear()
+                    break
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(self.server.request("GET", "/v2/burst/health").json["jobs"]["completed"],
+                         200)
+        self.assertLessEqual(peak, 3)
+        self.assertGreaterEqual(peak, 2, "the burst should have scaled up")
+
+    def test_worker_killed_mid_job_is_replaced_and_job_finished(self):
+        self.endpoint("k", "behaviours.py", idleTimeout=5)
+        job = self.server.request("POST", "/v2/k/run",
+                                  {"input": {"mode": "sleep", "seconds": 2}}).json["id"]
+        st = self.server.wait_status("k", job, {"IN_PROGRESS"})
+        first = st["workerId"]
+        pid = self.wait_for(lambda: subprocess.run(
+            ["pgrep", "-f", "behaviours.py"], capture_output=True, text=True).stdout.split(),
+            what="worker pid")
+        for p in pid:
+            os.kill(int(p), signal.SIGKILL)
+        done = self.server.wait_status("k", job, {"COMPLETED"}, timeout=40)
+        self.assertNotEqual(done["workerId"], first)
+        self.assertEqual(done["output"], {"slept": 2})
+
+    def test_hung_handler_past_execution_timeout_is_killed(self):
+        self.endpoint("hang", "blocking.py", idleTimeout=30)
+        job = self.server.request("POST", "/v2/hang/run",
+                                  {"input": {"seconds": 120},
+                                   "policy": {"executionTimeout": 5000}}).json["id"]
+        st = self.server.wait_status("hang", job, {"IN_PROGRESS"})
+        done = self.server.wait_status("hang", job, {"TIMED_OUT"}, timeout=15)
+        self.assertIn("execution timeout", done["error"])
+        # The stop is ignored (a blocked sync handler); after the grace the worker is killed.
+        def gone():
+            ws = [w for w in self.worker_list("hang") if w["id"] == st["workerId"]]
+            return ws and ws[0]["state"] == "STOPPED"
+        self.wait_for(gone, timeout=15, what="the hung worker to be stopped")
+
+    def test_failing_start_makes_endpoint_unhealthy_with_error_visible(self):
+        self.endpoint("bad", "crash_at_start.py")
+        r = self.server.request("POST", "/v2/bad/run", {"input": {}})
+        job = r.json["id"]
+
+        def unhealthy():
+            h = self.server.request("GET", "/v2/bad/health").json
+            return h if h.get("status") == "unhealthy" else None
+        h = self.wait_for(unhealthy, timeout=30, what="unhealthy")
+        self.assertGreaterEqual(h["workers"]["unhealthy"], 3)
+        self.assertIn("failed to start", h["lastError"])
+        ep = self.server.request("GET", "/v1/endpoints/bad").json
+        self.assertIn("CUDA out of memory (simulated)", "\n".join(ep["health"]["lastLog"]))
+        # The job waits; it does not fail; and there is no hot restart loop (backoff).
+        self.assertEqual(self.server.request("GET", "/v2/bad/status/" + job).json["status"],
+                         "IN_QUEUE")
+        n = len(self.worker_list("bad"))
+        time.sleep(1.0)
+        self.assertLessEqual(len(self.worker_list("bad")) - n, 1)
+
+    def test_new_version_drains_old_workers(self):
+        self.endpoint("v", "behaviours.py", idleTimeout=30)
+        job = self.server.request("POST", "/v2/v/run",
+                                  {"input": {"mode": "sleep", "seconds": 2}}).json["id"]
+        old = self.server.wait_status("v", job, {"IN_PROGRESS"})["workerId"]
+        r = self.server.request("PATCH", "/v1/endpoints/v", {"env": {"VERSION": "2"}})
+        self.assertEqual(r.json["version"], 2)
+        r2 = self.server.request("POST", "/v2/v/runsync", {"input": {"mode": "echo"}})
+        self.assertEqual(r2.json["status"], "COMPLETED", r2)
+        self.assertNotEqual(r2.json["workerId"], old, "new jobs go to new workers")
+        done = self.server.wait_status("v", job, {"COMPLETED"}, timeout=20)
+        self.assertEqual(done["workerId"], old, "the old worker finishes its job")
+        self.wait_for(lambda: [w for w in self.worker_list("v") if w["id"] == old][0]["state"]
+                      == "STOPPED", what="the old worker to drain")
+
+    def test_fake_gpus_are_assigned_exclusively(self):
+        self.server.stop()
+        from harness import Server
+        self.server = Server(extra_args=self.server_args + ("--fake-gpus", "H100:2"),
+                             command="up").start()
+        self.endpoint("g", "behaviours.py", gpuTypeIds=["A100-80GB", "H100"], workersMax=3,
+                      scalerType="REQUEST_COUNT", scalerValue=1, idleTimeout=30)
+        for _ in range(3):
+            self.server.request("POST", "/v2/g/run", {"input": {"mode": "sleep", "seconds": 3}})
+        ws = self.wait_for(lambda: (lambda l: l if len(l) >= 2 else None)(self.live("g")),
+                           what="two workers")
+        time.sleep(0.5)
+        ws = self.live("g")
+        self.assertEqual(len(ws), 2, "only two GPUs: the third worker is throttled")
+        self.assertEqual(sorted(g for w in ws for g in w["gpus"]), [0, 1])
+        self.assertTrue(all(w["gpuType"] == "H100" for w in ws), "fell back from A100-80GB")
+        self.assertGreaterEqual(
+            self.server.request("GET", "/v2/g/health").json["workers"]["throttled"], 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
