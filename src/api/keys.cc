@@ -79,14 +79,21 @@ Status KeyRing::Revoke(const std::string& id, std::function<void(Status)> durabl
   store_->Write({store::Mutation::DeleteObject("key", id)}, std::move(durable));
   by_hash_.erase(it->second.hash);
   keys_.erase(it);
+  checked_.clear();
   return Status::Ok();
 }
 
 const ApiKey* KeyRing::Check(std::string_view authorization) const {
-  std::string_view token = BearerToken(authorization);
+  std::string token(BearerToken(authorization));
   if (token.empty()) return nullptr;
-  auto it = by_hash_.find(Sha256Hex(std::string(token)));
+  if (auto c = checked_.find(token); c != checked_.end()) {
+    auto k = keys_.find(c->second);
+    if (k != keys_.end()) return &k->second;
+  }
+  auto it = by_hash_.find(Sha256Hex(token));
   if (it == by_hash_.end()) return nullptr;
+  if (checked_.size() >= 1024) checked_.clear();
+  checked_[token] = it->second;
   return &keys_.at(it->second);
 }
 

@@ -46,6 +46,9 @@ class KeyRing {
   std::map<std::string, ApiKey> keys_;                    // by id
   std::unordered_map<std::string, std::string> by_hash_;  // hash -> id
   std::set<std::string> ephemeral_;                       // ids of keys that are never stored
+  // Authorization values already checked -> key id, so that a busy client does not pay a
+  // SHA-256 per request. Bounded; cleared when a key is revoked.
+  mutable std::unordered_map<std::string, std::string> checked_;
 };
 
 // The key in an Authorization header value: strips a "Bearer " prefix if present.

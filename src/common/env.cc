@@ -5,6 +5,7 @@
 #include <openssl/rand.h>
 
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 
 namespace gantry {
@@ -42,6 +43,38 @@ std::string NewId(const std::string& prefix, size_t hex_chars) {
 std::string NewSecret(const std::string& prefix) {
   std::string raw = RandomBytes(20);
   return prefix + Hex(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+}
+
+FastRandom::FastRandom() {
+  std::string seed = RandomBytes(sizeof s_);
+  memcpy(s_, seed.data(), sizeof s_);
+  if ((s_[0] | s_[1] | s_[2] | s_[3]) == 0) s_[0] = 1;
+}
+
+static inline uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t FastRandom::Next() {
+  uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+  uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = Rotl(s_[3], 45);
+  return result;
+}
+
+std::string FastRandom::Hex(size_t n) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out(n, '0');
+  uint64_t bits = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 16 == 0) bits = Next();
+    out[i] = kDigits[bits & 15];
+    bits >>= 4;
+  }
+  return out;
 }
 
 std::string Sha256Hex(const std::string& data) {

@@ -41,6 +41,19 @@ std::string NewId(const std::string& prefix, size_t hex_chars = 20);
 // A secret for API keys and worker tokens: `prefix` followed by 40 hex characters.
 std::string NewSecret(const std::string& prefix);
 
+// A fast pseudo-random generator (xoshiro256**) seeded from the OS. For ids that must be
+// unique and hard to guess in practice, not for secrets. Not thread-safe: one per thread/owner.
+class FastRandom {
+ public:
+  FastRandom();
+  uint64_t Next();
+  // `n` lowercase hex characters.
+  std::string Hex(size_t n);
+
+ private:
+  uint64_t s_[4];
+};
+
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(const std::string& data);
 

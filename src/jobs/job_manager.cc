@@ -70,8 +70,8 @@ std::string StatusJson(const Job& job, int64_t now_ms) {
 }
 
 // A UUID-shaped id, as RunPod's job ids are.
-static std::string NewJobId() {
-  std::string hex = NewId("", 32);
+static std::string NewJobId(FastRandom& random) {
+  std::string hex = random.Hex(32);
   return hex.substr(0, 8) + '-' + hex.substr(8, 4) + '-' + hex.substr(12, 4) + '-' +
          hex.substr(16, 4) + '-' + hex.substr(20, 12);
 }
@@ -197,7 +197,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   auto job = std::make_shared<Job>();
   auto& r = job->rec;
   do {
-    r.id = NewJobId();
+    r.id = NewJobId(random_);
   } while (jobs_.count(r.id));
   r.endpoint_id = req.endpoint_id;
   r.status = StatusName(JobStatus::kInQueue);
@@ -407,7 +407,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
       w.cb(nullptr);
     }
   }
-  store_->Write({store::Mutation::DeleteJob(job_id)}, {});
+  store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
   jobs_.erase(it);
 }
 

@@ -234,6 +234,7 @@ class JobManager {
   std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
   TimerMap timers_;
   int64_t next_seq_ = 1;
+  FastRandom random_;  // job ids
   uint64_t next_waiter_id_ = 1;
   int64_t webhook_deliveries_ = 0;
   int64_t webhook_failures_ = 0;

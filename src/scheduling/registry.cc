@@ -190,10 +190,14 @@ Result<WorkerInfo*> WorkerRegistry::Authenticate(const std::string& endpoint_id,
                                                  const std::string& worker_id,
                                                  const std::string& key) {
   if (key.empty()) return Unauthenticated("missing worker key");
-  std::string hash = Sha256Hex(key);
-  auto owner = by_hash_.find(hash);
-  if (owner == by_hash_.end()) return Unauthenticated("invalid worker key");
-  if (owner->second != worker_id) {
+  auto cached = checked_.find(key);
+  if (cached == checked_.end()) {
+    auto owner = by_hash_.find(Sha256Hex(key));
+    if (owner == by_hash_.end()) return Unauthenticated("invalid worker key");
+    if (checked_.size() >= 4096) checked_.clear();
+    cached = checked_.emplace(key, owner->second).first;
+  }
+  if (cached->second != worker_id) {
     return PermissionDenied("this key belongs to another worker");
   }
   auto it = workers_.find(worker_id);
@@ -230,6 +234,7 @@ void WorkerRegistry::MarkRecycle(const std::string& worker_id) {
 }
 
 void WorkerRegistry::Lose(WorkerInfo* w, WorkerState state, const std::string& why) {
+  checked_.clear();
   GLOG_WARN("workers: %s is %s: %s", w->id.c_str(), WorkerStateName(state), why.c_str());
   w->state = state;
   w->last_error = why;
@@ -264,6 +269,7 @@ void WorkerRegistry::Tick() {
       forget.push_back(id);
     }
   }
+  if (!forget.empty()) checked_.clear();
   for (const auto& id : forget) {
     by_hash_.erase(workers_[id].secret_hash);
     workers_.erase(id);

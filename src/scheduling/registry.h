@@ -114,6 +114,9 @@ class WorkerRegistry {
   WorkerOptions options_;
   std::map<std::string, WorkerInfo> workers_;
   std::unordered_map<std::string, std::string> by_hash_;  // secret hash -> worker id
+  // Keys already checked -> worker id (skips a SHA-256 per request). Bounded; cleared when a
+  // worker is stopped or forgotten.
+  std::unordered_map<std::string, std::string> checked_;
 };
 
 }  // namespace gantry::scheduling

@@ -34,7 +34,7 @@ struct JobRecord {
   int attempts = 0;
   std::string output;  // raw JSON text or empty
   std::string error;   // raw JSON text or empty
-  int64_t seq = 0;     // submission order within the server's life; orders the queue
+  int64_t seq = 0;     // unique, increasing with submission: orders the queue, keys the record
 };
 
 struct ObjectRecord {
@@ -46,14 +46,15 @@ struct ObjectRecord {
 struct Mutation {
   enum class Op { kPutJob, kUpdateJob, kDeleteJob, kPutObject, kDeleteObject };
   Op op;
-  JobRecord job;        // kPutJob (all fields), kUpdateJob (all but input), kDeleteJob (id)
+  JobRecord job;        // kPutJob (all fields), kUpdateJob (all but input), kDeleteJob (id, seq)
   ObjectRecord object;  // kPutObject, kDeleteObject (kind and id)
 
   static Mutation PutJob(JobRecord j) { return {Op::kPutJob, std::move(j), {}}; }
   static Mutation UpdateJob(JobRecord j) { return {Op::kUpdateJob, std::move(j), {}}; }
-  static Mutation DeleteJob(std::string id) {
+  static Mutation DeleteJob(std::string id, int64_t seq) {
     JobRecord j;
     j.id = std::move(id);
+    j.seq = seq;
     return {Op::kDeleteJob, std::move(j), {}};
   }
   static Mutation PutObject(ObjectRecord o) { return {Op::kPutObject, {}, std::move(o)}; }

@@ -69,7 +69,7 @@ TEST_F(SqliteStoreTest, JobsSurviveReopenInOrder) {
   EXPECT_EQ((*jobs)[0].output, R"({"y":2})");
   EXPECT_EQ((*jobs)[0].attempts, 1);
   EXPECT_EQ((*jobs)[1].id, "b");
-  ASSERT_TRUE(WriteSync(s.get(), {Mutation::DeleteJob("a")}).ok());
+  ASSERT_TRUE(WriteSync(s.get(), {Mutation::DeleteJob("a", 1)}).ok());
   EXPECT_EQ(s->LoadJobs()->size(), 1u);
 }
 

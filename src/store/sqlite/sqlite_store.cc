@@ -13,8 +13,11 @@ namespace gantry::store {
 namespace {
 
 constexpr const char* kSchema = R"sql(
+-- Keyed by seq (the rowid): submissions append at the end of the b-tree, and there is no index
+-- on the random job id to update at random places (jobs are looked up by id in memory only).
 CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY,
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL,
   endpoint_id TEXT NOT NULL,
   status TEXT NOT NULL,
   input TEXT NOT NULL,
@@ -30,8 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   worker_id TEXT NOT NULL,
   attempts INTEGER NOT NULL,
   output TEXT NOT NULL,
-  error TEXT NOT NULL,
-  seq INTEGER NOT NULL
+  error TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS objects (
   kind TEXT NOT NULL,
@@ -50,8 +52,8 @@ constexpr const char* kUpdateJob =
     "UPDATE jobs SET endpoint_id=?2, status=?3, webhook=?5, s3_config=?6, "
     "execution_timeout_ms=?7, ttl_ms=?8, low_priority=?9, sync=?10, created_ms=?11, "
     "started_ms=?12, completed_ms=?13, worker_id=?14, attempts=?15, output=?16, error=?17, "
-    "seq=?18 WHERE id=?1";
-constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE id=?1";
+    "id=?1 WHERE seq=?18";
+constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE seq=?1";
 constexpr const char* kPutObject =
     "INSERT OR REPLACE INTO objects (kind, id, data) VALUES (?1, ?2, ?3)";
 constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=?2";
@@ -138,15 +140,19 @@ class SqliteStore final : public Store {
   }
 
   void Write(std::vector<Mutation> mutations, std::function<void(Status)> done) override {
+    bool wake = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!stopping_) {
-        queue_.push_back(Pending{std::move(mutations), std::move(done)});
-        cv_.notify_one();
+      if (stopping_) {
+        if (done) executor_([done] { done(Unavailable("store is stopped")); });
         return;
       }
+      queue_.push_back(Pending{std::move(mutations), std::move(done)});
+      // Wake the writer once per idle period, not once per write: a burst of writes that
+      // arrives while it is waking (or committing) costs no futex call each.
+      if (writer_idle_ && !wake_pending_) wake = wake_pending_ = true;
     }
-    if (done) executor_([done] { done(Unavailable("store is stopped")); });
+    if (wake) cv_.notify_one();
   }
 
   void Stop() override {
@@ -227,7 +233,7 @@ class SqliteStore final : public Store {
         break;
       case Mutation::Op::kDeleteJob:
         st = delete_job_;
-        BindText(st, 1, m.job.id);
+        sqlite3_bind_int64(st, 1, m.job.seq);
         break;
       case Mutation::Op::kPutObject:
         st = put_object_;
@@ -253,7 +259,10 @@ class SqliteStore final : public Store {
       std::deque<Pending> batch;
       {
         std::unique_lock<std::mutex> lock(mu_);
+        writer_idle_ = true;
         cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        writer_idle_ = false;
+        wake_pending_ = false;
         if (queue_.empty()) return;  // stopping and drained
         size_t n = 0;
         while (!queue_.empty() && n < options_.max_batch) {
@@ -307,6 +316,8 @@ class SqliteStore final : public Store {
   std::condition_variable cv_;
   std::deque<Pending> queue_;
   bool stopping_ = false;
+  bool writer_idle_ = false;   // the writer waits on cv_
+  bool wake_pending_ = false;  // cv_ was notified since it started waiting
   std::thread writer_;
 };
 
