@@ -137,14 +137,15 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
 
 ApiServer::ApiServer(const Clock* clock, jobs::JobManager* jobs,
                      scheduling::EndpointRegistry* endpoints, scheduling::WorkerRegistry* workers,
-                     scheduling::Scheduler* scheduler, scheduling::LogStore* logs, KeyRing* keys,
-                     ApiOptions options)
+                     scheduling::Scheduler* scheduler, scheduling::LogStore* logs,
+                     scheduling::Metering* metering, KeyRing* keys, ApiOptions options)
     : clock_(clock),
       jobs_(jobs),
       endpoints_(endpoints),
       workers_(workers),
       scheduler_(scheduler),
       logs_(logs),
+      metering_(metering),
       keys_(keys),
       options_(std::move(options)) {}
 
@@ -377,6 +378,13 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
     std::string wid = w->id;
     jobs_->Take(ep, wid, max, options_.take_wait_ms,
                 [this, wid, batch, resp](std::vector<const jobs::Job*> js) {
+                  // A job submitted before its worker was even placed waited for a cold start.
+                  const scheduling::WorkerInfo* w = workers_->Get(wid);
+                  for (const jobs::Job* j : js) {
+                    if (w && w->placed_ms > 0 && w->placed_ms >= j->rec.created_ms) {
+                      jobs_->MarkColdStart(j->rec.id, wid, w->ready_ms - j->rec.created_ms);
+                    }
+                  }
                   SendJobs(wid, std::move(js), batch, resp);
                 });
     return;
@@ -548,6 +556,10 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
   }
   if (kind == "nodes") return Nodes(req, seg, resp);
   if (kind == "logs" && seg.size() == 2 && m == "GET") return Logs(req, resp);
+  if (kind == "usage" && seg.size() == 2 && m == "GET") {
+    int64_t since = atoll(req.param("since").value_or("0").c_str());
+    return resp->Send(Json(200, metering_->Report(since, req.param("endpoint").value_or(""))));
+  }
   if (kind == "workers" && seg.size() == 2 && m == "GET") {
     json::array ws;
     for (const auto* w : workers_->List(req.param("endpoint").value_or(""))) {

@@ -35,7 +35,8 @@ class ApiServer {
  public:
   ApiServer(const Clock* clock, jobs::JobManager* jobs, scheduling::EndpointRegistry* endpoints,
             scheduling::WorkerRegistry* workers, scheduling::Scheduler* scheduler,
-            scheduling::LogStore* logs, KeyRing* keys, ApiOptions options);
+            scheduling::LogStore* logs, scheduling::Metering* metering, KeyRing* keys,
+            ApiOptions options);
   // The http::Handler for every request.
   void Handle(http::Request&& req, std::shared_ptr<http::Responder> resp);
   // Environment for a new worker of `endpoint_id` (runpod-protocol.md §2).
@@ -63,6 +64,7 @@ class ApiServer {
   scheduling::WorkerRegistry* workers_;
   scheduling::Scheduler* scheduler_;
   scheduling::LogStore* logs_;
+  scheduling::Metering* metering_;
   KeyRing* keys_;
   ApiOptions options_;
 };

@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "api/api_server.h"
+#include "common/json.h"
 #include "store/store.h"
 
 namespace gantry::api {
@@ -79,11 +81,35 @@ int RunServer(const ServerConfig& config) {
   scheduling::WorkerRegistry workers(&clock, store->get(), &jobs, wo);
   KeyRing keys(&clock, store->get());
   scheduling::LogStore logs;
+  scheduling::PriceTable prices = scheduling::DefaultPrices();
+  if (!config.prices_file.empty()) {
+    std::ifstream f(config.prices_file);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    auto v = ParseJson(ss.str());
+    if (!f || !v.ok() || !v->is_object()) {
+      fprintf(stderr, "gantry: --prices %s is not a JSON object\n", config.prices_file.c_str());
+      return 2;
+    }
+    for (const auto& kv : v->as_object()) {
+      if (!kv.value().is_number()) {
+        fprintf(stderr, "gantry: --prices: %s is not a number\n", std::string(kv.key()).c_str());
+        return 2;
+      }
+      prices[std::string(kv.key())] = kv.value().to_number<double>();
+    }
+  }
+  scheduling::Metering metering(&clock, store->get(), prices);
+  workers.SetStopListener(
+      [&metering](const scheduling::WorkerInfo& w) { metering.WorkerStopped(w.id); });
+  jobs.SetFinishListener(
+      [&metering](const std::string& ep, int64_t ms) { metering.JobFinished(ep, ms); });
   ApiServer* api_ptr = nullptr;
   scheduling::Scheduler scheduler(
       &clock, &jobs, &endpoints, &workers, scheduling::SchedulerOptions{},
       [&api_ptr](const scheduling::EndpointSpec& spec, const scheduling::WorkerInfo& w,
-                 const std::string& secret) { return api_ptr->WorkerEnv(spec, w, secret); });
+                 const std::string& secret) { return api_ptr->WorkerEnv(spec, w, secret); },
+      &metering);
   scheduler_ptr = &scheduler;
   jobs.SetEnqueueListener([&scheduler](const std::string& ep) { scheduler.Evaluate(ep); });
 
@@ -92,6 +118,7 @@ int RunServer(const ServerConfig& config) {
   if (st.ok()) st = endpoints.Load();
   if (st.ok()) st = workers.Load();
   if (st.ok()) st = keys.Load();
+  if (st.ok()) st = metering.Load();
   if (st.ok()) {
     size_t n = job_records->size();
     jobs.Load(std::move(*job_records));
@@ -122,7 +149,7 @@ int RunServer(const ServerConfig& config) {
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
   std::string url = "http://" + host + ":" + std::to_string(server.port());
   ao.public_url = config.public_url.empty() ? url : config.public_url;
-  ApiServer api(&clock, &jobs, &endpoints, &workers, &scheduler, &logs, &keys, ao);
+  ApiServer api(&clock, &jobs, &endpoints, &workers, &scheduler, &logs, &metering, &keys, ao);
   api_ptr = &api;
 
   loop.Every(20, [&] { jobs.Tick(); });

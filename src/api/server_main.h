@@ -20,6 +20,7 @@ struct ServerConfig {
   int64_t sync_retention_ms = 60 * 1000;
   int64_t stop_grace_ms = 30'000;
   int64_t webhook_retry_ms = 10'000;
+  std::string prices_file;  // JSON {"H100": 0.00116, ...}: USD per second. Default: RunPod's.
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;
   // `gantry up`: called once the server listens, with its URL and a key for an in-process

@@ -285,6 +285,8 @@ int Main(int argc, char** argv) {
     c->add_option("--webhook-retry-ms", cfg.webhook_retry_ms,
                   "Delay before each of a failed webhook's two retries")
         ->capture_default_str();
+    c->add_option("--prices", cfg.prices_file,
+                  "JSON file of GPU type -> USD per second (default: RunPod's serverless prices)");
     c->add_option("--run-retention-ms", cfg.run_retention_ms,
                   "How long finished /run jobs stay readable")
         ->capture_default_str();
@@ -629,6 +631,54 @@ int Main(int argc, char** argv) {
                          "RECEIVED/SPAWNED/READY MS"},
                         rows);
            });
+  });
+
+  // ---- usage
+  std::string usage_since, usage_ep;
+  auto* usage = app.add_subcommand("usage", "Show billed worker time and cost, and job time");
+  usage->add_option("--since", usage_since,
+                    "Only usage after this: a duration back from now (90s, 30m, 24h, 7d)");
+  usage->add_option("--endpoint", usage_ep, "Only this endpoint");
+  usage->callback([&] {
+    int64_t since = 0;
+    if (!usage_since.empty()) {
+      char* end = nullptr;
+      double n = strtod(usage_since.c_str(), &end);
+      std::string unit(end);
+      int64_t mult = unit == "s"   ? 1000
+                     : unit == "m" ? 60'000
+                     : unit == "h" ? 3'600'000
+                     : unit == "d" ? 86'400'000
+                                   : 0;
+      if (end == usage_since.c_str() || mult == 0 || n < 0) {
+        fprintf(stderr, "gantry: --since expects a duration like 30m, 24h or 7d\n");
+        rc = 2;
+        return;
+      }
+      since = SystemClock().NowMs() - static_cast<int64_t>(n * static_cast<double>(mult));
+    }
+    std::string path = "/v1/usage?since=" + std::to_string(since);
+    if (!usage_ep.empty()) path += "&endpoint=" + http::PercentEncode(usage_ep);
+    invoke("GET", path, "", [&](const json::value& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& l : b.as_object().at("byEndpoint").as_array()) {
+        char cost[32];
+        snprintf(cost, sizeof cost, "$%.4f", l.as_object().at("cost").to_number<double>());
+        rows.push_back({Field(l, "endpointId"), Field(l, "gpuType") + " x" + Field(l, "gpuCount"),
+                        Field(l, "workers"), Field(l, "billedSeconds"), cost});
+      }
+      PrintTable({"ENDPOINT", "GPU", "WORKERS", "BILLED S", "COST"}, rows);
+      std::vector<std::vector<std::string>> jrows;
+      for (const auto& j : b.as_object().at("jobs").as_array()) {
+        jrows.push_back({Field(j, "endpointId"), Field(j, "jobs"), Field(j, "executionMs")});
+      }
+      if (!jrows.empty()) {
+        printf("\n");
+        PrintTable({"ENDPOINT", "JOBS (ALL TIME)", "EXECUTION MS"}, jrows);
+      }
+      printf("\ntotal: %s billed seconds, $%.4f\n", Field(b, "totalBilledSeconds").c_str(),
+             b.as_object().at("totalCost").to_number<double>());
+    });
   });
 
   // ---- logs

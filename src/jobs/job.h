@@ -43,8 +43,12 @@ struct Job {
   std::string progress;    // latest progress update (raw JSON), shown while running
   std::vector<std::string> stream_pending;  // chunks not yet drained by /stream
   std::vector<std::string> stream_all;      // every chunk, for the final output
-  TimerHandle ttl_timer;                    // while not finished
-  TimerHandle exec_timer;                   // while IN_PROGRESS
+  // Set when the job waited for its worker's cold start: how long, from submission to the
+  // worker being ready (ms), and which worker.
+  int64_t cold_start_wait_ms = -1;
+  std::string cold_start_worker;
+  TimerHandle ttl_timer;   // while not finished
+  TimerHandle exec_timer;  // while IN_PROGRESS
 };
 
 // Per-endpoint settings the jobs module needs.

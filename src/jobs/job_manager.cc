@@ -65,6 +65,10 @@ std::string StatusJson(const Job& job, int64_t now_ms) {
     out += r.worker_id;
     out += '"';
   }
+  if (job.cold_start_wait_ms >= 0) {  // Gantry's own: the job waited for a cold start
+    out += ",\"coldStart\":{\"workerId\":\"" + job.cold_start_worker +
+           "\",\"waitedMs\":" + std::to_string(job.cold_start_wait_ms) + "}";
+  }
   out += '}';
   return out;
 }
@@ -352,6 +356,9 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   job->rec.error = std::move(error);
   job->rec.completed_ms = now;
   job->progress.clear();
+  if (finish_listener_ && job->rec.started_ms > 0) {
+    finish_listener_(job->rec.endpoint_id, now - job->rec.started_ms);
+  }
   CancelTimer(&job->ttl_timer);
   int64_t keep = job->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
   At(now + keep, DeadlineKind::kRetention, job->rec.id, 0);
@@ -472,6 +479,14 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   uint64_t id = next_waiter_id_++;
   auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb), std::nullopt});
   w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
+}
+
+void JobManager::MarkColdStart(const std::string& job_id, const std::string& worker_id,
+                               int64_t waited_ms) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  it->second->cold_start_worker = worker_id;
+  it->second->cold_start_wait_ms = std::max<int64_t>(0, waited_ms);
 }
 
 QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {

@@ -105,6 +105,11 @@ class JobManager {
   void SetEnqueueListener(std::function<void(const std::string& endpoint_id)> fn) {
     enqueue_listener_ = std::move(fn);
   }
+  // Called when a job that ran on a worker ends, with its execution time (metering).
+  void SetFinishListener(
+      std::function<void(const std::string& endpoint_id, int64_t execution_ms)> fn) {
+    finish_listener_ = std::move(fn);
+  }
 
   // Worker API.
   // Hands up to `max` queued jobs to `worker_id`, waiting up to `wait_ms` for one to arrive.
@@ -131,6 +136,8 @@ class JobManager {
   void WorkerLost(const std::string& worker_id, const std::string& why);
   // Jobs held by the worker right now.
   std::vector<std::string> HeldBy(const std::string& worker_id) const;
+  // Records that the job waited `waited_ms` for the cold start of `worker_id`.
+  void MarkColdStart(const std::string& job_id, const std::string& worker_id, int64_t waited_ms);
   // When the worker last let go of a job (0: never); -1 while it holds one.
   int64_t IdleSince(const std::string& worker_id) const;
   // Answers the worker's waiting job-takes with no job (it is about to be stopped).
@@ -230,6 +237,7 @@ class JobManager {
   std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
   std::unordered_map<std::string, int64_t> last_release_ms_;  // worker -> ms
   std::function<void(const std::string&)> enqueue_listener_;
+  std::function<void(const std::string&, int64_t)> finish_listener_;
   std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
   std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
   TimerMap timers_;

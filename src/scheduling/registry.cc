@@ -239,6 +239,7 @@ void WorkerRegistry::Lose(WorkerInfo* w, WorkerState state, const std::string& w
   w->state = state;
   w->last_error = why;
   jobs_->WorkerLost(w->id, "worker " + w->id + " lost: " + why);
+  if (state == WorkerState::kStopped && stop_listener_) stop_listener_(*w);
 }
 
 void WorkerRegistry::Stop(const std::string& worker_id, const std::string& why) {

@@ -99,6 +99,10 @@ class WorkerRegistry {
   // runs it, nothing kills the process itself.
   void Stop(const std::string& worker_id, const std::string& why);
   void RemoveEndpoint(const std::string& endpoint_id);
+  // Called whenever a worker becomes STOPPED (metering ends its time there).
+  void SetStopListener(std::function<void(const WorkerInfo&)> fn) {
+    stop_listener_ = std::move(fn);
+  }
   // Marks workers whose pings stopped as lost, and forgets old dead ones.
   void Tick();
 
@@ -113,6 +117,7 @@ class WorkerRegistry {
   jobs::JobManager* jobs_;
   WorkerOptions options_;
   std::map<std::string, WorkerInfo> workers_;
+  std::function<void(const WorkerInfo&)> stop_listener_;
   std::unordered_map<std::string, std::string> by_hash_;  // secret hash -> worker id
   // Keys already checked -> worker id (skips a SHA-256 per request). Bounded; cleared when a
   // worker is stopped or forgotten.

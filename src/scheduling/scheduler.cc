@@ -8,13 +8,14 @@ namespace gantry::scheduling {
 
 Scheduler::Scheduler(const Clock* clock, jobs::JobManager* jobs, EndpointRegistry* endpoints,
                      WorkerRegistry* workers, SchedulerOptions options,
-                     WorkerEnvBuilder env_builder)
+                     WorkerEnvBuilder env_builder, Metering* metering)
     : clock_(clock),
       jobs_(jobs),
       endpoints_(endpoints),
       workers_(workers),
       options_(options),
-      env_builder_(std::move(env_builder)) {}
+      env_builder_(std::move(env_builder)),
+      metering_(metering) {}
 
 Status Scheduler::RegisterNode(const std::string& node_id, NodeInventory inventory) {
   if (!ValidEndpointId(node_id)) {
@@ -192,7 +193,13 @@ Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerRep
     WorkerInfo* w = workers_->Get(r.worker_id);
     if (!w || w->node_id != node_id) continue;
     if (r.received_ms && !w->received_ms) w->received_ms = r.received_ms;
-    if (r.spawned_ms && !w->spawned_ms) w->spawned_ms = r.spawned_ms;
+    if (r.spawned_ms && !w->spawned_ms) {
+      w->spawned_ms = r.spawned_ms;
+      if (metering_) {
+        metering_->WorkerStarted({w->id, w->endpoint_id, w->gpu_type,
+                                  static_cast<int>(w->gpus.size()), r.spawned_ms, 0});
+      }
+    }
     if (r.state == "exited" && w->state != WorkerState::kStopped) {
       auto tail = log_tails.find(r.worker_id);
       WorkerExited(w, r, tail == log_tails.end() ? std::vector<std::string>{} : tail->second);

@@ -16,6 +16,7 @@
 #include "common/env.h"
 #include "jobs/job_manager.h"
 #include "scheduling/autoscaler.h"
+#include "scheduling/metering.h"
 #include "scheduling/placement.h"
 #include "scheduling/registry.h"
 
@@ -86,7 +87,8 @@ struct EndpointHealth {
 class Scheduler {
  public:
   Scheduler(const Clock* clock, jobs::JobManager* jobs, EndpointRegistry* endpoints,
-            WorkerRegistry* workers, SchedulerOptions options, WorkerEnvBuilder env_builder);
+            WorkerRegistry* workers, SchedulerOptions options, WorkerEnvBuilder env_builder,
+            Metering* metering = nullptr);
 
   // Node protocol. A node keeps its id across restarts of either side.
   Status RegisterNode(const std::string& node_id, NodeInventory inventory);
@@ -134,6 +136,7 @@ class Scheduler {
   WorkerRegistry* workers_;
   SchedulerOptions options_;
   WorkerEnvBuilder env_builder_;
+  Metering* metering_;  // may be null
   std::map<std::string, Node> nodes_;
   std::map<std::string, EndpointHealth> health_;
   std::map<std::string, int64_t> next_start_ms_;  // endpoint -> no start before (backoff)

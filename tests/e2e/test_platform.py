@@ -45,6 +45,9 @@ class UpTest(E2ETest):
         r = self.server.request("POST", "/v2/echo/runsync", {"input": {"x": 1}})
         self.assertEqual(r.json["status"], "COMPLETED", r)
         self.assertEqual(r.json["output"], {"echo": {"x": 1}})
+        # The job records that it waited for a cold start, and for how long.
+        self.assertEqual(r.json["coldStart"]["workerId"], r.json["workerId"])
+        self.assertGreaterEqual(r.json["coldStart"]["waitedMs"], 0)
         ws = self.worker_list("echo")
         self.assertEqual(len(ws), 1)
         cs = ws[0]["coldStart"]
@@ -61,6 +64,14 @@ class UpTest(E2ETest):
         # A new job scales it up again.
         r = self.server.request("POST", "/v2/echo/runsync", {"input": {"x": 2}})
         self.assertEqual(r.json["status"], "COMPLETED", r)
+        # Metering: the stopped worker's time is billed, rounded up to the second.
+        usage = self.server.request("GET", "/v1/usage?endpoint=echo").json
+        stopped = [w for w in usage["workers"] if w["workerId"] == ws[0]["id"]]
+        self.assertEqual(len(stopped), 1)
+        self.assertGreaterEqual(stopped[0]["billedSeconds"], 1)
+        self.assertIsNotNone(stopped[0]["endMs"])
+        self.assertGreater(stopped[0]["cost"], 0)
+        self.assertEqual(usage["jobs"][0]["jobs"], 2)
 
     def test_burst_never_exceeds_workers_max_and_all_complete(self):
         self.endpoint("burst", "behaviours.py", workersMax=3, idleTimeout=2,

@@ -1,0 +1,56 @@
+#include "scheduling/metering.h"
+
+#include <gtest/gtest.h>
+
+namespace gantry::scheduling {
+namespace {
+
+TEST(MeteringTest, BillsEachWorkerRoundedUpToTheSecond) {
+  EXPECT_EQ(Metering::BilledSeconds(0, 0), 0);
+  EXPECT_EQ(Metering::BilledSeconds(0, 1), 1);
+  EXPECT_EQ(Metering::BilledSeconds(0, 1000), 1);
+  EXPECT_EQ(Metering::BilledSeconds(0, 1001), 2);
+  EXPECT_EQ(Metering::BilledSeconds(5000, 4000), 0);
+}
+
+TEST(MeteringTest, ReportsByEndpointAndGpuTypeWithPricesAndSurvivesReload) {
+  FakeClock clock(1'000'000);
+  store::MemoryStore store;
+  Metering m(&clock, &store, {{"H100", 0.001}, {"cpu", 0.0001}});
+  m.WorkerStarted({"w1", "ep", "H100", 2, clock.NowMs(), 0});
+  m.WorkerStarted({"w2", "ep", "cpu", 0, clock.NowMs(), 0});
+  clock.Advance(2'500);
+  m.WorkerStopped("w1");
+  m.JobFinished("ep", 1200);
+  m.JobFinished("ep", 300);
+  clock.Advance(500);  // w2 still runs: billed up to now
+  json::object r = m.Report(0, "");
+  EXPECT_EQ(r.at("totalBilledSeconds").as_int64(), 3 + 3);
+  // 3 s x 2 GPUs x 0.001 + 3 s x 0.0001
+  EXPECT_NEAR(r.at("totalCost").to_number<double>(), 0.006 + 0.0003, 1e-9);
+  const auto& jobs = r.at("jobs").as_array();
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].as_object().at("jobs").as_int64(), 2);
+  EXPECT_EQ(jobs[0].as_object().at("executionMs").as_int64(), 1500);
+  // Since 100 ms ago: w1 (stopped 500 ms ago) is left out; w2 (running) is in.
+  EXPECT_EQ(m.Report(clock.NowMs() - 100, "").at("byEndpoint").as_array().size(), 1u);
+  EXPECT_TRUE(m.Report(0, "other").at("byEndpoint").as_array().empty());
+
+  Metering again(&clock, &store, {{"H100", 0.001}, {"cpu", 0.0001}});
+  ASSERT_TRUE(again.Load().ok());
+  json::object r2 = again.Report(0, "ep");
+  EXPECT_EQ(r2.at("workers").as_array().size(), 2u);
+  EXPECT_EQ(r2.at("jobs").as_array()[0].as_object().at("jobs").as_int64(), 2);
+}
+
+TEST(MeteringTest, NvmlModelNamesFindTheirPrice) {
+  FakeClock clock;
+  store::MemoryStore store;
+  Metering m(&clock, &store, DefaultPrices());
+  EXPECT_DOUBLE_EQ(m.PricePerSecond("NVIDIA H100 80GB HBM3"), DefaultPrices().at("H100"));
+  EXPECT_DOUBLE_EQ(m.PricePerSecond("NVIDIA L40S"), DefaultPrices().at("L40S"));
+  EXPECT_DOUBLE_EQ(m.PricePerSecond("unknown"), 0);
+}
+
+}  // namespace
+}  // namespace gantry::scheduling
