@@ -45,6 +45,7 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     wa.endpoint_id = str("endpointId");
     wa.workdir = str("workdir");
     wa.gpu_type = str("gpuType");
+    wa.bundle = str("bundle");
     if (auto* f = Find(w, "endpointVersion")) wa.endpoint_version = AsInt(*f).value_or(0);
     if (auto* f = Find(w, "command"); f && f->is_array()) {
       for (const auto& c : f->as_array()) {
@@ -79,8 +80,11 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
     : options_(std::move(options)),
       clock_(clock),
       runtime_(std::move(runtime)),
+      bundles_(NewHttpBundleCache(options_.server_url, options_.token,
+                                  options_.workdir.empty() ? "." : options_.workdir)),
       reconciler_(clock, runtime_.get(),
-                  ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms}) {
+                  ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
+                  bundles_.get()) {
   if (options_.node_id.empty()) options_.node_id = HostName();
 }
 
@@ -211,8 +215,12 @@ void Agent::MainLoop() {
                                   {"exitCode", rep.exit_code},
                                   {"error", rep.error}});
       }
+      json::array cached;
+      if (bundles_) {
+        for (const auto& d : bundles_->Cached()) cached.emplace_back(d);
+      }
       auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status",
-                       ToJson(json::object{{"workers", std::move(ws)}}));
+                       ToJson(json::object{{"workers", std::move(ws)}, {"bundles", std::move(cached)}}));
       if (r.ok() && r->status == 200) last_status = now;
     }
   }

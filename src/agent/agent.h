@@ -48,6 +48,7 @@ class Agent {
   AgentOptions options_;
   const Clock* clock_;
   std::unique_ptr<ProcessRuntime> runtime_;
+  std::unique_ptr<BundleCache> bundles_;
   Reconciler reconciler_;
   scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};

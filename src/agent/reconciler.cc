@@ -1,14 +1,16 @@
 #include "agent/reconciler.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <set>
 
 #include "common/log.h"
 
 namespace gantry::agent {
 
-Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options)
-    : clock_(clock), runtime_(runtime), options_(std::move(options)) {}
+Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
+                       BundleCache* bundles)
+    : clock_(clock), runtime_(runtime), options_(std::move(options)), bundles_(bundles) {}
 
 void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
   version_ = assignment.version;
@@ -25,13 +27,18 @@ void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
 }
 
 std::map<std::string, std::string> Reconciler::WorkerEnvironment(
-    const scheduling::WorkerAssignment& a) const {
+    const scheduling::WorkerAssignment& a, const std::string& bundle_root) const {
   std::map<std::string, std::string> env = a.env;
   for (const auto& name : options_.inherited) {
     const char* v = getenv(name.c_str());
     if (v && !env.count(name)) env[name] = v;
   }
-  if (!options_.sdk_path.empty()) {
+  // The SDK goes on the path unless the bundle brings its own gantry or runpod package.
+  std::error_code ec;
+  bool own_sdk = !bundle_root.empty() &&
+                 (std::filesystem::exists(bundle_root + "/gantry", ec) ||
+                  std::filesystem::exists(bundle_root + "/runpod", ec));
+  if (!options_.sdk_path.empty() && !own_sdk) {
     auto it = env.find("PYTHONPATH");
     // The bundle's own PYTHONPATH comes first, so a bundle can bring its own SDK.
     env["PYTHONPATH"] = it == env.end() ? options_.sdk_path : it->second + ":" + options_.sdk_path;
@@ -94,11 +101,29 @@ bool Reconciler::Step() {
       l.report.error = "no environment in the assignment";
       continue;
     }
+    std::string bundle_root;
+    if (!a.bundle.empty()) {
+      auto root = bundles_ ? bundles_->Ensure(a.bundle)
+                           : Result<std::string>(FailedPrecondition("no bundle cache"));
+      if (!root.ok()) {
+        l.report.state = "exited";
+        l.report.exit_code = -1;
+        l.report.error = "cannot fetch bundle: " + root.status().message();
+        continue;
+      }
+      bundle_root = *root;
+    }
     ProcessSpec ps;
     ps.id = a.worker_id;
     ps.argv = a.command;
-    ps.workdir = a.workdir.empty() ? options_.default_workdir : a.workdir;
-    ps.env = WorkerEnvironment(a);
+    // With a bundle, the command runs in its root (or the endpoint's workdir inside it).
+    if (!bundle_root.empty()) {
+      ps.workdir = a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir
+                                                            : a.workdir;
+    } else {
+      ps.workdir = a.workdir.empty() ? options_.default_workdir : a.workdir;
+    }
+    ps.env = WorkerEnvironment(a, bundle_root);
     ps.cpu = a.cpu;
     ps.memory_mb = a.memory_mb;
     auto pid = runtime_->Start(ps);

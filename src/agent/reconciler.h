@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/bundle_cache.h"
 #include "agent/process/process_runtime.h"
 #include "common/env.h"
 #include "scheduling/scheduler.h"
@@ -24,7 +25,9 @@ struct ReconcilerOptions {
 
 class Reconciler {
  public:
-  Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options);
+  // `bundles` (may be null) fetches the code bundles workers run from.
+  Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
+             BundleCache* bundles = nullptr);
 
   // The latest assignment; the next Step() acts on it.
   void SetAssignment(const scheduling::Assignment& assignment);
@@ -36,7 +39,9 @@ class Reconciler {
   std::vector<scheduling::WorkerReport> Reports() const;
   std::vector<LogLine> DrainLogs() { return runtime_->DrainLogs(); }
   // The environment a worker's process gets.
-  std::map<std::string, std::string> WorkerEnvironment(const scheduling::WorkerAssignment& a) const;
+  // `bundle_root`: where its bundle is unpacked ("" for none).
+  std::map<std::string, std::string> WorkerEnvironment(const scheduling::WorkerAssignment& a,
+                                                       const std::string& bundle_root = "") const;
 
  private:
   struct Local {
@@ -48,6 +53,7 @@ class Reconciler {
   const Clock* clock_;
   ProcessRuntime* runtime_;
   ReconcilerOptions options_;
+  BundleCache* bundles_;
   int64_t version_ = -1;
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;

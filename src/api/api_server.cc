@@ -138,7 +138,8 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
 ApiServer::ApiServer(const Clock* clock, jobs::JobManager* jobs,
                      scheduling::EndpointRegistry* endpoints, scheduling::WorkerRegistry* workers,
                      scheduling::Scheduler* scheduler, scheduling::LogStore* logs,
-                     scheduling::Metering* metering, KeyRing* keys, ApiOptions options)
+                     scheduling::Metering* metering, store::BlobStore* blobs, KeyRing* keys,
+                     ApiOptions options)
     : clock_(clock),
       jobs_(jobs),
       endpoints_(endpoints),
@@ -146,6 +147,7 @@ ApiServer::ApiServer(const Clock* clock, jobs::JobManager* jobs,
       scheduler_(scheduler),
       logs_(logs),
       metering_(metering),
+      blobs_(blobs),
       keys_(keys),
       options_(std::move(options)) {}
 
@@ -491,6 +493,7 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     if (seg.size() == 2 && m == "POST") {
       auto body = ParseJson(req.body);
       if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+      if (Status b = CheckBundle(*body); !b.ok()) return resp->Send(ErrorResponse(b));
       auto d = Deferred(resp);
       auto spec = endpoints_->Create(*body, d.durable);
       if (!spec.ok()) return resp->Send(ErrorResponse(spec.status()));
@@ -518,6 +521,7 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     if (seg.size() == 3 && (m == "PATCH" || m == "PUT" || m == "POST")) {
       auto body = ParseJson(req.body);
       if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+      if (Status b = CheckBundle(*body); !b.ok()) return resp->Send(ErrorResponse(b));
       auto d = Deferred(resp);
       auto updated = endpoints_->Update(id, *body, d.durable);
       if (!updated.ok()) return resp->Send(ErrorResponse(updated.status()));
@@ -555,6 +559,7 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
     return not_found();
   }
   if (kind == "nodes") return Nodes(req, seg, resp);
+  if (kind == "blobs" || kind == "bundles") return Blobs(req, seg, resp);
   if (kind == "logs" && seg.size() == 2 && m == "GET") return Logs(req, resp);
   if (kind == "usage" && seg.size() == 2 && m == "GET") {
     int64_t since = atoll(req.param("since").value_or("0").c_str());
@@ -623,6 +628,7 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
                               {"endpointVersion", w.endpoint_version},
                               {"command", std::move(cmd)},
                               {"workdir", w.workdir},
+                              {"bundle", w.bundle},
                               {"env", std::move(env)},
                               {"gpuType", w.gpu_type},
                               {"gpus", std::move(gpus)},
@@ -699,7 +705,13 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
         reports.push_back(std::move(r));
       }
     }
-    Status st = scheduler_->Report(node, reports, tails);
+    std::set<std::string> cached;
+    if (auto* bs = Find(o, "bundles"); bs && bs->is_array()) {
+      for (const auto& b : bs->as_array()) {
+        if (b.is_string()) cached.insert(std::string(b.as_string()));
+      }
+    }
+    Status st = scheduler_->Report(node, reports, tails, cached);
     if (!st.ok()) return resp->Send(ErrorResponse(st));
     return resp->Send(Ok("{}"));
   }
@@ -745,6 +757,99 @@ void ApiServer::Logs(http::Request& req, Resp resp) {
   };
   if (wait > 0) return logs_->Wait(q, clock_->NowMs() + wait, send);
   send(logs_->Query(q));
+}
+
+// ---- Blobs and bundles (gantry deploy) -------------------------------------------------------
+
+Status ApiServer::CheckBundle(const json::value& spec) const {
+  if (!spec.is_object()) return Status::Ok();  // ApplySpecPatch reports that
+  const json::value* b = Find(spec.as_object(), "bundle");
+  if (!b || !b->is_string() || b->as_string().empty()) return Status::Ok();
+  std::string digest(b->as_string());
+  if (!store::ValidDigest(digest)) return InvalidArgument("bundle is not a SHA-256 digest");
+  if (!blobs_->Has(digest)) return NotFound("bundle not uploaded: " + digest);
+  return Status::Ok();
+}
+
+// A bundle manifest: {"files": [{"path", "digest", "mode"}]}, paths relative and inside the
+// bundle. Returns the canonical text (files sorted by path) whose SHA-256 names the bundle.
+static Result<std::string> CanonicalManifest(const json::value& body) {
+  if (!body.is_object()) return InvalidArgument("a bundle is {\"files\": [...]}");
+  const json::value* files = Find(body.as_object(), "files");
+  if (!files || !files->is_array()) return InvalidArgument("a bundle is {\"files\": [...]}");
+  std::map<std::string, json::object> sorted;
+  for (const auto& f : files->as_array()) {
+    if (!f.is_object()) return InvalidArgument("each file is {\"path\", \"digest\", \"mode\"}");
+    const auto& o = f.as_object();
+    const json::value* path = Find(o, "path");
+    const json::value* digest = Find(o, "digest");
+    if (!path || !path->is_string() || !digest || !digest->is_string()) {
+      return InvalidArgument("each file needs a path and a digest");
+    }
+    std::string p(path->as_string());
+    if (p.empty() || p[0] == '/' || p.find("..") != std::string::npos || p.find('\\') != std::string::npos) {
+      return InvalidArgument("bad path in bundle: " + p);
+    }
+    if (!store::ValidDigest(std::string(digest->as_string()))) {
+      return InvalidArgument("bad digest for " + p);
+    }
+    int64_t mode = 0644;
+    if (const json::value* m = Find(o, "mode")) mode = AsInt(*m).value_or(0644) & 0777;
+    sorted[p] = json::object{{"path", p}, {"digest", digest->as_string()}, {"mode", mode}};
+  }
+  json::array out;
+  for (auto& [p, o] : sorted) out.push_back(std::move(o));
+  return ToJson(json::object{{"files", std::move(out)}});
+}
+
+void ApiServer::Blobs(http::Request& req, const std::vector<std::string>& seg, Resp resp) {
+  const std::string& m = req.method;
+  const bool bundles = seg[1] == "bundles";
+  if (!bundles && seg.size() == 3 && seg[2] == "missing" && m == "POST") {
+    auto body = ParseJson(req.body);
+    if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+    const json::value* ds = body->is_object() ? Find(body->as_object(), "digests") : nullptr;
+    if (!ds || !ds->is_array()) {
+      return resp->Send(ErrorResponse(InvalidArgument("body is {\"digests\": [...]}")));
+    }
+    json::array missing;
+    for (const auto& d : ds->as_array()) {
+      if (d.is_string() && !blobs_->Has(std::string(d.as_string()))) missing.push_back(d);
+    }
+    return resp->Send(Json(200, json::object{{"missing", std::move(missing)}}));
+  }
+  if (!bundles && seg.size() == 3 && m == "PUT") {
+    Status st = blobs_->Put(seg[2], req.body);
+    if (!st.ok()) return resp->Send(ErrorResponse(st));
+    return resp->Send(Json(201, json::object{{"digest", seg[2]}}));
+  }
+  if (seg.size() == 3 && m == "GET") {
+    auto data = blobs_->Get(seg[2]);
+    if (!data.ok()) return resp->Send(ErrorResponse(data.status()));
+    return resp->Send(Response{200, std::move(*data),
+                               bundles ? "application/json" : "application/octet-stream"});
+  }
+  if (bundles && seg.size() == 2 && m == "POST") {
+    auto body = ParseJson(req.body);
+    if (!body.ok()) return resp->Send(ErrorResponse(body.status()));
+    auto manifest = CanonicalManifest(*body);
+    if (!manifest.ok()) return resp->Send(ErrorResponse(manifest.status()));
+    json::array missing;
+    json::value parsed = *ParseJson(*manifest);
+    for (const auto& f : parsed.as_object().at("files").as_array()) {
+      const auto& d = f.as_object().at("digest");
+      if (!blobs_->Has(std::string(d.as_string()))) missing.push_back(d);
+    }
+    if (!missing.empty()) {
+      return resp->Send(ErrorResponse(
+          FailedPrecondition("upload the bundle's files first: " + ToJson(missing))));
+    }
+    std::string digest = Sha256Hex(*manifest);
+    Status st = blobs_->Put(digest, *manifest);
+    if (!st.ok()) return resp->Send(ErrorResponse(st));
+    return resp->Send(Json(201, json::object{{"digest", digest}}));
+  }
+  resp->Send(ErrorResponse(NotFound("no such route: " + m + " " + std::string(req.path()))));
 }
 
 }  // namespace gantry::api

@@ -10,6 +10,7 @@
 
 #include "api/keys.h"
 #include "http/http.h"
+#include "store/blob_store.h"
 #include "jobs/job_manager.h"
 #include "scheduling/log_store.h"
 #include "scheduling/registry.h"
@@ -35,8 +36,8 @@ class ApiServer {
  public:
   ApiServer(const Clock* clock, jobs::JobManager* jobs, scheduling::EndpointRegistry* endpoints,
             scheduling::WorkerRegistry* workers, scheduling::Scheduler* scheduler,
-            scheduling::LogStore* logs, scheduling::Metering* metering, KeyRing* keys,
-            ApiOptions options);
+            scheduling::LogStore* logs, scheduling::Metering* metering, store::BlobStore* blobs,
+            KeyRing* keys, ApiOptions options);
   // The http::Handler for every request.
   void Handle(http::Request&& req, std::shared_ptr<http::Responder> resp);
   // Environment for a new worker of `endpoint_id` (runpod-protocol.md §2).
@@ -53,6 +54,9 @@ class ApiServer {
   void Management(http::Request& req, const std::vector<std::string>& seg, Resp resp);
   void Nodes(http::Request& req, const std::vector<std::string>& seg, Resp resp);
   void Logs(http::Request& req, Resp resp);
+  void Blobs(http::Request& req, const std::vector<std::string>& seg, Resp resp);
+  // NotFound unless the spec's bundle (if any) has been uploaded.
+  Status CheckBundle(const json::value& spec) const;
   json::object HealthJson(const std::string& endpoint_id);
   void Submit(http::Request& req, const std::string& ep, bool sync, Resp resp);
   void SendJobs(const std::string& worker_id, std::vector<const jobs::Job*> js, bool batch,
@@ -65,6 +69,7 @@ class ApiServer {
   scheduling::Scheduler* scheduler_;
   scheduling::LogStore* logs_;
   scheduling::Metering* metering_;
+  store::BlobStore* blobs_;
   KeyRing* keys_;
   ApiOptions options_;
 };

@@ -12,6 +12,7 @@
 
 #include "api/api_server.h"
 #include "common/json.h"
+#include "store/blob_store.h"
 #include "store/store.h"
 
 namespace gantry::api {
@@ -81,6 +82,11 @@ int RunServer(const ServerConfig& config) {
   scheduling::WorkerRegistry workers(&clock, store->get(), &jobs, wo);
   KeyRing keys(&clock, store->get());
   scheduling::LogStore logs;
+  store::BlobStore blobs((fs::path(config.data_dir) / "blobs").string());
+  if (Status b = blobs.Init(); !b.ok()) {
+    fprintf(stderr, "gantry: %s\n", b.ToString().c_str());
+    return 1;
+  }
   scheduling::PriceTable prices = scheduling::DefaultPrices();
   if (!config.prices_file.empty()) {
     std::ifstream f(config.prices_file);
@@ -149,7 +155,8 @@ int RunServer(const ServerConfig& config) {
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
   std::string url = "http://" + host + ":" + std::to_string(server.port());
   ao.public_url = config.public_url.empty() ? url : config.public_url;
-  ApiServer api(&clock, &jobs, &endpoints, &workers, &scheduler, &logs, &metering, &keys, ao);
+  ApiServer api(&clock, &jobs, &endpoints, &workers, &scheduler, &logs, &metering, &blobs, &keys,
+                ao);
   api_ptr = &api;
 
   loop.Every(20, [&] { jobs.Tick(); });

@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "agent/agent.h"
 #include "agent/process/process_runtime.h"
 #include "api/server_main.h"
+#include "cli/toml.h"
+#include "common/env.h"
 #include "common/json.h"
 #include "http/http.h"
 
@@ -631,6 +634,116 @@ int Main(int argc, char** argv) {
                          "RECEIVED/SPAWNED/READY MS"},
                         rows);
            });
+  });
+
+  // ---- deploy
+  std::string deploy_dir, deploy_id;
+  auto* deploy = app.add_subcommand(
+      "deploy", "Upload DIR as a code bundle and create or update the endpoint in DIR/gantry.toml");
+  deploy->add_option("dir", deploy_dir, "Directory with gantry.toml and the handler")->required();
+  deploy->add_option("--id", deploy_id, "Endpoint id (default: id in gantry.toml, else DIR's name)");
+  deploy->callback([&] {
+    ResolveConn(&conn);
+    fs::path dir = fs::absolute(deploy_dir).lexically_normal();
+    if (dir.filename().empty()) dir = dir.parent_path();
+    std::string toml_path = (dir / "gantry.toml").string();
+    if (!fs::exists(toml_path)) {
+      fprintf(stderr, "gantry: %s not found\n", toml_path.c_str());
+      rc = 2;
+      return;
+    }
+    auto spec = ParseToml(ReadFile(toml_path));
+    if (!spec.ok()) {
+      fprintf(stderr, "gantry: %s\n", spec.status().message().c_str());
+      rc = 2;
+      return;
+    }
+    std::string id = deploy_id;
+    if (id.empty()) {
+      const json::value* v = Find(*spec, "id");
+      id = v && v->is_string() ? std::string(v->as_string()) : dir.filename().string();
+    }
+    (*spec)["id"] = id;
+    // The bundle: every regular file below DIR, named by content.
+    struct File {
+      std::string path, digest, data;
+      int mode;
+    };
+    std::vector<File> files;
+    size_t total = 0;
+    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
+         ++it) {
+      std::string name = it->path().filename().string();
+      if (it->is_directory() && (name == ".git" || name == "__pycache__" || name == ".venv" ||
+                                 name == "node_modules")) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      if (!it->is_regular_file() || it->is_symlink()) continue;
+      File f;
+      f.path = fs::relative(it->path(), dir).string();
+      f.data = ReadFile(it->path().string());
+      f.digest = Sha256Hex(f.data);
+      f.mode = static_cast<int>(fs::status(it->path()).permissions() & fs::perms::all);
+      total += f.data.size();
+      files.push_back(std::move(f));
+    }
+    json::array digests;
+    for (const auto& f : files) digests.emplace_back(f.digest);
+    auto missing = Call(conn, "POST", "/v1/blobs/missing",
+                        ToJson(json::object{{"digests", std::move(digests)}}));
+    if (!missing) {
+      rc = 1;
+      return;
+    }
+    std::set<std::string> need;
+    for (const auto& d : missing->body.as_object().at("missing").as_array()) {
+      need.insert(std::string(d.as_string()));
+    }
+    size_t uploaded = 0, uploaded_bytes = 0, n = 0;
+    for (const auto& f : files) {
+      if (!need.count(f.digest)) continue;
+      need.erase(f.digest);  // the same content twice uploads once
+      ++n;
+      fprintf(stderr, "uploading %s (%zu bytes) [%zu]\n", f.path.c_str(), f.data.size(), n);
+      if (!Call(conn, "PUT", "/v1/blobs/" + f.digest, f.data, 300'000)) {
+        rc = 1;
+        return;
+      }
+      ++uploaded;
+      uploaded_bytes += f.data.size();
+    }
+    json::array manifest;
+    for (const auto& f : files) {
+      manifest.push_back(json::object{{"path", f.path}, {"digest", f.digest}, {"mode", f.mode}});
+    }
+    auto bundle =
+        Call(conn, "POST", "/v1/bundles", ToJson(json::object{{"files", std::move(manifest)}}));
+    if (!bundle) {
+      rc = 1;
+      return;
+    }
+    std::string digest = Field(bundle->body, "digest");
+    (*spec)["bundle"] = digest;
+    // Create, or update if it exists (an update with nothing changed keeps the version).
+    ResolveConn(&conn);
+    auto url = http::ParseUrl(conn.url);
+    std::string path = "/v1/endpoints/" + http::PercentEncode(id);
+    http::HttpClient probe(url->host, url->port);
+    auto exists = probe.Do("GET", url->target + path.substr(1), "",
+                           {{"Authorization", "Bearer " + conn.key}});
+    bool update = exists.ok() && exists->status == 200;
+    auto r = update ? Call(conn, "PATCH", path, ToJson(*spec))
+                    : Call(conn, "POST", "/v1/endpoints", ToJson(*spec));
+    if (!r) {
+      rc = 1;
+      return;
+    }
+    if (conn.json) return PrintJson(r->body);
+    printf("deployed %s: version %s, bundle %.12s (%zu files, %zu uploaded, %zu bytes)\n",
+           id.c_str(), Field(r->body, "version").c_str(), digest.c_str(), files.size(), uploaded,
+           uploaded_bytes);
+    static_cast<void>(total);
   });
 
   // ---- usage

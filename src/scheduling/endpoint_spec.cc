@@ -45,6 +45,7 @@ json::object EndpointSpec::ToJson() const {
   w["workdir"] = worker.workdir;
   w["env"] = EnvToJson(worker.env);
   o["worker"] = std::move(w);
+  o["bundle"] = bundle;
   o["createdAt"] = created_ms;
   o["updatedAt"] = updated_ms;
   o["version"] = version;
@@ -116,7 +117,7 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
                                  "gpuCount",    "env",         "concurrency",
                                  "maxAttempts", "cpu",         "memoryMb",
                                  "worker",      "flashboot",   "createdAt",
-                                 "updatedAt",   "version",     "bufferWorkers"};
+                                 "updatedAt",   "version",     "bufferWorkers", "bundle"};
   for (const auto& kv : o) {
     bool known = false;
     for (const char* k : kKnown) known = known || kv.key() == k;
@@ -171,6 +172,10 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
       spec->worker.workdir = std::string(d->as_string());
     }
     GANTRY_RETURN_IF_ERROR(EnvField(w, "env", &spec->worker.env));
+  }
+  if (const auto* b = Find(o, "bundle")) {
+    if (!b->is_string()) return InvalidArgument("bundle must be a digest string");
+    spec->bundle = std::string(b->as_string());
   }
   if (spec->workers_min > spec->workers_max) {
     return InvalidArgument("workersMin must not exceed workersMax");

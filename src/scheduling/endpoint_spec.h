@@ -36,6 +36,7 @@ struct EndpointSpec {
   double cpu = 0.25;         // cores per worker, a soft share. Default: 0.25.
   int64_t memory_mb = 1024;  // hard limit per worker. Default: 1024.
   WorkerCommand worker;
+  std::string bundle;  // digest of the code bundle (gantry deploy); "" for none
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   int64_t version = 1;  // bumped on every update

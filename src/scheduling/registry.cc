@@ -65,6 +65,11 @@ Result<EndpointSpec> EndpointRegistry::Update(const std::string& id, const json:
   if (const auto* pid = Find(patch.as_object(), "id"); pid && *pid != json::value(id)) {
     return InvalidArgument("id cannot be changed");
   }
+  // An update that changes nothing (a deploy of the same bundle) makes no new version.
+  if (ToJson(spec.ToJson()) == ToJson(it->second.ToJson())) {
+    store_->Write({}, std::move(durable));  // completes in order, like any write
+    return spec;
+  }
   spec.updated_ms = clock_->NowMs();
   spec.version += 1;
   Save(spec, std::move(durable));

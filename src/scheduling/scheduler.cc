@@ -47,6 +47,7 @@ void Scheduler::Rebuild(Node* node) {
     a.endpoint_version = w->endpoint_version;
     a.command = spec->worker.command;
     a.workdir = spec->worker.workdir;
+    a.bundle = spec->bundle;
     if (!w->secret.empty()) a.env = env_builder_(*spec, *w, w->secret);
     a.gpu_type = w->gpu_type;
     a.gpus = w->gpus;
@@ -85,6 +86,7 @@ std::vector<NodeView> Scheduler::Views() const {
     v.id = id;
     v.alive = n.alive;
     v.memory_mb = n.inventory.memory_mb;
+    v.cached = n.cached_bundles;
     for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
     for (const WorkerInfo* w : workers_->List("")) {
       if (w->node_id != id || w->state == WorkerState::kStopped) continue;
@@ -101,7 +103,7 @@ std::vector<NodeView> Scheduler::Views() const {
 }
 
 void Scheduler::StartWorker(const EndpointSpec& spec) {
-  auto p = Place(spec, Views(), spec.id + "@" + std::to_string(spec.version));
+  auto p = Place(spec, Views(), spec.bundle);
   if (!p.ok()) {
     health_[spec.id].throttled++;
     return;
@@ -180,11 +182,13 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
 }
 
 Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerReport>& reports,
-                         const std::map<std::string, std::vector<std::string>>& log_tails) {
+                         const std::map<std::string, std::vector<std::string>>& log_tails,
+                         const std::set<std::string>& cached_bundles) {
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return NotFound("node not registered: " + node_id);
   Node& n = it->second;
   n.last_seen_ms = clock_->NowMs();
+  n.cached_bundles = cached_bundles;
   if (!n.alive) {
     GLOG_INFO("scheduler: node %s is back", node_id.c_str());
     n.alive = true;

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,7 +42,8 @@ struct WorkerAssignment {
   std::string endpoint_id;
   int64_t endpoint_version = 0;
   std::vector<std::string> command;
-  std::string workdir;
+  std::string workdir;  // relative to the bundle's root when there is a bundle
+  std::string bundle;   // code bundle digest; "" for none
   std::map<std::string, std::string> env;  // empty when the server no longer knows the secret
   std::string gpu_type;
   std::vector<int> gpus;
@@ -96,8 +98,10 @@ class Scheduler {
   // when `wait_ms` passes (with the current one).
   void PollAssignment(const std::string& node_id, int64_t known_version, int64_t wait_ms,
                       std::function<void(const Assignment*)> cb);
+  // `cached_bundles`: the bundle digests the node holds (placement prefers such nodes).
   Status Report(const std::string& node_id, const std::vector<WorkerReport>& workers,
-                const std::map<std::string, std::vector<std::string>>& log_tails);
+                const std::map<std::string, std::vector<std::string>>& log_tails,
+                const std::set<std::string>& cached_bundles = {});
 
   // Stops a worker for good (it ignored a stop): its node's agent kills the process.
   void Kill(const std::string& worker_id, const std::string& why);
@@ -117,6 +121,7 @@ class Scheduler {
     bool alive = true;
     Assignment assignment;
     std::map<std::string, WorkerReport> reports;
+    std::set<std::string> cached_bundles;
     struct Waiter {
       uint64_t id;
       int64_t deadline_ms;

@@ -1,3 +1,4 @@
+#include "store/blob_store.h"
 #include "store/store.h"
 
 #include <gtest/gtest.h>
@@ -128,6 +129,21 @@ TEST(MemoryStoreTest, DeferredWritesWaitForFlush) {
   m.FlushDeferred();
   EXPECT_TRUE(done);
   EXPECT_EQ(m.job_count(), 1u);
+}
+
+TEST_F(SqliteStoreTest, BlobsAreContentAddressed) {
+  BlobStore blobs((dir_ / "blobs").string());
+  ASSERT_TRUE(blobs.Init().ok());
+  std::string data = "print('hi')\n";
+  std::string digest = Sha256Hex(data);
+  EXPECT_FALSE(blobs.Has(digest));
+  EXPECT_EQ(blobs.Put(digest, "other").code(), Code::kInvalidArgument);
+  EXPECT_EQ(blobs.Put("../etc/passwd", data).code(), Code::kInvalidArgument);
+  ASSERT_TRUE(blobs.Put(digest, data).ok());
+  ASSERT_TRUE(blobs.Put(digest, data).ok());  // idempotent
+  EXPECT_TRUE(blobs.Has(digest));
+  EXPECT_EQ(*blobs.Get(digest), data);
+  EXPECT_EQ(blobs.Get(std::string(64, 'a')).status().code(), Code::kNotFound);
 }
 
 }  // namespace gantry::store

@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from harness import E2ETest, HANDLERS, PYTHON
+from harness import ADMIN_KEY, E2ETest, GANTRY, HANDLERS, PYTHON, ROOT
 
 
 def handler(name):
@@ -189,6 +189,75 @@ class UpTest(E2ETest):
         self.assertTrue(all(w["gpuType"] == "H100" for w in ws), "fell back from A100-80GB")
         self.assertGreaterEqual(
             self.server.request("GET", "/v2/g/health").json["workers"]["throttled"], 1)
+
+
+class DeployTest(E2ETest):
+    command = "up"
+
+    def deploy(self, d):
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY,
+                   HOME=self.server.data_dir)
+        p = subprocess.run([GANTRY, "deploy", d], env=env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout
+
+    def test_deploy_uploads_only_changes_and_new_versions_drain_old_workers(self):
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp(prefix="gantry-deploy-")
+        try:
+            shutil.copy(os.path.join(ROOT, "examples", "echo", "handler.py"), d)
+            with open(os.path.join(d, "gantry.toml"), "w") as f:
+                f.write('id = "dep"\nidleTimeout = 30\n[worker]\n'
+                        'command = ["/usr/bin/python3", "handler.py"]\n')
+            os.makedirs(os.path.join(d, "data"))
+            with open(os.path.join(d, "data", "weights.bin"), "wb") as f:
+                f.write(os.urandom(300_000))
+            out = self.deploy(d)
+            self.assertIn("version 1", out)
+            self.assertIn("3 files, 3 uploaded", out)
+            r = self.server.request("POST", "/v2/dep/runsync", {"input": {"a": 1}})
+            self.assertEqual(r.json.get("output"), {"echo": {"a": 1}}, r)
+            first = r.json["workerId"]
+            # The same files again: nothing uploaded, no new version.
+            out = self.deploy(d)
+            self.assertIn("version 1", out)
+            self.assertIn("0 uploaded", out)
+            # One file changed: only it is uploaded; a new version; the old worker drains.
+            with open(os.path.join(d, "handler.py"), "a") as f:
+                f.write("\n# v2\n")
+            out = self.deploy(d)
+            self.assertIn("version 2", out)
+            self.assertIn("3 files, 1 uploaded", out)
+            r = self.server.request("POST", "/v2/dep/runsync", {"input": {"a": 2}})
+            self.assertEqual(r.json.get("output"), {"echo": {"a": 2}}, r)
+            self.assertNotEqual(r.json["workerId"], first)
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                ws = self.server.request("GET", "/v1/endpoints/dep/workers").json["workers"]
+                if [w for w in ws if w["id"] == first][0]["state"] == "STOPPED":
+                    break
+                time.sleep(0.1)
+            else:
+                self.fail("the old version's worker did not drain")
+            # The bundle is unpacked on the node, with the large file intact.
+            bundle = self.server.request("GET", "/v1/endpoints/dep").json["bundle"]
+            unpacked = os.path.join(self.server.data_dir, "bundles", bundle, "data",
+                                    "weights.bin")
+            self.assertEqual(os.path.getsize(unpacked), 300_000)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_deploy_errors_are_clear(self):
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
+        p = subprocess.run([GANTRY, "deploy", "/nonexistent-dir"], env=env, capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("gantry.toml", p.stderr)
+        r = self.server.request("POST", "/v1/endpoints", {"id": "x", "bundle": "0" * 64})
+        self.assertEqual(r.status, 404, r)
+        self.assertIn("bundle not uploaded", r.json["error"]["message"])
 
 
 if __name__ == "__main__":
