@@ -87,6 +87,34 @@ TEST_F(ServerTest, DeferredResponseAndWriteCallback) {
   EXPECT_TRUE(written);
 }
 
+TEST_F(ServerTest, HeldRequestOfAClientThatLeftIsReportedNotWritten) {
+  // Regression: a long-poll answered after its client died used to "succeed" (the first write
+  // to a half-closed socket does), so a job handed to a dead worker was lost until liveness.
+  std::shared_ptr<Responder> held;
+  std::atomic<int> written{-1};
+  StartServer([&](Request&&, std::shared_ptr<Responder> resp) { held = resp; });
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(server_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const char req[] = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_GT(write(fd, req, sizeof req - 1), 0);
+  for (int i = 0; i < 200 && !held; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(held);
+  close(fd);  // the worker dies while its job-take is held
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  loop_.Post([&] {
+    held->Send(Response{200, "{\"id\":\"job\"}"}, [&](bool ok) { written = ok; });
+    held.reset();
+  });
+  for (int i = 0; i < 200 && written < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(written.load(), 0);
+}
+
 TEST_F(ServerTest, OversizedBodyGets413) {
   ServerOptions o;
   o.body_limit = 1000;

@@ -1,8 +1,11 @@
 // EventLoop and HttpServer on Boost.Asio/Beast.
+#include <sys/socket.h>
+
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <unordered_set>
 
 #include "common/log.h"
@@ -99,6 +102,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // After an early error reply: stop sending, read and drop what the client still sends (so
   // that it gets to read our reply instead of a reset), then close. Bounded in bytes and time.
   void LingeringClose();
+  // While a handler holds the request (a long-poll), notices the client going away, so that
+  // what is sent to it later is reported as not written instead of vanishing into a dead socket.
+  void WatchForClose();
   void OnRead(beast::error_code ec);
   void SendError(int status, const char* code, const std::string& message);
 
@@ -107,6 +113,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::shared_ptr<HttpServer::Impl> server_;
   bool linger_after_write_ = false;
+  bool awaiting_response_ = false;  // a handler holds the current request
+  bool peer_closed_ = false;        // the client closed its side while we held its request
   std::shared_ptr<std::function<void()>> lingering_;  // keeps the drain loop alive
 };
 
@@ -227,16 +235,37 @@ void Connection::OnRead(beast::error_code ec) {
   req.body = std::move(msg.body());
   auto responder =
       std::make_shared<ResponderImpl>(shared_from_this(), msg.keep_alive(), msg.version());
+  awaiting_response_ = true;
   try {
     server_->handler(std::move(req), responder);
   } catch (const std::exception& e) {
     GLOG_ERROR("http: handler threw: %s", e.what());
     responder->Send(Response{500, R"({"error":{"code":"internal","message":"internal error"}})"});
   }
+  if (awaiting_response_) WatchForClose();
+}
+
+void Connection::WatchForClose() {
+  stream_.socket().async_wait(
+      tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+        if (ec || !self->awaiting_response_) return;
+        // Readable while we hold its request: either the client closed (EOF) or it pipelined the
+        // next request (left in the socket for the next read).
+        char c;
+        ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          self->peer_closed_ = true;
+        }
+      });
 }
 
 void Connection::Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
                       std::function<void(bool)> on_done) {
+  awaiting_response_ = false;
+  if (peer_closed_) {  // the client is gone: nothing can reach it
+    if (on_done) on_done(false);
+    return Close();
+  }
   auto sp = std::make_shared<bhttp::response<bhttp::string_body>>(std::move(res));
   stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
   bhttp::async_write(stream_, *sp,

@@ -60,14 +60,15 @@ constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(sqlite3* db, SqliteOptions options, Executor executor)
-      : db_(db), options_(options), executor_(std::move(executor)) {}
+  SqliteStore(sqlite3* db, std::string path, SqliteOptions options, Executor executor)
+      : db_(db), path_(std::move(path)), options_(options), executor_(std::move(executor)) {}
   ~SqliteStore() override {
     Stop();
     for (sqlite3_stmt* s : {put_job_, update_job_, delete_job_, put_object_, delete_object_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close(db_);
+    if (ckpt_db_) sqlite3_close(ckpt_db_);
   }
 
   Status Init() {
@@ -82,7 +83,16 @@ class SqliteStore final : public Store {
     GANTRY_RETURN_IF_ERROR(Prepare(kDeleteJob, &delete_job_));
     GANTRY_RETURN_IF_ERROR(Prepare(kPutObject, &put_object_));
     GANTRY_RETURN_IF_ERROR(Prepare(kDeleteObject, &delete_object_));
+    // Checkpoints run on their own connection and thread, so that copying the WAL into the
+    // database (and its fsyncs) never stalls a commit that requests are waiting on.
+    GANTRY_RETURN_IF_ERROR(Exec("PRAGMA wal_autocheckpoint=0;"));
+    if (sqlite3_open_v2(path_.c_str(), &ckpt_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      return Unavailable("cannot open a checkpoint connection to " + path_);
+    }
+    sqlite3_busy_timeout(ckpt_db_, 5000);
     writer_ = std::thread([this] { WriterLoop(); });
+    checkpointer_ = std::thread([this] { CheckpointLoop(); });
     return Status::Ok();
   }
 
@@ -161,8 +171,12 @@ class SqliteStore final : public Store {
       if (stopping_) return;
       stopping_ = true;
       cv_.notify_one();
+      cv_ckpt_.notify_one();
     }
     if (writer_.joinable()) writer_.join();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    if (ckpt_db_)
+      sqlite3_wal_checkpoint_v2(ckpt_db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   }
 
  private:
@@ -254,6 +268,18 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  void CheckpointLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopping_) {
+      cv_ckpt_.wait_for(lock, std::chrono::milliseconds(200));
+      if (stopping_) break;
+      lock.unlock();
+      int log_frames = 0, done = 0;
+      sqlite3_wal_checkpoint_v2(ckpt_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
+      lock.lock();
+    }
+  }
+
   void WriterLoop() {
     for (;;) {
       std::deque<Pending> batch;
@@ -319,6 +345,10 @@ class SqliteStore final : public Store {
   bool writer_idle_ = false;   // the writer waits on cv_
   bool wake_pending_ = false;  // cv_ was notified since it started waiting
   std::thread writer_;
+  std::thread checkpointer_;
+  std::condition_variable cv_ckpt_;  // wakes the checkpointer at Stop()
+  std::string path_;
+  sqlite3* ckpt_db_ = nullptr;
 };
 
 }  // namespace
@@ -333,7 +363,7 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, SqliteOp
     sqlite3_close(db);
     return Unavailable("cannot open database " + path + ": " + msg);
   }
-  auto store = std::make_unique<SqliteStore>(db, options, std::move(executor));
+  auto store = std::make_unique<SqliteStore>(db, path, options, std::move(executor));
   GANTRY_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<Store>(std::move(store));
 }
