@@ -1,33 +1,49 @@
-// bench_worker: a RunPod-protocol echo worker for benchmarks.
+// bench_worker: a RunPod-protocol echo worker for benchmarks. Each job's output is its input.
 //
-// Each of --threads threads holds its own keep-alive HttpClient and loops: long-poll
-// job-take-batch (up to --batch jobs), then post job-done {"output": <input>} for each job.
-// All threads share one worker identity (the RUNPOD_* env of one registered worker).
+// All --threads threads share one worker identity (the RUNPOD_* env of one registered worker)
+// and each holds its own keep-alive connections. Two modes:
+//
+//   --mode async (default): like an SDK that runs a batch's jobs concurrently. Each thread keeps
+//     one job-take-batch long-poll outstanding whenever it holds fewer than --batch jobs (asking
+//     for the difference), and posts each job's job-done at once on a keep-alive connection of
+//     its own, without waiting for earlier answers. A job-done answer waits for the server's
+//     durable write, so not waiting for it keeps fsync latency off the take path.
+//   --mode simple: each thread loops on one gantry::http::HttpClient: take a batch, then post
+//     the job-done calls one after another (each waits for its durable answer), then take again.
 //
 // Configuration: flags, else the RUNPOD_* environment Gantry hands to a registered worker:
 //   --get-job URL      RUNPOD_WEBHOOK_GET_JOB      (".../job-take/W?gpu=...")
 //   --post-output URL  RUNPOD_WEBHOOK_POST_OUTPUT  (".../job-done/W/$ID?gpu=...")
 //   --key KEY          RUNPOD_AI_API_KEY           (sent raw in Authorization)
-//   --ping URL         RUNPOD_WEBHOOK_PING          (optional; pinged every RUNPOD_PING_INTERVAL ms)
+//   --ping URL         RUNPOD_WEBHOOK_PING         (optional; pinged every RUNPOD_PING_INTERVAL ms)
 //   --threads N        Default: 1.
-//   --batch N          batch_size of job-take-batch. Default: 8.
+//   --batch N          most jobs a thread holds (batch_size of job-take-batch). Default: 8.
+//   --mode async|simple  Default: async.
 //   --seconds S        exit after S seconds; 0 = until SIGTERM/SIGINT. Default: 0.
 //   --quiet            no summary line on exit.
 //
 // Exit: on SIGTERM/SIGINT or after --seconds, prints "bench_worker: N jobs ..." to stderr and
-// exits at once (threads blocked in a long-poll are not waited for; jobs they were about to get
-// stay with the server, which is fine for a benchmark).
+// exits at once, without joining threads blocked in a long-poll (jobs the server hands to a
+// take nobody reads any more are left IN_PROGRESS; fine for a benchmark).
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -46,6 +62,7 @@ struct Config {
   int64_t ping_interval_ms = 10'000;
   int threads = 1;
   int batch = 8;
+  bool simple = false;
   double seconds = 0;
   bool quiet = false;
 };
@@ -69,7 +86,8 @@ std::string EnvOr(const char* name, std::string fallback = "") {
   fprintf(stderr,
           "bench_worker: %s\n"
           "usage: bench_worker [--get-job URL] [--post-output URL] [--key KEY] [--ping URL]\n"
-          "                    [--threads N] [--batch N] [--seconds S] [--quiet]\n"
+          "                    [--threads N] [--batch N] [--mode async|simple] [--seconds S]\n"
+          "                    [--quiet]\n"
           "  (URLs and key default to RUNPOD_WEBHOOK_GET_JOB, RUNPOD_WEBHOOK_POST_OUTPUT,\n"
           "   RUNPOD_AI_API_KEY, RUNPOD_WEBHOOK_PING)\n",
           why);
@@ -89,16 +107,31 @@ Config ParseArgs(int argc, char** argv) {
       if (i + 1 >= argc) Usage(("missing value for " + a).c_str());
       return argv[++i];
     };
-    if (a == "--get-job") c.get_job = next();
-    else if (a == "--post-output") c.post_output = next();
-    else if (a == "--key") c.key = next();
-    else if (a == "--ping") c.ping = next();
-    else if (a == "--threads") c.threads = atoi(next().c_str());
-    else if (a == "--batch") c.batch = atoi(next().c_str());
-    else if (a == "--seconds") c.seconds = atof(next().c_str());
-    else if (a == "--quiet") c.quiet = true;
-    else if (a == "-h" || a == "--help") Usage("help");
-    else Usage(("unknown flag " + a).c_str());
+    if (a == "--get-job") {
+      c.get_job = next();
+    } else if (a == "--post-output") {
+      c.post_output = next();
+    } else if (a == "--key") {
+      c.key = next();
+    } else if (a == "--ping") {
+      c.ping = next();
+    } else if (a == "--threads") {
+      c.threads = atoi(next().c_str());
+    } else if (a == "--batch") {
+      c.batch = atoi(next().c_str());
+    } else if (a == "--seconds") {
+      c.seconds = atof(next().c_str());
+    } else if (a == "--quiet") {
+      c.quiet = true;
+    } else if (a == "--mode") {
+      std::string m = next();
+      if (m != "async" && m != "simple") Usage("--mode is async or simple");
+      c.simple = m == "simple";
+    } else if (a == "-h" || a == "--help") {
+      Usage("help");
+    } else {
+      Usage(("unknown flag " + a).c_str());
+    }
   }
   if (c.get_job.empty() || c.post_output.empty() || c.key.empty()) {
     Usage("need the job-take URL, the job-done URL and the worker key");
@@ -108,37 +141,79 @@ Config ParseArgs(int argc, char** argv) {
   return c;
 }
 
-// "http://h:p/v2/ep/job-take/W?gpu=x" -> "/v2/ep/job-take-batch/W?gpu=x&batch_size=N&..."
-std::string BatchTarget(const std::string& take_target, int batch) {
-  std::string t = take_target;
-  size_t pos = t.find("/job-take/");
-  if (pos != std::string::npos) t.replace(pos, 10, "/job-take-batch/");
-  t += t.find('?') == std::string::npos ? '?' : '&';
-  t += "batch_size=" + std::to_string(batch) + "&job_in_progress=0";
-  return t;
+// Counts an error; logs the first few, then every 1000th (a stopped server makes many).
+void Error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void Error(const char* fmt, ...) {
+  int64_t n = g_stats.errors.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (g_stop.load(std::memory_order_relaxed) || (n > 5 && n % 1000 != 0)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "bench_worker: error %lld: ", static_cast<long long>(n));
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
 }
 
 void Backoff() { std::this_thread::sleep_for(std::chrono::milliseconds(50)); }
 
-void WorkerLoop(const Config& c, const gantry::http::Url& take, const gantry::http::Url& done) {
+// The request targets, derived once from the two URLs.
+struct Targets {
+  Targets(const gantry::http::Url& take, const gantry::http::Url& done) {
+    // ".../job-take/W?gpu=x" -> ".../job-take-batch/W?gpu=x&job_in_progress=0&batch_size="
+    take_prefix = take.target;
+    size_t pos = take_prefix.find("/job-take/");
+    if (pos != std::string::npos) take_prefix.replace(pos, 10, "/job-take-batch/");
+    take_prefix += take_prefix.find('?') == std::string::npos ? '?' : '&';
+    take_prefix += "job_in_progress=0&batch_size=";
+    // The job-done target split around "$ID".
+    size_t id_pos = done.target.find("$ID");
+    done_pre = done.target.substr(0, id_pos);
+    done_post = id_pos == std::string::npos ? "" : done.target.substr(id_pos + 3);
+    done_post += done.target.find('?') == std::string::npos ? "?isStream=false" : "&isStream=false";
+  }
+  std::string Take(int n) const { return take_prefix + std::to_string(n); }
+  std::string Done(std::string_view id) const {
+    std::string t;
+    t.reserve(done_pre.size() + id.size() + done_post.size());
+    t.append(done_pre).append(id).append(done_post);
+    return t;
+  }
+  std::string take_prefix, done_pre, done_post;
+};
+
+struct Job {
+  std::string id;
+  std::string body;  // {"output": <input>}
+};
+
+// Parses a job-take-batch answer into echo jobs; false when it is not a JSON array.
+bool ParseJobs(const std::string& text, std::vector<Job>* out) {
+  auto parsed = gantry::ParseJson(text);
+  if (!parsed.ok() || !parsed->is_array()) return false;
+  for (const value& job : parsed->as_array()) {
+    if (!job.is_object()) continue;
+    const value* id = gantry::Find(job.as_object(), "id");
+    const value* input = gantry::Find(job.as_object(), "input");
+    if (!id || !id->is_string()) continue;
+    out->push_back({std::string(id->as_string().data(), id->as_string().size()),
+                    "{\"output\":" + (input ? gantry::ToJson(*input) : "null") + "}"});
+  }
+  return true;
+}
+
+// ---- mode simple: one blocking HttpClient per thread ------------------------------------------
+
+void SimpleLoop(const Config& c, const gantry::http::Url& take, const gantry::http::Url& done) {
   gantry::http::HttpClient client(take.host, take.port);
-  const std::string take_target = BatchTarget(take.target, c.batch);
+  const Targets targets(take, done);
+  const std::string take_target = targets.Take(c.batch);
   const std::vector<gantry::http::Header> headers{{"Authorization", c.key}};
-  const std::string empty;
-  // The job-done target split around "$ID", so each post is two appends.
-  size_t id_pos = done.target.find("$ID");
-  std::string done_pre = done.target.substr(0, id_pos);
-  std::string done_post = id_pos == std::string::npos ? "" : done.target.substr(id_pos + 3);
-  done_post += done_post.find('?') == std::string::npos && done_pre.find('?') == std::string::npos
-                   ? "?isStream=false"
-                   : "&isStream=false";
-  std::string target, body;
+  std::vector<Job> jobs;
   while (!g_stop.load(std::memory_order_relaxed)) {
-    auto res = client.Do("GET", take_target, empty, headers, 90'000);
+    auto res = client.Do("GET", take_target, "", headers, 90'000);
     g_stats.takes.fetch_add(1, std::memory_order_relaxed);
     if (!res.ok()) {
-      g_stats.errors.fetch_add(1, std::memory_order_relaxed);
-      if (!g_stop) fprintf(stderr, "bench_worker: take: %s\n", res.status().ToString().c_str());
+      Error("take: %s", res.status().ToString().c_str());
       Backoff();
       continue;
     }
@@ -146,37 +221,249 @@ void WorkerLoop(const Config& c, const gantry::http::Url& take, const gantry::ht
       g_stats.empty_takes.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (res->status != 200) {
-      g_stats.errors.fetch_add(1, std::memory_order_relaxed);
-      fprintf(stderr, "bench_worker: take: HTTP %d %s\n", res->status, res->body.c_str());
+    jobs.clear();
+    if (res->status != 200 || !ParseJobs(res->body, &jobs)) {
+      Error("take: HTTP %d %.200s", res->status, res->body.c_str());
       Backoff();
       continue;
     }
-    auto parsed = gantry::ParseJson(res->body);
-    if (!parsed.ok() || !parsed->is_array()) {
-      g_stats.errors.fetch_add(1, std::memory_order_relaxed);
-      fprintf(stderr, "bench_worker: take: not a JSON array: %.200s\n", res->body.c_str());
-      continue;
-    }
-    for (const value& job : parsed->as_array()) {
-      if (!job.is_object()) continue;
-      const value* id = gantry::Find(job.as_object(), "id");
-      const value* input = gantry::Find(job.as_object(), "input");
-      if (!id || !id->is_string()) continue;
-      target.assign(done_pre);
-      target.append(id->as_string().data(), id->as_string().size());
-      target.append(done_post);
-      body.assign("{\"output\":");
-      body.append(input ? gantry::ToJson(*input) : "null");
-      body.push_back('}');
-      auto dr = client.Do("POST", target, body, headers, 30'000);
+    for (const Job& j : jobs) {
+      auto dr = client.Do("POST", targets.Done(j.id), j.body, headers, 30'000);
       if (!dr.ok() || dr->status != 200) {
-        g_stats.errors.fetch_add(1, std::memory_order_relaxed);
-        if (!g_stop) {
-          fprintf(stderr, "bench_worker: job-done %s: %s\n", id->as_string().c_str(),
-                  dr.ok() ? ("HTTP " + std::to_string(dr->status) + " " + dr->body).c_str()
-                          : dr.status().ToString().c_str());
+        Error("job-done %s: %s", j.id.c_str(),
+              dr.ok() ? ("HTTP " + std::to_string(dr->status)).c_str()
+                      : dr.status().ToString().c_str());
+        continue;
+      }
+      g_stats.jobs.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+// ---- mode async: one poll loop per thread -----------------------------------------------------
+
+// One keep-alive HTTP/1.1 connection with at most one request in flight. Minimal on purpose:
+// answers must carry Content-Length or have no body (Gantry's do).
+class Conn {
+ public:
+  ~Conn() { Close(); }
+  int fd() const { return fd_; }
+  bool busy() const { return busy_; }
+  const std::string& request() const { return request_; }
+
+  // Sends `request` (reconnecting when needed); false when the connection failed.
+  bool Send(const sockaddr_storage& addr, socklen_t len, std::string request) {
+    request_ = std::move(request);
+    in_.clear();
+    for (int attempt = 0; attempt < 2; ++attempt) {  // a reused connection may be stale
+      if (fd_ < 0 && !Connect(addr, len)) return false;
+      if (SendAll()) {
+        busy_ = true;
+        return true;
+      }
+      Close();
+    }
+    return false;
+  }
+
+  enum class Read { kMore, kDone, kFailed };
+  // Reads what arrived; kDone sets status and body.
+  Read OnReadable(int* status, std::string* body) {
+    char buf[16384];
+    ssize_t r = recv(fd_, buf, sizeof buf, 0);
+    if (r <= 0) {
+      Close();
+      return Read::kFailed;
+    }
+    in_.append(buf, static_cast<size_t>(r));
+    size_t end = in_.find("\r\n\r\n");
+    if (end == std::string::npos) return Read::kMore;
+    if (in_.size() < 12 || in_.compare(0, 5, "HTTP/") != 0) {
+      Close();
+      return Read::kFailed;
+    }
+    size_t length = 0;
+    bool close_after = false;
+    for (size_t line = in_.find("\r\n"); line < end;) {
+      size_t next = in_.find("\r\n", line + 2);
+      std::string_view h(in_.data() + line + 2, next - line - 2);
+      if (h.size() > 15 && strncasecmp(h.data(), "content-length:", 15) == 0) {
+        length = strtoull(h.data() + 15, nullptr, 10);
+      } else if (h.size() > 11 && strncasecmp(h.data(), "connection:", 11) == 0 &&
+                 h.find("close") != std::string_view::npos) {
+        close_after = true;
+      }
+      line = next;
+    }
+    if (in_.size() < end + 4 + length) return Read::kMore;
+    *status = atoi(in_.c_str() + 9);
+    body->assign(in_, end + 4, length);
+    busy_ = false;
+    if (close_after) Close();
+    return Read::kDone;
+  }
+
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    busy_ = false;
+  }
+
+ private:
+  bool Connect(const sockaddr_storage& addr, socklen_t len) {
+    fd_ = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return false;
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd_, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+      Close();
+      return false;
+    }
+    return true;
+  }
+  bool SendAll() {
+    size_t off = 0;
+    while (off < request_.size()) {
+      ssize_t w = send(fd_, request_.data() + off, request_.size() - off, MSG_NOSIGNAL);
+      if (w <= 0) return false;
+      off += static_cast<size_t>(w);
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+  bool busy_ = false;
+  std::string request_;
+  std::string in_;
+};
+
+bool Resolve(const std::string& host, uint16_t port, sockaddr_storage* addr, socklen_t* len) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) {
+    return false;
+  }
+  memcpy(addr, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return true;
+}
+
+void AsyncLoop(const Config& c, const gantry::http::Url& take, const gantry::http::Url& done) {
+  const Targets targets(take, done);
+  sockaddr_storage take_addr{}, done_addr{};
+  socklen_t take_len = 0, done_len = 0;
+  if (!Resolve(take.host, take.port, &take_addr, &take_len) ||
+      !Resolve(done.host, done.port, &done_addr, &done_len)) {
+    Error("cannot resolve %s or %s", take.host.c_str(), done.host.c_str());
+    return;
+  }
+  auto request = [&](const char* method, const std::string& target, const std::string& host,
+                     uint16_t port, const std::string& body) {
+    std::string r;
+    r.reserve(target.size() + body.size() + c.key.size() + 128);
+    r.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host);
+    r.append(":").append(std::to_string(port)).append("\r\nAuthorization: ").append(c.key);
+    if (!body.empty()) {
+      r.append("\r\nContent-Type: application/json\r\nContent-Length: ");
+      r.append(std::to_string(body.size()));
+    }
+    r.append("\r\n\r\n").append(body);
+    return r;
+  };
+
+  Conn take_conn;
+  std::vector<Conn> done_conns(c.batch);  // done_conns[i] busy <=> one held job posted on it
+  std::vector<std::string> done_ids(c.batch);
+  std::vector<int> done_retried(c.batch, 0);
+  int held = 0;  // jobs taken whose job-done has not been answered
+  std::vector<Job> jobs;
+  std::vector<pollfd> fds;
+  std::vector<int> which;  // -1: take_conn, else index into done_conns
+  int status = 0;
+  std::string body;
+
+  auto post_done = [&](int slot, const Job& j) {
+    done_ids[slot] = j.id;
+    done_retried[slot] = 0;
+    if (!done_conns[slot].Send(done_addr, done_len,
+                               request("POST", targets.Done(j.id), done.host, done.port, j.body))) {
+      Error("job-done %s: cannot send", j.id.c_str());
+      --held;
+    }
+  };
+
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    if (!take_conn.busy() && held < c.batch) {
+      if (!take_conn.Send(take_addr, take_len,
+                          request("GET", targets.Take(c.batch - held), take.host, take.port, ""))) {
+        Error("take: cannot connect to %s:%u", take.host.c_str(), take.port);
+        Backoff();
+        continue;
+      }
+    }
+    fds.clear();
+    which.clear();
+    if (take_conn.busy()) {
+      fds.push_back({take_conn.fd(), POLLIN, 0});
+      which.push_back(-1);
+    }
+    for (int i = 0; i < c.batch; ++i) {
+      if (done_conns[i].busy()) {
+        fds.push_back({done_conns[i].fd(), POLLIN, 0});
+        which.push_back(i);
+      }
+    }
+    if (fds.empty()) continue;
+    if (poll(fds.data(), fds.size(), 1000) <= 0) continue;
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!fds[k].revents) continue;
+      if (which[k] < 0) {  // the take answered
+        auto r = take_conn.OnReadable(&status, &body);
+        if (r == Conn::Read::kMore) continue;
+        g_stats.takes.fetch_add(1, std::memory_order_relaxed);
+        if (r == Conn::Read::kFailed) {
+          Error("take: connection failed");
+          Backoff();
+          continue;
         }
+        if (status == 204) {
+          g_stats.empty_takes.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        jobs.clear();
+        if (status != 200 || !ParseJobs(body, &jobs)) {
+          Error("take: HTTP %d %.200s", status, body.c_str());
+          Backoff();
+          continue;
+        }
+        for (const Job& j : jobs) {
+          int slot = 0;
+          while (slot < c.batch && done_conns[slot].busy()) ++slot;
+          if (slot == c.batch) {  // the server sent more than asked for
+            Error("take: more jobs than batch_size");
+            break;
+          }
+          ++held;
+          post_done(slot, j);
+        }
+        continue;
+      }
+      int slot = which[k];
+      auto r = done_conns[slot].OnReadable(&status, &body);
+      if (r == Conn::Read::kMore) continue;
+      if (r == Conn::Read::kFailed && !done_retried[slot]) {  // job-done is idempotent
+        done_retried[slot] = 1;
+        std::string again = done_conns[slot].request();
+        if (done_conns[slot].Send(done_addr, done_len, std::move(again))) continue;
+      }
+      --held;
+      if (r == Conn::Read::kFailed || status != 200) {
+        Error("job-done %s: %s", done_ids[slot].c_str(),
+              r == Conn::Read::kFailed ? "connection failed"
+                                       : ("HTTP " + std::to_string(status)).c_str());
         continue;
       }
       g_stats.jobs.fetch_add(1, std::memory_order_relaxed);
@@ -213,7 +500,9 @@ int main(int argc, char** argv) {
 
   auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
-  for (int i = 0; i < c.threads; ++i) threads.emplace_back(WorkerLoop, std::cref(c), *take, *done);
+  for (int i = 0; i < c.threads; ++i) {
+    threads.emplace_back(c.simple ? SimpleLoop : AsyncLoop, std::cref(c), *take, *done);
+  }
   if (!c.ping.empty()) {
     auto ping = gantry::http::ParseUrl(c.ping);
     if (ping.ok()) threads.emplace_back(PingLoop, std::cref(c), *ping);
@@ -222,8 +511,8 @@ int main(int argc, char** argv) {
   for (;;) {
     timespec ts{1, 0};
     if (c.seconds > 0) {
-      double left = c.seconds - std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                              start).count();
+      double left = c.seconds -
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (left <= 0) break;
       if (left < 1) ts = {0, static_cast<long>(left * 1e9)};
     }
@@ -231,8 +520,7 @@ int main(int argc, char** argv) {
     if (sig == SIGTERM || sig == SIGINT) break;
   }
   g_stop = true;
-  double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!c.quiet) {
     fprintf(stderr,
             "bench_worker: %lld jobs in %.1f s (%.0f jobs/s), %lld takes (%lld empty), "
@@ -243,6 +531,6 @@ int main(int argc, char** argv) {
             static_cast<long long>(g_stats.errors.load()));
   }
   fflush(stderr);
-  // Threads may be blocked in a 60 s long-poll: leave without joining them.
+  // Threads may be blocked in a long-poll: leave without joining them.
   _exit(0);
 }

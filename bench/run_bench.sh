@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Gantry benchmark against nginx, all in one run on this machine (load generator and servers
 # share the same CPUs). Builds gantry and bench_worker, starts nginx and gantry servers on
-# loopback, drives them with wrk, prints a markdown table and writes bench/results-latest.md.
+# loopback, drives them with wrk, prints a markdown table (bench/bench_report.py) and writes
+# bench/results-latest.md.
 #
 # Usage: bench/run_bench.sh [--no-build]
 # Environment (defaults in brackets):
 #   DURATION    seconds per wrk run [10]
 #   CONNS       connections of the concurrent runs [32]
 #   WRK_THREADS wrk threads of the concurrent runs [2]
-#   WORKER_THREADS  bench_worker threads per endpoint [2]
-#   BATCH       job-take-batch batch_size [8]
+#   WORKER_THREADS  bench_worker threads per endpoint [1]
+#   WORKER_MODE bench_worker --mode: async or simple [async]
+#   BATCH       job-take-batch batch_size: most jobs a worker thread holds [8]
 #   MEM_JOBS    jobs queued for the memory figure [100000]
 #   PY_WORKERS  Python SDK workers for the optional figure (one per endpoint, round robin) [4]
 #   PORT_BASE   first port tried; all ports are below 32768 [21000]
+#   PHASES      which parts run, in order [nginx run sync mem]
+#   RETRIES     repeats of a wrk run disturbed by other processes (>15% of the CPUs) [2]
+#   QUIET_WAIT  seconds to wait for other load to settle before each wrk run [20]
 #   KEEP_TMP=1  keep the temp dir (logs, wrk outputs) instead of deleting it
 # Every process it starts is stopped on exit (trap EXIT); every step is bounded by `timeout`,
 # and a watchdog ends the whole run after 15 minutes.
@@ -24,10 +29,12 @@ cd "$ROOT"
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-2}
-WORKER_THREADS=${WORKER_THREADS:-2}
+WORKER_THREADS=${WORKER_THREADS:-1}
+WORKER_MODE=${WORKER_MODE:-async}
 BATCH=${BATCH:-8}
 MEM_JOBS=${MEM_JOBS:-100000}
 PY_WORKERS=${PY_WORKERS:-4}
+PHASES=${PHASES:-nginx run sync mem}
 PORT_BASE=${PORT_BASE:-21000}
 PY=/usr/bin/python3
 ENDPOINTS=(ep1 ep2 ep3 ep4)
@@ -98,56 +105,131 @@ forget_pids() {
 }
 stop() { stop_pids "$@"; forget_pids "$@"; }
 
+# pick_port: sets PORT to a free loopback port below 32768 (outside the ephemeral range), each
+# call a new one.
 NEXT_PORT=$PORT_BASE
 pick_port() {
   local p=$NEXT_PORT
   while [ $p -lt 32768 ] && ss -Hltn "( sport = :$p )" | grep -q .; do p=$((p + 1)); done
   [ $p -lt 32768 ] || { echo "no free port below 32768" >&2; exit 1; }
   NEXT_PORT=$((p + 1))
-  echo $p
+  PORT=$p
 }
 
 # ---- build ------------------------------------------------------------------------------------
-if [ $BUILD = 1 ]; then
-  log "building gantry and bench_worker"
-  timeout 900 ./scripts/build.sh --target gantry bench_worker >"$T/build.log" 2>&1 ||
-    { tail -30 "$T/build.log" >&2; exit 1; }
-fi
 GANTRY=$ROOT/build/gantry
 WORKER=$ROOT/build/bench/bench_worker
+BUILD_NOTE="not rebuilt (--no-build)"
+if [ $BUILD = 1 ]; then
+  log "building gantry and bench_worker"
+  if timeout 900 ./scripts/build.sh --target gantry bench_worker >"$T/build.log" 2>&1; then
+    BUILD_NOTE="built by this run"
+  else
+    tail -15 "$T/build.log" >&2
+    # The tree is shared with people editing src/: a failed build need not stop the benchmark
+    # when binaries exist, but the report says so.
+    [ -x "$GANTRY" ] && [ -x "$WORKER" ] || { echo "build failed" >&2; exit 1; }
+    BUILD_NOTE="BUILD FAILED, existing binaries used"
+    log "build failed; measuring the existing binaries"
+  fi
+fi
 for b in "$GANTRY" "$WORKER"; do [ -x "$b" ] || { echo "missing $b (build first)" >&2; exit 1; }; done
+# Run private copies: others rebuild build/ while this runs, and every row must measure the same
+# binary.
+BUILT_AT=$(date -u -r "$GANTRY" '+%Y-%m-%d %H:%M:%S UTC')
+mkdir -p "$T/bin"
+cp "$GANTRY" "$WORKER" "$T/bin/"
+GANTRY=$T/bin/gantry
+WORKER=$T/bin/bench_worker
 for t in wrk nginx curl; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 
 # ---- helpers ----------------------------------------------------------------------------------
-# run_wrk LABEL THREADS CONNS URL [VAR=VALUE...]: runs wrk for DURATION s with wrk_bench.lua and
-# records LABEL_rps, LABEL_p50_us, LABEL_p99_us, LABEL_errors, LABEL_non2xx.
-run_wrk() {
-  local label=$1 threads=$2 conns=$3 url=$4
-  shift 4
-  log "wrk $label: -t$threads -c$conns -d${DURATION}s $url"
-  env "$@" timeout $((DURATION + 60)) wrk -t"$threads" -c"$conns" -d"${DURATION}s" --latency \
-    --timeout 10s -s "$ROOT/bench/wrk_bench.lua" "$url" >"$T/wrk-$label.txt" 2>&1 || true
-  local line
-  line=$(grep '^WRK_RESULT' "$T/wrk-$label.txt" || true)
-  if [ -z "$line" ]; then
-    log "wrk $label produced no result:"; cat "$T/wrk-$label.txt" >&2
-    put "${label}_failed" 1
-    return
-  fi
-  local kv
-  for kv in ${line#WRK_RESULT }; do
-    case "$kv" in
-      rps=*|p50_us=*|p99_us=*|errors=*|non2xx=*|requests=*) put "${label}_${kv%%=*}" "${kv#*=}" ;;
-    esac
+# CPU accounting, to tell how much of the machine other programs took during a measurement
+# (people share this machine: a compiler running meanwhile changes every figure).
+# machine_ticks: "busy total" jiffies of all CPUs; busy = user + nice + system + steal (steal:
+# time the VM lost to its host). Interrupt time is left out: loopback traffic is ours.
+machine_ticks() { awk '/^cpu / {b = $2 + $3 + $4 + $9; t = b + $5 + $6 + $7 + $8; print b, t}' /proc/stat; }
+# mine_ticks: CPU jiffies of this script and all its descendants (reaped children included) plus
+# those of kernel threads (the block-I/O workers run our fsyncs).
+mine_ticks() {
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root=$$ '
+    { s = $0; sub(/^[0-9]+ \(.*\) /, "", s); split(s, f, " ")
+      pid = $1; pp[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15] }
+    END { for (p in t) {
+            if (p == 2 || pp[p] == 2) { sum += t[p]; continue }  # kernel threads
+            q = p; n = 0
+            while (q != "" && q != root && q > 1 && n++ < 64) q = pp[q]
+            if (q == root) sum += t[p] }
+          print sum + 0 }'
+}
+# other_pct B0 T0 M0 B1 T1 M1: the share of all CPUs other programs used in between.
+other_pct() {
+  awk -v b=$(($4 - $1)) -v t=$(($5 - $2)) -v m=$(($6 - $3)) \
+    'BEGIN { x = (t > 0 ? 100 * (b - m) / t : 0); if (x < 0) x = 0; printf "%.0f", x }'
+}
+# cpu_begin / cpu_end LABEL: records LABEL_other_pct for the time in between.
+cpu_begin() { read -r CPU_B0 CPU_T0 < <(machine_ticks); CPU_M0=$(mine_ticks); }
+cpu_end() {
+  local b1 t1 m1
+  read -r b1 t1 < <(machine_ticks)
+  m1=$(mine_ticks)
+  put "${1}_other_pct" "$(other_pct "$CPU_B0" "$CPU_T0" "$CPU_M0" "$b1" "$t1" "$m1")"
+}
+# Waits (up to QUIET_WAIT s) until other programs use under 10% of the machine for 1 s.
+wait_quiet() {
+  local i b0 t0 m0 b1 t1 m1 pct=0
+  for i in $(seq "${QUIET_WAIT:-20}"); do
+    read -r b0 t0 < <(machine_ticks); m0=$(mine_ticks)
+    sleep 1
+    read -r b1 t1 < <(machine_ticks); m1=$(mine_ticks)
+    pct=$(other_pct "$b0" "$t0" "$m0" "$b1" "$t1" "$m1")
+    [ "$pct" -lt 10 ] && return 0
+    [ "$i" = 1 ] && log "waiting for other load to settle (${pct}% of the CPUs busy elsewhere)"
   done
-  log "  $line"
+  log "other programs still busy (${pct}%); measuring anyway"
+}
+
+# run_wrk LABEL THREADS CONNS URL [VAR=VALUE...]: runs wrk for DURATION s with wrk_bench.lua and
+# records LABEL_rps, LABEL_p50_us, LABEL_p99_us, LABEL_errors, LABEL_non2xx, LABEL_other_pct.
+# A run during which other programs used over 15% of the CPUs is repeated (RETRIES times at
+# most); the last one counts. "@A@" in a VAR=VALUE becomes the attempt number (0, 1, ...).
+run_wrk() {
+  local label=$1 threads=$2 conns=$3 url=$4 attempt other line kv
+  shift 4
+  for attempt in $(seq 0 "${RETRIES:-2}"); do
+    wait_quiet
+    log "wrk $label: -t$threads -c$conns -d${DURATION}s $url"
+    cpu_begin
+    local args=() a
+    for a in "$@"; do args+=("${a//@A@/$attempt}"); done
+    env "${args[@]}" timeout $((DURATION + 60)) wrk -t"$threads" -c"$conns" -d"${DURATION}s" --latency \
+      --timeout 10s -s "$ROOT/bench/wrk_bench.lua" "$url" >"$T/wrk-$label.txt" 2>&1 || true
+    cpu_end "$label"
+    line=$(grep '^WRK_RESULT' "$T/wrk-$label.txt" || true)
+    if [ -z "$line" ]; then
+      log "wrk $label produced no result:"; cat "$T/wrk-$label.txt" >&2
+      put "${label}_failed" 1
+      return
+    fi
+    for kv in ${line#WRK_RESULT }; do
+      case "$kv" in
+        rps=*|p50_us=*|p99_us=*|errors=*|non2xx=*|requests=*) put "${label}_${kv%%=*}" "${kv#*=}" ;;
+      esac
+    done
+    other=$(grep "^${label}_other_pct=" "$RES" | tail -1 | cut -d= -f2)
+    log "  $line (other load: ${other}%)"
+    [ "$other" -le 15 ] && break
+    [ "$attempt" -lt "${RETRIES:-2}" ] && log "  other programs used ${other}% of the CPUs: repeating"
+  done
+  put "${label}_attempts" $((attempt + 1))
 }
 
 # start_gantry NAME [flags...]: starts a server; sets G_PID, G_PORT, G_KEY, G_DIR.
 start_gantry() {
   local name=$1
   shift
-  G_PORT=$(pick_port)
+  pick_port
+  G_PORT=$PORT
   G_DIR=$T/$name
   mkdir -p "$G_DIR"
   "$GANTRY" server --listen 127.0.0.1:$G_PORT --data-dir "$G_DIR/data" "$@" >"$G_DIR/server.log" 2>&1 &
@@ -205,24 +287,30 @@ paths_for() {  # paths_for ROUTE EP... -> "/v2/EP1/ROUTE,/v2/EP2/ROUTE,..."
 
 put date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 put machine "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
-put commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted src changes')"
+put commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo " + uncommitted src changes ($(git diff --shortstat HEAD -- src | sed "s/^ *//"))")"
+put build "$BUILD_NOTE; build/gantry of $BUILT_AT, sha256 $(sha256sum "$GANTRY" | cut -c1-12)"
+put loadavg "$(cut -d' ' -f1-3 /proc/loadavg)"
 put duration "$DURATION"
 put conns "$CONNS"
 put wrk_threads "$WRK_THREADS"
 put worker_threads "$WORKER_THREADS"
 put batch "$BATCH"
+put worker_mode "$WORKER_MODE"
 
 echo '{"input":{"prompt":"hello world","n":1}}' >"$T/small.json"
 $PY -c 'import json; print(json.dumps({"input": {"data": "x" * 1000}}))' >"$T/1kb.json"
 
 # ---- nginx ------------------------------------------------------------------------------------
-NGX=$T/nginx
-mkdir -p "$NGX/www" "$NGX/tmp"
-chmod 755 "$T" "$NGX" "$NGX/www"  # nginx's worker runs as nobody when started by root
-NGX_PORT=$(pick_port)
-# A static answer about the size of a gantry status reply.
-echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX/www/status.json"
-cat >"$NGX/nginx.conf" <<EOF
+phase_nginx() {
+  local NGX=$T/nginx i
+  mkdir -p "$NGX/www" "$NGX/tmp"
+  chmod 755 "$T" "$NGX" "$NGX/www"  # nginx's worker runs as nobody when started by root
+  local port
+  pick_port
+  port=$PORT
+  # A static answer about the size of a gantry status reply.
+  echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX/www/status.json"
+  cat >"$NGX/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
 pid $NGX/nginx.pid;
@@ -237,90 +325,113 @@ http {
   scgi_temp_path $NGX/tmp/scgi;
   types { application/json json; }
   server {
-    listen 127.0.0.1:$NGX_PORT;
+    listen 127.0.0.1:$port;
     root $NGX/www;
   }
 }
 EOF
-nginx -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/stdout.log" 2>&1 &
-NGX_PID=$!
-PIDS+=("$NGX_PID")
-for i in $(seq 100); do
-  curl -sf --max-time 1 "http://127.0.0.1:$NGX_PORT/status.json" >/dev/null 2>&1 && break
-  sleep 0.05
-done
-curl -sf --max-time 2 "http://127.0.0.1:$NGX_PORT/status.json" >/dev/null ||
-  { tail -5 "$NGX/stdout.log" "$NGX/error.log" >&2; exit 1; }
-log "nginx: pid $NGX_PID port $NGX_PORT (1 worker process)"
-run_wrk nginx_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$NGX_PORT/status.json"
-run_wrk nginx_c1 1 1 "http://127.0.0.1:$NGX_PORT/status.json"
-stop "$NGX_PID"
+  nginx -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/stdout.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for i in $(seq 100); do
+    curl -sf --max-time 1 "http://127.0.0.1:$port/status.json" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  curl -sf --max-time 2 "http://127.0.0.1:$port/status.json" >/dev/null ||
+    { tail -5 "$NGX/stdout.log" "$NGX/error.log" >&2; exit 1; }
+  log "nginx: pid $pid port $port (1 worker process)"
+  put nginx_bytes "$(wc -c <"$NGX/www/status.json")"
+  run_wrk nginx_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$port/status.json"
+  run_wrk nginx_c1 1 1 "http://127.0.0.1:$port/status.json"
+  stop "$pid"
+}
 
 # ---- /run acceptance (fsync on, then --no-fsync) ----------------------------------------------
-for mode in fsync nofsync; do
-  flags=()
-  [ $mode = nofsync ] && flags=(--no-fsync)
-  start_gantry "run-$mode" "${flags[@]+"${flags[@]}"}"
+phase_run() {
+  local mode flags i
+  for mode in fsync nofsync; do
+    flags=()
+    [ $mode = nofsync ] && flags=(--no-fsync)
+    start_gantry "run-$mode" "${flags[@]+"${flags[@]}"}"
+    # Every attempt of a row gets fresh endpoints ("@A@" = attempt): a queue holds at most
+    # 250 000 jobs (then 429), and repeated rows would fill it.
+    for i in $(seq 0 "${RETRIES:-2}"); do
+      create_endpoints "${ENDPOINTS[@]/#/r$i}" "c$i"
+    done
+    run_wrk "run_$mode" "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$G_PORT/" \
+      BENCH_METHOD=POST BENCH_PATHS="$(paths_for run "${ENDPOINTS[@]/#/r@A@}")" \
+      BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
+    # One client: the cost of one durable write per request.
+    run_wrk "run_${mode}_c1" 1 1 "http://127.0.0.1:$G_PORT/" \
+      BENCH_METHOD=POST BENCH_PATHS="$(paths_for run c@A@)" \
+      BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
+    stop "$G_PID"
+  done
+}
+
+# ---- /runsync end to end with bench_worker (batch take), then Python SDK workers ---------------
+phase_sync() {
+  local ep out wpids=()
+  start_gantry sync
   create_endpoints "${ENDPOINTS[@]}"
-  run_wrk "run_$mode" "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$G_PORT/" \
-    BENCH_METHOD=POST BENCH_PATHS="$(paths_for run "${ENDPOINTS[@]}")" \
+  for ep in "${ENDPOINTS[@]}"; do
+    register_worker "$ep" "$G_DIR/worker-$ep.env"
+    ( source "$G_DIR/worker-$ep.env"
+      exec timeout $((6 * DURATION + 120)) "$WORKER" --threads "$WORKER_THREADS" --batch "$BATCH" \
+        --mode "$WORKER_MODE" ) \
+      >"$G_DIR/worker-$ep.log" 2>&1 &
+    wpids+=($!)
+    PIDS+=($!)
+  done
+  # Every endpoint answers before measuring.
+  for ep in "${ENDPOINTS[@]}"; do
+    out=$(api POST "/v2/$ep/runsync?wait=10000" '{"input":{"ping":1}}')
+    case "$out" in *COMPLETED*) ;; *) echo "warm-up runsync on $ep failed: $out" >&2; exit 1 ;; esac
+  done
+  run_wrk runsync_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$G_PORT/" \
+    BENCH_METHOD=POST BENCH_PATHS="$(paths_for runsync "${ENDPOINTS[@]}")" \
     BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
-  put "run_${mode}_queued" "$(queued "${ENDPOINTS[@]}")"
+  run_wrk runsync_c1 1 1 "http://127.0.0.1:$G_PORT/" \
+    BENCH_METHOD=POST BENCH_PATHS="$(paths_for runsync ep1)" \
+    BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
+  put sync_server_rss_kb "$(rss_kb "$G_PID")"
+  stop "${wpids[@]}"
+  for ep in "${ENDPOINTS[@]}"; do
+    put "worker_${ep}_summary" "$(grep '^bench_worker:' "$G_DIR/worker-$ep.log" | tail -1 || true)"
+  done
+  phase_python
   stop "$G_PID"
-done
+}
 
-# ---- /runsync end to end with bench_worker (batch take) ---------------------------------------
-start_gantry sync
-create_endpoints "${ENDPOINTS[@]}"
-WPIDS=()
-for ep in "${ENDPOINTS[@]}"; do
-  register_worker "$ep" "$G_DIR/worker-$ep.env"
-  ( source "$G_DIR/worker-$ep.env"
-    exec timeout $((6 * DURATION + 120)) "$WORKER" --threads "$WORKER_THREADS" --batch "$BATCH" ) \
-    >"$G_DIR/worker-$ep.log" 2>&1 &
-  WPIDS+=($!)
-  PIDS+=($!)
-done
-# Every endpoint answers before measuring.
-for ep in "${ENDPOINTS[@]}"; do
-  out=$(api POST "/v2/$ep/runsync?wait=10000" '{"input":{"ping":1}}')
-  case "$out" in *COMPLETED*) ;; *) echo "warm-up runsync on $ep failed: $out" >&2; exit 1 ;; esac
-done
-run_wrk runsync_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$G_PORT/" \
-  BENCH_METHOD=POST BENCH_PATHS="$(paths_for runsync "${ENDPOINTS[@]}")" \
-  BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
-run_wrk runsync_c1 1 1 "http://127.0.0.1:$G_PORT/" \
-  BENCH_METHOD=POST BENCH_PATHS="$(paths_for runsync ep1)" \
-  BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
-put sync_server_rss_kb "$(rss_kb "$G_PID")"
-stop "${WPIDS[@]}"
-for ep in "${ENDPOINTS[@]}"; do
-  put "worker_${ep}_summary" "$(grep '^bench_worker:' "$G_DIR/worker-$ep.log" | tail -1 || true)"
-done
-
-# ---- optional: /runsync with Python SDK workers -----------------------------------------------
-PY_EPS=(py1 py2 py3 py4)
-if [ -f sdk/python/gantry/__init__.py ] && [ -f sdk/python/examples/echo.py ]; then
-  create_endpoints "${PY_EPS[@]}"
-  PYPIDS=()
+# Optional: /runsync with Python SDK workers (sdk/python/examples/echo.py), on the sync server.
+phase_python() {
+  local py_eps=(py1 py2 py3 py4) pypids=() i ep out py_ok=1 used
+  if ! [ -f sdk/python/gantry/__init__.py ] || ! [ -f sdk/python/examples/echo.py ]; then
+    put py_error "sdk/python/gantry or sdk/python/examples/echo.py is missing"
+    return
+  fi
+  [ "$PY_WORKERS" -ge 1 ] || { put py_error "PY_WORKERS=0"; return; }
+  used=("${py_eps[@]:0:$((PY_WORKERS < 4 ? PY_WORKERS : 4))}")
+  create_endpoints "${used[@]}"
   for i in $(seq 0 $((PY_WORKERS - 1))); do
-    ep=${PY_EPS[$((i % 4))]}
+    ep=${used[$((i % ${#used[@]}))]}
     register_worker "$ep" "$G_DIR/py-$i.env"
     ( source "$G_DIR/py-$i.env"
       export PYTHONPATH="$ROOT/sdk/python"
       exec timeout $((2 * DURATION + 90)) $PY "$ROOT/sdk/python/examples/echo.py" ) \
       >"$G_DIR/py-$i.log" 2>&1 &
-    PYPIDS+=($!)
+    pypids+=($!)
     PIDS+=($!)
   done
-  py_ok=1
-  for ep in "${PY_EPS[@]:0:$((PY_WORKERS < 4 ? PY_WORKERS : 4))}"; do
+  for ep in "${used[@]}"; do
     out=$(api POST "/v2/$ep/runsync?wait=15000" '{"input":{"ping":1}}' 2>&1 || true)
-    case "$out" in *COMPLETED*) ;; *) py_ok=0; put py_error "warm-up runsync on $ep: ${out:0:200}"; break ;; esac
+    case "$out" in
+      *COMPLETED*) ;;
+      *) py_ok=0; put py_error "warm-up runsync on $ep answered ${out:0:200}"; break ;;
+    esac
   done
   if [ $py_ok = 1 ]; then
     put py_workers "$PY_WORKERS"
-    used=("${PY_EPS[@]:0:$((PY_WORKERS < 4 ? PY_WORKERS : 4))}")
     run_wrk runsync_py "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$G_PORT/" \
       BENCH_METHOD=POST BENCH_PATHS="$(paths_for runsync "${used[@]}")" \
       BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
@@ -328,156 +439,83 @@ if [ -f sdk/python/gantry/__init__.py ] && [ -f sdk/python/examples/echo.py ]; t
     log "python workers did not answer; see $G_DIR/py-*.log"
     put py_log "$(tail -3 "$G_DIR/py-0.log" | tr '\n' ' ' | cut -c1-300)"
   fi
-  stop "${PYPIDS[@]}"
-else
-  put py_error "sdk/python/gantry or sdk/python/examples/echo.py is missing"
-fi
-stop "$G_PID"
+  stop "${pypids[@]}"
+}
 
 # ---- memory: MEM_JOBS queued ~1 KB jobs, no workers --------------------------------------------
-start_gantry mem
-create_endpoints mem
-sleep 0.5
-put mem_rss_idle_kb "$(rss_kb "$G_PID")"
-per_thread=$(( (MEM_JOBS + WRK_THREADS - 1) / WRK_THREADS ))
-log "memory: queueing $MEM_JOBS jobs of ~1 KB"
-env BENCH_METHOD=POST BENCH_PATHS=/v2/mem/run BENCH_BODY_FILE="$T/1kb.json" \
-  BENCH_AUTH="Bearer $G_KEY" BENCH_MAX=$per_thread \
-  timeout 200 wrk -t"$WRK_THREADS" -c"$CONNS" -d120s --timeout 10s -s "$ROOT/bench/wrk_bench.lua" \
-  "http://127.0.0.1:$G_PORT/" >"$T/wrk-mem.txt" 2>&1 || true
-grep '^WRK_RESULT' "$T/wrk-mem.txt" >&2 || cat "$T/wrk-mem.txt" >&2
-n=$(queued mem)
-if [ "$n" -lt "$MEM_JOBS" ]; then  # errors: top up with single requests
-  log "only $n queued; topping up"
-  for i in $(seq $((MEM_JOBS - n))); do
-    api POST /v2/mem/run "@$T/1kb.json" >/dev/null
+phase_mem() {
+  local per_thread n i wpid t0 t1
+  start_gantry mem
+  create_endpoints mem
+  sleep 0.5
+  put mem_rss_idle_kb "$(rss_kb "$G_PID")"
+  per_thread=$(( (MEM_JOBS + WRK_THREADS - 1) / WRK_THREADS ))
+  log "memory: queueing $MEM_JOBS jobs of ~1 KB"
+  # Each wrk thread stops after per_thread answers; wrk itself only ends after -d, so it is
+  # interrupted (SIGINT: it prints its summary) once the queue holds them all.
+  t0=$(date +%s.%N)
+  env BENCH_METHOD=POST BENCH_PATHS=/v2/mem/run BENCH_BODY_FILE="$T/1kb.json" \
+    BENCH_AUTH="Bearer $G_KEY" BENCH_MAX=$per_thread \
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d200s --timeout 10s -s "$ROOT/bench/wrk_bench.lua" \
+    "http://127.0.0.1:$G_PORT/" >"$T/wrk-mem.txt" 2>&1 &
+  wpid=$!
+  PIDS+=("$wpid")
+  for i in $(seq 1800); do  # at most ~180 s
+    sleep 0.1
+    kill -0 "$wpid" 2>/dev/null || break
+    if [ $((i % 5)) = 0 ] && [ "$(queued mem)" -ge "$MEM_JOBS" ]; then break; fi
   done
+  t1=$(date +%s.%N)
+  kill -INT "$wpid" 2>/dev/null || true
+  for i in $(seq 50); do kill -0 "$wpid" 2>/dev/null || break; sleep 0.1; done
+  stop "$wpid"
+  grep '^WRK_RESULT' "$T/wrk-mem.txt" >&2 || tail -5 "$T/wrk-mem.txt" >&2
   n=$(queued mem)
-fi
-sleep 1
-put mem_jobs "$n"
-put mem_input_bytes "$(wc -c <"$T/1kb.json")"
-put mem_rss_kb "$(rss_kb "$G_PID")"
-put mem_hwm_kb "$(hwm_kb "$G_PID")"
-put mem_disk_kb "$(du -sk "$G_DIR/data" | cut -f1)"
-stop "$G_PID"
-# The same jobs after a restart (loaded from the store).
-log "memory: restarting on the same data dir"
-G_PORT2=$(pick_port)
-t0=$(date +%s.%N)
-"$GANTRY" server --listen 127.0.0.1:$G_PORT2 --data-dir "$G_DIR/data" >"$G_DIR/server2.log" 2>&1 &
-G_PID=$!
-PIDS+=("$G_PID")
-for i in $(seq 1200); do
-  grep -q 'listening on' "$G_DIR/server2.log" 2>/dev/null && break
-  kill -0 $G_PID 2>/dev/null || break
-  sleep 0.05
+  if [ "$n" -lt "$MEM_JOBS" ]; then  # errors: top up with single requests
+    log "only $n queued; topping up"
+    for i in $(seq $((MEM_JOBS - n))); do
+      api POST /v2/mem/run "@$T/1kb.json" >/dev/null
+    done
+    n=$(queued mem)
+  fi
+  sleep 1
+  put mem_jobs "$n"
+  put mem_submit_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')"
+  put mem_input_bytes "$(wc -c <"$T/1kb.json")"
+  put mem_rss_kb "$(rss_kb "$G_PID")"
+  put mem_hwm_kb "$(hwm_kb "$G_PID")"
+  put mem_disk_kb "$(du -sk "$G_DIR/data" | cut -f1)"
+  stop "$G_PID"
+
+  # The same jobs after a restart (loaded from the store).
+  log "memory: restarting on the same data dir"
+  local port
+  pick_port
+  port=$PORT
+  t0=$(date +%s.%N)
+  "$GANTRY" server --listen 127.0.0.1:$port --data-dir "$G_DIR/data" >"$G_DIR/server2.log" 2>&1 &
+  G_PID=$!
+  PIDS+=("$G_PID")
+  for i in $(seq 1200); do
+    grep -q 'listening on' "$G_DIR/server2.log" 2>/dev/null && break
+    kill -0 $G_PID 2>/dev/null || break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  if grep -q 'listening on' "$G_DIR/server2.log"; then
+    put mem_restart_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
+    put mem_restart_rss_kb "$(rss_kb "$G_PID")"
+  fi
+  stop "$G_PID"
+}
+
+for phase in $PHASES; do
+  case "$phase" in
+    nginx|run|sync|mem) "phase_$phase" ;;
+    *) echo "unknown phase $phase (known: nginx run sync mem)" >&2; exit 2 ;;
+  esac
 done
-t1=$(date +%s.%N)
-if grep -q 'listening on' "$G_DIR/server2.log"; then
-  put mem_restart_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
-  put mem_restart_rss_kb "$(rss_kb "$G_PID")"
-fi
-stop "$G_PID"
 
 # ---- report -----------------------------------------------------------------------------------
-$PY - "$RES" "$ROOT/bench/results-latest.md" <<'PYEOF'
-import sys
-
-res = {}
-for line in open(sys.argv[1]):
-    k, _, v = line.rstrip("\n").partition("=")
-    res[k] = v
-
-def num(k):
-    try:
-        return float(res[k])
-    except (KeyError, ValueError):
-        return None
-
-def ms(us):
-    return "–" if us is None else "%.3f" % (us / 1000.0)
-
-def ratio(a, b, fmt="%.2f"):
-    return "–" if a is None or b is None or b == 0 else fmt % (a / b)
-
-rows = [
-    ("nginx static file, -c%s" % res["conns"], "nginx_c32", None),
-    ("nginx static file, -c1", "nginx_c1", None),
-    ("gantry `/run` (fsync on, default), -c%s, 4 endpoints" % res["conns"], "run_fsync", "nginx_c32"),
-    ("gantry `/run` (`--no-fsync`), -c%s, 4 endpoints" % res["conns"], "run_nofsync", "nginx_c32"),
-    ("gantry `/runsync` e2e, C++ bench_worker, -c%s, 4 endpoints" % res["conns"], "runsync_c32", "nginx_c32"),
-    ("gantry `/runsync` e2e, C++ bench_worker, -c1", "runsync_c1", "nginx_c1"),
-]
-if "runsync_py_rps" in res:
-    rows.append(("gantry `/runsync` e2e, %s Python SDK workers, -c%s" % (res["py_workers"], res["conns"]),
-                 "runsync_py", "nginx_c32"))
-
-out = []
-out.append("Run: %s, commit %s, %s; wrk %ss per row, -t%s for -c%s rows; bench_worker %s threads/endpoint, batch %s."
-           % (res["date"], res["commit"], res["machine"], res["duration"], res["wrk_threads"],
-              res["conns"], res["worker_threads"], res["batch"]))
-out.append("")
-out.append("| scenario | req/s | p50 ms | p99 ms | errors | rps / nginx | p50 / nginx |")
-out.append("|---|---:|---:|---:|---:|---:|---:|")
-for title, key, base in rows:
-    if res.get(key + "_failed"):
-        out.append("| %s | failed | | | | | |" % title)
-        continue
-    rps, p50, p99 = num(key + "_rps"), num(key + "_p50_us"), num(key + "_p99_us")
-    errs = int(num(key + "_errors") or 0) + int(num(key + "_non2xx") or 0)
-    out.append("| %s | %s | %s | %s | %d | %s | %s |" % (
-        title, "–" if rps is None else "{:,.0f}".format(rps), ms(p50), ms(p99), errs,
-        ratio(rps, num(base + "_rps")) if base else "1.00" if key == "nginx_c32" else "",
-        ratio(p50, num(base + "_p50_us")) if base else "1.00" if key == "nginx_c1" else ""))
-out.append("")
-out.append("Ratios: -c%s rows against nginx -c%s; -c1 rows against nginx -c1." % (res["conns"], res["conns"]))
-if "runsync_py_rps" not in res:
-    out.append("Python SDK workers: not measured (%s%s)." % (
-        res.get("py_error", "unknown"), ("; log: " + res["py_log"]) if res.get("py_log") else ""))
-out.append("")
-
-mem_jobs = num("mem_jobs")
-rss = num("mem_rss_kb")
-idle = num("mem_rss_idle_kb")
-out.append("| memory (no workers) | value |")
-out.append("|---|---:|")
-out.append("| jobs queued via `/run` (input ~%s bytes of JSON body) | %s |" % (res.get("mem_input_bytes"), "{:,.0f}".format(mem_jobs or 0)))
-out.append("| server VmRSS idle, before | %.1f MB |" % ((idle or 0) / 1024))
-out.append("| server VmRSS with the jobs queued | %.1f MB |" % ((rss or 0) / 1024))
-out.append("| server VmHWM (peak) | %.1f MB |" % ((num("mem_hwm_kb") or 0) / 1024))
-if mem_jobs and rss and idle:
-    out.append("| RSS per queued job | %.0f bytes |" % ((rss - idle) * 1024 / mem_jobs))
-out.append("| data dir on disk | %.1f MB |" % ((num("mem_disk_kb") or 0) / 1024))
-if "mem_restart_s" in res:
-    out.append("| restart with the jobs: time to listening / VmRSS | %s s / %.1f MB |" % (
-        res["mem_restart_s"], (num("mem_restart_rss_kb") or 0) / 1024))
-out.append("")
-
-def check(name, ok, measured):
-    return "| %s | %s | %s |" % (name, measured, "**met**" if ok else "**missed**")
-
-out.append("| target | measured | |")
-out.append("|---|---|---|")
-n32, n1 = num("nginx_c32_rps"), num("nginx_c1_rps")
-r = num("run_fsync_rps")
-if r and n32:
-    out.append(check("`/run` >= 50% of nginx rps (fsync on)", r / n32 >= 0.5, "%.0f%% (no-fsync: %s)" % (
-        100 * r / n32, ("%.0f%%" % (100 * num("run_nofsync_rps") / n32)) if num("run_nofsync_rps") else "–")))
-s = num("runsync_c32_rps")
-if s and n32:
-    out.append(check("`/runsync` e2e >= 25% of nginx rps", s / n32 >= 0.25, "%.0f%%" % (100 * s / n32)))
-p50, np50, p99 = num("runsync_c1_p50_us"), num("nginx_c1_p50_us"), num("runsync_c1_p99_us")
-if p50 and np50:
-    out.append(check("single-client `/runsync` p50 <= 4x nginx -c1 p50", p50 <= 4 * np50,
-                     "%.1fx (%s ms vs %s ms)" % (p50 / np50, ms(p50), ms(np50))))
-if p99:
-    out.append(check("single-client `/runsync` p99 <= 2 ms", p99 <= 2000, "%s ms" % ms(p99)))
-if rss:
-    out.append(check("%s queued 1 KB jobs < 300 MB RSS" % "{:,.0f}".format(mem_jobs or 0),
-                     rss / 1024 < 300, "%.1f MB" % (rss / 1024)))
-text = "\n".join(out) + "\n"
-sys.stdout.write(text)
-open(sys.argv[2], "w").write(text)
-PYEOF
+$PY "$ROOT/bench/bench_report.py" "$RES" "$ROOT/bench/results-latest.md"
 log "written bench/results-latest.md"

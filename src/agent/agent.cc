@@ -219,8 +219,9 @@ void Agent::MainLoop() {
       if (bundles_) {
         for (const auto& d : bundles_->Cached()) cached.emplace_back(d);
       }
-      auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status",
-                       ToJson(json::object{{"workers", std::move(ws)}, {"bundles", std::move(cached)}}));
+      auto r =
+          http.Do("POST", "/v1/nodes/" + options_.node_id + "/status",
+                  ToJson(json::object{{"workers", std::move(ws)}, {"bundles", std::move(cached)}}));
       if (r.ok() && r->status == 200) last_status = now;
     }
   }

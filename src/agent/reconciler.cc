@@ -35,9 +35,8 @@ std::map<std::string, std::string> Reconciler::WorkerEnvironment(
   }
   // The SDK goes on the path unless the bundle brings its own gantry or runpod package.
   std::error_code ec;
-  bool own_sdk = !bundle_root.empty() &&
-                 (std::filesystem::exists(bundle_root + "/gantry", ec) ||
-                  std::filesystem::exists(bundle_root + "/runpod", ec));
+  bool own_sdk = !bundle_root.empty() && (std::filesystem::exists(bundle_root + "/gantry", ec) ||
+                                          std::filesystem::exists(bundle_root + "/runpod", ec));
   if (!options_.sdk_path.empty() && !own_sdk) {
     auto it = env.find("PYTHONPATH");
     // The bundle's own PYTHONPATH comes first, so a bundle can bring its own SDK.
@@ -118,8 +117,8 @@ bool Reconciler::Step() {
     ps.argv = a.command;
     // With a bundle, the command runs in its root (or the endpoint's workdir inside it).
     if (!bundle_root.empty()) {
-      ps.workdir = a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir
-                                                            : a.workdir;
+      ps.workdir =
+          a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir : a.workdir;
     } else {
       ps.workdir = a.workdir.empty() ? options_.default_workdir : a.workdir;
     }

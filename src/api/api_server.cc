@@ -112,12 +112,7 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
   o["lastSeenAt"] = w.last_seen_ms;
   o["readyAt"] = w.ready_ms;
   if (!w.node_id.empty()) {
-    o["nodeId"] = w.node_id;
-    o["gpuType"] = w.gpu_type;
-    json::array g;
-    for (int i : w.gpus) g.emplace_back(i);
-    o["gpus"] = std::move(g);
-    o["endpointVersion"] = w.endpoint_version;
+    scheduling::AddPlacementJson(w, &o);
     o["startPath"] = w.start_path;
     // The cold-start breakdown, ms from placement: agent received, process spawned, ready.
     auto phase = [&](int64_t t) { return t > 0 ? json::value(t - w.placed_ms) : json::value(); };
@@ -787,7 +782,8 @@ static Result<std::string> CanonicalManifest(const json::value& body) {
       return InvalidArgument("each file needs a path and a digest");
     }
     std::string p(path->as_string());
-    if (p.empty() || p[0] == '/' || p.find("..") != std::string::npos || p.find('\\') != std::string::npos) {
+    if (p.empty() || p[0] == '/' || p.find("..") != std::string::npos ||
+        p.find('\\') != std::string::npos) {
       return InvalidArgument("bad path in bundle: " + p);
     }
     if (!store::ValidDigest(std::string(digest->as_string()))) {
@@ -826,8 +822,8 @@ void ApiServer::Blobs(http::Request& req, const std::vector<std::string>& seg, R
   if (seg.size() == 3 && m == "GET") {
     auto data = blobs_->Get(seg[2]);
     if (!data.ok()) return resp->Send(ErrorResponse(data.status()));
-    return resp->Send(Response{200, std::move(*data),
-                               bundles ? "application/json" : "application/octet-stream"});
+    return resp->Send(
+        Response{200, std::move(*data), bundles ? "application/json" : "application/octet-stream"});
   }
   if (bundles && seg.size() == 2 && m == "POST") {
     auto body = ParseJson(req.body);
@@ -841,8 +837,8 @@ void ApiServer::Blobs(http::Request& req, const std::vector<std::string>& seg, R
       if (!blobs_->Has(std::string(d.as_string()))) missing.push_back(d);
     }
     if (!missing.empty()) {
-      return resp->Send(ErrorResponse(
-          FailedPrecondition("upload the bundle's files first: " + ToJson(missing))));
+      return resp->Send(
+          ErrorResponse(FailedPrecondition("upload the bundle's files first: " + ToJson(missing))));
     }
     std::string digest = Sha256Hex(*manifest);
     Status st = blobs_->Put(digest, *manifest);

@@ -10,11 +10,11 @@
 
 #include "api/keys.h"
 #include "http/http.h"
-#include "store/blob_store.h"
 #include "jobs/job_manager.h"
 #include "scheduling/log_store.h"
 #include "scheduling/registry.h"
 #include "scheduling/scheduler.h"
+#include "store/blob_store.h"
 
 namespace gantry::api {
 

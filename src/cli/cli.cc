@@ -641,7 +641,8 @@ int Main(int argc, char** argv) {
   auto* deploy = app.add_subcommand(
       "deploy", "Upload DIR as a code bundle and create or update the endpoint in DIR/gantry.toml");
   deploy->add_option("dir", deploy_dir, "Directory with gantry.toml and the handler")->required();
-  deploy->add_option("--id", deploy_id, "Endpoint id (default: id in gantry.toml, else DIR's name)");
+  deploy->add_option("--id", deploy_id,
+                     "Endpoint id (default: id in gantry.toml, else DIR's name)");
   deploy->callback([&] {
     ResolveConn(&conn);
     fs::path dir = fs::absolute(deploy_dir).lexically_normal();
@@ -674,8 +675,8 @@ int Main(int argc, char** argv) {
     for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
          ++it) {
       std::string name = it->path().filename().string();
-      if (it->is_directory() && (name == ".git" || name == "__pycache__" || name == ".venv" ||
-                                 name == "node_modules")) {
+      if (it->is_directory() &&
+          (name == ".git" || name == "__pycache__" || name == ".venv" || name == "node_modules")) {
         it.disable_recursion_pending();
         continue;
       }

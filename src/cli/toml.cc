@@ -43,8 +43,8 @@ struct Parser {
     SkipSpace();
     if (i < s.size() && (s[i] == '"' || s[i] == '\'')) return String();
     size_t start = i;
-    while (i < s.size() && (isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_' ||
-                            s[i] == '-')) {
+    while (i < s.size() &&
+           (isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_' || s[i] == '-')) {
       ++i;
     }
     if (i == start) return Error("expected a key");
@@ -59,11 +59,20 @@ struct Parser {
       if (q == '"' && c == '\\' && i < s.size()) {
         char e = s[i++];
         switch (e) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case '"': out += '"'; break;
-          case '\\': out += '\\'; break;
-          default: return Error(std::string("unsupported escape \\") + e);
+          case 'n':
+            out += '\n';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          case '"':
+            out += '"';
+            break;
+          case '\\':
+            out += '\\';
+            break;
+          default:
+            return Error(std::string("unsupported escape \\") + e);
         }
       } else {
         out += c;
@@ -146,7 +155,8 @@ Result<json::object> ParseToml(const std::string& text) {
     if (p.i >= text.size()) break;
     if (text[p.i] == '[') {
       ++p.i;
-      if (p.i < text.size() && text[p.i] == '[') return p.Error("arrays of tables are not supported");
+      if (p.i < text.size() && text[p.i] == '[')
+        return p.Error("arrays of tables are not supported");
       table = &root;
       for (;;) {
         auto k = p.Key();

@@ -19,8 +19,9 @@ command = ["python3", "handler.py"]
 GREETING = "hi \"there\""
 )");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
-  EXPECT_EQ(ToJson(*t),
-            R"({"id":"echo","workersMax":2,"cpu":5E-1,"flashboot":true,"gpuTypeIds":["H100","A100-80GB","cpu"],"worker":{"command":["python3","handler.py"],"env":{"GREETING":"hi \"there\""}}})");
+  EXPECT_EQ(
+      ToJson(*t),
+      R"({"id":"echo","workersMax":2,"cpu":5E-1,"flashboot":true,"gpuTypeIds":["H100","A100-80GB","cpu"],"worker":{"command":["python3","handler.py"],"env":{"GREETING":"hi \"there\""}}})");
 }
 
 TEST(TomlTest, ErrorsNameTheLine) {

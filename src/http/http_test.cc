@@ -38,6 +38,20 @@ TEST(UrlTest, ParsesHttpOnly) {
   EXPECT_FALSE(ParseUrl("http://h:99999/").ok());
 }
 
+// A plain blocking socket to the server, for tests that misbehave on purpose. -1 on failure.
+int ConnectRaw(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   void StartServer(Handler h, ServerOptions o = {}) {
@@ -93,12 +107,8 @@ TEST_F(ServerTest, HeldRequestOfAClientThatLeftIsReportedNotWritten) {
   std::shared_ptr<Responder> held;
   std::atomic<int> written{-1};
   StartServer([&](Request&&, std::shared_ptr<Responder> resp) { held = resp; });
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(server_->port());
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  int fd = ConnectRaw(server_->port());
+  ASSERT_GE(fd, 0);
   const char req[] = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_GT(write(fd, req, sizeof req - 1), 0);
   for (int i = 0; i < 200 && !held; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -154,12 +164,8 @@ TEST_F(ServerTest, SlowClientTimesOutWithoutBlockingOthers) {
       },
       o);
   // A half-open request: its headers never finish.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(server_->port());
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  int fd = ConnectRaw(server_->port());
+  ASSERT_GE(fd, 0);
   const char partial[] = "GET / HTTP/1.1\r\nHost: x\r\n";
   ASSERT_GT(write(fd, partial, sizeof partial - 1), 0);
   // Another client is served meanwhile.

@@ -117,7 +117,8 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
                                  "gpuCount",    "env",         "concurrency",
                                  "maxAttempts", "cpu",         "memoryMb",
                                  "worker",      "flashboot",   "createdAt",
-                                 "updatedAt",   "version",     "bufferWorkers", "bundle"};
+                                 "updatedAt",   "version",     "bufferWorkers",
+                                 "bundle"};
   for (const auto& kv : o) {
     bool known = false;
     for (const char* k : kKnown) known = known || kv.key() == k;

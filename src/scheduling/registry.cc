@@ -118,18 +118,22 @@ WorkerRegistry::WorkerRegistry(const Clock* clock, store::Store* store, jobs::Jo
                                WorkerOptions options)
     : clock_(clock), store_(store), jobs_(jobs), options_(options) {}
 
+void AddPlacementJson(const WorkerInfo& w, json::object* o) {
+  (*o)["nodeId"] = w.node_id;
+  (*o)["gpuType"] = w.gpu_type;
+  json::array g;
+  for (int i : w.gpus) g.emplace_back(i);
+  (*o)["gpus"] = std::move(g);
+  (*o)["endpointVersion"] = w.endpoint_version;
+}
+
 static std::string WorkerRecord(const WorkerInfo& w) {
   json::object o;
   o["endpointId"] = w.endpoint_id;
   o["secretHash"] = w.secret_hash;
   o["createdAt"] = w.created_ms;
   if (!w.node_id.empty()) {
-    o["nodeId"] = w.node_id;
-    o["gpuType"] = w.gpu_type;
-    json::array g;
-    for (int i : w.gpus) g.emplace_back(i);
-    o["gpus"] = std::move(g);
-    o["endpointVersion"] = w.endpoint_version;
+    AddPlacementJson(w, &o);
     o["placedAt"] = w.placed_ms;
     o["draining"] = w.draining;
   }

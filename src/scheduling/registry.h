@@ -64,6 +64,10 @@ struct WorkerInfo {
   std::string secret;      // in memory only, for the agent's assignment; "" after a restart
 };
 
+// The placement fields of a worker placed by the scheduler (nodeId, gpuType, gpus,
+// endpointVersion), as both its stored record and the API show them.
+void AddPlacementJson(const WorkerInfo& w, json::object* o);
+
 struct WorkerCounts {
   int64_t idle = 0, initializing = 0, ready = 0, running = 0, throttled = 0, unhealthy = 0;
 };

@@ -9,8 +9,8 @@
 
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,8 +42,8 @@ struct WorkerAssignment {
   std::string endpoint_id;
   int64_t endpoint_version = 0;
   std::vector<std::string> command;
-  std::string workdir;  // relative to the bundle's root when there is a bundle
-  std::string bundle;   // code bundle digest; "" for none
+  std::string workdir;                     // relative to the bundle's root when there is a bundle
+  std::string bundle;                      // code bundle digest; "" for none
   std::map<std::string, std::string> env;  // empty when the server no longer knows the secret
   std::string gpu_type;
   std::vector<int> gpus;

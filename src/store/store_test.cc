@@ -1,4 +1,3 @@
-#include "store/blob_store.h"
 #include "store/store.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +8,7 @@
 #include <thread>
 
 #include "common/env.h"
+#include "store/blob_store.h"
 
 namespace gantry::store {
 

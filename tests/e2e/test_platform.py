@@ -1,9 +1,11 @@
 """End-to-end on `gantry up`: the server with its in-process agent starts, scales and stops
 real worker processes."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -248,6 +250,28 @@ class DeployTest(E2ETest):
             self.assertEqual(os.path.getsize(unpacked), 300_000)
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+    def test_torch_example_serves_a_model_made_at_first_start(self):
+        if subprocess.run([PYTHON, "-c", "import torch"], capture_output=True).returncode != 0:
+            self.skipTest("Debian's python3-torch is not installed (scripts/setup.sh installs it)")
+        models = tempfile.mkdtemp(prefix="gantry-models-")
+        try:
+            d = os.path.join(ROOT, "examples", "torch-model")
+            self.deploy(d)
+            self.server.request("PATCH", "/v1/endpoints/torch-model",
+                                {"env": {"MODEL_DIR": models}})
+            r = self.server.request("POST", "/v2/torch-model/runsync", {"input": {"seed": 7}},
+                                    timeout=120)
+            self.assertEqual(r.json.get("status"), "COMPLETED", r)
+            out = r.json["output"]
+            self.assertIn(out["class"], range(4))
+            self.assertAlmostEqual(sum(out["probs"]), 1.0, places=2)
+            self.assertTrue(os.path.exists(os.path.join(models, "mlp-16-64-4.pt")))
+            again = self.server.request("POST", "/v2/torch-model/runsync",
+                                        {"input": {"seed": 7}}, timeout=120)
+            self.assertEqual(again.json["output"], out, "same weights, same answer")
+        finally:
+            shutil.rmtree(models, ignore_errors=True)
 
     def test_deploy_errors_are_clear(self):
         env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""Scale-from-zero benchmark (issue 3): time from request to first response for the echo Python
+worker when the endpoint has no worker, over N starts, with the phase breakdown; and, in the
+same run, the same handler started directly (python3 handler.py --test_input ...).
+
+Usage (from the repository root, after scripts/build.sh):
+    /usr/bin/python3 bench/cold_start.py [--starts 20]
+Prints a markdown table; standard library only.
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+GANTRY = os.path.join(ROOT, "build", "gantry")
+HANDLER = os.path.join(ROOT, "examples", "echo", "handler.py")
+KEY = "gk_bench_cold_start_key"
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--starts", type=int, default=20)
+    ap.add_argument("--port", type=int, default=21400)
+    args = ap.parse_args()
+    data = tempfile.mkdtemp(prefix="gantry-cold-")
+    env = dict(os.environ, GANTRY_ADMIN_KEY=KEY)
+    server = subprocess.Popen([GANTRY, "up", "--listen", "127.0.0.1:%d" % args.port,
+                               "--data-dir", data], stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(data, "log"), "w"), env=env)
+
+    def call(method, path, body=None, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", args.port, timeout=timeout)
+        c.request(method, path, json.dumps(body) if body is not None else None,
+                  {"Authorization": "Bearer " + KEY})
+        r = c.getresponse()
+        out = json.loads(r.read() or b"null")
+        c.close()
+        return out
+
+    try:
+        for _ in range(100):
+            try:
+                call("GET", "/healthz")
+                break
+            except OSError:
+                time.sleep(0.05)
+        call("POST", "/v1/endpoints", {"id": "cold", "idleTimeout": 0,
+                                       "worker": {"command": ["/usr/bin/python3", HANDLER]}})
+        e2e, phases = [], {"received": [], "spawned": [], "ready": [], "waited": []}
+        for i in range(args.starts):
+            deadline = time.time() + 30
+            while time.time() < deadline:  # wait for zero workers
+                ws = call("GET", "/v1/endpoints/cold/workers")["workers"]
+                if all(w["state"] == "STOPPED" for w in ws):
+                    break
+                time.sleep(0.02)
+            t0 = time.perf_counter()
+            r = call("POST", "/v2/cold/runsync", {"input": {"i": i}})
+            e2e.append((time.perf_counter() - t0) * 1000)
+            assert r["status"] == "COMPLETED", r
+            w = [w for w in call("GET", "/v1/endpoints/cold/workers")["workers"]
+                 if w["id"] == r["workerId"]][0]["coldStart"]
+            phases["received"].append(w["receivedMs"])
+            phases["spawned"].append(w["spawnedMs"])
+            phases["ready"].append(w["readyMs"])
+            phases["waited"].append(r["coldStart"]["waitedMs"])
+        direct = []
+        for i in range(args.starts):
+            t0 = time.perf_counter()
+            subprocess.run(["/usr/bin/python3", HANDLER, "--test_input",
+                            json.dumps({"input": {"i": i}})],
+                           env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "sdk", "python")),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            direct.append((time.perf_counter() - t0) * 1000)
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
+
+    print("| scale from zero, echo Python worker (%d starts) | p50 ms | p99 ms |" % args.starts)
+    print("|---|---:|---:|")
+    print("| request -> first response (runsync, client side) | %.1f | %.1f |"
+          % (pct(e2e, 50), pct(e2e, 99)))
+    for name, label in (("received", "placed -> agent received"),
+                        ("spawned", "placed -> process spawned"),
+                        ("ready", "placed -> ready (first job-take)"),
+                        ("waited", "job's cold-start wait (submitted -> worker ready)")):
+        print("| %s | %.1f | %.1f |" % (label, pct(phases[name], 50), pct(phases[name], 99)))
+    print("| same handler started directly (`python3 handler.py --test_input`) | %.1f | %.1f |"
+          % (pct(direct, 50), pct(direct, 99)))
+    print()
+    print("platform overhead at p50 (scale-from-zero minus direct start): %.1f ms"
+          % (pct(e2e, 50) - pct(direct, 50)))
+
+
+if __name__ == "__main__":
+    main()
