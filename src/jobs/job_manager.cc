@@ -292,7 +292,10 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
   held_[worker_id].insert(job->rec.id);
   job->exec_timer = At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
                        static_cast<uint64_t>(now));
-  Persist(job, false);
+  // A /runsync job's start is not written: its caller is waiting on this server, and after a
+  // crash the job runs again from IN_QUEUE (at least once) instead of waiting for a worker's
+  // late result. A /run job's start is written, so a restart does not run it twice.
+  if (!job->rec.sync) Persist(job, false);
 }
 
 void JobManager::Dispatch(EndpointState& ep) {

@@ -87,6 +87,16 @@ TEST_F(JobManagerTest, SubmitTakeFinish) {
   EXPECT_EQ(jm_->Get(id)->rec.output, R"({"ok":true})");
 }
 
+TEST_F(JobManagerTest, OnlyRunJobsHaveTheirStartWritten) {
+  std::string run = Submit("{}", false);
+  std::string sync = Submit("{}", true);
+  Take("w1", 2);
+  EXPECT_EQ(store_.job(run)->status, "IN_PROGRESS");
+  EXPECT_EQ(store_.job(sync)->status, "IN_QUEUE");  // a crash re-runs it
+  jm_->Finish("w1", sync, J(R"({"output":1})"), false, {}).ok();
+  EXPECT_EQ(store_.job(sync)->status, "COMPLETED");
+}
+
 TEST_F(JobManagerTest, UnknownEndpointAndPolicyRanges) {
   SubmitRequest r;
   r.endpoint_id = "nope";
