@@ -193,6 +193,82 @@ class UpTest(E2ETest):
             self.server.request("GET", "/v2/g/health").json["workers"]["throttled"], 1)
 
 
+class AgentRestartTest(E2ETest):
+    """A standalone `gantry agent` next to `gantry server`."""
+    server_args = ("--ping-interval-ms", "500")
+
+    def start_agent(self):
+        env = dict(os.environ)
+        log = open(os.path.join(self.server.data_dir, "agent.log"), "ab")
+        p = subprocess.Popen([GANTRY, "agent", "--server", self.server.url, "--token", ADMIN_KEY,
+                              "--node-id", "node-a",
+                              "--data-dir", os.path.join(self.server.data_dir, "agent")],
+                             stdout=log, stderr=log, env=env)
+        log.close()
+        self.agents.append(p)
+        return p
+
+    def setUp(self):
+        super().setUp()
+        self.agents = []
+
+    def tearDown(self):
+        for a in self.agents:
+            if a.poll() is None:
+                a.terminate()
+                try:
+                    a.wait(30)
+                except subprocess.TimeoutExpired:
+                    a.kill()
+        super().tearDown()
+
+    def processes_of(self, worker_id):
+        out = subprocess.run(["pgrep", "-f", "behaviours.py"], capture_output=True, text=True)
+        n = 0
+        for pid in out.stdout.split():
+            try:
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    if ("RUNPOD_POD_ID=" + worker_id).encode() in f.read():
+                        n += 1
+            except OSError:
+                pass
+        return n
+
+    def test_restarted_agent_reconciles_without_duplicates_or_lost_jobs(self):
+        self.start_agent()
+        self.server.create_endpoint({"id": "ar", "idleTimeout": 30,
+                                     "worker": {"command": [PYTHON, os.path.join(
+                                         HANDLERS, "behaviours.py")]}})
+        job = self.server.request("POST", "/v2/ar/run",
+                                  {"input": {"mode": "sleep", "seconds": 3}}).json["id"]
+        wid = self.server.wait_status("ar", job, {"IN_PROGRESS"}, timeout=20)["workerId"]
+        self.assertEqual(self.processes_of(wid), 1)
+        # The agent dies hard; its workers die with it (no orphan keeps running).
+        self.agents[0].kill()
+        self.agents[0].wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and self.processes_of(wid) > 0:
+            time.sleep(0.05)
+        self.assertEqual(self.processes_of(wid), 0, "a worker outlived its agent")
+        # A new agent reconciles: never two processes for one worker, and the job completes.
+        self.start_agent()
+        peak = 0
+        deadline = time.time() + 40
+        done = None
+        while time.time() < deadline:
+            ws = self.server.request("GET", "/v1/endpoints/ar/workers").json["workers"]
+            for w in ws:
+                peak = max(peak, self.processes_of(w["id"]))
+            st = self.server.request("GET", "/v2/ar/status/" + job).json
+            if st["status"] == "COMPLETED":
+                done = st
+                break
+            time.sleep(0.1)
+        self.assertIsNotNone(done, "the job was lost with the agent")
+        self.assertEqual(done["output"], {"slept": 3})
+        self.assertLessEqual(peak, 1, "duplicate worker processes")
+
+
 class DeployTest(E2ETest):
     command = "up"
 

@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,6 +156,7 @@ struct ChildPlan {
   std::vector<char*> envp;              // null-terminated
   const char* workdir = nullptr;        // null: stay
   int dev_null = -1, out = -1, err = -1, go = -1, report = -1;
+  pid_t parent = 0;  // the agent: the child dies with it
 };
 
 // In the child: waits for `go`, redirects stdio, chdirs and execs. Returns only on failure.
@@ -188,6 +190,11 @@ ExecFailure ExecChild(const ChildPlan& plan) {
 // Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns.
 [[noreturn]] void RunChild(const ChildPlan& plan) {
   setpgid(0, 0);
+  // A worker dies with its agent (SIGKILL when the forking thread or process ends), so that a
+  // restarted agent never finds its workers still running under another parent and starts them
+  // a second time. The server requeues what they held.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != plan.parent) _exit(127);  // the agent died before prctl took effect
   // Signal dispositions set to SIG_IGN and the signal mask survive exec(); give the worker the
   // defaults rather than whatever the agent uses.
   sigset_t none;
@@ -307,6 +314,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
     }
   }
 
+  plan.parent = getpid();
   const int pid = fork();
   if (pid < 0) {
     Status s = ErrnoStatus("fork", errno);
