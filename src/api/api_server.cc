@@ -737,6 +737,18 @@ void ApiServer::Logs(http::Request& req, Resp resp) {
   q.endpoint_id = req.param("endpoint").value_or("");
   q.worker_id = req.param("worker").value_or("");
   q.after_seq = atoll(req.param("after").value_or("0").c_str());
+  if (auto job_id = req.param("job")) {
+    // A job's lines: those its worker logged while it ran (with concurrency > 1, other jobs'
+    // lines of the same worker in that window too).
+    const jobs::Job* j = jobs_->Get(*job_id);
+    if (!j) return resp->Send(ErrorResponse(NotFound("job not found: " + *job_id)));
+    if (j->rec.started_ms == 0)
+      return resp->Send(Json(200, json::object{{"lines", json::array{}}}));
+    q.worker_id = j->rec.worker_id;
+    q.from_ms = j->rec.started_ms;
+    // Lines are stamped when the agent reads them (it polls every 50 ms): allow half a second.
+    q.to_ms = j->rec.completed_ms ? j->rec.completed_ms + 500 : 0;  // 0 while it runs
+  }
   int64_t wait = std::clamp<int64_t>(atoll(req.param("wait").value_or("0").c_str()), 0, 60'000);
   auto send = [resp](std::vector<scheduling::LogEntry> entries) {
     json::array lines;

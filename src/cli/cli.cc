@@ -801,6 +801,8 @@ int Main(int argc, char** argv) {
   auto* logs = app.add_subcommand("logs", "Show an endpoint's worker logs");
   logs->add_option("endpoint", logs_ep, "Endpoint id")->required();
   logs->add_option("--worker", logs_worker, "Only this worker's lines");
+  std::string logs_job;
+  logs->add_option("--job", logs_job, "Only the lines the job's worker logged while it ran");
   logs->add_flag("-f,--follow", follow, "Keep printing new lines");
   logs->callback([&] {
     ResolveConn(&conn);
@@ -809,6 +811,7 @@ int Main(int argc, char** argv) {
       std::string path = "/v1/logs?endpoint=" + http::PercentEncode(logs_ep) +
                          "&after=" + std::to_string(after) + (follow ? "&wait=30000" : "");
       if (!logs_worker.empty()) path += "&worker=" + http::PercentEncode(logs_worker);
+      if (!logs_job.empty()) path += "&job=" + http::PercentEncode(logs_job);
       auto r = Call(conn, "GET", path, "", 60'000);
       if (!r) {
         rc = 1;

@@ -4,7 +4,8 @@ namespace gantry::scheduling {
 
 static bool Matches(const LogQuery& q, const LogEntry& e) {
   return e.seq > q.after_seq && (q.endpoint_id.empty() || q.endpoint_id == e.endpoint_id) &&
-         (q.worker_id.empty() || q.worker_id == e.worker_id);
+         (q.worker_id.empty() || q.worker_id == e.worker_id) &&
+         (q.from_ms == 0 || e.at_ms >= q.from_ms) && (q.to_ms == 0 || e.at_ms <= q.to_ms);
 }
 
 void LogStore::Append(LogEntry e) {

@@ -23,6 +23,8 @@ struct LogQuery {
   std::string endpoint_id;  // "" for all
   std::string worker_id;    // "" for all
   int64_t after_seq = 0;
+  int64_t from_ms = 0;  // only lines logged in [from_ms, to_ms]; 0: unbounded
+  int64_t to_ms = 0;
   size_t limit = 1000;
 };
 

@@ -63,6 +63,14 @@ class UpTest(E2ETest):
         self.wait_for(lambda: subprocess.run(
             ["pgrep", "-f", "RUNPOD_POD_ID=" + ws[0]["id"]], capture_output=True).returncode != 0,
             what="worker process exit")
+        # Its logs were shipped: by endpoint, and by job (the worker's lines while it ran).
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
+        out = subprocess.run([GANTRY, "logs", "echo"], env=env, capture_output=True, text=True,
+                             timeout=30).stdout
+        self.assertIn(r.json["id"], out)
+        out = subprocess.run([GANTRY, "logs", "echo", "--job", r.json["id"]], env=env,
+                             capture_output=True, text=True, timeout=30).stdout
+        self.assertIn(r.json["id"] + ": started", out)
         # A new job scales it up again.
         r = self.server.request("POST", "/v2/echo/runsync", {"input": {"x": 2}})
         self.assertEqual(r.json["status"], "COMPLETED", r)
