@@ -81,7 +81,7 @@ int RunServer(const ServerConfig& config) {
   wo.ping_interval_ms = config.ping_interval_ms;
   scheduling::WorkerRegistry workers(&clock, store->get(), &jobs, wo);
   KeyRing keys(&clock, store->get());
-  scheduling::LogStore logs;
+  scheduling::LogStore logs(store->get());
   store::BlobStore blobs((fs::path(config.data_dir) / "blobs").string());
   if (Status b = blobs.Init(); !b.ok()) {
     fprintf(stderr, "gantry: %s\n", b.ToString().c_str());
@@ -125,6 +125,7 @@ int RunServer(const ServerConfig& config) {
   if (st.ok()) st = workers.Load();
   if (st.ok()) st = keys.Load();
   if (st.ok()) st = metering.Load();
+  if (st.ok()) st = logs.Load();
   if (st.ok()) {
     size_t n = job_records->size();
     jobs.Load(std::move(*job_records));

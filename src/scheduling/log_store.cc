@@ -1,5 +1,7 @@
 #include "scheduling/log_store.h"
 
+#include <algorithm>
+
 namespace gantry::scheduling {
 
 static bool Matches(const LogQuery& q, const LogEntry& e) {
@@ -8,8 +10,28 @@ static bool Matches(const LogQuery& q, const LogEntry& e) {
          (q.from_ms == 0 || e.at_ms >= q.from_ms) && (q.to_ms == 0 || e.at_ms <= q.to_ms);
 }
 
+Status LogStore::Load() {
+  if (!store_) return Status::Ok();
+  auto lines = store_->LoadLogs(capacity_);
+  if (!lines.ok()) return lines.status();
+  for (auto& l : *lines) {
+    next_seq_ = std::max(next_seq_, l.seq + 1);
+    entries_.push_back(std::move(l));
+  }
+  return Status::Ok();
+}
+
 void LogStore::Append(LogEntry e) {
   e.seq = next_seq_++;
+  if (store_) {
+    std::vector<store::Mutation> m;
+    m.push_back(store::Mutation::AppendLog(e));
+    // Every 1 000 lines, drop the stored ones past the retention limit.
+    if (e.seq % 1000 == 0 && e.seq > static_cast<int64_t>(capacity_)) {
+      m.push_back(store::Mutation::TrimLogs(e.seq - static_cast<int64_t>(capacity_)));
+    }
+    store_->Write(std::move(m), {});
+  }
   entries_.push_back(std::move(e));
   while (entries_.size() > capacity_) entries_.pop_front();
   const LogEntry& added = entries_.back();

@@ -1,6 +1,7 @@
 #pragma once
-// Worker logs shipped by agents, kept in memory with a retention limit (the newest `capacity`
-// lines). Loop thread only.
+// Worker logs shipped by agents, with a retention limit: the newest `capacity` lines are kept,
+// in memory for queries and in the store (when given) so that they survive a restart.
+// Loop thread only.
 
 #include <cstdint>
 #include <deque>
@@ -8,16 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+#include "store/store.h"
+
 namespace gantry::scheduling {
 
-struct LogEntry {
-  int64_t seq = 0;  // increasing; clients resume after the last seq they saw
-  int64_t at_ms = 0;
-  std::string endpoint_id;
-  std::string worker_id;
-  bool stderr_stream = false;
-  std::string text;
-};
+// A line; `seq` increases, and clients resume after the last seq they saw.
+using LogEntry = store::LogRecord;
 
 struct LogQuery {
   std::string endpoint_id;  // "" for all
@@ -30,7 +28,11 @@ struct LogQuery {
 
 class LogStore {
  public:
-  explicit LogStore(size_t capacity = 100'000) : capacity_(capacity) {}
+  // `store` may be null (memory only). Default capacity: 100 000 lines.
+  explicit LogStore(store::Store* store = nullptr, size_t capacity = 100'000)
+      : store_(store), capacity_(capacity) {}
+  // Restores the newest lines from the store.
+  Status Load();
   void Append(LogEntry e);
   std::vector<LogEntry> Query(const LogQuery& q) const;
   // Calls `cb` once an entry matching `q` arrives, or with nothing after `wait_ms` (the server
@@ -46,6 +48,7 @@ class LogStore {
     int64_t deadline_ms;
     std::function<void(std::vector<LogEntry>)> cb;
   };
+  store::Store* store_;
   size_t capacity_;
   int64_t next_seq_ = 1;
   std::deque<LogEntry> entries_;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "scheduling/log_store.h"
+
 namespace gantry::scheduling {
 namespace {
 
@@ -50,6 +52,37 @@ TEST(MeteringTest, NvmlModelNamesFindTheirPrice) {
   EXPECT_DOUBLE_EQ(m.PricePerSecond("NVIDIA H100 80GB HBM3"), DefaultPrices().at("H100"));
   EXPECT_DOUBLE_EQ(m.PricePerSecond("NVIDIA L40S"), DefaultPrices().at("L40S"));
   EXPECT_DOUBLE_EQ(m.PricePerSecond("unknown"), 0);
+}
+
+TEST(LogStoreTest, KeepsTheNewestLinesAcrossARestart) {
+  store::MemoryStore store;
+  {
+    LogStore logs(&store, /*capacity=*/1500);
+    for (int i = 1; i <= 3000; ++i) {
+      LogEntry e;
+      e.endpoint_id = "ep";
+      e.worker_id = i % 2 ? "w1" : "w2";
+      e.text = "line " + std::to_string(i);
+      e.at_ms = i;
+      logs.Append(std::move(e));
+    }
+    EXPECT_EQ(logs.Tail("w2", 2), (std::vector<std::string>{"line 2998", "line 3000"}));
+  }
+  EXPECT_EQ(store.LoadLogs(1u << 20)->size(), 1501u);  // trimmed to the limit (every 1000)
+  LogStore again(&store, 1500);
+  ASSERT_TRUE(again.Load().ok());
+  LogQuery q;
+  q.worker_id = "w1";
+  q.from_ms = 2990;
+  q.limit = 100;
+  auto lines = again.Query(q);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_EQ(lines.back().text, "line 2999");
+  LogEntry next;
+  next.worker_id = "w1";
+  next.text = "after restart";
+  again.Append(next);
+  EXPECT_EQ(again.Query(LogQuery{"", "w1", 2999, 0, 0, 10}).back().seq, 3001);
 }
 
 }  // namespace

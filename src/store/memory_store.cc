@@ -14,6 +14,11 @@ Result<std::vector<ObjectRecord>> MemoryStore::LoadObjects(const std::string& ki
   return out;
 }
 
+Result<std::vector<LogRecord>> MemoryStore::LoadLogs(size_t limit) {
+  size_t from = logs_.size() > limit ? logs_.size() - limit : 0;
+  return std::vector<LogRecord>(logs_.begin() + static_cast<std::ptrdiff_t>(from), logs_.end());
+}
+
 const JobRecord* MemoryStore::job(const std::string& id) const {
   for (const auto& j : jobs_) {
     if (j.id == id) return &j;
@@ -53,6 +58,14 @@ void MemoryStore::Apply(const Mutation& m) {
       break;
     case Mutation::Op::kDeleteObject:
       if (obj_it != objects_.end()) objects_.erase(obj_it);
+      break;
+    case Mutation::Op::kAppendLog:
+      logs_.push_back(m.log);
+      break;
+    case Mutation::Op::kTrimLogs:
+      logs_.erase(std::remove_if(logs_.begin(), logs_.end(),
+                                 [&](const LogRecord& l) { return l.seq < m.log.seq; }),
+                  logs_.end());
       break;
   }
 }

@@ -43,23 +43,48 @@ struct ObjectRecord {
   std::string data;  // JSON text
 };
 
+// One line of a worker's output.
+struct LogRecord {
+  int64_t seq = 0;  // increasing; keys the record
+  int64_t at_ms = 0;
+  std::string endpoint_id;
+  std::string worker_id;
+  bool stderr_stream = false;
+  std::string text;
+};
+
 struct Mutation {
-  enum class Op { kPutJob, kUpdateJob, kDeleteJob, kPutObject, kDeleteObject };
+  enum class Op {
+    kPutJob,
+    kUpdateJob,
+    kDeleteJob,
+    kPutObject,
+    kDeleteObject,
+    kAppendLog,
+    kTrimLogs
+  };
   Op op;
   JobRecord job;        // kPutJob (all fields), kUpdateJob (all but input), kDeleteJob (id, seq)
   ObjectRecord object;  // kPutObject, kDeleteObject (kind and id)
+  LogRecord log;        // kAppendLog; kTrimLogs deletes the lines with seq < log.seq
 
-  static Mutation PutJob(JobRecord j) { return {Op::kPutJob, std::move(j), {}}; }
-  static Mutation UpdateJob(JobRecord j) { return {Op::kUpdateJob, std::move(j), {}}; }
+  static Mutation PutJob(JobRecord j) { return {Op::kPutJob, std::move(j), {}, {}}; }
+  static Mutation UpdateJob(JobRecord j) { return {Op::kUpdateJob, std::move(j), {}, {}}; }
   static Mutation DeleteJob(std::string id, int64_t seq) {
     JobRecord j;
     j.id = std::move(id);
     j.seq = seq;
-    return {Op::kDeleteJob, std::move(j), {}};
+    return {Op::kDeleteJob, std::move(j), {}, {}};
   }
-  static Mutation PutObject(ObjectRecord o) { return {Op::kPutObject, {}, std::move(o)}; }
+  static Mutation PutObject(ObjectRecord o) { return {Op::kPutObject, {}, std::move(o), {}}; }
   static Mutation DeleteObject(std::string kind, std::string id) {
-    return {Op::kDeleteObject, {}, ObjectRecord{std::move(kind), std::move(id), {}}};
+    return {Op::kDeleteObject, {}, ObjectRecord{std::move(kind), std::move(id), {}}, {}};
+  }
+  static Mutation AppendLog(LogRecord l) { return {Op::kAppendLog, {}, {}, std::move(l)}; }
+  static Mutation TrimLogs(int64_t below_seq) {
+    LogRecord l;
+    l.seq = below_seq;
+    return {Op::kTrimLogs, {}, {}, std::move(l)};
   }
 };
 
@@ -70,6 +95,8 @@ class Store {
   virtual ~Store() = default;
   virtual Result<std::vector<JobRecord>> LoadJobs() = 0;
   virtual Result<std::vector<ObjectRecord>> LoadObjects(const std::string& kind) = 0;
+  // The newest `limit` log lines, oldest first.
+  virtual Result<std::vector<LogRecord>> LoadLogs(size_t limit) = 0;
   // Thread-safe. `done` may be empty.
   virtual void Write(std::vector<Mutation> mutations, std::function<void(Status)> done) = 0;
   // Makes every queued write durable and stops the writer. Later writes fail with Unavailable.
@@ -94,6 +121,7 @@ class MemoryStore final : public Store {
  public:
   Result<std::vector<JobRecord>> LoadJobs() override;
   Result<std::vector<ObjectRecord>> LoadObjects(const std::string& kind) override;
+  Result<std::vector<LogRecord>> LoadLogs(size_t limit) override;
   void Write(std::vector<Mutation> mutations, std::function<void(Status)> done) override;
   void Stop() override {}
 
@@ -107,6 +135,7 @@ class MemoryStore final : public Store {
   void Apply(const Mutation& m);
   std::vector<JobRecord> jobs_;
   std::vector<ObjectRecord> objects_;
+  std::vector<LogRecord> logs_;
   bool deferred_ = false;
   size_t writes_ = 0;
   std::vector<std::pair<std::vector<Mutation>, std::function<void(Status)>>> pending_;

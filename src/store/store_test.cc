@@ -131,6 +131,30 @@ TEST(MemoryStoreTest, DeferredWritesWaitForFlush) {
   EXPECT_EQ(m.job_count(), 1u);
 }
 
+TEST_F(SqliteStoreTest, LogsAppendTrimAndLoadNewestFirstInOrder) {
+  {
+    auto s = Open();
+    std::vector<Mutation> m;
+    for (int i = 1; i <= 10; ++i) {
+      m.push_back(
+          Mutation::AppendLog({i, 100 + i, "ep", "w", i % 2 == 0, "l" + std::to_string(i)}));
+    }
+    m.push_back(Mutation::TrimLogs(3));  // drops 1 and 2
+    ASSERT_TRUE(WriteSync(s.get(), std::move(m)).ok());
+  }
+  auto s = Open();
+  auto all = s->LoadLogs(100);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 8u);
+  EXPECT_EQ(all->front().text, "l3");
+  auto newest = s->LoadLogs(3);
+  ASSERT_EQ(newest->size(), 3u);
+  EXPECT_EQ((*newest)[0].text, "l8");
+  EXPECT_EQ((*newest)[2].text, "l10");
+  EXPECT_TRUE((*newest)[2].stderr_stream);
+  EXPECT_EQ((*newest)[2].at_ms, 110);
+}
+
 TEST_F(SqliteStoreTest, BlobsAreContentAddressed) {
   BlobStore blobs((dir_ / "blobs").string());
   ASSERT_TRUE(blobs.Init().ok());

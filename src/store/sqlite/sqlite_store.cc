@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS jobs (
   output TEXT NOT NULL,
   error TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS logs (
+  seq INTEGER PRIMARY KEY,
+  at_ms INTEGER NOT NULL,
+  endpoint_id TEXT NOT NULL,
+  worker_id TEXT NOT NULL,
+  stderr INTEGER NOT NULL,
+  text TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS objects (
   kind TEXT NOT NULL,
   id TEXT NOT NULL,
@@ -56,6 +64,10 @@ constexpr const char* kUpdateJob =
 constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE seq=?1";
 constexpr const char* kPutObject =
     "INSERT OR REPLACE INTO objects (kind, id, data) VALUES (?1, ?2, ?3)";
+constexpr const char* kAppendLog =
+    "INSERT OR REPLACE INTO logs (seq, at_ms, endpoint_id, worker_id, stderr, text) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+constexpr const char* kTrimLogs = "DELETE FROM logs WHERE seq < ?1";
 constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=?2";
 
 class SqliteStore final : public Store {
@@ -64,7 +76,8 @@ class SqliteStore final : public Store {
       : db_(db), path_(std::move(path)), options_(options), executor_(std::move(executor)) {}
   ~SqliteStore() override {
     Stop();
-    for (sqlite3_stmt* s : {put_job_, update_job_, delete_job_, put_object_, delete_object_}) {
+    for (sqlite3_stmt* s : {put_job_, update_job_, delete_job_, put_object_, delete_object_,
+                            append_log_, trim_logs_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close(db_);
@@ -83,6 +96,8 @@ class SqliteStore final : public Store {
     GANTRY_RETURN_IF_ERROR(Prepare(kDeleteJob, &delete_job_));
     GANTRY_RETURN_IF_ERROR(Prepare(kPutObject, &put_object_));
     GANTRY_RETURN_IF_ERROR(Prepare(kDeleteObject, &delete_object_));
+    GANTRY_RETURN_IF_ERROR(Prepare(kAppendLog, &append_log_));
+    GANTRY_RETURN_IF_ERROR(Prepare(kTrimLogs, &trim_logs_));
     // Checkpoints run on their own connection and thread, so that copying the WAL into the
     // database (and its fsyncs) never stalls a commit that requests are waiting on.
     GANTRY_RETURN_IF_ERROR(Exec("PRAGMA wal_autocheckpoint=0;"));
@@ -146,6 +161,25 @@ class SqliteStore final : public Store {
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
       return Internal(std::string("sqlite load objects: ") + sqlite3_errmsg(db_));
+    return out;
+  }
+
+  Result<std::vector<LogRecord>> LoadLogs(size_t limit) override {
+    std::lock_guard<std::mutex> db_lock(db_mu_);
+    sqlite3_stmt* st = nullptr;
+    GANTRY_RETURN_IF_ERROR(
+        Prepare("SELECT seq, at_ms, endpoint_id, worker_id, stderr, text FROM logs "
+                "WHERE seq > (SELECT IFNULL(MAX(seq), 0) FROM logs) - ?1 ORDER BY seq",
+                &st));
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(limit));
+    std::vector<LogRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      out.push_back(LogRecord{sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), Text(st, 2),
+                              Text(st, 3), sqlite3_column_int(st, 4) != 0, Text(st, 5)});
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return Internal(std::string("sqlite load logs: ") + sqlite3_errmsg(db_));
     return out;
   }
 
@@ -260,6 +294,19 @@ class SqliteStore final : public Store {
         BindText(st, 1, m.object.kind);
         BindText(st, 2, m.object.id);
         break;
+      case Mutation::Op::kAppendLog:
+        st = append_log_;
+        sqlite3_bind_int64(st, 1, m.log.seq);
+        sqlite3_bind_int64(st, 2, m.log.at_ms);
+        BindText(st, 3, m.log.endpoint_id);
+        BindText(st, 4, m.log.worker_id);
+        sqlite3_bind_int(st, 5, m.log.stderr_stream);
+        BindText(st, 6, m.log.text);
+        break;
+      case Mutation::Op::kTrimLogs:
+        st = trim_logs_;
+        sqlite3_bind_int64(st, 1, m.log.seq);
+        break;
     }
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
@@ -337,6 +384,8 @@ class SqliteStore final : public Store {
   sqlite3_stmt* delete_job_ = nullptr;
   sqlite3_stmt* put_object_ = nullptr;
   sqlite3_stmt* delete_object_ = nullptr;
+  sqlite3_stmt* append_log_ = nullptr;
+  sqlite3_stmt* trim_logs_ = nullptr;
 
   std::mutex mu_;  // guards queue_, stopping_
   std::condition_variable cv_;
