@@ -7,7 +7,7 @@ PKGS=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libsqlite3-dev sqlite3 libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
-  python3 python3-torch curl
+  python3 python3-torch curl procps
   nginx-light wrk
 )
 
