@@ -265,10 +265,18 @@ void ApiServer::Submit(http::Request& req, const std::string& ep, bool sync, Res
   if (!job.ok()) return resp->Send(ErrorResponse(job.status()));
   std::string id = (*job)->rec.id;
   const Clock* clock = clock_;
-  jobs_->WaitForJob(id, wait_ms, [resp, id, clock](const jobs::Job* j) {
+  jobs::JobManager* jm = jobs_;
+  jobs_->WaitForJob(id, wait_ms, [resp, id, clock, jm](const jobs::Job* j) {
     if (!j) return resp->Send(ErrorResponse(NotFound("job expired: " + id)));
     if (jobs::IsTerminal(j->status)) return resp->Send(Ok(jobs::StatusJson(*j, clock->NowMs())));
-    resp->Send(Ok(StatusObject(id, jobs::StatusName(j->status))));
+    // The caller gets the id of a job that goes on: like /run's, it is durable first.
+    std::string reply = StatusObject(id, jobs::StatusName(j->status));
+    jm->MakeDurable(id, [resp, reply](Status st) {
+      if (st.ok())
+        resp->Send(Ok(reply));
+      else
+        resp->Send(ErrorResponse(Unavailable("could not persist the job: " + st.message())));
+    });
   });
 }
 

@@ -101,7 +101,8 @@ void JobManager::CancelTimer(TimerHandle* h) {
 
 void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> durable) {
   std::vector<store::Mutation> v;
-  if (with_input) {
+  if (with_input || !job->stored) {  // the first write of a job carries its whole record
+    job->stored = true;
     v.push_back(store::Mutation::PutJob(job->rec));
   } else {
     // An update never writes the input: leave it out of the copy.
@@ -218,7 +219,14 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   jobs_[r.id] = std::move(job);
   ep.Count(*j, JobStatus::kInQueue, +1);
   PushQueue(j, false);
-  Persist(j, true, std::move(durable));
+  if (req.sync) {
+    // A /runsync job is written once, when it ends (or when its caller is given its id while
+    // it still runs: MakeDurable). Until then a crash loses only a job nobody was told about.
+    j->stored = false;
+    if (durable) durable(Status::Ok());
+  } else {
+    Persist(j, true, std::move(durable));
+  }
   j->ttl_timer = At(now + ttl, DeadlineKind::kTtl, r.id, 0);
   Dispatch(ep);
   if (enqueue_listener_ && j->status == JobStatus::kInQueue) enqueue_listener_(r.endpoint_id);
@@ -417,7 +425,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
       w.cb(nullptr);
     }
   }
-  store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
+  if (j->stored) store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
   jobs_.erase(it);
 }
 
@@ -490,6 +498,13 @@ void JobManager::MarkColdStart(const std::string& job_id, const std::string& wor
   if (it == jobs_.end()) return;
   it->second->cold_start_worker = worker_id;
   it->second->cold_start_wait_ms = std::max<int64_t>(0, waited_ms);
+}
+
+void JobManager::MakeDurable(const std::string& job_id, std::function<void(Status)> durable) {
+  auto it = jobs_.find(job_id);
+  if (it != jobs_.end() && !it->second->stored)
+    return Persist(it->second.get(), true, std::move(durable));
+  store_->Write({}, std::move(durable));  // a barrier: whatever was queued for it is durable
 }
 
 QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {

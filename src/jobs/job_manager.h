@@ -136,6 +136,9 @@ class JobManager {
   void WorkerLost(const std::string& worker_id, const std::string& why);
   // Jobs held by the worker right now.
   std::vector<std::string> HeldBy(const std::string& worker_id) const;
+  // Makes the job's record durable (a /runsync job is written only when it ends); `durable`
+  // runs once it is.
+  void MakeDurable(const std::string& job_id, std::function<void(Status)> durable);
   // Records that the job waited `waited_ms` for the cold start of `worker_id`.
   void MarkColdStart(const std::string& job_id, const std::string& worker_id, int64_t waited_ms);
   // When the worker last let go of a job (0: never); -1 while it holds one.

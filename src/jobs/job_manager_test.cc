@@ -87,14 +87,32 @@ TEST_F(JobManagerTest, SubmitTakeFinish) {
   EXPECT_EQ(jm_->Get(id)->rec.output, R"({"ok":true})");
 }
 
-TEST_F(JobManagerTest, OnlyRunJobsHaveTheirStartWritten) {
+TEST_F(JobManagerTest, RunsyncJobsAreWrittenWhenTheyEnd) {
   std::string run = Submit("{}", false);
-  std::string sync = Submit("{}", true);
+  std::string sync = Submit(R"({"k":1})", true);
+  EXPECT_NE(store_.job(run), nullptr);
+  EXPECT_EQ(store_.job(sync), nullptr);  // nobody has its id yet
   Take("w1", 2);
   EXPECT_EQ(store_.job(run)->status, "IN_PROGRESS");
-  EXPECT_EQ(store_.job(sync)->status, "IN_QUEUE");  // a crash re-runs it
+  EXPECT_EQ(store_.job(sync), nullptr);
+  size_t writes = store_.writes();
   jm_->Finish("w1", sync, J(R"({"output":1})"), false, {}).ok();
+  EXPECT_EQ(store_.writes(), writes + 1);  // one write, with the input
   EXPECT_EQ(store_.job(sync)->status, "COMPLETED");
+  EXPECT_EQ(store_.job(sync)->input, R"({"k":1})");
+}
+
+TEST_F(JobManagerTest, RunsyncJobWhoseWaitEndsIsMadeDurable) {
+  std::string sync = Submit("{}", true);
+  bool durable = false;
+  jm_->MakeDurable(sync, [&](Status st) { durable = st.ok(); });
+  EXPECT_TRUE(durable);
+  ASSERT_NE(store_.job(sync), nullptr);
+  EXPECT_EQ(store_.job(sync)->status, "IN_QUEUE");
+  // From then on it is updated like any job.
+  Take("w1");
+  jm_->Finish("w1", sync, J(R"({"output":2})"), false, {}).ok();
+  EXPECT_EQ(store_.job(sync)->output, "2");
 }
 
 TEST_F(JobManagerTest, UnknownEndpointAndPolicyRanges) {
