@@ -170,8 +170,10 @@ Status WorkerRegistry::Load() {
     if (auto* v = Find(obj, "endpointVersion")) w.endpoint_version = AsInt(*v).value_or(0);
     if (auto* p = Find(obj, "placedAt")) w.placed_ms = AsInt(*p).value_or(0);
     if (auto* d = Find(obj, "draining"); d && d->is_bool()) w.draining = d->get_bool();
-    // Every known worker gets a fresh liveness window after a restart of the server.
+    // Every known worker gets a fresh liveness window after a restart of the server; it ran
+    // before, so the ping timeout (not the start timeout) applies.
     w.last_seen_ms = w.last_ping_ms = now;
+    w.heard_from = true;
     by_hash_[w.secret_hash] = w.id;
     workers_[w.id] = std::move(w);
   }
@@ -222,6 +224,7 @@ Result<WorkerInfo*> WorkerRegistry::Authenticate(const std::string& endpoint_id,
 void WorkerRegistry::Seen(WorkerInfo* w, bool take) {
   int64_t now = clock_->NowMs();
   w->last_seen_ms = now;
+  w->heard_from = true;
   if (take && w->ready_ms == 0) w->ready_ms = now;
   if (w->state == WorkerState::kInitializing && take) w->state = WorkerState::kReady;
   if (w->state == WorkerState::kUnhealthy) {  // it came back after being declared lost
@@ -272,7 +275,12 @@ void WorkerRegistry::Tick() {
   std::vector<std::string> forget;
   for (auto& [id, w] : workers_) {
     bool alive = w.state == WorkerState::kReady || w.state == WorkerState::kInitializing;
-    if (alive && now - std::max(w.last_ping_ms, w.last_seen_ms) > lost_after) {
+    if (alive && !w.heard_from) {
+      if (now - w.created_ms > options_.start_timeout_ms) {
+        Lose(&w, WorkerState::kUnhealthy,
+             "not started after " + std::to_string(options_.start_timeout_ms / 1000) + " s");
+      }
+    } else if (alive && now - std::max(w.last_ping_ms, w.last_seen_ms) > lost_after) {
       Lose(&w, WorkerState::kUnhealthy,
            "no ping for " + std::to_string((now - w.last_ping_ms) / 1000) + " s");
     } else if (!alive && now - w.last_seen_ms > options_.forget_after_ms) {

@@ -46,7 +46,8 @@ struct WorkerInfo {
   int64_t created_ms = 0;
   int64_t last_seen_ms = 0;  // any request from it
   int64_t last_ping_ms = 0;
-  int64_t ready_ms = 0;  // its first job-take
+  int64_t ready_ms = 0;     // its first job-take
+  bool heard_from = false;  // any request from it since it was registered (or loaded)
   WorkerState state = WorkerState::kInitializing;
   std::string last_error;  // why it became unhealthy or stopped
   bool recycle = false;    // it asked to be recycled (stopPod)
@@ -76,6 +77,9 @@ struct WorkerOptions {
   int64_t ping_interval_ms = 10'000;  // RUNPOD_PING_INTERVAL given to workers. Default: 10 s.
   int lost_after_intervals = 3;       // Default: 3 silent intervals make a worker lost.
   int64_t forget_after_ms = 10 * 60 * 1000;  // Unhealthy/stopped workers are dropped after.
+  // A worker not yet heard from (its process imports and loads its model before the SDK
+  // starts pinging) is lost only after this. Default: 10 min.
+  int64_t start_timeout_ms = 10 * 60 * 1000;
 };
 
 class WorkerRegistry {

@@ -146,5 +146,20 @@ TEST_F(RegistryTest, SilentWorkerIsLostAfterThreeIntervalsAndItsJobRequeued) {
   EXPECT_TRUE(workers_.List("ep").empty());
 }
 
+TEST_F(RegistryTest, SlowStartingWorkerIsGivenTheStartTimeoutNotThePingTimeout) {
+  // Regression: a worker loading a model for over 30 s (before the SDK starts pinging) was
+  // declared lost and killed, over and over.
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto w = workers_.Register("ep", {});
+  clock_.Advance(5 * 60 * 1000);
+  workers_.Tick();
+  WorkerInfo* info = workers_.Get(w->first.id);
+  EXPECT_EQ(info->state, WorkerState::kInitializing);
+  clock_.Advance(5 * 60 * 1000 + 1);
+  workers_.Tick();
+  EXPECT_EQ(info->state, WorkerState::kUnhealthy);
+  EXPECT_NE(info->last_error.find("not started"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace gantry::scheduling
