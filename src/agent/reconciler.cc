@@ -13,7 +13,6 @@ Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOp
     : clock_(clock), runtime_(runtime), options_(std::move(options)), bundles_(bundles) {}
 
 void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
-  version_ = assignment.version;
   assigned_ = assignment.workers;
   int64_t now = clock_->NowMs();
   for (const auto& a : assigned_) {

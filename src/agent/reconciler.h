@@ -31,7 +31,6 @@ class Reconciler {
 
   // The latest assignment; the next Step() acts on it.
   void SetAssignment(const scheduling::Assignment& assignment);
-  int64_t assignment_version() const { return version_; }
   // Reaps exits, stops what is no longer assigned, starts what is. Returns true when a report
   // changed (the agent then sends its status at once).
   bool Step();
@@ -54,7 +53,6 @@ class Reconciler {
   ProcessRuntime* runtime_;
   ReconcilerOptions options_;
   BundleCache* bundles_;
-  int64_t version_ = -1;
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
 };

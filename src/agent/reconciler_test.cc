@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "agent/agent.h"
 #include "agent/gpu_inventory.h"
 #include "agent/process/fake_process_runtime.h"
@@ -54,6 +56,18 @@ TEST_F(ReconcilerTest, StartsAssignedWorkersWithTheirIdentityAndGpus) {
   // A second step with the same assignment starts nothing more: no duplicates.
   EXPECT_FALSE(rec_.Step());
   EXPECT_EQ(runtime_.starts().size(), 2u);
+}
+
+TEST_F(ReconcilerTest, BundleThatBringsItsOwnSdkKeepsOursOffThePath) {
+  namespace fs = std::filesystem;
+  fs::path root = fs::temp_directory_path() / ("gantry-bundle-" + NewId("", 8));
+  fs::create_directories(root);
+  auto w = Worker("w1");
+  w.env.erase("PYTHONPATH");
+  EXPECT_EQ(rec_.WorkerEnvironment(w, root.string()).at("PYTHONPATH"), "/sdk");
+  fs::create_directories(root / "runpod");  // the bundle vendors runpod's SDK
+  EXPECT_EQ(rec_.WorkerEnvironment(w, root.string()).count("PYTHONPATH"), 0u);
+  fs::remove_all(root);
 }
 
 TEST_F(ReconcilerTest, StopsWorkersNoLongerAssignedWithTheGracePeriod) {

@@ -63,17 +63,9 @@ std::vector<std::string> Split(std::string_view path) {
 }
 
 // Runs `send` once the store confirms, or answers 503 if it failed.
-std::function<void(Status)> AfterDurable(std::shared_ptr<http::Responder> resp, Response ok) {
-  return [resp, ok = std::move(ok)](Status st) mutable {
-    if (st.ok())
-      resp->Send(std::move(ok));
-    else
-      resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
-  };
-}
-
 // A durable-callback whose reply is filled in after the call that queued the write returns
-// (the reply names what that call created).
+// (the reply names what that call created). Answers 503 if the store failed.
+// Requires a store whose completions are posted, never run inline.
 struct DeferredReply {
   std::shared_ptr<Response> reply = std::make_shared<Response>();
   std::function<void(Status)> durable;
@@ -87,6 +79,17 @@ DeferredReply Deferred(std::shared_ptr<http::Responder> resp) {
       resp->Send(ErrorResponse(Unavailable("could not persist: " + st.message())));
   };
   return d;
+}
+
+// Sends `ok` once the store confirms.
+std::function<void(Status)> AfterDurable(std::shared_ptr<http::Responder> resp, Response ok) {
+  DeferredReply d = Deferred(std::move(resp));
+  *d.reply = std::move(ok);
+  return d.durable;
+}
+
+Response NoRoute(const http::Request& req) {
+  return ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path())));
 }
 
 std::string StatusObject(const std::string& id, const char* status) {
@@ -181,8 +184,7 @@ void ApiServer::Handle(http::Request&& req, Resp resp) {
     return Client(req, seg[1], seg[2], seg.size() > 3 ? seg[3] : "", resp);
   }
   if (!seg.empty() && seg[0] == "v1") return Management(req, seg, resp);
-  resp->Send(
-      ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+  resp->Send(NoRoute(req));
 }
 
 // ---- Client routes ---------------------------------------------------------------------------
@@ -271,12 +273,7 @@ void ApiServer::Submit(http::Request& req, const std::string& ep, bool sync, Res
     if (jobs::IsTerminal(j->status)) return resp->Send(Ok(jobs::StatusJson(*j, clock->NowMs())));
     // The caller gets the id of a job that goes on: like /run's, it is durable first.
     std::string reply = StatusObject(id, jobs::StatusName(j->status));
-    jm->MakeDurable(id, [resp, reply](Status st) {
-      if (st.ok())
-        resp->Send(Ok(reply));
-      else
-        resp->Send(ErrorResponse(Unavailable("could not persist the job: " + st.message())));
-    });
+    jm->MakeDurable(id, AfterDurable(resp, Ok(std::move(reply))));
   });
 }
 
@@ -293,8 +290,7 @@ void ApiServer::Client(http::Request& req, const std::string& ep, const std::str
     return resp->Send(Ok("{\"removed\":" + std::to_string(*n) + ",\"status\":\"completed\"}"));
   }
   if (arg.empty()) {
-    return resp->Send(
-        ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+    return resp->Send(NoRoute(req));
   }
   const jobs::Job* job = jobs_->Get(arg);
   if (!job || job->rec.endpoint_id != ep) {
@@ -325,8 +321,7 @@ void ApiServer::Client(http::Request& req, const std::string& ep, const std::str
     if (!j.ok()) return resp->Send(ErrorResponse(j.status()));
     return resp->Send(Ok(StatusObject(arg, "IN_QUEUE")));
   }
-  resp->Send(
-      ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+  resp->Send(NoRoute(req));
 }
 
 // ---- Worker routes ---------------------------------------------------------------------------
@@ -420,8 +415,7 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
   }
   workers_->Seen(w, false);
   if (arg.empty() || req.method != "POST") {
-    return resp->Send(
-        ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+    return resp->Send(NoRoute(req));
   }
   // Bodies are JSON whatever the Content-Type says (RunPod's SDK sends form-urlencoded).
   auto body = ParseJson(req.body);
@@ -442,8 +436,7 @@ void ApiServer::Worker(http::Request& req, const std::string& ep, const std::str
     if (out->stop_worker) workers_->MarkRecycle(w->id);
     return;
   }
-  resp->Send(
-      ErrorResponse(NotFound("no such route: " + req.method + " " + std::string(req.path()))));
+  resp->Send(NoRoute(req));
 }
 
 // ---- Management API --------------------------------------------------------------------------
@@ -474,17 +467,9 @@ std::map<std::string, std::string> ApiServer::WorkerEnv(const scheduling::Endpoi
   return env;
 }
 
-static json::object EnvJson(const std::map<std::string, std::string>& env) {
-  json::object o;
-  for (const auto& [k, v] : env) o[k] = v;
-  return o;
-}
-
 void ApiServer::Management(http::Request& req, const std::vector<std::string>& seg, Resp resp) {
   const std::string& m = req.method;
-  auto not_found = [&] {
-    resp->Send(ErrorResponse(NotFound("no such route: " + m + " " + std::string(req.path()))));
-  };
+  auto not_found = [&] { resp->Send(NoRoute(req)); };
   if (seg.size() < 2) return not_found();
   const std::string& kind = seg[1];
   if (kind == "endpoints") {
@@ -546,7 +531,7 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       if (!reg.ok()) return resp->Send(ErrorResponse(reg.status()));
       json::object o{{"workerId", reg->first.id},
                      {"endpointId", id},
-                     {"env", EnvJson(WorkerEnv(*spec, reg->first, reg->second))}};
+                     {"env", StringMapJson(WorkerEnv(*spec, reg->first, reg->second))}};
       json::array cmd;
       for (const auto& a : spec->worker.command) cmd.emplace_back(a);
       o["command"] = std::move(cmd);
@@ -624,15 +609,13 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
     json::array cmd, gpus;
     for (const auto& x : w.command) cmd.emplace_back(x);
     for (int g : w.gpus) gpus.emplace_back(g);
-    json::object env;
-    for (const auto& [k, v] : w.env) env[k] = v;
     ws.push_back(json::object{{"workerId", w.worker_id},
                               {"endpointId", w.endpoint_id},
                               {"endpointVersion", w.endpoint_version},
                               {"command", std::move(cmd)},
                               {"workdir", w.workdir},
                               {"bundle", w.bundle},
-                              {"env", std::move(env)},
+                              {"env", StringMapJson(w.env)},
                               {"gpuType", w.gpu_type},
                               {"gpus", std::move(gpus)},
                               {"cpu", w.cpu},
@@ -648,7 +631,7 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
     for (const auto& id : scheduler_->NodeIds()) list.push_back(scheduler_->NodeJson(id));
     return resp->Send(Json(200, json::object{{"nodes", std::move(list)}}));
   }
-  if (seg.size() < 3) return resp->Send(ErrorResponse(NotFound("no such route")));
+  if (seg.size() < 3) return resp->Send(NoRoute(req));
   const std::string& node = seg[2];
   json::value body;
   if (m == "POST") {
@@ -720,6 +703,7 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
   }
   if (seg.size() == 4 && seg[3] == "logs" && m == "POST") {
     const auto& o = body.as_object();
+    std::vector<scheduling::LogEntry> batch;
     if (auto* lines = Find(o, "lines"); lines && lines->is_array()) {
       for (const auto& x : lines->as_array()) {
         if (!x.is_object()) continue;
@@ -732,12 +716,13 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
         const scheduling::WorkerInfo* w = workers_->Get(e.worker_id);
         if (!w) continue;
         e.endpoint_id = w->endpoint_id;
-        logs_->Append(std::move(e));
+        batch.push_back(std::move(e));
       }
     }
+    logs_->Append(std::move(batch));
     return resp->Send(Ok("{}"));
   }
-  resp->Send(ErrorResponse(NotFound("no such route: " + m + " " + std::string(req.path()))));
+  resp->Send(NoRoute(req));
 }
 
 void ApiServer::Logs(http::Request& req, Resp resp) {
@@ -865,7 +850,7 @@ void ApiServer::Blobs(http::Request& req, const std::vector<std::string>& seg, R
     if (!st.ok()) return resp->Send(ErrorResponse(st));
     return resp->Send(Json(201, json::object{{"digest", digest}}));
   }
-  resp->Send(ErrorResponse(NotFound("no such route: " + m + " " + std::string(req.path()))));
+  resp->Send(NoRoute(req));
 }
 
 }  // namespace gantry::api

@@ -65,10 +65,12 @@ int RunServer(const ServerConfig& config) {
   jo.stop_grace_ms = config.stop_grace_ms;
   jo.webhook_retry_ms = config.webhook_retry_ms;
   scheduling::Scheduler* scheduler_ptr = nullptr;
+  const int64_t webhook_timeout_ms = jo.webhook_timeout_ms;
   jobs::JobManager jobs(
       &clock, store->get(), jo,
-      [&loop](const std::string& url, std::string body, std::function<void(bool)> done) {
-        http::AsyncFetch(&loop, "POST", url, std::move(body), {}, 10'000,
+      [&loop, webhook_timeout_ms](const std::string& url, std::string body,
+                                  std::function<void(bool)> done) {
+        http::AsyncFetch(&loop, "POST", url, std::move(body), {}, webhook_timeout_ms,
                          [done = std::move(done)](Result<http::ClientResponse> r) {
                            done(r.ok() && r->status >= 200 && r->status < 300);
                          });
@@ -162,6 +164,7 @@ int RunServer(const ServerConfig& config) {
 
   loop.Every(20, [&] { jobs.Tick(); });
   loop.Every(500, [&] { workers.Tick(); });
+  loop.Every(1000, [&] { metering.Flush(); });
   loop.Every(200, [&] {
     scheduler.Tick();
     logs.Expire(clock.NowMs());
@@ -186,6 +189,7 @@ int RunServer(const ServerConfig& config) {
   if (config.on_listening) config.on_listening(url, keys.AddEphemeral("local-agent"));
   loop.Run();
   if (shutdown.joinable()) shutdown.join();
+  metering.Flush();
   (*store)->Stop();  // every queued write is durable before we exit
   return 0;
 }

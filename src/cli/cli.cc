@@ -82,9 +82,11 @@ struct Reply {
   json::value body;
 };
 
-// One API call; prints the error and returns nullopt on failure.
+// One API call; prints the error and returns nullopt on failure, except that an answer with
+// status `expected_error` (e.g. 404 for "does it exist?") is returned without a word.
 std::optional<Reply> Call(const Conn& c, const std::string& method, const std::string& path,
-                          const std::string& body = "", int64_t timeout_ms = 30'000) {
+                          const std::string& body = "", int64_t timeout_ms = 30'000,
+                          int expected_error = 0) {
   auto url = http::ParseUrl(c.url + path);
   if (!url.ok()) {
     fprintf(stderr, "gantry: bad server URL %s: %s\n", c.url.c_str(),
@@ -105,7 +107,7 @@ std::optional<Reply> Call(const Conn& c, const std::string& method, const std::s
     auto v = ParseJson(r->body);
     out.body = v.ok() ? *v : json::value(r->body);
   }
-  if (r->status >= 400) {
+  if (r->status >= 400 && r->status != expected_error) {
     std::string msg = r->body;
     if (out.body.is_object()) {
       if (auto* e = Find(out.body.as_object(), "error"); e && e->is_object()) {
@@ -671,7 +673,6 @@ int Main(int argc, char** argv) {
       int mode;
     };
     std::vector<File> files;
-    size_t total = 0;
     for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
          ++it) {
       std::string name = it->path().filename().string();
@@ -686,7 +687,6 @@ int Main(int argc, char** argv) {
       f.data = ReadFile(it->path().string());
       f.digest = Sha256Hex(f.data);
       f.mode = static_cast<int>(fs::status(it->path()).permissions() & fs::perms::all);
-      total += f.data.size();
       files.push_back(std::move(f));
     }
     json::array digests;
@@ -727,13 +727,13 @@ int Main(int argc, char** argv) {
     std::string digest = Field(bundle->body, "digest");
     (*spec)["bundle"] = digest;
     // Create, or update if it exists (an update with nothing changed keeps the version).
-    ResolveConn(&conn);
-    auto url = http::ParseUrl(conn.url);
     std::string path = "/v1/endpoints/" + http::PercentEncode(id);
-    http::HttpClient probe(url->host, url->port);
-    auto exists = probe.Do("GET", url->target + path.substr(1), "",
-                           {{"Authorization", "Bearer " + conn.key}});
-    bool update = exists.ok() && exists->status == 200;
+    auto exists = Call(conn, "GET", path, "", 30'000, /*expected_error=*/404);
+    if (!exists) {
+      rc = 1;
+      return;
+    }
+    bool update = exists->status == 200;
     auto r = update ? Call(conn, "PATCH", path, ToJson(*spec))
                     : Call(conn, "POST", "/v1/endpoints", ToJson(*spec));
     if (!r) {
@@ -744,7 +744,6 @@ int Main(int argc, char** argv) {
     printf("deployed %s: version %s, bundle %.12s (%zu files, %zu uploaded, %zu bytes)\n",
            id.c_str(), Field(r->body, "version").c_str(), digest.c_str(), files.size(), uploaded,
            uploaded_bytes);
-    static_cast<void>(total);
   });
 
   // ---- usage

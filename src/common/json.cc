@@ -34,6 +34,12 @@ std::optional<int64_t> AsInt(const json::value& v) {
   return std::nullopt;
 }
 
+json::object StringMapJson(const std::map<std::string, std::string>& m) {
+  json::object o;
+  for (const auto& [k, v] : m) o[k] = v;
+  return o;
+}
+
 const json::value* Find(const json::object& obj, std::string_view key) {
   auto it = obj.find(json::string_view(key.data(), key.size()));
   return it == obj.end() ? nullptr : &it->value();

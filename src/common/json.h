@@ -3,6 +3,7 @@
 
 #include <boost/json/value.hpp>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,9 @@ std::string JsonQuote(std::string_view s);
 
 // Reads an integer-valued number from `v` (int64, uint64 or an integral double).
 std::optional<int64_t> AsInt(const json::value& v);
+
+// A string map (an environment) as a JSON object of strings.
+json::object StringMapJson(const std::map<std::string, std::string>& m);
 
 // Looks up `key` in `obj`; nullptr when absent.
 const json::value* Find(const json::object& obj, std::string_view key);

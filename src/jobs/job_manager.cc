@@ -641,6 +641,11 @@ Status JobManager::AppendStream(const std::string& worker_id, const std::string&
   return Status::Ok();
 }
 
+size_t JobManager::HeldCount(const std::string& worker_id) const {
+  auto it = held_.find(worker_id);
+  return it == held_.end() ? 0 : it->second.size();
+}
+
 std::vector<std::string> JobManager::HeldBy(const std::string& worker_id) const {
   auto it = held_.find(worker_id);
   if (it == held_.end()) return {};
@@ -752,11 +757,9 @@ void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
 void JobManager::SendWebhook(const std::string& job_id, int attempt) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end() || it->second->rec.webhook.empty()) return;
-  ++webhook_deliveries_;
   std::string body = StatusJson(*it->second, clock_->NowMs());
   poster_(it->second->rec.webhook, std::move(body), [this, job_id, attempt](bool ok) {
     if (ok) return;
-    ++webhook_failures_;
     if (attempt < options_.webhook_retries) {
       At(clock_->NowMs() + options_.webhook_retry_ms, DeadlineKind::kWebhookRetry, job_id,
          static_cast<uint64_t>(attempt + 1));
@@ -890,7 +893,6 @@ void JobManager::Fire(int64_t when, const Timer& d) {
       if (it == stops_.end() || static_cast<uint64_t>(it->second.requested_ms) != d.tag) return;
       std::string worker = it->second.worker_id;
       stops_.erase(it);
-      ++kills_;
       kill_(worker, "did not stop job " + d.key + " within " +
                         std::to_string(options_.stop_grace_ms) + " ms");
       return;

@@ -134,8 +134,9 @@ class JobManager {
                  std::function<void(std::vector<std::string>)> cb);
   // The worker is gone: its jobs are requeued while attempts remain, else FAILED.
   void WorkerLost(const std::string& worker_id, const std::string& why);
-  // Jobs held by the worker right now.
+  // Jobs held by the worker right now, and how many (without copying them).
   std::vector<std::string> HeldBy(const std::string& worker_id) const;
+  size_t HeldCount(const std::string& worker_id) const;
   // Makes the job's record durable (a /runsync job is written only when it ends); `durable`
   // runs once it is.
   void MakeDurable(const std::string& job_id, std::function<void(Status)> durable);
@@ -151,9 +152,6 @@ class JobManager {
 
   size_t job_count() const { return jobs_.size(); }
   size_t timer_count() const { return timers_.size(); }
-  int64_t webhook_deliveries() const { return webhook_deliveries_; }
-  int64_t webhook_failures() const { return webhook_failures_; }
-  int64_t kills() const { return kills_; }
 
  private:
   struct EndpointState {
@@ -247,9 +245,6 @@ class JobManager {
   int64_t next_seq_ = 1;
   FastRandom random_;  // job ids
   uint64_t next_waiter_id_ = 1;
-  int64_t webhook_deliveries_ = 0;
-  int64_t webhook_failures_ = 0;
-  int64_t kills_ = 0;
 };
 
 // The client-facing status object of a job (runpod-protocol.md §1), as JSON text.

@@ -12,12 +12,6 @@ bool ValidEndpointId(const std::string& id) {
   return true;
 }
 
-static json::object EnvToJson(const std::map<std::string, std::string>& env) {
-  json::object o;
-  for (const auto& [k, v] : env) o[k] = v;
-  return o;
-}
-
 json::object EndpointSpec::ToJson() const {
   json::object o;
   o["id"] = id;
@@ -32,7 +26,7 @@ json::object EndpointSpec::ToJson() const {
   for (const auto& g : gpu_type_ids) gpus.emplace_back(g);
   o["gpuTypeIds"] = std::move(gpus);
   o["gpuCount"] = gpu_count;
-  o["env"] = EnvToJson(env);
+  o["env"] = StringMapJson(env);
   o["concurrency"] = concurrency;
   o["bufferWorkers"] = buffer_workers;
   o["maxAttempts"] = max_attempts;
@@ -43,7 +37,7 @@ json::object EndpointSpec::ToJson() const {
   for (const auto& a : worker.command) cmd.emplace_back(a);
   w["command"] = std::move(cmd);
   w["workdir"] = worker.workdir;
-  w["env"] = EnvToJson(worker.env);
+  w["env"] = StringMapJson(worker.env);
   o["worker"] = std::move(w);
   o["bundle"] = bundle;
   o["createdAt"] = created_ms;

@@ -21,24 +21,31 @@ Status LogStore::Load() {
   return Status::Ok();
 }
 
-void LogStore::Append(LogEntry e) {
-  e.seq = next_seq_++;
-  if (store_) {
-    std::vector<store::Mutation> m;
-    m.push_back(store::Mutation::AppendLog(e));
-    // Every 1 000 lines, drop the stored ones past the retention limit.
-    if (e.seq % 1000 == 0 && e.seq > static_cast<int64_t>(capacity_)) {
-      m.push_back(store::Mutation::TrimLogs(e.seq - static_cast<int64_t>(capacity_)));
+void LogStore::Append(std::vector<LogEntry> lines) {
+  std::vector<store::Mutation> m;
+  const size_t added = lines.size();
+  for (auto& e : lines) {
+    e.seq = next_seq_++;
+    if (store_) {
+      m.push_back(store::Mutation::AppendLog(e));
+      // Every 1 000 lines, drop the stored ones past the retention limit.
+      if (e.seq % 1000 == 0 && e.seq > static_cast<int64_t>(capacity_)) {
+        m.push_back(store::Mutation::TrimLogs(e.seq - static_cast<int64_t>(capacity_)));
+      }
     }
-    store_->Write(std::move(m), {});
+    entries_.push_back(std::move(e));
   }
-  entries_.push_back(std::move(e));
+  if (store_ && !m.empty()) store_->Write(std::move(m), {});
   while (entries_.size() > capacity_) entries_.pop_front();
-  const LogEntry& added = entries_.back();
   std::vector<Waiter> keep;
   std::vector<std::pair<std::function<void(std::vector<LogEntry>)>, LogQuery>> ready;
   for (auto& w : waiters_) {
-    if (Matches(w.q, added))
+    bool match = false;  // among the lines just added
+    size_t n = 0;
+    for (auto it = entries_.rbegin(); it != entries_.rend() && n < added && !match; ++it, ++n) {
+      match = Matches(w.q, *it);
+    }
+    if (match)
       ready.emplace_back(std::move(w.cb), w.q);
     else
       keep.push_back(std::move(w));

@@ -33,7 +33,9 @@ class LogStore {
       : store_(store), capacity_(capacity) {}
   // Restores the newest lines from the store.
   Status Load();
-  void Append(LogEntry e);
+  // Appends lines (one store write for the batch); each gets the next seq.
+  void Append(std::vector<LogEntry> lines);
+  void Append(LogEntry line) { Append(std::vector<LogEntry>{std::move(line)}); }
   std::vector<LogEntry> Query(const LogQuery& q) const;
   // Calls `cb` once an entry matching `q` arrives, or with nothing after `wait_ms` (the server
   // ticks Expire). For `gantry logs -f`.

@@ -79,7 +79,12 @@ void Metering::JobFinished(const std::string& endpoint_id, int64_t execution_ms)
   JobTotals& t = jobs_[endpoint_id];
   t.count++;
   t.execution_ms += std::max<int64_t>(0, execution_ms);
-  SaveJobs(endpoint_id);
+  dirty_jobs_.insert(endpoint_id);
+}
+
+void Metering::Flush() {
+  for (const auto& ep : dirty_jobs_) SaveJobs(ep);
+  dirty_jobs_.clear();
 }
 
 int64_t Metering::BilledSeconds(int64_t start_ms, int64_t end_ms) {

@@ -6,6 +6,7 @@
 // Threading: loop thread only.
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,8 +40,10 @@ class Metering {
   // A worker process started / stopped.
   void WorkerStarted(const WorkerUsage& u);
   void WorkerStopped(const std::string& worker_id);
-  // A job finished after running `execution_ms` on a worker.
+  // A job finished after running `execution_ms` on a worker. Counted in memory; Flush() writes
+  // the totals (the server flushes every second, so a job does not cost a second write).
   void JobFinished(const std::string& endpoint_id, int64_t execution_ms);
+  void Flush();
   // Usage since `since_ms` (0: all), for one endpoint or all (""), as /v1/usage returns it.
   json::object Report(int64_t since_ms, const std::string& endpoint_id) const;
   // Seconds billed for a worker that ran from start to end: rounded up to the second.
@@ -59,6 +62,7 @@ class Metering {
     int64_t execution_ms = 0;
   };
   std::map<std::string, JobTotals> jobs_;  // by endpoint id, since the data dir was made
+  std::set<std::string> dirty_jobs_;       // endpoints whose totals are not written yet
 };
 
 }  // namespace gantry::scheduling

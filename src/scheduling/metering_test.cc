@@ -38,6 +38,7 @@ TEST(MeteringTest, ReportsByEndpointAndGpuTypeWithPricesAndSurvivesReload) {
   EXPECT_EQ(m.Report(clock.NowMs() - 100, "").at("byEndpoint").as_array().size(), 1u);
   EXPECT_TRUE(m.Report(0, "other").at("byEndpoint").as_array().empty());
 
+  m.Flush();
   Metering again(&clock, &store, {{"H100", 0.001}, {"cpu", 0.0001}});
   ASSERT_TRUE(again.Load().ok());
   json::object r2 = again.Report(0, "ep");

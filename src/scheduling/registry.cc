@@ -305,7 +305,7 @@ WorkerCounts WorkerRegistry::Counts(const std::string& endpoint_id) const {
         break;
       case WorkerState::kReady:
         ++c.ready;
-        if (jobs_->HeldBy(id).empty())
+        if (jobs_->HeldCount(id) == 0)
           ++c.idle;
         else
           ++c.running;

@@ -76,7 +76,7 @@ void Scheduler::PollAssignment(const std::string& node_id, int64_t known_version
   Node& n = it->second;
   n.last_seen_ms = clock_->NowMs();
   if (n.assignment.version != known_version || wait_ms <= 0) return cb(&n.assignment);
-  n.waiters.push_back({next_waiter_id_++, clock_->NowMs() + wait_ms, std::move(cb)});
+  n.waiters.push_back({clock_->NowMs() + wait_ms, std::move(cb)});
 }
 
 std::vector<NodeView> Scheduler::Views() const {
@@ -162,7 +162,7 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
       health.consecutive_failures = 0;
       health.unhealthy = false;
     }
-    int64_t held = static_cast<int64_t>(jobs_->HeldBy(w->id).size());
+    int64_t held = static_cast<int64_t>(jobs_->HeldCount(w->id));
     active.push_back({w->id, ready, held, std::max(w->ready_ms, idle_since)});
   }
   for (WorkerInfo* w : drained) StopWorker(w, "drained after a new version");
@@ -215,6 +215,9 @@ Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerRep
 
 void Scheduler::WorkerExited(WorkerInfo* w, const WorkerReport& r,
                              const std::vector<std::string>& tail) {
+  if (w->recycle && r.exit_code == 0) {  // it asked to be recycled (refresh_worker): not an error
+    return StopWorker(w, "recycled after its job (refresh_worker)");
+  }
   EndpointHealth& h = health_[w->endpoint_id];
   std::string why = r.error.empty() ? "exited with code " + std::to_string(r.exit_code) : r.error;
   if (w->ready_ms == 0) {  // it never became ready: a failed start

@@ -123,7 +123,6 @@ class Scheduler {
     std::map<std::string, WorkerReport> reports;
     std::set<std::string> cached_bundles;
     struct Waiter {
-      uint64_t id;
       int64_t deadline_ms;
       std::function<void(const Assignment*)> cb;
     };
@@ -145,7 +144,6 @@ class Scheduler {
   std::map<std::string, Node> nodes_;
   std::map<std::string, EndpointHealth> health_;
   std::map<std::string, int64_t> next_start_ms_;  // endpoint -> no start before (backoff)
-  uint64_t next_waiter_id_ = 1;
 };
 
 }  // namespace gantry::scheduling

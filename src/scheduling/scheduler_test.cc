@@ -139,6 +139,20 @@ TEST_F(SchedulerTest, FailedStartsBackOffAndMakeTheEndpointUnhealthy) {
   EXPECT_EQ(h.last_log.back(), "ImportError: no module x");
 }
 
+TEST_F(SchedulerTest, RecycledWorkerExitIsNotAFailure) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"r","worker":{"command":["x"]}})");
+  std::string job = Submit("r");
+  std::string wid = Poll("n1").workers[0].worker_id;
+  BecomeReady(wid, "r");
+  ASSERT_TRUE(jobs_.Finish(wid, job, J(R"({"output":1,"stopPod":true})"), false, {}).ok());
+  workers_.MarkRecycle(wid);  // as the API does for stopPod
+  ASSERT_TRUE(sched_.Report("n1", {{wid, "exited", 1, 2, 0, ""}}, {}).ok());
+  EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
+  EXPECT_EQ(sched_.Health("r").consecutive_failures, 0);
+  EXPECT_TRUE(sched_.Health("r").last_error.empty());
+}
+
 TEST_F(SchedulerTest, NewVersionDrainsOldWorkers) {
   ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 1 << 20, {}}).ok());
   Endpoint(R"({"id":"v","worker":{"command":["x"]}})");

@@ -56,6 +56,12 @@ class UpTest(E2ETest):
         # The four phases were recorded, in order.
         self.assertTrue(0 <= cs["receivedMs"] <= cs["spawnedMs"] <= cs["readyMs"], cs)
         self.assertEqual(ws[0]["startPath"], "full")
+        # gantry ps shows the worker with its start path and phases.
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
+        ps = subprocess.run([GANTRY, "ps", "echo"], env=env, capture_output=True, text=True,
+                            timeout=30).stdout
+        self.assertIn("RECEIVED/SPAWNED/READY MS", ps)
+        self.assertIn("%d/%d/%d" % (cs["receivedMs"], cs["spawnedMs"], cs["readyMs"]), ps)
         # Back to zero after idleTimeout, and its process is gone.
         self.wait_for(lambda: self.live("echo") == [], what="scale to zero")
         out = subprocess.run(["pgrep", "-f", os.path.join(HANDLERS, "echo.py")],
