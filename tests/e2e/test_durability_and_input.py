@@ -177,6 +177,21 @@ class CliTest(E2ETest):
         self.cli("endpoint", "rm", "cli-ep")
         self.assertEqual(self.cli("endpoint", "get", "cli-ep", ok=False).returncode, 1)
 
+    def test_url_and_key_from_flags_or_config_file(self):
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY_")}
+        home = os.path.join(self.server.data_dir, "home")
+        env = dict(base, HOME=home, GANTRY_DATA_DIR=os.path.join(home, "none"))
+        p = subprocess.run([GANTRY, "--url", self.server.url, "--api-key", ADMIN_KEY, "keys", "ls"],
+                           env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        os.makedirs(os.path.join(home, ".config", "gantry"))
+        with open(os.path.join(home, ".config", "gantry", "config.json"), "w") as f:
+            json.dump({"url": self.server.url, "apiKey": ADMIN_KEY}, f)
+        p = subprocess.run([GANTRY, "keys", "ls"], env=env, capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("admin", p.stdout)
+
     def test_help_and_missing_key(self):
         self.assertIn("endpoint", self.cli("--help").stdout)
         env = dict(os.environ, GANTRY_URL=self.server.url, HOME=self.server.data_dir,
