@@ -1,31 +1,31 @@
 """A PyTorch CPU model: an MLP classifier. Its weights are made locally at first start (nothing
-can be downloaded on these machines) with a fixed seed, saved, and loaded from disk after that,
-so every worker serves the same model. Input: {"features": [16 floats]} or {"seed": N}."""
+can be downloaded on these machines) with a fixed seed and saved once, with gantry.weights, into
+MODEL_DIR if it is set, else the node's weight cache (gantry.weights.cache_dir()). Every worker
+then maps that one file, so all workers serve the same model and share its pages.
+Input: {"features": [16 floats]} or {"seed": N}."""
 import os
 
 import runpod
 import torch
+from gantry import weights
 
-MODEL_DIR = os.environ.get("MODEL_DIR", "/tmp/gantry-models")
-WEIGHTS = os.path.join(MODEL_DIR, "mlp-16-64-4.pt")
+MODEL_DIR = os.environ.get("MODEL_DIR") or None   # None: the node's weight cache
 
 
-def build():
-    return torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+def build(device=None):
+    return torch.nn.Sequential(torch.nn.Linear(16, 64, device=device), torch.nn.ReLU(),
+                               torch.nn.Linear(64, 4, device=device))
+
+
+def make_weights():
+    torch.manual_seed(1234)
+    return build().state_dict()
 
 
 def load_model():
-    model = build()
-    if not os.path.exists(WEIGHTS):
-        os.makedirs(MODEL_DIR, exist_ok=True)
-        torch.manual_seed(1234)
-        fresh = build()
-        tmp = WEIGHTS + ".tmp%d" % os.getpid()
-        torch.save(fresh.state_dict(), tmp)
-        os.replace(tmp, WEIGHTS)
-    model.load_state_dict(torch.load(WEIGHTS))
-    model.eval()
-    return model
+    # Built on the meta device (no memory, no initialisation), then given the mapped weights.
+    tensors = weights.cached("mlp-16-64-4", make_weights, directory=MODEL_DIR)
+    return weights.bind(build(device="meta"), tensors).eval()
 
 
 MODEL = load_model()  # everything before start() is the worker's initialisation

@@ -62,9 +62,34 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     }
     if (auto* f = Find(w, "cpu"); f && f->is_number()) wa.cpu = f->to_number<double>();
     if (auto* f = Find(w, "memoryMb")) wa.memory_mb = AsInt(*f).value_or(0);
+    if (auto* f = Find(w, "flashboot"); f && f->is_bool()) wa.use_template = f->get_bool();
     a.workers.push_back(std::move(wa));
   }
   return a;
+}
+
+// The node status's "templates" and "startCounters" (DESIGN §2.4).
+static void AddTemplatesJson(const TemplateManager& tm, json::object* status) {
+  json::array ts;
+  for (const auto& t : tm.Reports()) {
+    ts.push_back(json::object{{"endpointId", t.endpoint_id},
+                              {"version", t.version},
+                              {"state", t.state},
+                              {"pid", t.pid},
+                              {"memoryMb", t.memory_kb / 1024},
+                              {"forks", t.forks},
+                              {"snapshot", t.snapshot},
+                              {"snapshotMb", t.snapshot_bytes >> 20}});
+  }
+  const StartCounters& c = tm.counters();
+  (*status)["templates"] = std::move(ts);
+  (*status)["startCounters"] = json::object{{"forks", c.forks},
+                                            {"restores", c.restores},
+                                            {"forkFailures", c.fork_failures},
+                                            {"restoreFailures", c.restore_failures},
+                                            {"templateFailures", c.template_failures},
+                                            {"snapshotFailures", c.snapshot_failures},
+                                            {"evictions", c.evictions}};
 }
 
 static std::string HostName() {
@@ -76,15 +101,46 @@ static std::string HostName() {
   return s.empty() ? "node" : s;
 }
 
+// The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
+static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o) {
+  if (!o.templates || !o.snapshots) return nullptr;
+  auto criu = FindCriu();
+  if (!criu.ok()) {
+    GLOG_WARN("agent: template snapshots are off: %s", criu.status().message().c_str());
+    return nullptr;
+  }
+  GLOG_INFO("agent: template snapshots with %s", criu->c_str());
+  return NewCriuSnapshotter(*criu);
+}
+
+static std::unique_ptr<TemplateManager> MakeTemplates(const AgentOptions& o, const Clock* clock,
+                                                      ProcessRuntime* runtime,
+                                                      Snapshotter* snapshotter) {
+  if (!o.templates) return nullptr;
+  TemplateOptions t;
+  t.dir = (o.workdir.empty() ? std::string(".") : o.workdir) + "/templates";
+  t.snapshots = snapshotter != nullptr;
+  t.restore_mode = o.restore_mode;
+  t.memory_budget_mb = o.template_memory_mb;
+  if (t.memory_budget_mb <= 0) {
+    t.memory_budget_mb = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+                         static_cast<int64_t>(sysconf(_SC_PAGE_SIZE)) / (4 << 20);
+  }
+  t.disk_budget_mb = o.snapshot_disk_mb;
+  return std::make_unique<TemplateManager>(clock, runtime, snapshotter, t);
+}
+
 Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRuntime> runtime)
     : options_(std::move(options)),
       clock_(clock),
       runtime_(std::move(runtime)),
       bundles_(NewHttpBundleCache(options_.server_url, options_.token,
                                   options_.workdir.empty() ? "." : options_.workdir)),
+      snapshotter_(MakeSnapshotter(options_)),
+      templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
       reconciler_(clock, runtime_.get(),
                   ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
-                  bundles_.get()) {
+                  bundles_.get(), templates_.get()) {
   if (options_.node_id.empty()) options_.node_id = HostName();
 }
 
@@ -141,7 +197,8 @@ void Agent::Stop() {
   cv_.notify_all();
   if (poll_thread_.joinable()) poll_thread_.join();
   if (main_thread_.joinable()) main_thread_.join();
-  runtime_->StopAll(options_.stop_grace_ms);
+  runtime_->StopAll(options_.stop_grace_ms);  // workers and templates alike
+  templates_.reset();                         // waits for a checkpoint or restore in progress
 }
 
 void Agent::PollLoop() {
@@ -182,6 +239,8 @@ void Agent::MainLoop() {
   auto url = *http::ParseUrl(options_.server_url);
   AgentHttp http(url, options_.token);
   int64_t last_status = 0;
+  // Templates of the versions this node ran before come back from their snapshots.
+  if (templates_) templates_->RestoreAll();
   while (!stopping_) {
     std::optional<scheduling::Assignment> next;
     {
@@ -213,15 +272,17 @@ void Agent::MainLoop() {
                                   {"receivedAt", rep.received_ms},
                                   {"spawnedAt", rep.spawned_ms},
                                   {"exitCode", rep.exit_code},
-                                  {"error", rep.error}});
+                                  {"error", rep.error},
+                                  {"startPath", rep.start_path},
+                                  {"startNote", rep.start_note}});
       }
       json::array cached;
       if (bundles_) {
         for (const auto& d : bundles_->Cached()) cached.emplace_back(d);
       }
-      auto r =
-          http.Do("POST", "/v1/nodes/" + options_.node_id + "/status",
-                  ToJson(json::object{{"workers", std::move(ws)}, {"bundles", std::move(cached)}}));
+      json::object status{{"workers", std::move(ws)}, {"bundles", std::move(cached)}};
+      if (templates_) AddTemplatesJson(*templates_, &status);
+      auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status", ToJson(status));
       if (r.ok() && r->status == 200) last_status = now;
     }
   }

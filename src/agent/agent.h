@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "agent/reconciler.h"
+#include "agent/snapshot/criu.h"
+#include "agent/template/template_manager.h"
 #include "common/env.h"
 #include "scheduling/scheduler.h"
 
@@ -29,6 +31,13 @@ struct AgentOptions {
   std::string workdir;     // workers' default working directory
   int64_t status_interval_ms = 1'000;  // Default: a status every second (and on every change).
   int64_t stop_grace_ms = 10'000;
+  // Cold starts (DESIGN §4): templates of endpoint versions, and their CRIU snapshots, under
+  // <workdir>/templates.
+  bool templates = true;
+  bool snapshots = true;  // needs CRIU >= 4.1 (scripts/setup.sh installs it)
+  RestoreMode restore_mode = RestoreMode::kLazy;
+  int64_t template_memory_mb = 0;  // templates' PSS budget; 0: a quarter of the node's memory
+  int64_t snapshot_disk_mb = 20'480;
 };
 
 class Agent {
@@ -49,6 +58,8 @@ class Agent {
   const Clock* clock_;
   std::unique_ptr<ProcessRuntime> runtime_;
   std::unique_ptr<BundleCache> bundles_;
+  std::unique_ptr<Snapshotter> snapshotter_;    // null: no usable CRIU, or snapshots off
+  std::unique_ptr<TemplateManager> templates_;  // null: templates off
   Reconciler reconciler_;
   scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};

@@ -9,8 +9,23 @@
 namespace gantry::agent {
 
 Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
-                       BundleCache* bundles)
-    : clock_(clock), runtime_(runtime), options_(std::move(options)), bundles_(bundles) {}
+                       BundleCache* bundles, TemplateManager* templates)
+    : clock_(clock),
+      runtime_(runtime),
+      options_(std::move(options)),
+      bundles_(bundles),
+      templates_(templates) {}
+
+std::vector<LogLine> Reconciler::DrainLogs() {
+  std::vector<LogLine> lines = runtime_->DrainLogs();
+  if (!templates_) return lines;
+  std::erase_if(lines, [&](const LogLine& l) {
+    if (!TemplateManager::OwnsProcess(l.id)) return false;
+    templates_->OnLog(l);
+    return true;
+  });
+  return lines;
+}
 
 void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
   assigned_ = assignment.workers;
@@ -22,6 +37,7 @@ void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
       it->second.report.worker_id = a.worker_id;
       it->second.report.received_ms = now;
     }
+    if (templates_) templates_->Invalidate(a.endpoint_id, a.endpoint_version);
   }
 }
 
@@ -54,6 +70,11 @@ bool Reconciler::Step() {
   bool changed = false;
   int64_t now = clock_->NowMs();
   for (const auto& exit : runtime_->Reap()) {
+    if (templates_ && TemplateManager::OwnsProcess(exit.id)) {
+      templates_->OnExit(exit);
+      changed = true;
+      continue;
+    }
     auto it = workers_.find(exit.id);
     if (it == workers_.end()) continue;
     auto& r = it->second.report;
@@ -91,52 +112,98 @@ bool Reconciler::Step() {
   for (const auto& a : assigned_) {
     Local& l = workers_[a.worker_id];
     if (l.started) continue;
-    l.started = true;
-    changed = true;
-    if (a.env.empty()) {  // the server lost the secret (it restarted before this start)
-      l.report.state = "exited";
-      l.report.exit_code = -1;
-      l.report.error = "no environment in the assignment";
-      continue;
-    }
-    std::string bundle_root;
-    if (!a.bundle.empty()) {
-      auto root = bundles_ ? bundles_->Ensure(a.bundle)
-                           : Result<std::string>(FailedPrecondition("no bundle cache"));
-      if (!root.ok()) {
-        l.report.state = "exited";
-        l.report.exit_code = -1;
-        l.report.error = "cannot fetch bundle: " + root.status().message();
-        continue;
-      }
-      bundle_root = *root;
-    }
-    ProcessSpec ps;
-    ps.id = a.worker_id;
-    ps.argv = a.command;
-    // With a bundle, the command runs in its root (or the endpoint's workdir inside it).
-    if (!bundle_root.empty()) {
-      ps.workdir =
-          a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir : a.workdir;
-    } else {
-      ps.workdir = a.workdir.empty() ? options_.default_workdir : a.workdir;
-    }
-    ps.env = WorkerEnvironment(a, bundle_root);
-    ps.cpu = a.cpu;
-    ps.memory_mb = a.memory_mb;
-    auto pid = runtime_->Start(ps);
-    if (!pid.ok()) {
-      GLOG_WARN("agent: cannot start worker %s: %s", a.worker_id.c_str(),
-                pid.status().ToString().c_str());
-      l.report.state = "exited";
-      l.report.exit_code = -1;
-      l.report.error = "cannot start: " + pid.status().message();
-      continue;
-    }
-    l.report.state = "running";
-    l.report.spawned_ms = clock_->NowMs();
+    if (StartWorker(l)) changed = true;
   }
+  if (templates_ && templates_->Step()) changed = true;
   return changed;
+}
+
+void Reconciler::FailStart(Local& l, const std::string& error) {
+  l.report.state = "exited";
+  l.report.exit_code = -1;
+  l.report.error = error;
+}
+
+bool Reconciler::StartWorker(Local& l) {
+  const scheduling::WorkerAssignment& a = l.spec;
+  if (a.env.empty()) {  // the server lost the secret (it restarted before this start)
+    l.started = true;
+    FailStart(l, "no environment in the assignment");
+    return true;
+  }
+  // Fork from a template when one is ready; wait a little for one being restored or
+  // checkpointed; otherwise start in full (and make a template for the next start).
+  const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
+  using State = TemplateManager::State;
+  State state = State::kNone;
+  if (templates_ && a.use_template) {
+    state = templates_->Get(key);
+    if (state == State::kNone && templates_->HasSnapshot(key)) {
+      templates_->Ensure(key, a.endpoint_id, a.endpoint_version, ProcessSpec{});
+      state = templates_->Get(key);
+    }
+    if (state == State::kBusy) {
+      if (clock_->NowMs() - l.report.received_ms < options_.template_wait_ms) {
+        l.waited = true;
+        return false;
+      }
+      l.report.start_note = "the template was still being restored or checkpointed";
+    }
+  }
+  l.started = true;
+  std::string bundle_root;
+  if (!a.bundle.empty()) {
+    auto root = bundles_ ? bundles_->Ensure(a.bundle)
+                         : Result<std::string>(FailedPrecondition("no bundle cache"));
+    if (!root.ok()) {
+      FailStart(l, "cannot fetch bundle: " + root.status().message());
+      return true;
+    }
+    bundle_root = *root;
+  }
+  ProcessSpec ps;
+  ps.id = a.worker_id;
+  ps.argv = a.command;
+  // With a bundle, the command runs in its root (or the endpoint's workdir inside it).
+  if (!bundle_root.empty()) {
+    ps.workdir =
+        a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir : a.workdir;
+  } else {
+    ps.workdir = a.workdir.empty() ? options_.default_workdir : a.workdir;
+  }
+  ps.env = WorkerEnvironment(a, bundle_root);
+  ps.cpu = a.cpu;
+  ps.memory_mb = a.memory_mb;
+  if (state == State::kReady) {
+    auto pid = templates_->Fork(key, ps);
+    if (pid.ok()) {
+      l.report.state = "running";
+      l.report.start_path = l.waited ? "restore" : "fork";
+      l.report.spawned_ms = clock_->NowMs();
+      return true;
+    }
+    l.report.start_note = "fork failed: " + pid.status().message();
+  } else if (state == State::kStarting) {
+    l.report.start_note = "the template is still initialising";
+  }
+  auto pid = runtime_->Start(ps);
+  if (!pid.ok()) {
+    GLOG_WARN("agent: cannot start worker %s: %s", a.worker_id.c_str(),
+              pid.status().ToString().c_str());
+    FailStart(l, "cannot start: " + pid.status().message());
+    return true;
+  }
+  l.report.state = "running";
+  l.report.start_path = "full";
+  l.report.spawned_ms = clock_->NowMs();
+  if (!l.report.start_note.empty()) {
+    GLOG_INFO("agent: worker %s started in full: %s", a.worker_id.c_str(),
+              l.report.start_note.c_str());
+  }
+  if (templates_ && a.use_template && templates_->Get(key) == State::kNone) {
+    templates_->Ensure(key, a.endpoint_id, a.endpoint_version, ps);
+  }
+  return true;
 }
 
 std::vector<scheduling::WorkerReport> Reconciler::Reports() const {

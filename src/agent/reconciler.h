@@ -10,6 +10,7 @@
 
 #include "agent/bundle_cache.h"
 #include "agent/process/process_runtime.h"
+#include "agent/template/template_manager.h"
 #include "common/env.h"
 #include "scheduling/scheduler.h"
 
@@ -21,13 +22,17 @@ struct ReconcilerOptions {
   int64_t stop_grace_ms = 10'000;  // SIGTERM, then SIGKILL after this. Default: 10 s.
   // Variables of the agent's own environment passed on when the worker's env lacks them.
   std::vector<std::string> inherited = {"PATH", "HOME", "LANG", "USER", "TMPDIR"};
+  // How long a worker waits for its endpoint's template while it is being restored or
+  // checkpointed, before it starts in full instead. Default: 15 s.
+  int64_t template_wait_ms = 15'000;
 };
 
 class Reconciler {
  public:
   // `bundles` (may be null) fetches the code bundles workers run from.
+  // `templates` (may be null: every start is a full one) forks workers from templates.
   Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
-             BundleCache* bundles = nullptr);
+             BundleCache* bundles = nullptr, TemplateManager* templates = nullptr);
 
   // The latest assignment; the next Step() acts on it.
   void SetAssignment(const scheduling::Assignment& assignment);
@@ -36,7 +41,8 @@ class Reconciler {
   bool Step();
   // One report per worker known here: running, or exited (until the assignment drops it).
   std::vector<scheduling::WorkerReport> Reports() const;
-  std::vector<LogLine> DrainLogs() { return runtime_->DrainLogs(); }
+  // Workers' output lines (templates' lines go to the TemplateManager).
+  std::vector<LogLine> DrainLogs();
   // The environment a worker's process gets.
   // `bundle_root`: where its bundle is unpacked ("" for none).
   std::map<std::string, std::string> WorkerEnvironment(const scheduling::WorkerAssignment& a,
@@ -48,11 +54,17 @@ class Reconciler {
     scheduling::WorkerReport report;
     bool started = false;
     bool stopping = false;
+    bool waited = false;  // waited for a template being restored
   };
+  // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
+  bool StartWorker(Local& l);
+  // Marks `l` as failed to start.
+  void FailStart(Local& l, const std::string& error);
   const Clock* clock_;
   ProcessRuntime* runtime_;
   ReconcilerOptions options_;
   BundleCache* bundles_;
+  TemplateManager* templates_;
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
 };

@@ -1,6 +1,7 @@
 #include "api/api_server.h"
 
 #include "common/log.h"
+#include "scheduling/placement.h"
 
 namespace gantry::api {
 
@@ -117,6 +118,7 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
   if (!w.node_id.empty()) {
     scheduling::AddPlacementJson(w, &o);
     o["startPath"] = w.start_path;
+    if (!w.start_note.empty()) o["startNote"] = w.start_note;
     // The cold-start breakdown, ms from placement: agent received, process spawned, ready.
     auto phase = [&](int64_t t) { return t > 0 ? json::value(t - w.placed_ms) : json::value(); };
     o["coldStart"] = json::object{{"placedAt", w.placed_ms},
@@ -619,7 +621,8 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
                               {"gpuType", w.gpu_type},
                               {"gpus", std::move(gpus)},
                               {"cpu", w.cpu},
-                              {"memoryMb", w.memory_mb}});
+                              {"memoryMb", w.memory_mb},
+                              {"flashboot", w.use_template}});
   }
   return json::object{{"version", a.version}, {"workers", std::move(ws)}};
 }
@@ -633,6 +636,11 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
   }
   if (seg.size() < 3) return resp->Send(NoRoute(req));
   const std::string& node = seg[2];
+  if (seg.size() == 3 && m == "GET") {
+    json::object o = scheduler_->NodeJson(node);
+    if (o.empty()) return resp->Send(ErrorResponse(NotFound("no node " + node)));
+    return resp->Send(Json(200, o));
+  }
   json::value body;
   if (m == "POST") {
     auto parsed = ParseJson(req.body);
@@ -687,6 +695,8 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
         if (auto* v = Find(wo, "spawnedAt")) r.spawned_ms = AsInt(*v).value_or(0);
         if (auto* v = Find(wo, "exitCode")) r.exit_code = static_cast<int>(AsInt(*v).value_or(0));
         if (auto* v = Find(wo, "error"); v && v->is_string()) r.error = v->as_string();
+        if (auto* v = Find(wo, "startPath"); v && v->is_string()) r.start_path = v->as_string();
+        if (auto* v = Find(wo, "startNote"); v && v->is_string()) r.start_note = v->as_string();
         if (r.state == "exited") tails[r.worker_id] = logs_->Tail(r.worker_id, 20);
         reports.push_back(std::move(r));
       }
@@ -697,7 +707,28 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
         if (b.is_string()) cached.insert(std::string(b.as_string()));
       }
     }
-    Status st = scheduler_->Report(node, reports, tails, cached);
+    // Templates and snapshots: placement prefers the nodes that hold them.
+    if (auto* ts = Find(o, "templates"); ts && ts->is_array()) {
+      for (const auto& x : ts->as_array()) {
+        if (!x.is_object()) continue;
+        const auto& to = x.as_object();
+        auto* ep = Find(to, "endpointId");
+        auto* ver = Find(to, "version");
+        if (!ep || !ep->is_string() || !ver || !AsInt(*ver)) continue;
+        const std::string id(ep->as_string());
+        if (auto* st = Find(to, "state"); st && st->is_string() && st->as_string() == "ready") {
+          cached.insert(scheduling::TemplateCacheKey(id, *AsInt(*ver)));
+        }
+        if (auto* sn = Find(to, "snapshot"); sn && sn->is_bool() && sn->get_bool()) {
+          cached.insert(scheduling::SnapshotCacheKey(id, *AsInt(*ver)));
+        }
+      }
+    }
+    json::object templates;
+    for (const char* k : {"templates", "startCounters"}) {
+      if (auto* v = Find(o, k)) templates[k] = *v;
+    }
+    Status st = scheduler_->Report(node, reports, tails, cached, std::move(templates));
     if (!st.ok()) return resp->Send(ErrorResponse(st));
     return resp->Send(Ok("{}"));
   }

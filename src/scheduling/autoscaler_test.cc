@@ -156,6 +156,24 @@ TEST(PlacementTest, PrefersNodeHoldingTheBundleAndSkipsDeadNodes) {
   EXPECT_EQ(Place(EndpointSpec{}, nodes, "other")->node_id, "big");
 }
 
+TEST(PlacementTest, PrefersTemplateThenSnapshotThenBundle) {
+  EndpointSpec spec;
+  spec.id = "ep";
+  spec.version = 4;
+  std::vector<NodeView> nodes = {Node("bundle", {}, 900000), Node("snap", {}, 4096),
+                                 Node("tpl", {}, 2048), Node("cold", {}, 990000)};
+  nodes[0].cached.insert("digest");
+  nodes[1].cached.insert(SnapshotCacheKey("ep", 4));
+  nodes[2].cached.insert(TemplateCacheKey("ep", 4));
+  nodes[3].cached.insert(TemplateCacheKey("ep", 3));  // an old version counts for nothing
+  EXPECT_EQ(Place(spec, nodes, "digest")->node_id, "tpl");
+  nodes[2].cached.clear();
+  EXPECT_EQ(Place(spec, nodes, "digest")->node_id, "snap");
+  nodes[1].cached.clear();
+  EXPECT_EQ(Place(spec, nodes, "digest")->node_id, "bundle");
+  EXPECT_EQ(Place(spec, nodes, "")->node_id, "cold");
+}
+
 TEST(PlacementTest, NvmlModelNamesMatchShortTypes) {
   EXPECT_TRUE(GpuTypeMatches("H100", "NVIDIA H100 80GB HBM3"));
   EXPECT_TRUE(GpuTypeMatches("h200", "NVIDIA H200"));

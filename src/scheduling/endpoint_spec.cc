@@ -32,6 +32,7 @@ json::object EndpointSpec::ToJson() const {
   o["maxAttempts"] = max_attempts;
   o["cpu"] = cpu;
   o["memoryMb"] = memory_mb;
+  o["flashboot"] = flashboot;
   json::object w;
   json::array cmd;
   for (const auto& a : worker.command) cmd.emplace_back(a);
@@ -167,6 +168,10 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
       spec->worker.workdir = std::string(d->as_string());
     }
     GANTRY_RETURN_IF_ERROR(EnvField(w, "env", &spec->worker.env));
+  }
+  if (const auto* f = Find(o, "flashboot")) {
+    if (!f->is_bool()) return InvalidArgument("flashboot must be true or false");
+    spec->flashboot = f->get_bool();
   }
   if (const auto* b = Find(o, "bundle")) {
     if (!b->is_string()) return InvalidArgument("bundle must be a digest string");

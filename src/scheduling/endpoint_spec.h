@@ -35,6 +35,9 @@ struct EndpointSpec {
   int max_attempts = 3;      // maxAttempts. Default: 3.
   double cpu = 0.25;         // cores per worker, a soft share. Default: 0.25.
   int64_t memory_mb = 1024;  // hard limit per worker. Default: 1024.
+  // flashboot (RunPod's name): agents keep a template and a snapshot of each version and fork
+  // workers from them (DESIGN §4). Default: true.
+  bool flashboot = true;
   WorkerCommand worker;
   std::string bundle;  // digest of the code bundle (gantry deploy); "" for none
   int64_t created_ms = 0;

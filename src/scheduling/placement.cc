@@ -16,8 +16,23 @@ bool GpuTypeMatches(const std::string& requested, const std::string& model) {
   return !r.empty() && m.find(r) != std::string::npos;
 }
 
+std::string TemplateCacheKey(const std::string& endpoint_id, int64_t version) {
+  return "template:" + endpoint_id + "@" + std::to_string(version);
+}
+
+std::string SnapshotCacheKey(const std::string& endpoint_id, int64_t version) {
+  return "snapshot:" + endpoint_id + "@" + std::to_string(version);
+}
+
 Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& nodes,
                         const std::string& cache_key) {
+  const std::string template_key = TemplateCacheKey(spec.id, spec.version);
+  const std::string snapshot_key = SnapshotCacheKey(spec.id, spec.version);
+  auto warmth = [&](const NodeView& n) {
+    if (n.cached.count(template_key)) return 3;
+    if (n.cached.count(snapshot_key)) return 2;
+    return !cache_key.empty() && n.cached.count(cache_key) ? 1 : 0;
+  };
   for (const std::string& type : spec.gpu_type_ids) {
     const bool cpu = type == "cpu";
     const NodeView* best = nullptr;
@@ -33,8 +48,8 @@ Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& n
         free.resize(spec.gpu_count);
       }
       auto better = [&](const NodeView& a, const NodeView& b) {
-        bool ca = a.cached.count(cache_key) > 0, cb = b.cached.count(cache_key) > 0;
-        if (ca != cb) return ca;
+        const int wa = warmth(a), wb = warmth(b);
+        if (wa != wb) return wa > wb;
         return a.memory_mb - a.memory_used_mb > b.memory_mb - b.memory_used_mb;
       };
       if (!best || better(n, *best)) {

@@ -5,7 +5,8 @@
 // GPU types are tried in the endpoint's order of preference; the first type that fits on some
 // node wins (fallback). "cpu" is a type too: no GPU. Memory requests are counted against the
 // node's memory; CPU requests are soft shares and never refuse a placement. Among nodes that
-// fit, a node that already holds the endpoint's bundle is preferred, then the most free memory.
+// fit, the warmest is preferred (DESIGN §4: a ready template of the endpoint's version, then a
+// snapshot of it, then its bundle), then the one with the most free memory.
 
 #include <cstdint>
 #include <set>
@@ -29,7 +30,8 @@ struct NodeView {
   int64_t memory_mb = 0;
   int64_t memory_used_mb = 0;  // by the workers placed on it
   std::vector<GpuSlot> gpus;
-  std::set<std::string> cached;  // endpoint ids (versions) whose bundle/template it holds
+  // What it holds: bundle digests, TemplateCacheKey()s and SnapshotCacheKey()s.
+  std::set<std::string> cached;
 };
 
 struct Placement {
@@ -42,7 +44,12 @@ struct Placement {
 // model name as NVML reports it ("NVIDIA H100 80GB HBM3" matches "H100"), case-insensitively.
 bool GpuTypeMatches(const std::string& requested, const std::string& model);
 
+// The keys under which a node reports a ready template, or a snapshot, of an endpoint version.
+std::string TemplateCacheKey(const std::string& endpoint_id, int64_t version);
+std::string SnapshotCacheKey(const std::string& endpoint_id, int64_t version);
+
 // ResourceExhausted when nothing fits anywhere: the worker is throttled and its jobs wait.
+// `cache_key`: the endpoint's bundle digest ("" for none).
 Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& nodes,
                         const std::string& cache_key);
 

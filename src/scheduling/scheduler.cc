@@ -53,6 +53,7 @@ void Scheduler::Rebuild(Node* node) {
     a.gpus = w->gpus;
     a.cpu = spec->cpu;
     a.memory_mb = spec->memory_mb;
+    a.use_template = spec->flashboot;
     next.workers.push_back(std::move(a));
   }
   auto ids = [](const Assignment& a) {
@@ -114,7 +115,6 @@ void Scheduler::StartWorker(const EndpointSpec& spec) {
   placed.gpus = p->gpu_indexes;
   placed.endpoint_version = spec.version;
   placed.placed_ms = clock_->NowMs();
-  placed.start_path = "full";
   auto reg = workers_->Register(spec.id, {}, &placed);
   if (!reg.ok()) return;
   GLOG_INFO("scheduler: placed worker %s of %s on %s (%s)", reg->first.id.c_str(), spec.id.c_str(),
@@ -183,12 +183,13 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
 
 Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerReport>& reports,
                          const std::map<std::string, std::vector<std::string>>& log_tails,
-                         const std::set<std::string>& cached_bundles) {
+                         const std::set<std::string>& cached_bundles, json::object templates) {
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return NotFound("node not registered: " + node_id);
   Node& n = it->second;
   n.last_seen_ms = clock_->NowMs();
   n.cached_bundles = cached_bundles;
+  n.templates = std::move(templates);
   if (!n.alive) {
     GLOG_INFO("scheduler: node %s is back", node_id.c_str());
     n.alive = true;
@@ -208,6 +209,8 @@ Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerRep
       auto tail = log_tails.find(r.worker_id);
       WorkerExited(w, r, tail == log_tails.end() ? std::vector<std::string>{} : tail->second);
     }
+    if (!r.start_path.empty()) w->start_path = r.start_path;
+    if (!r.start_note.empty()) w->start_note = r.start_note;
     n.reports[r.worker_id] = r;
   }
   return Status::Ok();
@@ -289,6 +292,7 @@ json::object Scheduler::NodeJson(const std::string& node_id) const {
   o["lastSeenAt"] = n.last_seen_ms;
   o["assignmentVersion"] = n.assignment.version;
   o["workers"] = static_cast<int64_t>(n.assignment.workers.size());
+  for (const auto& kv : n.templates) o[kv.key()] = kv.value();
   return o;
 }
 

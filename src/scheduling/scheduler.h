@@ -49,6 +49,7 @@ struct WorkerAssignment {
   std::vector<int> gpus;
   double cpu = 0;
   int64_t memory_mb = 0;
+  bool use_template = true;  // the agent may fork it from a template (DESIGN §4)
 };
 
 struct Assignment {
@@ -63,7 +64,9 @@ struct WorkerReport {
   int64_t received_ms = 0;
   int64_t spawned_ms = 0;
   int exit_code = 0;
-  std::string error;  // why it exited or failed to start
+  std::string error;       // why it exited or failed to start
+  std::string start_path;  // "fork", "restore" or "full"
+  std::string start_note;  // why a faster path was not taken ("" when none was at hand)
 };
 
 struct SchedulerOptions {
@@ -98,10 +101,12 @@ class Scheduler {
   // when `wait_ms` passes (with the current one).
   void PollAssignment(const std::string& node_id, int64_t known_version, int64_t wait_ms,
                       std::function<void(const Assignment*)> cb);
-  // `cached_bundles`: the bundle digests the node holds (placement prefers such nodes).
+  // `cached_bundles`: the bundle digests, templates and snapshots the node holds (placement
+  // prefers such nodes; see placement.h). `templates`: the agent's "templates" and
+  // "startCounters" as it reported them, shown by NodeJson().
   Status Report(const std::string& node_id, const std::vector<WorkerReport>& workers,
                 const std::map<std::string, std::vector<std::string>>& log_tails,
-                const std::set<std::string>& cached_bundles = {});
+                const std::set<std::string>& cached_bundles = {}, json::object templates = {});
 
   // Stops a worker for good (it ignored a stop): its node's agent kills the process.
   void Kill(const std::string& worker_id, const std::string& why);
@@ -122,6 +127,7 @@ class Scheduler {
     Assignment assignment;
     std::map<std::string, WorkerReport> reports;
     std::set<std::string> cached_bundles;
+    json::object templates;
     struct Waiter {
       int64_t deadline_ms;
       std::function<void(const Assignment*)> cb;

@@ -356,7 +356,7 @@ class DeployTest(E2ETest):
             out = r.json["output"]
             self.assertIn(out["class"], range(4))
             self.assertAlmostEqual(sum(out["probs"]), 1.0, places=2)
-            self.assertTrue(os.path.exists(os.path.join(models, "mlp-16-64-4.pt")))
+            self.assertTrue(os.path.exists(os.path.join(models, "mlp-16-64-4.gw")))
             again = self.server.request("POST", "/v2/torch-model/runsync",
                                         {"input": {"seed": 7}}, timeout=120)
             self.assertEqual(again.json["output"], out, "same weights, same answer")

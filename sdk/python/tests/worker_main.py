@@ -102,6 +102,20 @@ async def async_busy(job):
     return "slept"
 
 
+INIT_PID = os.getpid()  # the template's pid when this worker was forked from one
+INIT_MEMORY = bytearray(b"initialised")  # state made before start(), inherited by a fork
+
+
+def identity(job):
+    return {"pid": os.getpid(), "ppid": os.getppid(), "pod": os.environ.get("RUNPOD_POD_ID"),
+            "init_pid": INIT_PID, "init_memory": INIT_MEMORY.decode(), "cwd": os.getcwd(),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def crash(job):
+    os._exit(3)
+
+
 runpod.serverless.start({
     "handler": globals()[os.environ["TEST_HANDLER"]],
     "concurrency_modifier": lambda current: int(os.environ.get("TEST_CONCURRENCY", "1")),

@@ -198,6 +198,12 @@ Status Cgroups::Create(const std::string& id, double cpu, int64_t memory_mb) con
   return s;
 }
 
+std::vector<std::string> Cgroups::ProcsFiles(const std::string& id) const {
+  std::vector<std::string> out;
+  for (const Hierarchy& h : hierarchies_) out.push_back(h.dir + "/" + id + "/cgroup.procs");
+  return out;
+}
+
 Status Cgroups::AddProcess(const std::string& id, int pid) const {
   for (const Hierarchy& h : hierarchies_) {
     GANTRY_RETURN_IF_ERROR(WriteFile(h.dir + "/" + id + "/cgroup.procs", std::to_string(pid)));

@@ -32,6 +32,8 @@ class Cgroups {
   // Creates the cgroup of `id` and writes its limits (cpu in cores, memory in MiB; 0: none).
   // On error nothing is left behind.
   Status Create(const std::string& id, double cpu, int64_t memory_mb) const;
+  // The cgroup.procs files of the cgroup of `id`, one per hierarchy in use.
+  std::vector<std::string> ProcsFiles(const std::string& id) const;
   // Moves `pid` into the cgroup of `id`.
   Status AddProcess(const std::string& id, int pid) const;
   // Whether the kernel's OOM killer has killed a process of the cgroup of `id`.

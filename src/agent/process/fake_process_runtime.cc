@@ -18,6 +18,21 @@ Result<int> FakeProcessRuntime::Start(const ProcessSpec& spec) {
   return running_.back().pid;
 }
 
+Result<int> FakeProcessRuntime::Launch(const ProcessSpec& spec, const Launcher& launch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    launches_.push_back(spec);
+    for (const Proc& p : running_) {
+      if (p.spec.id == spec.id) return AlreadyExists("process " + spec.id + " is running");
+    }
+  }
+  Result<int> pid = launch(spec, LaunchContext{});  // unlocked: the launcher may call back
+  if (!pid.ok()) return pid;
+  std::lock_guard<std::mutex> lock(mu_);
+  running_.push_back({spec, *pid});
+  return *pid;
+}
+
 void FakeProcessRuntime::Stop(const std::string& id, int64_t grace_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   stops_.push_back({id, grace_ms});
@@ -75,6 +90,11 @@ void FakeProcessRuntime::Emit(const std::string& id, const std::string& text, bo
   for (const Proc& p : running_) {
     if (p.spec.id == id) lines_.push_back({id, stderr_stream, text, clock_->NowMs()});
   }
+}
+
+std::vector<ProcessSpec> FakeProcessRuntime::launches() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return launches_;
 }
 
 std::vector<ProcessSpec> FakeProcessRuntime::starts() const {

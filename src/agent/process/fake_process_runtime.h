@@ -25,6 +25,9 @@ class FakeProcessRuntime final : public ProcessRuntime {
   explicit FakeProcessRuntime(const Clock* clock) : clock_(clock) {}
 
   Result<int> Start(const ProcessSpec& spec) override;
+  // Calls `launch` with a context holding no fds and no cgroup, and records the spec in
+  // launches() (not in starts()); the launcher's pid is then a running "process".
+  Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) override;
   void Stop(const std::string& id, int64_t grace_ms) override;
   std::vector<ProcessExit> Reap() override;
   std::vector<LogLine> DrainLogs() override;
@@ -44,6 +47,7 @@ class FakeProcessRuntime final : public ProcessRuntime {
 
   // Every Start() and Stop() call so far, in order (StopAll() records a Stop per process).
   std::vector<ProcessSpec> starts() const;
+  std::vector<ProcessSpec> launches() const;
   std::vector<StopCall> stops() const;
 
  private:
@@ -59,6 +63,7 @@ class FakeProcessRuntime final : public ProcessRuntime {
   std::vector<ProcessExit> exits_;
   std::vector<LogLine> lines_;
   std::vector<ProcessSpec> starts_;
+  std::vector<ProcessSpec> launches_;
   std::vector<StopCall> stops_;
   Status fail_next_start_;
   int next_pid_ = 1000;

@@ -27,6 +27,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <set>
 #include <thread>
@@ -215,6 +217,12 @@ class LocalProcessRuntime final : public ProcessRuntime {
   LocalProcessRuntime(const Clock* clock, const ProcessRuntimeOptions& options)
       : clock_(clock), cgroups_(options.use_cgroups, options.cgroup_prefix) {
     if (!cgroups_.note().empty()) GLOG_WARN("process runtime: %s", cgroups_.note().c_str());
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+      GLOG_WARN(
+          "process runtime: cannot become a child subreaper (%s): forks from templates "
+          "will fail and fall back to full starts",
+          strerror(errno));
+    }
   }
 
   ~LocalProcessRuntime() override {
@@ -226,6 +234,7 @@ class LocalProcessRuntime final : public ProcessRuntime {
   }
 
   Result<int> Start(const ProcessSpec& spec) override;
+  Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) override;
   void Stop(const std::string& id, int64_t grace_ms) override;
   std::vector<ProcessExit> Reap() override;
   std::vector<LogLine> DrainLogs() override;
@@ -257,6 +266,12 @@ class LocalProcessRuntime final : public ProcessRuntime {
   void ReadStream(const std::string& id, Stream& s, bool final);
   void Emit(const std::string& id, const Stream& s, std::string text);
   void RetryStaleCgroups();
+  // Reaps zombies re-parented to this process that are in another process group.
+  void ReapStrays();
+  // Checks spec, makes its cgroup; *in_cgroup says whether it has one.
+  Status Prepare(const ProcessSpec& spec, bool* in_cgroup);
+  // Registers a started child: its output is read from out_r and err_r.
+  void Adopt(const ProcessSpec& spec, int pid, Fd out_r, Fd err_r, bool in_cgroup);
 
   const Clock* clock_;
   Cgroups cgroups_;
@@ -266,9 +281,75 @@ class LocalProcessRuntime final : public ProcessRuntime {
   std::set<std::string> stale_cgroups_;    // ids whose cgroup was busy at their exit
 };
 
-Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
+Status LocalProcessRuntime::Prepare(const ProcessSpec& spec, bool* in_cgroup) {
+  *in_cgroup = false;
   if (!ValidId(spec.id)) return InvalidArgument("bad process id '" + spec.id + "'");
+  if (children_.contains(spec.id)) return AlreadyExists("process " + spec.id + " is running");
+  if (cgroups_.enabled()) {
+    Status s = cgroups_.Create(spec.id, spec.cpu, spec.memory_mb);
+    if (s.ok()) {
+      *in_cgroup = true;
+      stale_cgroups_.erase(spec.id);  // Create() replaced it
+    } else {
+      GLOG_WARN("process runtime: %s runs without limits: %s", spec.id.c_str(),
+                s.message().c_str());
+    }
+  }
+  return Status::Ok();
+}
+
+void LocalProcessRuntime::Adopt(const ProcessSpec& spec, int pid, Fd out_r, Fd err_r,
+                                bool in_cgroup) {
+  fcntl(out_r.get(), F_SETFL, O_NONBLOCK);
+  fcntl(err_r.get(), F_SETFL, O_NONBLOCK);
+  Child& child = children_[spec.id];
+  child.id = spec.id;
+  child.pid = pid;
+  child.out.fd = std::move(out_r);
+  child.err.fd = std::move(err_r);
+  child.err.is_stderr = true;
+  child.in_cgroup = in_cgroup;
+}
+
+Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher& launch) {
+  bool in_cgroup = false;
+  GANTRY_RETURN_IF_ERROR(Prepare(spec, &in_cgroup));
+  Fd out_r, out_w, err_r, err_w;
+  Status pipes = MakeChannel(&out_r, &out_w);
+  if (pipes.ok()) pipes = MakeChannel(&err_r, &err_w);
+  if (!pipes.ok()) {
+    if (in_cgroup) cgroups_.Remove(spec.id);
+    return pipes;
+  }
+  LaunchContext ctx;
+  ctx.stdout_fd = out_w.get();
+  ctx.stderr_fd = err_w.get();
+  if (in_cgroup) ctx.cgroup_procs = cgroups_.ProcsFiles(spec.id);
+  ctx.agent_pid = getpid();
+  Result<int> pid = launch(spec, ctx);
+  out_w.Reset();
+  err_w.Reset();
+  if (!pid.ok()) {
+    if (in_cgroup && !cgroups_.Remove(spec.id)) {
+      cgroups_.KillAll(spec.id);  // whatever the launcher left there
+      stale_cgroups_.insert(spec.id);
+    }
+    return pid.status();
+  }
+  if (in_cgroup) {
+    Status s = cgroups_.AddProcess(spec.id, *pid);
+    if (!s.ok()) {
+      GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
+                s.message().c_str());
+    }
+  }
+  Adopt(spec, *pid, std::move(out_r), std::move(err_r), in_cgroup);
+  return *pid;
+}
+
+Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   if (spec.argv.empty()) return InvalidArgument("process " + spec.id + ": empty argv");
+  if (!ValidId(spec.id)) return InvalidArgument("bad process id '" + spec.id + "'");
   if (children_.contains(spec.id)) return AlreadyExists("process " + spec.id + " is running");
 
   const std::vector<std::string> candidates = ExecCandidates(spec);
@@ -303,16 +384,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   plan.report = report_w.get();
 
   bool in_cgroup = false;
-  if (cgroups_.enabled()) {
-    Status s = cgroups_.Create(spec.id, spec.cpu, spec.memory_mb);
-    if (s.ok()) {
-      in_cgroup = true;
-      stale_cgroups_.erase(spec.id);  // Create() replaced it
-    } else {
-      GLOG_WARN("process runtime: %s runs without limits: %s", spec.id.c_str(),
-                s.message().c_str());
-    }
-  }
+  GANTRY_RETURN_IF_ERROR(Prepare(spec, &in_cgroup));
 
   plan.parent = getpid();
   const int pid = fork();
@@ -367,15 +439,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
     return failed;
   }
 
-  fcntl(out_r.get(), F_SETFL, O_NONBLOCK);
-  fcntl(err_r.get(), F_SETFL, O_NONBLOCK);
-  Child& child = children_[spec.id];
-  child.id = spec.id;
-  child.pid = pid;
-  child.out.fd = std::move(out_r);
-  child.err.fd = std::move(err_r);
-  child.err.is_stderr = true;
-  child.in_cgroup = in_cgroup;
+  Adopt(spec, pid, std::move(out_r), std::move(err_r), in_cgroup);
   return pid;
 }
 
@@ -398,8 +462,32 @@ std::vector<ProcessExit> LocalProcessRuntime::Reap() {
   return std::exchange(exits_, {});
 }
 
+void LocalProcessRuntime::ReapStrays() {
+  std::error_code ec;
+  std::set<int> ours;
+  for (const auto& [id, child] : children_) ours.insert(child.pid);
+  const pid_t own_group = getpgrp();
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream children(task.path() / "children");
+    int pid;
+    while (children >> pid) {
+      if (ours.count(pid)) continue;
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string line;
+      if (!std::getline(stat, line)) continue;
+      const size_t close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      char state = 0;
+      int ppid = 0, pgrp = 0;
+      if (sscanf(line.c_str() + close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
+      if (state == 'Z' && pgrp != own_group) waitpid(pid, nullptr, WNOHANG);
+    }
+  }
+}
+
 void LocalProcessRuntime::ReapEnded() {
   RetryStaleCgroups();
+  ReapStrays();
   const int64_t now = clock_->NowMs();
   for (auto it = children_.begin(); it != children_.end();) {
     Child& child = it->second;

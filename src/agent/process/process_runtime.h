@@ -11,10 +11,17 @@
 // Precondition: SIGCHLD is not ignored in the agent and nothing else in it reaps with
 // waitpid(-1) or wait(): the runtime reaps its own children.
 //
+// The real runtime makes the agent process a child subreaper (PR_SET_CHILD_SUBREAPER), so
+// that a worker forked from a template, or restored by CRIU, becomes the agent's child. Orphans
+// of workers are re-parented to it too: Reap() also reaps zombies that are not its children but
+// sit in another process group than the agent's (helpers the agent spawns itself, such as
+// criu, stay in its group and are left to whoever waits for them).
+//
 // Ownership: the runtime owns its children. Every child it started is reaped by it (no zombies);
 // destroying the runtime SIGKILLs the children still running and reaps them.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +63,22 @@ struct LogLine {
 // Longer lines are split into pieces of this size.
 inline constexpr size_t kMaxLogLineBytes = 16 * 1024;
 
+// What a Launcher gets to make a child in place of the runtime's own fork/exec.
+struct LaunchContext {
+  int stdout_fd = -1;  // write ends of the child's stdout and stderr pipes; the runtime keeps
+  int stderr_fd = -1;  // the read ends and closes these once the launcher returns
+  // cgroup.procs files the child must be in before it runs any of the worker's code (empty
+  // when the child runs without cgroups).
+  std::vector<std::string> cgroup_procs;
+  int agent_pid = 0;  // this process: the child's parent once it runs
+};
+
+// Makes the child for Launch(): for example a fork of a template (agent/template/), or a
+// process restored from a snapshot. The process it returns must be a child of this process by
+// the time it returns (a fork, or an orphan re-parented to it: the runtime is a child
+// subreaper), and the leader of its own process group.
+using Launcher = std::function<Result<int>(const ProcessSpec& spec, const LaunchContext& ctx)>;
+
 class ProcessRuntime {
  public:
   virtual ~ProcessRuntime() = default;
@@ -65,6 +88,12 @@ class ProcessRuntime {
   // PermissionDenied when the workdir or the program cannot be used (nothing is left running).
   // Resource limits that cannot be applied never fail a start (see limits_note()).
   virtual Result<int> Start(const ProcessSpec& spec) = 0;
+
+  // As Start(), but `launch` makes the process (spec.argv is not run). The runtime creates the
+  // cgroup and the output pipes first, moves the launched pid into the cgroup again afterwards
+  // (a no-op for a launcher that did so), and from then on owns the child as if it had
+  // started it. Returns the launcher's error with nothing left behind.
+  virtual Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) = 0;
 
   // Sends SIGTERM to the process group of `id` now and SIGKILL to it once grace_ms have passed
   // (sent by Reap()). grace_ms <= 0 sends SIGKILL at once. Unknown ids are ignored; a second

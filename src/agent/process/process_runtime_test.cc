@@ -102,6 +102,17 @@ class ProcessRuntimeTest : public ::testing::Test {
     }
   }
 
+  // Calls Reap() until `pid` is gone from /proc (reaped); false after 3 s.
+  bool ReapedSoon(int pid) {
+    auto t0 = steady_clock::now();
+    while (access(("/proc/" + std::to_string(pid)).c_str(), F_OK) == 0) {
+      if (MsSince(t0) > 3000) return false;
+      for (ProcessExit& e : rt_->Reap()) exits_.push_back(e);
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return true;
+  }
+
   void Drain() {
     for (LogLine& l : rt_->DrainLogs()) lines_.push_back(l);
   }
@@ -227,7 +238,10 @@ TEST_F(ProcessRuntimeTest, LeftoversOfTheGroupKilledWhenMainProcessExits) {
   ASSERT_TRUE(exit);
   EXPECT_EQ(exit->exit_code, 0);
   ASSERT_EQ(Lines(spec.id, false).size(), 1u);
-  EXPECT_TRUE(WaitDead(std::stoi(Lines(spec.id, false)[0])));
+  const int leftover = std::stoi(Lines(spec.id, false)[0]);
+  EXPECT_TRUE(WaitDead(leftover));
+  // Re-parented to this process (the runtime is a child subreaper): Reap() reaps it.
+  EXPECT_TRUE(ReapedSoon(leftover));
 }
 
 TEST_F(ProcessRuntimeTest, SigtermIgnoredMeansSigkillWhenGraceEnds) {
@@ -361,6 +375,80 @@ TEST_F(ProcessRuntimeTest, DestroyingTheRuntimeKillsAndReapsChildren) {
   EXPECT_NE(access(("/proc/" + std::to_string(*pid)).c_str(), F_OK), 0);
 }
 
+// A launcher as a template makes its workers: a double fork, so that the worker is an orphan
+// re-parented to this process (the runtime made it a child subreaper), in its own process
+// group and in the runtime's cgroups, with its output on the runtime's pipes.
+Result<int> DoubleForkLauncher(const ProcessSpec& spec, const LaunchContext& ctx) {
+  int report[2];
+  if (pipe(report) != 0) return Internal("pipe");
+  const pid_t middle = fork();
+  if (middle == 0) {
+    if (fork() == 0) {
+      setpgid(0, 0);
+      for (const std::string& procs : ctx.cgroup_procs) {
+        std::ofstream(procs) << "0";
+      }
+      while (getppid() != ctx.agent_pid) usleep(100);
+      dup2(ctx.stdout_fd, STDOUT_FILENO);
+      dup2(ctx.stderr_fd, STDERR_FILENO);
+      const pid_t self = getpid();
+      if (write(report[1], &self, sizeof self) != sizeof self) _exit(1);
+      execl("/bin/sh", "sh", "-c", spec.argv.back().c_str(), nullptr);
+      _exit(127);
+    }
+    _exit(0);
+  }
+  close(report[1]);
+  waitpid(middle, nullptr, 0);
+  pid_t pid = 0;
+  const bool ok = read(report[0], &pid, sizeof pid) == sizeof pid;
+  close(report[0]);
+  if (!ok) return Internal("the launched child died");
+  return pid;
+}
+
+TEST_F(ProcessRuntimeTest, LaunchedChildIsOwnedLikeAStartedOne) {
+  ProcessSpec spec = Sh("launched", "echo launched; echo oops >&2; exec sleep 100");
+  auto pid = rt_->Launch(spec, DoubleForkLauncher);
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  ASSERT_TRUE(WaitLine(spec.id, "launched"));
+  EXPECT_EQ(getpgid(*pid), *pid);
+  EXPECT_EQ(rt_->Running(), std::vector<std::string>{spec.id});
+  EXPECT_EQ(rt_->Launch(spec, DoubleForkLauncher).status().code(), Code::kAlreadyExists);
+  rt_->Stop(spec.id, 0);
+  auto exit = WaitExit(spec.id);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->pid, *pid);
+  EXPECT_EQ(exit->term_signal, SIGKILL);
+  EXPECT_EQ(Lines(spec.id, true), std::vector<std::string>{"oops"});
+}
+
+TEST_F(ProcessRuntimeTest, FailedLaunchLeavesNothing) {
+  ProcessSpec spec = Sh("nolaunch", "true");
+  auto pid = rt_->Launch(spec, [](const ProcessSpec&, const LaunchContext&) -> Result<int> {
+    return Unavailable("no template");
+  });
+  EXPECT_EQ(pid.status().code(), Code::kUnavailable);
+  EXPECT_TRUE(rt_->Running().empty());
+  EXPECT_EQ(access(("/sys/fs/cgroup/memory/gantry/" + spec.id).c_str(), F_OK), -1);
+  // The id is free again.
+  EXPECT_TRUE(rt_->Launch(spec, DoubleForkLauncher).ok());
+  ASSERT_TRUE(WaitExit(spec.id));
+}
+
+TEST_F(ProcessRuntimeTest, OrphansOfWorkersAreReaped) {
+  // The worker leaves a process in another session behind: it is re-parented to this
+  // process, and reaped by the runtime when it ends.
+  ProcessSpec spec = Sh("orphans", "setsid sh -c 'echo $$; exec sleep 0.3' & wait; exit 0");
+  ASSERT_TRUE(rt_->Start(spec).ok());
+  ASSERT_TRUE(WaitExit(spec.id));
+  auto lines = Lines(spec.id, false);
+  ASSERT_EQ(lines.size(), 1u);
+  const int orphan = std::stoi(lines[0]);
+  ASSERT_TRUE(WaitDead(orphan));
+  EXPECT_TRUE(ReapedSoon(orphan));
+}
+
 class CgroupTest : public ProcessRuntimeTest {
  protected:
   void SetUp() override {
@@ -395,6 +483,20 @@ TEST_F(CgroupTest, ChildRunsInItsCgroupWithItsLimits) {
   rt_->Stop(spec.id, 0);
   ASSERT_TRUE(WaitExit(spec.id));
   for (const std::string& dir : dirs) EXPECT_NE(access(dir.c_str(), F_OK), 0) << dir;
+}
+
+TEST_F(CgroupTest, LaunchedChildJoinsItsCgroupBeforeItRuns) {
+  ProcessSpec spec = Sh("launchcg", "cat /proc/self/cgroup; echo ready; exec sleep 100");
+  spec.memory_mb = 64;
+  ASSERT_TRUE(rt_->Launch(spec, DoubleForkLauncher).ok());
+  ASSERT_TRUE(WaitLine(spec.id, "ready"));
+  int in_cgroup = 0;
+  for (const std::string& line : Lines(spec.id, false)) {
+    if (line.ends_with("/gantry/" + spec.id)) ++in_cgroup;
+  }
+  EXPECT_GE(in_cgroup, 1);
+  rt_->Stop(spec.id, 0);
+  ASSERT_TRUE(WaitExit(spec.id));
 }
 
 TEST_F(CgroupTest, ChildOverItsMemoryLimitIsOomKilled) {

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from ..version import RUNPOD_VERSION
 from .config import HandlerConfig, WorkerEnv, is_local
+from . import template
 from .local import load_test_job, run_local
 from .worker import Worker
 
@@ -25,11 +26,18 @@ def start(config: Dict[str, Any]) -> None:
     refresh_worker job), then returns. Without it, or with `--test_input JSON` on the command
     line, runs one local test job, prints its result and exits (status 1 if it failed).
     Recognized arguments (`--test_input`, `--rp_log_level`) are removed from sys.argv.
+    With GANTRY_TEMPLATE_SOCKET set (the agent started this process as a template), parks
+    until the agent forks a worker from it; the worker then goes on as above (template.py).
     Raises ValueError for an invalid config or environment.
     """
     args = _take_args(sys.argv)
     _configure_logging(args.rp_log_level or os.environ.get("RUNPOD_DEBUG_LEVEL"))
     handler_config = HandlerConfig.from_dict(config)
+    template_socket = template.socket_path()
+    if template_socket and args.test_input is None:
+        # Initialisation is done: park here; a forked worker comes back with its identity.
+        log.info("Gantry template ready (pid %d); workers are forked from here", os.getpid())
+        template.serve(template_socket)
     log.info("Gantry serverless worker, RunPod protocol %s", RUNPOD_VERSION)
     if args.test_input is not None or is_local(os.environ):
         try:

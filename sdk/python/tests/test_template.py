@@ -1,0 +1,199 @@
+"""Template mode against a stand-in agent: this test process plays the agent (a child
+subreaper with the Unix socket), and real worker processes are forked from a real template."""
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from tests.fake_gantry import FakeGantry
+
+SDK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER_MAIN = os.path.join(SDK_ROOT, "tests", "worker_main.py")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _state(pid):
+    """The one-letter state of `pid` from /proc, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _wait(predicate, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+class Agent:
+    """The agent's side of the protocol in template.py."""
+
+    def __init__(self, path):
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        self.listener.settimeout(30)
+        self.conn = None
+        self.buf = b""
+
+    def close(self):
+        if self.conn:
+            self.conn.close()
+        self.listener.close()
+
+    def accept(self):
+        if self.conn:
+            self.conn.close()
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(10)
+        self.buf = b""
+        return self.read()
+
+    def read(self):
+        while b"\n" not in self.buf:
+            data = self.conn.recv(65536)
+            if not data:
+                return None
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def send(self, msg, fds=()):
+        socket.send_fds(self.conn, [json.dumps(msg).encode() + b"\n"], list(fds))
+
+    def fork(self, env, log_path, workdir=None, cgroup_procs=()):
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.send({"op": "fork", "id": env["RUNPOD_POD_ID"], "env": env, "workdir": workdir,
+                       "cgroupProcs": list(cgroup_procs), "agentPid": os.getpid()}, [out, out])
+        finally:
+            os.close(out)
+        return self.read()
+
+
+class TemplateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.agent = Agent(os.path.join(self.tmp.name, "ctl.sock"))
+        self.addCleanup(self.agent.close)
+        self.workers = []
+        self.addCleanup(self._kill_workers)
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": SDK_ROOT,
+               "TEST_HANDLER": "identity", "TEST_MARKER": os.path.join(self.tmp.name, "m"),
+               "GANTRY_TEMPLATE_SOCKET": os.path.join(self.tmp.name, "ctl.sock")}
+        self.template_log = open(os.path.join(self.tmp.name, "template.log"), "w+b")
+        self.addCleanup(self.template_log.close)
+        self.template = subprocess.Popen([sys.executable, WORKER_MAIN], env=env,
+                                         stdout=self.template_log, stderr=subprocess.STDOUT)
+        self.addCleanup(self._kill_template)
+        hello = self.agent.accept()
+        self.assertEqual(hello, {"op": "ready", "pid": self.template.pid})
+
+    def _kill_template(self):
+        if self.template.poll() is None:
+            self.template.kill()
+        self.template.wait()
+
+    def _kill_workers(self):
+        for pid in self.workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+    def _fork(self, fake, log_name="w.log"):
+        reply = self.agent.fork(fake.env(), os.path.join(self.tmp.name, log_name),
+                                workdir=self.tmp.name)
+        self.assertIn("pid", reply, reply)
+        self.workers.append(reply["pid"])
+        return reply["pid"]
+
+    def test_forked_workers_get_their_own_identity(self):
+        fakes = [FakeGantry(worker_id=f"w{i}") for i in range(2)]
+        for f in fakes:
+            self.addCleanup(f.close)
+            f.add_job("j", {})
+        pids = [self._fork(f, f"w{i}.log") for i, f in enumerate(fakes)]
+        outs = [f.wait_done("j").body["output"] for f in fakes]
+        for i, (pid, out) in enumerate(zip(pids, outs)):
+            self.assertEqual(out["pid"], pid)
+            self.assertEqual(out["pod"], f"w{i}")
+            self.assertEqual(out["ppid"], os.getpid())  # re-parented to the agent
+            self.assertEqual(out["init_pid"], self.template.pid)  # initialised once, in the template
+            self.assertEqual(out["init_memory"], "initialised")
+            self.assertEqual(out["cwd"], self.tmp.name)
+            self.assertEqual(os.getsid(pid), pid)  # its own session and process group
+        self.assertIsNone(self.template.poll())
+
+    def test_a_crashing_worker_leaves_the_template_alone(self):
+        fake = FakeGantry(worker_id="w0")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        pid = self._fork(fake)
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)  # the agent, not the template, reaps it
+        self.assertEqual(os.WTERMSIG(status), signal.SIGKILL)
+        self.workers.remove(pid)
+        self.assertIsNone(self.template.poll())
+        second = FakeGantry(worker_id="w1")
+        self.addCleanup(second.close)
+        second.add_job("j", {})
+        self._fork(second)
+        self.assertEqual(second.wait_done("j").body["output"]["pod"], "w1")
+
+    def test_bad_requests_get_errors(self):
+        self.agent.send({"op": "fork", "env": {}})  # no fds
+        self.assertIn("error", self.agent.read())
+        self.agent.send({"op": "nonsense"})
+        self.assertIn("error", self.agent.read())
+        reply = self.agent.fork({"RUNPOD_POD_ID": "x"}, os.path.join(self.tmp.name, "x.log"),
+                                cgroup_procs=[os.path.join(self.tmp.name, "no/such/cgroup.procs")])
+        self.assertIn("No such file", reply["error"])
+        self.assertIsNone(self.template.poll())
+
+    def test_park_stops_and_reconnects_when_continued(self):
+        self.agent.send({"op": "park"})
+        self.assertIsNone(self.agent.read())  # the template closed its end
+        _wait(lambda: _state(self.template.pid) == "T")
+        fds = os.listdir(f"/proc/{self.template.pid}/fd")
+        for fd in fds:  # nothing but /dev/null, files and pipes of its own: CRIU can dump it
+            target = os.readlink(f"/proc/{self.template.pid}/fd/{fd}")
+            self.assertFalse(target.startswith("socket:"), target)
+            if fd in ("0", "1", "2"):
+                self.assertEqual(target, "/dev/null")
+        os.kill(self.template.pid, signal.SIGCONT)
+        self.assertEqual(self.agent.accept(), {"op": "ready", "pid": self.template.pid})
+        fake = FakeGantry(worker_id="w9")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        self._fork(fake)
+        self.assertEqual(fake.wait_done("j").body["output"]["pod"], "w9")
+
+    def test_template_exits_when_the_agent_hangs_up(self):
+        self.agent.conn.close()
+        self.assertEqual(self.template.wait(10), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,693 @@
+// CriuSnapshotter: the Snapshotter that runs the CRIU binary. See criu.h for the contract.
+#include "agent/snapshot/criu.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <list>
+#include <mutex>
+#include <sstream>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/log.h"
+
+namespace gantry::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// The lazy-pages daemon writes one byte to this descriptor once it listens (--status-fd).
+constexpr int kStatusFd = 3;
+// Descriptors handed to a child are first moved at or above this, so that its dup2()s onto
+// 0..kStatusFd cannot clobber them (an agent started with stdio closed gets low descriptors).
+constexpr int kLowestParentFd = 10;
+// criu's own stdout and stderr are kept up to this size (its log file holds the details).
+constexpr size_t kMaxOutputBytes = 16 * 1024;
+// The most of a log file read to quote its end.
+constexpr std::streamoff kMaxLogTailBytes = 64 * 1024;
+// `criu --version` is fast; do not let a stuck binary hold Check() for the whole timeout.
+constexpr int64_t kVersionTimeoutMs = 10'000;
+
+constexpr const char* kInstallHint =
+    "run scripts/setup.sh (it builds CRIU >= 4.1 into /usr/local/lib/gantry/criu)";
+
+// The whole environment of every criu process. CRIU_FAULT=130 (FI_NO_BREAKPOINTS) makes compel
+// trace syscalls instead of relying on hardware breakpoints, which do not fire in some VMs
+// (dump then hangs at "Waiting for PID to trap"); it costs nothing where they do fire.
+const char* const kCriuEnv[] = {
+    "CRIU_FAULT=130",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL=C",
+    nullptr,
+};
+
+std::string ErrnoText(int err) { return std::system_category().message(err); }
+
+Status ErrnoStatus(const std::string& what, int err) {
+  return Internal(what + ": " + ErrnoText(err));
+}
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    Reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { Reset(); }
+  int get() const { return fd_; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Moves `fd` (closed in any case) to a close-on-exec descriptor >= kLowestParentFd.
+Status Lift(int fd, Fd* out) {
+  if (fd >= kLowestParentFd) {
+    out->Reset(fd);
+    return Status::Ok();
+  }
+  const int lifted = fcntl(fd, F_DUPFD_CLOEXEC, kLowestParentFd);
+  const int err = errno;
+  close(fd);
+  if (lifted < 0) return ErrnoStatus("fcntl(F_DUPFD_CLOEXEC)", err);
+  out->Reset(lifted);
+  return Status::Ok();
+}
+
+// A close-on-exec pipe; the read end is non-blocking.
+Status MakePipe(Fd* read_end, Fd* write_end) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
+  Fd w;
+  Status s = Lift(p[0], read_end);
+  Status t = Lift(p[1], &w);
+  GANTRY_RETURN_IF_ERROR(s);
+  GANTRY_RETURN_IF_ERROR(t);
+  *write_end = std::move(w);
+  if (fcntl(read_end->get(), F_SETFL, O_NONBLOCK) != 0) return ErrnoStatus("fcntl", errno);
+  return Status::Ok();
+}
+
+// Starts argv (argv[0] is a path) with kCriuEnv, stdin on /dev/null, stdout and stderr on
+// `out_fd` (or /dev/null if < 0), `status_fd` (if >= 0) as descriptor kStatusFd, nothing else
+// open, default signal dispositions and an empty signal mask. Returns its pid.
+Result<int> Spawn(const std::vector<std::string>& argv, int out_fd, int status_fd) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (out_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, out_fd, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  }
+  if (status_fd >= 0) posix_spawn_file_actions_adddup2(&actions, status_fd, kStatusFd);
+  // The agent's other descriptors (sockets, the other children's pipes) stay out of criu and
+  // of the long-lived lazy-pages daemon.
+  posix_spawn_file_actions_addclosefrom_np(&actions, status_fd >= 0 ? kStatusFd + 1 : 3);
+
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0].c_str(), &actions, &attr, args.data(),
+                             const_cast<char* const*>(kCriuEnv));
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return Status(rc == ENOENT ? Code::kFailedPrecondition : Code::kInternal,
+                  "cannot run " + argv[0] + ": " + ErrnoText(rc));
+  }
+  return static_cast<int>(pid);
+}
+
+// Blocks until the child `pid` exits and reaps it; returns its wait status. SIGKILLs it once
+// `timeout_ms` have passed (then sets *timed_out). Meanwhile reads `out_fd` (non-blocking;
+// ignored if < 0) into *output, keeping its last kMaxOutputBytes. Does not wait for EOF on
+// `out_fd` (a grandchild may hold it). Internal if the child was reaped by someone else.
+Result<int> WaitChild(int pid, int out_fd, int64_t timeout_ms, std::string* output,
+                      bool* timed_out) {
+  *timed_out = false;
+  // A pidfd becomes readable when the child exits, so poll() wakes at once; without one (Linux
+  // < 5.3), poll every 2 ms.
+  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  const auto deadline = SteadyClock::now() + milliseconds(timeout_ms);
+  bool out_open = out_fd >= 0;
+  char buf[4096];
+  auto read_out = [&] {
+    for (;;) {
+      const ssize_t n = read(out_fd, buf, sizeof buf);
+      if (n > 0) {
+        output->append(buf, static_cast<size_t>(n));
+        if (output->size() > kMaxOutputBytes) {
+          output->erase(0, output->size() - kMaxOutputBytes);
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || errno != EAGAIN) out_open = false;
+      return;
+    }
+  };
+
+  bool killed = false;
+  int status = 0;
+  for (;;) {
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) {
+      return Internal("waiting for pid " + std::to_string(pid) + ": " + ErrnoText(errno) +
+                      " (is something else in this process reaping children?)");
+    }
+    const auto now = SteadyClock::now();
+    if (!killed && now >= deadline) {
+      kill(pid, SIGKILL);
+      killed = true;
+      *timed_out = true;
+    }
+    int wait_ms =
+        killed ? 100 : static_cast<int>(std::chrono::ceil<milliseconds>(deadline - now).count());
+    if (pidfd.get() < 0) wait_ms = std::min(wait_ms, 2);
+    pollfd fds[2];
+    nfds_t n = 0;
+    if (pidfd.get() >= 0) fds[n++] = {pidfd.get(), POLLIN, 0};
+    if (out_open) fds[n++] = {out_fd, POLLIN, 0};
+    poll(fds, n, std::max(wait_ms, 0));
+    if (out_open) read_out();
+  }
+  if (out_open) read_out();
+  return status;
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "wait status " + std::to_string(status);
+}
+
+struct CommandResult {
+  int wait_status = 0;
+  bool timed_out = false;
+  std::string output;  // stdout and stderr, interleaved; the last kMaxOutputBytes
+  bool succeeded() const {
+    return !timed_out && WIFEXITED(wait_status) && !WEXITSTATUS(wait_status);
+  }
+};
+
+// Runs argv to completion (at most timeout_ms, then SIGKILL) and reaps it.
+Result<CommandResult> RunCommand(const std::vector<std::string>& argv, int64_t timeout_ms) {
+  Fd out_r, out_w;
+  GANTRY_RETURN_IF_ERROR(MakePipe(&out_r, &out_w));
+  Result<int> pid = Spawn(argv, out_w.get(), -1);
+  if (!pid.ok()) return pid.status();
+  out_w.Reset();
+  CommandResult result;
+  Result<int> status = WaitChild(*pid, out_r.get(), timeout_ms, &result.output, &result.timed_out);
+  if (!status.ok()) return status.status();
+  result.wait_status = *status;
+  return result;
+}
+
+// The end of criu's log at `path`: earlier "Error" lines that are not part of the last `lines`
+// lines (up to 5), then the last `lines` lines. Skips the harmless RLIMIT_NOFILE error that
+// CRIU logs where root lacks CAP_SYS_RESOURCE.
+std::string LogTail(const std::string& path, int lines) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "(no log at " + path + ")";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff from = std::max<std::streamoff>(0, size - kMaxLogTailBytes);
+  in.seekg(from);
+  std::vector<std::string> all;
+  std::string line;
+  bool first = from > 0;  // a partial first line
+  while (std::getline(in, line)) {
+    if (first) {
+      first = false;
+      continue;
+    }
+    all.push_back(line);
+  }
+  const size_t tail_start = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
+  std::vector<std::string> errors;
+  for (size_t i = 0; i < tail_start; ++i) {
+    if (all[i].find("Error (") != std::string::npos &&
+        all[i].find("RLIMIT_NOFILE") == std::string::npos) {
+      errors.push_back(all[i]);
+    }
+  }
+  if (errors.size() > 5) errors.erase(errors.begin(), errors.end() - 5);
+  std::string out = path + ":";
+  for (const std::string& e : errors) out += "\n  " + e;
+  if (!errors.empty()) out += "\n  ...";
+  for (size_t i = tail_start; i < all.size(); ++i) out += "\n  " + all[i];
+  return out;
+}
+
+// What went wrong with a criu command, for an error message: its exit, its own output if any,
+// and the end of its log.
+std::string Describe(const CommandResult& r, const std::string& log_path, int lines) {
+  std::string out = r.timed_out ? "ran past its time limit and was killed"
+                                : "failed (" + DescribeWaitStatus(r.wait_status) + ")";
+  std::string output = r.output;
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+  if (!output.empty()) out += "; its output: " + output;
+  out += "; end of " + LogTail(log_path, lines);
+  return out;
+}
+
+// Parses "Version: 4.1.1" out of `criu --version` output.
+bool ParseVersion(const std::string& text, int* major, int* minor, std::string* full) {
+  const size_t at = text.find("Version:");
+  if (at == std::string::npos) return false;
+  size_t start = text.find_first_not_of(" \t", at + 8);
+  if (start == std::string::npos) return false;
+  const size_t end = text.find_first_of(" \t\r\n", start);
+  *full = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  return std::sscanf(full->c_str(), "%d.%d", major, minor) == 2;
+}
+
+Status CheckCriuBinary(const std::string& path, int64_t timeout_ms) {
+  if (path.empty()) return FailedPrecondition("no CRIU binary given; " + std::string(kInstallHint));
+  if (access(path.c_str(), X_OK) != 0) {
+    return FailedPrecondition("CRIU at " + path + " cannot be run (" + ErrnoText(errno) + "); " +
+                              kInstallHint);
+  }
+  Result<CommandResult> r = RunCommand({path, "--version"}, timeout_ms);
+  if (!r.ok()) {
+    return FailedPrecondition("CRIU at " + path + ": " + r.status().message() + "; " +
+                              kInstallHint);
+  }
+  int major = 0, minor = 0;
+  std::string version;
+  if (!r->succeeded() || !ParseVersion(r->output, &major, &minor, &version)) {
+    std::string first_line = r->output.substr(0, r->output.find('\n'));
+    if (first_line.size() > 200) first_line.resize(200);
+    return FailedPrecondition("`" + path + " --version` " +
+                              (r->succeeded() ? "printed no version" : "failed") + " (" +
+                              first_line + "); " + kInstallHint);
+  }
+  if (major < 4 || (major == 4 && minor < 1)) {
+    return FailedPrecondition("CRIU at " + path + " is version " + version +
+                              "; Gantry needs >= 4.1 (older versions fail on Linux >= 6.13 with "
+                              "'Unexpected rt vDSO area bounds'); " +
+                              kInstallHint);
+  }
+  return Status::Ok();
+}
+
+// `name` looked up in $PATH like execvp does (empty entries skipped); "" if not found.
+std::string LookPath(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (dir.empty()) continue;
+    const std::string candidate = dir + "/" + name;
+    struct stat st;
+    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return "";
+}
+
+// `criu_path` as given if it holds a '/' or is not found in PATH, else its PATH entry.
+std::string Resolve(std::string criu_path) {
+  std::string found = LookPath(criu_path);
+  return found.empty() ? criu_path : found;
+}
+
+std::string Absolute(const std::string& dir) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  return ec ? dir : p.lexically_normal().string();
+}
+
+// Creates `dir` if needed and removes everything in it.
+Status MakeEmptyDir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Internal("cannot create " + dir + ": " + ec.message());
+  std::vector<fs::path> entries;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    entries.push_back(it->path());
+  }
+  if (ec) return Internal("cannot list " + dir + ": " + ec.message());
+  for (const fs::path& entry : entries) {
+    fs::remove_all(entry, ec);
+    if (ec) return Internal("cannot empty " + dir + ": " + entry.string() + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
+class CriuSnapshotter final : public Snapshotter {
+ public:
+  CriuSnapshotter(std::string criu_path, CriuOptions options)
+      : criu_(Resolve(std::move(criu_path))), options_(options) {}
+  ~CriuSnapshotter() override;
+
+  Status Check() override {
+    return CheckCriuBinary(criu_, std::min(options_.timeout_ms, kVersionTimeoutMs));
+  }
+  Status Dump(int pid, const std::string& dir, bool leave_running) override;
+  Result<int> Restore(const std::string& dir, RestoreMode mode) override;
+
+ private:
+  // A `criu lazy-pages` process serving a restored tree; watched by its own thread.
+  struct LazyDaemon {
+    int pid = 0;
+    std::string dir;
+    std::thread watcher;
+    bool exited = false;  // guarded by mu_; once true, pid may be reaped: never signal it
+    bool reaped = false;  // guarded by mu_; the watcher is done and can be joined
+  };
+
+  // Starts `criu lazy-pages` for `dir` and waits until it listens. Returns its pid (the caller
+  // must kill and reap it, or hand it to WatchLazyDaemon()).
+  Result<int> StartLazyDaemon(const std::string& dir);
+  // Hands the daemon `pid` to a new watcher thread, which reaps it when it exits.
+  void WatchLazyDaemon(int pid, const std::string& dir);
+  void RunWatcher(LazyDaemon* d);
+  // Joins the watchers of daemons already reaped.
+  void JoinFinishedWatchers();
+  void WarnIfNotSubreaper();
+
+  const std::string criu_;
+  const CriuOptions options_;
+  std::atomic<bool> warned_subreaper_{false};
+
+  std::mutex mu_;
+  std::condition_variable reaped_cv_;               // signalled when a daemon is reaped
+  std::list<std::unique_ptr<LazyDaemon>> daemons_;  // guarded by mu_
+};
+
+CriuSnapshotter::~CriuSnapshotter() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto deadline = SteadyClock::now() + milliseconds(options_.lazy_drain_timeout_ms);
+  const auto all_reaped = [this] {
+    return std::all_of(daemons_.begin(), daemons_.end(),
+                       [](const std::unique_ptr<LazyDaemon>& d) { return d->reaped; });
+  };
+  if (!reaped_cv_.wait_until(lock, deadline, all_reaped)) {
+    for (const std::unique_ptr<LazyDaemon>& d : daemons_) {
+      if (d->exited) continue;
+      GLOG_WARN(
+          "snapshot: killing criu lazy-pages (pid %d) for %s: still copying pages after "
+          "%lld ms; its restored process will crash on its next missing page",
+          d->pid, d->dir.c_str(), static_cast<long long>(options_.lazy_drain_timeout_ms));
+      kill(d->pid, SIGKILL);
+    }
+  }
+  std::list<std::unique_ptr<LazyDaemon>> daemons = std::move(daemons_);
+  lock.unlock();
+  for (const std::unique_ptr<LazyDaemon>& d : daemons) d->watcher.join();
+}
+
+Status CriuSnapshotter::Dump(int pid, const std::string& dir_arg, bool leave_running) {
+  if (pid <= 0) return InvalidArgument("snapshot: bad pid " + std::to_string(pid));
+  if (dir_arg.empty()) return InvalidArgument("snapshot: empty image directory");
+  const std::string dir = Absolute(dir_arg);
+  if (dir == "/") return InvalidArgument("snapshot: refusing to use / as the image directory");
+  if (kill(pid, 0) != 0 && errno == ESRCH) {
+    return NotFound("snapshot: cannot dump pid " + std::to_string(pid) + ": no such process");
+  }
+  GANTRY_RETURN_IF_ERROR(MakeEmptyDir(dir));
+  const std::string log = dir + "/dump.log";
+  std::vector<std::string> argv = {
+      criu_, "dump", "-t", std::to_string(pid), "-D", dir, "--shell-job", "-o", log, "-v4"};
+  if (leave_running) argv.push_back("--leave-running");
+  const auto t0 = SteadyClock::now();
+  Result<CommandResult> r = RunCommand(argv, options_.timeout_ms);
+  if (!r.ok()) return r.status();
+  if (!r->succeeded()) {
+    // Without its inventory a partial image is not taken for one (Restore says NotFound).
+    std::error_code ec;
+    fs::remove(dir + "/inventory.img", ec);
+    std::string what = "snapshot: criu dump of pid " + std::to_string(pid) + " into " + dir + " " +
+                       Describe(*r, log, options_.log_tail_lines);
+    return r->timed_out ? DeadlineExceeded(std::move(what)) : Internal(std::move(what));
+  }
+  GLOG_DEBUG("snapshot: dumped pid %d into %s in %lld ms", pid, dir.c_str(),
+             static_cast<long long>(
+                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
+  return Status::Ok();
+}
+
+Result<int> CriuSnapshotter::StartLazyDaemon(const std::string& dir) {
+  const std::string log = dir + "/lazy-pages.log";
+  Fd status_r, status_w;
+  GANTRY_RETURN_IF_ERROR(MakePipe(&status_r, &status_w));
+  Result<int> pid = Spawn(
+      {criu_, "lazy-pages", "-D", dir, "-o", log, "-v4", "--status-fd", std::to_string(kStatusFd)},
+      -1, status_w.get());
+  if (!pid.ok()) return pid.status();
+  status_w.Reset();
+
+  // One byte once it listens; EOF if it exits first.
+  const auto deadline = SteadyClock::now() + milliseconds(options_.timeout_ms);
+  bool ready = false, timed_out = false;
+  for (;;) {
+    char c;
+    const ssize_t n = read(status_r.get(), &c, 1);
+    if (n == 1) {
+      ready = true;
+      break;
+    }
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
+    const auto left = std::chrono::ceil<milliseconds>(deadline - SteadyClock::now()).count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p = {status_r.get(), POLLIN, 0};
+    poll(&p, 1, static_cast<int>(left));
+  }
+  if (ready) return pid;
+
+  kill(*pid, SIGKILL);
+  CommandResult r;
+  bool unused;
+  Result<int> status = WaitChild(*pid, -1, options_.timeout_ms, &r.output, &unused);
+  r.wait_status = status.ok() ? *status : 0;
+  r.timed_out = timed_out;
+  std::string what = "snapshot: criu lazy-pages for " + dir +
+                     " did not start: " + Describe(r, log, options_.log_tail_lines);
+  return timed_out ? DeadlineExceeded(std::move(what)) : Internal(std::move(what));
+}
+
+void CriuSnapshotter::WatchLazyDaemon(int pid, const std::string& dir) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto d = std::make_unique<LazyDaemon>();
+  d->pid = pid;
+  d->dir = dir;
+  LazyDaemon* raw = d.get();
+  daemons_.push_back(std::move(d));
+  raw->watcher = std::thread([this, raw] { RunWatcher(raw); });
+}
+
+void CriuSnapshotter::RunWatcher(LazyDaemon* d) {
+  // Wait without reaping first: while the pid is unreaped it cannot be reused, so the
+  // destructor may SIGKILL it for as long as `exited` is false.
+  siginfo_t info = {};
+  while (waitid(P_PID, d->pid, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    d->exited = true;
+  }
+  int status = 0;
+  pid_t r;
+  while ((r = waitpid(d->pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (r != d->pid) {
+    GLOG_WARN("snapshot: criu lazy-pages (pid %d) for %s was reaped by someone else", d->pid,
+              d->dir.c_str());
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    GLOG_DEBUG("snapshot: criu lazy-pages for %s is done", d->dir.c_str());
+  } else {
+    GLOG_WARN("snapshot: criu lazy-pages (pid %d) for %s ended with %s; see %s/lazy-pages.log",
+              d->pid, d->dir.c_str(), DescribeWaitStatus(status).c_str(), d->dir.c_str());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    d->reaped = true;
+  }
+  reaped_cv_.notify_all();
+}
+
+void CriuSnapshotter::JoinFinishedWatchers() {
+  std::list<std::unique_ptr<LazyDaemon>> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = daemons_.begin(); it != daemons_.end();) {
+      auto next = std::next(it);
+      if ((*it)->reaped) done.splice(done.end(), daemons_, it);
+      it = next;
+    }
+  }
+  for (const std::unique_ptr<LazyDaemon>& d : done) d->watcher.join();
+}
+
+void CriuSnapshotter::WarnIfNotSubreaper() {
+  int subreaper = 0;
+  if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper == 0 &&
+      !warned_subreaper_.exchange(true)) {
+    GLOG_WARN(
+        "snapshot: this process is not a child subreaper "
+        "(prctl(PR_SET_CHILD_SUBREAPER)); restored processes will be children of PID 1");
+  }
+}
+
+Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mode) {
+  if (dir_arg.empty()) return InvalidArgument("snapshot: empty image directory");
+  const std::string dir = Absolute(dir_arg);
+  std::error_code ec;
+  if (!fs::exists(dir + "/inventory.img", ec)) {
+    return NotFound("snapshot: no CRIU image in " + dir + " (no inventory.img)");
+  }
+  JoinFinishedWatchers();
+  WarnIfNotSubreaper();
+  const std::string pidfile = dir + "/restore.pid";
+  const std::string log = dir + "/restore.log";
+  fs::remove(pidfile, ec);
+
+  const auto t0 = SteadyClock::now();
+  int daemon = 0;
+  if (mode == RestoreMode::kLazy) {
+    Result<int> d = StartLazyDaemon(dir);
+    if (!d.ok()) return d.status();
+    daemon = *d;
+  }
+  std::vector<std::string> argv = {criu_,
+                                   "restore",
+                                   "-D",
+                                   dir,
+                                   "--shell-job",
+                                   "--manage-cgroups=ignore",
+                                   "--restore-detached",
+                                   "--pidfile",
+                                   pidfile,
+                                   "-o",
+                                   log,
+                                   "-v4"};
+  if (mode == RestoreMode::kLazy) argv.push_back("--lazy-pages");
+  Result<CommandResult> r = RunCommand(argv, options_.timeout_ms);
+
+  int pid = 0;
+  Status failed;
+  if (!r.ok()) {
+    failed = r.status();
+  } else if (!r->succeeded()) {
+    std::string what =
+        "snapshot: criu restore from " + dir + " " + Describe(*r, log, options_.log_tail_lines);
+    if (mode == RestoreMode::kLazy) {
+      what += "\nend of " + LogTail(dir + "/lazy-pages.log", options_.log_tail_lines);
+    }
+    if (r->timed_out) {
+      failed = DeadlineExceeded(std::move(what));
+    } else if (what.find("Can't fork for") != std::string::npos) {
+      failed = FailedPrecondition(
+          "a pid of the dumped tree is in use (kill and reap the original before restoring): " +
+          what);
+    } else {
+      failed = Internal(std::move(what));
+    }
+  } else {
+    std::ifstream in(pidfile);
+    if (!(in >> pid) || pid <= 0) {
+      failed = Internal("snapshot: criu restore from " + dir + " succeeded but left no pid in " +
+                        pidfile);
+    }
+  }
+  if (!failed.ok()) {
+    if (daemon > 0) {
+      kill(daemon, SIGKILL);
+      while (waitpid(daemon, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    return failed;
+  }
+  if (daemon > 0) WatchLazyDaemon(daemon, dir);
+  GLOG_DEBUG("snapshot: restored pid %d from %s (%s) in %lld ms", pid, dir.c_str(),
+             mode == RestoreMode::kLazy ? "lazy" : "full",
+             static_cast<long long>(
+                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
+  return pid;
+}
+
+}  // namespace
+
+std::unique_ptr<Snapshotter> NewCriuSnapshotter(std::string criu_path, CriuOptions options) {
+  return std::make_unique<CriuSnapshotter>(std::move(criu_path), options);
+}
+
+Result<std::string> FindCriu() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("GANTRY_CRIU"); env != nullptr && *env != '\0') {
+    candidates.push_back(env);
+  }
+  candidates.push_back(kGantryCriuPath);
+  const std::string on_path = LookPath("criu");
+  if (!on_path.empty()) candidates.push_back(on_path);
+  std::string why;
+  for (const std::string& c : candidates) {
+    Status s = CheckCriuBinary(c, kVersionTimeoutMs);
+    if (s.ok()) return c;
+    // Each message ends with the install hint; quote it once at the end.
+    std::string m = s.message();
+    const std::string hint = std::string("; ") + kInstallHint;
+    if (m.size() >= hint.size() && m.compare(m.size() - hint.size(), hint.size(), hint) == 0) {
+      m.resize(m.size() - hint.size());
+    }
+    why += (why.empty() ? "" : "; ") + m;
+  }
+  if (on_path.empty()) why += "; no criu in PATH";
+  return FailedPrecondition("no usable CRIU >= 4.1 ($GANTRY_CRIU, " + std::string(kGantryCriuPath) +
+                            ", PATH): " + why + "; " + kInstallHint);
+}
+
+}  // namespace gantry::agent

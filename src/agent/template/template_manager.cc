@@ -1,0 +1,729 @@
+#include "agent/template/template_manager.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/json.h"
+#include "common/log.h"
+
+namespace gantry::agent {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kProcessPrefix[] = "tpl-";
+constexpr size_t kKeptLines = 20;
+constexpr int64_t kHandshakeTimeoutMs = 2'000;
+// A restore whose pid is still taken is tried again this often, this many times.
+constexpr int64_t kRestoreRetryMs = 500;
+constexpr int kRestoreTries = 20;
+
+// Variables that give a worker its identity: a template runs without them, and each fork gets
+// its own. A template sees no GPU: CUDA must not be initialised before the fork.
+bool IdentityVariable(const std::string& name) {
+  return name.starts_with("RUNPOD_WEBHOOK_") || name == "RUNPOD_POD_ID" ||
+         name == "RUNPOD_AI_API_KEY" || name == "RUNPOD_POD_HOSTNAME" ||
+         name == "CUDA_VISIBLE_DEVICES" || name == "NVIDIA_VISIBLE_DEVICES";
+}
+
+std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
+
+// The one-letter state of `pid` from /proc/PID/stat; 0 when it cannot be read.
+char ProcessState(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  const size_t close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() ? 0 : line[close + 2];
+}
+
+int64_t DirectoryBytes(const std::string& dir) {
+  std::error_code ec;
+  int64_t total = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
+  }
+  return total;
+}
+
+// Sends `text` with `fds` attached (SCM_RIGHTS).
+Status SendWithFds(int sock, const std::string& text, const std::vector<int>& fds) {
+  iovec iov{const_cast<char*>(text.data()), text.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  if (n < 0) return Unavailable(Errno("sending to the template"));
+  // The rest, if the socket took only part of it (no fds go with it).
+  for (size_t sent = n; sent < text.size();) {
+    n = send(sock, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Unavailable(Errno("sending to the template"));
+    sent += n;
+  }
+  return Status::Ok();
+}
+
+// Reads one line (without its newline) from `sock` within timeout_ms; `buffer` keeps what came
+// after it. Unavailable at EOF, DeadlineExceeded on timeout.
+Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) {
+  const int64_t deadline = SystemClock().NowMs() + timeout_ms;
+  for (;;) {
+    if (size_t nl = buffer->find('\n'); nl != std::string::npos) {
+      std::string line = buffer->substr(0, nl);
+      buffer->erase(0, nl + 1);
+      return line;
+    }
+    const int64_t left = deadline - SystemClock().NowMs();
+    if (left <= 0) return DeadlineExceeded("no answer from the template");
+    pollfd p{sock, POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Internal(Errno("poll"));
+    if (r == 0) continue;
+    char buf[4096];
+    ssize_t n = read(sock, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) return Unavailable(Errno("reading from the template"));
+    if (n == 0) return Unavailable("the template closed the connection");
+    buffer->append(buf, n);
+    if (buffer->size() > (1 << 20)) return Internal("the template's answer is too long");
+  }
+}
+
+}  // namespace
+
+int64_t ProcessPssKb(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string name;
+  int64_t kb = 0;
+  while (in >> name) {
+    if (name == "Pss:") {
+      in >> kb;
+      return kb;
+    }
+    in.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
+struct TemplateManager::Template {
+  enum class Phase {
+    kStarting,       // fresh process initialising; not yet connected
+    kReady,          // connected and parked: forks are served
+    kParking,        // asked to park for a checkpoint; waiting for it to stop
+    kCheckpointing,  // the dump runs on the background thread
+    kRestoreQueued,  // waiting for the background thread
+    kRestoring,      // the restore runs on the background thread
+    kReconnecting,   // continued after a dump or a restore; waiting for its handshake
+  };
+  std::string key, endpoint_id, process_id;
+  int64_t version = 0;
+  Phase phase = Phase::kStarting;
+  ProcessSpec spec;  // the template process's spec (id, limits); its argv is the worker's
+  int pid = 0;
+  int listen_fd = -1, conn_fd = -1;
+  std::string buffer;    // unread bytes from conn_fd
+  int64_t since_ms = 0;  // when the phase began
+  int64_t used_ms = 0;   // last fork (or creation)
+  int64_t forks = 0;
+  int64_t memory_kb = 0;
+  std::deque<std::string> last_lines;
+
+  ~Template() { CloseAll(); }
+  void CloseConnection() {
+    if (conn_fd >= 0) close(conn_fd);
+    conn_fd = -1;
+    buffer.clear();
+  }
+  void CloseAll() {
+    CloseConnection();
+    if (listen_fd >= 0) close(listen_fd);
+    listen_fd = -1;
+  }
+};
+
+TemplateManager::TemplateManager(const Clock* clock, ProcessRuntime* runtime,
+                                 Snapshotter* snapshotter, TemplateOptions options,
+                                 std::function<int64_t(int)> memory_kb)
+    : clock_(clock),
+      runtime_(runtime),
+      snapshotter_(snapshotter),
+      options_(std::move(options)),
+      memory_kb_(memory_kb ? std::move(memory_kb) : ProcessPssKb) {
+  std::error_code ec;
+  fs::create_directories(options_.dir, ec);
+  if (ec) GLOG_WARN("templates: cannot create %s: %s", options_.dir.c_str(), ec.message().c_str());
+  LoadSnapshots();
+}
+
+TemplateManager::~TemplateManager() {
+  if (job_ && job_->result.valid()) job_->result.wait();
+}
+
+std::string TemplateManager::Key(const std::string& endpoint_id, int64_t version) {
+  return endpoint_id + "-v" + std::to_string(version);
+}
+
+bool TemplateManager::OwnsProcess(const std::string& process_id) {
+  return process_id.starts_with(kProcessPrefix);
+}
+
+std::string TemplateManager::SnapshotDir(const std::string& key) const {
+  return options_.dir + "/" + key + "/snapshot";
+}
+
+std::string TemplateManager::SocketName(const std::string& key) const {
+  // Abstract (no file to clean up, no path length to mind) and the same for every agent that
+  // uses this directory, so that a restored template finds the agent that restored it.
+  return "gantry-" + Sha256Hex(fs::absolute(options_.dir).string()).substr(0, 12) + "-" + key;
+}
+
+void TemplateManager::LoadSnapshots() {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
+    if (!e.is_directory(ec)) continue;
+    const std::string key = e.path().filename().string();
+    std::ifstream in(e.path() / "meta.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    auto meta = ParseJson(text.str());
+    if (!meta.ok() || !meta->is_object() || !fs::exists(SnapshotDir(key), ec)) {
+      fs::remove_all(e.path(), ec);  // an unfinished checkpoint
+      continue;
+    }
+    const auto& o = meta->as_object();
+    Snapshot s;
+    if (auto* v = Find(o, "endpointId"); v && v->is_string()) s.endpoint_id = v->as_string();
+    if (auto* v = Find(o, "version")) s.version = AsInt(*v).value_or(0);
+    if (auto* v = Find(o, "cpu"); v && v->is_number()) s.cpu = v->to_number<double>();
+    if (auto* v = Find(o, "memoryMb")) s.memory_mb = AsInt(*v).value_or(0);
+    s.bytes = DirectoryBytes(SnapshotDir(key));
+    s.used_ms = clock_->NowMs();
+    if (s.endpoint_id.empty() || Key(s.endpoint_id, s.version) != key) {
+      fs::remove_all(e.path(), ec);
+      continue;
+    }
+    snapshots_[key] = s;
+    GLOG_INFO("templates: snapshot of %s on disk (%lld MB)", key.c_str(),
+              static_cast<long long>(s.bytes >> 20));
+  }
+}
+
+TemplateManager::State TemplateManager::Get(const std::string& key) const {
+  auto it = templates_.find(key);
+  if (it == templates_.end()) return State::kNone;
+  switch (it->second->phase) {
+    case Template::Phase::kStarting:
+      return State::kStarting;
+    case Template::Phase::kReady:
+      return State::kReady;
+    default:
+      return State::kBusy;
+  }
+}
+
+bool TemplateManager::HasSnapshot(const std::string& key) const {
+  return snapshots_.count(key) > 0 && snapshotter_ != nullptr;
+}
+
+void TemplateManager::Ensure(const std::string& key, const std::string& endpoint_id,
+                             int64_t version, const ProcessSpec& worker) {
+  if (templates_.count(key) || failed_.count(key)) return;
+  if (auto r = restore_retry_.find(key);
+      r != restore_retry_.end() && HasSnapshot(key) && clock_->NowMs() < r->second.first) {
+    return;  // Step() tries again when it is due
+  }
+  auto t = std::make_unique<Template>();
+  t->key = key;
+  t->endpoint_id = endpoint_id;
+  t->version = version;
+  t->used_ms = clock_->NowMs();
+  t->process_id = kProcessPrefix + key + "-" + NewId("", 6);
+  // Listen before the process can connect.
+  const std::string name = SocketName(key);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (name.size() + 1 >= sizeof addr.sun_path) {
+    failed_[key] = "endpoint id too long for a template socket name";
+    return;
+  }
+  memcpy(addr.sun_path + 1, name.data(), name.size());  // sun_path[0] == 0: abstract
+  t->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (t->listen_fd < 0 ||
+      bind(t->listen_fd, reinterpret_cast<sockaddr*>(&addr),
+           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())) != 0 ||
+      listen(t->listen_fd, 4) != 0) {
+    GLOG_WARN("templates: %s: cannot listen on @%s: %s", key.c_str(), name.c_str(),
+              strerror(errno));
+    return;  // tried again on the next Ensure()
+  }
+  Template& ref = *t;
+  templates_[key] = std::move(t);
+  if (HasSnapshot(key)) {
+    ref.spec.id = ref.process_id;
+    ref.spec.cpu = options_.template_cpu;
+    ref.spec.memory_mb = snapshots_[key].memory_mb;
+    StartRestore(ref);
+  } else {
+    StartFresh(ref, worker);
+  }
+}
+
+void TemplateManager::RestoreAll() {
+  if (!snapshotter_) return;
+  std::vector<std::pair<std::string, Snapshot>> all(snapshots_.begin(), snapshots_.end());
+  for (const auto& [key, s] : all) Ensure(key, s.endpoint_id, s.version, ProcessSpec{});
+}
+
+void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
+  t.spec = worker;
+  t.spec.id = t.process_id;
+  t.spec.cpu = options_.template_cpu;
+  for (auto it = t.spec.env.begin(); it != t.spec.env.end();) {
+    it = IdentityVariable(it->first) ? t.spec.env.erase(it) : std::next(it);
+  }
+  t.spec.env["CUDA_VISIBLE_DEVICES"] = "";
+  t.spec.env["GANTRY_TEMPLATE_SOCKET"] = "@" + SocketName(t.key);
+  auto pid = runtime_->Start(t.spec);
+  if (!pid.ok()) {
+    ++counters_.template_failures;
+    Drop(t.key, "cannot start: " + pid.status().message(), /*failed=*/true);
+    return;
+  }
+  t.pid = *pid;
+  t.phase = Template::Phase::kStarting;
+  t.since_ms = clock_->NowMs();
+  GLOG_INFO("templates: starting %s (pid %d)", t.key.c_str(), t.pid);
+}
+
+void TemplateManager::StartRestore(Template& t) {
+  t.phase = Template::Phase::kRestoreQueued;
+  t.since_ms = clock_->NowMs();
+  if (!criu_usable_) {
+    Status s = snapshotter_->Check();
+    criu_usable_ = s.ok();
+    if (!s.ok()) GLOG_WARN("templates: snapshots are off: %s", s.message().c_str());
+  }
+  if (!*criu_usable_) {
+    Drop(t.key, "snapshots are off", /*failed=*/false);
+    snapshots_.erase(t.key);
+    return;
+  }
+  if (job_) return;  // Step() starts it once the background thread is free
+  t.phase = Template::Phase::kRestoring;
+  snapshots_[t.key].used_ms = clock_->NowMs();
+  job_ = Job{t.key, true,
+             std::async(std::launch::async,
+                        [s = snapshotter_, dir = SnapshotDir(t.key), mode = options_.restore_mode] {
+                          return s->Restore(dir, mode);
+                        })};
+}
+
+Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& worker) {
+  auto it = templates_.find(key);
+  if (it == templates_.end() || it->second->phase != Template::Phase::kReady) {
+    return FailedPrecondition("no ready template for " + key);
+  }
+  Template& t = *it->second;
+  auto launch = [&](const ProcessSpec& spec, const LaunchContext& ctx) -> Result<int> {
+    json::array procs;
+    for (const auto& p : ctx.cgroup_procs) procs.emplace_back(p);
+    json::object req{{"op", "fork"},
+                     {"id", spec.id},
+                     {"env", StringMapJson(spec.env)},
+                     {"workdir", spec.workdir},
+                     {"cgroupProcs", std::move(procs)},
+                     {"agentPid", ctx.agent_pid}};
+    GANTRY_RETURN_IF_ERROR(
+        SendWithFds(t.conn_fd, ToJson(req) + "\n", {ctx.stdout_fd, ctx.stderr_fd}));
+    auto line = ReadLine(t.conn_fd, &t.buffer, options_.fork_timeout_ms);
+    if (!line.ok()) return line.status();
+    auto reply = ParseJson(*line);
+    if (!reply.ok() || !reply->is_object()) return Internal("bad answer from the template");
+    const auto& o = reply->as_object();
+    if (auto* e = Find(o, "error"); e && e->is_string()) {
+      return Internal("template: " + std::string(e->as_string()));
+    }
+    auto* pid = Find(o, "pid");
+    if (!pid || !AsInt(*pid)) return Internal("bad answer from the template");
+    return static_cast<int>(*AsInt(*pid));
+  };
+  auto pid = runtime_->Launch(worker, launch);
+  if (!pid.ok()) {
+    ++counters_.fork_failures;
+    GLOG_WARN("templates: fork of %s from %s failed: %s", worker.id.c_str(), key.c_str(),
+              pid.status().ToString().c_str());
+    Drop(key, "fork failed", /*failed=*/false);
+    return pid.status();
+  }
+  ++counters_.forks;
+  ++t.forks;
+  t.used_ms = clock_->NowMs();
+  if (auto s = snapshots_.find(key); s != snapshots_.end()) s->second.used_ms = t.used_ms;
+  return pid;
+}
+
+void TemplateManager::Accept(Template& t) {
+  const int fd = accept4(t.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != t.pid) {
+    GLOG_WARN("templates: %s: refused a connection from pid %d (the template is %d)", t.key.c_str(),
+              static_cast<int>(cred.pid), t.pid);
+    close(fd);
+    return;
+  }
+  t.CloseConnection();
+  t.conn_fd = fd;
+  auto line = ReadLine(fd, &t.buffer, kHandshakeTimeoutMs);
+  auto hello = line.ok() ? ParseJson(*line) : Result<json::value>(line.status());
+  if (!hello.ok() || !hello->is_object() || !Find(hello->as_object(), "op") ||
+      Find(hello->as_object(), "op")->as_string() != "ready") {
+    GLOG_WARN("templates: %s: bad handshake", t.key.c_str());
+    t.CloseConnection();
+    return;
+  }
+  const bool first = t.phase == Template::Phase::kStarting;
+  GLOG_INFO("templates: %s ready (pid %d) after %lld ms", t.key.c_str(), t.pid,
+            static_cast<long long>(clock_->NowMs() - t.since_ms));
+  t.phase = Template::Phase::kReady;
+  t.since_ms = clock_->NowMs();
+  if (first) t.memory_kb = memory_kb_(t.pid);
+}
+
+void TemplateManager::BeginCheckpoint(Template& t) {
+  if (!criu_usable_) {
+    Status s = snapshotter_->Check();
+    criu_usable_ = s.ok();
+    if (!s.ok()) GLOG_WARN("templates: snapshots are off: %s", s.message().c_str());
+  }
+  if (!*criu_usable_) return;
+  Status s = SendWithFds(t.conn_fd, "{\"op\":\"park\"}\n", {});
+  if (!s.ok()) {
+    Drop(t.key, "cannot park: " + s.message(), /*failed=*/false);
+    return;
+  }
+  t.CloseConnection();
+  t.phase = Template::Phase::kParking;
+  t.since_ms = clock_->NowMs();
+}
+
+void TemplateManager::FinishJob() {
+  Job job = std::move(*job_);
+  job_.reset();
+  Result<int> r = job.result.get();
+  auto it = templates_.find(job.key);
+  Template* t = it == templates_.end() ? nullptr : it->second.get();
+  std::error_code ec;
+  const std::string tmp = SnapshotDir(job.key) + ".tmp";
+  if (job.restore) {
+    if (!r.ok()) {
+      ++counters_.restore_failures;
+      auto& retry = restore_retry_[job.key];
+      if (r.status().code() == Code::kFailedPrecondition && ++retry.second < kRestoreTries) {
+        // Its pid is still taken, e.g. by the original's zombie: the snapshot is fine.
+        retry.first = clock_->NowMs() + kRestoreRetryMs;
+        GLOG_INFO("templates: restore of %s must wait: %s", job.key.c_str(),
+                  r.status().message().substr(0, 120).c_str());
+      } else {
+        GLOG_WARN("templates: restore of %s failed (snapshot deleted): %s", job.key.c_str(),
+                  r.status().ToString().c_str());
+        restore_retry_.erase(job.key);
+        DeleteSnapshot(job.key);
+      }
+      if (t) Drop(job.key, "restore failed", /*failed=*/false);
+      return;
+    }
+    restore_retry_.erase(job.key);
+    const int pid = *r;
+    if (!t) {  // dropped meanwhile
+      kill(pid, SIGKILL);
+      return;
+    }
+    // The runtime adopts the restored process (a child of ours: we are its subreaper).
+    auto adopted = runtime_->Launch(
+        t->spec, [pid](const ProcessSpec&, const LaunchContext&) { return Result<int>(pid); });
+    if (!adopted.ok()) {
+      kill(pid, SIGKILL);
+      ++counters_.restore_failures;
+      Drop(job.key, "cannot adopt the restored template: " + adopted.status().message(), false);
+      return;
+    }
+    ++counters_.restores;
+    t->pid = pid;
+    GLOG_INFO("templates: %s restored (pid %d) in %lld ms", job.key.c_str(), pid,
+              static_cast<long long>(clock_->NowMs() - t->since_ms));
+    kill(pid, SIGCONT);
+    t->phase = Template::Phase::kReconnecting;
+    t->since_ms = clock_->NowMs();
+    return;
+  }
+  // A checkpoint.
+  if (r.ok() && t) {
+    fs::remove_all(SnapshotDir(job.key), ec);
+    fs::rename(tmp, SnapshotDir(job.key), ec);
+    if (ec) r = Internal("cannot move the snapshot into place: " + ec.message());
+  }
+  if (r.ok() && t) {
+    Snapshot s{t->endpoint_id,
+               t->version,
+               t->spec.cpu,
+               t->spec.memory_mb,
+               DirectoryBytes(SnapshotDir(job.key)),
+               clock_->NowMs()};
+    std::ofstream(options_.dir + "/" + job.key + "/meta.json")
+        << ToJson(json::object{{"endpointId", s.endpoint_id},
+                               {"version", s.version},
+                               {"cpu", s.cpu},
+                               {"memoryMb", s.memory_mb}});
+    snapshots_[job.key] = s;
+    GLOG_INFO("templates: %s checkpointed (%lld MB) in %lld ms", job.key.c_str(),
+              static_cast<long long>(s.bytes >> 20),
+              static_cast<long long>(clock_->NowMs() - t->since_ms));
+  } else {
+    fs::remove_all(tmp, ec);
+    if (!r.ok()) {
+      ++counters_.snapshot_failures;
+      GLOG_WARN("templates: checkpoint of %s failed: %s", job.key.c_str(),
+                r.status().ToString().c_str());
+    }
+  }
+  if (t) {
+    if (!r.ok()) no_snapshot_.insert(job.key);  // it keeps serving forks; no second try
+    kill(t->pid, SIGCONT);
+    t->phase = Template::Phase::kReconnecting;
+    t->since_ms = clock_->NowMs();
+  }
+}
+
+void TemplateManager::Drop(const std::string& key, const std::string& why, bool failed) {
+  auto it = templates_.find(key);
+  if (it != templates_.end()) {
+    Template& t = *it->second;
+    if (t.pid > 0) runtime_->Stop(t.process_id, 0);
+    std::string lines;
+    for (const auto& l : t.last_lines) lines += "\n  " + l;
+    GLOG_WARN("templates: %s dropped: %s%s", key.c_str(), why.c_str(), lines.c_str());
+    templates_.erase(it);
+  }
+  if (failed) failed_[key] = why;
+}
+
+void TemplateManager::DeleteSnapshot(const std::string& key) {
+  std::error_code ec;
+  fs::remove_all(options_.dir + "/" + key, ec);
+  snapshots_.erase(key);
+  restore_retry_.erase(key);
+}
+
+void TemplateManager::Invalidate(const std::string& endpoint_id, int64_t version) {
+  std::vector<std::string> old;
+  for (const auto& [key, t] : templates_) {
+    if (t->endpoint_id == endpoint_id && t->version < version) old.push_back(key);
+  }
+  for (const auto& key : old) Drop(key, "a newer version is deployed", /*failed=*/false);
+  old.clear();
+  for (const auto& [key, s] : snapshots_) {
+    if (s.endpoint_id == endpoint_id && s.version < version) old.push_back(key);
+  }
+  for (const auto& key : old) {
+    if (job_ && job_->key == key) continue;  // deleted once the job is done (no template)
+    GLOG_INFO("templates: snapshot of %s deleted: a newer version is deployed", key.c_str());
+    DeleteSnapshot(key);
+  }
+}
+
+void TemplateManager::OnExit(const ProcessExit& exit) {
+  for (auto& [key, t] : templates_) {
+    if (t->process_id != exit.id) continue;
+    ++counters_.template_failures;
+    const bool never_ready = t->phase == Template::Phase::kStarting;
+    std::string why = "its process exited (code " + std::to_string(exit.exit_code) +
+                      (exit.term_signal ? ", signal " + std::to_string(exit.term_signal) : "") +
+                      ")";
+    if (never_ready) {
+      why +=
+          " before it parked: does the worker call serverless.start() of the Gantry or "
+          "RunPod SDK? Its workers start in full";
+    }
+    t->pid = 0;  // reaped: nothing to stop
+    Drop(key, why, /*failed=*/never_ready);
+    return;
+  }
+}
+
+void TemplateManager::OnLog(const LogLine& line) {
+  for (auto& [key, t] : templates_) {
+    if (t->process_id != line.id) continue;
+    t->last_lines.push_back(line.text);
+    if (t->last_lines.size() > kKeptLines) t->last_lines.pop_front();
+    return;
+  }
+}
+
+bool TemplateManager::Step() {
+  bool changed = false;
+  if (job_ && job_->result.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    FinishJob();
+    changed = true;
+  }
+  const int64_t now = clock_->NowMs();
+  std::vector<std::pair<std::string, std::string>> drops;
+  for (auto& [key, tp] : templates_) {
+    Template& t = *tp;
+    const int64_t age = now - t.since_ms;
+    switch (t.phase) {
+      case Template::Phase::kStarting:
+      case Template::Phase::kReconnecting:
+        Accept(t);
+        if (t.phase == Template::Phase::kReady) {
+          changed = true;
+        } else if (age > options_.ready_timeout_ms) {
+          drops.emplace_back(key, "not parked after " + std::to_string(age) + " ms");
+        }
+        break;
+      case Template::Phase::kReady:
+        if (options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
+            !no_snapshot_.count(key)) {
+          BeginCheckpoint(t);
+          changed = true;
+        }
+        break;
+      case Template::Phase::kParking:
+        if (ProcessState(t.pid) == 'T') {
+          if (job_) break;
+          t.phase = Template::Phase::kCheckpointing;
+          const std::string tmp = SnapshotDir(key) + ".tmp";
+          std::error_code ec;
+          fs::create_directories(tmp, ec);
+          job_ =
+              Job{key, false, std::async(std::launch::async, [s = snapshotter_, pid = t.pid, tmp] {
+                    Status st = s->Dump(pid, tmp, /*leave_running=*/true);
+                    return st.ok() ? Result<int>(0) : Result<int>(st);
+                  })};
+        } else if (age > options_.park_timeout_ms) {
+          drops.emplace_back(key, "did not stop for its checkpoint");
+        }
+        break;
+      case Template::Phase::kRestoreQueued:
+        if (!job_) StartRestore(t);
+        break;
+      case Template::Phase::kCheckpointing:
+      case Template::Phase::kRestoring:
+        break;
+    }
+  }
+  for (const auto& [key, why] : drops) {
+    ++counters_.template_failures;
+    Drop(key, why,
+         /*failed=*/templates_.count(key) && templates_[key]->phase == Template::Phase::kStarting);
+    changed = true;
+  }
+  for (const auto& [key, retry] : std::map(restore_retry_)) {
+    if (now >= retry.first && !templates_.count(key) && snapshots_.count(key)) {
+      Ensure(key, snapshots_[key].endpoint_id, snapshots_[key].version, ProcessSpec{});
+      changed = true;
+    }
+  }
+  if (now - last_budget_check_ms_ >= options_.budget_check_ms) {
+    last_budget_check_ms_ = now;
+    EnforceBudgets();
+  }
+  return changed;
+}
+
+void TemplateManager::EnforceBudgets() {
+  const int64_t memory_budget_kb = options_.memory_budget_mb * 1024;
+  int64_t total_kb = 0;
+  for (auto& [key, t] : templates_) {
+    if (t->phase == Template::Phase::kReady) t->memory_kb = memory_kb_(t->pid);
+    total_kb += t->memory_kb;
+  }
+  while (total_kb > memory_budget_kb) {
+    Template* lru = nullptr;
+    for (auto& [key, t] : templates_) {
+      if (t->phase == Template::Phase::kReady && (!lru || t->used_ms < lru->used_ms)) {
+        lru = t.get();
+      }
+    }
+    if (!lru) break;
+    total_kb -= lru->memory_kb;
+    ++counters_.evictions;
+    const bool alone_too_big = lru->memory_kb > memory_budget_kb;
+    Drop(lru->key,
+         "over the templates' memory budget (" + std::to_string(options_.memory_budget_mb) + " MB)",
+         /*failed=*/alone_too_big);
+  }
+  const int64_t disk_budget = options_.disk_budget_mb << 20;
+  int64_t disk = 0;
+  for (const auto& [key, s] : snapshots_) disk += s.bytes;
+  while (disk > disk_budget && !snapshots_.empty()) {
+    auto lru = snapshots_.end();
+    for (auto it = snapshots_.begin(); it != snapshots_.end(); ++it) {
+      if (job_ && job_->key == it->first) continue;
+      if (lru == snapshots_.end() || it->second.used_ms < lru->second.used_ms) lru = it;
+    }
+    if (lru == snapshots_.end()) break;
+    disk -= lru->second.bytes;
+    ++counters_.evictions;
+    GLOG_INFO("templates: snapshot of %s evicted: over the disk budget (%lld MB)",
+              lru->first.c_str(), static_cast<long long>(options_.disk_budget_mb));
+    if (lru->second.bytes > disk_budget) no_snapshot_.insert(lru->first);
+    DeleteSnapshot(lru->first);
+  }
+}
+
+std::vector<TemplateReport> TemplateManager::Reports() const {
+  std::vector<TemplateReport> out;
+  for (const auto& [key, t] : templates_) {
+    TemplateReport r;
+    r.endpoint_id = t->endpoint_id;
+    r.version = t->version;
+    r.state = t->phase == Template::Phase::kStarting ? "starting"
+              : t->phase == Template::Phase::kReady  ? "ready"
+                                                     : "busy";
+    r.pid = t->pid;
+    r.memory_kb = t->memory_kb;
+    r.forks = t->forks;
+    out.push_back(r);
+  }
+  for (const auto& [key, s] : snapshots_) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const TemplateReport& r) {
+      return r.endpoint_id == s.endpoint_id && r.version == s.version;
+    });
+    if (it == out.end()) {
+      out.push_back(TemplateReport{s.endpoint_id, s.version});
+      it = out.end() - 1;
+    }
+    it->snapshot = true;
+    it->snapshot_bytes = s.bytes;
+  }
+  return out;
+}
+
+}  // namespace gantry::agent

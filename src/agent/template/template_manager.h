@@ -1,0 +1,186 @@
+#pragma once
+// TemplateManager: the agent's worker templates and their snapshots (DESIGN §4).
+//
+// A template is a worker process of one endpoint version, started without an identity, that
+// parks once its initialisation is done (the Python SDK does so in serverless.start() when
+// GANTRY_TEMPLATE_SOCKET is set; protocol in sdk/python/gantry/serverless/template.py). A new
+// worker is then a fork of it, made through ProcessRuntime::Launch() so that the runtime owns
+// it like any other worker. Once a template is ready it is checkpointed with the Snapshotter
+// (CRIU) to <dir>/<key>/snapshot; after an agent restart, or when a worker of that version is
+// wanted and no template runs, the template is restored from it and forked from again.
+//
+// Start paths, fastest first: fork (a template is ready), restore (a snapshot is on disk: the
+// caller waits until the restored template is ready, then forks), full start. Any failure on a
+// fast path is logged and counted, and the caller goes on to the next path.
+//
+// Templates are processes of the runtime with ids "tpl-<key>"; the caller passes their exits
+// and log lines here (OwnsProcess()). Each has its own abstract Unix socket, named after the
+// directory and the key, so that a restored template finds the new agent; a connection is
+// accepted only from the template's own pid (SO_PEERCRED), since the fork requests carry worker
+// secrets.
+//
+// Budgets: templates' memory (PSS, measured through `memory_kb`) and snapshots' disk use are
+// kept within the options' budgets by evicting the least recently used; a template or snapshot
+// that alone exceeds its budget is not kept. Versions: Invalidate() drops the templates and
+// snapshots of an endpoint's older versions.
+//
+// Threading: one thread (the agent's main loop) calls every method. Checkpoints and restores
+// run on a background thread, one at a time; the destructor waits for the one in progress.
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/process/process_runtime.h"
+#include "agent/snapshot/criu.h"
+#include "common/env.h"
+
+namespace gantry::agent {
+
+struct TemplateOptions {
+  std::string dir;        // snapshots and metadata live in <dir>/<key>/; created if missing
+  bool snapshots = true;  // checkpoint ready templates (when a Snapshotter is given)
+  RestoreMode restore_mode = RestoreMode::kFull;
+  int64_t ready_timeout_ms = 300'000;  // a template not parked by then is given up
+  int64_t fork_timeout_ms = 5'000;     // a fork request not answered by then fails
+  int64_t park_timeout_ms = 5'000;     // before a checkpoint, for the template to stop
+  int64_t memory_budget_mb = 8192;     // all templates' PSS together
+  int64_t disk_budget_mb = 20480;      // all snapshots together
+  int64_t budget_check_ms = 2'000;     // how often the budgets are checked
+  // A template's own cgroup CPU share: small, so that starting one never slows the full start
+  // of a worker that runs beside it.
+  double template_cpu = 0.02;
+};
+
+// What the agent reports about one template or snapshot (DESIGN §2.4).
+struct TemplateReport {
+  std::string endpoint_id;
+  int64_t version = 0;
+  std::string state;  // "starting", "ready", "busy" (checkpoint or restore), "" (snapshot only)
+  int pid = 0;
+  int64_t memory_kb = 0;  // PSS at the last budget check
+  int64_t forks = 0;
+  bool snapshot = false;
+  int64_t snapshot_bytes = 0;
+};
+
+// Counts of start paths and fallbacks since the agent started.
+struct StartCounters {
+  int64_t forks = 0;          // workers forked from a template
+  int64_t restores = 0;       // templates restored from a snapshot
+  int64_t fork_failures = 0;  // forks that failed (the worker went on to the next path)
+  int64_t restore_failures = 0;
+  int64_t template_failures = 0;  // templates that died or never parked
+  int64_t snapshot_failures = 0;
+  int64_t evictions = 0;
+};
+
+class TemplateManager {
+ public:
+  enum class State {
+    kNone,      // no template; maybe a snapshot (HasSnapshot())
+    kStarting,  // a fresh template is initialising: as slow as a full start
+    kBusy,      // being checkpointed or restored: ready soon
+    kReady,
+  };
+
+  // `runtime` (not owned) runs the templates and the forked workers; `snapshotter` (not owned,
+  // may be null: no snapshots). `memory_kb(pid)` measures a template (default: PSS from
+  // /proc/PID/smaps_rollup). Reads the snapshots already in options.dir.
+  TemplateManager(const Clock* clock, ProcessRuntime* runtime, Snapshotter* snapshotter,
+                  TemplateOptions options, std::function<int64_t(int)> memory_kb = nullptr);
+  ~TemplateManager();
+
+  static std::string Key(const std::string& endpoint_id, int64_t version);
+  // Whether a runtime process id is a template's (its exits and lines belong here).
+  static bool OwnsProcess(const std::string& process_id);
+
+  State Get(const std::string& key) const;
+  bool HasSnapshot(const std::string& key) const;
+
+  // Makes sure a template of `key` exists or is coming: restores its snapshot if there is one,
+  // else starts `worker` (a worker's spec; its id and identity are replaced) as a template.
+  // Does nothing when a template exists, or when this key's template failed before.
+  void Ensure(const std::string& key, const std::string& endpoint_id, int64_t version,
+              const ProcessSpec& worker);
+
+  // Restores every snapshot on disk that has no template (one after the other, in the
+  // background), e.g. when the agent starts.
+  void RestoreAll();
+
+  // Forks `worker` from the ready template of `key`; the runtime owns the new process under
+  // worker.id. On failure the template is dropped (it is restored or started again later).
+  Result<int> Fork(const std::string& key, const ProcessSpec& worker);
+
+  // Drops templates and snapshots of `endpoint_id` with a version below `version`.
+  void Invalidate(const std::string& endpoint_id, int64_t version);
+
+  // A template's process ended (ids for which OwnsProcess() holds).
+  void OnExit(const ProcessExit& exit);
+  // A template's output line; the last ones are logged when the template fails.
+  void OnLog(const LogLine& line);
+
+  // Accepts connections and handshakes, moves checkpoints and restores along, enforces
+  // timeouts and budgets. Returns true when a report changed.
+  bool Step();
+
+  std::vector<TemplateReport> Reports() const;
+  const StartCounters& counters() const { return counters_; }
+
+ private:
+  struct Template;
+  struct Snapshot {
+    std::string endpoint_id;
+    int64_t version = 0;
+    double cpu = 0;
+    int64_t memory_mb = 0;
+    int64_t bytes = 0;
+    int64_t used_ms = 0;
+  };
+  // A checkpoint or restore on the background thread.
+  struct Job {
+    std::string key;
+    bool restore = false;
+    std::future<Result<int>> result;  // restore: the pid; checkpoint: 0
+  };
+
+  std::string SnapshotDir(const std::string& key) const;
+  std::string SocketName(const std::string& key) const;
+  void LoadSnapshots();
+  void StartFresh(Template& t, const ProcessSpec& worker);
+  void StartRestore(Template& t);
+  void Accept(Template& t);
+  void BeginCheckpoint(Template& t);
+  void FinishJob();
+  void Drop(const std::string& key, const std::string& why, bool failed);
+  void DeleteSnapshot(const std::string& key);
+  void EnforceBudgets();
+
+  const Clock* clock_;
+  ProcessRuntime* runtime_;
+  Snapshotter* snapshotter_;
+  TemplateOptions options_;
+  std::function<int64_t(int)> memory_kb_;
+  std::optional<bool> criu_usable_;  // Check() once, on the first checkpoint or restore
+  std::map<std::string, std::unique_ptr<Template>> templates_;
+  std::map<std::string, Snapshot> snapshots_;
+  std::map<std::string, std::string> failed_;  // key -> why its template failed
+  std::set<std::string> no_snapshot_;          // keys whose checkpoint failed or is too big
+  // Restores that found their pid still taken (the original's zombie not yet reaped by its
+  // parent): key -> {when to try again, tries so far}.
+  std::map<std::string, std::pair<int64_t, int>> restore_retry_;
+  std::optional<Job> job_;
+  int64_t last_budget_check_ms_ = 0;
+  StartCounters counters_;
+};
+
+// PSS of `pid` in KiB from /proc/PID/smaps_rollup; 0 if it cannot be read.
+int64_t ProcessPssKb(int pid);
+
+}  // namespace gantry::agent

@@ -1,0 +1,421 @@
+// TemplateManager on real processes: a real ProcessRuntime runs real Python templates (the SDK's
+// template mode), so forks, crashes and handshakes are the real ones. Snapshots use a fake
+// Snapshotter for the bookkeeping tests and the real CRIU for the restore tests.
+
+#include "agent/template/template_manager.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "agent/snapshot/fake_snapshotter.h"
+
+namespace gantry::agent {
+namespace {
+namespace fs = std::filesystem;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The environment of `pid`, from /proc.
+std::map<std::string, std::string> EnvironOf(int pid) {
+  std::string raw = ReadFile("/proc/" + std::to_string(pid) + "/environ");
+  std::map<std::string, std::string> env;
+  size_t start = 0;
+  while (start < raw.size()) {
+    size_t end = raw.find('\0', start);
+    if (end == std::string::npos) end = raw.size();
+    std::string kv = raw.substr(start, end - start);
+    if (size_t eq = kv.find('='); eq != std::string::npos)
+      env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    start = end + 1;
+  }
+  return env;
+}
+
+int ParentOf(int pid) {
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  char state;
+  int ppid;
+  sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid);
+  return ppid;
+}
+
+// A Snapshotter that writes `bytes` into each image (so that disk budgets have something to
+// count) and otherwise behaves like FakeSnapshotter.
+class SizedSnapshotter final : public Snapshotter {
+ public:
+  explicit SizedSnapshotter(int64_t bytes) : bytes_(bytes) {}
+  Status Check() override { return fake_.Check(); }
+  Status Dump(int pid, const std::string& dir, bool leave_running) override {
+    fs::create_directories(dir);
+    std::ofstream(dir + "/pages.img") << std::string(bytes_, 'x');
+    return fake_.Dump(pid, dir, leave_running);
+  }
+  Result<int> Restore(const std::string& dir, RestoreMode mode) override {
+    return fake_.Restore(dir, mode);
+  }
+  FakeSnapshotter fake_;
+
+ private:
+  int64_t bytes_;
+};
+
+class TemplateManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("gantry-tpl-test-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    handler_ = dir_ + "/handler.py";
+    std::ofstream(handler_) << R"(import os, sys
+import runpod
+if os.environ.get("FAIL_INIT"):
+    sys.exit(3)
+INIT_PID = os.getpid()
+print("initialised", flush=True)
+runpod.serverless.start({"handler": lambda job: {"pid": os.getpid()}})
+)";
+    runtime_ = NewLocalProcessRuntime(&clock_, {});
+  }
+
+  void TearDown() override {
+    manager_.reset();
+    runtime_.reset();
+    if (HasFailure()) {
+      printf("kept %s for inspection\n", dir_.c_str());
+    } else {
+      fs::remove_all(dir_);
+    }
+  }
+
+  void MakeManager(Snapshotter* snapshotter, TemplateOptions options = {},
+                   std::function<int64_t(int)> memory_kb = nullptr) {
+    options.dir = dir_ + "/templates";
+    options.budget_check_ms = 0;
+    manager_ = std::make_unique<TemplateManager>(&clock_, runtime_.get(), snapshotter, options,
+                                                 std::move(memory_kb));
+  }
+
+  // A worker's spec as the reconciler makes it.
+  ProcessSpec Worker(const std::string& id, const std::string& gpus = "") {
+    ProcessSpec spec;
+    spec.id = "t" + std::to_string(getpid()) + "-" + id;
+    spec.argv = {"/usr/bin/python3", handler_};
+    spec.workdir = dir_;
+    spec.env = {{"PATH", "/usr/bin:/bin"},
+                {"PYTHONPATH", GANTRY_SDK_PATH},
+                {"PYTHONUNBUFFERED", "1"},
+                {"RUNPOD_POD_ID", spec.id},
+                {"RUNPOD_AI_API_KEY", "secret-" + id},
+                {"RUNPOD_WEBHOOK_GET_JOB", "http://127.0.0.1:9/job-take/" + spec.id + "?x=1"},
+                {"RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done/" + spec.id + "?x=1"},
+                {"CUDA_VISIBLE_DEVICES", gpus}};
+    spec.memory_mb = 256;
+    return spec;
+  }
+
+  // Steps the manager (and reaps, as the reconciler does) until `pred` holds.
+  bool StepUntil(const std::function<bool()>& pred, int timeout_ms = 30'000) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+      for (const ProcessExit& e : runtime_->Reap()) {
+        if (TemplateManager::OwnsProcess(e.id)) {
+          manager_->OnExit(e);
+        } else {
+          exits_.push_back(e);
+        }
+      }
+      for (const LogLine& l : runtime_->DrainLogs()) {
+        if (TemplateManager::OwnsProcess(l.id)) manager_->OnLog(l);
+      }
+      manager_->Step();
+      if (pred()) return true;
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::milliseconds(timeout_ms)) {
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  bool Ready(const std::string& key) {
+    return StepUntil([&] { return manager_->Get(key) == TemplateManager::State::kReady; });
+  }
+
+  int TemplatePid() {
+    auto reports = manager_->Reports();
+    return reports.empty() ? 0 : reports[0].pid;
+  }
+
+  std::string dir_, handler_;
+  SystemClock clock_;
+  std::unique_ptr<ProcessRuntime> runtime_;
+  std::unique_ptr<TemplateManager> manager_;
+  std::vector<ProcessExit> exits_;
+};
+
+TEST_F(TemplateManagerTest, ForkGivesEachChildItsOwnIdentityGpusAndCgroup) {
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("ep", 1);
+  manager_->Ensure(key, "ep", 1, Worker("first"));
+  EXPECT_EQ(manager_->Get(key), TemplateManager::State::kStarting);
+  ASSERT_TRUE(Ready(key));
+  const int tpl = TemplatePid();
+  ASSERT_GT(tpl, 0);
+  // The template runs without any worker's identity and sees no GPU.
+  auto tenv = EnvironOf(tpl);
+  EXPECT_EQ(tenv.count("RUNPOD_POD_ID"), 0u);
+  EXPECT_EQ(tenv.count("RUNPOD_AI_API_KEY"), 0u);
+  EXPECT_EQ(tenv["CUDA_VISIBLE_DEVICES"], "");
+
+  ProcessSpec a = Worker("a", "0"), b = Worker("b", "1,2");
+  auto pa = manager_->Fork(key, a);
+  auto pb = manager_->Fork(key, b);
+  ASSERT_TRUE(pa.ok()) << pa.status().ToString();
+  ASSERT_TRUE(pb.ok()) << pb.status().ToString();
+  EXPECT_NE(*pa, *pb);
+  for (auto [spec, pid] : {std::pair{a, *pa}, std::pair{b, *pb}}) {
+    // The environment the fork received (the process's own view of os.environ is what the
+    // SDK reads; /proc shows the exec-time one, so ask the process through its children's
+    // view: the ppid, the session and the cgroup are the kernel's).
+    EXPECT_EQ(ParentOf(pid), getpid()) << "re-parented to the agent";
+    EXPECT_EQ(getsid(pid), pid);
+    EXPECT_EQ(getpgid(pid), pid);
+    const std::string cg = ReadFile("/proc/" + std::to_string(pid) + "/cgroup");
+    if (runtime_->limits_note().empty()) {
+      EXPECT_NE(cg.find("/gantry/" + spec.id), std::string::npos) << cg;
+    }
+  }
+  auto running = runtime_->Running();
+  EXPECT_NE(std::find(running.begin(), running.end(), a.id), running.end());
+  EXPECT_NE(std::find(running.begin(), running.end(), b.id), running.end());
+  EXPECT_EQ(manager_->counters().forks, 2);
+  EXPECT_EQ(manager_->Reports()[0].forks, 2);
+}
+
+TEST_F(TemplateManagerTest, ForkedWorkerGetsItsEnvironmentAndOutputPipes) {
+  // A handler that prints its identity: the worker's own os.environ after the fork.
+  std::ofstream(handler_) << R"(import os
+import runpod
+print("template", os.environ.get("RUNPOD_POD_ID"), flush=True)
+def main():
+    pass
+import gantry.serverless.runtime as rt
+orig = rt.Worker
+class Probe:
+    def __init__(self, env, cfg):
+        print("worker", os.environ["RUNPOD_POD_ID"], os.environ["CUDA_VISIBLE_DEVICES"],
+              os.getcwd(), flush=True)
+    def run(self):
+        import time
+        time.sleep(60)
+rt.Worker = Probe
+runpod.serverless.start({"handler": lambda job: None})
+)";
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("ep", 1);
+  manager_->Ensure(key, "ep", 1, Worker("first"));
+  ASSERT_TRUE(Ready(key));
+  ProcessSpec a = Worker("a", "3");
+  ASSERT_TRUE(manager_->Fork(key, a).ok());
+  std::vector<std::string> lines;
+  ASSERT_TRUE(StepUntil([&] {
+    for (const LogLine& l : runtime_->DrainLogs()) {
+      if (l.id == a.id) lines.push_back(l.text);
+    }
+    return !lines.empty();
+  }));
+  EXPECT_EQ(lines[0], "worker " + a.id + " 3 " + dir_);
+}
+
+TEST_F(TemplateManagerTest, ChildCrashLeavesTheTemplateServing) {
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("ep", 1);
+  manager_->Ensure(key, "ep", 1, Worker("first"));
+  ASSERT_TRUE(Ready(key));
+  ProcessSpec a = Worker("a");
+  auto pa = manager_->Fork(key, a);
+  ASSERT_TRUE(pa.ok());
+  kill(*pa, SIGKILL);
+  ASSERT_TRUE(StepUntil([&] {
+    return std::any_of(exits_.begin(), exits_.end(),
+                       [&](const ProcessExit& e) { return e.id == a.id; });
+  }));
+  EXPECT_EQ(exits_.back().term_signal, SIGKILL);
+  EXPECT_EQ(manager_->Get(key), TemplateManager::State::kReady);
+  EXPECT_TRUE(manager_->Fork(key, Worker("b")).ok());
+}
+
+TEST_F(TemplateManagerTest, TemplateCrashMeansNoForkThenANewTemplate) {
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("ep", 1);
+  manager_->Ensure(key, "ep", 1, Worker("first"));
+  ASSERT_TRUE(Ready(key));
+  const int old = TemplatePid();
+  kill(old, SIGKILL);
+  ASSERT_TRUE(StepUntil([&] { return manager_->Get(key) == TemplateManager::State::kNone; }));
+  EXPECT_EQ(manager_->Fork(key, Worker("a")).status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(manager_->counters().template_failures, 1);
+  // It had worked before: the next start makes a new one.
+  manager_->Ensure(key, "ep", 1, Worker("again"));
+  ASSERT_TRUE(Ready(key));
+  EXPECT_NE(TemplatePid(), old);
+}
+
+TEST_F(TemplateManagerTest, WorkerThatNeverParksIsNotTriedAgain) {
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("ep", 1);
+  ProcessSpec w = Worker("first");
+  w.env["FAIL_INIT"] = "1";
+  manager_->Ensure(key, "ep", 1, w);
+  ASSERT_TRUE(StepUntil([&] { return manager_->Get(key) == TemplateManager::State::kNone; }));
+  manager_->Ensure(key, "ep", 1, Worker("second"));
+  EXPECT_EQ(manager_->Get(key), TemplateManager::State::kNone);
+  EXPECT_EQ(manager_->counters().template_failures, 1);
+}
+
+TEST_F(TemplateManagerTest, ReadyTemplateIsCheckpointedAndKeepsServing) {
+  FakeSnapshotter snap;
+  MakeManager(&snap);
+  const std::string key = TemplateManager::Key("ep", 1);
+  manager_->Ensure(key, "ep", 1, Worker("first"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(key); }));
+  ASSERT_EQ(snap.dumps().size(), 1u);
+  EXPECT_EQ(snap.dumps()[0].pid, TemplatePid());
+  EXPECT_TRUE(snap.dumps()[0].leave_running);
+  // Parked (stopped) for the dump, then continued: it reconnects and serves forks again.
+  ASSERT_TRUE(Ready(key));
+  EXPECT_TRUE(manager_->Fork(key, Worker("a")).ok());
+  EXPECT_TRUE(fs::exists(dir_ + "/templates/" + key + "/meta.json"));
+  EXPECT_TRUE(manager_->Reports()[0].snapshot);
+}
+
+TEST_F(TemplateManagerTest, FailedCheckpointIsNotRetriedAndTheTemplateServes) {
+  FakeSnapshotter snap;
+  snap.FailNextDump(Internal("criu says no"));
+  MakeManager(&snap);
+  const std::string key = TemplateManager::Key("ep", 1);
+  manager_->Ensure(key, "ep", 1, Worker("first"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->counters().snapshot_failures == 1; }));
+  ASSERT_TRUE(Ready(key));
+  EXPECT_FALSE(manager_->HasSnapshot(key));
+  EXPECT_TRUE(manager_->Fork(key, Worker("a")).ok());
+  for (int i = 0; i < 20; ++i) manager_->Step();
+  EXPECT_EQ(snap.dumps().size(), 1u);
+}
+
+TEST_F(TemplateManagerTest, VersionChangeDropsTemplatesAndSnapshots) {
+  FakeSnapshotter snap;
+  MakeManager(&snap);
+  const std::string v1 = TemplateManager::Key("ep", 1), other = TemplateManager::Key("zz", 1);
+  manager_->Ensure(v1, "ep", 1, Worker("first"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(v1); }));
+  ASSERT_TRUE(Ready(v1));
+  manager_->Ensure(other, "zz", 1, Worker("zz"));
+  ASSERT_TRUE(Ready(other));
+  manager_->Invalidate("ep", 1);  // the same version: nothing happens
+  EXPECT_EQ(manager_->Get(v1), TemplateManager::State::kReady);
+  manager_->Invalidate("ep", 2);
+  EXPECT_EQ(manager_->Get(v1), TemplateManager::State::kNone);
+  EXPECT_FALSE(manager_->HasSnapshot(v1));
+  EXPECT_FALSE(fs::exists(dir_ + "/templates/" + v1));
+  EXPECT_EQ(manager_->Get(other), TemplateManager::State::kReady);  // another endpoint
+}
+
+TEST_F(TemplateManagerTest, TemplatesEvictedLeastRecentlyUsedWithinTheMemoryBudget) {
+  TemplateOptions o;
+  o.memory_budget_mb = 1000;
+  o.snapshots = false;
+  // Each template "uses" 600 MB: two do not fit.
+  MakeManager(nullptr, o, [](int) { return int64_t{600} << 10; });
+  const std::string a = TemplateManager::Key("a", 1), b = TemplateManager::Key("b", 1);
+  manager_->Ensure(a, "a", 1, Worker("a"));
+  ASSERT_TRUE(Ready(a));
+  manager_->Ensure(b, "b", 1, Worker("b"));
+  ASSERT_TRUE(StepUntil([&] {
+    return manager_->Get(b) == TemplateManager::State::kReady &&
+           manager_->Get(a) == TemplateManager::State::kNone;
+  }));
+  EXPECT_EQ(manager_->counters().evictions, 1);
+  int64_t total = 0;
+  for (const auto& r : manager_->Reports()) total += r.memory_kb;
+  EXPECT_LE(total, o.memory_budget_mb * 1024);
+}
+
+TEST_F(TemplateManagerTest, SnapshotsEvictedWithinTheDiskBudget) {
+  TemplateOptions o;
+  o.disk_budget_mb = 1;
+  SizedSnapshotter snap(700 << 10);  // two do not fit in 1 MB
+  MakeManager(&snap, o);
+  const std::string a = TemplateManager::Key("a", 1), b = TemplateManager::Key("b", 1);
+  manager_->Ensure(a, "a", 1, Worker("a"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(a); }));
+  manager_->Ensure(b, "b", 1, Worker("b"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(b) && !manager_->HasSnapshot(a); }));
+  EXPECT_FALSE(fs::exists(dir_ + "/templates/" + a));
+  EXPECT_GE(manager_->counters().evictions, 1);
+}
+
+// The real CRIU: a template checkpointed by one "agent" is restored by the next one.
+class CriuTemplateTest : public TemplateManagerTest,
+                         public ::testing::WithParamInterface<RestoreMode> {};
+
+TEST_P(CriuTemplateTest, SnapshotRestoredAfterAgentRestart) {
+  auto criu = FindCriu();
+  ASSERT_TRUE(criu.ok()) << criu.status().message() << " (run scripts/setup.sh)";
+  auto snap = NewCriuSnapshotter(*criu);
+  TemplateOptions o;
+  o.restore_mode = GetParam();
+  MakeManager(snap.get(), o);
+  const std::string key = TemplateManager::Key("ep", 7);
+  manager_->Ensure(key, "ep", 7, Worker("first"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(key); }, 60'000));
+  ASSERT_TRUE(Ready(key));
+  const int old_pid = TemplatePid();
+
+  // The agent goes away: its template dies with it (the runtime kills its children).
+  manager_.reset();
+  runtime_.reset();
+  ASSERT_NE(kill(old_pid, 0), 0);
+
+  runtime_ = NewLocalProcessRuntime(&clock_, {});
+  MakeManager(snap.get(), o);
+  ASSERT_TRUE(manager_->HasSnapshot(key));
+  manager_->RestoreAll();
+  EXPECT_EQ(manager_->Get(key), TemplateManager::State::kBusy);
+  ASSERT_TRUE(Ready(key));
+  EXPECT_EQ(manager_->counters().restores, 1);
+  EXPECT_EQ(TemplatePid(), old_pid);  // CRIU restores the pid it had
+  ProcessSpec a = Worker("after-restore", "5");
+  auto pa = manager_->Fork(key, a);
+  ASSERT_TRUE(pa.ok()) << pa.status().ToString();
+  EXPECT_EQ(ParentOf(*pa), getpid());
+  // The forked worker runs (it keeps trying its job-take URL), and the template is alive.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(kill(*pa, 0), 0);
+  EXPECT_EQ(manager_->Get(key), TemplateManager::State::kReady);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CriuTemplateTest,
+                         ::testing::Values(RestoreMode::kFull, RestoreMode::kLazy),
+                         [](const auto& info) {
+                           return info.param == RestoreMode::kFull ? "Full" : "Lazy";
+                         });
+
+}  // namespace
+}  // namespace gantry::agent

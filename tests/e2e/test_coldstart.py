@@ -1,0 +1,142 @@
+"""End-to-end on `gantry up`: templates, fork-on-demand and CRIU snapshots (DESIGN §4). The
+real agent forks real Python workers from a real template and restores it with the real CRIU."""
+import os
+import signal
+import time
+import unittest
+
+from harness import E2ETest, HANDLERS, PYTHON
+
+
+class ColdStartTest(E2ETest):
+    command = "up"
+    server_args = ("--ping-interval-ms", "500", "--stop-grace-ms", "1500")
+
+    def endpoint(self, id, **spec):
+        body = {"id": id, "idleTimeout": 1,
+                "worker": {"command": [PYTHON, os.path.join(HANDLERS, "echo.py")]}}
+        body.update(spec)
+        return self.server.create_endpoint(body)
+
+    def wait_for(self, pred, timeout=30, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    def node(self):
+        """The one node of `gantry up`; {} until its agent has registered."""
+        nodes = self.server.request("GET", "/v1/nodes").json["nodes"]
+        self.assertLessEqual(len(nodes), 1)
+        if not nodes:
+            return {}
+        return self.server.request("GET", "/v1/nodes/" + nodes[0]["id"]).json
+
+    def template(self, endpoint):
+        for t in self.node().get("templates", []):
+            if t["endpointId"] == endpoint:
+                return t
+        return None
+
+    def live(self, endpoint):
+        ws = self.server.request("GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]
+        return [w for w in ws if w["state"] != "STOPPED"]
+
+    def call(self, endpoint, x):
+        r = self.server.request("POST", "/v2/%s/runsync" % endpoint, {"input": {"x": x}})
+        self.assertEqual(r.json["status"], "COMPLETED", r)
+        self.assertEqual(r.json["output"], {"echo": {"x": x}})
+        return r.json
+
+    def worker(self, worker_id):
+        for w in self.server.request("GET", "/v1/workers").json["workers"]:
+            if w["id"] == worker_id:
+                return w
+        self.fail("no worker " + worker_id)
+
+    def scale_to_zero(self, endpoint):
+        self.wait_for(lambda: self.live(endpoint) == [], what="scale to zero")
+
+    def ready_with_snapshot(self, endpoint):
+        return self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" and
+                                      t["snapshot"] else None)(self.template(endpoint)),
+                             what="a ready template with a snapshot")
+
+    def test_second_start_is_a_fork_with_its_own_identity(self):
+        self.endpoint("echo")
+        first = self.call("echo", 1)
+        self.assertEqual(self.worker(first["workerId"])["startPath"], "full")
+        tpl = self.ready_with_snapshot("echo")
+        self.scale_to_zero("echo")
+        second = self.call("echo", 2)
+        self.assertNotEqual(second["workerId"], first["workerId"])
+        w = self.worker(second["workerId"])
+        self.assertEqual(w["startPath"], "fork", w)
+        counters = self.node()["startCounters"]
+        self.assertGreaterEqual(counters["forks"], 1)
+        self.assertEqual(counters["forkFailures"], 0)
+        # The template is the same process and serves on.
+        self.assertEqual(self.template("echo")["pid"], tpl["pid"])
+
+    def test_template_restored_from_its_snapshot_after_a_crash_of_gantry(self):
+        self.endpoint("echo")
+        self.call("echo", 1)
+        tpl = self.ready_with_snapshot("echo")
+        self.scale_to_zero("echo")
+        # kill -9: the agent's templates and workers die with it (PR_SET_PDEATHSIG).
+        self.server.kill9()
+        self.wait_for(lambda: not os.path.exists("/proc/%d" % tpl["pid"]) or
+                      open("/proc/%d/stat" % tpl["pid"]).read().split(") ")[1][0] == "Z",
+                      what="the template to die with gantry")
+        self.server.start()
+        restored = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
+            self.template("echo")), what="the template restored")
+        self.assertEqual(restored["pid"], tpl["pid"])  # CRIU gives it its pid back
+        self.assertEqual(self.node()["startCounters"]["restores"], 1)
+        r = self.call("echo", 3)
+        self.assertIn(self.worker(r["workerId"])["startPath"], ("fork", "restore"))
+
+    def test_template_crash_falls_back_to_the_snapshot_then_full_start(self):
+        self.endpoint("echo")
+        self.call("echo", 1)
+        tpl = self.ready_with_snapshot("echo")
+        self.scale_to_zero("echo")
+        os.kill(tpl["pid"], signal.SIGKILL)
+        self.wait_for(lambda: self.node()["startCounters"]["templateFailures"] >= 1,
+                      what="the crash to be counted")
+        # No template now, but a snapshot: the worker waits for the restore, then is forked.
+        r = self.call("echo", 2)
+        self.assertEqual(self.worker(r["workerId"])["startPath"], "restore")
+        self.assertEqual(self.node()["startCounters"]["restores"], 1)
+
+    def test_new_version_drops_the_old_template_and_snapshot(self):
+        self.endpoint("echo")
+        self.call("echo", 1)
+        old = self.ready_with_snapshot("echo")
+        snapshot_dir = os.path.join(self.server.data_dir, "templates", "echo-v%d" % old["version"])
+        self.assertTrue(os.path.isdir(snapshot_dir))
+        self.server.request("PATCH", "/v1/endpoints/echo", {"env": {"NEW": "1"}})
+        self.scale_to_zero("echo")
+        r = self.call("echo", 2)
+        self.assertEqual(self.worker(r["workerId"])["startPath"], "full")
+        new = self.ready_with_snapshot("echo")
+        self.assertGreater(new["version"], old["version"])
+        self.assertFalse(os.path.isdir(snapshot_dir))
+        self.assertFalse(os.path.exists("/proc/%d/cmdline" % old["pid"]) and
+                         open("/proc/%d/stat" % old["pid"]).read().split(") ")[1][0] != "Z")
+
+    def test_flashboot_false_means_full_starts_only(self):
+        self.endpoint("plain", flashboot=False)
+        self.call("plain", 1)
+        time.sleep(1.5)
+        self.assertIsNone(self.template("plain"))
+        self.scale_to_zero("plain")
+        r = self.call("plain", 2)
+        self.assertEqual(self.worker(r["workerId"])["startPath"], "full")
+
+
+if __name__ == "__main__":
+    unittest.main()
