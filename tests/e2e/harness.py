@@ -162,6 +162,16 @@ class E2ETest(unittest.TestCase):
         if not os.environ.get("GANTRY_E2E_KEEP"):
             shutil.rmtree(self.server.data_dir, ignore_errors=True)
 
+    def wait_for(self, pred, timeout=20, what="condition"):
+        """pred()'s first true value, polled every 50 ms; fails the test after `timeout` s."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
     def worker(self, endpoint, handler, **kw):
         w = self.server.start_worker(endpoint, handler, **kw)
         self.workers.append(w)

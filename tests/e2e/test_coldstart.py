@@ -18,15 +18,6 @@ class ColdStartTest(E2ETest):
         body.update(spec)
         return self.server.create_endpoint(body)
 
-    def wait_for(self, pred, timeout=30, what="condition"):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("timed out waiting for " + what)
-
     def node(self):
         """The one node of `gantry up`; {} until its agent has registered."""
         nodes = self.server.request("GET", "/v1/nodes").json["nodes"]
@@ -63,7 +54,7 @@ class ColdStartTest(E2ETest):
     def ready_with_snapshot(self, endpoint):
         return self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" and
                                       t["snapshot"] else None)(self.template(endpoint)),
-                             what="a ready template with a snapshot")
+                             what="a ready template with a snapshot", timeout=30)
 
     def test_second_start_is_a_fork_with_its_own_identity(self):
         self.endpoint("echo")

@@ -32,15 +32,6 @@ class UpTest(E2ETest):
     def live(self, endpoint):
         return [w for w in self.worker_list(endpoint) if w["state"] != "STOPPED"]
 
-    def wait_for(self, pred, timeout=20, what="condition"):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("timed out waiting for " + what)
-
     def test_scale_from_zero_and_back_to_zero(self):
         self.endpoint("echo", "echo.py", idleTimeout=1)
         self.assertEqual(self.live("echo"), [])

@@ -36,6 +36,7 @@
 
 #include "agent/process/cgroups.h"
 #include "agent/process/process_runtime.h"
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace gantry::agent {
@@ -47,75 +48,6 @@ constexpr size_t kMaxReadPerDrain = 1 << 20;
 constexpr char kDefaultPath[] = "/usr/local/bin:/usr/bin:/bin";
 // How often StopAll() looks for exits while it waits.
 constexpr auto kStopAllPoll = std::chrono::milliseconds(5);
-
-// A Status for a failed system call, its code chosen by what the caller can do about it.
-Status ErrnoStatus(const std::string& what, int err) {
-  std::string message = what + ": " + strerror(err);
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return NotFound(std::move(message));
-    case EACCES:
-    case EPERM:
-      return PermissionDenied(std::move(message));
-    case EAGAIN:
-    case ENOMEM:
-    case EMFILE:
-    case ENFILE:
-      return ResourceExhausted(std::move(message));
-    case ENOEXEC:
-    case E2BIG:
-    case ENAMETOOLONG:
-    case ELOOP:
-    case EISDIR:
-      return InvalidArgument(std::move(message));
-    default:
-      return Internal(std::move(message));
-  }
-}
-
-// An owned file descriptor; -1 when empty.
-class Fd {
- public:
-  Fd() = default;
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    Reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  ~Fd() { Reset(); }
-  int get() const { return fd_; }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Sets `fd` to a new descriptor above stdin/stdout/stderr, so that the child's dup2() onto 0-2
-// cannot clobber it (an agent started with stdio closed gets such low descriptors).
-Status TakeAboveStdio(int raw, Fd* fd) {
-  fd->Reset(raw);
-  if (raw > STDERR_FILENO) return Status::Ok();
-  int lifted = fcntl(raw, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-  if (lifted < 0) return ErrnoStatus("fcntl(F_DUPFD_CLOEXEC)", errno);
-  fd->Reset(lifted);
-  return Status::Ok();
-}
-
-// A pipe, or a connected pair of Unix stream sockets if `socket`.
-Status MakeChannel(Fd* read_end, Fd* write_end, bool socket = false) {
-  int fds[2];
-  if ((socket ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) : pipe2(fds, O_CLOEXEC)) !=
-      0) {
-    return ErrnoStatus(socket ? "socketpair" : "pipe2", errno);
-  }
-  Status s = TakeAboveStdio(fds[0], read_end);
-  Status t = TakeAboveStdio(fds[1], write_end);
-  return s.ok() ? t : s;
-}
 
 bool ValidId(const std::string& id) {
   if (id.empty() || id == "." || id == "..") return false;
@@ -372,7 +304,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   Fd dev_null, out_r, out_w, err_r, err_w, go_r, go_w, report_r, report_w;
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd < 0) return ErrnoStatus("open /dev/null", errno);
-  GANTRY_RETURN_IF_ERROR(TakeAboveStdio(null_fd, &dev_null));
+  GANTRY_RETURN_IF_ERROR(LiftFd(null_fd, STDERR_FILENO + 1, &dev_null));
   GANTRY_RETURN_IF_ERROR(MakeChannel(&out_r, &out_w));
   GANTRY_RETURN_IF_ERROR(MakeChannel(&err_r, &err_w));
   GANTRY_RETURN_IF_ERROR(MakeChannel(&go_r, &go_w, /*socket=*/true));

@@ -1,5 +1,6 @@
 // CriuSnapshotter: the Snapshotter that runs the CRIU binary. See criu.h for the contract.
 #include "agent/snapshot/criu.h"
+#include "common/fd.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -62,58 +63,9 @@ const char* const kCriuEnv[] = {
     nullptr,
 };
 
-std::string ErrnoText(int err) { return std::system_category().message(err); }
-
-Status ErrnoStatus(const std::string& what, int err) {
-  return Internal(what + ": " + ErrnoText(err));
-}
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    Reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { Reset(); }
-  int get() const { return fd_; }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Moves `fd` (closed in any case) to a close-on-exec descriptor >= kLowestParentFd.
-Status Lift(int fd, Fd* out) {
-  if (fd >= kLowestParentFd) {
-    out->Reset(fd);
-    return Status::Ok();
-  }
-  const int lifted = fcntl(fd, F_DUPFD_CLOEXEC, kLowestParentFd);
-  const int err = errno;
-  close(fd);
-  if (lifted < 0) return ErrnoStatus("fcntl(F_DUPFD_CLOEXEC)", err);
-  out->Reset(lifted);
-  return Status::Ok();
-}
-
-// A close-on-exec pipe; the read end is non-blocking.
+// A close-on-exec pipe above kLowestParentFd; the read end is non-blocking.
 Status MakePipe(Fd* read_end, Fd* write_end) {
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
-  Fd w;
-  Status s = Lift(p[0], read_end);
-  Status t = Lift(p[1], &w);
-  GANTRY_RETURN_IF_ERROR(s);
-  GANTRY_RETURN_IF_ERROR(t);
-  *write_end = std::move(w);
+  GANTRY_RETURN_IF_ERROR(MakeChannel(read_end, write_end, /*socket=*/false, kLowestParentFd));
   if (fcntl(read_end->get(), F_SETFL, O_NONBLOCK) != 0) return ErrnoStatus("fcntl", errno);
   return Status::Ok();
 }

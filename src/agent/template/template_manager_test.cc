@@ -142,7 +142,11 @@ runpod.serverless.start({"handler": lambda job: {"pid": os.getpid()}})
         }
       }
       for (const LogLine& l : runtime_->DrainLogs()) {
-        if (TemplateManager::OwnsProcess(l.id)) manager_->OnLog(l);
+        if (TemplateManager::OwnsProcess(l.id)) {
+          manager_->OnLog(l);
+        } else {
+          lines_.push_back(l);
+        }
       }
       manager_->Step();
       if (pred()) return true;
@@ -167,6 +171,7 @@ runpod.serverless.start({"handler": lambda job: {"pid": os.getpid()}})
   std::unique_ptr<ProcessRuntime> runtime_;
   std::unique_ptr<TemplateManager> manager_;
   std::vector<ProcessExit> exits_;
+  std::vector<LogLine> lines_;  // workers' output, drained by StepUntil()
 };
 
 TEST_F(TemplateManagerTest, ForkGivesEachChildItsOwnIdentityGpusAndCgroup) {
@@ -235,7 +240,7 @@ runpod.serverless.start({"handler": lambda job: None})
   ASSERT_TRUE(manager_->Fork(key, a).ok());
   std::vector<std::string> lines;
   ASSERT_TRUE(StepUntil([&] {
-    for (const LogLine& l : runtime_->DrainLogs()) {
+    for (const LogLine& l : std::exchange(lines_, {})) {
       if (l.id == a.id) lines.push_back(l.text);
     }
     return !lines.empty();
