@@ -3,30 +3,23 @@
 worker when the endpoint has no worker, over N starts, with the phase breakdown; and, in the
 same run, the same handler started directly (python3 handler.py --test_input ...).
 
+Templates are off here (`gantry up --no-templates`): this measures the full start path.
+
 Usage (from the repository root, after scripts/build.sh):
     /usr/bin/python3 bench/cold_start.py [--starts 20]
 Prints a markdown table; standard library only.
 """
 import argparse
-import http.client
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-GANTRY = os.path.join(ROOT, "build", "gantry")
+from benchlib import ROOT, GantryUp, pct
+
 HANDLER = os.path.join(ROOT, "examples", "echo", "handler.py")
-KEY = "gk_bench_cold_start_key"
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
 
 
 def main():
@@ -34,28 +27,11 @@ def main():
     ap.add_argument("--starts", type=int, default=20)
     ap.add_argument("--port", type=int, default=21400)
     args = ap.parse_args()
-    data = tempfile.mkdtemp(prefix="gantry-cold-")
-    env = dict(os.environ, GANTRY_ADMIN_KEY=KEY)
-    server = subprocess.Popen([GANTRY, "up", "--listen", "127.0.0.1:%d" % args.port,
-                               "--data-dir", data], stdout=subprocess.DEVNULL,
-                              stderr=open(os.path.join(data, "log"), "w"), env=env)
-
-    def call(method, path, body=None, timeout=60):
-        c = http.client.HTTPConnection("127.0.0.1", args.port, timeout=timeout)
-        c.request(method, path, json.dumps(body) if body is not None else None,
-                  {"Authorization": "Bearer " + KEY})
-        r = c.getresponse()
-        out = json.loads(r.read() or b"null")
-        c.close()
-        return out
+    # Full starts only: templates (issue 4) are measured by bench/cold_start_paths.py.
+    up = GantryUp(args.port, ["--no-templates"])
+    call = up.call
 
     try:
-        for _ in range(100):
-            try:
-                call("GET", "/healthz")
-                break
-            except OSError:
-                time.sleep(0.05)
         call("POST", "/v1/endpoints", {"id": "cold", "idleTimeout": 0,
                                        "worker": {"command": ["/usr/bin/python3", HANDLER]}})
         e2e, phases = [], {"received": [], "spawned": [], "ready": [], "waited": []}
@@ -85,9 +61,7 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             direct.append((time.perf_counter() - t0) * 1000)
     finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(data, ignore_errors=True)
+        up.close()
 
     print("| scale from zero, echo Python worker (%d starts) | p50 ms | p99 ms |" % args.starts)
     print("|---|---:|---:|")

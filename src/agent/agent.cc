@@ -31,6 +31,12 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
   const auto& o = v->as_object();
   scheduling::Assignment a;
   if (auto* ver = Find(o, "version")) a.version = AsInt(*ver).value_or(0);
+  if (auto* tv = Find(o, "templateVersions"); tv && tv->is_object()) {
+    a.has_template_versions = true;
+    for (const auto& kv : tv->as_object()) {
+      a.template_versions[std::string(kv.key())] = AsInt(kv.value()).value_or(0);
+    }
+  }
   auto* ws = Find(o, "workers");
   if (!ws || !ws->is_array()) return a;
   for (const auto& x : ws->as_array()) {

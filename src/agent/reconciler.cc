@@ -37,7 +37,9 @@ void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
       it->second.report.worker_id = a.worker_id;
       it->second.report.received_ms = now;
     }
-    if (templates_) templates_->Invalidate(a.endpoint_id, a.endpoint_version);
+  }
+  if (templates_ && assignment.has_template_versions) {
+    templates_->Retain(assignment.template_versions);
   }
 }
 

@@ -624,7 +624,10 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
                               {"memoryMb", w.memory_mb},
                               {"flashboot", w.use_template}});
   }
-  return json::object{{"version", a.version}, {"workers", std::move(ws)}};
+  json::object versions;
+  for (const auto& [id, v] : a.template_versions) versions[id] = v;
+  return json::object{
+      {"version", a.version}, {"workers", std::move(ws)}, {"templateVersions", versions}};
 }
 
 void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, Resp resp) {

@@ -316,7 +316,7 @@ int Main(int argc, char** argv) {
   // ---- endpoint
   auto* endpoint = app.add_subcommand("endpoint", "Create, inspect and delete endpoints");
   endpoint->require_subcommand(1);
-  std::string ep_id, ep_name, ep_file, ep_scaler, ep_workdir;
+  std::string ep_id, ep_name, ep_file, ep_scaler, ep_workdir, ep_flashboot;
   int ep_min = -1, ep_max = -1, ep_idle = -1, ep_conc = -1, ep_scaler_value = -1, ep_gpu_count = -1;
   int64_t ep_exec_ms = -1;
   std::vector<std::string> ep_gpus, ep_env, ep_command;
@@ -332,6 +332,9 @@ int Main(int argc, char** argv) {
     c->add_option("--gpu", ep_gpus, "GPU type in order of preference, repeatable (cpu: none)");
     c->add_option("--gpu-count", ep_gpu_count, "GPUs per worker");
     c->add_option("--concurrency", ep_conc, "Jobs per worker");
+    c->add_option("--flashboot", ep_flashboot,
+                  "Fork workers from templates and snapshots (default: true)")
+        ->check(CLI::IsMember({"true", "false"}));
     c->add_option("--env", ep_env, "KEY=VALUE for every worker, repeatable");
     c->add_option("--workdir", ep_workdir, "Worker working directory");
     c->add_option("--command", ep_command, "Worker command (after --command, one word each)")
@@ -353,6 +356,7 @@ int Main(int argc, char** argv) {
     if (ep_exec_ms >= 0) (*spec)["executionTimeoutMs"] = ep_exec_ms;
     if (!ep_scaler.empty()) (*spec)["scalerType"] = ep_scaler;
     if (ep_scaler_value >= 0) (*spec)["scalerValue"] = ep_scaler_value;
+    if (!ep_flashboot.empty()) (*spec)["flashboot"] = ep_flashboot == "true";
     if (!ep_gpus.empty()) {
       json::array g;
       for (auto& x : ep_gpus) g.emplace_back(x);
@@ -536,6 +540,24 @@ int Main(int argc, char** argv) {
            });
   });
 
+  // Cold-start flags, the same for `agent` and `up` (DESIGN §4, docs/cold-starts.md).
+  auto add_template_flags = [](CLI::App* c, agent::AgentOptions& o) {
+    c->add_flag("!--no-templates", o.templates,
+                "Never keep worker templates: every worker starts in full");
+    c->add_flag("!--no-snapshots", o.snapshots, "Keep templates, but no CRIU snapshots of them");
+    c->add_option_function<std::string>(
+         "--restore-mode",
+         [&o](const std::string& m) {
+           o.restore_mode = m == "full" ? agent::RestoreMode::kFull : agent::RestoreMode::kLazy;
+         },
+         "How snapshots are restored: lazy (pages on demand, userfaultfd) or full (default: lazy)")
+        ->check(CLI::IsMember({"lazy", "full"}));
+    c->add_option("--template-memory-mb", o.template_memory_mb,
+                  "Templates' memory budget, PSS in MB (default: a quarter of the memory)");
+    c->add_option("--snapshot-disk-mb", o.snapshot_disk_mb, "Snapshots' disk budget in MB")
+        ->capture_default_str();
+  };
+
   // ---- agent
   agent::AgentOptions aopt;
   aopt.sdk_path = DefaultSdkPath();
@@ -550,6 +572,7 @@ int Main(int argc, char** argv) {
                         "Simulated GPUs instead of NVML, e.g. \"H100:8,A100-80GB:2\"");
   agent_cmd->add_option("--sdk-path", aopt.sdk_path, "Python SDK put on workers' PYTHONPATH")
       ->capture_default_str();
+  add_template_flags(agent_cmd, aopt);
   agent_cmd->callback([&] {
     if (!agent_data_dir.empty()) {
       fs::create_directories(agent_data_dir);
@@ -584,6 +607,7 @@ int Main(int argc, char** argv) {
   up->add_option("--fake-gpus", uopt.fake_gpus, "Simulated GPUs instead of NVML");
   up->add_option("--sdk-path", uopt.sdk_path, "Python SDK put on workers' PYTHONPATH")
       ->capture_default_str();
+  add_template_flags(up, uopt);
   up->callback([&] {
     if (!ParseListen(up_listen, &ucfg)) {
       rc = 2;

@@ -56,12 +56,18 @@ void Scheduler::Rebuild(Node* node) {
     a.use_template = spec->flashboot;
     next.workers.push_back(std::move(a));
   }
+  // The endpoint versions whose templates and snapshots the agent should keep.
+  for (const EndpointSpec* spec : endpoints_->List()) {
+    if (spec->flashboot) next.template_versions[spec->id] = spec->version;
+  }
   auto ids = [](const Assignment& a) {
     std::vector<std::string> v;
     for (const auto& w : a.workers) v.push_back(w.worker_id);
     return v;
   };
-  bool changed = ids(next) != ids(node->assignment) || node->assignment.version == 0;
+  bool changed = ids(next) != ids(node->assignment) ||
+                 next.template_versions != node->assignment.template_versions ||
+                 node->assignment.version == 0;
   if (!changed) return;
   next.version = node->assignment.version + 1;
   node->assignment = std::move(next);
@@ -260,6 +266,7 @@ void Scheduler::Tick() {
       }
       Rebuild(&n);
     }
+    Rebuild(&n);  // endpoints updated or deleted since: their template versions
   }
   for (const EndpointSpec* spec : endpoints_->List()) Evaluate(spec->id);
 }

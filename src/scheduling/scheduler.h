@@ -55,6 +55,10 @@ struct WorkerAssignment {
 struct Assignment {
   int64_t version = 0;
   std::vector<WorkerAssignment> workers;
+  // Endpoint id -> current version, for every endpoint with flashboot: the agent drops
+  // templates and snapshots of any other endpoint or version.
+  std::map<std::string, int64_t> template_versions;
+  bool has_template_versions = false;  // parsed: the server sent template_versions
 };
 
 // An agent's view of one of its workers.

@@ -55,6 +55,20 @@ class SchedulerTest : public ::testing::Test {
   Scheduler sched_;
 };
 
+TEST_F(SchedulerTest, AssignmentNamesTheEndpointVersionsWhoseTemplatesToKeep) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"a","worker":{"command":["x"]}})");
+  Endpoint(R"({"id":"b","flashboot":false,"worker":{"command":["x"]}})");
+  sched_.Tick();
+  EXPECT_EQ(Poll("n1").template_versions, (std::map<std::string, int64_t>{{"a", 1}}));
+  ASSERT_TRUE(endpoints_.Update("a", J(R"({"env":{"X":"1"}})"), {}).ok());
+  sched_.Tick();
+  EXPECT_EQ(Poll("n1").template_versions, (std::map<std::string, int64_t>{{"a", 2}}));
+  ASSERT_TRUE(endpoints_.Delete("a", {}).ok());
+  sched_.Tick();
+  EXPECT_TRUE(Poll("n1").template_versions.empty());
+}
+
 TEST_F(SchedulerTest, ScaleFromZeroRunsAndScalesBackToZero) {
   ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
   Endpoint(R"({"id":"echo","idleTimeout":5,"worker":{"command":["python3","h.py"]}})");

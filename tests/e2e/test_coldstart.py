@@ -119,6 +119,15 @@ class ColdStartTest(E2ETest):
         self.assertFalse(os.path.exists("/proc/%d/cmdline" % old["pid"]) and
                          open("/proc/%d/stat" % old["pid"]).read().split(") ")[1][0] != "Z")
 
+    def test_deleting_the_endpoint_drops_its_template_and_snapshot(self):
+        self.endpoint("gone")
+        self.call("gone", 1)
+        tpl = self.ready_with_snapshot("gone")
+        snapshot_dir = os.path.join(self.server.data_dir, "templates", "gone-v%d" % tpl["version"])
+        self.server.request("DELETE", "/v1/endpoints/gone")
+        self.wait_for(lambda: self.template("gone") is None, what="the template dropped")
+        self.assertFalse(os.path.isdir(snapshot_dir))
+
     def test_flashboot_false_means_full_starts_only(self):
         self.endpoint("plain", flashboot=False)
         self.call("plain", 1)

@@ -190,6 +190,32 @@ class TemplateTest(unittest.TestCase):
         self._fork(fake)
         self.assertEqual(fake.wait_done("j").body["output"]["pod"], "w9")
 
+    def test_idle_template_hands_forks_to_a_spare_made_ahead(self):
+        time.sleep(0.6)  # idle: the template has made its spare
+        fake = FakeGantry(worker_id="w5")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        reply = self.agent.fork(fake.env(), os.path.join(self.tmp.name, "w5.log"),
+                                workdir=self.tmp.name)
+        self.assertTrue(reply.get("spare"), reply)
+        self.workers.append(reply["pid"])
+        out = fake.wait_done("j").body["output"]
+        self.assertEqual(out["pid"], reply["pid"])
+        self.assertEqual(out["pod"], "w5")
+        self.assertEqual(out["ppid"], os.getpid())
+        self.assertEqual(out["init_pid"], self.template.pid)
+        self.assertEqual(os.getsid(reply["pid"]), reply["pid"])
+        # A spare is made again once idle; parking closes it (nothing connected remains).
+        time.sleep(0.6)
+        self.agent.send({"op": "park"})
+        self.assertIsNone(self.agent.read())
+        _wait(lambda: _state(self.template.pid) == "T")
+        for fd in os.listdir(f"/proc/{self.template.pid}/fd"):
+            target = os.readlink(f"/proc/{self.template.pid}/fd/{fd}")
+            self.assertFalse(target.startswith("socket:"), target)
+        os.kill(self.template.pid, signal.SIGCONT)
+        self.assertEqual(self.agent.accept(), {"op": "ready", "pid": self.template.pid})
+
     def test_template_exits_when_the_agent_hangs_up(self):
         self.agent.conn.close()
         self.assertEqual(self.template.wait(10), 0)

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,6 +92,7 @@ struct ChildPlan {
   const char* workdir = nullptr;        // null: stay
   int dev_null = -1, out = -1, err = -1, go = -1, report = -1;
   pid_t parent = 0;  // the agent: the child dies with it
+  int nice = 0;
 };
 
 // In the child: waits for `go`, redirects stdio, chdirs and execs. Returns only on failure.
@@ -137,6 +139,7 @@ ExecFailure ExecChild(const ChildPlan& plan) {
   struct sigaction dfl = {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
+  if (plan.nice != 0) setpriority(PRIO_PROCESS, 0, plan.nice);
 
   const ExecFailure failure = ExecChild(plan);
   ssize_t ignored = write(plan.report, &failure, sizeof failure);
@@ -319,6 +322,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   GANTRY_RETURN_IF_ERROR(Prepare(spec, &in_cgroup));
 
   plan.parent = getpid();
+  plan.nice = spec.nice;
   const int pid = fork();
   if (pid < 0) {
     Status s = ErrnoStatus("fork", errno);

@@ -42,6 +42,7 @@ struct ProcessSpec {
   std::map<std::string, std::string> env;  // the child's whole environment; nothing is inherited
   double cpu = 0;                          // cores, a soft share (cpu.shares / cpu.weight); 0: none
   int64_t memory_mb = 0;                   // hard limit on the cgroup's memory; 0: none
+  int nice = 0;  // scheduling priority (nice value, -20..19) it starts with; 0: the default
 };
 
 struct ProcessExit {

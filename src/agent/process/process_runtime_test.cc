@@ -146,6 +146,14 @@ TEST_F(ProcessRuntimeTest, EnvironmentIsExactlyTheSpecs) {
   EXPECT_EQ(lines, (std::vector<std::string>{"EMPTY=", "FOO=bar baz", "PATH=/usr/bin:/bin"}));
 }
 
+TEST_F(ProcessRuntimeTest, NiceValueApplied) {
+  ProcessSpec spec = Sh("nice", "nice");  // coreutils' nice prints the niceness
+  spec.nice = 7;
+  ASSERT_TRUE(rt_->Start(spec).ok());
+  ASSERT_TRUE(WaitExit(spec.id));
+  EXPECT_EQ(Lines(spec.id, false), std::vector<std::string>{"7"});
+}
+
 TEST_F(ProcessRuntimeTest, ProgramFoundInAgentPathWhenEnvHasNone) {
   ProcessSpec spec;
   spec.id = Id("path");

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -285,7 +286,7 @@ void TemplateManager::Ensure(const std::string& key, const std::string& endpoint
   templates_[key] = std::move(t);
   if (HasSnapshot(key)) {
     ref.spec.id = ref.process_id;
-    ref.spec.cpu = options_.template_cpu;
+    ref.spec.cpu = snapshots_[key].cpu;
     ref.spec.memory_mb = snapshots_[key].memory_mb;
     StartRestore(ref);
   } else {
@@ -302,7 +303,7 @@ void TemplateManager::RestoreAll() {
 void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   t.spec = worker;
   t.spec.id = t.process_id;
-  t.spec.cpu = options_.template_cpu;
+  t.spec.nice = options_.init_nice;
   for (auto it = t.spec.env.begin(); it != t.spec.env.end();) {
     it = IdentityVariable(it->first) ? t.spec.env.erase(it) : std::next(it);
   }
@@ -349,6 +350,8 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     return FailedPrecondition("no ready template for " + key);
   }
   Template& t = *it->second;
+  const int64_t t0 = SystemClock().NowMs();
+  bool spare = false;
   auto launch = [&](const ProcessSpec& spec, const LaunchContext& ctx) -> Result<int> {
     json::array procs;
     for (const auto& p : ctx.cgroup_procs) procs.emplace_back(p);
@@ -370,6 +373,7 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     }
     auto* pid = Find(o, "pid");
     if (!pid || !AsInt(*pid)) return Internal("bad answer from the template");
+    if (auto* sp = Find(o, "spare"); sp && sp->is_bool()) spare = sp->get_bool();
     return static_cast<int>(*AsInt(*pid));
   };
   auto pid = runtime_->Launch(worker, launch);
@@ -382,6 +386,8 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
   }
   ++counters_.forks;
   ++t.forks;
+  GLOG_INFO("templates: %s forked from %s in %lld ms%s", worker.id.c_str(), key.c_str(),
+            static_cast<long long>(SystemClock().NowMs() - t0), spare ? " (spare)" : "");
   t.used_ms = clock_->NowMs();
   if (auto s = snapshots_.find(key); s != snapshots_.end()) s->second.used_ms = t.used_ms;
   return pid;
@@ -413,7 +419,15 @@ void TemplateManager::Accept(Template& t) {
             static_cast<long long>(clock_->NowMs() - t.since_ms));
   t.phase = Template::Phase::kReady;
   t.since_ms = clock_->NowMs();
-  if (first) t.memory_kb = memory_kb_(t.pid);
+  if (first) {
+    t.memory_kb = memory_kb_(t.pid);
+    // Initialised: the default priority for every thread of it, so that forks are fast.
+    std::error_code ec;
+    for (const auto& task :
+         fs::directory_iterator("/proc/" + std::to_string(t.pid) + "/task", ec)) {
+      setpriority(PRIO_PROCESS, std::stoi(task.path().filename().string()), 0);
+    }
+  }
 }
 
 void TemplateManager::BeginCheckpoint(Template& t) {
@@ -541,19 +555,23 @@ void TemplateManager::DeleteSnapshot(const std::string& key) {
   restore_retry_.erase(key);
 }
 
-void TemplateManager::Invalidate(const std::string& endpoint_id, int64_t version) {
+void TemplateManager::Retain(const std::map<std::string, int64_t>& live) {
+  auto stale = [&](const std::string& endpoint_id, int64_t version) {
+    auto it = live.find(endpoint_id);
+    return it == live.end() || it->second != version;
+  };
   std::vector<std::string> old;
   for (const auto& [key, t] : templates_) {
-    if (t->endpoint_id == endpoint_id && t->version < version) old.push_back(key);
+    if (stale(t->endpoint_id, t->version)) old.push_back(key);
   }
-  for (const auto& key : old) Drop(key, "a newer version is deployed", /*failed=*/false);
+  for (const auto& key : old) Drop(key, "not a current endpoint version", /*failed=*/false);
   old.clear();
   for (const auto& [key, s] : snapshots_) {
-    if (s.endpoint_id == endpoint_id && s.version < version) old.push_back(key);
+    if (stale(s.endpoint_id, s.version)) old.push_back(key);
   }
   for (const auto& key : old) {
     if (job_ && job_->key == key) continue;  // deleted once the job is done (no template)
-    GLOG_INFO("templates: snapshot of %s deleted: a newer version is deployed", key.c_str());
+    GLOG_INFO("templates: snapshot of %s deleted: not a current endpoint version", key.c_str());
     DeleteSnapshot(key);
   }
 }

@@ -21,8 +21,8 @@
 //
 // Budgets: templates' memory (PSS, measured through `memory_kb`) and snapshots' disk use are
 // kept within the options' budgets by evicting the least recently used; a template or snapshot
-// that alone exceeds its budget is not kept. Versions: Invalidate() drops the templates and
-// snapshots of an endpoint's older versions.
+// that alone exceeds its budget is not kept. Versions: Retain() drops the templates and
+// snapshots of endpoint versions that are no longer current.
 //
 // Threading: one thread (the agent's main loop) calls every method. Checkpoints and restores
 // run on a background thread, one at a time; the destructor waits for the one in progress.
@@ -53,9 +53,10 @@ struct TemplateOptions {
   int64_t memory_budget_mb = 8192;     // all templates' PSS together
   int64_t disk_budget_mb = 20480;      // all snapshots together
   int64_t budget_check_ms = 2'000;     // how often the budgets are checked
-  // A template's own cgroup CPU share: small, so that starting one never slows the full start
-  // of a worker that runs beside it.
-  double template_cpu = 0.02;
+  // A fresh template initialises at this nice value, so that it never slows the full start of
+  // the worker that runs beside it; once parked it gets the default priority back, so that
+  // forks are fast.
+  int init_nice = 10;
 };
 
 // What the agent reports about one template or snapshot (DESIGN §2.4).
@@ -118,8 +119,10 @@ class TemplateManager {
   // worker.id. On failure the template is dropped (it is restored or started again later).
   Result<int> Fork(const std::string& key, const ProcessSpec& worker);
 
-  // Drops templates and snapshots of `endpoint_id` with a version below `version`.
-  void Invalidate(const std::string& endpoint_id, int64_t version);
+  // Keeps the templates and snapshots of the endpoint versions in `live` (endpoint id ->
+  // version) and drops every other: a new version was deployed, the endpoint was deleted or
+  // its flashboot turned off.
+  void Retain(const std::map<std::string, int64_t>& live);
 
   // A template's process ended (ids for which OwnsProcess() holds).
   void OnExit(const ProcessExit& exit);

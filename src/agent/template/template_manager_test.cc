@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -182,6 +183,9 @@ TEST_F(TemplateManagerTest, ForkGivesEachChildItsOwnIdentityGpusAndCgroup) {
   ASSERT_TRUE(Ready(key));
   const int tpl = TemplatePid();
   ASSERT_GT(tpl, 0);
+  // It initialised at nice 10 and got the default priority back once parked.
+  errno = 0;
+  EXPECT_EQ(getpriority(PRIO_PROCESS, tpl), 0);
   // The template runs without any worker's identity and sees no GPU.
   auto tenv = EnvironOf(tpl);
   EXPECT_EQ(tenv.count("RUNPOD_POD_ID"), 0u);
@@ -324,7 +328,7 @@ TEST_F(TemplateManagerTest, FailedCheckpointIsNotRetriedAndTheTemplateServes) {
   EXPECT_EQ(snap.dumps().size(), 1u);
 }
 
-TEST_F(TemplateManagerTest, VersionChangeDropsTemplatesAndSnapshots) {
+TEST_F(TemplateManagerTest, VersionChangeOrDeletionDropsTemplatesAndSnapshots) {
   FakeSnapshotter snap;
   MakeManager(&snap);
   const std::string v1 = TemplateManager::Key("ep", 1), other = TemplateManager::Key("zz", 1);
@@ -333,13 +337,15 @@ TEST_F(TemplateManagerTest, VersionChangeDropsTemplatesAndSnapshots) {
   ASSERT_TRUE(Ready(v1));
   manager_->Ensure(other, "zz", 1, Worker("zz"));
   ASSERT_TRUE(Ready(other));
-  manager_->Invalidate("ep", 1);  // the same version: nothing happens
+  manager_->Retain({{"ep", 1}, {"zz", 1}});  // both current: nothing happens
   EXPECT_EQ(manager_->Get(v1), TemplateManager::State::kReady);
-  manager_->Invalidate("ep", 2);
+  manager_->Retain({{"ep", 2}, {"zz", 1}});
   EXPECT_EQ(manager_->Get(v1), TemplateManager::State::kNone);
   EXPECT_FALSE(manager_->HasSnapshot(v1));
   EXPECT_FALSE(fs::exists(dir_ + "/templates/" + v1));
   EXPECT_EQ(manager_->Get(other), TemplateManager::State::kReady);  // another endpoint
+  manager_->Retain({{"ep", 2}});  // zz deleted (or its flashboot turned off)
+  EXPECT_EQ(manager_->Get(other), TemplateManager::State::kNone);
 }
 
 TEST_F(TemplateManagerTest, TemplatesEvictedLeastRecentlyUsedWithinTheMemoryBudget) {

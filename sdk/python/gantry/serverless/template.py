@@ -24,9 +24,17 @@ with SCM_RIGHTS.
 The worker is a grandchild of the template: the middle process exits at once, so the worker is
 re-parented to the agent (a child subreaper) and the agent reaps it like any worker it started.
 It dies with the agent (PR_SET_PDEATHSIG once the agent is its parent), not with the template.
+
+That double fork costs tens of milliseconds, so it is done ahead: while idle, the template keeps
+one "spare", a grandchild already re-parented to the agent and in its own session, waiting on a
+socket pair for an identity. A fork request is handed to the spare (a few milliseconds), and a
+new spare is made once the template is idle again. Without a spare (it died, or the template has
+just started or been continued) the template double-forks on the spot. A spare holds nothing of
+the agent's; it exits when its socket closes (the template exited or parks for a snapshot).
 """
 
 import ctypes
+import gc
 import json
 import os
 import signal
@@ -39,6 +47,9 @@ ENV_SOCKET = "GANTRY_TEMPLATE_SOCKET"
 _MAX_LINE = 1 << 20
 _PR_SET_PDEATHSIG = 1
 _REPARENT_WAIT_S = 5.0
+# How long the template waits idle, after it connected or served a fork, before it makes a
+# spare (so that making one does not compete with the worker that just started).
+_SPARE_AFTER_IDLE_S = 0.2
 
 
 class TemplateError(RuntimeError):
@@ -51,20 +62,31 @@ def socket_path() -> Optional[str]:
 
 
 class _Channel:
-    """One connection to the agent: JSON lines, with fds attached to requests."""
+    """One stream connection: JSON lines, with fds attached to messages."""
 
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # "@name": a Linux abstract socket (what the agent uses); else a path.
-        self.sock.connect("\0" + path[1:] if path.startswith("@") else path)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.buf = b""
         self.fds: List[int] = []
 
-    def send(self, msg: Dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+    @classmethod
+    def connect(cls, path: str) -> "_Channel":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # "@name": a Linux abstract socket (what the agent uses); else a path.
+        sock.connect("\0" + path[1:] if path.startswith("@") else path)
+        return cls(sock)
 
-    def recv(self) -> Tuple[Optional[Dict[str, Any]], List[int]]:
-        """The next request and the fds that came with it; (None, []) at EOF."""
+    def send(self, msg: Dict[str, Any], fds: List[int] = ()) -> None:
+        data = json.dumps(msg).encode() + b"\n"
+        if fds:
+            socket.send_fds(self.sock, [data], list(fds))
+        else:
+            self.sock.sendall(data)
+
+    def recv(self, timeout: Optional[float] = None) -> Tuple[Optional[Dict[str, Any]], List[int]]:
+        """The next message and the fds that came with it; (None, []) at EOF. With a timeout,
+        socket.timeout when nothing complete came in time."""
+        self.sock.settimeout(timeout)
         while b"\n" not in self.buf:
             data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 8)
             self.fds.extend(fds)
@@ -72,7 +94,7 @@ class _Channel:
                 return None, []
             self.buf += data
             if len(self.buf) > _MAX_LINE:
-                raise TemplateError("request line too long")
+                raise TemplateError("message line too long")
         line, self.buf = self.buf.split(b"\n", 1)
         fds, self.fds = self.fds, []
         return json.loads(line), fds
@@ -85,10 +107,20 @@ def serve(path: str) -> None:
     """Parks this process as a template. Returns only in a forked worker, with the worker's
     environment, working directory and stdio in place. The template itself exits when the
     agent closes the connection."""
+    # Objects made so far are never collected: the collector of a fork would otherwise walk
+    # (and so write to, copying on write) every page of the inherited heap.
+    gc.collect()
+    gc.freeze()
     channel = _connect(path)
+    spare: Optional[_Channel] = None
     while True:
         try:
-            msg, fds = channel.recv()
+            msg, fds = channel.recv(None if spare else _SPARE_AFTER_IDLE_S)
+        except socket.timeout:
+            spare, worker = _make_spare(channel)
+            if worker:
+                return
+            continue
         except (OSError, ValueError) as err:
             print("gantry template: connection to the agent failed: %s" % err, file=sys.stderr)
             os._exit(1)
@@ -96,10 +128,17 @@ def serve(path: str) -> None:
             os._exit(0)
         op = msg.get("op")
         if op == "fork":
-            worker = _fork(channel, msg, fds)
-            if worker:
-                return
+            reply = _hand_to_spare(spare, msg, fds) if spare else None
+            spare = None  # used (or broken): a new one is made once idle
+            if reply is None:
+                if _fork(channel, msg, fds):
+                    return
+            else:
+                channel.send(reply)
         elif op == "park":
+            if spare:
+                spare.close()  # it exits: nothing may stay connected for the snapshot
+                spare = None
             channel = _park(channel, path)
         else:
             for fd in fds:
@@ -108,7 +147,7 @@ def serve(path: str) -> None:
 
 
 def _connect(path: str) -> _Channel:
-    channel = _Channel(path)
+    channel = _Channel.connect(path)
     channel.send({"op": "ready", "pid": os.getpid()})
     return channel
 
@@ -143,27 +182,115 @@ def _set_death_signal(sig: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
+def _double_fork() -> int:
+    """Returns 0 in the grandchild (being re-parented to this process's parent's subreaper,
+    the agent) and the middle's pid, already reaped, in the caller."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    middle = os.fork()
+    if middle == 0:
+        if os.fork() == 0:
+            return 0
+        os._exit(0)  # the middle process: the grandchild is re-parented to the agent
+    os.waitpid(middle, 0)
+    return middle
+
+
+def _adopted_by(agent: int) -> None:
+    """In a grandchild: waits until the agent is its parent, then dies with it. Raises
+    TemplateError when that does not happen."""
+    os.setsid()
+    deadline = time.monotonic() + _REPARENT_WAIT_S
+    while os.getppid() != agent:
+        if time.monotonic() > deadline:
+            raise TemplateError("not re-parented to the agent (pid %d); is it a child "
+                                "subreaper?" % agent)
+        time.sleep(0.0005)
+    _set_death_signal(signal.SIGKILL)
+    if os.getppid() != agent:
+        raise TemplateError("the agent exited")
+
+
+def _make_spare(channel: _Channel) -> Tuple[Optional[_Channel], bool]:
+    """Makes a spare. In the template: (its channel, False), or (None, False) if it could not be
+    made. In the spare, once it has become a worker: (None, True)."""
+    agent = os.getppid()
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:
+        return None, False
+    if _double_fork() == 0:
+        ours.close()
+        channel.close()  # nothing of the agent's stays in a spare
+        _spare_main(_Channel(theirs), agent)  # returns only as a worker
+        return None, True
+    theirs.close()
+    return _Channel(ours), False
+
+
+def _spare_main(template: _Channel, agent: int) -> None:
+    """In a spare: waits for an identity, then becomes that worker (returns). Exits when the
+    template goes away or the identity cannot be taken."""
+    try:
+        _adopted_by(agent)
+    except (TemplateError, OSError):
+        os._exit(1)
+    try:
+        msg, fds = template.recv()
+    except (OSError, ValueError):
+        os._exit(1)
+    if msg is None:
+        os._exit(0)
+    reply = _take_identity(msg, fds)
+    template.send(reply)
+    template.close()
+    if "error" in reply:
+        os._exit(127)
+
+
+def _hand_to_spare(spare: _Channel, msg: Dict[str, Any],
+                   fds: List[int]) -> Optional[Dict[str, Any]]:
+    """The spare's answer to a fork request, or None if it is gone (the caller then forks)."""
+    try:
+        spare.send(msg, fds)
+        reply, _ = spare.recv(_REPARENT_WAIT_S)
+    except (OSError, ValueError):
+        reply = None
+    spare.close()
+    if reply is None:
+        return None
+    for fd in fds:
+        os.close(fd)
+    reply["spare"] = True
+    return reply
+
+
 def _fork(channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
-    """Makes one worker. True in the worker; False in the template (after replying)."""
+    """Makes one worker on the spot. True in the worker; False in the template (after
+    replying)."""
     if len(fds) != 2:
         for fd in fds:
             os.close(fd)
         channel.send({"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)})
         return False
-    sys.stdout.flush()
-    sys.stderr.flush()
     report_r, report_w = os.pipe()
-    middle = os.fork()
-    if middle == 0:
+    agent = int(msg.get("agentPid") or 0)
+    if _double_fork() == 0:
         os.close(report_r)
-        if os.fork() == 0:
-            _become_worker(channel, msg, fds, report_w)  # returns only when all went well
-            return True
-        os._exit(0)  # the middle process: the worker is re-parented to the agent
+        channel.close()
+        try:
+            _adopted_by(agent)
+            reply = _take_identity(msg, fds)
+        except (TemplateError, OSError) as err:
+            reply = {"error": str(err)}
+        os.write(report_w, json.dumps(reply).encode())
+        os.close(report_w)
+        if "error" in reply:
+            os._exit(127)
+        return True
     os.close(report_w)
     for fd in fds:
         os.close(fd)
-    os.waitpid(middle, 0)
     with os.fdopen(report_r, "rb") as r:
         report = r.read()
     try:
@@ -174,29 +301,15 @@ def _fork(channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
     return False
 
 
-def _become_worker(channel: _Channel, msg: Dict[str, Any], fds: List[int], report_w: int) -> None:
-    """In the worker: session, cgroups, parent check, stdio, env, workdir. On failure reports
-    the error and exits; on success reports its pid and returns."""
-
-    def fail(what: str) -> None:
-        os.write(report_w, json.dumps({"error": what}).encode())
-        os._exit(127)
-
+def _take_identity(msg: Dict[str, Any], fds: List[int]) -> Dict[str, Any]:
+    """In a grandchild adopted by the agent: cgroups, stdio, env, workdir. Returns the reply
+    for the agent: {"pid": N}, or {"error": "..."} (the caller then exits)."""
+    if len(fds) != 2:
+        return {"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)}
     try:
-        os.setsid()
         for procs in msg.get("cgroupProcs") or []:
             with open(procs, "w") as f:
                 f.write("0")  # "0": the writing process
-        agent = int(msg.get("agentPid") or 0)
-        deadline = time.monotonic() + _REPARENT_WAIT_S
-        while os.getppid() != agent:
-            if time.monotonic() > deadline:
-                fail("not re-parented to the agent (pid %d); is it a child subreaper?" % agent)
-            time.sleep(0.0005)
-        _set_death_signal(signal.SIGKILL)
-        if os.getppid() != agent:
-            fail("the agent exited")
-        channel.close()
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fds[0], 1)
@@ -210,6 +323,5 @@ def _become_worker(channel: _Channel, msg: Dict[str, Any], fds: List[int], repor
         if workdir:
             os.chdir(workdir)
     except Exception as err:  # noqa: BLE001 - any failure is reported to the agent
-        fail("%s: %s" % (type(err).__name__, err))
-    os.write(report_w, json.dumps({"pid": os.getpid()}).encode())
-    os.close(report_w)
+        return {"error": "%s: %s" % (type(err).__name__, err)}
+    return {"pid": os.getpid()}

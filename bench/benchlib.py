@@ -1,0 +1,91 @@
+"""What the Python benchmarks share: percentiles and a `gantry up` to talk to (standard library
+only; run with /usr/bin/python3 from the repository root after scripts/build.sh)."""
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+GANTRY = os.path.join(ROOT, "build", "gantry")
+SDK = os.path.join(ROOT, "sdk", "python")
+KEY = "gk_bench_cold_start_key"
+
+
+def pct(xs, p):
+    """The p-th percentile of xs (nearest rank)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+class GantryUp:
+    """`gantry up` on `port` with its own data dir (kept across restart()), stopped by close()."""
+
+    def __init__(self, port, extra_args=(), data_dir=None):
+        self.port = port
+        self.extra_args = list(extra_args)
+        self.data = data_dir or tempfile.mkdtemp(prefix="gantry-bench-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        env = dict(os.environ, GANTRY_ADMIN_KEY=KEY)
+        self.proc = subprocess.Popen(
+            [GANTRY, "up", "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data] +
+            self.extra_args, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.data, "log"), "a"), env=env)
+        for _ in range(200):
+            try:
+                self.call("GET", "/healthz")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("gantry up did not start; see " + self.data + "/log")
+
+    def restart(self, extra_args=None):
+        self.stop()
+        if extra_args is not None:
+            self.extra_args = list(extra_args)
+        self.start()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def call(self, method, path, body=None, timeout=120):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c.request(method, path, json.dumps(body) if body is not None else None,
+                  {"Authorization": "Bearer " + KEY})
+        r = c.getresponse()
+        out = json.loads(r.read() or b"null")
+        c.close()
+        return out
+
+    def workers(self, endpoint):
+        return self.call("GET", "/v1/endpoints/%s/workers" % endpoint)["workers"]
+
+    def wait_zero(self, endpoint, timeout=60):
+        """Until the endpoint has no live worker."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if all(w["state"] == "STOPPED" for w in self.workers(endpoint)):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("endpoint %s did not scale to zero" % endpoint)
+
+    def node(self):
+        nodes = self.call("GET", "/v1/nodes")["nodes"]
+        return nodes[0] if nodes else {}
+
+    def template(self, endpoint):
+        for t in self.node().get("templates", []):
+            if t["endpointId"] == endpoint:
+                return t
+        return None
