@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -56,8 +57,12 @@ class GantryUp:
             self.proc.wait(60)
 
     def close(self):
+        """Stops it and removes its data dir (kept, and named, with BENCH_KEEP=1)."""
         self.stop()
-        shutil.rmtree(self.data, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print("kept " + self.data, file=sys.stderr)
+        else:
+            shutil.rmtree(self.data, ignore_errors=True)
 
     def call(self, method, path, body=None, timeout=120):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

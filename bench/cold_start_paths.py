@@ -43,18 +43,23 @@ def pss_kb(pid):
     return 0
 
 
-def handler_pids(exclude=()):
-    """Pids of live processes running the benchmark handler, but those in `exclude`."""
+def worker_pids():
+    """Pids of live workers running the benchmark handler: processes in a worker's cgroup
+    (".../gantry/w-..."), so neither templates nor their spares."""
     out = []
     for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) in exclude:
+        if not d.isdigit():
             continue
         try:
             with open("/proc/%s/cmdline" % d, "rb") as f:
-                if HANDLER.encode() in f.read():
-                    with open("/proc/%s/stat" % d) as s:
-                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":
-                            out.append(int(d))
+                if HANDLER.encode() not in f.read():
+                    continue
+            with open("/proc/%s/cgroup" % d) as f:
+                if "/gantry/w-" not in f.read():
+                    continue
+            with open("/proc/%s/stat" % d) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(int(d))
         except OSError:
             pass
     return out
@@ -164,8 +169,7 @@ class Bench:
         exactly n."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            templates = {t["pid"] for t in self.up.node().get("templates", [])}
-            pids = handler_pids(templates)
+            pids = worker_pids()
             if len(pids) == n:
                 return pids
             time.sleep(0.05)

@@ -4,6 +4,10 @@
 # ("vdso: Unexpected rt vDSO area bounds"; ../shared/docs/machine-notes.md, rows 2a/2b).
 # Safe to run twice: exits at once when the installed binary already reports >= 4.1.
 #
+# CRIU caches what it finds out about the kernel in RUNDIR/criu.kdat, but only where RUNDIR is a
+# tmpfs; without the cache every criu call probes the kernel again (about 50 ms here). /run is
+# not a tmpfs on some hosts (this VM), so RUNDIR is /run where it is a tmpfs, else /dev/shm.
+#
 # Environment: CRIU_DEST (default /usr/local/lib/gantry/criu), JOBS (default 2).
 set -euo pipefail
 
@@ -33,8 +37,13 @@ version_ok() {
   [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 1 ]; }
 }
 
-if [ -x "$DEST" ] && version_ok "$DEST"; then
-  log "$DEST is already CRIU $("$DEST" --version | sed -n 's/^Version: *//p'); nothing to do"
+is_tmpfs() { [ "$(stat -f -c %T "$1" 2>/dev/null)" = tmpfs ]; }
+RUNDIR=/run
+if ! is_tmpfs /run && is_tmpfs /dev/shm; then RUNDIR=/dev/shm; fi
+STAMP="$DEST.rundir"   # the RUNDIR the installed binary was built with
+
+if [ -x "$DEST" ] && version_ok "$DEST" && [ "$(cat "$STAMP" 2>/dev/null || echo /run)" = "$RUNDIR" ]; then
+  log "$DEST is already CRIU $("$DEST" --version | sed -n 's/^Version: *//p') (kdat cache in $RUNDIR); nothing to do"
   exit 0
 fi
 
@@ -100,9 +109,9 @@ log "unpacking $ORIG"
 mkdir src
 tar -xf "$ORIG" -C src --strip-components=1
 
-log "building (make -j$JOBS criu; about a minute)"
+log "building (make -j$JOBS RUNDIR=$RUNDIR criu; about a minute)"
 T0=$(date +%s)
-make -C src -j"$JOBS" criu >build.log 2>&1 || {
+make -C src -j"$JOBS" RUNDIR="$RUNDIR" criu >build.log 2>&1 || {
   tail -n 40 build.log >&2
   log "ERROR: make failed"
   exit 1
@@ -115,4 +124,5 @@ if ! version_ok src/criu/criu; then
 fi
 $SUDO install -d -m 0755 "$(dirname "$DEST")"
 $SUDO install -m 0755 src/criu/criu "$DEST"
+echo "$RUNDIR" | $SUDO tee "$STAMP" >/dev/null
 log "installed $DEST (CRIU $("$DEST" --version | sed -n 's/^Version: *//p'))"

@@ -251,7 +251,8 @@ void Agent::MainLoop() {
     std::optional<scheduling::Assignment> next;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(50),
+      // Soon again while a worker waits for its template; else on news or every 50 ms.
+      cv_.wait_for(lock, std::chrono::milliseconds(reconciler_.waiting() ? 2 : 50),
                    [&] { return stopping_ || pending_.has_value(); });
       next.swap(pending_);
     }

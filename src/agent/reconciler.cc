@@ -110,13 +110,19 @@ bool Reconciler::Step() {
       ++it;
     }
   }
+  // Templates first: one that became ready serves the workers waiting for it at once.
+  if (templates_ && templates_->Step()) changed = true;
   // Start what is assigned and not started yet.
+  waiting_ = false;
   for (const auto& a : assigned_) {
     Local& l = workers_[a.worker_id];
     if (l.started) continue;
-    if (StartWorker(l)) changed = true;
+    if (StartWorker(l)) {
+      changed = true;
+    } else {
+      waiting_ = true;
+    }
   }
-  if (templates_ && templates_->Step()) changed = true;
   return changed;
 }
 

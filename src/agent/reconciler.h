@@ -39,6 +39,9 @@ class Reconciler {
   // Reaps exits, stops what is no longer assigned, starts what is. Returns true when a report
   // changed (the agent then sends its status at once).
   bool Step();
+  // Whether a worker waits for a template being restored or checkpointed: the caller should
+  // Step() again soon.
+  bool waiting() const { return waiting_; }
   // One report per worker known here: running, or exited (until the assignment drops it).
   std::vector<scheduling::WorkerReport> Reports() const;
   // Workers' output lines (templates' lines go to the TemplateManager).
@@ -67,6 +70,7 @@ class Reconciler {
   TemplateManager* templates_;
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
+  bool waiting_ = false;
 };
 
 }  // namespace gantry::agent

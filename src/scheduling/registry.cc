@@ -251,7 +251,12 @@ void WorkerRegistry::Lose(WorkerInfo* w, WorkerState state, const std::string& w
   w->state = state;
   w->last_error = why;
   jobs_->WorkerLost(w->id, "worker " + w->id + " lost: " + why);
-  if (state == WorkerState::kStopped && stop_listener_) stop_listener_(*w);
+  if (state == WorkerState::kStopped) {
+    // A stopped worker never comes back: a restarted server must not load it as live (it
+    // stays listed here until forgotten).
+    store_->Write({store::Mutation::DeleteObject("worker", w->id)}, {});
+    if (stop_listener_) stop_listener_(*w);
+  }
 }
 
 void WorkerRegistry::Stop(const std::string& worker_id, const std::string& why) {

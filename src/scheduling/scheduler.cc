@@ -229,6 +229,11 @@ void Scheduler::WorkerExited(WorkerInfo* w, const WorkerReport& r,
   }
   EndpointHealth& h = health_[w->endpoint_id];
   std::string why = r.error.empty() ? "exited with code " + std::to_string(r.exit_code) : r.error;
+  if (w->secret.empty() && r.exit_code == -1 && r.spawned_ms == 0) {
+    // The server restarted before the agent started it, so its secret is gone: not the
+    // endpoint's failure (no backoff, health unchanged); the autoscaler places a new one.
+    return StopWorker(w, why);
+  }
   if (w->ready_ms == 0) {  // it never became ready: a failed start
     h.consecutive_failures++;
     int64_t backoff = options_.start_backoff_ms << std::min(h.consecutive_failures - 1, 16);

@@ -69,6 +69,22 @@ TEST_F(SchedulerTest, AssignmentNamesTheEndpointVersionsWhoseTemplatesToKeep) {
   EXPECT_TRUE(Poll("n1").template_versions.empty());
 }
 
+TEST_F(SchedulerTest, WorkerWhoseSecretARestartLostIsNoFailedStart) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"echo","worker":{"command":["x"]}})");
+  Submit("echo");
+  Assignment a = Poll("n1");
+  ASSERT_EQ(a.workers.size(), 1u);
+  const std::string wid = a.workers[0].worker_id;
+  workers_.Get(wid)->secret.clear();  // as after a restart of the server
+  ASSERT_TRUE(
+      sched_.Report("n1", {{wid, "exited", 1, 0, -1, "no environment in the assignment"}}, {})
+          .ok());
+  EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
+  EXPECT_EQ(sched_.Health("echo").consecutive_failures, 0);
+  EXPECT_FALSE(sched_.Health("echo").unhealthy);
+}
+
 TEST_F(SchedulerTest, ScaleFromZeroRunsAndScalesBackToZero) {
   ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
   Endpoint(R"({"id":"echo","idleTimeout":5,"worker":{"command":["python3","h.py"]}})");

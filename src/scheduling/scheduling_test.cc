@@ -97,6 +97,18 @@ TEST_F(RegistryTest, EndpointCrudPersistsAndFeedsJobs) {
   EXPECT_EQ(endpoints_.Delete("echo", {}).code(), Code::kNotFound);
 }
 
+TEST_F(RegistryTest, StoppedWorkersAreNotLoadedAgainAfterARestart) {
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto live = workers_.Register("ep", {});
+  auto stopped = workers_.Register("ep", {});
+  ASSERT_TRUE(live.ok() && stopped.ok());
+  workers_.Stop(stopped->first.id, "idle");
+  WorkerRegistry reloaded(&clock_, &store_, &jobs_, WorkerOptions{});
+  ASSERT_TRUE(reloaded.Load().ok());
+  EXPECT_NE(reloaded.Get(live->first.id), nullptr);
+  EXPECT_EQ(reloaded.Get(stopped->first.id), nullptr);
+}
+
 TEST_F(RegistryTest, WorkerKeysAreCheckedPerWorker) {
   endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
   auto a = workers_.Register("ep", {});

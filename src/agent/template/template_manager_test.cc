@@ -245,7 +245,7 @@ runpod.serverless.start({"handler": lambda job: None})
   std::vector<std::string> lines;
   ASSERT_TRUE(StepUntil([&] {
     for (const LogLine& l : std::exchange(lines_, {})) {
-      if (l.id == a.id) lines.push_back(l.text);
+      if (l.id == a.id && !l.stderr_stream) lines.push_back(l.text);  // stderr: the SDK's log
     }
     return !lines.empty();
   }));
