@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -117,6 +118,26 @@ Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) 
 
 }  // namespace
 
+int64_t AvailableMemoryKb() {
+  std::ifstream in("/proc/meminfo");
+  std::string name;
+  int64_t kb = 0;
+  while (in >> name) {
+    if (name == "MemAvailable:") {
+      in >> kb;
+      return kb;
+    }
+    in.ignore(1 << 16, '\n');
+  }
+  return INT64_MAX;  // unknown: no pressure
+}
+
+int64_t FreeDiskKb(const std::string& dir) {
+  struct statvfs st {};
+  if (statvfs(dir.c_str(), &st) != 0) return INT64_MAX;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize) / 1024;
+}
+
 int64_t ProcessPssKb(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
   std::string name;
@@ -168,13 +189,15 @@ struct TemplateManager::Template {
 };
 
 TemplateManager::TemplateManager(const Clock* clock, ProcessRuntime* runtime,
-                                 Snapshotter* snapshotter, TemplateOptions options,
-                                 std::function<int64_t(int)> memory_kb)
+                                 Snapshotter* snapshotter, TemplateOptions options, HostProbe probe)
     : clock_(clock),
       runtime_(runtime),
       snapshotter_(snapshotter),
       options_(std::move(options)),
-      memory_kb_(memory_kb ? std::move(memory_kb) : ProcessPssKb) {
+      probe_(std::move(probe)) {
+  if (!probe_.pss_kb) probe_.pss_kb = ProcessPssKb;
+  if (!probe_.available_memory_kb) probe_.available_memory_kb = AvailableMemoryKb;
+  if (!probe_.free_disk_kb) probe_.free_disk_kb = FreeDiskKb;
   std::error_code ec;
   fs::create_directories(options_.dir, ec);
   if (ec) GLOG_WARN("templates: cannot create %s: %s", options_.dir.c_str(), ec.message().c_str());
@@ -420,7 +443,7 @@ void TemplateManager::Accept(Template& t) {
   t.phase = Template::Phase::kReady;
   t.since_ms = clock_->NowMs();
   if (first) {
-    t.memory_kb = memory_kb_(t.pid);
+    t.memory_kb = probe_.pss_kb(t.pid);
     // Initialised: the default priority for every thread of it, so that forks are fast.
     std::error_code ec;
     for (const auto& task :
@@ -627,7 +650,8 @@ bool TemplateManager::Step() {
         break;
       case Template::Phase::kReady:
         if (options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
-            !no_snapshot_.count(key)) {
+            !no_snapshot_.count(key) &&
+            probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024) {
           BeginCheckpoint(t);
           changed = true;
         }
@@ -676,42 +700,60 @@ bool TemplateManager::Step() {
 }
 
 void TemplateManager::EnforceBudgets() {
-  const int64_t memory_budget_kb = options_.memory_budget_mb * 1024;
   int64_t total_kb = 0;
   for (auto& [key, t] : templates_) {
-    if (t->phase == Template::Phase::kReady) t->memory_kb = memory_kb_(t->pid);
+    if (t->phase == Template::Phase::kReady) t->memory_kb = probe_.pss_kb(t->pid);
     total_kb += t->memory_kb;
   }
-  while (total_kb > memory_budget_kb) {
+  const int64_t budget_kb = options_.memory_budget_mb * 1024;
+  if (total_kb > budget_kb) {
+    EvictTemplates(total_kb - budget_kb, "over the templates' memory budget (" +
+                                             std::to_string(options_.memory_budget_mb) + " MB)");
+  }
+  const int64_t short_kb = options_.min_available_memory_mb * 1024 - probe_.available_memory_kb();
+  if (short_kb > 0) EvictTemplates(short_kb, "the host is short of memory");
+
+  int64_t disk = 0;
+  for (const auto& [key, s] : snapshots_) disk += s.bytes;
+  const int64_t budget = options_.disk_budget_mb << 20;
+  if (disk > budget) {
+    EvictSnapshots(disk - budget, "over the snapshots' disk budget (" +
+                                      std::to_string(options_.disk_budget_mb) + " MB)");
+  }
+  const int64_t short_bytes =
+      (options_.min_free_disk_mb * 1024 - probe_.free_disk_kb(options_.dir)) * 1024;
+  if (short_bytes > 0) EvictSnapshots(short_bytes, "the disk is short of space");
+}
+
+void TemplateManager::EvictTemplates(int64_t kb, const std::string& why) {
+  const int64_t budget_kb = options_.memory_budget_mb * 1024;
+  while (kb > 0) {
     Template* lru = nullptr;
     for (auto& [key, t] : templates_) {
       if (t->phase == Template::Phase::kReady && (!lru || t->used_ms < lru->used_ms)) {
         lru = t.get();
       }
     }
-    if (!lru) break;
-    total_kb -= lru->memory_kb;
+    if (!lru) return;
+    kb -= std::max<int64_t>(lru->memory_kb, 1);
     ++counters_.evictions;
-    const bool alone_too_big = lru->memory_kb > memory_budget_kb;
-    Drop(lru->key,
-         "over the templates' memory budget (" + std::to_string(options_.memory_budget_mb) + " MB)",
-         /*failed=*/alone_too_big);
+    Drop(lru->key, why, /*failed=*/lru->memory_kb > budget_kb);  // too big ever to keep
   }
-  const int64_t disk_budget = options_.disk_budget_mb << 20;
-  int64_t disk = 0;
-  for (const auto& [key, s] : snapshots_) disk += s.bytes;
-  while (disk > disk_budget && !snapshots_.empty()) {
+}
+
+void TemplateManager::EvictSnapshots(int64_t bytes, const std::string& why) {
+  const int64_t budget = options_.disk_budget_mb << 20;
+  while (bytes > 0) {
     auto lru = snapshots_.end();
     for (auto it = snapshots_.begin(); it != snapshots_.end(); ++it) {
       if (job_ && job_->key == it->first) continue;
       if (lru == snapshots_.end() || it->second.used_ms < lru->second.used_ms) lru = it;
     }
-    if (lru == snapshots_.end()) break;
-    disk -= lru->second.bytes;
+    if (lru == snapshots_.end()) return;
+    bytes -= std::max<int64_t>(lru->second.bytes, 1);
     ++counters_.evictions;
-    GLOG_INFO("templates: snapshot of %s evicted: over the disk budget (%lld MB)",
-              lru->first.c_str(), static_cast<long long>(options_.disk_budget_mb));
-    if (lru->second.bytes > disk_budget) no_snapshot_.insert(lru->first);
+    GLOG_INFO("templates: snapshot of %s evicted: %s", lru->first.c_str(), why.c_str());
+    if (lru->second.bytes > budget) no_snapshot_.insert(lru->first);
     DeleteSnapshot(lru->first);
   }
 }

@@ -19,9 +19,10 @@
 // accepted only from the template's own pid (SO_PEERCRED), since the fork requests carry worker
 // secrets.
 //
-// Budgets: templates' memory (PSS, measured through `memory_kb`) and snapshots' disk use are
-// kept within the options' budgets by evicting the least recently used; a template or snapshot
-// that alone exceeds its budget is not kept. Versions: Retain() drops the templates and
+// Budgets: templates' memory (PSS) and snapshots' disk use are kept within the options'
+// budgets, and the host's available memory and free disk above the options' minimums, by
+// evicting the least recently used; a template or snapshot that alone exceeds its budget is
+// not kept. Versions: Retain() drops the templates and
 // snapshots of endpoint versions that are no longer current.
 //
 // Threading: one thread (the agent's main loop) calls every method. Checkpoints and restores
@@ -52,7 +53,11 @@ struct TemplateOptions {
   int64_t park_timeout_ms = 5'000;     // before a checkpoint, for the template to stop
   int64_t memory_budget_mb = 8192;     // all templates' PSS together
   int64_t disk_budget_mb = 20480;      // all snapshots together
-  int64_t budget_check_ms = 2'000;     // how often the budgets are checked
+  // Host pressure: templates are evicted while the host's available memory is below this, and
+  // snapshots while the free space of `dir`'s file system is.
+  int64_t min_available_memory_mb = 1024;
+  int64_t min_free_disk_mb = 2048;
+  int64_t budget_check_ms = 2'000;  // how often the budgets are checked
   // A fresh template initialises at this nice value, so that it never slows the full start of
   // the worker that runs beside it; once parked it gets the default priority back, so that
   // forks are fast.
@@ -69,6 +74,14 @@ struct TemplateReport {
   int64_t forks = 0;
   bool snapshot = false;
   int64_t snapshot_bytes = 0;
+};
+
+// What the manager measures on the host (an OS seam; tests fake it). Null members: the real
+// measure (PSS from /proc/PID/smaps_rollup, MemAvailable from /proc/meminfo, statvfs).
+struct HostProbe {
+  std::function<int64_t(int pid)> pss_kb;
+  std::function<int64_t()> available_memory_kb;
+  std::function<int64_t(const std::string& dir)> free_disk_kb;
 };
 
 // Counts of start paths and fallbacks since the agent started.
@@ -92,10 +105,10 @@ class TemplateManager {
   };
 
   // `runtime` (not owned) runs the templates and the forked workers; `snapshotter` (not owned,
-  // may be null: no snapshots). `memory_kb(pid)` measures a template (default: PSS from
-  // /proc/PID/smaps_rollup). Reads the snapshots already in options.dir.
+  // may be null: no snapshots); `probe` measures templates and the host. Reads the snapshots
+  // already in options.dir.
   TemplateManager(const Clock* clock, ProcessRuntime* runtime, Snapshotter* snapshotter,
-                  TemplateOptions options, std::function<int64_t(int)> memory_kb = nullptr);
+                  TemplateOptions options, HostProbe probe = {});
   ~TemplateManager();
 
   static std::string Key(const std::string& endpoint_id, int64_t version);
@@ -164,12 +177,16 @@ class TemplateManager {
   void Drop(const std::string& key, const std::string& why, bool failed);
   void DeleteSnapshot(const std::string& key);
   void EnforceBudgets();
+  // Evicts ready templates, least recently used first, until `kb` of PSS are freed.
+  void EvictTemplates(int64_t kb, const std::string& why);
+  // Deletes snapshots, least recently used first, until `bytes` are freed.
+  void EvictSnapshots(int64_t bytes, const std::string& why);
 
   const Clock* clock_;
   ProcessRuntime* runtime_;
   Snapshotter* snapshotter_;
   TemplateOptions options_;
-  std::function<int64_t(int)> memory_kb_;
+  HostProbe probe_;
   std::optional<bool> criu_usable_;  // Check() once, on the first checkpoint or restore
   std::map<std::string, std::unique_ptr<Template>> templates_;
   std::map<std::string, Snapshot> snapshots_;
@@ -185,5 +202,9 @@ class TemplateManager {
 
 // PSS of `pid` in KiB from /proc/PID/smaps_rollup; 0 if it cannot be read.
 int64_t ProcessPssKb(int pid);
+// MemAvailable of /proc/meminfo in KiB.
+int64_t AvailableMemoryKb();
+// Free space (for unprivileged users) of the file system holding `dir`, in KiB.
+int64_t FreeDiskKb(const std::string& dir);
 
 }  // namespace gantry::agent

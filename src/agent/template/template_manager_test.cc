@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -105,12 +106,15 @@ runpod.serverless.start({"handler": lambda job: {"pid": os.getpid()}})
     }
   }
 
-  void MakeManager(Snapshotter* snapshotter, TemplateOptions options = {},
-                   std::function<int64_t(int)> memory_kb = nullptr) {
+  void MakeManager(Snapshotter* snapshotter, TemplateOptions options = {}, HostProbe probe = {}) {
     options.dir = dir_ + "/templates";
     options.budget_check_ms = 0;
+    // The host has room unless a test says otherwise.
+    if (!probe.available_memory_kb) probe.available_memory_kb = [] { return int64_t{1} << 40; };
+    if (!probe.free_disk_kb)
+      probe.free_disk_kb = [](const std::string&) { return int64_t{1} << 40; };
     manager_ = std::make_unique<TemplateManager>(&clock_, runtime_.get(), snapshotter, options,
-                                                 std::move(memory_kb));
+                                                 std::move(probe));
   }
 
   // A worker's spec as the reconciler makes it.
@@ -353,7 +357,7 @@ TEST_F(TemplateManagerTest, TemplatesEvictedLeastRecentlyUsedWithinTheMemoryBudg
   o.memory_budget_mb = 1000;
   o.snapshots = false;
   // Each template "uses" 600 MB: two do not fit.
-  MakeManager(nullptr, o, [](int) { return int64_t{600} << 10; });
+  MakeManager(nullptr, o, HostProbe{[](int) { return int64_t{600} << 10; }});
   const std::string a = TemplateManager::Key("a", 1), b = TemplateManager::Key("b", 1);
   manager_->Ensure(a, "a", 1, Worker("a"));
   ASSERT_TRUE(Ready(a));
@@ -380,6 +384,27 @@ TEST_F(TemplateManagerTest, SnapshotsEvictedWithinTheDiskBudget) {
   ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(b) && !manager_->HasSnapshot(a); }));
   EXPECT_FALSE(fs::exists(dir_ + "/templates/" + a));
   EXPECT_GE(manager_->counters().evictions, 1);
+}
+
+TEST_F(TemplateManagerTest, HostShortOfMemoryOrDiskEvictsTemplatesAndSnapshots) {
+  std::atomic<int64_t> available_kb{int64_t{1} << 30}, free_kb{int64_t{1} << 30};
+  TemplateOptions o;
+  o.min_available_memory_mb = 512;
+  o.min_free_disk_mb = 512;
+  SizedSnapshotter snap(1 << 20);
+  HostProbe probe{[](int) { return int64_t{100} << 10; }, [&] { return available_kb.load(); },
+                  [&](const std::string&) { return free_kb.load(); }};
+  MakeManager(&snap, o, probe);
+  const std::string a = TemplateManager::Key("a", 1);
+  manager_->Ensure(a, "a", 1, Worker("a"));
+  ASSERT_TRUE(StepUntil([&] { return manager_->HasSnapshot(a); }));
+  ASSERT_TRUE(Ready(a));
+  free_kb = 100 << 10;  // 100 MB free: the snapshot goes, the template stays
+  ASSERT_TRUE(StepUntil([&] { return !manager_->HasSnapshot(a); }));
+  EXPECT_EQ(manager_->Get(a), TemplateManager::State::kReady);
+  available_kb = 300 << 10;  // 300 MB available: the template goes too
+  ASSERT_TRUE(StepUntil([&] { return manager_->Get(a) == TemplateManager::State::kNone; }));
+  EXPECT_EQ(manager_->counters().evictions, 2);
 }
 
 // The real CRIU: a template checkpointed by one "agent" is restored by the next one.
