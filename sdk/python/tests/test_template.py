@@ -216,6 +216,16 @@ class TemplateTest(unittest.TestCase):
         os.kill(self.template.pid, signal.SIGCONT)
         self.assertEqual(self.agent.accept(), {"op": "ready", "pid": self.template.pid})
 
+    def test_fds_stay_with_their_message_when_messages_arrive_together(self):
+        # A message without fds right before a fork: both may come in one read.
+        for _ in range(5):
+            self.agent.send({"op": "spare", "id": "c", "cgroupProcs": []})
+            fake = FakeGantry(worker_id="wf")
+            self.addCleanup(fake.close)
+            reply = self.agent.fork(fake.env(), os.path.join(self.tmp.name, "wf.log"))
+            self.assertIn("pid", reply, reply)
+            self.workers.append(reply["pid"])
+
     def test_template_exits_when_the_agent_hangs_up(self):
         self.agent.conn.close()
         self.assertEqual(self.template.wait(10), 0)

@@ -1,5 +1,6 @@
 #include "agent/process/cgroups.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -167,35 +168,61 @@ Status Cgroups::Create(const std::string& id, double cpu, int64_t memory_mb) con
       // Left over from an earlier child of this id whose cgroup was still busy at its exit.
       if (errno != EEXIST || rmdir(dir.c_str()) != 0 || mkdir(dir.c_str(), 0755) != 0) {
         s = Internal(Errno("mkdir " + dir, errno));
+        break;
       }
     }
-    if (s.ok() && h.memory && memory_mb > 0) {
+  }
+  if (s.ok()) s = SetLimits(id, cpu, memory_mb);
+  if (!s.ok()) Remove(id);
+  return s;
+}
+
+Status Cgroups::SetLimits(const std::string& id, double cpu, int64_t memory_mb) const {
+  for (const Hierarchy& h : hierarchies_) {
+    const std::string dir = h.dir + "/" + id;
+    if (h.memory && memory_mb > 0) {
       const std::string bytes = std::to_string(memory_mb << 20);
       if (version_ == 1) {
-        s = WriteFile(dir + "/memory.limit_in_bytes", bytes);
+        GANTRY_RETURN_IF_ERROR(WriteFile(dir + "/memory.limit_in_bytes", bytes));
         // Memory plus swap, where the kernel accounts swap; without it the limit is on RAM only.
-        if (s.ok() && Exists(dir + "/memory.memsw.limit_in_bytes")) {
-          s = WriteFile(dir + "/memory.memsw.limit_in_bytes", bytes);
+        if (Exists(dir + "/memory.memsw.limit_in_bytes")) {
+          GANTRY_RETURN_IF_ERROR(WriteFile(dir + "/memory.memsw.limit_in_bytes", bytes));
         }
       } else {
-        s = WriteFile(dir + "/memory.max", bytes);
-        if (s.ok() && Exists(dir + "/memory.swap.max"))
-          s = WriteFile(dir + "/memory.swap.max", "0");
+        GANTRY_RETURN_IF_ERROR(WriteFile(dir + "/memory.max", bytes));
+        if (Exists(dir + "/memory.swap.max")) {
+          GANTRY_RETURN_IF_ERROR(WriteFile(dir + "/memory.swap.max", "0"));
+        }
       }
     }
-    if (s.ok() && h.cpu && cpu > 0) {
+    if (h.cpu && cpu > 0) {
       // v1 shares: 1024 per core, in [2, 262144]. v2 weight: 100 (the default) per core, in
       // [1, 10000].
-      s = version_ == 1
+      GANTRY_RETURN_IF_ERROR(
+          version_ == 1
               ? WriteFile(dir + "/cpu.shares",
                           std::to_string(std::clamp<int64_t>(std::llround(cpu * 1024), 2, 262144)))
               : WriteFile(dir + "/cpu.weight",
-                          std::to_string(std::clamp<int64_t>(std::llround(cpu * 100), 1, 10000)));
+                          std::to_string(std::clamp<int64_t>(std::llround(cpu * 100), 1, 10000))));
     }
-    if (!s.ok()) break;
   }
-  if (!s.ok()) Remove(id);
-  return s;
+  return Status::Ok();
+}
+
+Status Cgroups::Rename(const std::string& from, const std::string& to) const {
+  if (version_ != 1) return FailedPrecondition("cgroup v2 directories cannot be renamed");
+  for (size_t i = 0; i < hierarchies_.size(); ++i) {
+    const std::string& dir = hierarchies_[i].dir;
+    if (rename((dir + "/" + from).c_str(), (dir + "/" + to).c_str()) != 0) {
+      Status s = Internal(Errno("rename " + dir + "/" + from, errno));
+      while (i-- > 0) {
+        rename((hierarchies_[i].dir + "/" + to).c_str(),
+               (hierarchies_[i].dir + "/" + from).c_str());
+      }
+      return s;
+    }
+  }
+  return Status::Ok();
 }
 
 std::vector<std::string> Cgroups::ProcsFiles(const std::string& id) const {
@@ -234,6 +261,26 @@ void Cgroups::KillAll(const std::string& id) const {
     int pid;
     while (in >> pid) kill(pid, SIGKILL);
   }
+}
+
+int Cgroups::RemoveLeftovers(int64_t older_than_s) const {
+  int removed = 0;
+  const time_t cutoff = time(nullptr) - older_than_s;
+  for (const Hierarchy& h : hierarchies_) {
+    DIR* d = opendir(h.dir.c_str());
+    if (!d) continue;
+    while (dirent* e = readdir(d)) {
+      if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+      const std::string dir = h.dir + "/" + e->d_name;
+      struct stat st {};
+      // Empty ones only: rmdir fails on a cgroup that holds processes or children.
+      if (stat(dir.c_str(), &st) == 0 && st.st_mtime < cutoff && rmdir(dir.c_str()) == 0) {
+        ++removed;
+      }
+    }
+    closedir(d);
+  }
+  return removed;
 }
 
 bool Cgroups::Remove(const std::string& id) const {

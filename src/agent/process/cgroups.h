@@ -32,6 +32,11 @@ class Cgroups {
   // Creates the cgroup of `id` and writes its limits (cpu in cores, memory in MiB; 0: none).
   // On error nothing is left behind.
   Status Create(const std::string& id, double cpu, int64_t memory_mb) const;
+  // Writes the limits of the cgroup of `id` (as Create() does).
+  Status SetLimits(const std::string& id, double cpu, int64_t memory_mb) const;
+  // Renames the cgroup of `from` to `to` (which must not exist), with its processes. Only
+  // cgroup v1 can: FailedPrecondition on v2. On error nothing is renamed.
+  Status Rename(const std::string& from, const std::string& to) const;
   // The cgroup.procs files of the cgroup of `id`, one per hierarchy in use.
   std::vector<std::string> ProcsFiles(const std::string& id) const;
   // Moves `pid` into the cgroup of `id`.
@@ -40,6 +45,10 @@ class Cgroups {
   bool OomKilled(const std::string& id) const;
   // SIGKILLs every process still in the cgroup of `id`.
   void KillAll(const std::string& id) const;
+  // Removes the empty cgroups under <prefix> made more than `older_than_s` seconds ago: those
+  // left behind by an agent that was killed, or whose last process outlived it. Returns how
+  // many were removed.
+  int RemoveLeftovers(int64_t older_than_s) const;
   // Removes the cgroup of `id`. False while it still holds processes: call again later.
   bool Remove(const std::string& id) const;
 

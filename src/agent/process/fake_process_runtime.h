@@ -28,6 +28,11 @@ class FakeProcessRuntime final : public ProcessRuntime {
   // Calls `launch` with a context holding no fds and no cgroup, and records the spec in
   // launches() (not in starts()); the launcher's pid is then a running "process".
   Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) override;
+  // No cgroups here: no procs files.
+  Result<std::vector<std::string>> CreateCgroup(const std::string&, double, int64_t) override {
+    return std::vector<std::string>{};
+  }
+  void RemoveCgroup(const std::string&) override {}
   void Stop(const std::string& id, int64_t grace_ms) override;
   std::vector<ProcessExit> Reap() override;
   std::vector<LogLine> DrainLogs() override;

@@ -152,6 +152,10 @@ class LocalProcessRuntime final : public ProcessRuntime {
   LocalProcessRuntime(const Clock* clock, const ProcessRuntimeOptions& options)
       : clock_(clock), cgroups_(options.use_cgroups, options.cgroup_prefix) {
     if (!cgroups_.note().empty()) GLOG_WARN("process runtime: %s", cgroups_.note().c_str());
+    // An older minute: not those another runtime (a test beside this one) is setting up.
+    if (int n = cgroups_.RemoveLeftovers(60)) {
+      GLOG_INFO("process runtime: removed %d empty cgroups left behind", n);
+    }
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
       GLOG_WARN(
           "process runtime: cannot become a child subreaper (%s): forks from templates "
@@ -170,6 +174,9 @@ class LocalProcessRuntime final : public ProcessRuntime {
 
   Result<int> Start(const ProcessSpec& spec) override;
   Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) override;
+  Result<std::vector<std::string>> CreateCgroup(const std::string& id, double cpu,
+                                                int64_t memory_mb) override;
+  void RemoveCgroup(const std::string& id) override;
   void Stop(const std::string& id, int64_t grace_ms) override;
   std::vector<ProcessExit> Reap() override;
   std::vector<LogLine> DrainLogs() override;
@@ -188,6 +195,7 @@ class LocalProcessRuntime final : public ProcessRuntime {
     int pid = 0;
     Stream out, err;
     bool in_cgroup = false;
+    std::string cgroup;  // its cgroup's id: its own id, unless it came in another one
     std::optional<int64_t> kill_at_ms;  // when Stop()'s SIGKILL is due
     bool killed = false;                // SIGKILL sent
   };
@@ -244,6 +252,7 @@ void LocalProcessRuntime::Adopt(const ProcessSpec& spec, int pid, Fd out_r, Fd e
   child.err.fd = std::move(err_r);
   child.err.is_stderr = true;
   child.in_cgroup = in_cgroup;
+  child.cgroup = spec.id;
 }
 
 Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher& launch) {
@@ -261,6 +270,8 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
   ctx.stderr_fd = err_w.get();
   if (in_cgroup) ctx.cgroup_procs = cgroups_.ProcsFiles(spec.id);
   ctx.agent_pid = getpid();
+  std::string came_in;  // a cgroup of CreateCgroup() the child already sits in
+  ctx.in_cgroup = &came_in;
   Result<int> pid = launch(spec, ctx);
   out_w.Reset();
   err_w.Reset();
@@ -271,7 +282,18 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
     }
     return pid.status();
   }
-  if (in_cgroup) {
+  std::string cgroup = spec.id;
+  if (in_cgroup && !came_in.empty()) {
+    // Its cgroup was made ahead: it becomes the child's (renamed to its id where the kernel
+    // can), with the spec's limits; no move of a process on the way.
+    cgroups_.Remove(spec.id);
+    cgroup = cgroups_.Rename(came_in, spec.id).ok() ? spec.id : came_in;
+    Status s = cgroups_.SetLimits(cgroup, spec.cpu, spec.memory_mb);
+    if (!s.ok()) {
+      GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
+                s.message().c_str());
+    }
+  } else if (in_cgroup) {
     Status s = cgroups_.AddProcess(spec.id, *pid);
     if (!s.ok()) {
       GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
@@ -279,6 +301,7 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
     }
   }
   Adopt(spec, *pid, std::move(out_r), std::move(err_r), in_cgroup);
+  children_[spec.id].cgroup = cgroup;
   return *pid;
 }
 
@@ -379,6 +402,21 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   return pid;
 }
 
+Result<std::vector<std::string>> LocalProcessRuntime::CreateCgroup(const std::string& id,
+                                                                   double cpu, int64_t memory_mb) {
+  if (!ValidId(id)) return InvalidArgument("bad cgroup id '" + id + "'");
+  if (!cgroups_.enabled()) return std::vector<std::string>{};
+  GANTRY_RETURN_IF_ERROR(cgroups_.Create(id, cpu, memory_mb));
+  stale_cgroups_.erase(id);
+  return cgroups_.ProcsFiles(id);
+}
+
+void LocalProcessRuntime::RemoveCgroup(const std::string& id) {
+  if (!cgroups_.enabled() || !ValidId(id)) return;
+  cgroups_.KillAll(id);
+  if (!cgroups_.Remove(id)) stale_cgroups_.insert(id);
+}
+
 void LocalProcessRuntime::Stop(const std::string& id, int64_t grace_ms) {
   auto it = children_.find(id);
   if (it == children_.end() || it->second.killed) return;
@@ -445,8 +483,8 @@ ProcessExit LocalProcessRuntime::Finish(Child& child) {
   kill(-child.pid, SIGKILL);
   ProcessExit exit{child.id, child.pid};
   if (child.in_cgroup) {
-    exit.oom_killed = cgroups_.OomKilled(child.id);
-    cgroups_.KillAll(child.id);
+    exit.oom_killed = cgroups_.OomKilled(child.cgroup);
+    cgroups_.KillAll(child.cgroup);
   }
   int status = 0;
   int r;
@@ -466,7 +504,7 @@ ProcessExit LocalProcessRuntime::Finish(Child& child) {
   exit.at_ms = clock_->NowMs();
   ReadStream(child.id, child.out, /*final=*/true);
   ReadStream(child.id, child.err, /*final=*/true);
-  if (child.in_cgroup && !cgroups_.Remove(child.id)) stale_cgroups_.insert(child.id);
+  if (child.in_cgroup && !cgroups_.Remove(child.cgroup)) stale_cgroups_.insert(child.cgroup);
   return exit;
 }
 

@@ -72,6 +72,10 @@ struct LaunchContext {
   // when the child runs without cgroups).
   std::vector<std::string> cgroup_procs;
   int agent_pid = 0;  // this process: the child's parent once it runs
+  // Out: set by a launcher whose child already sits in a cgroup made by CreateCgroup() (a
+  // template's spare); the runtime then makes that cgroup the child's, with the spec's limits,
+  // instead of moving the child.
+  std::string* in_cgroup = nullptr;
 };
 
 // Makes the child for Launch(): for example a fork of a template (agent/template/), or a
@@ -95,6 +99,15 @@ class ProcessRuntime {
   // (a no-op for a launcher that did so), and from then on owns the child as if it had
   // started it. Returns the launcher's error with nothing left behind.
   virtual Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) = 0;
+
+  // A cgroup with these limits for a process that a Launcher will hand over later (see
+  // LaunchContext::in_cgroup): its cgroup.procs files, none when the runtime runs without
+  // cgroups. The caller removes it with RemoveCgroup() if it is never handed over.
+  virtual Result<std::vector<std::string>> CreateCgroup(const std::string& id, double cpu,
+                                                        int64_t memory_mb) = 0;
+  // Removes a cgroup made by CreateCgroup(), SIGKILLing what is left in it; retried on later
+  // Reap()s while it is busy.
+  virtual void RemoveCgroup(const std::string& id) = 0;
 
   // Sends SIGTERM to the process group of `id` now and SIGKILL to it once grace_ms have passed
   // (sent by Reap()). grace_ms <= 0 sends SIGKILL at once. Unknown ids are ignored; a second

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -505,6 +506,62 @@ TEST_F(CgroupTest, LaunchedChildJoinsItsCgroupBeforeItRuns) {
   EXPECT_GE(in_cgroup, 1);
   rt_->Stop(spec.id, 0);
   ASSERT_TRUE(WaitExit(spec.id));
+}
+
+TEST_F(CgroupTest, LaunchedChildAlreadyInACgroupMadeAheadKeepsIt) {
+  // As a template's spare: it joins a cgroup made ahead, long before it gets its identity.
+  const std::string ahead = Id("ahead");
+  auto procs = rt_->CreateCgroup(ahead, 0.25, 128);
+  ASSERT_TRUE(procs.ok()) << procs.status().ToString();
+  ASSERT_FALSE(procs->empty());
+  ProcessSpec spec = Sh("adopted", "cat /proc/self/cgroup; echo ready; exec sleep 100");
+  spec.memory_mb = 64;
+  auto launcher = [&](const ProcessSpec& s, const LaunchContext& ctx) -> Result<int> {
+    LaunchContext joined = ctx;
+    joined.cgroup_procs = *procs;  // the cgroup made ahead, not the spec's
+    auto pid = DoubleForkLauncher(s, joined);
+    if (pid.ok()) *ctx.in_cgroup = ahead;
+    return pid;
+  };
+  ASSERT_TRUE(rt_->Launch(spec, launcher).ok());
+  ASSERT_TRUE(WaitLine(spec.id, "ready"));
+  // On cgroup v1 it is renamed to the worker's id; on v2 it keeps its name. Either way the
+  // spec's limits are in force.
+  const bool v1 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0;
+  const std::string name = v1 ? spec.id : ahead;
+  int in_cgroup = 0;
+  for (const std::string& line : Lines(spec.id, false)) {
+    // It ran in the cgroup made ahead (under either name: the rename may come first).
+    if (line.ends_with("/gantry/" + ahead) || line.ends_with("/gantry/" + spec.id)) ++in_cgroup;
+  }
+  EXPECT_GE(in_cgroup, 1);
+  const std::string dir =
+      v1 ? "/sys/fs/cgroup/memory/gantry/" + name : "/sys/fs/cgroup/gantry/" + name;
+  EXPECT_EQ(ReadAll(dir + (v1 ? "/memory.limit_in_bytes" : "/memory.max")),
+            std::to_string(64 << 20) + "\n");
+  rt_->Stop(spec.id, 0);
+  ASSERT_TRUE(WaitExit(spec.id));
+  EXPECT_NE(access(dir.c_str(), F_OK), 0);  // removed with the child
+  // A cgroup made ahead and never used is removed on request.
+  const std::string unused = Id("unused");
+  ASSERT_TRUE(rt_->CreateCgroup(unused, 0, 0).ok());
+  rt_->RemoveCgroup(unused);
+  EXPECT_NE(access(("/sys/fs/cgroup/memory/gantry/" + unused).c_str(), F_OK), 0);
+}
+
+TEST_F(CgroupTest, EmptyCgroupsLeftBehindAreRemovedAtStart) {
+  const std::string old = Id("left-behind"), young = Id("young");
+  ASSERT_TRUE(rt_->CreateCgroup(old, 0, 0).ok());
+  ASSERT_TRUE(rt_->CreateCgroup(young, 0, 0).ok());
+  const bool v1 = access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0;
+  const std::string base = v1 ? "/sys/fs/cgroup/memory/gantry/" : "/sys/fs/cgroup/gantry/";
+  const timeval two_hours_ago[2] = {{time(nullptr) - 7200, 0}, {time(nullptr) - 7200, 0}};
+  ASSERT_EQ(utimes((base + old).c_str(), two_hours_ago), 0);
+  auto next = NewLocalProcessRuntime(&clock_, {});  // as an agent starting again
+  EXPECT_NE(access((base + old).c_str(), F_OK), 0);
+  EXPECT_EQ(access((base + young).c_str(), F_OK), 0);  // maybe another runtime's, in use
+  rt_->RemoveCgroup(old);
+  rt_->RemoveCgroup(young);
 }
 
 TEST_F(CgroupTest, ChildOverItsMemoryLimitIsOomKilled) {

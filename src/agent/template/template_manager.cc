@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "common/json.h"
 #include "common/log.h"
@@ -174,6 +175,8 @@ struct TemplateManager::Template {
   int64_t forks = 0;
   int64_t memory_kb = 0;
   std::deque<std::string> last_lines;
+  std::string spare_cgroup;  // offered to the template for its next spare; "" for none
+  int spare_seq = 0;
 
   ~Template() { CloseAll(); }
   void CloseConnection() {
@@ -397,6 +400,10 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     auto* pid = Find(o, "pid");
     if (!pid || !AsInt(*pid)) return Internal("bad answer from the template");
     if (auto* sp = Find(o, "spare"); sp && sp->is_bool()) spare = sp->get_bool();
+    if (auto* c = Find(o, "spareCgroup");
+        c && c->is_string() && !t.spare_cgroup.empty() && c->as_string() == t.spare_cgroup) {
+      *ctx.in_cgroup = std::exchange(t.spare_cgroup, {});  // the runtime's now
+    }
     return static_cast<int>(*AsInt(*pid));
   };
   auto pid = runtime_->Launch(worker, launch);
@@ -409,6 +416,7 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
   }
   ++counters_.forks;
   ++t.forks;
+  OfferSpareCgroup(t);
   GLOG_INFO("templates: %s forked from %s in %lld ms%s", worker.id.c_str(), key.c_str(),
             static_cast<long long>(SystemClock().NowMs() - t0), spare ? " (spare)" : "");
   t.used_ms = clock_->NowMs();
@@ -442,6 +450,7 @@ void TemplateManager::Accept(Template& t) {
             static_cast<long long>(clock_->NowMs() - t.since_ms));
   t.phase = Template::Phase::kReady;
   t.since_ms = clock_->NowMs();
+  OfferSpareCgroup(t);
   if (first) {
     t.memory_kb = probe_.pss_kb(t.pid);
     // Initialised: the default priority for every thread of it, so that forks are fast.
@@ -451,6 +460,27 @@ void TemplateManager::Accept(Template& t) {
       setpriority(PRIO_PROCESS, std::stoi(task.path().filename().string()), 0);
     }
   }
+}
+
+void TemplateManager::OfferSpareCgroup(Template& t) {
+  if (!t.spare_cgroup.empty() || t.conn_fd < 0) return;
+  const std::string id = t.process_id + "-s" + std::to_string(++t.spare_seq);
+  auto procs = runtime_->CreateCgroup(id, t.spec.cpu, t.spec.memory_mb);
+  if (!procs.ok() || procs->empty()) return;  // no cgroups: the spare joins at its fork
+  json::array files;
+  for (const auto& p : *procs) files.emplace_back(p);
+  json::object msg{{"op", "spare"}, {"id", id}, {"cgroupProcs", std::move(files)}};
+  if (!SendWithFds(t.conn_fd, ToJson(msg) + "\n", {}).ok()) {
+    runtime_->RemoveCgroup(id);
+    return;
+  }
+  t.spare_cgroup = id;
+}
+
+void TemplateManager::ReleaseSpareCgroup(Template& t) {
+  if (t.spare_cgroup.empty()) return;
+  runtime_->RemoveCgroup(t.spare_cgroup);  // kills the spare in it, if any
+  t.spare_cgroup.clear();
 }
 
 void TemplateManager::BeginCheckpoint(Template& t) {
@@ -466,6 +496,7 @@ void TemplateManager::BeginCheckpoint(Template& t) {
     return;
   }
   t.CloseConnection();
+  ReleaseSpareCgroup(t);  // the template closes its spare for the snapshot
   t.phase = Template::Phase::kParking;
   t.since_ms = clock_->NowMs();
 }
@@ -563,6 +594,7 @@ void TemplateManager::Drop(const std::string& key, const std::string& why, bool 
   if (it != templates_.end()) {
     Template& t = *it->second;
     if (t.pid > 0) runtime_->Stop(t.process_id, 0);
+    ReleaseSpareCgroup(t);
     std::string lines;
     for (const auto& l : t.last_lines) lines += "\n  " + l;
     GLOG_WARN("templates: %s dropped: %s%s", key.c_str(), why.c_str(), lines.c_str());

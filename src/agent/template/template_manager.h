@@ -173,6 +173,10 @@ class TemplateManager {
   void StartRestore(Template& t);
   void Accept(Template& t);
   void BeginCheckpoint(Template& t);
+  // Makes a cgroup for the template's next spare (with a worker's limits) and tells the
+  // template, so that a fork moves no process between cgroups; released when unused.
+  void OfferSpareCgroup(Template& t);
+  void ReleaseSpareCgroup(Template& t);
   void FinishJob();
   void Drop(const std::string& key, const std::string& why, bool failed);
   void DeleteSnapshot(const std::string& key);

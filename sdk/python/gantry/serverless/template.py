@@ -14,6 +14,12 @@ with SCM_RIGHTS.
                      "agentPid": A}   with two fds: the worker's stdout and stderr
   template → agent  {"pid": N} | {"error": "..."}    once the worker is in its own session
                                                       and cgroups, a child of the agent
+  agent → template  {"op": "spare", "id": C, "cgroupProcs": [...]}
+                                                      a cgroup made ahead for the next spare
+                                                      (no answer): the spare joins it when it is
+                                                      made, and its fork answer names it
+                                                      ("spareCgroup": C), so that taking an
+                                                      identity moves no process between cgroups
   agent → template  {"op": "park"}                   before a snapshot: the template points
                                                       fds 0-2 at /dev/null, closes the socket
                                                       and stops itself (SIGSTOP); once
@@ -67,7 +73,8 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
-        self.fds: List[int] = []
+        # Fds received, each with the offset in `buf` of the message they came with.
+        self.fds: List[Tuple[int, List[int]]] = []
 
     @classmethod
     def connect(cls, path: str) -> "_Channel":
@@ -89,15 +96,23 @@ class _Channel:
         self.sock.settimeout(timeout)
         while b"\n" not in self.buf:
             data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 8)
-            self.fds.extend(fds)
             if not data:
+                for _, lost in self.fds + [(0, fds)]:
+                    for fd in lost:
+                        os.close(fd)
                 return None, []
             self.buf += data
+            if fds:
+                # Each message is one sendmsg() and Linux ends a read at the data that carries
+                # fds, so they belong to the last message that begins in this read.
+                self.fds.append((self.buf.rfind(b"\n", 0, len(self.buf) - 1) + 1, fds))
             if len(self.buf) > _MAX_LINE:
                 raise TemplateError("message line too long")
-        line, self.buf = self.buf.split(b"\n", 1)
-        fds, self.fds = self.fds, []
-        return json.loads(line), fds
+        nl = self.buf.index(b"\n")
+        line, self.buf = self.buf[:nl], self.buf[nl + 1:]
+        mine = [fd for offset, fds in self.fds if offset <= nl for fd in fds]
+        self.fds = [(offset - nl - 1, fds) for offset, fds in self.fds if offset > nl]
+        return json.loads(line), mine
 
     def close(self) -> None:
         self.sock.close()
@@ -113,13 +128,15 @@ def serve(path: str) -> None:
     gc.freeze()
     channel = _connect(path)
     spare: Optional[_Channel] = None
+    spare_cgroup: Optional[Dict[str, Any]] = None  # {"id", "cgroupProcs"} for the next spare
     while True:
         try:
             msg, fds = channel.recv(None if spare else _SPARE_AFTER_IDLE_S)
         except socket.timeout:
-            spare, worker = _make_spare(channel)
+            spare, worker = _make_spare(channel, spare_cgroup)
             if worker:
                 return
+            spare_cgroup = None  # the spare took it (or it is gone)
             continue
         except (OSError, ValueError) as err:
             print("gantry template: connection to the agent failed: %s" % err, file=sys.stderr)
@@ -135,10 +152,15 @@ def serve(path: str) -> None:
                     return
             else:
                 channel.send(reply)
+        elif op == "spare":
+            for fd in fds:
+                os.close(fd)
+            spare_cgroup = msg
         elif op == "park":
             if spare:
                 spare.close()  # it exits: nothing may stay connected for the snapshot
                 spare = None
+            spare_cgroup = None  # the agent removes it
             channel = _park(channel, path)
         else:
             for fd in fds:
@@ -211,9 +233,11 @@ def _adopted_by(agent: int) -> None:
         raise TemplateError("the agent exited")
 
 
-def _make_spare(channel: _Channel) -> Tuple[Optional[_Channel], bool]:
-    """Makes a spare. In the template: (its channel, False), or (None, False) if it could not be
-    made. In the spare, once it has become a worker: (None, True)."""
+def _make_spare(channel: _Channel,
+                cgroup: Optional[Dict[str, Any]]) -> Tuple[Optional[_Channel], bool]:
+    """Makes a spare, in `cgroup` ({"id", "cgroupProcs"}) if given. In the template: (its
+    channel, False), or (None, False) if it could not be made. In the spare, once it has become
+    a worker: (None, True)."""
     agent = os.getppid()
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -222,17 +246,19 @@ def _make_spare(channel: _Channel) -> Tuple[Optional[_Channel], bool]:
     if _double_fork() == 0:
         ours.close()
         channel.close()  # nothing of the agent's stays in a spare
-        _spare_main(_Channel(theirs), agent)  # returns only as a worker
+        _spare_main(_Channel(theirs), agent, cgroup)  # returns only as a worker
         return None, True
     theirs.close()
     return _Channel(ours), False
 
 
-def _spare_main(template: _Channel, agent: int) -> None:
-    """In a spare: waits for an identity, then becomes that worker (returns). Exits when the
-    template goes away or the identity cannot be taken."""
+def _spare_main(template: _Channel, agent: int, cgroup: Optional[Dict[str, Any]]) -> None:
+    """In a spare: joins its cgroup, waits for an identity, then becomes that worker (returns).
+    Exits when the template goes away or the identity cannot be taken."""
     try:
         _adopted_by(agent)
+        if cgroup:
+            _join_cgroup(cgroup.get("cgroupProcs") or [])
     except (TemplateError, OSError):
         os._exit(1)
     try:
@@ -241,11 +267,19 @@ def _spare_main(template: _Channel, agent: int) -> None:
         os._exit(1)
     if msg is None:
         os._exit(0)
-    reply = _take_identity(msg, fds)
+    reply = _take_identity(msg, fds, in_cgroup=bool(cgroup))
+    if cgroup and "pid" in reply:
+        reply["spareCgroup"] = cgroup.get("id")
     template.send(reply)
     template.close()
     if "error" in reply:
         os._exit(127)
+
+
+def _join_cgroup(procs_files: List[str]) -> None:
+    for procs in procs_files:
+        with open(procs, "w") as f:
+            f.write("0")  # "0": the writing process
 
 
 def _hand_to_spare(spare: _Channel, msg: Dict[str, Any],
@@ -301,15 +335,15 @@ def _fork(channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
     return False
 
 
-def _take_identity(msg: Dict[str, Any], fds: List[int]) -> Dict[str, Any]:
-    """In a grandchild adopted by the agent: cgroups, stdio, env, workdir. Returns the reply
-    for the agent: {"pid": N}, or {"error": "..."} (the caller then exits)."""
+def _take_identity(msg: Dict[str, Any], fds: List[int], in_cgroup: bool = False) -> Dict[str, Any]:
+    """In a grandchild adopted by the agent: cgroups (unless already `in_cgroup`), stdio, env,
+    workdir. Returns the reply for the agent: {"pid": N}, or {"error": "..."} (the caller then
+    exits)."""
     if len(fds) != 2:
         return {"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)}
     try:
-        for procs in msg.get("cgroupProcs") or []:
-            with open(procs, "w") as f:
-                f.write("0")  # "0": the writing process
+        if not in_cgroup:
+            _join_cgroup(msg.get("cgroupProcs") or [])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fds[0], 1)
