@@ -1,6 +1,5 @@
 // CriuSnapshotter: the Snapshotter that runs the CRIU binary. See criu.h for the contract.
 #include "agent/snapshot/criu.h"
-#include "common/fd.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -29,6 +28,8 @@
 #include <utility>
 #include <vector>
 
+#include "agent/snapshot/cuda_checkpoint.h"
+#include "common/fd.h"
 #include "common/log.h"
 
 namespace gantry::agent {
@@ -367,6 +368,16 @@ class CriuSnapshotter final : public Snapshotter {
   // Joins the watchers of daemons already reaped.
   void JoinFinishedWatchers();
   void WarnIfNotSubreaper();
+  // `criu dump` of `pid` into `dir` (already emptied).
+  Status RunDump(int pid, const std::string& dir, bool leave_running);
+
+  // GPU state (CriuOptions::cuda; criu.h "GPU state"). SuspendGpu: true if it suspended the
+  // GPU state of `pid`, false if there was nothing to do. FinishGpuDump: after RunDump() of a
+  // suspended process: writes the marker, resumes the process if it still runs, and returns
+  // Dump()'s result. ResumeGpuAfterRestore: resumes the restored `pid`, or kills it.
+  Result<bool> SuspendGpu(int pid);
+  Status FinishGpuDump(int pid, const std::string& dir, bool leave_running, Status dumped);
+  Status ResumeGpuAfterRestore(int pid, const std::string& dir);
 
   const std::string criu_;
   const CriuOptions options_;
@@ -408,6 +419,14 @@ Status CriuSnapshotter::Dump(int pid, const std::string& dir_arg, bool leave_run
     return NotFound("snapshot: cannot dump pid " + std::to_string(pid) + ": no such process");
   }
   GANTRY_RETURN_IF_ERROR(MakeEmptyDir(dir));
+  Result<bool> gpu_suspended = SuspendGpu(pid);
+  if (!gpu_suspended.ok()) return gpu_suspended.status();
+  Status dumped = RunDump(pid, dir, leave_running);
+  if (*gpu_suspended) return FinishGpuDump(pid, dir, leave_running, std::move(dumped));
+  return dumped;
+}
+
+Status CriuSnapshotter::RunDump(int pid, const std::string& dir, bool leave_running) {
   const std::string log = dir + "/dump.log";
   std::vector<std::string> argv = {
       criu_, "dump", "-t", std::to_string(pid), "-D", dir, "--shell-job", "-o", log, "-v4"};
@@ -541,6 +560,19 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
   if (!fs::exists(dir + "/inventory.img", ec)) {
     return NotFound("snapshot: no CRIU image in " + dir + " (no inventory.img)");
   }
+  const bool gpu_suspended = fs::exists(dir + "/" + kCudaSuspendedMarker, ec);
+  if (gpu_suspended) {
+    if (options_.cuda == nullptr) {
+      return FailedPrecondition("snapshot: the image in " + dir + " holds suspended GPU state (" +
+                                kCudaSuspendedMarker +
+                                ") and this snapshotter has no CUDA checkpointer");
+    }
+    if (Status a = options_.cuda->Available(); !a.ok()) {
+      return FailedPrecondition(
+          "snapshot: the image in " + dir +
+          " holds suspended GPU state, which cannot be resumed here: " + a.message());
+    }
+  }
   JoinFinishedWatchers();
   WarnIfNotSubreaper();
   const std::string pidfile = dir + "/restore.pid";
@@ -604,11 +636,136 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
     return failed;
   }
   if (daemon > 0) WatchLazyDaemon(daemon, dir);
+  if (gpu_suspended) GANTRY_RETURN_IF_ERROR(ResumeGpuAfterRestore(pid, dir));
   GLOG_DEBUG("snapshot: restored pid %d from %s (%s) in %lld ms", pid, dir.c_str(),
              mode == RestoreMode::kLazy ? "lazy" : "full",
              static_cast<long long>(
                  std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
   return pid;
+}
+
+// --- GPU state (CriuOptions::cuda) ------------------------------------------------------------
+
+// The state letter of /proc/<pid>/stat ('R', 'S', 'T', 't', ...); 0 if unknown.
+char ProcState(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const size_t paren = stat.rfind(')');
+  return paren == std::string::npos || stat.size() < paren + 3 ? 0 : stat[paren + 2];
+}
+
+Result<bool> CriuSnapshotter::SuspendGpu(int pid) {
+  if (options_.cuda == nullptr) return false;
+  const std::string who = "pid " + std::to_string(pid);
+  if (Status a = options_.cuda->Available(); !a.ok()) {
+    // No usable driver here: nothing can be suspended; a process holding GPU state anyway
+    // makes criu fail with its own error.
+    GLOG_DEBUG("snapshot: not checking %s for GPU state: %s", who.c_str(), a.message().c_str());
+    return false;
+  }
+  Result<ProcessGpuState> state = options_.cuda->State(pid);
+  if (!state.ok()) {
+    return Status(state.status().code(),
+                  "snapshot: cannot dump " + who +
+                      ": cannot tell whether it holds GPU state: " + state.status().message());
+  }
+  switch (*state) {
+    case ProcessGpuState::kNone:
+      return false;
+    case ProcessGpuState::kCheckpointed:
+      // Suspended by someone else: dumped as it is; Restore() leaves it suspended too.
+      GLOG_INFO("snapshot: %s has its GPU state suspended already; dumping it as it is",
+                who.c_str());
+      return false;
+    case ProcessGpuState::kLocked:
+    case ProcessGpuState::kFailed:
+      return FailedPrecondition("snapshot: cannot dump " + who + ": its GPU state is " +
+                                ProcessGpuStateName(*state) +
+                                " (another checkpoint is in progress or failed); nothing done");
+    case ProcessGpuState::kRunning:
+      break;
+  }
+  if (const char st = ProcState(pid); st == 'T' || st == 't') {
+    return FailedPrecondition(
+        "snapshot: cannot dump " + who +
+        ": it holds a CUDA context and is stopped; the CUDA driver suspends GPU state through "
+        "a thread inside the process, so it must be running (dump it before stopping it); "
+        "nothing done");
+  }
+  const auto t0 = SteadyClock::now();
+  if (Status s = options_.cuda->Suspend(pid, options_.timeout_ms); !s.ok()) {
+    // A lock that timed out leaves the process running as before: its GPU was busy; retry
+    // later (DeadlineExceeded would tell the caller to kill it).
+    const Code code = s.code() == Code::kDeadlineExceeded ? Code::kUnavailable : s.code();
+    return Status(
+        code, "snapshot: cannot dump " + who + ": suspending its GPU state failed: " + s.message());
+  }
+  GLOG_DEBUG("snapshot: suspended the GPU state of %s in %lld ms", who.c_str(),
+             static_cast<long long>(
+                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
+  return true;
+}
+
+Status CriuSnapshotter::FinishGpuDump(int pid, const std::string& dir, bool leave_running,
+                                      Status dumped) {
+  const std::string who = "pid " + std::to_string(pid);
+  const std::string marker = dir + "/" + kCudaSuspendedMarker;
+  std::error_code ec;
+  if (dumped.ok()) {
+    std::ofstream out(marker);
+    out << "pid " << pid << "\n";
+    out.close();
+    if (!out) {
+      fs::remove(dir + "/inventory.img", ec);
+      dumped = Internal("snapshot: cannot write " + marker);
+    }
+  }
+  if (!dumped.ok() && dumped.code() == Code::kDeadlineExceeded) {
+    // criu was killed mid-dump: the process may still be frozen, and the driver's restore would
+    // then block for good. Dump()'s contract already says to kill it.
+    return Status(dumped.code(), dumped.message() + "; its GPU state stays suspended");
+  }
+  if (dumped.ok() && !leave_running) return dumped;  // criu killed the process
+  // The process runs on (leave_running, or the dump failed): give it its GPU back.
+  if (Status s = options_.cuda->Resume(pid); !s.ok()) {
+    if (!dumped.ok()) {
+      return Status(dumped.code(), dumped.message() + "; resuming the GPU state of " + who +
+                                       " failed too: " + s.message());
+    }
+    // The image is complete, but the process left running is stuck: say so, and keep
+    // Dump()'s contract (no usable image on error).
+    fs::remove(dir + "/inventory.img", ec);
+    fs::remove(marker, ec);
+    return Internal("snapshot: dumped " + who + " into " + dir +
+                    ", but resuming its GPU state failed (its CUDA calls stay blocked: kill it; "
+                    "the image was discarded): " +
+                    s.message());
+  }
+  return dumped;
+}
+
+Status CriuSnapshotter::ResumeGpuAfterRestore(int pid, const std::string& dir) {
+  const auto t0 = SteadyClock::now();
+  Status s = options_.cuda->Resume(pid);
+  if (s.ok()) {
+    GLOG_DEBUG("snapshot: resumed the GPU state of restored pid %d in %lld ms", pid,
+               static_cast<long long>(
+                   std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
+    return s;
+  }
+  // Restore()'s contract: on error nothing of the tree is left running. The restored process is
+  // our child if we are a subreaper (then reap it here, nobody else knows its pid), else PID 1's.
+  kill(pid, SIGKILL);
+  const auto deadline = SteadyClock::now() + milliseconds(5000);
+  while (SteadyClock::now() < deadline) {
+    const pid_t r = waitpid(pid, nullptr, WNOHANG);
+    if (r == pid || (r < 0 && errno == ECHILD)) break;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return Status(s.code(),
+                "snapshot: restored pid " + std::to_string(pid) + " from " + dir +
+                    ", but resuming its GPU state failed, so it was killed: " + s.message());
 }
 
 }  // namespace

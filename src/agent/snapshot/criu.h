@@ -26,6 +26,27 @@
 // thread per such process waits for it (waitpid on its pid) and logs how it ended, so it never
 // lingers as a zombie. If it is killed early, the restored process dies with SIGSEGV on its next
 // fault on a page not yet copied (measured; it does not silently read zeros).
+//
+// GPU state (only with CriuOptions::cuda set; cuda_checkpoint.h): CRIU cannot dump a process
+// that maps GPU device memory, so Dump() first asks the CUDA driver to move the root process's
+// GPU state into its host memory (CudaCheckpointer::Suspend) when the driver reports it
+// "running" (it has a CUDA context), then dumps it, and writes the file `cuda-suspended` into
+// the image directory. The process must not be stopped then (the driver works through a thread
+// inside it): Dump() fails with FailedPrecondition, without touching it, if it is. With
+// leave_running, and whenever the dump fails (the tree keeps running), Dump() resumes the GPU
+// state (CudaCheckpointer::Resume) before returning. Restore() of an image with
+// `cuda-suspended` resumes the restored process's GPU state before it returns (the process
+// comes back running, with its GPU memory in host memory and its CUDA calls blocked until
+// then). Only the root process is handled; a child holding a CUDA context makes criu fail. A
+// process whose GPU state someone else suspended already is dumped as it is, without the marker;
+// where the checkpointer is not Available(), Dump() does not look for GPU state at all.
+// Errors besides those of snapshotter.h: Dump() gives FailedPrecondition (stopped, or GPU state
+// locked or failed by someone else; the process is untouched) or Unavailable (the lock timed out:
+// its GPU work did not drain in timeout_ms; it runs on as before; retry) or the checkpointer's
+// error (cuda_checkpoint.h says what state the process is left in); a leave_running dump whose
+// Resume fails is Internal, its image discarded, and the process must be killed. Restore() gives
+// FailedPrecondition for a marked image without a usable checkpointer (nothing is restored),
+// and the checkpointer's error if Resume fails (the restored process is then killed and reaped).
 
 #include <cstdint>
 #include <memory>
@@ -35,6 +56,8 @@
 #include "common/status.h"
 
 namespace gantry::agent {
+
+class CudaCheckpointer;  // cuda_checkpoint.h
 
 struct CriuOptions {
   // Time limit for each criu command (dump, restore, the lazy-pages daemon's start-up, and
@@ -46,7 +69,14 @@ struct CriuOptions {
   int64_t lazy_drain_timeout_ms = 60'000;
   // How many lines at the end of criu's log an error message quotes. Default: 12.
   int log_tail_lines = 12;
+  // Suspends and resumes the GPU state of dumped processes (see "GPU state" above); also bounds
+  // its lock by timeout_ms. Not owned; must outlive the snapshotter. Default: null, no GPU
+  // handling (a process holding a CUDA context then fails to dump, with criu's error).
+  CudaCheckpointer* cuda = nullptr;
 };
+
+// The file Dump() writes into an image directory whose process had its GPU state suspended.
+inline constexpr const char* kCudaSuspendedMarker = "cuda-suspended";
 
 // The real snapshotter, running the CRIU binary at `criu_path` (a name without '/' is looked up
 // in PATH now). Nothing is checked here: call Check() to know whether it can work.

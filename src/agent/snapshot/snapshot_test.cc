@@ -20,9 +20,15 @@
 
 #include "agent/snapshot/criu.h"
 #include "agent/snapshot/fake_snapshotter.h"
+#include "agent/snapshot/test_processes.h"
 
 namespace gantry::agent {
 namespace {
+
+using test_processes::ProcState;
+using test_processes::ReadFile;
+using test_processes::Spawn;
+using test_processes::WaitFor;
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
@@ -63,20 +69,6 @@ while True:
 
 constexpr size_t kWeightsBytes = 32 << 20;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// The state letter of /proc/<pid>/stat ('R', 'S', 'T', 'Z', ...); 0 if there is no such process.
-char ProcState(int pid) {
-  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  const size_t paren = stat.rfind(')');
-  return paren == std::string::npos || stat.size() < paren + 3 ? 0 : stat[paren + 2];
-}
-
 // Pids whose parent is this process.
 std::vector<int> Children() {
   std::vector<int> out;
@@ -93,41 +85,6 @@ std::vector<int> Children() {
     if (ppid == self) out.push_back(std::stoi(name));
   }
   return out;
-}
-
-// Starts argv as a process-group leader in this session, stdio on /dev/null.
-int Spawn(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  return rc == 0 ? pid : -1;
-}
-
-// Waits (at most timeout_ms) for the child `pid` to stop (WUNTRACED) or end; returns its wait
-// status, nullopt on timeout.
-std::optional<int> WaitFor(int pid, int options, int timeout_ms) {
-  const auto deadline = steady_clock::now() + milliseconds(timeout_ms);
-  for (;;) {
-    int status = 0;
-    const pid_t r = waitpid(pid, &status, options | WNOHANG);
-    if (r == pid) return status;
-    if (r < 0 && errno != EINTR) return std::nullopt;
-    if (steady_clock::now() > deadline) return std::nullopt;
-    std::this_thread::sleep_for(milliseconds(2));
-  }
 }
 
 class SnapshotTest : public ::testing::Test {
