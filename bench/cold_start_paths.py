@@ -223,10 +223,10 @@ def report(res, n):
     direct = pct(res["direct"], 50)
     full = pct(res["full"][0], 50)
     print("| path (%d starts each; handler imports torch, 488 MiB model) | p50 ms | p99 ms |"
-          " vs full start (p50) | start paths seen |" % n)
+          " full start p50 / this p50 | start paths seen |" % n)
     print("|---|---:|---:|---:|---|")
     print("| direct process start (`python3 handler.py --test_input`), baseline | %.0f | %.0f |"
-          " %.2fx | - |" % (direct, pct(res["direct"], 99), full / direct))
+          " %.2f | - |" % (direct, pct(res["direct"], 99), full / direct))
     labels = [("full", "full start (scale from zero, flashboot off)"),
               ("full-torch", "full start, model read by `torch.load` instead of mapped"),
               ("fork", "fork from the template"),
@@ -236,7 +236,7 @@ def report(res, n):
     for key, label in labels:
         times, paths = res[key]
         p50 = pct(times, 50)
-        print("| %s | %.0f | %.0f | %.1fx faster | %s |" % (
+        print("| %s | %.0f | %.0f | %.1f | %s |" % (
             label, p50, pct(times, 99), full / p50,
             ", ".join("%s %d" % kv for kv in sorted(paths.items()))))
     full_kb, children, template, paths = res["memory"]
