@@ -69,6 +69,21 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     if (auto* f = Find(w, "cpu"); f && f->is_number()) wa.cpu = f->to_number<double>();
     if (auto* f = Find(w, "memoryMb")) wa.memory_mb = AsInt(*f).value_or(0);
     if (auto* f = Find(w, "flashboot"); f && f->is_bool()) wa.use_template = f->get_bool();
+    wa.image = str("image");
+    wa.volume = str("volume");
+    wa.volume_mount_path = str("volumeMountPath");
+    if (auto* f = Find(w, "registryAuth"); f && f->is_object()) {
+      if (auto* u = Find(f->as_object(), "username"); u && u->is_string()) {
+        wa.registry_username = u->as_string();
+      }
+      if (auto* p = Find(f->as_object(), "password"); p && p->is_string()) {
+        wa.registry_password = p->as_string();
+      }
+    }
+    if (auto* f = Find(w, "insecureRegistry"); f && f->is_bool()) {
+      wa.insecure_registry = f->get_bool();
+    }
+    if (auto* f = Find(w, "readOnlyRootfs"); f && f->is_bool()) wa.read_only_rootfs = f->get_bool();
     a.workers.push_back(std::move(wa));
   }
   return a;

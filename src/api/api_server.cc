@@ -622,7 +622,14 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
                               {"gpus", std::move(gpus)},
                               {"cpu", w.cpu},
                               {"memoryMb", w.memory_mb},
-                              {"flashboot", w.use_template}});
+                              {"flashboot", w.use_template},
+                              {"image", w.image},
+                              {"registryAuth", json::object{{"username", w.registry_username},
+                                                            {"password", w.registry_password}}},
+                              {"insecureRegistry", w.insecure_registry},
+                              {"volume", w.volume},
+                              {"volumeMountPath", w.volume_mount_path},
+                              {"readOnlyRootfs", w.read_only_rootfs}});
   }
   json::object versions;
   for (const auto& [id, v] : a.template_versions) versions[id] = v;

@@ -663,93 +663,122 @@ int Main(int argc, char** argv) {
   });
 
   // ---- deploy
-  std::string deploy_dir, deploy_id;
+  std::string deploy_dir, deploy_id, deploy_image;
   auto* deploy = app.add_subcommand(
-      "deploy", "Upload DIR as a code bundle and create or update the endpoint in DIR/gantry.toml");
-  deploy->add_option("dir", deploy_dir, "Directory with gantry.toml and the handler")->required();
+      "deploy",
+      "Upload DIR as a code bundle and create or update the endpoint in DIR/gantry.toml; or, "
+      "with --image (or image = \"...\" in gantry.toml), deploy a container image instead");
+  deploy->add_option("dir", deploy_dir, "Directory with gantry.toml and the handler");
   deploy->add_option("--id", deploy_id,
                      "Endpoint id (default: id in gantry.toml, else DIR's name)");
+  deploy->add_option("--image", deploy_image,
+                     "An OCI image (registry/name:tag) to run instead of a code bundle");
   deploy->callback([&] {
     ResolveConn(&conn);
-    fs::path dir = fs::absolute(deploy_dir).lexically_normal();
-    if (dir.filename().empty()) dir = dir.parent_path();
-    std::string toml_path = (dir / "gantry.toml").string();
-    if (!fs::exists(toml_path)) {
-      fprintf(stderr, "gantry: %s not found\n", toml_path.c_str());
+    if (deploy_dir.empty() && deploy_image.empty()) {
+      fprintf(stderr, "gantry: deploy needs a directory or --image (see gantry deploy --help)\n");
       rc = 2;
       return;
     }
-    auto spec = ParseToml(ReadFile(toml_path));
-    if (!spec.ok()) {
-      fprintf(stderr, "gantry: %s\n", spec.status().message().c_str());
-      rc = 2;
-      return;
+    fs::path dir;
+    Result<json::object> spec = json::object{};
+    if (!deploy_dir.empty()) {
+      dir = fs::absolute(deploy_dir).lexically_normal();
+      if (dir.filename().empty()) dir = dir.parent_path();
+      std::string toml_path = (dir / "gantry.toml").string();
+      if (fs::exists(toml_path)) {
+        spec = ParseToml(ReadFile(toml_path));
+      } else if (deploy_image.empty()) {
+        fprintf(stderr, "gantry: %s not found\n", toml_path.c_str());
+        rc = 2;
+        return;
+      }
+      if (!spec.ok()) {
+        fprintf(stderr, "gantry: %s\n", spec.status().message().c_str());
+        rc = 2;
+        return;
+      }
     }
     std::string id = deploy_id;
     if (id.empty()) {
       const json::value* v = Find(*spec, "id");
       id = v && v->is_string() ? std::string(v->as_string()) : dir.filename().string();
     }
-    (*spec)["id"] = id;
-    // The bundle: every regular file below DIR, named by content.
-    struct File {
-      std::string path, digest, data;
-      int mode;
-    };
-    std::vector<File> files;
-    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
-         ++it) {
-      std::string name = it->path().filename().string();
-      if (it->is_directory() &&
-          (name == ".git" || name == "__pycache__" || name == ".venv" || name == "node_modules")) {
-        it.disable_recursion_pending();
-        continue;
-      }
-      if (!it->is_regular_file() || it->is_symlink()) continue;
-      File f;
-      f.path = fs::relative(it->path(), dir).string();
-      f.data = ReadFile(it->path().string());
-      f.digest = Sha256Hex(f.data);
-      f.mode = static_cast<int>(fs::status(it->path()).permissions() & fs::perms::all);
-      files.push_back(std::move(f));
-    }
-    json::array digests;
-    for (const auto& f : files) digests.emplace_back(f.digest);
-    auto missing = Call(conn, "POST", "/v1/blobs/missing",
-                        ToJson(json::object{{"digests", std::move(digests)}}));
-    if (!missing) {
-      rc = 1;
+    if (id.empty()) {
+      fprintf(stderr, "gantry: give the endpoint an --id\n");
+      rc = 2;
       return;
     }
-    std::set<std::string> need;
-    for (const auto& d : missing->body.as_object().at("missing").as_array()) {
-      need.insert(std::string(d.as_string()));
-    }
-    size_t uploaded = 0, uploaded_bytes = 0, n = 0;
-    for (const auto& f : files) {
-      if (!need.count(f.digest)) continue;
-      need.erase(f.digest);  // the same content twice uploads once
-      ++n;
-      fprintf(stderr, "uploading %s (%zu bytes) [%zu]\n", f.path.c_str(), f.data.size(), n);
-      if (!Call(conn, "PUT", "/v1/blobs/" + f.digest, f.data, 300'000)) {
+    (*spec)["id"] = id;
+    if (!deploy_image.empty()) (*spec)["image"] = deploy_image;
+    const json::value* image = Find(*spec, "image");
+    const bool image_mode = image && image->is_string() && !image->as_string().empty();
+    std::string digest;
+    size_t file_count = 0, uploaded = 0, uploaded_bytes = 0;
+    if (image_mode) {
+      (*spec)["bundle"] = "";
+    } else {
+      // The bundle: every regular file below DIR, named by content.
+      struct File {
+        std::string path, digest, data;
+        int mode;
+      };
+      std::vector<File> files;
+      for (auto it = fs::recursive_directory_iterator(dir);
+           it != fs::recursive_directory_iterator(); ++it) {
+        std::string name = it->path().filename().string();
+        if (it->is_directory() && (name == ".git" || name == "__pycache__" || name == ".venv" ||
+                                   name == "node_modules")) {
+          it.disable_recursion_pending();
+          continue;
+        }
+        if (!it->is_regular_file() || it->is_symlink()) continue;
+        File f;
+        f.path = fs::relative(it->path(), dir).string();
+        f.data = ReadFile(it->path().string());
+        f.digest = Sha256Hex(f.data);
+        f.mode = static_cast<int>(fs::status(it->path()).permissions() & fs::perms::all);
+        files.push_back(std::move(f));
+      }
+      json::array digests;
+      for (const auto& f : files) digests.emplace_back(f.digest);
+      auto missing = Call(conn, "POST", "/v1/blobs/missing",
+                          ToJson(json::object{{"digests", std::move(digests)}}));
+      if (!missing) {
         rc = 1;
         return;
       }
-      ++uploaded;
-      uploaded_bytes += f.data.size();
+      std::set<std::string> need;
+      for (const auto& d : missing->body.as_object().at("missing").as_array()) {
+        need.insert(std::string(d.as_string()));
+      }
+      size_t n = 0;
+      file_count = files.size();
+      for (const auto& f : files) {
+        if (!need.count(f.digest)) continue;
+        need.erase(f.digest);  // the same content twice uploads once
+        ++n;
+        fprintf(stderr, "uploading %s (%zu bytes) [%zu]\n", f.path.c_str(), f.data.size(), n);
+        if (!Call(conn, "PUT", "/v1/blobs/" + f.digest, f.data, 300'000)) {
+          rc = 1;
+          return;
+        }
+        ++uploaded;
+        uploaded_bytes += f.data.size();
+      }
+      json::array manifest;
+      for (const auto& f : files) {
+        manifest.push_back(json::object{{"path", f.path}, {"digest", f.digest}, {"mode", f.mode}});
+      }
+      auto bundle =
+          Call(conn, "POST", "/v1/bundles", ToJson(json::object{{"files", std::move(manifest)}}));
+      if (!bundle) {
+        rc = 1;
+        return;
+      }
+      digest = Field(bundle->body, "digest");
+      (*spec)["bundle"] = digest;
     }
-    json::array manifest;
-    for (const auto& f : files) {
-      manifest.push_back(json::object{{"path", f.path}, {"digest", f.digest}, {"mode", f.mode}});
-    }
-    auto bundle =
-        Call(conn, "POST", "/v1/bundles", ToJson(json::object{{"files", std::move(manifest)}}));
-    if (!bundle) {
-      rc = 1;
-      return;
-    }
-    std::string digest = Field(bundle->body, "digest");
-    (*spec)["bundle"] = digest;
     // Create, or update if it exists (an update with nothing changed keeps the version).
     std::string path = "/v1/endpoints/" + http::PercentEncode(id);
     auto exists = Call(conn, "GET", path, "", 30'000, /*expected_error=*/404);
@@ -765,9 +794,14 @@ int Main(int argc, char** argv) {
       return;
     }
     if (conn.json) return PrintJson(r->body);
-    printf("deployed %s: version %s, bundle %.12s (%zu files, %zu uploaded, %zu bytes)\n",
-           id.c_str(), Field(r->body, "version").c_str(), digest.c_str(), files.size(), uploaded,
-           uploaded_bytes);
+    if (image_mode) {
+      printf("deployed %s: version %s, image %s\n", id.c_str(), Field(r->body, "version").c_str(),
+             Field(r->body, "image").c_str());
+    } else {
+      printf("deployed %s: version %s, bundle %.12s (%zu files, %zu uploaded, %zu bytes)\n",
+             id.c_str(), Field(r->body, "version").c_str(), digest.c_str(), file_count, uploaded,
+             uploaded_bytes);
+    }
   });
 
   // ---- usage

@@ -12,7 +12,7 @@ bool ValidEndpointId(const std::string& id) {
   return true;
 }
 
-json::object EndpointSpec::ToJson() const {
+json::object EndpointSpec::ToJson(bool with_secrets) const {
   json::object o;
   o["id"] = id;
   o["name"] = name;
@@ -41,6 +41,16 @@ json::object EndpointSpec::ToJson() const {
   w["env"] = StringMapJson(worker.env);
   o["worker"] = std::move(w);
   o["bundle"] = bundle;
+  o["image"] = image;
+  if (!registry_username.empty() || !registry_password.empty()) {
+    o["registryAuth"] = json::object{
+        {"username", registry_username},
+        {"password", with_secrets || registry_password.empty() ? registry_password : "********"}};
+  }
+  o["insecureRegistry"] = insecure_registry;
+  o["volume"] = volume;
+  o["volumeMountPath"] = volume_mount_path;
+  o["readOnlyRootfs"] = read_only_rootfs;
   o["createdAt"] = created_ms;
   o["updatedAt"] = updated_ms;
   o["version"] = version;
@@ -106,14 +116,34 @@ Status StringList(const json::value& v, const char* key, std::vector<std::string
 Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
   if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
   const auto& o = patch.as_object();
-  static const char* kKnown[] = {"id",          "name",        "workersMin",
-                                 "workersMax",  "idleTimeout", "executionTimeoutMs",
-                                 "scalerType",  "scalerValue", "gpuTypeIds",
-                                 "gpuCount",    "env",         "concurrency",
-                                 "maxAttempts", "cpu",         "memoryMb",
-                                 "worker",      "flashboot",   "createdAt",
-                                 "updatedAt",   "version",     "bufferWorkers",
-                                 "bundle"};
+  static const char* kKnown[] = {"id",
+                                 "name",
+                                 "workersMin",
+                                 "workersMax",
+                                 "idleTimeout",
+                                 "executionTimeoutMs",
+                                 "scalerType",
+                                 "scalerValue",
+                                 "gpuTypeIds",
+                                 "gpuCount",
+                                 "env",
+                                 "concurrency",
+                                 "maxAttempts",
+                                 "cpu",
+                                 "memoryMb",
+                                 "worker",
+                                 "flashboot",
+                                 "createdAt",
+                                 "updatedAt",
+                                 "version",
+                                 "bufferWorkers",
+                                 "bundle",
+                                 "image",
+                                 "registryAuth",
+                                 "insecureRegistry",
+                                 "volume",
+                                 "volumeMountPath",
+                                 "readOnlyRootfs"};
   for (const auto& kv : o) {
     bool known = false;
     for (const char* k : kKnown) known = known || kv.key() == k;
@@ -176,6 +206,52 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
   if (const auto* b = Find(o, "bundle")) {
     if (!b->is_string()) return InvalidArgument("bundle must be a digest string");
     spec->bundle = std::string(b->as_string());
+  }
+  if (const auto* v = Find(o, "image")) {
+    if (!v->is_string()) return InvalidArgument("image must be a string like registry/name:tag");
+    std::string ref(v->as_string());
+    if (ref.find_first_of(" \t\n\"'") != std::string::npos || ref.size() > 512) {
+      return InvalidArgument("image is not an image reference: " + ref);
+    }
+    spec->image = std::move(ref);
+  }
+  if (const auto* v = Find(o, "registryAuth")) {
+    if (v->is_null()) {
+      spec->registry_username.clear();
+      spec->registry_password.clear();
+    } else {
+      const json::value* u = v->is_object() ? Find(v->as_object(), "username") : nullptr;
+      const json::value* pw = v->is_object() ? Find(v->as_object(), "password") : nullptr;
+      if (!u || !u->is_string() || !pw || !pw->is_string()) {
+        return InvalidArgument("registryAuth must be {\"username\": ..., \"password\": ...}");
+      }
+      spec->registry_username = std::string(u->as_string());
+      // The redacted form the API shows keeps the stored password.
+      if (pw->as_string() != "********") spec->registry_password = std::string(pw->as_string());
+    }
+  }
+  for (auto [name, field] : {std::pair{"insecureRegistry", &spec->insecure_registry},
+                             std::pair{"readOnlyRootfs", &spec->read_only_rootfs}}) {
+    if (const auto* v = Find(o, name)) {
+      if (!v->is_bool()) return InvalidArgument(std::string(name) + " must be true or false");
+      *field = v->get_bool();
+    }
+  }
+  if (const auto* v = Find(o, "volume")) {
+    if (!v->is_string() ||
+        (!v->as_string().empty() && !ValidEndpointId(std::string(v->as_string())))) {
+      return InvalidArgument("volume must be a name of letters, digits, '-' and '_'");
+    }
+    spec->volume = std::string(v->as_string());
+  }
+  if (const auto* v = Find(o, "volumeMountPath")) {
+    if (!v->is_string() || v->as_string().empty() || v->as_string()[0] != '/') {
+      return InvalidArgument("volumeMountPath must be an absolute path");
+    }
+    spec->volume_mount_path = std::string(v->as_string());
+  }
+  if (!spec->image.empty() && !spec->bundle.empty()) {
+    return InvalidArgument("an endpoint runs an image or a bundle, not both");
   }
   if (spec->workers_min > spec->workers_max) {
     return InvalidArgument("workersMin must not exceed workersMax");

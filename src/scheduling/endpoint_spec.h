@@ -40,11 +40,21 @@ struct EndpointSpec {
   bool flashboot = true;
   WorkerCommand worker;
   std::string bundle;  // digest of the code bundle (gantry deploy); "" for none
+  // A container image instead of a bundle (issue 5): "registry/name:tag". worker.command, if
+  // given, replaces the image's cmd; worker.env adds to its env.
+  std::string image;
+  std::string registry_username, registry_password;  // registryAuth; the password is secret
+  bool insecure_registry = false;                    // plain HTTP to a registry not on loopback
+  std::string volume;  // a named volume (a directory on the node); "" for none
+  std::string volume_mount_path = "/runpod-volume";
+  bool read_only_rootfs = false;
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   int64_t version = 1;  // bumped on every update
 
-  json::object ToJson() const;
+  // The spec as the API shows it; with_secrets (for the store only) includes the registry
+  // password, which the API never shows.
+  json::object ToJson(bool with_secrets = false) const;
   jobs::QueueConfig ToQueueConfig() const;
 };
 

@@ -31,7 +31,7 @@ Status EndpointRegistry::Load() {
 }
 
 void EndpointRegistry::Save(const EndpointSpec& spec, std::function<void(Status)> durable) {
-  store_->Write({store::Mutation::PutObject({"endpoint", spec.id, ToJson(spec.ToJson())})},
+  store_->Write({store::Mutation::PutObject({"endpoint", spec.id, ToJson(spec.ToJson(/*with_secrets=*/true))})},
                 std::move(durable));
 }
 
@@ -66,7 +66,7 @@ Result<EndpointSpec> EndpointRegistry::Update(const std::string& id, const json:
     return InvalidArgument("id cannot be changed");
   }
   // An update that changes nothing (a deploy of the same bundle) makes no new version.
-  if (ToJson(spec.ToJson()) == ToJson(it->second.ToJson())) {
+  if (ToJson(spec.ToJson(true)) == ToJson(it->second.ToJson(true))) {
     store_->Write({}, std::move(durable));  // completes in order, like any write
     return spec;
   }

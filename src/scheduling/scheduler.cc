@@ -54,6 +54,13 @@ void Scheduler::Rebuild(Node* node) {
     a.cpu = spec->cpu;
     a.memory_mb = spec->memory_mb;
     a.use_template = spec->flashboot;
+    a.image = spec->image;
+    a.registry_username = spec->registry_username;
+    a.registry_password = spec->registry_password;
+    a.insecure_registry = spec->insecure_registry;
+    a.volume = spec->volume;
+    a.volume_mount_path = spec->volume_mount_path;
+    a.read_only_rootfs = spec->read_only_rootfs;
     next.workers.push_back(std::move(a));
   }
   // The endpoint versions whose templates and snapshots the agent should keep.

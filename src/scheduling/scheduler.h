@@ -50,6 +50,12 @@ struct WorkerAssignment {
   double cpu = 0;
   int64_t memory_mb = 0;
   bool use_template = true;  // the agent may fork it from a template (DESIGN §4)
+  // A container worker (issue 5): the image and how to reach it, and its filesystem options.
+  std::string image;
+  std::string registry_username, registry_password;
+  bool insecure_registry = false;
+  std::string volume, volume_mount_path;
+  bool read_only_rootfs = false;
 };
 
 struct Assignment {

@@ -60,6 +60,31 @@ TEST(EndpointSpecTest, RoundTripsThroughJson) {
   EXPECT_EQ(ToJson(s.ToJson()), ToJson(t.ToJson()));
 }
 
+TEST(EndpointSpecTest, ImageFieldsAndTheRegistryPasswordStaysSecret) {
+  EndpointSpec s;
+  ASSERT_TRUE(ApplySpecPatch(J(R"({"image":"127.0.0.1:5000/w:1","registryAuth":{"username":"u",
+      "password":"p4ss"},"volume":"models","volumeMountPath":"/data","readOnlyRootfs":true})"),
+                             &s)
+                  .ok());
+  EXPECT_EQ(s.image, "127.0.0.1:5000/w:1");
+  EXPECT_EQ(s.registry_password, "p4ss");
+  json::object shown = s.ToJson();
+  EXPECT_EQ(shown.at("registryAuth").at("password").as_string(), "********");
+  EXPECT_EQ(ToJson(shown).find("p4ss"), std::string::npos);
+  EXPECT_EQ(s.ToJson(/*with_secrets=*/true).at("registryAuth").at("password").as_string(), "p4ss");
+  // What the API showed, sent back as an update, keeps the password.
+  ASSERT_TRUE(ApplySpecPatch(shown, &s).ok());
+  EXPECT_EQ(s.registry_password, "p4ss");
+  EXPECT_EQ(s.volume_mount_path, "/data");
+  EXPECT_TRUE(s.read_only_rootfs);
+  for (const char* bad : {R"({"image":"a b"})", R"({"volumeMountPath":"rel"})",
+                          R"({"volume":"../x"})", R"({"registryAuth":{"username":"u"}})",
+                          R"({"bundle":"d","image":"x"})", R"({"readOnlyRootfs":"yes"})"}) {
+    EndpointSpec t;
+    EXPECT_EQ(ApplySpecPatch(J(bad), &t).code(), Code::kInvalidArgument) << bad;
+  }
+}
+
 class RegistryTest : public ::testing::Test {
  protected:
   RegistryTest()
