@@ -9,6 +9,10 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   python3 python3-torch curl procps
   nginx-light wrk
+  # OCI images (issue 5). runc's recommended criu is left out: Debian 12's is broken here, and
+  # build_criu.sh builds one. debootstrap verifies bookworm with debian-archive-keyring (only a
+  # Recommends of it); tests/images/build_test_image.sh needs both.
+  runc umoci skopeo docker-registry debootstrap debian-archive-keyring
 )
 
 missing=()

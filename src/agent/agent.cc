@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "agent/gpu_inventory.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -122,6 +124,44 @@ static std::string HostName() {
   return s.empty() ? "node" : s;
 }
 
+// Whether `name` is an executable in PATH.
+static bool InPath(const std::string& name) {
+  const char* path = getenv("PATH");
+  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  p += ":/usr/sbin:/sbin";
+  size_t start = 0;
+  while (start <= p.size()) {
+    const size_t end = std::min(p.find(':', start), p.size());
+    if (end > start && access((p.substr(start, end - start) + "/" + name).c_str(), X_OK) == 0) {
+      return true;
+    }
+    start = end + 1;
+  }
+  return false;
+}
+
+static std::string DataDir(const AgentOptions& o) {
+  return o.workdir.empty() ? std::string(".") : o.workdir;
+}
+
+// The image store, when the tools for images are installed; else null (and why, logged).
+static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
+                                                       oci::ImageTools* tools) {
+  for (const char* tool : {"runc", "skopeo", "umoci"}) {
+    if (!InPath(tool)) {
+      GLOG_WARN("agent: container images are off: %s is not installed (scripts/setup.sh)", tool);
+      return nullptr;
+    }
+  }
+  auto store =
+      oci::ImageStore::Open(std::filesystem::absolute(DataDir(o) + "/images").string(), tools);
+  if (!store.ok()) {
+    GLOG_WARN("agent: container images are off: %s", store.status().ToString().c_str());
+    return nullptr;
+  }
+  return std::move(*store);
+}
+
 // The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
 static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o) {
   if (!o.templates || !o.snapshots) return nullptr;
@@ -159,10 +199,17 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
                                   options_.workdir.empty() ? "." : options_.workdir)),
       snapshotter_(MakeSnapshotter(options_)),
       templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
+      image_tools_(oci::NewSystemImageTools()),
+      images_(MakeImageStore(options_, image_tools_.get())),
+      containers_(images_ ? std::make_unique<oci::Containers>(
+                                images_.get(), DataDir(options_) + "/containers",
+                                oci::ContainersOptions{InPath("runc") ? "runc" : "/usr/sbin/runc"})
+                          : nullptr),
       reconciler_(clock, runtime_.get(),
                   ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
-                  bundles_.get(), templates_.get()) {
+                  bundles_.get(), templates_.get(), containers_.get()) {
   if (options_.node_id.empty()) options_.node_id = HostName();
+  if (containers_) containers_->CleanupAll();  // what a previous agent left mounted
 }
 
 Agent::~Agent() { Stop(); }

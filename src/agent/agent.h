@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/oci/containers.h"
 #include "agent/reconciler.h"
 #include "agent/snapshot/criu.h"
 #include "agent/template/template_manager.h"
@@ -60,6 +61,10 @@ class Agent {
   std::unique_ptr<BundleCache> bundles_;
   std::unique_ptr<Snapshotter> snapshotter_;    // null: no usable CRIU, or snapshots off
   std::unique_ptr<TemplateManager> templates_;  // null: templates off
+  // Image workers (issue 5); null when runc, skopeo or umoci is missing.
+  std::unique_ptr<oci::ImageTools> image_tools_;
+  std::unique_ptr<oci::ImageStore> images_;
+  std::unique_ptr<oci::Containers> containers_;
   Reconciler reconciler_;
   scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};

@@ -1,5 +1,7 @@
 #include "agent/reconciler.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -9,15 +11,18 @@
 namespace gantry::agent {
 
 Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
-                       BundleCache* bundles, TemplateManager* templates)
+                       BundleCache* bundles, TemplateManager* templates,
+                       oci::Containers* containers)
     : clock_(clock),
       runtime_(runtime),
       options_(std::move(options)),
       bundles_(bundles),
-      templates_(templates) {}
+      templates_(templates),
+      containers_(containers) {}
 
 std::vector<LogLine> Reconciler::DrainLogs() {
-  std::vector<LogLine> lines = runtime_->DrainLogs();
+  std::vector<LogLine> lines = std::exchange(pull_lines_, {});
+  for (LogLine& l : runtime_->DrainLogs()) lines.push_back(std::move(l));
   if (!templates_) return lines;
   std::erase_if(lines, [&](const LogLine& l) {
     if (!TemplateManager::OwnsProcess(l.id)) return false;
@@ -79,6 +84,7 @@ bool Reconciler::Step() {
     }
     auto it = workers_.find(exit.id);
     if (it == workers_.end()) continue;
+    if (it->second.container && containers_) containers_->Cleanup(exit.id);
     auto& r = it->second.report;
     r.state = "exited";
     r.exit_code = exit.exit_code;
@@ -126,6 +132,63 @@ bool Reconciler::Step() {
   return changed;
 }
 
+void Reconciler::StartContainer(Local& l) {
+  const scheduling::WorkerAssignment& a = l.spec;
+  if (!containers_) {
+    FailStart(l,
+              "this agent cannot run container images (runc, skopeo or umoci missing: run "
+              "scripts/setup.sh); image " +
+                  a.image);
+    return;
+  }
+  oci::ContainerRequest r;
+  r.worker_id = a.worker_id;
+  r.image = a.image;
+  if (!a.registry_username.empty() || !a.registry_password.empty()) {
+    r.pull.credentials = oci::RegistryCredentials{a.registry_username, a.registry_password};
+  }
+  r.pull.insecure = a.insecure_registry;
+  r.command = a.command;
+  // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names them.
+  r.env = a.env;
+  std::string devices;
+  for (int g : a.gpus) {
+    devices += (devices.empty() ? "" : ",") + std::to_string(g);
+    r.devices.push_back("/dev/nvidia" + std::to_string(g));
+  }
+  r.env["CUDA_VISIBLE_DEVICES"] = devices;
+  r.env["NVIDIA_VISIBLE_DEVICES"] = devices.empty() ? "void" : devices;
+  if (!a.gpus.empty()) {
+    for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
+      if (access(d, F_OK) == 0) r.devices.push_back(d);
+    }
+  }
+  r.cpu = a.cpu;
+  r.memory_mb = a.memory_mb;
+  r.volume = a.volume;
+  if (!a.volume_mount_path.empty()) r.volume_mount_path = a.volume_mount_path;
+  r.read_only_rootfs = a.read_only_rootfs;
+  auto progress = [&](const oci::PullEvent& e) {
+    pull_lines_.push_back(LogLine{a.worker_id, true, "gantry: pull: " + e.text, clock_->NowMs()});
+  };
+  auto spec = containers_->Prepare(r, progress);
+  if (!spec.ok()) {
+    FailStart(l, "cannot start image " + a.image + ": " + spec.status().ToString());
+    return;
+  }
+  auto pid = runtime_->Start(*spec);
+  if (!pid.ok()) {
+    containers_->Cleanup(a.worker_id);
+    FailStart(l, "cannot start: " + pid.status().message());
+    return;
+  }
+  l.container = true;
+  l.report.state = "running";
+  l.report.start_path = "full";
+  l.report.start_note = "a container: templates are for processes only";
+  l.report.spawned_ms = clock_->NowMs();
+}
+
 void Reconciler::FailStart(Local& l, const std::string& error) {
   l.report.state = "exited";
   l.report.exit_code = -1;
@@ -140,9 +203,8 @@ bool Reconciler::StartWorker(Local& l) {
     return true;
   }
   if (!a.image.empty()) {
-    // Issue 5 in progress: images are fetched and run by src/agent/oci, not wired here yet.
     l.started = true;
-    FailStart(l, "this agent cannot run container images yet (image " + a.image + ")");
+    StartContainer(l);
     return true;
   }
   // Fork from a template when one is ready; wait a little for one being restored or

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/bundle_cache.h"
+#include "agent/oci/containers.h"
 #include "agent/process/process_runtime.h"
 #include "agent/template/template_manager.h"
 #include "common/env.h"
@@ -30,9 +31,11 @@ struct ReconcilerOptions {
 class Reconciler {
  public:
   // `bundles` (may be null) fetches the code bundles workers run from.
-  // `templates` (may be null: every start is a full one) forks workers from templates.
+  // `templates` (may be null: every start is a full one) forks workers from templates;
+  // `containers` (may be null: image workers fail to start, saying why) runs image workers.
   Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
-             BundleCache* bundles = nullptr, TemplateManager* templates = nullptr);
+             BundleCache* bundles = nullptr, TemplateManager* templates = nullptr,
+             oci::Containers* containers = nullptr);
 
   // The latest assignment; the next Step() acts on it.
   void SetAssignment(const scheduling::Assignment& assignment);
@@ -57,8 +60,11 @@ class Reconciler {
     scheduling::WorkerReport report;
     bool started = false;
     bool stopping = false;
-    bool waited = false;  // waited for a template being restored
+    bool waited = false;     // waited for a template being restored
+    bool container = false;  // runs an image: its bundle is cleaned up at its exit
   };
+  // Starts an image worker (a.image): pull, overlay, runc.
+  void StartContainer(Local& l);
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
   // Marks `l` as failed to start.
@@ -68,6 +74,8 @@ class Reconciler {
   ReconcilerOptions options_;
   BundleCache* bundles_;
   TemplateManager* templates_;
+  oci::Containers* containers_;
+  std::vector<LogLine> pull_lines_;  // image pull events, shipped as the worker's log lines
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
   bool waiting_ = false;

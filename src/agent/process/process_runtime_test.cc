@@ -238,6 +238,7 @@ TEST_F(ProcessRuntimeTest, StopTermsTheWholeGroup) {
   ASSERT_TRUE(exit);
   EXPECT_EQ(exit->term_signal, SIGTERM);
   EXPECT_TRUE(WaitDead(grandchild));
+  EXPECT_TRUE(ReapedSoon(grandchild));  // an orphan of the worker: re-parented to us
 }
 
 TEST_F(ProcessRuntimeTest, LeftoversOfTheGroupKilledWhenMainProcessExits) {

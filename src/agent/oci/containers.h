@@ -1,0 +1,75 @@
+#pragma once
+// Containers: how the agent turns an image worker into a process for its ProcessRuntime
+// (issue 5). Prepare() pulls the image (ImageStore), mounts the worker's writable overlay on the
+// image's shared read-only rootfs, writes config.json (runtime_spec.h) and returns the process
+// spec that runs `runc run` in the foreground; the runtime then starts, stops, limits, reaps and
+// logs it like any worker. Cleanup() undoes Prepare() once that process has ended.
+//
+// On disk, under `dir`: <worker id>/{upper,work,rootfs,config.json} (the bundle; rootfs is the
+// overlay mount point), state/ (runc's --root), volumes/<name>/ (named volumes).
+//
+// Threading: not thread-safe; the agent's main loop calls it. Prepare() blocks for the pull
+// (network) and the mount.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/oci/image_store.h"
+#include "agent/process/process_runtime.h"
+
+namespace gantry::agent::oci {
+
+struct ContainerRequest {
+  std::string worker_id;
+  std::string image;  // a reference, e.g. "127.0.0.1:5000/team/worker:1"
+  PullOptions pull;
+  std::vector<std::string> command;  // replaces the image's cmd when not empty
+  // The worker's environment (RunPod variables, the endpoint's env): added to the image's env,
+  // winning over it.
+  std::map<std::string, std::string> env;
+  double cpu = 0;
+  int64_t memory_mb = 0;
+  std::string volume;  // a named volume, "" for none
+  std::string volume_mount_path = "/runpod-volume";
+  bool read_only_rootfs = false;
+  std::vector<std::string> devices;  // device nodes for the assigned GPUs
+};
+
+struct ContainersOptions {
+  std::string runc = "runc";             // looked up in PATH by the process runtime
+  std::string cgroup_prefix = "gantry";  // the process runtime's (ProcessRuntimeOptions)
+};
+
+class Containers {
+ public:
+  // `images` (not owned) pulls and unpacks; `dir` holds bundles, runc's state and volumes.
+  Containers(ImageStore* images, std::string dir, ContainersOptions options = {});
+
+  // The process spec that runs the worker's container (its id is the worker id). Errors: the
+  // image store's (NotFound, Unavailable, PermissionDenied, ...), InvalidArgument for an
+  // unusable image config, Internal for a failed mount. Nothing is left behind on error.
+  Result<ProcessSpec> Prepare(const ContainerRequest& request, const ProgressFn& progress);
+
+  // After the worker's process ended: removes runc's state of it, unmounts its overlay and
+  // deletes its bundle (its writable layer). Unknown ids are ignored.
+  void Cleanup(const std::string& worker_id);
+
+  // Removes what a previous agent left (bundles still mounted, runc state): call at start.
+  void CleanupAll();
+
+ private:
+  std::string BundleDir(const std::string& id) const { return dir_ + "/" + id; }
+
+  ImageStore* images_;
+  std::string dir_;
+  ContainersOptions options_;
+};
+
+// The uid and gid of an image's USER ("", "1000", "1000:100", "app", "app:staff"), names looked
+// up in the rootfs's /etc/passwd and /etc/group. "" is root. NotFound for an unknown name.
+Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& user,
+                                                  const std::string& rootfs);
+
+}  // namespace gantry::agent::oci

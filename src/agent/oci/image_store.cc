@@ -1,0 +1,1034 @@
+// ImageStore and the real ImageTools. See image_store.h for the contract.
+#include "agent/oci/image_store.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "common/env.h"
+#include "common/fd.h"
+#include "common/json.h"
+#include "common/log.h"
+
+namespace gantry::agent::oci {
+namespace {
+
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// A tool's output is kept up to this size (its end).
+constexpr size_t kMaxOutputBytes = 64 * 1024;
+// Pipe ends are moved at or above this descriptor before a child is spawned.
+constexpr int kLowestParentFd = 10;
+// How often a wait looks at a cancel flag, and how often a lock is tried again.
+constexpr int kPollMs = 50;
+// Manifests and configs larger than this are refused (real ones are a few KiB).
+constexpr std::uintmax_t kMaxMetadataBytes = 4 * 1024 * 1024;
+// How much of a tool's message an error quotes.
+constexpr size_t kMaxQuoteBytes = 2000;
+constexpr const char* kRefNameAnnotation = "org.opencontainers.image.ref.name";
+constexpr const char* kPinPrefix = "sha256_";
+constexpr const char* kInstallHint = "run scripts/setup.sh (Debian packages skopeo and umoci)";
+
+int64_t MsSince(SteadyClock::time_point start) {
+  return std::chrono::duration_cast<milliseconds>(SteadyClock::now() - start).count();
+}
+
+bool IsLowerHex(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+}
+
+// "sha256:<64 hex>" or "sha512:<128 hex>".
+bool IsDigest(std::string_view d) {
+  if (d.rfind("sha256:", 0) == 0) return d.size() == 7 + 64 && IsLowerHex(d.substr(7));
+  if (d.rfind("sha512:", 0) == 0) return d.size() == 7 + 128 && IsLowerHex(d.substr(7));
+  return false;
+}
+
+bool IsSha256Digest(std::string_view d) {
+  return d.rfind("sha256:", 0) == 0 && d.size() == 71 && IsLowerHex(d.substr(7));
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool ContainsAny(const std::string& haystack, std::initializer_list<const char*> needles) {
+  for (const char* n : needles) {
+    if (haystack.find(n) != std::string::npos) return true;
+  }
+  return false;
+}
+
+void ReplaceAll(std::string* s, const std::string& from, const std::string& to) {
+  if (from.empty()) return;
+  for (size_t at = s->find(from); at != std::string::npos; at = s->find(from, at + to.size())) {
+    s->replace(at, from.size(), to);
+  }
+}
+
+std::string Base64(std::string_view in) {
+  static constexpr char kChars[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += {kChars[n >> 18], kChars[(n >> 12) & 63], kChars[(n >> 6) & 63], kChars[n & 63]};
+  }
+  if (i + 1 == in.size()) {
+    const uint32_t n = uint8_t(in[i]) << 16;
+    out += {kChars[n >> 18], kChars[(n >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    const uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += {kChars[n >> 18], kChars[(n >> 12) & 63], kChars[(n >> 6) & 63], '='};
+  }
+  return out;
+}
+
+std::string Truncate(std::string s, size_t max) {
+  if (s.size() > max) s = s.substr(0, max) + "...";
+  return s;
+}
+
+// ---- Image references ------------------------------------------------------------------------
+
+// A path component: [a-z0-9]+ joined by '.', '_', "__" or runs of '-'.
+bool IsPathComponent(std::string_view c) {
+  if (c.empty() || !std::isalnum(static_cast<unsigned char>(c.front())) ||
+      !std::isalnum(static_cast<unsigned char>(c.back()))) {
+    return false;
+  }
+  for (size_t i = 0; i < c.size(); ++i) {
+    const char ch = c[i];
+    if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) continue;
+    if (ch == '-') continue;
+    if (ch == '.' || ch == '_') {
+      const char prev = c[i - 1];
+      if (prev == '.' || prev == '-') return false;
+      if (prev == '_' && (ch == '.' || (i >= 2 && c[i - 2] == '_'))) return false;
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+// A tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+bool IsTag(std::string_view t) {
+  if (t.empty() || t.size() > 128 || t.front() == '.' || t.front() == '-') return false;
+  return std::all_of(t.begin(), t.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+// host[:port], where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
+bool IsRegistry(std::string_view r) {
+  std::string_view host = r, port;
+  if (!r.empty() && r.front() == '[') {
+    const size_t close = r.find(']');
+    if (close == std::string_view::npos) return false;
+    host = r.substr(1, close - 1);
+    std::string h(host);
+    in6_addr a6;
+    if (inet_pton(AF_INET6, h.c_str(), &a6) != 1) return false;
+    std::string_view rest = r.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+      if (port.empty()) return false;
+    }
+  } else {
+    const size_t colon = r.find(':');
+    if (colon != std::string_view::npos) {
+      host = r.substr(0, colon);
+      port = r.substr(colon + 1);
+      if (port.empty()) return false;
+    }
+    if (host.empty() || host.front() == '-' || host.front() == '.' || host.back() == '.') {
+      return false;
+    }
+    for (char c : host) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') return false;
+    }
+  }
+  if (!port.empty() &&
+      (port.size() > 5 ||
+       !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+       std::stoi(std::string(port)) > 65535)) {
+    return false;
+  }
+  return true;
+}
+
+// ---- Running the tools -----------------------------------------------------------------------
+
+// `name` if it holds a '/', else the first executable file of that name in PATH; "" if none.
+std::string FindInPath(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::stringstream ss(dirs);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) continue;
+    const std::string candidate = dir + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+class SystemImageTools final : public ImageTools {
+ public:
+  explicit SystemImageTools(const SystemImageToolsOptions& options)
+      : skopeo_(FindInPath(options.skopeo)),
+        umoci_(FindInPath(options.umoci)),
+        skopeo_name_(options.skopeo),
+        umoci_name_(options.umoci) {
+    env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    env_.push_back("LC_ALL=C");
+    const char* home = std::getenv("HOME");
+    env_.push_back(std::string("HOME=") + (home && *home ? home : "/"));
+    for (const char* name :
+         {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}) {
+      if (const char* v = std::getenv(name)) env_.push_back(std::string(name) + "=" + v);
+    }
+  }
+
+  Result<Run> RunTool(Tool tool, const std::vector<std::string>& args, int64_t timeout_ms,
+                      const std::atomic<bool>* cancel,
+                      const std::function<void(std::string_view)>& on_line) override {
+    const std::string& binary = tool == Tool::kSkopeo ? skopeo_ : umoci_;
+    if (binary.empty()) {
+      return FailedPrecondition((tool == Tool::kSkopeo ? skopeo_name_ : umoci_name_) +
+                                " is not installed (not in PATH); " + kInstallHint);
+    }
+    std::vector<std::string> argv;
+    argv.push_back(binary);
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargs;
+    for (const std::string& a : argv) cargs.push_back(const_cast<char*>(a.c_str()));
+    cargs.push_back(nullptr);
+    std::vector<char*> cenv;
+    for (const std::string& e : env_) cenv.push_back(const_cast<char*>(e.c_str()));
+    cenv.push_back(nullptr);
+
+    Fd out_r, out_w;
+    GANTRY_RETURN_IF_ERROR(MakeChannel(&out_r, &out_w, /*socket=*/false, kLowestParentFd));
+    if (fcntl(out_r.get(), F_SETFL, O_NONBLOCK) != 0) return ErrnoStatus("fcntl", errno);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, out_w.get(), 1);
+    posix_spawn_file_actions_adddup2(&actions, out_w.get(), 2);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, cargs.data(), cenv.data());
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      return Status(rc == ENOENT ? Code::kFailedPrecondition : Code::kInternal,
+                    "cannot run " + binary + ": " + ErrnoText(rc) +
+                        (rc == ENOENT ? std::string("; ") + kInstallHint : ""));
+    }
+    out_w.Reset();
+    return Wait(pid, out_r.get(), timeout_ms, cancel, on_line);
+  }
+
+ private:
+  // Waits for `pid` (and only it), reading `out_fd` meanwhile; kills it past the deadline or on
+  // cancel.
+  static Result<Run> Wait(pid_t pid, int out_fd, int64_t timeout_ms,
+                          const std::atomic<bool>* cancel,
+                          const std::function<void(std::string_view)>& on_line) {
+    Run run;
+    Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    const auto deadline = SteadyClock::now() + milliseconds(timeout_ms);
+    bool out_open = true;
+    std::string partial;
+    char buf[8192];
+    auto emit = [&](std::string_view line) {
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (on_line) on_line(line);
+    };
+    auto read_out = [&] {
+      for (;;) {
+        const ssize_t n = read(out_fd, buf, sizeof buf);
+        if (n > 0) {
+          run.output.append(buf, static_cast<size_t>(n));
+          if (run.output.size() > kMaxOutputBytes) {
+            run.output.erase(0, run.output.size() - kMaxOutputBytes);
+          }
+          partial.append(buf, static_cast<size_t>(n));
+          size_t start = 0;
+          for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+            emit(std::string_view(partial).substr(start, nl - start));
+          }
+          partial.erase(0, start);
+          if (partial.size() > kMaxOutputBytes) {  // a "line" without end: pass it on in pieces
+            emit(partial);
+            partial.clear();
+          }
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0 || errno != EAGAIN) out_open = false;
+        return;
+      }
+    };
+
+    bool killed = false;
+    int status = 0;
+    for (;;) {
+      const pid_t r = waitpid(pid, &status, WNOHANG);
+      if (r == pid) break;
+      if (r < 0 && errno != EINTR) {
+        return Internal("waiting for pid " + std::to_string(pid) + ": " + ErrnoText(errno) +
+                        " (is something else in this process reaping children?)");
+      }
+      const auto now = SteadyClock::now();
+      if (!killed && (now >= deadline || (cancel && cancel->load()))) {
+        kill(pid, SIGKILL);
+        killed = true;
+        (now >= deadline ? run.timed_out : run.cancelled) = true;
+      }
+      int wait_ms =
+          killed ? 100 : static_cast<int>(std::chrono::ceil<milliseconds>(deadline - now).count());
+      if (cancel) wait_ms = std::min(wait_ms, kPollMs);
+      if (pidfd.get() < 0) wait_ms = std::min(wait_ms, 2);
+      pollfd fds[2];
+      nfds_t n = 0;
+      if (pidfd.get() >= 0) fds[n++] = {pidfd.get(), POLLIN, 0};
+      if (out_open) fds[n++] = {out_fd, POLLIN, 0};
+      poll(fds, n, std::max(wait_ms, 0));
+      if (out_open) read_out();
+    }
+    if (out_open) read_out();
+    if (!partial.empty()) emit(partial);
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return run;
+  }
+
+  const std::string skopeo_, umoci_, skopeo_name_, umoci_name_;
+  std::vector<std::string> env_;
+};
+
+// ---- Locks -----------------------------------------------------------------------------------
+
+// An flock() on a lock file, released on destruction.
+class FileLock {
+ public:
+  // Waits for the lock (exclusive or shared), trying every kPollMs while `cancel` stays false.
+  static Result<FileLock> Acquire(const std::string& path, bool exclusive,
+                                  const std::atomic<bool>* cancel) {
+    Fd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (fd.get() < 0) return ErrnoStatus("open " + path, errno);
+    const int op = (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
+    for (;;) {
+      if (flock(fd.get(), op) == 0) return FileLock(std::move(fd));
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK) return ErrnoStatus("flock " + path, errno);
+      if (cancel && cancel->load()) return Unavailable("cancelled while waiting for " + path);
+      std::this_thread::sleep_for(milliseconds(kPollMs));
+    }
+  }
+
+ private:
+  explicit FileLock(Fd fd) : fd_(std::move(fd)) {}
+  Fd fd_;  // closing it releases the lock
+};
+
+// ---- The layout ------------------------------------------------------------------------------
+
+Result<std::string> ReadSmallFile(const std::string& path) {
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (ec) {
+    return ec == std::errc::no_such_file_or_directory ? NotFound(path + " does not exist")
+                                                      : Internal(path + ": " + ec.message());
+  }
+  if (size > kMaxMetadataBytes) return FailedPrecondition(path + " is too large");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Internal("cannot read " + path);
+  std::string data(static_cast<size_t>(size), '\0');
+  in.read(data.data(), static_cast<std::streamsize>(size));
+  return data;
+}
+
+// The layout's tags: ref.name annotation -> manifest digest.
+Result<std::map<std::string, std::string>> ReadIndex(const std::string& layout) {
+  Result<std::string> text = ReadSmallFile(layout + "/index.json");
+  if (!text.ok()) return text.status();
+  Result<json::value> v = ParseJson(*text);
+  if (!v.ok()) return Internal(layout + "/index.json: " + v.status().message());
+  std::map<std::string, std::string> tags;
+  const json::object* obj = v->if_object();
+  const json::value* manifests = obj ? Find(*obj, "manifests") : nullptr;
+  if (!manifests || !manifests->is_array()) return tags;
+  for (const json::value& m : manifests->get_array()) {
+    const json::object* mo = m.if_object();
+    if (!mo) continue;
+    const json::value* digest = Find(*mo, "digest");
+    const json::value* ann = Find(*mo, "annotations");
+    if (!digest || !digest->is_string() || !ann || !ann->is_object()) continue;
+    const json::value* name = Find(ann->get_object(), kRefNameAnnotation);
+    if (name && name->is_string()) {
+      tags[std::string(name->get_string())] = std::string(digest->get_string());
+    }
+  }
+  return tags;
+}
+
+std::string BlobPath(const std::string& layout, const std::string& digest) {
+  const size_t colon = digest.find(':');
+  return layout + "/blobs/" + digest.substr(0, colon) + "/" + digest.substr(colon + 1);
+}
+
+Result<json::object> ReadJsonBlob(const std::string& layout, const std::string& digest,
+                                  const char* what) {
+  if (!IsDigest(digest)) return Internal(std::string(what) + " digest is malformed: " + digest);
+  Result<std::string> text = ReadSmallFile(BlobPath(layout, digest));
+  if (!text.ok()) {
+    return Internal(std::string(what) + " " + digest +
+                    " is missing from the layout: " + text.status().message());
+  }
+  Result<json::value> v = ParseJson(*text);
+  if (!v.ok() || !v->is_object()) {
+    return Internal(std::string(what) + " " + digest + " is not a JSON object");
+  }
+  return std::move(v->get_object());
+}
+
+std::vector<std::string> StringArray(const json::object& obj, std::string_view key) {
+  std::vector<std::string> out;
+  const json::value* v = Find(obj, key);
+  if (!v || !v->is_array()) return out;
+  for (const json::value& e : v->get_array()) {
+    if (e.is_string()) out.emplace_back(e.get_string());
+  }
+  return out;
+}
+
+std::string StringField(const json::object& obj, std::string_view key) {
+  const json::value* v = Find(obj, key);
+  return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+// Fills image->digest and the config fields from the manifest `digest` in the layout.
+Status ReadImage(const std::string& layout, const std::string& digest, Image* image) {
+  image->digest = digest;
+  Result<json::object> manifest = ReadJsonBlob(layout, digest, "manifest");
+  if (!manifest.ok()) return manifest.status();
+  const json::value* config = Find(*manifest, "config");
+  if (!config || !config->is_object()) {
+    const std::string media = StringField(*manifest, "mediaType");
+    return FailedPrecondition("manifest " + digest + " has no config (media type \"" + media +
+                              "\"); only single-platform image manifests are supported");
+  }
+  Result<json::object> blob =
+      ReadJsonBlob(layout, StringField(config->get_object(), "digest"), "image config");
+  if (!blob.ok()) return blob.status();
+  image->os = StringField(*blob, "os");
+  image->architecture = StringField(*blob, "architecture");
+  const json::value* c = Find(*blob, "config");
+  if (c && c->is_object()) {
+    const json::object& co = c->get_object();
+    image->entrypoint = StringArray(co, "Entrypoint");
+    image->cmd = StringArray(co, "Cmd");
+    image->env = StringArray(co, "Env");
+    image->working_dir = StringField(co, "WorkingDir");
+    image->user = StringField(co, "User");
+  }
+  return Status::Ok();
+}
+
+// ---- skopeo's output -------------------------------------------------------------------------
+
+// The text of msg="..." in a logrus line, unescaped; nullopt if there is none.
+std::optional<std::string> LogrusMessage(std::string_view line) {
+  const size_t at = line.find("msg=\"");
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string out;
+  for (size_t i = at + 5; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '"') return out;
+    if (c == '\\' && i + 1 < line.size()) {
+      const char n = line[++i];
+      out += n == 'n' ? '\n' : n == 't' ? '\t' : n;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// What skopeo said when it failed: the message of its last fatal line, else its last lines.
+std::string FailureText(const std::string& output) {
+  std::vector<std::string> lines;
+  std::stringstream ss(output);
+  std::string line;
+  while (std::getline(ss, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) lines.push_back(line);
+  }
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+    if (it->find("level=fatal") != std::string::npos ||
+        it->find("level=error") != std::string::npos) {
+      if (std::optional<std::string> m = LogrusMessage(*it)) return Truncate(*m, kMaxQuoteBytes);
+    }
+  }
+  std::string out;
+  const size_t from = lines.size() > 5 ? lines.size() - 5 : 0;
+  for (size_t i = from; i < lines.size(); ++i) {
+    // umoci marks its errors with "⨯"; its other lines are progress.
+    out += (out.empty() ? "" : " | ") + lines[i];
+  }
+  return out.empty() ? "(no output)" : Truncate(out, kMaxQuoteBytes);
+}
+
+// Classifies a failed skopeo copy of `ref` by its message (see Pull() in the header).
+Status SkopeoFailure(const ImageRef& ref, const ImageTools::Run& run, int64_t timeout_ms,
+                     const std::function<std::string(std::string)>& redact) {
+  const std::string name = ref.ToString();
+  if (run.cancelled) return Unavailable("pull of " + name + " cancelled");
+  const std::string said = redact(FailureText(run.output));
+  if (run.timed_out) {
+    return DeadlineExceeded("pull of " + name + ": skopeo ran past its time limit of " +
+                            std::to_string(timeout_ms / 1000) +
+                            " s and was killed; its output: " + said);
+  }
+  // Words of the reference itself (a repository named "timeout") must not decide the class.
+  std::string lc = said;
+  // Only whole references are blanked: a bare tag ("unknown") could be part of the message.
+  for (const std::string& part :
+       {name, ref.TransportRef(), ref.registry + "/" + ref.repository,
+        "manifest " + (ref.digest.empty() ? ref.tag : ref.digest) + " in ", ref.registry}) {
+    ReplaceAll(&lc, part, " <ref> ");
+  }
+  lc = Lower(lc);
+  const std::string quoted = ": " + said;
+  if (ContainsAny(lc, {"server gave http response to https client"})) {
+    return FailedPrecondition("registry " + ref.registry +
+                              " speaks plain HTTP, not HTTPS; pull with insecure to allow it" +
+                              quoted);
+  }
+  if (ContainsAny(lc, {"x509:", "certificate", "tls: "})) {
+    return FailedPrecondition("TLS with registry " + ref.registry +
+                              " failed (insecure skips verification)" + quoted);
+  }
+  if (ContainsAny(lc, {"connection refused", "no such host", "i/o timeout", "timeout", "timed out",
+                       "network is unreachable", "no route to host", "connection reset",
+                       "temporary failure in name resolution", "server misbehaving",
+                       "too many requests", "toomanyrequests", "service unavailable", "bad gateway",
+                       "gateway timeout", "internal server error", "unexpected eof"})) {
+    return Unavailable("registry " + ref.registry + " cannot be reached" + quoted);
+  }
+  if (ContainsAny(lc, {"unauthorized", "authentication required", "denied", "forbidden",
+                       "invalid username/password", "status 401", "status 403"})) {
+    return PermissionDenied("registry " + ref.registry + " refused access to " + ref.repository +
+                            " (check the credentials; some registries say this for a "
+                            "repository that does not exist)" +
+                            quoted);
+  }
+  if (ContainsAny(
+          lc, {"manifest unknown", "name unknown", "not found", "status 404", "does not exist"})) {
+    return NotFound("image " + name + " not found in registry " + ref.registry + quoted);
+  }
+  if (ContainsAny(lc,
+                  {"no image found in manifest list", "choosing image instance", "unsupported"})) {
+    return FailedPrecondition("image " + name + " cannot be used on this node" + quoted);
+  }
+  return Internal("skopeo copy of " + name + " failed (exit code " + std::to_string(run.exit_code) +
+                  ")" + quoted);
+}
+
+// One line of skopeo copy's output as an event; nullopt for lines that say nothing useful.
+std::optional<PullEvent> SkopeoLineEvent(std::string_view line, int* blobs) {
+  auto starts = [&](std::string_view p) { return line.rfind(p, 0) == 0; };
+  auto word_after = [&](size_t at) {
+    std::string_view rest = line.substr(at);
+    const size_t end = rest.find(' ');
+    return std::pair(std::string(rest.substr(0, end)),
+                     end == std::string_view::npos ? std::string() : std::string(rest.substr(end)));
+  };
+  auto short_digest = [](const std::string& d) { return d.size() > 19 ? d.substr(0, 19) : d; };
+  PullEvent e;
+  if (starts("Copying blob ")) {
+    auto [digest, rest] = word_after(13);
+    e.kind = PullEvent::Kind::kBlob;
+    e.digest = digest;
+    e.text = "copying blob " + short_digest(digest) + " (" + std::to_string(++*blobs) + ")" + rest;
+    return e;
+  }
+  if (starts("Copying config ")) {
+    auto [digest, rest] = word_after(15);
+    e.kind = PullEvent::Kind::kConfig;
+    e.digest = digest;
+    e.text = "copying config " + short_digest(digest) + rest;
+    return e;
+  }
+  if (starts("Writing manifest")) {
+    e.kind = PullEvent::Kind::kManifest;
+    e.text = "writing manifest";
+    return e;
+  }
+  if (starts("Getting image source signatures") || starts("Storing signatures") ||
+      line.find("level=fatal") != std::string_view::npos ||
+      line.find_first_not_of(" \t") == std::string_view::npos) {
+    return std::nullopt;
+  }
+  e.kind = PullEvent::Kind::kMessage;
+  std::optional<std::string> m = LogrusMessage(line);
+  e.text = m ? *m : std::string(line);
+  return e;
+}
+
+}  // namespace
+
+// ---- ImageRef --------------------------------------------------------------------------------
+
+Result<ImageRef> ImageRef::Parse(std::string_view text) {
+  const std::string original(text);
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument("image reference \"" + Truncate(original, 300) + "\": " + why);
+  };
+  if (text.empty()) return bad("empty");
+  if (text.size() > 1024) return bad("longer than 1024 characters");
+  if (text.rfind("docker://", 0) == 0) text.remove_prefix(9);
+  ImageRef ref;
+  if (const size_t at = text.find('@'); at != std::string_view::npos) {
+    ref.digest = std::string(text.substr(at + 1));
+    if (!IsDigest(ref.digest)) {
+      return bad("the digest must be sha256:<64 lowercase hex> or sha512:<128 lowercase hex>");
+    }
+    text = text.substr(0, at);
+  }
+  std::string_view name = text;
+  const size_t slash = text.rfind('/');
+  const size_t colon = text.rfind(':');
+  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash)) {
+    ref.tag = std::string(text.substr(colon + 1));
+    if (!IsTag(ref.tag)) return bad("a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -");
+    name = text.substr(0, colon);
+  }
+  if (name.empty()) return bad("no repository");
+  const size_t first = name.find('/');
+  if (first != std::string_view::npos) {
+    std::string_view head = name.substr(0, first);
+    if (head.find_first_of(".:") != std::string_view::npos || head == "localhost" ||
+        std::any_of(head.begin(), head.end(),
+                    [](char c) { return std::isupper(static_cast<unsigned char>(c)); })) {
+      if (!IsRegistry(head)) return bad("\"" + std::string(head) + "\" is not a registry host");
+      ref.registry = std::string(head);
+      name = name.substr(first + 1);
+    }
+  }
+  if (ref.registry.empty()) ref.registry = "docker.io";
+  std::stringstream ss{std::string(name)};
+  std::string component;
+  int components = 0;
+  while (std::getline(ss, component, '/')) {
+    if (!IsPathComponent(component)) {
+      return bad("\"" + component +
+                 "\" is not a repository name component (lowercase letters and digits, joined "
+                 "by '.', '_', '__' or '-')");
+    }
+    ++components;
+  }
+  if (components == 0 || name.back() == '/') return bad("empty repository name component");
+  ref.repository = std::string(name);
+  if (ref.registry == "docker.io" && components == 1) ref.repository = "library/" + ref.repository;
+  if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
+  return ref;
+}
+
+std::string ImageRef::ToString() const {
+  std::string s = registry + "/" + repository;
+  if (!tag.empty()) s += ":" + tag;
+  if (!digest.empty()) s += "@" + digest;
+  return s;
+}
+
+std::string ImageRef::TransportRef() const {
+  return "docker://" + registry + "/" + repository + (digest.empty() ? ":" + tag : "@" + digest);
+}
+
+std::string ImageRef::Host() const {
+  if (!registry.empty() && registry.front() == '[') {
+    return registry.substr(1, registry.find(']') - 1);
+  }
+  return registry.substr(0, registry.find(':'));
+}
+
+bool ImageRef::IsLoopback() const {
+  const std::string host = Lower(Host());
+  if (host == "localhost") return true;
+  in_addr a4;
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    return (ntohl(a4.s_addr) >> 24) == 127;
+  }
+  in6_addr a6;
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) return a6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+std::string ImageRef::LayoutTag() const {
+  const std::string full = ToString();
+  std::string tag;
+  for (char c : full) {
+    if (tag.size() == 100) break;
+    tag +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-') ? c : '_';
+  }
+  return tag + "-" + Sha256Hex(full).substr(0, 12);
+}
+
+// ---- ImageStore ------------------------------------------------------------------------------
+
+std::unique_ptr<ImageTools> NewSystemImageTools(SystemImageToolsOptions options) {
+  return std::make_unique<SystemImageTools>(options);
+}
+
+ImageStore::ImageStore(std::string root, ImageTools* tools, ImageStoreOptions options)
+    : root_(std::move(root)), tools_(tools), options_(options) {}
+
+Result<std::unique_ptr<ImageStore>> ImageStore::Open(const std::string& root, ImageTools* tools,
+                                                     ImageStoreOptions options) {
+  if (root.empty() || root.front() != '/') {
+    return InvalidArgument("image store root \"" + root + "\" is not an absolute path");
+  }
+  // skopeo and umoci take "<layout>:<tag>": a ':' in the path would be read as the tag's start.
+  if (root.find(':') != std::string::npos) {
+    return InvalidArgument("image store root \"" + root + "\" holds a ':'");
+  }
+  std::string clean = fs::path(root).lexically_normal().string();
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  std::error_code ec;
+  for (const std::string& dir : {clean, clean + "/rootfs", clean + "/tmp"}) {
+    fs::create_directories(dir, ec);
+    if (ec) return Internal("cannot create " + dir + ": " + ec.message());
+  }
+  fs::permissions(clean + "/tmp", fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (ec) return Internal("cannot chmod " + clean + "/tmp: " + ec.message());
+  return std::unique_ptr<ImageStore>(new ImageStore(std::move(clean), tools, options));
+}
+
+ImageStore::Counters ImageStore::counters() const {
+  return {pulls_.load(), pull_failures_.load(), unpacks_.load(), rootfs_reused_.load()};
+}
+
+Result<Image> ImageStore::Pull(const ImageRef& ref, const PullOptions& options,
+                               const ProgressFn& progress) {
+  Result<Image> image = PullImpl(ref, options, progress);
+  (image.ok() ? pulls_ : pull_failures_)++;
+  if (image.ok()) {
+    if (progress) {
+      progress({PullEvent::Kind::kDone, image->digest,
+                "pulled " + ref.ToString() + " (" + image->digest.substr(0, 19) + ")"});
+    }
+  } else {
+    GLOG_WARN("image store: pull of %s failed: %s", ref.ToString().c_str(),
+              image.status().ToString().c_str());
+  }
+  return image;
+}
+
+Result<Image> ImageStore::PullImpl(const ImageRef& ref, const PullOptions& options,
+                                   const ProgressFn& progress) {
+  if (ref.registry.empty() || ref.repository.empty() || (ref.tag.empty() && ref.digest.empty())) {
+    return InvalidArgument("image reference \"" + ref.ToString() + "\" is incomplete");
+  }
+  const std::string layout = LayoutDir();
+  const std::string tag = ref.LayoutTag();
+  Image image;
+  image.ref = ref;
+
+  // Secrets never leave this function in any text.
+  std::vector<std::string> secrets;
+  if (options.credentials) {
+    const RegistryCredentials& c = *options.credentials;
+    for (const std::string& s :
+         {c.password, Base64(c.username + ":" + c.password), c.username + ":" + c.password}) {
+      if (s.size() >= 3) secrets.push_back(s);
+    }
+    // Longest first, so that "user:pass" is hidden whole rather than leaving "user:".
+    std::sort(secrets.begin(), secrets.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  }
+  auto redact = [&secrets](std::string s) {
+    for (const std::string& secret : secrets) ReplaceAll(&s, secret, "<redacted>");
+    return s;
+  };
+
+  std::vector<std::string> args = {"--insecure-policy", "--tmpdir", root_ + "/tmp", "copy"};
+  args.push_back(ref.IsLoopback() || options.insecure ? "--src-tls-verify=false"
+                                                      : "--src-tls-verify=true");
+  // The auth file: created 0600 in tmp/ (0700), deleted when this function returns.
+  struct AuthFile {
+    std::string path;
+    ~AuthFile() {
+      if (!path.empty()) unlink(path.c_str());
+    }
+  } auth;
+  if (options.credentials) {
+    auth.path = root_ + "/tmp/auth-" + NewId("p", 16) + ".json";
+    json::object entry{
+        {"auth", Base64(options.credentials->username + ":" + options.credentials->password)}};
+    json::object auths;
+    auths[ref.registry] = std::move(entry);
+    const std::string text = ToJson(json::object{{"auths", std::move(auths)}});
+    Fd fd(open(auth.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (fd.get() < 0) {
+      const int err = errno;
+      auth.path.clear();
+      return ErrnoStatus("creating an auth file in " + root_ + "/tmp", err);
+    }
+    if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      return ErrnoStatus("writing an auth file in " + root_ + "/tmp", errno);
+    }
+    args.push_back("--src-authfile");
+    args.push_back(auth.path);
+  } else {
+    args.push_back("--src-no-creds");
+  }
+  args.push_back(ref.TransportRef());
+  args.push_back("oci:" + layout + ":" + tag);
+
+  if (progress) progress({PullEvent::Kind::kStart, "", "pulling " + ref.ToString()});
+  const auto copy_start = SteadyClock::now();
+  std::string manifest_digest;
+  {
+    // Copies into the layout take turns (see the header).
+    Result<FileLock> lock =
+        FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, options.cancel);
+    if (!lock.ok()) return lock.status();
+    int blobs = 0;
+    auto on_line = [&](std::string_view line) {
+      if (!progress) return;
+      std::optional<PullEvent> e = SkopeoLineEvent(line, &blobs);
+      if (!e) return;
+      e->text = redact(std::move(e->text));
+      progress(*e);
+    };
+    Result<ImageTools::Run> run = tools_->RunTool(
+        ImageTools::Tool::kSkopeo, args, options_.copy_timeout_ms, options.cancel, on_line);
+    if (!run.ok()) return Status(run.status().code(), redact(run.status().message()));
+    if (!run->succeeded()) return SkopeoFailure(ref, *run, options_.copy_timeout_ms, redact);
+
+    Result<std::map<std::string, std::string>> tags = ReadIndex(layout);
+    if (!tags.ok()) return tags.status();
+    auto it = tags->find(tag);
+    if (it == tags->end()) {
+      return Internal("skopeo copied " + ref.ToString() + " but the layout has no tag " + tag);
+    }
+    manifest_digest = it->second;
+    if (!IsSha256Digest(manifest_digest)) {
+      return FailedPrecondition("manifest digest " + manifest_digest + " of " + ref.ToString() +
+                                " is not sha256; the store keys rootfs by sha256");
+    }
+    GANTRY_RETURN_IF_ERROR(ReadImage(layout, manifest_digest, &image));
+    // Pin the manifest by its digest, for Unpack(): the ref's tag may move meanwhile.
+    const std::string pin = kPinPrefix + manifest_digest.substr(7);
+    if (!tags->count(pin)) {
+      Result<ImageTools::Run> tagged =
+          tools_->RunTool(ImageTools::Tool::kUmoci, {"tag", "--image", layout + ":" + tag, pin},
+                          options_.umoci_timeout_ms, nullptr, nullptr);
+      if (!tagged.ok()) return tagged.status();
+      if (!tagged->succeeded()) {
+        return Internal("umoci tag " + pin + " failed: " + FailureText(tagged->output));
+      }
+    }
+  }
+  image.copy_ms = MsSince(copy_start);
+  GANTRY_RETURN_IF_ERROR(Unpack(&image, options.cancel, progress));
+  return image;
+}
+
+Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
+                          const ProgressFn& progress) {
+  const std::string hex = image->digest.substr(7);
+  const std::string dest = RootfsDir(hex);
+  image->rootfs = dest;
+  std::error_code ec;
+  if (fs::is_directory(dest, ec)) {  // the common case: no lock needed to reuse it
+    rootfs_reused_++;
+    if (progress) progress({PullEvent::Kind::kCached, image->digest, "rootfs already unpacked"});
+    return Status::Ok();
+  }
+  Result<FileLock> lock = FileLock::Acquire(dest + ".lock", /*exclusive=*/true, cancel);
+  if (!lock.ok()) return lock.status();
+  if (fs::is_directory(dest, ec)) {  // unpacked by whoever held the lock
+    rootfs_reused_++;
+    if (progress) progress({PullEvent::Kind::kCached, image->digest, "rootfs already unpacked"});
+    return Status::Ok();
+  }
+  // Leftovers of an unpack that died (its owner held this lock, so it is gone).
+  const std::string tmp_prefix = ".tmp-" + hex + "-";
+  for (const fs::directory_entry& e : fs::directory_iterator(root_ + "/rootfs", ec)) {
+    if (e.path().filename().string().rfind(tmp_prefix, 0) == 0) fs::remove_all(e.path(), ec);
+  }
+  const std::string tmp = root_ + "/rootfs/" + tmp_prefix + NewId("u", 8);
+  if (progress) {
+    progress({PullEvent::Kind::kUnpack, image->digest,
+              "unpacking " + image->digest.substr(0, 19) + " into " + dest});
+  }
+  const auto start = SteadyClock::now();
+  {
+    Result<FileLock> layout_lock =
+        FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/false, cancel);
+    if (!layout_lock.ok()) return layout_lock.status();
+    std::vector<std::string> args = {"raw", "unpack"};
+    if (geteuid() != 0) args.push_back("--rootless");
+    args.insert(args.end(), {"--image", LayoutDir() + ":" + kPinPrefix + hex, tmp});
+    Result<ImageTools::Run> run = tools_->RunTool(ImageTools::Tool::kUmoci, args,
+                                                  options_.unpack_timeout_ms, cancel, nullptr);
+    if (!run.ok() || !run->succeeded()) fs::remove_all(tmp, ec);
+    if (!run.ok()) return run.status();
+    if (run->cancelled) return Unavailable("unpack of " + image->ref.ToString() + " cancelled");
+    if (run->timed_out) {
+      return DeadlineExceeded("unpack of " + image->ref.ToString() +
+                              " ran past its time limit of " +
+                              std::to_string(options_.unpack_timeout_ms / 1000) + " s");
+    }
+    if (!run->succeeded()) {
+      const std::string said = FailureText(run->output);
+      const std::string lc = Lower(said);
+      return Status(ContainsAny(lc, {"unsupported", "unknown media type", "compression"})
+                        ? Code::kFailedPrecondition
+                        : Code::kInternal,
+                    "umoci raw unpack of " + image->ref.ToString() + " (" + image->digest +
+                        ") failed (exit code " + std::to_string(run->exit_code) + "): " + said);
+    }
+  }
+  fs::rename(tmp, dest, ec);
+  if (ec) {
+    const std::string message = ec.message();
+    fs::remove_all(tmp, ec);
+    return Internal("renaming the unpacked rootfs to " + dest + ": " + message);
+  }
+  image->unpack_ms = MsSince(start);
+  image->unpacked = true;
+  unpacks_++;
+  if (progress) {
+    progress({PullEvent::Kind::kUnpacked, image->digest,
+              "unpacked in " + std::to_string(image->unpack_ms) + " ms"});
+  }
+  return Status::Ok();
+}
+
+Result<Image> ImageStore::Lookup(const ImageRef& ref) {
+  Image image;
+  image.ref = ref;
+  {
+    Result<FileLock> lock = FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/false, nullptr);
+    if (!lock.ok()) return lock.status();
+    Result<std::map<std::string, std::string>> tags = ReadIndex(LayoutDir());
+    if (!tags.ok()) {
+      if (tags.status().code() == Code::kNotFound) {
+        return NotFound("image " + ref.ToString() + " was never pulled");
+      }
+      return tags.status();
+    }
+    auto it = tags->find(ref.LayoutTag());
+    if (it == tags->end()) return NotFound("image " + ref.ToString() + " was never pulled");
+    if (!IsSha256Digest(it->second)) return NotFound("image " + ref.ToString() + " has no rootfs");
+    GANTRY_RETURN_IF_ERROR(ReadImage(LayoutDir(), it->second, &image));
+  }
+  image.rootfs = RootfsDir(image.digest.substr(7));
+  std::error_code ec;
+  if (!fs::is_directory(image.rootfs, ec)) {
+    return NotFound("image " + ref.ToString() + " (" + image.digest + ") is not unpacked");
+  }
+  return image;
+}
+
+Status ImageStore::Remove(const std::string& digest) {
+  if (!IsSha256Digest(digest)) {
+    return InvalidArgument("\"" + digest + "\" is not a sha256:<64 hex> manifest digest");
+  }
+  const std::string hex = digest.substr(7);
+  const std::string dest = RootfsDir(hex);
+  bool found = false;
+  {
+    Result<FileLock> lock = FileLock::Acquire(dest + ".lock", /*exclusive=*/true, nullptr);
+    if (!lock.ok()) return lock.status();
+    std::error_code ec;
+    if (fs::is_directory(dest, ec)) {
+      // Out of the way first, so that nobody finds a half-removed rootfs.
+      const std::string trash = root_ + "/rootfs/.tmp-" + hex + "-" + NewId("r", 8);
+      fs::rename(dest, trash, ec);
+      if (ec) return Internal("moving " + dest + " away: " + ec.message());
+      fs::remove_all(trash, ec);
+      if (ec) return Internal("removing " + trash + ": " + ec.message());
+      found = true;
+    }
+  }
+  Result<FileLock> lock = FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, nullptr);
+  if (!lock.ok()) return lock.status();
+  Result<std::map<std::string, std::string>> tags = ReadIndex(LayoutDir());
+  if (!tags.ok()) {
+    if (tags.status().code() == Code::kNotFound) {
+      return found ? Status::Ok() : NotFound("the store holds no image " + digest);
+    }
+    return tags.status();
+  }
+  bool untagged = false;
+  for (const auto& [tag, d] : *tags) {
+    if (d != digest) continue;
+    Result<ImageTools::Run> run =
+        tools_->RunTool(ImageTools::Tool::kUmoci, {"remove", "--image", LayoutDir() + ":" + tag},
+                        options_.umoci_timeout_ms, nullptr, nullptr);
+    if (!run.ok()) return run.status();
+    if (!run->succeeded()) {
+      return Internal("umoci remove of tag " + tag + " failed: " + FailureText(run->output));
+    }
+    untagged = true;
+  }
+  if (!found && !untagged) return NotFound("the store holds no image " + digest);
+  if (untagged) {
+    Result<ImageTools::Run> run =
+        tools_->RunTool(ImageTools::Tool::kUmoci, {"gc", "--layout", LayoutDir()},
+                        options_.umoci_timeout_ms, nullptr, nullptr);
+    if (!run.ok()) return run.status();
+    if (!run->succeeded()) return Internal("umoci gc failed: " + FailureText(run->output));
+  }
+  return Status::Ok();
+}
+
+}  // namespace gantry::agent::oci

@@ -1,0 +1,170 @@
+#include "agent/oci/runtime_spec.h"
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+namespace gantry::agent::oci {
+namespace {
+
+// Docker's default capability set (moby/oci/caps/defaults.go).
+const char* const kCapabilities[] = {
+    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+    "CAP_KILL",    "CAP_AUDIT_WRITE"};
+
+// Kernel paths a container must not read or write (Docker's defaults).
+const char* const kMaskedPaths[] = {"/proc/asound",      "/proc/acpi",          "/proc/kcore",
+                                    "/proc/keys",        "/proc/latency_stats", "/proc/timer_list",
+                                    "/proc/timer_stats", "/proc/sched_debug",   "/proc/scsi",
+                                    "/sys/firmware"};
+const char* const kReadonlyPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                      "/proc/sysrq-trigger"};
+
+json::object MountJson(const std::string& dest, const std::string& type, const std::string& source,
+                       std::initializer_list<const char*> options) {
+  json::array opts;
+  for (const char* o : options) opts.emplace_back(o);
+  return json::object{
+      {"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(opts)}};
+}
+
+json::array Strings(const std::vector<std::string>& v) {
+  json::array a;
+  for (const auto& s : v) a.emplace_back(s);
+  return a;
+}
+
+template <size_t N>
+json::array Strings(const char* const (&v)[N]) {
+  json::array a;
+  for (const char* s : v) a.emplace_back(s);
+  return a;
+}
+
+}  // namespace
+
+Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
+  if (spec.args.empty()) return InvalidArgument("container " + spec.id + ": no command to run");
+  if (spec.rootfs.empty() || spec.rootfs[0] != '/') {
+    return InvalidArgument("container " + spec.id + ": rootfs must be an absolute path");
+  }
+  if (spec.cwd.empty() || spec.cwd[0] != '/') {
+    return InvalidArgument("container " + spec.id + ": working directory must be absolute");
+  }
+  json::array env;
+  for (const auto& [k, v] : spec.env) {
+    if (k.empty() || k.find('=') != std::string::npos) {
+      return InvalidArgument("container " + spec.id + ": bad environment variable name '" + k +
+                             "'");
+    }
+    env.emplace_back(k + "=" + v);
+  }
+  // Stay within what the host allows: a limit above its hard limit fails the start.
+  uint64_t nofile = spec.nofile;
+  rlimit host{};
+  if (getrlimit(RLIMIT_NOFILE, &host) == 0 && (nofile == 0 || nofile > host.rlim_max)) {
+    nofile = host.rlim_max;
+  }
+  json::array caps = Strings(kCapabilities);
+  json::object process{
+      {"terminal", false},
+      {"user", json::object{{"uid", spec.uid}, {"gid", spec.gid}}},
+      {"args", Strings(spec.args)},
+      {"env", std::move(env)},
+      {"cwd", spec.cwd},
+      {"capabilities", json::object{{"bounding", caps}, {"effective", caps}, {"permitted", caps}}},
+      {"rlimits",
+       json::array{json::object{{"type", "RLIMIT_NOFILE"}, {"hard", nofile}, {"soft", nofile}}}},
+      {"noNewPrivileges", true}};
+
+  json::array mounts{
+      MountJson("/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}),
+      MountJson("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}),
+      MountJson("/dev/pts", "devpts", "devpts",
+                {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}),
+      MountJson("/dev/shm", "tmpfs", "shm",
+                {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}),
+      MountJson("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
+      MountJson("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
+      MountJson("/sys/fs/cgroup", "cgroup", "cgroup",
+                {"nosuid", "noexec", "nodev", "relatime", "ro"}),
+  };
+  // Name resolution and the host's name, as Docker gives them (host network).
+  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
+    mounts.push_back(MountJson(f, "bind", f, {"rbind", "ro"}));
+  }
+  for (const Mount& m : spec.mounts) {
+    json::array opts{"rbind", m.read_only ? "ro" : "rw"};
+    mounts.push_back(json::object{{"destination", m.container_path},
+                                  {"type", "bind"},
+                                  {"source", m.host_path},
+                                  {"options", std::move(opts)}});
+  }
+
+  json::object resources;
+  if (spec.memory_mb > 0) {
+    const int64_t bytes = spec.memory_mb << 20;
+    resources["memory"] = json::object{{"limit", bytes}, {"swap", bytes}};
+  }
+  if (spec.cpu > 0) {
+    resources["cpu"] =
+        json::object{{"shares", std::max<int64_t>(2, static_cast<int64_t>(spec.cpu * 1024))}};
+  }
+  if (spec.pids_limit > 0) resources["pids"] = json::object{{"limit", spec.pids_limit}};
+  // Devices: runc's defaults (null, zero, full, random, urandom, tty, ptmx) and the ones given
+  // (the assigned GPUs); every other device is denied.
+  json::array devices;
+  json::array device_rules{json::object{{"allow", false}, {"access", "rwm"}}};
+  for (const std::string& d : spec.devices) {
+    struct stat st {};
+    if (stat(d.c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) {
+      return InvalidArgument("container " + spec.id + ": " + d + " is not a character device");
+    }
+    const int64_t major = major(st.st_rdev), minor = minor(st.st_rdev);
+    devices.push_back(json::object{{"path", d},
+                                   {"type", "c"},
+                                   {"major", major},
+                                   {"minor", minor},
+                                   {"fileMode", st.st_mode & 0777},
+                                   {"uid", 0},
+                                   {"gid", 0}});
+    device_rules.push_back(json::object{
+        {"allow", true}, {"type", "c"}, {"major", major}, {"minor", minor}, {"access", "rwm"}});
+  }
+  resources["devices"] = std::move(device_rules);
+
+  json::object linux_section{
+      {"namespaces", json::array{json::object{{"type", "pid"}}, json::object{{"type", "mount"}},
+                                 json::object{{"type", "ipc"}}, json::object{{"type", "uts"}}}},
+      {"resources", std::move(resources)},
+      {"maskedPaths", Strings(kMaskedPaths)},
+      {"readonlyPaths", Strings(kReadonlyPaths)}};
+  if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
+  if (!devices.empty()) linux_section["devices"] = std::move(devices);
+
+  return json::object{
+      {"ociVersion", "1.0.2"},
+      {"process", std::move(process)},
+      {"root", json::object{{"path", spec.rootfs}, {"readonly", spec.read_only_rootfs}}},
+      {"hostname", spec.id},
+      {"mounts", std::move(mounts)},
+      {"linux", std::move(linux_section)}};
+}
+
+std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
+                                     const std::string& bundle_dir, const std::string& id) {
+  return {runc, "--root", state_dir, "run", "--bundle", bundle_dir, id};
+}
+
+std::vector<std::string> ImageArgs(const std::vector<std::string>& entrypoint,
+                                   const std::vector<std::string>& cmd,
+                                   const std::vector<std::string>& override_cmd) {
+  std::vector<std::string> args = entrypoint;
+  const auto& tail = override_cmd.empty() ? cmd : override_cmd;
+  args.insert(args.end(), tail.begin(), tail.end());
+  return args;
+}
+
+}  // namespace gantry::agent::oci

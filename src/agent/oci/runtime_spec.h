@@ -1,0 +1,64 @@
+#pragma once
+// The OCI runtime spec (config.json) of a container worker, and the command that runs it with
+// runc (issue 5; runtime-spec v1.0.2). Pure functions: no process is started here.
+//
+// How a container worker runs: the agent's process runtime starts
+//   runc --root <state dir> run --bundle <bundle dir> <worker id>
+// as the worker's process, exactly as it starts a process worker: the same process group,
+// the same cgroup (the spec's cgroupsPath is the runtime's cgroup of the worker, so runc puts
+// the container in it and the runtime's OOM detection, KillAll and limits apply), the same log
+// pipes (runc passes its stdio through to the container when there is no terminal), the same
+// stop (runc forwards SIGTERM to the container's init). The bundle's rootfs is an overlay of the
+// image's cached rootfs (read-only, shared) and a per-worker writable layer.
+//
+// Isolation: new PID, mount, IPC and UTS namespaces; the host network (v1: workers reach the
+// server on its host address); no new privileges; Docker's default capability set; /proc, /dev,
+// /sys (read-only) and the kernel paths Docker masks.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/json.h"
+
+namespace gantry::agent::oci {
+
+struct Mount {
+  std::string host_path;
+  std::string container_path;
+  bool read_only = false;
+};
+
+struct ContainerSpec {
+  std::string id;                 // the worker id: container id and hostname
+  std::string rootfs;             // the bundle's root filesystem (absolute)
+  std::vector<std::string> args;  // entrypoint + cmd, already resolved
+  std::map<std::string, std::string> env;
+  std::string cwd = "/";
+  uint32_t uid = 0, gid = 0;  // the image's user, resolved to ids
+  bool read_only_rootfs = false;
+  std::vector<Mount> mounts;         // volumes (e.g. a named volume at /runpod-volume)
+  std::string cgroups_path;          // e.g. "/gantry/<id>": relative to each hierarchy's root
+  double cpu = 0;                    // cores, a soft share (cpu.shares); 0: none
+  int64_t memory_mb = 0;             // hard limit; 0: none
+  int64_t pids_limit = 4096;         // 0: none
+  uint64_t nofile = 0;               // RLIMIT_NOFILE soft and hard; 0: the host's hard limit
+  std::vector<std::string> devices;  // device nodes to pass (e.g. /dev/nvidia0)
+};
+
+// config.json for `spec`. InvalidArgument when args is empty, rootfs or cwd is not absolute, or
+// an env name holds '='.
+Result<json::object> RuntimeConfig(const ContainerSpec& spec);
+
+// argv that runs the bundle in the foreground: runc --root STATE run --bundle BUNDLE ID.
+std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
+                                     const std::string& bundle_dir, const std::string& id);
+
+// The process args of an image, by Docker's rule: the entrypoint followed by the cmd, where
+// `override_cmd` (the endpoint's worker.command), when not empty, replaces the image's cmd.
+std::vector<std::string> ImageArgs(const std::vector<std::string>& entrypoint,
+                                   const std::vector<std::string>& cmd,
+                                   const std::vector<std::string>& override_cmd);
+
+}  // namespace gantry::agent::oci

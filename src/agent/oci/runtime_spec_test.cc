@@ -1,0 +1,236 @@
+// The runtime spec, checked as JSON, and run for real: runc under the agent's process runtime,
+// in the worker's cgroup, with a minimal root filesystem that binds the host's /usr read-only
+// (Debian's merged /usr: /bin, /lib and /lib64 are links into it).
+
+#include "agent/oci/runtime_spec.h"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <thread>
+
+#include "agent/process/process_runtime.h"
+
+namespace gantry::agent::oci {
+namespace {
+namespace fs = std::filesystem;
+
+ContainerSpec Basic() {
+  ContainerSpec s;
+  s.id = "c1";
+  s.rootfs = "/tmp/rootfs";
+  s.args = {"/bin/sh", "-c", "true"};
+  s.env = {{"PATH", "/usr/bin:/bin"}, {"A", "b=c"}};
+  s.cgroups_path = "/gantry/c1";
+  s.cpu = 0.5;
+  s.memory_mb = 64;
+  return s;
+}
+
+TEST(RuntimeSpecTest, NamespacesLimitsAndProcess) {
+  auto c = RuntimeConfig(Basic());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const auto& o = *c;
+  EXPECT_EQ(o.at("ociVersion").as_string(), "1.0.2");
+  EXPECT_EQ(o.at("hostname").as_string(), "c1");
+  std::vector<std::string> ns;
+  for (const auto& n : o.at("linux").at("namespaces").as_array()) {
+    ns.emplace_back(n.at("type").as_string());
+  }
+  // Own PID, mount, IPC and UTS namespaces; the host's network.
+  EXPECT_EQ(ns, (std::vector<std::string>{"pid", "mount", "ipc", "uts"}));
+  const auto& res = o.at("linux").at("resources");
+  EXPECT_EQ(res.at("memory").at("limit").as_int64(), 64 << 20);
+  EXPECT_EQ(res.at("cpu").at("shares").as_int64(), 512);
+  EXPECT_EQ(res.at("pids").at("limit").as_int64(), 4096);
+  EXPECT_EQ(o.at("linux").at("cgroupsPath").as_string(), "/gantry/c1");
+  const auto& p = o.at("process");
+  EXPECT_TRUE(p.at("noNewPrivileges").as_bool());
+  const auto& env = p.at("env").as_array();
+  EXPECT_NE(std::find(env.begin(), env.end(), json::value("A=b=c")), env.end());
+  // RLIMIT_NOFILE never above the host's hard limit (here 20000).
+  rlimit host{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &host), 0);
+  EXPECT_LE(p.at("rlimits").as_array()[0].at("hard").to_number<uint64_t>(), host.rlim_max);
+}
+
+TEST(RuntimeSpecTest, BadSpecsRefused) {
+  ContainerSpec s = Basic();
+  s.args.clear();
+  EXPECT_EQ(RuntimeConfig(s).status().code(), Code::kInvalidArgument);
+  s = Basic();
+  s.rootfs = "relative";
+  EXPECT_EQ(RuntimeConfig(s).status().code(), Code::kInvalidArgument);
+  s = Basic();
+  s.env["A=B"] = "x";
+  EXPECT_EQ(RuntimeConfig(s).status().code(), Code::kInvalidArgument);
+  s = Basic();
+  s.devices = {"/etc/hostname"};  // not a device
+  EXPECT_EQ(RuntimeConfig(s).status().code(), Code::kInvalidArgument);
+}
+
+TEST(RuntimeSpecTest, DevicesAllowedOneByOne) {
+  ContainerSpec s = Basic();
+  s.devices = {"/dev/null"};
+  auto c = RuntimeConfig(s);
+  ASSERT_TRUE(c.ok());
+  const auto& rules = c->at("linux").at("resources").at("devices").as_array();
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_FALSE(rules[0].at("allow").as_bool());  // deny all, then allow each
+  EXPECT_TRUE(rules[1].at("allow").as_bool());
+  EXPECT_EQ(rules[1].at("major").as_int64(), 1);
+  EXPECT_EQ(c->at("linux").at("devices").as_array()[0].at("path").as_string(), "/dev/null");
+}
+
+TEST(RuntimeSpecTest, ImageArgsFollowDockersRule) {
+  EXPECT_EQ(ImageArgs({"python3"}, {"app.py"}, {}),
+            (std::vector<std::string>{"python3", "app.py"}));
+  EXPECT_EQ(ImageArgs({"python3"}, {"app.py"}, {"other.py"}),
+            (std::vector<std::string>{"python3", "other.py"}));
+  EXPECT_EQ(ImageArgs({}, {"sh"}, {}), (std::vector<std::string>{"sh"}));
+}
+
+// runc for real, under the process runtime.
+class RuncTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/usr/sbin/runc", X_OK) != 0) FAIL() << "runc missing: run scripts/setup.sh";
+    dir_ = fs::temp_directory_path() / ("gantry-runc-test-" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ + "/bundle/rootfs/usr");
+    for (const char* d : {"proc", "dev", "sys", "tmp", "etc"}) {
+      fs::create_directories(dir_ + "/bundle/rootfs/" + d);
+    }
+    for (const char* l : {"bin", "lib", "lib64", "sbin"}) {
+      if (fs::is_symlink(std::string("/") + l)) {
+        fs::create_symlink(fs::read_symlink(std::string("/") + l), dir_ + "/bundle/rootfs/" + l);
+      }
+    }
+    std::ofstream(dir_ + "/bundle/rootfs/etc/resolv.conf");
+    std::ofstream(dir_ + "/bundle/rootfs/etc/hosts");
+    runtime_ = NewLocalProcessRuntime(&clock_, {});
+  }
+  void TearDown() override {
+    runtime_.reset();
+    fs::remove_all(dir_);
+  }
+
+  // Starts `script` in a container with the given memory limit; returns its id.
+  std::string Start(const std::string& script, int64_t memory_mb = 256) {
+    const std::string id = "t" + std::to_string(getpid()) + "-" + std::to_string(++n_);
+    ContainerSpec c;
+    c.id = id;
+    c.rootfs = dir_ + "/bundle/rootfs";
+    c.args = {"/bin/sh", "-c", script};
+    c.env = {{"PATH", "/usr/bin:/bin"}};
+    c.cgroups_path = "/gantry/" + id;  // the runtime's cgroup of this worker
+    c.memory_mb = memory_mb;
+    c.mounts = {{"/usr", "/usr", true}};
+    auto config = RuntimeConfig(c);
+    EXPECT_TRUE(config.ok());
+    std::ofstream(dir_ + "/bundle/config.json") << ToJson(*config);
+    ProcessSpec p;
+    p.id = id;
+    p.argv = RuncRunArgv("/usr/sbin/runc", dir_ + "/state", dir_ + "/bundle", id);
+    p.env = {{"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}};
+    p.memory_mb = memory_mb;
+    auto pid = runtime_->Start(p);
+    EXPECT_TRUE(pid.ok()) << pid.status().ToString();
+    return id;
+  }
+
+  // Collects `id`'s stdout until it prints `line` ("" : until it ends); its exit if it ended.
+  std::optional<ProcessExit> Wait(const std::string& id, std::vector<std::string>* lines,
+                                  const std::string& line = "") {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (const auto& l : runtime_->DrainLogs()) {
+        if (l.id == id && !l.stderr_stream) lines->push_back(l.text);
+      }
+      if (!line.empty() && std::find(lines->begin(), lines->end(), line) != lines->end()) {
+        return std::nullopt;
+      }
+      for (const auto& e : runtime_->Reap()) {
+        if (e.id != id) continue;
+        for (const auto& l : runtime_->DrainLogs()) {
+          if (l.id == id && !l.stderr_stream) lines->push_back(l.text);
+        }
+        return e;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ADD_FAILURE() << "container did not end";
+    return std::nullopt;
+  }
+
+  std::pair<ProcessExit, std::vector<std::string>> Run(const std::string& script,
+                                                       int64_t memory_mb = 256) {
+    std::vector<std::string> lines;
+    auto exit = Wait(Start(script, memory_mb), &lines);
+    return {exit.value_or(ProcessExit{}), lines};
+  }
+
+  std::string dir_;
+  int n_ = 0;
+  SystemClock clock_;
+  std::unique_ptr<ProcessRuntime> runtime_;
+};
+
+TEST_F(RuncTest, OwnPidNamespaceHostnameAndTheWorkersCgroup) {
+  auto [exit, lines] =
+      Run("echo pid=$$; ls /proc | grep -c '^[0-9]'; hostname; grep memory /proc/self/cgroup");
+  EXPECT_EQ(exit.exit_code, 0);
+  ASSERT_GE(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "pid=1");           // init of its own PID namespace
+  EXPECT_LE(std::stoi(lines[1]), 3);      // sees its own processes only, not the host's
+  EXPECT_EQ(lines[2].substr(0, 1), "t");  // the worker id
+  EXPECT_NE(lines[3].find("/gantry/t"), std::string::npos) << lines[3];
+}
+
+TEST_F(RuncTest, HostFilesOutsideItsRootAreNotVisible) {
+  std::ofstream(dir_ + "/secret") << "x";
+  auto [exit, lines] = Run("ls " + dir_ + "/secret 2>/dev/null || echo hidden");
+  EXPECT_EQ(lines, std::vector<std::string>{"hidden"});
+}
+
+TEST_F(RuncTest, OverItsMemoryLimitIsOomKilledAndReportedSo) {
+  auto [exit, lines] = Run("python3 -c 'b = bytearray(300 << 20)'; echo status=$?", 64);
+  // The container's python is killed by the OOM killer in the worker's cgroup.
+  EXPECT_TRUE(exit.oom_killed);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back(), "status=137");
+}
+
+TEST_F(RuncTest, StopReachesTheContainerAndKillLeavesNothing) {
+  std::vector<std::string> lines;
+  std::string id = Start("trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.05; done");
+  ASSERT_FALSE(Wait(id, &lines, "ready"));
+  runtime_->Stop(id, 10'000);  // SIGTERM: runc forwards it to the container's init
+  auto exit = Wait(id, &lines);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->exit_code, 0);
+  EXPECT_NE(std::find(lines.begin(), lines.end(), "term"), lines.end());
+
+  lines.clear();
+  id = Start("trap '' TERM; echo ready; while :; do sleep 0.05; done");
+  ASSERT_FALSE(Wait(id, &lines, "ready"));
+  runtime_->Stop(id, 0);  // SIGKILL: runc dies; the cgroup's processes are killed with it
+  ASSERT_TRUE(Wait(id, &lines));
+  // The container's processes were killed with the cgroup; once they are reaped (orphans come
+  // to the runtime, a child subreaper), the cgroup is removed.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (fs::exists("/sys/fs/cgroup/memory/gantry/" + id) &&
+         std::chrono::steady_clock::now() < deadline) {
+    runtime_->Reap();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(fs::exists("/sys/fs/cgroup/memory/gantry/" + id));
+}
+
+}  // namespace
+}  // namespace gantry::agent::oci
