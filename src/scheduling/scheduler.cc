@@ -148,7 +148,8 @@ void Scheduler::Kill(const std::string& worker_id, const std::string& why) {
 
 void Scheduler::Evaluate(const std::string& endpoint_id) {
   const EndpointSpec* spec = endpoints_->Get(endpoint_id);
-  if (!spec || spec->worker.command.empty()) return;  // no command: workers are started by hand
+  // Neither a command nor an image: its workers are started by hand.
+  if (!spec || (spec->worker.command.empty() && spec->image.empty())) return;
   int64_t now = clock_->NowMs();
   EndpointHealth& health = health_[endpoint_id];
   std::vector<WorkerLoad> active;

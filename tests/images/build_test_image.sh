@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Builds the OCI test image used by the image store's tests and the end-to-end tests: Debian
-# bookworm (debootstrap minbase) with python3-minimal, plus /app/handler.py. Prints the path of
+# bookworm (debootstrap minbase) with python3, plus /app/handler.py. Prints the path of
 # its OCI layout (one line) on stdout; everything else goes to stderr.
 #
-# The layout holds two tags:
+# The layout holds three tags:
 #   base    - one layer: the debootstrap rootfs. Config: Env PATH=..., WorkingDir /.
 #   latest  - base + a second layer with /app/handler.py. Config: Entrypoint
 #             ["/usr/bin/python3", "/app/handler.py"], Env PATH=... and GANTRY_TEST_IMAGE=1,
 #             WorkingDir /app.
-# So `latest` and `base` share their first layer (blob deduplication can be tested).
+#   worker  - base + a layer with this repository's Python SDK in /app/sdk and the end-to-end
+#             tests' image worker (tests/images/worker.py) as /app/worker.py: a RunPod-style
+#             worker, as a user's image would bring one. Config: Entrypoint
+#             ["/usr/bin/python3", "/app/worker.py"], Env PYTHONPATH=/app/sdk, WorkingDir /app,
+#             User 1000:1000 (it runs as non-root).
+# So the tags share their first layer (blob deduplication can be tested).
 #
 # Cached under $GANTRY_TEST_IMAGE_CACHE (default /var/cache/gantry-test-images)/<key>/oci, where
 # <key> is a hash of this script: a second run prints the path in milliseconds, a change to this
@@ -22,7 +27,11 @@ set -euo pipefail
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
 CACHE="${GANTRY_TEST_IMAGE_CACHE:-/var/cache/gantry-test-images}"
-KEY="$(sha256sum "$SELF" | cut -c1-16)"
+ROOT="$(dirname "$SELF")/../.."
+# The key covers what goes into the image: this script, the worker and the SDK.
+KEY="$( (cat "$SELF" "$ROOT/tests/images/worker.py";
+        find "$ROOT/sdk/python/gantry" "$ROOT/sdk/python/runpod" -name '*.py' | sort | xargs cat) |
+  sha256sum | cut -c1-16)"
 OUT="$CACHE/$KEY"
 
 log() { echo "build_test_image: $*" >&2; }
@@ -66,7 +75,7 @@ start=$SECONDS
 
 MIRROR="$(mirror)"
 log "debootstrap bookworm from $MIRROR into $WORK/rootfs"
-if ! debootstrap --variant=minbase --include=python3-minimal bookworm "$WORK/rootfs" "$MIRROR" \
+if ! debootstrap --variant=minbase --include=python3 bookworm "$WORK/rootfs" "$MIRROR" \
   >"$WORK/debootstrap.log" 2>&1; then
   tail -n 30 "$WORK/debootstrap.log" >&2
   exit 1
@@ -80,7 +89,7 @@ PATH_ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMG="$WORK/oci"
 umoci init --layout "$IMG"
 umoci new --image "$IMG:base"
-umoci insert --image "$IMG:base" --history.created_by "debootstrap --variant=minbase --include=python3-minimal bookworm" \
+umoci insert --image "$IMG:base" --history.created_by "debootstrap --variant=minbase --include=python3 bookworm" \
   "$WORK/rootfs" /
 umoci config --no-history --image "$IMG:base" --config.env "$PATH_ENV" --config.workingdir /
 
@@ -93,9 +102,20 @@ umoci insert --image "$IMG:base" --tag latest --history.created_by "COPY app /ap
 umoci config --no-history --image "$IMG:latest" \
   --config.entrypoint /usr/bin/python3 --config.entrypoint /app/handler.py \
   --config.env GANTRY_TEST_IMAGE=1 --config.workingdir /app
+mkdir -p "$WORK/worker/sdk"
+cp -r "$ROOT/sdk/python/gantry" "$ROOT/sdk/python/runpod" "$WORK/worker/sdk/"
+find "$WORK/worker" -name __pycache__ -prune -exec rm -rf {} +
+cp "$ROOT/tests/images/worker.py" "$WORK/worker/worker.py"
+chmod -R a+rX "$WORK/worker"
+umoci insert --image "$IMG:base" --tag worker --history.created_by "COPY sdk worker.py /app" \
+  "$WORK/worker" /app
+umoci config --no-history --image "$IMG:worker" \
+  --config.entrypoint /usr/bin/python3 --config.entrypoint /app/worker.py \
+  --config.env PYTHONPATH=/app/sdk --config.env PYTHONUNBUFFERED=1 --config.workingdir /app \
+  --config.user 1000:1000
 umoci gc --layout "$IMG"  # blobs of the intermediate manifests and configs
 
-rm -rf "$WORK/rootfs" "$WORK/app"
+rm -rf "$WORK/rootfs" "$WORK/app" "$WORK/worker"
 rm -rf "$OUT"
 mv "$WORK" "$OUT"
 trap - EXIT
@@ -104,5 +124,5 @@ touch "$OUT/done"
 for old in "$CACHE"/????????????????; do
   if [ "$old" != "$OUT" ] && [ -f "$old/done" ]; then rm -rf "$old"; fi
 done
-log "built $OUT/oci (tags base, latest) in $((SECONDS - start)) s; $(du -sh "$OUT/oci" | cut -f1)"
+log "built $OUT/oci (tags base, latest, worker) in $((SECONDS - start)) s; $(du -sh "$OUT/oci" | cut -f1)"
 echo "$OUT/oci"

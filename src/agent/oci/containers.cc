@@ -109,6 +109,8 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   if (!r.volume.empty()) {
     const std::string host = dir_ + "/volumes/" + r.volume;
     fs::create_directories(host, ec);
+    // Writable whatever user the image runs as (like /tmp: sticky).
+    fs::permissions(host, fs::perms::all | fs::perms::sticky_bit, ec);
     c.mounts.push_back(Mount{host, r.volume_mount_path, false});
   }
   c.rootfs = bundle + "/rootfs";

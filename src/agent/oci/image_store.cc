@@ -3,13 +3,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +24,7 @@
 #include "common/fd.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/subprocess.h"
 
 namespace gantry::agent::oci {
 namespace {
@@ -39,9 +35,7 @@ using std::chrono::milliseconds;
 
 // A tool's output is kept up to this size (its end).
 constexpr size_t kMaxOutputBytes = 64 * 1024;
-// Pipe ends are moved at or above this descriptor before a child is spawned.
-constexpr int kLowestParentFd = 10;
-// How often a wait looks at a cancel flag, and how often a lock is tried again.
+// How often a lock is tried again.
 constexpr int kPollMs = 50;
 // Manifests and configs larger than this are refused (real ones are a few KiB).
 constexpr std::uintmax_t kMaxMetadataBytes = 4 * 1024 * 1024;
@@ -230,118 +224,27 @@ class SystemImageTools final : public ImageTools {
     std::vector<std::string> argv;
     argv.push_back(binary);
     argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> cargs;
-    for (const std::string& a : argv) cargs.push_back(const_cast<char*>(a.c_str()));
-    cargs.push_back(nullptr);
-    std::vector<char*> cenv;
-    for (const std::string& e : env_) cenv.push_back(const_cast<char*>(e.c_str()));
-    cenv.push_back(nullptr);
-
-    Fd out_r, out_w;
-    GANTRY_RETURN_IF_ERROR(MakeChannel(&out_r, &out_w, /*socket=*/false, kLowestParentFd));
-    if (fcntl(out_r.get(), F_SETFL, O_NONBLOCK) != 0) return ErrnoStatus("fcntl", errno);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, out_w.get(), 1);
-    posix_spawn_file_actions_adddup2(&actions, out_w.get(), 2);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, binary.c_str(), &actions, &attr, cargs.data(), cenv.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-      return Status(rc == ENOENT ? Code::kFailedPrecondition : Code::kInternal,
-                    "cannot run " + binary + ": " + ErrnoText(rc) +
-                        (rc == ENOENT ? std::string("; ") + kInstallHint : ""));
+    SubprocessOptions options;
+    options.env = env_;
+    options.timeout_ms = timeout_ms;
+    options.cancel = cancel;
+    options.on_line = on_line;
+    options.max_output = kMaxOutputBytes;
+    Result<SubprocessResult> r = RunProcess(argv, options);
+    if (!r.ok()) {
+      // FailedPrecondition: the binary is gone.
+      if (r.status().code() != Code::kFailedPrecondition) return r.status();
+      return FailedPrecondition(r.status().message() + "; " + kInstallHint);
     }
-    out_w.Reset();
-    return Wait(pid, out_r.get(), timeout_ms, cancel, on_line);
-  }
-
- private:
-  // Waits for `pid` (and only it), reading `out_fd` meanwhile; kills it past the deadline or on
-  // cancel.
-  static Result<Run> Wait(pid_t pid, int out_fd, int64_t timeout_ms,
-                          const std::atomic<bool>* cancel,
-                          const std::function<void(std::string_view)>& on_line) {
     Run run;
-    Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-    const auto deadline = SteadyClock::now() + milliseconds(timeout_ms);
-    bool out_open = true;
-    std::string partial;
-    char buf[8192];
-    auto emit = [&](std::string_view line) {
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (on_line) on_line(line);
-    };
-    auto read_out = [&] {
-      for (;;) {
-        const ssize_t n = read(out_fd, buf, sizeof buf);
-        if (n > 0) {
-          run.output.append(buf, static_cast<size_t>(n));
-          if (run.output.size() > kMaxOutputBytes) {
-            run.output.erase(0, run.output.size() - kMaxOutputBytes);
-          }
-          partial.append(buf, static_cast<size_t>(n));
-          size_t start = 0;
-          for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
-            emit(std::string_view(partial).substr(start, nl - start));
-          }
-          partial.erase(0, start);
-          if (partial.size() > kMaxOutputBytes) {  // a "line" without end: pass it on in pieces
-            emit(partial);
-            partial.clear();
-          }
-          continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n == 0 || errno != EAGAIN) out_open = false;
-        return;
-      }
-    };
-
-    bool killed = false;
-    int status = 0;
-    for (;;) {
-      const pid_t r = waitpid(pid, &status, WNOHANG);
-      if (r == pid) break;
-      if (r < 0 && errno != EINTR) {
-        return Internal("waiting for pid " + std::to_string(pid) + ": " + ErrnoText(errno) +
-                        " (is something else in this process reaping children?)");
-      }
-      const auto now = SteadyClock::now();
-      if (!killed && (now >= deadline || (cancel && cancel->load()))) {
-        kill(pid, SIGKILL);
-        killed = true;
-        (now >= deadline ? run.timed_out : run.cancelled) = true;
-      }
-      int wait_ms =
-          killed ? 100 : static_cast<int>(std::chrono::ceil<milliseconds>(deadline - now).count());
-      if (cancel) wait_ms = std::min(wait_ms, kPollMs);
-      if (pidfd.get() < 0) wait_ms = std::min(wait_ms, 2);
-      pollfd fds[2];
-      nfds_t n = 0;
-      if (pidfd.get() >= 0) fds[n++] = {pidfd.get(), POLLIN, 0};
-      if (out_open) fds[n++] = {out_fd, POLLIN, 0};
-      poll(fds, n, std::max(wait_ms, 0));
-      if (out_open) read_out();
-    }
-    if (out_open) read_out();
-    if (!partial.empty()) emit(partial);
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.exit_code = r->exit_code();
+    run.timed_out = r->timed_out;
+    run.cancelled = r->cancelled;
+    run.output = std::move(r->output);
     return run;
   }
 
+ private:
   const std::string skopeo_, umoci_, skopeo_name_, umoci_name_;
   std::vector<std::string> env_;
 };

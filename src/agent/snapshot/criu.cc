@@ -4,10 +4,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +29,7 @@
 #include "agent/snapshot/cuda_checkpoint.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/subprocess.h"
 
 namespace gantry::agent {
 namespace {
@@ -41,9 +40,6 @@ using std::chrono::milliseconds;
 
 // The lazy-pages daemon writes one byte to this descriptor once it listens (--status-fd).
 constexpr int kStatusFd = 3;
-// Descriptors handed to a child are first moved at or above this, so that its dup2()s onto
-// 0..kStatusFd cannot clobber them (an agent started with stdio closed gets low descriptors).
-constexpr int kLowestParentFd = 10;
 // criu's own stdout and stderr are kept up to this size (its log file holds the details).
 constexpr size_t kMaxOutputBytes = 16 * 1024;
 // The most of a log file read to quote its end.
@@ -54,152 +50,20 @@ constexpr int64_t kVersionTimeoutMs = 10'000;
 constexpr const char* kInstallHint =
     "run scripts/setup.sh (it builds CRIU >= 4.1 into /usr/local/lib/gantry/criu)";
 
-// The whole environment of every criu process. CRIU_FAULT=130 (FI_NO_BREAKPOINTS) makes compel
-// trace syscalls instead of relying on hardware breakpoints, which do not fire in some VMs
-// (dump then hangs at "Waiting for PID to trap"); it costs nothing where they do fire.
-const char* const kCriuEnv[] = {
-    "CRIU_FAULT=130",
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LC_ALL=C",
-    nullptr,
-};
-
-// A close-on-exec pipe above kLowestParentFd; the read end is non-blocking.
-Status MakePipe(Fd* read_end, Fd* write_end) {
-  GANTRY_RETURN_IF_ERROR(MakeChannel(read_end, write_end, /*socket=*/false, kLowestParentFd));
-  if (fcntl(read_end->get(), F_SETFL, O_NONBLOCK) != 0) return ErrnoStatus("fcntl", errno);
-  return Status::Ok();
-}
-
-// Starts argv (argv[0] is a path) with kCriuEnv, stdin on /dev/null, stdout and stderr on
-// `out_fd` (or /dev/null if < 0), `status_fd` (if >= 0) as descriptor kStatusFd, nothing else
-// open, default signal dispositions and an empty signal mask. Returns its pid.
-Result<int> Spawn(const std::vector<std::string>& argv, int out_fd, int status_fd) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  if (out_fd >= 0) {
-    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&actions, out_fd, 2);
-  } else {
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  }
-  if (status_fd >= 0) posix_spawn_file_actions_adddup2(&actions, status_fd, kStatusFd);
-  // The agent's other descriptors (sockets, the other children's pipes) stay out of criu and
-  // of the long-lived lazy-pages daemon.
-  posix_spawn_file_actions_addclosefrom_np(&actions, status_fd >= 0 ? kStatusFd + 1 : 3);
-
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0].c_str(), &actions, &attr, args.data(),
-                             const_cast<char* const*>(kCriuEnv));
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return Status(rc == ENOENT ? Code::kFailedPrecondition : Code::kInternal,
-                  "cannot run " + argv[0] + ": " + ErrnoText(rc));
-  }
-  return static_cast<int>(pid);
-}
-
-// Blocks until the child `pid` exits and reaps it; returns its wait status. SIGKILLs it once
-// `timeout_ms` have passed (then sets *timed_out). Meanwhile reads `out_fd` (non-blocking;
-// ignored if < 0) into *output, keeping its last kMaxOutputBytes. Does not wait for EOF on
-// `out_fd` (a grandchild may hold it). Internal if the child was reaped by someone else.
-Result<int> WaitChild(int pid, int out_fd, int64_t timeout_ms, std::string* output,
-                      bool* timed_out) {
-  *timed_out = false;
-  // A pidfd becomes readable when the child exits, so poll() wakes at once; without one (Linux
-  // < 5.3), poll every 2 ms.
-  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  const auto deadline = SteadyClock::now() + milliseconds(timeout_ms);
-  bool out_open = out_fd >= 0;
-  char buf[4096];
-  auto read_out = [&] {
-    for (;;) {
-      const ssize_t n = read(out_fd, buf, sizeof buf);
-      if (n > 0) {
-        output->append(buf, static_cast<size_t>(n));
-        if (output->size() > kMaxOutputBytes) {
-          output->erase(0, output->size() - kMaxOutputBytes);
-        }
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n == 0 || errno != EAGAIN) out_open = false;
-      return;
-    }
+// The options of every criu process: its whole environment, and how much of its output to keep.
+// CRIU_FAULT=130 (FI_NO_BREAKPOINTS) makes compel trace syscalls instead of relying on hardware
+// breakpoints, which do not fire in some VMs (dump then hangs at "Waiting for PID to trap"); it
+// costs nothing where they do fire.
+SubprocessOptions CriuProcessOptions(int64_t timeout_ms) {
+  SubprocessOptions o;
+  o.env = {
+      "CRIU_FAULT=130",
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "LC_ALL=C",
   };
-
-  bool killed = false;
-  int status = 0;
-  for (;;) {
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0 && errno != EINTR) {
-      return Internal("waiting for pid " + std::to_string(pid) + ": " + ErrnoText(errno) +
-                      " (is something else in this process reaping children?)");
-    }
-    const auto now = SteadyClock::now();
-    if (!killed && now >= deadline) {
-      kill(pid, SIGKILL);
-      killed = true;
-      *timed_out = true;
-    }
-    int wait_ms =
-        killed ? 100 : static_cast<int>(std::chrono::ceil<milliseconds>(deadline - now).count());
-    if (pidfd.get() < 0) wait_ms = std::min(wait_ms, 2);
-    pollfd fds[2];
-    nfds_t n = 0;
-    if (pidfd.get() >= 0) fds[n++] = {pidfd.get(), POLLIN, 0};
-    if (out_open) fds[n++] = {out_fd, POLLIN, 0};
-    poll(fds, n, std::max(wait_ms, 0));
-    if (out_open) read_out();
-  }
-  if (out_open) read_out();
-  return status;
-}
-
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-  return "wait status " + std::to_string(status);
-}
-
-struct CommandResult {
-  int wait_status = 0;
-  bool timed_out = false;
-  std::string output;  // stdout and stderr, interleaved; the last kMaxOutputBytes
-  bool succeeded() const {
-    return !timed_out && WIFEXITED(wait_status) && !WEXITSTATUS(wait_status);
-  }
-};
-
-// Runs argv to completion (at most timeout_ms, then SIGKILL) and reaps it.
-Result<CommandResult> RunCommand(const std::vector<std::string>& argv, int64_t timeout_ms) {
-  Fd out_r, out_w;
-  GANTRY_RETURN_IF_ERROR(MakePipe(&out_r, &out_w));
-  Result<int> pid = Spawn(argv, out_w.get(), -1);
-  if (!pid.ok()) return pid.status();
-  out_w.Reset();
-  CommandResult result;
-  Result<int> status = WaitChild(*pid, out_r.get(), timeout_ms, &result.output, &result.timed_out);
-  if (!status.ok()) return status.status();
-  result.wait_status = *status;
-  return result;
+  o.timeout_ms = timeout_ms;
+  o.max_output = kMaxOutputBytes;
+  return o;
 }
 
 // The end of criu's log at `path`: earlier "Error" lines that are not part of the last `lines`
@@ -240,7 +104,7 @@ std::string LogTail(const std::string& path, int lines) {
 
 // What went wrong with a criu command, for an error message: its exit, its own output if any,
 // and the end of its log.
-std::string Describe(const CommandResult& r, const std::string& log_path, int lines) {
+std::string Describe(const SubprocessResult& r, const std::string& log_path, int lines) {
   std::string out = r.timed_out ? "ran past its time limit and was killed"
                                 : "failed (" + DescribeWaitStatus(r.wait_status) + ")";
   std::string output = r.output;
@@ -267,7 +131,7 @@ Status CheckCriuBinary(const std::string& path, int64_t timeout_ms) {
     return FailedPrecondition("CRIU at " + path + " cannot be run (" + ErrnoText(errno) + "); " +
                               kInstallHint);
   }
-  Result<CommandResult> r = RunCommand({path, "--version"}, timeout_ms);
+  Result<SubprocessResult> r = RunProcess({path, "--version"}, CriuProcessOptions(timeout_ms));
   if (!r.ok()) {
     return FailedPrecondition("CRIU at " + path + ": " + r.status().message() + "; " +
                               kInstallHint);
@@ -432,7 +296,7 @@ Status CriuSnapshotter::RunDump(int pid, const std::string& dir, bool leave_runn
       criu_, "dump", "-t", std::to_string(pid), "-D", dir, "--shell-job", "-o", log, "-v4"};
   if (leave_running) argv.push_back("--leave-running");
   const auto t0 = SteadyClock::now();
-  Result<CommandResult> r = RunCommand(argv, options_.timeout_ms);
+  Result<SubprocessResult> r = RunProcess(argv, CriuProcessOptions(options_.timeout_ms));
   if (!r.ok()) return r.status();
   if (!r->succeeded()) {
     // Without its inventory a partial image is not taken for one (Restore says NotFound).
@@ -451,10 +315,14 @@ Status CriuSnapshotter::RunDump(int pid, const std::string& dir, bool leave_runn
 Result<int> CriuSnapshotter::StartLazyDaemon(const std::string& dir) {
   const std::string log = dir + "/lazy-pages.log";
   Fd status_r, status_w;
-  GANTRY_RETURN_IF_ERROR(MakePipe(&status_r, &status_w));
-  Result<int> pid = Spawn(
+  GANTRY_RETURN_IF_ERROR(MakeChannel(&status_r, &status_w));
+  if (fcntl(status_r.get(), F_SETFL, O_NONBLOCK) != 0) return ErrnoStatus("fcntl", errno);
+  SubprocessOptions spawn_options = CriuProcessOptions(options_.timeout_ms);
+  spawn_options.extra_fd = status_w.get();
+  spawn_options.extra_fd_target = kStatusFd;
+  Result<int> pid = SpawnProcess(
       {criu_, "lazy-pages", "-D", dir, "-o", log, "-v4", "--status-fd", std::to_string(kStatusFd)},
-      -1, status_w.get());
+      spawn_options);
   if (!pid.ok()) return pid.status();
   status_w.Reset();
 
@@ -480,10 +348,8 @@ Result<int> CriuSnapshotter::StartLazyDaemon(const std::string& dir) {
   if (ready) return pid;
 
   kill(*pid, SIGKILL);
-  CommandResult r;
-  bool unused;
-  Result<int> status = WaitChild(*pid, -1, options_.timeout_ms, &r.output, &unused);
-  r.wait_status = status.ok() ? *status : 0;
+  Result<SubprocessResult> waited = WaitProcess(*pid, -1, spawn_options);
+  SubprocessResult r = waited.ok() ? std::move(*waited) : SubprocessResult{};
   r.timed_out = timed_out;
   std::string what = "snapshot: criu lazy-pages for " + dir +
                      " did not start: " + Describe(r, log, options_.log_tail_lines);
@@ -599,7 +465,7 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
                                    log,
                                    "-v4"};
   if (mode == RestoreMode::kLazy) argv.push_back("--lazy-pages");
-  Result<CommandResult> r = RunCommand(argv, options_.timeout_ms);
+  Result<SubprocessResult> r = RunProcess(argv, CriuProcessOptions(options_.timeout_ms));
 
   int pid = 0;
   Status failed;

@@ -1,0 +1,113 @@
+"""End-to-end on `gantry up`: workers from an OCI image in a real registry (Debian's
+docker-registry on loopback), pulled with skopeo, unpacked with umoci and run with runc. The
+image (tests/images/build_test_image.sh, tag "worker") is Debian with python3, this repository's
+SDK and tests/images/worker.py; it is built once and cached."""
+import os
+import random
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+from harness import E2ETest, ROOT
+
+IMAGES = os.path.join(ROOT, "tests", "images")
+
+
+def free_port():
+    """A port below 32768 (test servers stay out of the ephemeral range) nothing listens on."""
+    for _ in range(200):
+        port = random.randint(20000, 30000)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port")
+
+
+class ImageTest(E2ETest):
+    command = "up"
+    server_args = ("--ping-interval-ms", "500", "--stop-grace-ms", "1500")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.registry_dir = tempfile.mkdtemp(prefix="gantry-registry-")
+        cls.port = free_port()
+        subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "start", str(cls.port),
+                        cls.registry_dir], check=True, timeout=60)
+        subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "push", str(cls.port),
+                        "gantry/worker:1", "worker"], check=True, timeout=600)
+        cls.image = "127.0.0.1:%d/gantry/worker:1" % cls.port
+
+    @classmethod
+    def tearDownClass(cls):
+        subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "stop", str(cls.port),
+                        cls.registry_dir], timeout=60)
+
+    def endpoint(self, id, **spec):
+        body = {"id": id, "image": self.image, "idleTimeout": 2, "memoryMb": 256}
+        body.update(spec)
+        r = self.server.request("POST", "/v1/endpoints", body)
+        self.assertEqual(r.status, 201, r)
+
+    def runsync(self, endpoint, inp, timeout=120):
+        return self.server.request("POST", "/v2/%s/runsync?wait=%d" % (endpoint, timeout * 1000),
+                                   {"input": inp}, timeout=timeout + 10).json
+
+    def test_image_worker_runs_isolated_as_non_root(self):
+        self.endpoint("img", volume="shared")
+        r = self.runsync("img", {"op": "whoami", "hostPath": ROOT})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        out = r["output"]
+        self.assertEqual(out["worker"], r["workerId"])
+        self.assertEqual(out["hostname"], r["workerId"])  # its own UTS namespace
+        self.assertLessEqual(out["pids"], 5)  # its own PID namespace: not the host's processes
+        self.assertFalse(out["seesHostRepo"])  # its own root filesystem
+        self.assertEqual(out["uid"], 1000)  # the image's USER
+        self.assertEqual(out["volume"], [])  # the named volume at /runpod-volume
+        w = self.wait_for(lambda: self.server.request("POST", "/v2/img/runsync",
+                                                      {"input": {"op": "write", "path":
+                                                                 "/runpod-volume/x"}}).json)
+        self.assertEqual(w["status"], "COMPLETED", w)
+        # Pull events are in the worker's logs.
+        logs = self.server.request("GET", "/v1/logs?worker=" + r["workerId"]).json
+        text = "\n".join(l["text"] for l in logs.get("lines", []))
+        self.assertIn("gantry: pull:", text)
+
+    def test_over_its_memory_limit_the_job_fails_saying_so(self):
+        self.endpoint("hog", memoryMb=96, maxAttempts=1)
+        r = self.runsync("hog", {"op": "allocate", "mb": 400})
+        self.assertEqual(r["status"], "FAILED", r)
+        self.assertIn("memory limit", r.get("error", ""), r)
+
+    def test_missing_image_makes_the_endpoint_unhealthy_and_loses_nothing(self):
+        self.endpoint("nope", image="127.0.0.1:%d/gantry/worker:nope" % self.port)
+        job = self.server.request("POST", "/v2/nope/run", {"input": {}}).json["id"]
+
+        def unhealthy():
+            h = self.server.request("GET", "/v2/nope/health").json
+            return h if h.get("status") == "unhealthy" else None
+        h = self.wait_for(unhealthy, timeout=60, what="unhealthy")
+        self.assertIn("not found", h["lastError"])
+        self.assertEqual(self.server.request("GET", "/v2/nope/status/" + job).json["status"],
+                         "IN_QUEUE")
+
+    def test_registry_down_is_a_clear_error(self):
+        self.endpoint("down", image="127.0.0.1:%d/gantry/worker:1" % free_port())
+        self.server.request("POST", "/v2/down/run", {"input": {}})
+
+        def unhealthy():
+            h = self.server.request("GET", "/v2/down/health").json
+            return h if h.get("status") == "unhealthy" else None
+        h = self.wait_for(unhealthy, timeout=60, what="unhealthy")
+        self.assertIn("unavailable", h["lastError"])
+        self.assertIn("connection refused", h["lastError"])
+
+
+if __name__ == "__main__":
+    unittest.main()
