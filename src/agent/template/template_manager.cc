@@ -119,18 +119,27 @@ Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) 
 
 }  // namespace
 
-int64_t AvailableMemoryKb() {
-  std::ifstream in("/proc/meminfo");
+namespace {
+
+// The number after `field` ("MemAvailable:", "Pss:") in a /proc file of "Name: N kB" lines.
+std::optional<int64_t> KbField(const std::string& path, const std::string& field) {
+  std::ifstream in(path);
   std::string name;
   int64_t kb = 0;
   while (in >> name) {
-    if (name == "MemAvailable:") {
+    if (name == field) {
       in >> kb;
       return kb;
     }
     in.ignore(1 << 16, '\n');
   }
-  return INT64_MAX;  // unknown: no pressure
+  return std::nullopt;
+}
+
+}  // namespace
+
+int64_t AvailableMemoryKb() {
+  return KbField("/proc/meminfo", "MemAvailable:").value_or(INT64_MAX);  // unknown: no pressure
 }
 
 int64_t FreeDiskKb(const std::string& dir) {
@@ -140,17 +149,7 @@ int64_t FreeDiskKb(const std::string& dir) {
 }
 
 int64_t ProcessPssKb(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string name;
-  int64_t kb = 0;
-  while (in >> name) {
-    if (name == "Pss:") {
-      in >> kb;
-      return kb;
-    }
-    in.ignore(1 << 16, '\n');
-  }
-  return 0;
+  return KbField("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:").value_or(0);
 }
 
 struct TemplateManager::Template {
