@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <set>
 
 #include "common/log.h"
@@ -20,8 +23,30 @@ Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOp
       templates_(templates),
       containers_(containers) {}
 
+// An image worker being prepared (pull, overlay, config.json) on another thread.
+struct PendingContainer {
+  std::string worker_id;
+  std::atomic<bool> cancel{false};
+  std::future<Result<ProcessSpec>> result;
+  bool Done() const {
+    return result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+};
+
+Reconciler::~Reconciler() {
+  // Pulls still running are cancelled (their tools are killed); the futures wait for that.
+  for (auto& [id, l] : workers_) {
+    if (l.pending) l.pending->cancel = true;
+  }
+  for (auto& p : abandoned_) p->cancel = true;
+}
+
 std::vector<LogLine> Reconciler::DrainLogs() {
-  std::vector<LogLine> lines = std::exchange(pull_lines_, {});
+  std::vector<LogLine> lines;
+  {
+    std::lock_guard<std::mutex> lock(pull_mu_);
+    lines.swap(pull_lines_);
+  }
   for (LogLine& l : runtime_->DrainLogs()) lines.push_back(std::move(l));
   if (!templates_) return lines;
   std::erase_if(lines, [&](const LogLine& l) {
@@ -110,11 +135,23 @@ bool Reconciler::Step() {
       l.stopping = true;
     }
     if (!l.started || l.report.state == "exited") {
+      if (l.pending) {  // its pull goes on; cancelled, and cleaned up once it ends
+        l.pending->cancel = true;
+        abandoned_.push_back(std::move(l.pending));
+      }
       it = workers_.erase(it);
       changed = true;
     } else {
       ++it;
     }
+  }
+  for (auto it = abandoned_.begin(); it != abandoned_.end();) {
+    if (!(*it)->Done()) {
+      ++it;
+      continue;
+    }
+    if ((*it)->result.get().ok()) containers_->Cleanup((*it)->worker_id);
+    it = abandoned_.erase(it);
   }
   // Templates first: one that became ready serves the workers waiting for it at once.
   if (templates_ && templates_->Step()) changed = true;
@@ -125,68 +162,86 @@ bool Reconciler::Step() {
     if (l.started) continue;
     if (StartWorker(l)) {
       changed = true;
-    } else {
-      waiting_ = true;
+    } else if (!l.pending) {
+      waiting_ = true;  // for a template: soon ready (a pull is polled at the usual pace)
     }
   }
   return changed;
 }
 
-void Reconciler::StartContainer(Local& l) {
+bool Reconciler::StartContainer(Local& l) {
   const scheduling::WorkerAssignment& a = l.spec;
   if (!containers_) {
+    l.started = true;
     FailStart(l,
               "this agent cannot run container images (runc, skopeo or umoci missing: run "
               "scripts/setup.sh); image " +
                   a.image);
-    return;
+    return true;
   }
-  oci::ContainerRequest r;
-  r.worker_id = a.worker_id;
-  r.image = a.image;
-  if (!a.registry_username.empty() || !a.registry_password.empty()) {
-    r.pull.credentials = oci::RegistryCredentials{a.registry_username, a.registry_password};
-  }
-  r.pull.insecure = a.insecure_registry;
-  r.command = a.command;
-  // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names them.
-  r.env = a.env;
-  std::string devices;
-  for (int g : a.gpus) {
-    devices += (devices.empty() ? "" : ",") + std::to_string(g);
-    r.devices.push_back("/dev/nvidia" + std::to_string(g));
-  }
-  r.env["CUDA_VISIBLE_DEVICES"] = devices;
-  r.env["NVIDIA_VISIBLE_DEVICES"] = devices.empty() ? "void" : devices;
-  if (!a.gpus.empty()) {
-    for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
-      if (access(d, F_OK) == 0) r.devices.push_back(d);
+  if (!l.pending) {
+    oci::ContainerRequest r;
+    r.worker_id = a.worker_id;
+    r.image = a.image;
+    if (!a.registry_username.empty() || !a.registry_password.empty()) {
+      r.pull.credentials = oci::RegistryCredentials{a.registry_username, a.registry_password};
     }
+    r.pull.insecure = a.insecure_registry;
+    r.command = a.command;
+    // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names
+    // them.
+    r.env = a.env;
+    std::string devices;
+    for (int g : a.gpus) {
+      devices += (devices.empty() ? "" : ",") + std::to_string(g);
+      r.devices.push_back("/dev/nvidia" + std::to_string(g));
+    }
+    r.env["CUDA_VISIBLE_DEVICES"] = devices;
+    r.env["NVIDIA_VISIBLE_DEVICES"] = devices.empty() ? "void" : devices;
+    if (!a.gpus.empty()) {
+      for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
+        if (access(d, F_OK) == 0) r.devices.push_back(d);
+      }
+    }
+    r.cpu = a.cpu;
+    r.memory_mb = a.memory_mb;
+    r.volume = a.volume;
+    if (!a.volume_mount_path.empty()) r.volume_mount_path = a.volume_mount_path;
+    r.read_only_rootfs = a.read_only_rootfs;
+    auto pending = std::make_shared<PendingContainer>();
+    pending->worker_id = a.worker_id;
+    r.pull.cancel = &pending->cancel;
+    // The pull may take minutes: it runs on its own thread; its events become the worker's log
+    // lines as they come.
+    pending->result = std::async(std::launch::async, [this, r] {
+      const std::string id = r.worker_id;
+      return containers_->Prepare(r, [this, id](const oci::PullEvent& e) {
+        std::lock_guard<std::mutex> lock(pull_mu_);
+        pull_lines_.push_back(LogLine{id, true, "gantry: pull: " + e.text, clock_->NowMs()});
+      });
+    });
+    l.pending = std::move(pending);
   }
-  r.cpu = a.cpu;
-  r.memory_mb = a.memory_mb;
-  r.volume = a.volume;
-  if (!a.volume_mount_path.empty()) r.volume_mount_path = a.volume_mount_path;
-  r.read_only_rootfs = a.read_only_rootfs;
-  auto progress = [&](const oci::PullEvent& e) {
-    pull_lines_.push_back(LogLine{a.worker_id, true, "gantry: pull: " + e.text, clock_->NowMs()});
-  };
-  auto spec = containers_->Prepare(r, progress);
+  if (!l.pending->Done()) return false;
+  auto spec = l.pending->result.get();
+  l.pending.reset();
+  l.started = true;
   if (!spec.ok()) {
     FailStart(l, "cannot start image " + a.image + ": " + spec.status().ToString());
-    return;
+    return true;
   }
   auto pid = runtime_->Start(*spec);
   if (!pid.ok()) {
     containers_->Cleanup(a.worker_id);
     FailStart(l, "cannot start: " + pid.status().message());
-    return;
+    return true;
   }
   l.container = true;
   l.report.state = "running";
   l.report.start_path = "full";
   l.report.start_note = "a container: templates are for processes only";
   l.report.spawned_ms = clock_->NowMs();
+  return true;
 }
 
 void Reconciler::FailStart(Local& l, const std::string& error) {
@@ -202,11 +257,7 @@ bool Reconciler::StartWorker(Local& l) {
     FailStart(l, "no environment in the assignment");
     return true;
   }
-  if (!a.image.empty()) {
-    l.started = true;
-    StartContainer(l);
-    return true;
-  }
+  if (!a.image.empty()) return StartContainer(l);
   // Fork from a template when one is ready; wait a little for one being restored or
   // checkpointed; otherwise start in full (and make a template for the next start).
   const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);

@@ -5,6 +5,8 @@
 // Threading: one thread (the agent's main loop).
 
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,8 @@ class Reconciler {
              BundleCache* bundles = nullptr, TemplateManager* templates = nullptr,
              oci::Containers* containers = nullptr);
 
+  ~Reconciler();
+
   // The latest assignment; the next Step() acts on it.
   void SetAssignment(const scheduling::Assignment& assignment);
   // Reaps exits, stops what is no longer assigned, starts what is. Returns true when a report
@@ -62,9 +66,12 @@ class Reconciler {
     bool stopping = false;
     bool waited = false;     // waited for a template being restored
     bool container = false;  // runs an image: its bundle is cleaned up at its exit
+    // An image worker whose pull and bundle are being made on another thread.
+    std::shared_ptr<struct PendingContainer> pending;
   };
-  // Starts an image worker (a.image): pull, overlay, runc.
-  void StartContainer(Local& l);
+  // Starts an image worker (a.image): the pull and the bundle are made on another thread (a
+  // pull may take minutes); returns false until they are done, then starts runc.
+  bool StartContainer(Local& l);
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
   // Marks `l` as failed to start.
@@ -75,7 +82,10 @@ class Reconciler {
   BundleCache* bundles_;
   TemplateManager* templates_;
   oci::Containers* containers_;
-  std::vector<LogLine> pull_lines_;  // image pull events, shipped as the worker's log lines
+  std::mutex pull_mu_;
+  std::vector<LogLine> pull_lines_;  // GUARDED_BY(pull_mu_): pull events, as the worker's lines
+  // Pulls of workers that were unassigned meanwhile: their bundles are removed once done.
+  std::vector<std::shared_ptr<struct PendingContainer>> abandoned_;
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
   bool waiting_ = false;

@@ -79,6 +79,17 @@ class ImageTest(E2ETest):
         text = "\n".join(l["text"] for l in logs.get("lines", []))
         self.assertIn("gantry: pull:", text)
 
+    def test_each_worker_writes_to_its_own_layer(self):
+        self.endpoint("own", idleTimeout=0)
+        first = self.runsync("own", {"op": "write", "path": "/tmp/mark", "text": "a"})
+        self.assertEqual(first["status"], "COMPLETED", first)
+        self.wait_for(lambda: all(w["state"] == "STOPPED" for w in self.server.request(
+            "GET", "/v1/endpoints/own/workers").json["workers"]), what="scale to zero")
+        second = self.runsync("own", {"op": "whoami", "check": "/tmp/mark"})
+        self.assertEqual(second["status"], "COMPLETED", second)
+        self.assertNotEqual(second["workerId"], first["workerId"])
+        self.assertFalse(second["output"]["exists"])  # the first worker's file is not here
+
     def test_over_its_memory_limit_the_job_fails_saying_so(self):
         self.endpoint("hog", memoryMb=96, maxAttempts=1)
         r = self.runsync("hog", {"op": "allocate", "mb": 400})

@@ -27,6 +27,7 @@ def handler(job):
         "worker": os.environ.get("RUNPOD_POD_ID"),
         "seesHostRepo": os.path.exists(inp.get("hostPath", "/work")),
         "volume": sorted(os.listdir("/runpod-volume")) if os.path.isdir("/runpod-volume") else None,
+        "exists": os.path.exists(inp["check"]) if inp.get("check") else None,
     }
 
 
