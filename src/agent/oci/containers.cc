@@ -11,6 +11,7 @@
 
 #include "agent/oci/runtime_spec.h"
 #include "common/log.h"
+#include "common/subprocess.h"
 
 namespace gantry::agent::oci {
 namespace fs = std::filesystem;
@@ -78,8 +79,9 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   Result<Image> image = NotFound("not looked up");
   if (!ref->digest.empty() || ref->tag != "latest") image = images_->Lookup(*ref);
   if (image.ok()) {
-    if (progress) progress(PullEvent{PullEvent::Kind::kCached, image->digest,
-                                     "using " + ref->ToString() + " as the node has it"});
+    if (progress)
+      progress(PullEvent{PullEvent::Kind::kCached, image->digest,
+                         "using " + ref->ToString() + " as the node has it"});
   } else {
     image = images_->Pull(*ref, r.pull, progress);
   }
@@ -109,6 +111,17 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   c.cpu = r.cpu;
   c.memory_mb = r.memory_mb;
   c.devices = r.devices;
+  if (!r.devices.empty()) {
+    // A GPU container: the host driver's libraries and tools, as the NVIDIA toolkit does.
+    SubprocessOptions opts;
+    opts.timeout_ms = 10'000;
+    opts.max_output = 4 << 20;  // ldconfig -p lists every library
+    auto ldconfig = RunProcess({"/sbin/ldconfig", "-p"}, opts);
+    for (Mount& m : NvidiaDriverMounts(ldconfig.ok() ? ldconfig->output : "",
+                                       {"/usr/bin", "/usr/local/bin"})) {
+      c.mounts.push_back(std::move(m));
+    }
+  }
 
   const std::string bundle = BundleDir(r.worker_id);
   std::error_code ec;

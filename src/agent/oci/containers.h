@@ -1,10 +1,10 @@
 #pragma once
 // Containers: how the agent turns an image worker into a process for its ProcessRuntime
 // (issue 5). Prepare() pulls the image (ImageStore; an image named by digest or by a tag other
-// than "latest" is pulled once per node, "latest" at every start), mounts the worker's writable overlay on the
-// image's shared read-only rootfs, writes config.json (runtime_spec.h) and returns the process
-// spec that runs `runc run` in the foreground; the runtime then starts, stops, limits, reaps and
-// logs it like any worker. Cleanup() undoes Prepare() once that process has ended.
+// than "latest" is pulled once per node, "latest" at every start), mounts the worker's writable
+// overlay on the image's shared read-only rootfs, writes config.json (runtime_spec.h) and returns
+// the process spec that runs `runc run` in the foreground; the runtime then starts, stops, limits,
+// reaps and logs it like any worker. Cleanup() undoes Prepare() once that process has ended.
 //
 // On disk, under `dir`: <worker id>/{upper,work,rootfs,config.json} (the bundle; rootfs is the
 // overlay mount point), state/ (runc's --root), volumes/<name>/ (named volumes).

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <set>
+#include <sstream>
+
 namespace gantry::agent::oci {
 namespace {
 
@@ -151,6 +154,45 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
       {"hostname", spec.id},
       {"mounts", std::move(mounts)},
       {"linux", std::move(linux_section)}};
+}
+
+std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
+                                      const std::vector<std::string>& bin_dirs) {
+  static const char* const kLibPrefixes[] = {"libcuda.so",         "libnvidia-",
+                                             "libnvcuvid.so",      "libEGL_nvidia.so",
+                                             "libGLX_nvidia.so",   "libGLESv1_CM_nvidia.so",
+                                             "libGLESv2_nvidia.so"};
+  std::vector<Mount> out;
+  std::set<std::string> seen;
+  std::istringstream in(ldconfig_p);
+  std::string line;
+  while (std::getline(in, line)) {
+    // "\tlibcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1"
+    const size_t arrow = line.find(" => ");
+    if (arrow == std::string::npos) continue;
+    const size_t start = line.find_first_not_of(" \t");
+    const std::string name = line.substr(start, line.find(' ', start) - start);
+    const std::string path = line.substr(arrow + 4);
+    if (line.find("x86-64") == std::string::npos && line.find("AArch64") == std::string::npos) {
+      continue;  // 32-bit compat libraries: not for the container's 64-bit processes
+    }
+    bool driver = false;
+    for (const char* p : kLibPrefixes) driver = driver || name.rfind(p, 0) == 0;
+    if (driver && path.size() > 1 && path[0] == '/' && seen.insert(path).second) {
+      out.push_back(Mount{path, path, true});
+    }
+  }
+  for (const std::string& dir : bin_dirs) {
+    for (const char* tool : {"nvidia-smi", "nvidia-debugdump", "nvidia-persistenced",
+                             "nvidia-cuda-mps-control", "nvidia-cuda-mps-server"}) {
+      const std::string path = dir + "/" + tool;
+      struct stat st {};
+      if (stat(path.c_str(), &st) == 0 && seen.insert(path).second) {
+        out.push_back(Mount{path, "/usr/bin/" + std::string(tool), true});
+      }
+    }
+  }
+  return out;
 }
 
 std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,

@@ -51,6 +51,14 @@ struct ContainerSpec {
 // an env name holds '='.
 Result<json::object> RuntimeConfig(const ContainerSpec& spec);
 
+// The host's NVIDIA driver libraries, as the NVIDIA container toolkit mounts them into a GPU
+// container: the libraries of `ldconfig -p` output (`ldconfig_p`) whose names are the driver's
+// (libcuda, libnvidia-*, libnvcuvid, libEGL_nvidia, libGLX_nvidia, libGLESv*_nvidia), bound
+// read-only at the same paths, and the driver's tools (nvidia-smi, ...) found in `bin_dirs`.
+// Empty on a host without the driver.
+std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
+                                      const std::vector<std::string>& bin_dirs);
+
 // argv that runs the bundle in the foreground: runc --root STATE run --bundle BUNDLE ID.
 std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
                                      const std::string& bundle_dir, const std::string& id);

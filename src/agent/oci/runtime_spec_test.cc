@@ -87,6 +87,23 @@ TEST(RuntimeSpecTest, DevicesAllowedOneByOne) {
   EXPECT_EQ(c->at("linux").at("devices").as_array()[0].at("path").as_string(), "/dev/null");
 }
 
+TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
+  const std::string ldconfig = R"(4 libs found in cache `/etc/ld.so.cache'
+	libnvidia-ml.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1
+	libcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1
+	libcuda.so.1 (libc6) => /usr/lib/i386-linux-gnu/libcuda.so.1
+	libz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1
+)";
+  auto mounts = NvidiaDriverMounts(ldconfig, {});
+  ASSERT_EQ(mounts.size(), 2u);  // not the 32-bit one, not libz
+  EXPECT_EQ(mounts[0].host_path, "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1");
+  EXPECT_EQ(mounts[0].container_path, mounts[0].host_path);
+  EXPECT_TRUE(mounts[0].read_only);
+  EXPECT_EQ(mounts[1].host_path, "/usr/lib/x86_64-linux-gnu/libcuda.so.1");
+  // This host has no driver: nothing to mount.
+  EXPECT_TRUE(NvidiaDriverMounts("", {"/usr/bin"}).empty());
+}
+
 TEST(RuntimeSpecTest, ImageArgsFollowDockersRule) {
   EXPECT_EQ(ImageArgs({"python3"}, {"app.py"}, {}),
             (std::vector<std::string>{"python3", "app.py"}));
