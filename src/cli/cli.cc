@@ -797,6 +797,9 @@ int Main(int argc, char** argv) {
     if (image_mode) {
       printf("deployed %s: version %s, image %s\n", id.c_str(), Field(r->body, "version").c_str(),
              Field(r->body, "image").c_str());
+      printf(
+          "the image is pulled on a node at its first start; follow it with: gantry logs %s -f\n",
+          id.c_str());
     } else {
       printf("deployed %s: version %s, bundle %.12s (%zu files, %zu uploaded, %zu bytes)\n",
              id.c_str(), Field(r->body, "version").c_str(), digest.c_str(), file_count, uploaded,
