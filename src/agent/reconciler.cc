@@ -109,7 +109,12 @@ bool Reconciler::Step() {
     }
     auto it = workers_.find(exit.id);
     if (it == workers_.end()) continue;
-    if (it->second.container && containers_) containers_->Cleanup(exit.id);
+    if (it->second.container && containers_) {
+      for (const std::string& e : containers_->Cleanup(exit.id)) {
+        std::lock_guard<std::mutex> lock(pull_mu_);
+        pull_lines_.push_back(LogLine{exit.id, true, "gantry: runc: " + e, exit.at_ms});
+      }
+    }
     auto& r = it->second.report;
     r.state = "exited";
     r.exit_code = exit.exit_code;

@@ -90,6 +90,14 @@ class ImageTest(E2ETest):
         self.assertNotEqual(second["workerId"], first["workerId"])
         self.assertFalse(second["output"]["exists"])  # the first worker's file is not here
 
+    def test_read_only_root_filesystem(self):
+        self.endpoint("ro", readOnlyRootfs=True, maxAttempts=1)
+        r = self.runsync("ro", {"op": "write", "path": "/app/x"})
+        self.assertEqual(r["status"], "FAILED", r)
+        self.assertIn("Read-only file system", r.get("error", ""), r)
+        ok = self.runsync("ro", {"op": "whoami"})  # the worker itself runs fine
+        self.assertEqual(ok["status"], "COMPLETED", ok)
+
     def test_over_its_memory_limit_the_job_fails_saying_so(self):
         self.endpoint("hog", memoryMb=96, maxAttempts=1)
         r = self.runsync("hog", {"op": "allocate", "mb": 400})

@@ -153,17 +153,20 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
 
   ProcessSpec p;
   p.id = r.worker_id;
-  p.argv = RuncRunArgv(options_.runc, dir_ + "/state", bundle, r.worker_id);
+  p.argv = RuncRunArgv(options_.runc, dir_ + "/state", bundle, r.worker_id, bundle + "/runc.log");
   p.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}};
   p.cpu = r.cpu;
   p.memory_mb = r.memory_mb;
   return p;
 }
 
-void Containers::Cleanup(const std::string& worker_id) {
+std::vector<std::string> Containers::Cleanup(const std::string& worker_id) {
   const std::string bundle = BundleDir(worker_id);
   std::error_code ec;
-  if (!fs::exists(bundle, ec)) return;
+  if (!fs::exists(bundle, ec)) return {};
+  std::stringstream log;
+  log << std::ifstream(bundle + "/runc.log").rdbuf();
+  std::vector<std::string> errors = RuncErrors(log.str());
   // runc's record of a container whose runc was killed (a clean exit removes it itself).
   fs::remove_all(dir_ + "/state/" + worker_id, ec);
   if (umount2((bundle + "/rootfs").c_str(), MNT_DETACH) != 0 && errno != EINVAL &&
@@ -171,6 +174,7 @@ void Containers::Cleanup(const std::string& worker_id) {
     GLOG_WARN("containers: cannot unmount %s: %s", (bundle + "/rootfs").c_str(), strerror(errno));
   }
   fs::remove_all(bundle, ec);
+  return errors;
 }
 
 void Containers::CleanupAll() {

@@ -54,8 +54,9 @@ class Containers {
   Result<ProcessSpec> Prepare(const ContainerRequest& request, const ProgressFn& progress);
 
   // After the worker's process ended: removes runc's state of it, unmounts its overlay and
-  // deletes its bundle (its writable layer). Unknown ids are ignored.
-  void Cleanup(const std::string& worker_id);
+  // deletes its bundle (its writable layer). Returns runc's own error messages about it (e.g.
+  // why the container could not start), for the worker's log. Unknown ids are ignored.
+  std::vector<std::string> Cleanup(const std::string& worker_id);
 
   // Removes what a previous agent left (bundles still mounted, runc state): call at start.
   void CleanupAll();

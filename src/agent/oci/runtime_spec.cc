@@ -98,6 +98,11 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
   for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
     mounts.push_back(MountJson(f, "bind", f, {"rbind", "ro"}));
   }
+  if (spec.read_only_rootfs) {
+    // Programs expect a writable /tmp (Python's tempfile does at start-up).
+    mounts.push_back(
+        MountJson("/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", "size=65536k"}));
+  }
   for (const Mount& m : spec.mounts) {
     json::array opts{"rbind", m.read_only ? "ro" : "rw"};
     mounts.push_back(json::object{{"destination", m.container_path},
@@ -196,8 +201,31 @@ std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
 }
 
 std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
-                                     const std::string& bundle_dir, const std::string& id) {
-  return {runc, "--root", state_dir, "run", "--bundle", bundle_dir, id};
+                                     const std::string& bundle_dir, const std::string& id,
+                                     const std::string& log) {
+  std::vector<std::string> argv = {runc, "--root", state_dir};
+  if (!log.empty()) argv.insert(argv.end(), {"--log", log, "--log-format", "text"});
+  argv.insert(argv.end(), {"run", "--bundle", bundle_dir, id});
+  return argv;
+}
+
+std::vector<std::string> RuncErrors(const std::string& log_text) {
+  std::vector<std::string> out;
+  std::istringstream in(log_text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("level=error") == std::string::npos &&
+        line.find("level=fatal") == std::string::npos) {
+      continue;
+    }
+    if (line.find("remove cgroup") != std::string::npos ||
+        line.find("remove paths") != std::string::npos) {
+      continue;
+    }
+    const size_t msg = line.find("msg=");
+    out.push_back(msg == std::string::npos ? line : line.substr(msg + 4));
+  }
+  return out;
 }
 
 std::vector<std::string> ImageArgs(const std::vector<std::string>& entrypoint,

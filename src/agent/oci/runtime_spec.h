@@ -36,8 +36,8 @@ struct ContainerSpec {
   std::vector<std::string> args;  // entrypoint + cmd, already resolved
   std::map<std::string, std::string> env;
   std::string cwd = "/";
-  uint32_t uid = 0, gid = 0;  // the image's user, resolved to ids
-  bool read_only_rootfs = false;
+  uint32_t uid = 0, gid = 0;         // the image's user, resolved to ids
+  bool read_only_rootfs = false;     // /tmp is then a tmpfs (as Docker's --read-only --tmpfs /tmp)
   std::vector<Mount> mounts;         // volumes (e.g. a named volume at /runpod-volume)
   std::string cgroups_path;          // e.g. "/gantry/<id>": relative to each hierarchy's root
   double cpu = 0;                    // cores, a soft share (cpu.shares); 0: none
@@ -59,9 +59,17 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec);
 std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
                                       const std::vector<std::string>& bin_dirs);
 
-// argv that runs the bundle in the foreground: runc --root STATE run --bundle BUNDLE ID.
+// argv that runs the bundle in the foreground: runc --root STATE [--log LOG] run --bundle
+// BUNDLE ID. With `log`, runc's own messages go to that file instead of its stderr (which is
+// the container's); see RuncErrors().
 std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
-                                     const std::string& bundle_dir, const std::string& id);
+                                     const std::string& bundle_dir, const std::string& id,
+                                     const std::string& log = "");
+
+// The error lines of a runc log (`--log`, text format), as "msg" texts, leaving out those about
+// removing the cgroup the container shares with runc (busy while runc is in it; the agent's
+// runtime removes it).
+std::vector<std::string> RuncErrors(const std::string& log_text);
 
 // The process args of an image, by Docker's rule: the entrypoint followed by the cmd, where
 // `override_cmd` (the endpoint's worker.command), when not empty, replaces the image's cmd.

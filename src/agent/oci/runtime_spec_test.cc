@@ -104,6 +104,19 @@ TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
   EXPECT_TRUE(NvidiaDriverMounts("", {"/usr/bin"}).empty());
 }
 
+TEST(RuntimeSpecTest, RuncErrorsLeaveOutTheSharedCgroupsRemoval) {
+  const std::string log = R"LOG(time="t" level=error msg="Failed to remove cgroup" error="rmdir busy"
+time="t" level=warning msg="Failed to remove cgroup (will retry)"
+time="t" level=error msg="runc run failed: unable to start container process: exec: "/nope": stat /nope: no such file or directory"
+)LOG";
+  auto errors = RuncErrors(log);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("stat /nope: no such file"), std::string::npos);
+  EXPECT_EQ(RuncRunArgv("runc", "/s", "/b", "i", "/b/runc.log"),
+            (std::vector<std::string>{"runc", "--root", "/s", "--log", "/b/runc.log",
+                                      "--log-format", "text", "run", "--bundle", "/b", "i"}));
+}
+
 TEST(RuntimeSpecTest, ImageArgsFollowDockersRule) {
   EXPECT_EQ(ImageArgs({"python3"}, {"app.py"}, {}),
             (std::vector<std::string>{"python3", "app.py"}));
