@@ -6,8 +6,11 @@ scaled to zero, with the image already pulled and unpacked on the node, against 
 
 Usage (root, after scripts/setup.sh and scripts/build.sh):
     /usr/bin/python3 bench/container_cold_start.py [--starts 20] [--port 21800]
-`podman run` of the image is not measured: podman is not installed by scripts/setup.sh (it is
-not needed by Gantry); machine-notes row 1b has its 300-550 ms on this VM.
+When podman is installed (`apt-get install --no-install-recommends podman`; scripts/setup.sh
+does not install it, Gantry does not need it), the same run also times one local test job
+(`worker.py --test_input`) started three ways: directly as a process, with `runc run` of the
+unpacked image through Gantry's bundle layout is not separable here, so with `podman run`
+(runc, host network, the rlimits this VM allows, as machine-notes row 1c) against the process.
 """
 import argparse
 import os
@@ -24,6 +27,35 @@ from benchlib import ROOT, SDK, GantryUp, pct  # noqa: E402
 IMAGES = os.path.join(ROOT, "tests", "images")
 
 
+def podman_runs(image, runs):
+    """One local test job per run: directly, and with podman run of the image."""
+    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+    conf.write('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n')
+    conf.close()
+    env = dict(os.environ, CONTAINERS_CONF=conf.name)
+    job = ["--test_input", '{"input": {"op": "whoami"}}']
+    subprocess.run(["podman", "pull", "-q", "--tls-verify=false", image], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    out = {"process": [], "podman run": []}
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(["/usr/bin/python3", os.path.join(IMAGES, "worker.py")] + job,
+                           env=dict(os.environ, PYTHONPATH=SDK), check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out["process"].append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            subprocess.run(["podman", "run", "--rm", "--runtime", "runc", "--network", "host",
+                            "--cgroup-manager", "cgroupfs", image] + job, env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out["podman run"].append((time.perf_counter() - t0) * 1000)
+    finally:
+        subprocess.run(["podman", "rmi", "-f", image], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        os.unlink(conf.name)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--starts", type=int, default=20)
@@ -34,6 +66,7 @@ def main():
     subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "start", str(reg_port), reg_dir],
                    check=True)
     up = None
+    local = {}
     try:
         subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "push", str(reg_port),
                         "bench/worker:1", "worker"], check=True, stdout=subprocess.DEVNULL)
@@ -59,6 +92,9 @@ def main():
                 r = up.call("POST", "/v2/%s/runsync" % ep, {"input": {"i": i}})
                 res[ep].append((time.perf_counter() - t0) * 1000)
                 assert r["status"] == "COMPLETED", r
+        up.close()
+        up = None
+        local = podman_runs(image, args.starts) if shutil.which("podman") else {}
     finally:
         if up:
             up.close()
@@ -74,6 +110,13 @@ def main():
     print()
     print("container adds %.0f ms at p50 over the process path"
           % (pct(res["ctr"], 50) - pct(res["proc"], 50)))
+    if local:
+        print()
+        print("| one local test job (`worker.py --test_input`), %d runs each | p50 ms | p99 ms |"
+              % args.starts)
+        print("|---|---:|---:|")
+        for name in ("process", "podman run"):
+            print("| %s | %.0f | %.0f |" % (name, pct(local[name], 50), pct(local[name], 99)))
 
 
 if __name__ == "__main__":

@@ -167,8 +167,8 @@ bool Reconciler::Step() {
     if (l.started) continue;
     if (StartWorker(l)) {
       changed = true;
-    } else if (!l.pending) {
-      waiting_ = true;  // for a template: soon ready (a pull is polled at the usual pace)
+    } else {
+      waiting_ = true;  // a template being restored, or a pull: Step() again soon
     }
   }
   return changed;

@@ -46,8 +46,8 @@ class Reconciler {
   // Reaps exits, stops what is no longer assigned, starts what is. Returns true when a report
   // changed (the agent then sends its status at once).
   bool Step();
-  // Whether a worker waits for a template being restored or checkpointed: the caller should
-  // Step() again soon.
+  // Whether a worker waits for a template being restored or checkpointed, or for its image
+  // pull: the caller should Step() again soon.
   bool waiting() const { return waiting_; }
   // One report per worker known here: running, or exited (until the assignment drops it).
   std::vector<scheduling::WorkerReport> Reports() const;
