@@ -662,6 +662,42 @@ int Main(int argc, char** argv) {
            });
   });
 
+  // ---- nodes
+  auto* nodes = app.add_subcommand(
+      "nodes", "List nodes with their inventory, templates, snapshots and start-path counters");
+  nodes->callback([&] {
+    invoke("GET", "/v1/nodes", "", [&](const json::value& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& n : b.as_object().at("nodes").as_array()) {
+        const auto& o = n.as_object();
+        std::string templates, snapshots;
+        if (auto* ts = Find(o, "templates"); ts && ts->is_array()) {
+          for (const auto& t : ts->as_array()) {
+            const std::string name = Field(t, "endpointId") + "@" + Field(t, "version");
+            if (!Field(t, "state").empty()) {
+              templates += (templates.empty() ? "" : " ") + name + ":" + Field(t, "state");
+            }
+            if (t.as_object().at("snapshot").as_bool()) {
+              snapshots += (snapshots.empty() ? "" : " ") + name;
+            }
+          }
+        }
+        std::string paths = "-";
+        if (auto* c = Find(o, "startCounters"); c && c->is_object()) {
+          paths = Field(*c, "forks") + "/" + Field(*c, "restores") + "/" +
+                  Field(*c, "forkFailures") + "/" + Field(*c, "evictions");
+        }
+        rows.push_back({Field(n, "id"), Field(n, "alive"), Field(n, "cpuCores"),
+                        Field(n, "memoryMb"), std::to_string(o.at("gpus").as_array().size()),
+                        Field(n, "workers"), templates.empty() ? "-" : templates,
+                        snapshots.empty() ? "-" : snapshots, paths});
+      }
+      PrintTable({"NODE", "ALIVE", "CPUS", "MEMORY MB", "GPUS", "WORKERS", "TEMPLATES", "SNAPSHOTS",
+                  "FORKS/RESTORES/FORK FAILURES/EVICTIONS"},
+                 rows);
+    });
+  });
+
   // ---- deploy
   std::string deploy_dir, deploy_id, deploy_image;
   auto* deploy = app.add_subcommand(

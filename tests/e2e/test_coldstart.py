@@ -2,10 +2,11 @@
 real agent forks real Python workers from a real template and restores it with the real CRIU."""
 import os
 import signal
+import subprocess
 import time
 import unittest
 
-from harness import E2ETest, HANDLERS, PYTHON
+from harness import ADMIN_KEY, E2ETest, GANTRY, HANDLERS, PYTHON
 
 
 class ColdStartTest(E2ETest):
@@ -69,6 +70,12 @@ class ColdStartTest(E2ETest):
         counters = self.node()["startCounters"]
         self.assertGreaterEqual(counters["forks"], 1)
         self.assertEqual(counters["forkFailures"], 0)
+        # gantry nodes shows the node's template, snapshot and counters.
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
+        out = subprocess.run([GANTRY, "nodes"], env=env, capture_output=True, text=True,
+                             timeout=30).stdout
+        self.assertIn("echo@%d:ready" % tpl["version"], out)
+        self.assertIn("FORKS/RESTORES", out)
         # The template is the same process and serves on.
         self.assertEqual(self.template("echo")["pid"], tpl["pid"])
 
