@@ -104,25 +104,27 @@ TEST_F(ServerTest, DeferredResponseAndWriteCallback) {
 TEST_F(ServerTest, HeldRequestOfAClientThatLeftIsReportedNotWritten) {
   // Regression: a long-poll answered after its client died used to "succeed" (the first write
   // to a half-closed socket does), so a job handed to a dead worker was lost until liveness.
-  std::shared_ptr<Responder> held;
-  std::atomic<int> written{-1};
-  StartServer([&](Request&&, std::shared_ptr<Responder> resp) { held = resp; });
+  // The held responder crosses threads through a promise, and only the loop thread touches it.
+  auto handed = std::make_shared<std::promise<std::shared_ptr<Responder>>>();
+  auto held_future = handed->get_future();
+  StartServer([handed](Request&&, std::shared_ptr<Responder> resp) { handed->set_value(resp); });
   int fd = ConnectRaw(server_->port());
   ASSERT_GE(fd, 0);
   const char req[] = "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_GT(write(fd, req, sizeof req - 1), 0);
-  for (int i = 0; i < 200 && !held; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_TRUE(held);
+  ASSERT_EQ(held_future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  std::shared_ptr<Responder> held = held_future.get();
   close(fd);  // the worker dies while its job-take is held
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  loop_.Post([&] {
-    held->Send(Response{200, "{\"id\":\"job\"}"}, [&](bool ok) { written = ok; });
+  auto written = std::make_shared<std::atomic<int>>(-1);
+  loop_.Post([held = std::move(held), written]() mutable {
+    held->Send(Response{200, "{\"id\":\"job\"}"}, [written](bool ok) { *written = ok; });
     held.reset();
   });
-  for (int i = 0; i < 200 && written < 0; ++i) {
+  for (int i = 0; i < 1000 && *written < 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  EXPECT_EQ(written.load(), 0);
+  EXPECT_EQ(written->load(), 0);
 }
 
 TEST_F(ServerTest, OversizedBodyGets413) {
