@@ -31,7 +31,8 @@ Status EndpointRegistry::Load() {
 }
 
 void EndpointRegistry::Save(const EndpointSpec& spec, std::function<void(Status)> durable) {
-  store_->Write({store::Mutation::PutObject({"endpoint", spec.id, ToJson(spec.ToJson(/*with_secrets=*/true))})},
+  store_->Write({store::Mutation::PutObject(
+                    {"endpoint", spec.id, ToJson(spec.ToJson(/*with_secrets=*/true))})},
                 std::move(durable));
 }
 

@@ -105,7 +105,8 @@ TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
 }
 
 TEST(RuntimeSpecTest, RuncErrorsLeaveOutTheSharedCgroupsRemoval) {
-  const std::string log = R"LOG(time="t" level=error msg="Failed to remove cgroup" error="rmdir busy"
+  const std::string log =
+      R"LOG(time="t" level=error msg="Failed to remove cgroup" error="rmdir busy"
 time="t" level=warning msg="Failed to remove cgroup (will retry)"
 time="t" level=error msg="runc run failed: unable to start container process: exec: "/nope": stat /nope: no such file or directory"
 )LOG";
