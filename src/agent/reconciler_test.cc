@@ -1,8 +1,12 @@
 #include "agent/reconciler.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "agent/agent.h"
 #include "agent/gpu_inventory.h"
@@ -141,6 +145,56 @@ TEST(AgentTest, ParsesAssignments) {
   EXPECT_EQ(a->workers[0].gpus, std::vector<int>{1});
   EXPECT_DOUBLE_EQ(a->workers[0].cpu, 0.5);
   EXPECT_FALSE(ParseAssignment("[").ok());
+}
+
+// Image tools whose every run waits until it is cancelled (a pull that takes forever).
+class HangingImageTools final : public oci::ImageTools {
+ public:
+  Result<Run> RunTool(Tool, const std::vector<std::string>&, int64_t,
+                      const std::atomic<bool>* cancel,
+                      const std::function<void(std::string_view)>&) override {
+    started = true;
+    while (!(cancel && cancel->load())) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    cancelled = true;
+    Run r;
+    r.exit_code = -1;
+    r.cancelled = true;
+    return r;
+  }
+  std::atomic<bool> started{false}, cancelled{false};
+};
+
+TEST(ReconcilerImageTest, AWorkerUnassignedDuringItsPullCancelsIt) {
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("gantry-rec-image-" + std::to_string(getpid()));
+  FakeClock clock;
+  FakeProcessRuntime runtime(&clock);
+  HangingImageTools tools;
+  auto store = oci::ImageStore::Open(dir + "/images", &tools);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  oci::Containers containers(store->get(), dir + "/containers");
+  {
+    Reconciler rec(&clock, &runtime, {"/sdk", "/work", 5000}, nullptr, nullptr, &containers);
+    scheduling::WorkerAssignment a = Worker("w1");
+    a.image = "127.0.0.1:5000/team/worker:1";
+    rec.SetAssignment({1, {a}});
+    rec.Step();  // the pull starts on its own thread; the worker waits for it
+    for (int i = 0; i < 500 && !tools.started; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ASSERT_TRUE(tools.started);
+    EXPECT_TRUE(rec.waiting());
+    EXPECT_TRUE(runtime.starts().empty());
+    rec.SetAssignment({2, {}});  // unassigned meanwhile
+    rec.Step();
+    for (int i = 0; i < 500 && !tools.cancelled; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_TRUE(tools.cancelled);
+    for (int i = 0; i < 50; ++i) rec.Step();
+    EXPECT_TRUE(runtime.starts().empty());
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
