@@ -5,6 +5,7 @@
 #include "agent/oci/runtime_spec.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <optional>
 #include <thread>
 
+#include "agent/oci/containers.h"
 #include "agent/process/process_runtime.h"
 
 namespace gantry::agent::oci {
@@ -261,6 +263,34 @@ TEST_F(RuncTest, StopReachesTheContainerAndKillLeavesNothing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_FALSE(fs::exists("/sys/fs/cgroup/memory/gantry/" + id));
+}
+
+TEST(ContainersTest, CleanupAllRemovesWhatAKilledAgentLeftMounted) {
+  const std::string dir =
+      fs::temp_directory_path() / ("gantry-containers-test-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  // A bundle as Prepare() makes it: an overlay mounted on <id>/rootfs, and runc's state.
+  const std::string bundle = dir + "/w-left";
+  const std::string lower = dir + "-lower";  // the image's rootfs, outside the containers' dir
+  for (const char* d :
+       {"w-left/upper", "w-left/work", "w-left/rootfs", "state/w-left", "volumes/keep"}) {
+    fs::create_directories(dir + "/" + d);
+  }
+  fs::create_directories(lower);
+  std::ofstream(lower + "/file") << "x";
+  const std::string options =
+      "lowerdir=" + lower + ",upperdir=" + bundle + "/upper,workdir=" + bundle + "/work";
+  ASSERT_EQ(mount("overlay", (bundle + "/rootfs").c_str(), "overlay", 0, options.c_str()), 0)
+      << strerror(errno);
+  ASSERT_TRUE(fs::exists(bundle + "/rootfs/file"));
+  Containers next(nullptr, dir);  // the agent that starts again
+  next.CleanupAll();
+  EXPECT_FALSE(fs::exists(bundle));  // unmounted (else removal would have failed) and removed
+  EXPECT_FALSE(fs::exists(dir + "/state"));
+  EXPECT_TRUE(fs::exists(dir + "/volumes/keep"));  // volumes are the users' data: kept
+  EXPECT_TRUE(fs::exists(lower + "/file"));        // the shared image rootfs is untouched
+  fs::remove_all(dir);
+  fs::remove_all(lower);
 }
 
 }  // namespace
