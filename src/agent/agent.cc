@@ -7,6 +7,7 @@
 #include "agent/gpu_inventory.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/subprocess.h"
 #include "http/http.h"
 
 namespace gantry::agent {
@@ -124,22 +125,6 @@ static std::string HostName() {
   return s.empty() ? "node" : s;
 }
 
-// Whether `name` is an executable in PATH.
-static bool InPath(const std::string& name) {
-  const char* path = getenv("PATH");
-  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  p += ":/usr/sbin:/sbin";
-  size_t start = 0;
-  while (start <= p.size()) {
-    const size_t end = std::min(p.find(':', start), p.size());
-    if (end > start && access((p.substr(start, end - start) + "/" + name).c_str(), X_OK) == 0) {
-      return true;
-    }
-    start = end + 1;
-  }
-  return false;
-}
-
 static std::string DataDir(const AgentOptions& o) {
   return o.workdir.empty() ? std::string(".") : o.workdir;
 }
@@ -148,7 +133,7 @@ static std::string DataDir(const AgentOptions& o) {
 static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
                                                        oci::ImageTools* tools) {
   for (const char* tool : {"runc", "skopeo", "umoci"}) {
-    if (!InPath(tool)) {
+    if (FindExecutable(tool).empty()) {
       GLOG_WARN("agent: container images are off: %s is not installed (scripts/setup.sh)", tool);
       return nullptr;
     }
@@ -203,7 +188,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       images_(MakeImageStore(options_, image_tools_.get())),
       containers_(images_ ? std::make_unique<oci::Containers>(
                                 images_.get(), DataDir(options_) + "/containers",
-                                oci::ContainersOptions{InPath("runc") ? "runc" : "/usr/sbin/runc"})
+                                oci::ContainersOptions{FindExecutable("runc")})
                           : nullptr),
       reconciler_(clock, runtime_.get(),
                   ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},

@@ -13,6 +13,16 @@
 
 namespace gantry::agent {
 
+// Only the assigned GPUs are visible, as CUDA and the NVIDIA container toolkit name them; a CPU
+// worker sees none.
+static void SetGpuEnvironment(const std::vector<int>& gpus,
+                              std::map<std::string, std::string>* env) {
+  std::string devices;
+  for (int g : gpus) devices += (devices.empty() ? "" : ",") + std::to_string(g);
+  (*env)["CUDA_VISIBLE_DEVICES"] = devices;
+  (*env)["NVIDIA_VISIBLE_DEVICES"] = devices.empty() ? "void" : devices;
+}
+
 Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
                        BundleCache* bundles, TemplateManager* templates,
                        oci::Containers* containers)
@@ -90,11 +100,7 @@ std::map<std::string, std::string> Reconciler::WorkerEnvironment(
     env["PYTHONPATH"] = it == env.end() ? options_.sdk_path : it->second + ":" + options_.sdk_path;
   }
   env["PYTHONUNBUFFERED"] = env.count("PYTHONUNBUFFERED") ? env["PYTHONUNBUFFERED"] : "1";
-  // Only the assigned GPUs are visible; a CPU worker sees none.
-  std::string devices;
-  for (int g : a.gpus) devices += (devices.empty() ? "" : ",") + std::to_string(g);
-  env["CUDA_VISIBLE_DEVICES"] = devices;
-  env["NVIDIA_VISIBLE_DEVICES"] = devices.empty() ? "void" : devices;
+  SetGpuEnvironment(a.gpus, &env);
   return env;
 }
 
@@ -196,13 +202,8 @@ bool Reconciler::StartContainer(Local& l) {
     // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names
     // them.
     r.env = a.env;
-    std::string devices;
-    for (int g : a.gpus) {
-      devices += (devices.empty() ? "" : ",") + std::to_string(g);
-      r.devices.push_back("/dev/nvidia" + std::to_string(g));
-    }
-    r.env["CUDA_VISIBLE_DEVICES"] = devices;
-    r.env["NVIDIA_VISIBLE_DEVICES"] = devices.empty() ? "void" : devices;
+    SetGpuEnvironment(a.gpus, &r.env);
+    for (int g : a.gpus) r.devices.push_back("/dev/nvidia" + std::to_string(g));
     if (!a.gpus.empty()) {
       for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
         if (access(d, F_OK) == 0) r.devices.push_back(d);

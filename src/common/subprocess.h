@@ -55,6 +55,12 @@ struct SubprocessResult {
 // "exit code 2", "killed by signal 9", else "wait status N".
 std::string DescribeWaitStatus(int wait_status);
 
+// The program `name` names: `name` itself if it holds a '/', else the first executable regular
+// file of that name in $PATH (empty entries skipped), then in the usual system directories
+// (/usr/local/sbin ... /bin: an agent started without /usr/sbin in PATH still finds runc).
+// "" when there is none.
+std::string FindExecutable(const std::string& name);
+
 // Starts argv (argv[0] is a path; PATH is not searched) with options.env as its environment,
 // stdin on /dev/null, stdout and stderr on `out_fd` (on /dev/null if < 0), options.extra_fd (if
 // >= 0) as options.extra_fd_target, no other descriptor open, default signal dispositions and

@@ -181,26 +181,11 @@ bool IsRegistry(std::string_view r) {
 
 // ---- Running the tools -----------------------------------------------------------------------
 
-// `name` if it holds a '/', else the first executable file of that name in PATH; "" if none.
-std::string FindInPath(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  std::stringstream ss(dirs);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
-    const std::string candidate = dir + "/" + name;
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 class SystemImageTools final : public ImageTools {
  public:
   explicit SystemImageTools(const SystemImageToolsOptions& options)
-      : skopeo_(FindInPath(options.skopeo)),
-        umoci_(FindInPath(options.umoci)),
+      : skopeo_(FindExecutable(options.skopeo)),
+        umoci_(FindExecutable(options.umoci)),
         skopeo_name_(options.skopeo),
         umoci_name_(options.umoci) {
     env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");

@@ -154,27 +154,9 @@ Status CheckCriuBinary(const std::string& path, int64_t timeout_ms) {
   return Status::Ok();
 }
 
-// `name` looked up in $PATH like execvp does (empty entries skipped); "" if not found.
-std::string LookPath(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "");
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (dir.empty()) continue;
-    const std::string candidate = dir + "/" + name;
-    struct stat st;
-    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        access(candidate.c_str(), X_OK) == 0) {
-      return candidate;
-    }
-  }
-  return "";
-}
-
 // `criu_path` as given if it holds a '/' or is not found in PATH, else its PATH entry.
 std::string Resolve(std::string criu_path) {
-  std::string found = LookPath(criu_path);
+  std::string found = FindExecutable(criu_path);
   return found.empty() ? criu_path : found;
 }
 
@@ -646,7 +628,7 @@ Result<std::string> FindCriu() {
     candidates.push_back(env);
   }
   candidates.push_back(kGantryCriuPath);
-  const std::string on_path = LookPath("criu");
+  const std::string on_path = FindExecutable("criu");
   if (!on_path.empty()) candidates.push_back(on_path);
   std::string why;
   for (const std::string& c : candidates) {

@@ -349,12 +349,7 @@ void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
 void TemplateManager::StartRestore(Template& t) {
   t.phase = Template::Phase::kRestoreQueued;
   t.since_ms = clock_->NowMs();
-  if (!criu_usable_) {
-    Status s = snapshotter_->Check();
-    criu_usable_ = s.ok();
-    if (!s.ok()) GLOG_WARN("templates: snapshots are off: %s", s.message().c_str());
-  }
-  if (!*criu_usable_) {
+  if (!SnapshotsUsable()) {
     Drop(t.key, "snapshots are off", /*failed=*/false);
     snapshots_.erase(t.key);
     return;
@@ -482,13 +477,17 @@ void TemplateManager::ReleaseSpareCgroup(Template& t) {
   t.spare_cgroup.clear();
 }
 
-void TemplateManager::BeginCheckpoint(Template& t) {
+bool TemplateManager::SnapshotsUsable() {
   if (!criu_usable_) {
     Status s = snapshotter_->Check();
     criu_usable_ = s.ok();
     if (!s.ok()) GLOG_WARN("templates: snapshots are off: %s", s.message().c_str());
   }
-  if (!*criu_usable_) return;
+  return *criu_usable_;
+}
+
+void TemplateManager::BeginCheckpoint(Template& t) {
+  if (!SnapshotsUsable()) return;
   Status s = SendWithFds(t.conn_fd, "{\"op\":\"park\"}\n", {});
   if (!s.ok()) {
     Drop(t.key, "cannot park: " + s.message(), /*failed=*/false);

@@ -173,6 +173,8 @@ class TemplateManager {
   void StartRestore(Template& t);
   void Accept(Template& t);
   void BeginCheckpoint(Template& t);
+  // Whether the snapshotter can work here: Check()ed once, and logged when it cannot.
+  bool SnapshotsUsable();
   // Makes a cgroup for the template's next spare (with a worker's limits) and tells the
   // template, so that a fork moves no process between cgroups; released when unused.
   void OfferSpareCgroup(Template& t);
