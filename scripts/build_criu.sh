@@ -5,7 +5,8 @@
 # Safe to run twice: exits at once when the installed binary already reports >= 4.1.
 #
 # CRIU caches what it finds out about the kernel in RUNDIR/criu.kdat, but only where RUNDIR is a
-# tmpfs; without the cache every criu call probes the kernel again (about 50 ms here). /run is
+# tmpfs; without the cache every criu call probes the kernel again (see bench/RESULTS.md,
+# "Cold-start paths", the 09:52 run). /run is
 # not a tmpfs on some hosts (this VM), so RUNDIR is /run where it is a tmpfs, else /dev/shm.
 #
 # Environment: CRIU_DEST (default /usr/local/lib/gantry/criu), JOBS (default 2).
