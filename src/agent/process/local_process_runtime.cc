@@ -1,9 +1,15 @@
-// The real ProcessRuntime: fork/exec, one process group and one cgroup per child, output through
-// non-blocking pipes, every child reaped with waitpid.
+// The real ProcessRuntime: fork/exec, one session (and so one process group) and one cgroup per
+// child, output through non-blocking pipes, every child reaped with waitpid.
 //
 // Start() protocol with the child, between fork() and exec():
-//   1. The child makes itself a process group leader and waits on the `go` socket (a socket,
-//      so that the parent can write to it without risking SIGPIPE).
+//   1. The child makes itself a session leader (setsid, which also makes it the leader of a new
+//      process group) and waits on the `go` socket (a socket, so that the parent can write to
+//      it without risking SIGPIPE). Its own session, not just its own group: a process whose
+//      session leader is not visible in its pid namespace (the agent's session when the agent
+//      runs in a container or CI sandbox) cannot be checkpointed by CRIU, and a worker has no
+//      business with the agent's terminal. Only the child makes the group, never the parent
+//      too (setsid fails for a group leader); the group exists before Start() returns, because
+//      Start() waits until the child has exec'd or failed.
 //   2. The parent moves the child into its cgroup, then releases it through `go`, so none of
 //      the worker's code runs outside its limits.
 //   3. The child redirects stdio, chdirs and execs. If any step fails it writes an
@@ -125,7 +131,7 @@ ExecFailure ExecChild(const ChildPlan& plan) {
 
 // Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns.
 [[noreturn]] void RunChild(const ChildPlan& plan) {
-  setpgid(0, 0);
+  setsid();
   // A worker dies with its agent (SIGKILL when the forking thread or process ends), so that a
   // restarted agent never finds its workers still running under another parent and starts them
   // a second time. The server requeues what they held.
@@ -359,7 +365,6 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   err_w.Reset();
   go_r.Reset();
   report_w.Reset();
-  setpgid(pid, pid);  // also done by the child: the group exists whichever runs first
   if (in_cgroup) {
     // On failure the child may be in some of its cgroups; they are all removed at its exit.
     Status s = cgroups_.AddProcess(spec.id, pid);

@@ -88,10 +88,10 @@ class ProcessRuntime {
  public:
   virtual ~ProcessRuntime() = default;
 
-  // Starts spec.argv in a new process group. Returns its pid; AlreadyExists if a process with
-  // this id has not been reaped yet; InvalidArgument for a bad id or empty argv; NotFound or
-  // PermissionDenied when the workdir or the program cannot be used (nothing is left running).
-  // Resource limits that cannot be applied never fail a start (see limits_note()).
+  // Starts spec.argv in a new session and process group. Returns its pid; AlreadyExists if a
+  // process with this id has not been reaped yet; InvalidArgument for a bad id or empty argv;
+  // NotFound or PermissionDenied when the workdir or the program cannot be used (nothing is left
+  // running). Resource limits that cannot be applied never fail a start (see limits_note()).
   virtual Result<int> Start(const ProcessSpec& spec) = 0;
 
   // As Start(), but `launch` makes the process (spec.argv is not run). The runtime creates the

@@ -32,7 +32,8 @@ inline char ProcState(int pid) {
   return paren == std::string::npos || stat.size() < paren + 3 ? 0 : stat[paren + 2];
 }
 
-// Starts argv as a process-group leader in this session, stdio on /dev/null.
+// Starts argv as a session leader (as the process runtime starts workers), stdio on /dev/null
+// and no other descriptor.
 inline int Spawn(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -42,10 +43,12 @@ inline int Spawn(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  // Nothing else inherited: a descriptor the test runner opened in another mount namespace
+  // (a CI sandbox) is one that CRIU cannot dump.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
   pid_t pid = 0;
   const int rc = posix_spawn(&pid, args[0], &actions, &attr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
