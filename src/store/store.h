@@ -109,6 +109,11 @@ struct SqliteOptions {
   bool sync_full = true;
   // Most mutations in one transaction. Default: 4096.
   size_t max_batch = 4096;
+  // How often the checkpointer copies the WAL into the database. Default: 200 ms.
+  int checkpoint_interval_ms = 200;
+  // WAL frames (a page, 4 KiB, each) above which the checkpointer also makes the WAL start
+  // over from its beginning, holding off commits for about a millisecond. Default: 1024.
+  int wal_restart_frames = 1024;
 };
 
 // Opens (creating if needed) the SQLite database at `path` in WAL mode.

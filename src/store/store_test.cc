@@ -111,6 +111,38 @@ TEST_F(SqliteStoreTest, ConcurrentWritersAreGroupCommittedAndAllDurable) {
   EXPECT_EQ(Open()->LoadJobs()->size(), static_cast<size_t>(kThreads * kPer));
 }
 
+// Sustained writes, never a pause for a checkpoint to catch up: the WAL still starts over, so it
+// stays bounded, and every job is in the database afterwards. (A checkpoint connection that had
+// never read the database did nothing at all: the WAL grew with every commit until a restart.)
+TEST_F(SqliteStoreTest, WalStaysBoundedUnderSustainedWrites) {
+  SqliteOptions options;
+  options.checkpoint_interval_ms = 10;
+  options.wal_restart_frames = 64;
+  const std::string path = (dir_ / "db.sqlite").string();
+  auto opened = OpenSqliteStore(path, options, [](std::function<void()> fn) { fn(); });
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Store> s = std::move(*opened);
+  constexpr int kCommits = 600, kPerCommit = 4;
+  const std::string input(4000, 'x');  // a page per job: ~10 MiB of WAL frames in all
+  uintmax_t max_wal = 0;
+  for (int c = 0; c < kCommits; ++c) {
+    std::vector<Mutation> m;
+    for (int i = 0; i < kPerCommit; ++i) {
+      const int seq = c * kPerCommit + i + 1;
+      JobRecord j = MakeJob("j" + std::to_string(seq), seq);
+      j.input = input;
+      m.push_back(Mutation::PutJob(j));
+    }
+    ASSERT_TRUE(WriteSync(s.get(), std::move(m)).ok());
+    std::error_code ec;
+    max_wal = std::max(max_wal, fs::file_size(path + "-wal", ec));
+  }
+  EXPECT_GT(fs::file_size(path), 1u << 20) << "nothing was checkpointed into the database";
+  EXPECT_LT(max_wal, 4u << 20) << "the WAL never started over";
+  s.reset();
+  EXPECT_EQ(Open()->LoadJobs()->size(), static_cast<size_t>(kCommits * kPerCommit));
+}
+
 TEST_F(SqliteStoreTest, WriteAfterStopFails) {
   auto s = Open();
   s->Stop();
