@@ -100,6 +100,10 @@ void JobManager::CancelTimer(TimerHandle* h) {
 }
 
 void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> durable) {
+  if (!with_input && !job->stored && job->rec.sync && job->rec.webhook.empty()) {
+    if (durable) durable(Status::Ok());  // see Submit: nobody outside this process needs it
+    return;
+  }
   std::vector<store::Mutation> v;
   if (with_input || !job->stored) {  // the first write of a job carries its whole record
     job->stored = true;
@@ -220,8 +224,10 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   ep.Count(*j, JobStatus::kInQueue, +1);
   PushQueue(j, false);
   if (req.sync) {
-    // A /runsync job is written once, when it ends (or when its caller is given its id while
-    // it still runs: MakeDurable). Until then a crash loses only a job nobody was told about.
+    // A /runsync job is written only once its caller is given its id while it still runs
+    // (MakeDurable), or, when it has a webhook to deliver, at its next change. Otherwise it
+    // lives in memory only: a crash loses a job nobody was told about, or one whose caller
+    // has its result (the record of a finished one is kept for sync_retention_ms).
     j->stored = false;
     if (durable) durable(Status::Ok());
   } else {

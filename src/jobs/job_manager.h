@@ -137,8 +137,8 @@ class JobManager {
   // Jobs held by the worker right now, and how many (without copying them).
   std::vector<std::string> HeldBy(const std::string& worker_id) const;
   size_t HeldCount(const std::string& worker_id) const;
-  // Makes the job's record durable (a /runsync job is written only when it ends); `durable`
-  // runs once it is.
+  // Makes the job's record durable (a /runsync job is not written until its id is given out,
+  // which is what this is called for); `durable` runs once it is.
   void MakeDurable(const std::string& job_id, std::function<void(Status)> durable);
   // Records that the job waited `waited_ms` for the cold start of `worker_id`.
   void MarkColdStart(const std::string& job_id, const std::string& worker_id, int64_t waited_ms);
@@ -206,6 +206,10 @@ class JobManager {
   // Clears the one handle that refers to the due timer `it`, before it is erased.
   void Disown(TimerMap::iterator it);
   void Fire(int64_t when, const Timer& t);
+  // Writes the job's record (all of it with_input or on its first write, else all but the
+  // input); `durable` runs once it is on disk. A change of a /runsync job that was never
+  // written (no webhook, and its id not given out: MakeDurable writes it with_input) is not
+  // written at all, and `durable` runs at once.
   void Persist(Job* job, bool with_input, std::function<void(Status)> durable = {});
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
   void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue

@@ -87,21 +87,6 @@ TEST_F(JobManagerTest, SubmitTakeFinish) {
   EXPECT_EQ(jm_->Get(id)->rec.output, R"({"ok":true})");
 }
 
-TEST_F(JobManagerTest, RunsyncJobsAreWrittenWhenTheyEnd) {
-  std::string run = Submit("{}", false);
-  std::string sync = Submit(R"({"k":1})", true);
-  EXPECT_NE(store_.job(run), nullptr);
-  EXPECT_EQ(store_.job(sync), nullptr);  // nobody has its id yet
-  Take("w1", 2);
-  EXPECT_EQ(store_.job(run)->status, "IN_PROGRESS");
-  EXPECT_EQ(store_.job(sync), nullptr);
-  size_t writes = store_.writes();
-  jm_->Finish("w1", sync, J(R"({"output":1})"), false, {}).ok();
-  EXPECT_EQ(store_.writes(), writes + 1);  // one write, with the input
-  EXPECT_EQ(store_.job(sync)->status, "COMPLETED");
-  EXPECT_EQ(store_.job(sync)->input, R"({"k":1})");
-}
-
 TEST_F(JobManagerTest, RunsyncJobWhoseWaitEndsIsMadeDurable) {
   std::string sync = Submit("{}", true);
   bool durable = false;
@@ -210,6 +195,36 @@ TEST_F(JobManagerTest, RunsyncWaitEndsWithResultOrCurrentStatus) {
   Advance(60'000);
   EXPECT_EQ(jm_->Get(id), nullptr);
   EXPECT_EQ(store_.job(id), nullptr);
+}
+
+// A /runsync job is written only when someone outside this process may ask for it later: its
+// id given out while it runs (MakeDurable), or a webhook to deliver.
+TEST_F(JobManagerTest, RunsyncJobIsWrittenOnlyOnceItsIdIsGivenOutOrItHasAWebhook) {
+  const std::string plain = Submit("{}", true), told = Submit("{}", true);
+  SubmitRequest r;
+  r.endpoint_id = "ep";
+  r.input = "{}";
+  r.sync = true;
+  r.webhook = "http://hook.example/x";
+  const std::string hooked = (*jm_->Submit(r, {}))->rec.id;
+  bool durable = false;
+  jm_->MakeDurable(told, [&](Status st) { durable = st.ok(); });
+  EXPECT_TRUE(durable);
+  ASSERT_EQ(Take("w1", 3).size(), 3u);
+  for (const std::string& id : {plain, told, hooked}) {
+    bool acked = false;
+    ASSERT_TRUE(
+        jm_->Finish("w1", id, J(R"({"output":7})"), false, [&](Status st) { acked = st.ok(); })
+            .ok());
+    EXPECT_TRUE(acked) << id;  // the worker's job-done is answered either way
+    EXPECT_EQ(StatusOf(id), JobStatus::kCompleted);
+  }
+  EXPECT_EQ(store_.job(plain), nullptr);  // its caller has the result; kept in memory only
+  ASSERT_NE(store_.job(told), nullptr);
+  EXPECT_EQ(store_.job(told)->status, "COMPLETED");
+  EXPECT_EQ(store_.job(told)->input, "{}");
+  ASSERT_NE(store_.job(hooked), nullptr);
+  EXPECT_EQ(store_.job(hooked)->status, "COMPLETED");
 }
 
 TEST_F(JobManagerTest, RunResultsKeptThirtyMinutes) {
