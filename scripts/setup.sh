@@ -11,8 +11,9 @@ PKGS=(
   nginx-light wrk
   # OCI images (issue 5). runc's recommended criu is left out: Debian 12's is broken here, and
   # build_criu.sh builds one. debootstrap verifies bookworm with debian-archive-keyring (only a
-  # Recommends of it); tests/images/build_test_image.sh needs both.
-  runc umoci skopeo docker-registry debootstrap debian-archive-keyring
+  # Recommends of it); tests/images/build_test_image.sh needs both. crun is preferred where it
+  # runs containers (the agent probes it at start and falls back to runc).
+  runc crun umoci skopeo docker-registry debootstrap debian-archive-keyring
 )
 
 missing=()

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "agent/gpu_inventory.h"
+#include "agent/oci/runtime_probe.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/subprocess.h"
@@ -132,11 +133,17 @@ static std::string DataDir(const AgentOptions& o) {
 // The image store, when the tools for images are installed; else null (and why, logged).
 static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
                                                        oci::ImageTools* tools) {
-  for (const char* tool : {"runc", "skopeo", "umoci"}) {
+  for (const char* tool : {"skopeo", "umoci"}) {
     if (FindExecutable(tool).empty()) {
       GLOG_WARN("agent: container images are off: %s is not installed (scripts/setup.sh)", tool);
       return nullptr;
     }
+  }
+  if (FindExecutable("runc").empty() && FindExecutable("crun").empty()) {
+    GLOG_WARN(
+        "agent: container images are off: neither runc nor crun is installed "
+        "(scripts/setup.sh)");
+    return nullptr;
   }
   auto store =
       oci::ImageStore::Open(std::filesystem::absolute(DataDir(o) + "/images").string(), tools);
@@ -145,6 +152,23 @@ static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
     return nullptr;
   }
   return std::move(*store);
+}
+
+// The containers of image workers when images are on (else null), run with crun where it runs
+// a container on this host, else with runc (runtime_probe.h).
+static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
+                                                       oci::ImageStore* images) {
+  if (!images) return nullptr;
+  const std::string dir = std::filesystem::absolute(DataDir(o) + "/containers").string();
+  oci::ContainersOptions c;
+  const auto choice = oci::ChooseOciRuntime(
+      {FindExecutable("crun"), FindExecutable("runc")}, [&](const std::string& runtime) {
+        return oci::ProbeOciRuntime(runtime, dir + "/probe", c.cgroup_prefix);
+      });
+  for (const std::string& note : choice.notes) GLOG_WARN("agent: %s", note.c_str());
+  c.runtime = choice.runtime;
+  GLOG_INFO("agent: container workers run with %s", c.runtime.c_str());
+  return std::make_unique<oci::Containers>(images, dir, c);
 }
 
 // The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
@@ -186,10 +210,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
       image_tools_(oci::NewSystemImageTools()),
       images_(MakeImageStore(options_, image_tools_.get())),
-      containers_(images_ ? std::make_unique<oci::Containers>(
-                                images_.get(), DataDir(options_) + "/containers",
-                                oci::ContainersOptions{FindExecutable("runc")})
-                          : nullptr),
+      containers_(MakeContainers(options_, images_.get())),
       reconciler_(clock, runtime_.get(),
                   ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
                   bundles_.get(), templates_.get(), containers_.get()) {

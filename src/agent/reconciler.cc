@@ -106,7 +106,6 @@ std::map<std::string, std::string> Reconciler::WorkerEnvironment(
 
 bool Reconciler::Step() {
   bool changed = false;
-  int64_t now = clock_->NowMs();
   for (const auto& exit : runtime_->Reap()) {
     if (templates_ && TemplateManager::OwnsProcess(exit.id)) {
       templates_->OnExit(exit);
@@ -118,7 +117,8 @@ bool Reconciler::Step() {
     if (it->second.container && containers_) {
       for (const std::string& e : containers_->Cleanup(exit.id)) {
         std::lock_guard<std::mutex> lock(pull_mu_);
-        pull_lines_.push_back(LogLine{exit.id, true, "gantry: runc: " + e, exit.at_ms});
+        pull_lines_.push_back(
+            LogLine{exit.id, true, "gantry: container runtime: " + e, exit.at_ms});
       }
     }
     auto& r = it->second.report;
@@ -185,7 +185,7 @@ bool Reconciler::StartContainer(Local& l) {
   if (!containers_) {
     l.started = true;
     FailStart(l,
-              "this agent cannot run container images (runc, skopeo or umoci missing: run "
+              "this agent cannot run container images (runc or crun, skopeo or umoci missing: run "
               "scripts/setup.sh); image " +
                   a.image);
     return true;

@@ -131,7 +131,9 @@ TEST(GpuInventoryTest, FakeGpusParse) {
   EXPECT_FALSE(ParseFakeGpus(":2").ok());
   std::string note;
   auto real = DiscoverNvmlGpus(&note);  // no NVML on CI machines: none, and a note why
-  if (real.empty()) EXPECT_FALSE(note.empty());
+  if (real.empty()) {
+    EXPECT_FALSE(note.empty());
+  }
 }
 
 TEST(AgentTest, ParsesAssignments) {

@@ -4,6 +4,8 @@ image (tests/images/build_test_image.sh, tag "worker") is Debian with python3, t
 SDK and tests/images/worker.py; it is built once and cached."""
 import os
 import random
+import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -78,6 +80,13 @@ class ImageTest(E2ETest):
         logs = self.server.request("GET", "/v1/logs?worker=" + r["workerId"]).json
         text = "\n".join(l["text"] for l in logs.get("lines", []))
         self.assertIn("gantry: pull:", text)
+        # The agent says which OCI runtime runs containers here: crun where its probe container
+        # ran, else runc, with crun's reason (on this project's VMs: cgroup hybrid mode).
+        with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
+            log = f.read()
+        self.assertRegex(log, r"container workers run with \S*(crun|runc)")
+        if re.search(r"container workers run with \S*runc", log) and shutil.which("crun"):
+            self.assertIn("crun cannot run a container here (", log)
 
     def test_each_worker_writes_to_its_own_layer(self):
         self.endpoint("own", idleTimeout=0)

@@ -153,7 +153,8 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
 
   ProcessSpec p;
   p.id = r.worker_id;
-  p.argv = RuncRunArgv(options_.runc, dir_ + "/state", bundle, r.worker_id, bundle + "/runc.log");
+  p.argv =
+      OciRunArgv(options_.runtime, dir_ + "/state", bundle, r.worker_id, bundle + "/runtime.log");
   p.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}};
   p.cpu = r.cpu;
   p.memory_mb = r.memory_mb;
@@ -165,9 +166,10 @@ std::vector<std::string> Containers::Cleanup(const std::string& worker_id) {
   std::error_code ec;
   if (!fs::exists(bundle, ec)) return {};
   std::stringstream log;
-  log << std::ifstream(bundle + "/runc.log").rdbuf();
-  std::vector<std::string> errors = RuncErrors(log.str());
-  // runc's record of a container whose runc was killed (a clean exit removes it itself).
+  log << std::ifstream(bundle + "/runtime.log").rdbuf();
+  std::vector<std::string> errors = OciRuntimeErrors(log.str());
+  // The runtime's record of a container whose runtime process was killed (a clean exit removes
+  // it itself).
   fs::remove_all(dir_ + "/state/" + worker_id, ec);
   if (umount2((bundle + "/rootfs").c_str(), MNT_DETACH) != 0 && errno != EINVAL &&
       errno != ENOENT) {

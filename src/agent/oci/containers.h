@@ -3,11 +3,13 @@
 // (issue 5). Prepare() pulls the image (ImageStore; an image named by digest or by a tag other
 // than "latest" is pulled once per node, "latest" at every start), mounts the worker's writable
 // overlay on the image's shared read-only rootfs, writes config.json (runtime_spec.h) and returns
-// the process spec that runs `runc run` in the foreground; the runtime then starts, stops, limits,
-// reaps and logs it like any worker. Cleanup() undoes Prepare() once that process has ended.
+// the process spec that runs `runc run` (or `crun run`: ContainersOptions::runtime) in the
+// foreground; the process runtime then starts, stops, limits, reaps and logs it like any worker.
+// Cleanup() undoes Prepare() once that process has ended.
 //
 // On disk, under `dir`: <worker id>/{upper,work,rootfs,config.json} (the bundle; rootfs is the
-// overlay mount point), state/ (runc's --root), volumes/<name>/ (named volumes).
+// overlay mount point, and runtime.log, the OCI runtime's own messages), state/ (the OCI
+// runtime's --root), volumes/<name>/ (named volumes).
 //
 // Threading: not thread-safe; the agent's main loop calls it. Prepare() blocks for the pull
 // (network) and the mount.
@@ -39,13 +41,15 @@ struct ContainerRequest {
 };
 
 struct ContainersOptions {
-  std::string runc = "runc";             // looked up in PATH by the process runtime
+  // The OCI runtime binary, runc or crun (ChooseOciRuntime); looked up in PATH by the process
+  // runtime when it holds no '/'.
+  std::string runtime = "runc";
   std::string cgroup_prefix = "gantry";  // the process runtime's (ProcessRuntimeOptions)
 };
 
 class Containers {
  public:
-  // `images` (not owned) pulls and unpacks; `dir` holds bundles, runc's state and volumes.
+  // `images` (not owned) pulls and unpacks; `dir` holds bundles, the runtime's state and volumes.
   Containers(ImageStore* images, std::string dir, ContainersOptions options = {});
 
   // The process spec that runs the worker's container (its id is the worker id). Errors: the
@@ -53,12 +57,13 @@ class Containers {
   // unusable image config, Internal for a failed mount. Nothing is left behind on error.
   Result<ProcessSpec> Prepare(const ContainerRequest& request, const ProgressFn& progress);
 
-  // After the worker's process ended: removes runc's state of it, unmounts its overlay and
-  // deletes its bundle (its writable layer). Returns runc's own error messages about it (e.g.
-  // why the container could not start), for the worker's log. Unknown ids are ignored.
+  // After the worker's process ended: removes the OCI runtime's state of it, unmounts its
+  // overlay and deletes its bundle (its writable layer). Returns the runtime's own error
+  // messages about it (e.g. why the container could not start), for the worker's log. Unknown
+  // ids are ignored.
   std::vector<std::string> Cleanup(const std::string& worker_id);
 
-  // Removes what a previous agent left (bundles still mounted, runc state): call at start.
+  // Removes what a previous agent left (bundles still mounted, runtime state): call at start.
   void CleanupAll();
 
  private:

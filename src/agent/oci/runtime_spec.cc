@@ -200,30 +200,35 @@ std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
   return out;
 }
 
-std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
-                                     const std::string& bundle_dir, const std::string& id,
-                                     const std::string& log) {
-  std::vector<std::string> argv = {runc, "--root", state_dir};
-  if (!log.empty()) argv.insert(argv.end(), {"--log", log, "--log-format", "text"});
+std::vector<std::string> OciRunArgv(const std::string& runtime, const std::string& state_dir,
+                                    const std::string& bundle_dir, const std::string& id,
+                                    const std::string& log) {
+  std::vector<std::string> argv = {runtime, "--root", state_dir};
+  if (!log.empty()) argv.insert(argv.end(), {"--log", log, "--log-format", "json"});
   argv.insert(argv.end(), {"run", "--bundle", bundle_dir, id});
   return argv;
 }
 
-std::vector<std::string> RuncErrors(const std::string& log_text) {
+std::vector<std::string> OciRuntimeErrors(const std::string& log_text) {
   std::vector<std::string> out;
   std::istringstream in(log_text);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.find("level=error") == std::string::npos &&
-        line.find("level=fatal") == std::string::npos) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string msg = line;
+    if (auto v = ParseJson(line); v.ok() && v->is_object()) {
+      const json::object& o = v->as_object();
+      const json::value* level = o.if_contains("level");
+      const json::value* text = o.if_contains("msg");
+      if (!level || !level->is_string() || !text || !text->is_string()) continue;
+      if (level->get_string() != "error" && level->get_string() != "fatal") continue;
+      msg = std::string(text->get_string());
+    }
+    if (msg.find("remove cgroup") != std::string::npos ||
+        msg.find("remove paths") != std::string::npos) {
       continue;
     }
-    if (line.find("remove cgroup") != std::string::npos ||
-        line.find("remove paths") != std::string::npos) {
-      continue;
-    }
-    const size_t msg = line.find("msg=");
-    out.push_back(msg == std::string::npos ? line : line.substr(msg + 4));
+    out.push_back(msg);
   }
   return out;
 }

@@ -1,9 +1,10 @@
 #pragma once
 // The OCI runtime spec (config.json) of a container worker, and the command that runs it with
-// runc (issue 5; runtime-spec v1.0.2). Pure functions: no process is started here.
+// runc or crun (issue 5; runtime-spec v1.0.2; runtime_probe.h picks the runtime). Pure
+// functions: no process is started here.
 //
 // How a container worker runs: the agent's process runtime starts
-//   runc --root <state dir> run --bundle <bundle dir> <worker id>
+//   runc --root <state dir> run --bundle <bundle dir> <worker id>      (or crun, the same way)
 // as the worker's process, exactly as it starts a process worker: the same process group,
 // the same cgroup (the spec's cgroupsPath is the runtime's cgroup of the worker, so runc puts
 // the container in it and the runtime's OOM detection, KillAll and limits apply), the same log
@@ -59,17 +60,20 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec);
 std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
                                       const std::vector<std::string>& bin_dirs);
 
-// argv that runs the bundle in the foreground: runc --root STATE [--log LOG] run --bundle
-// BUNDLE ID. With `log`, runc's own messages go to that file instead of its stderr (which is
-// the container's); see RuncErrors().
-std::vector<std::string> RuncRunArgv(const std::string& runc, const std::string& state_dir,
-                                     const std::string& bundle_dir, const std::string& id,
-                                     const std::string& log = "");
+// argv that runs the bundle in the foreground with an OCI runtime (runc or crun, which take the
+// same arguments): RUNTIME --root STATE [--log LOG --log-format json] run --bundle BUNDLE ID.
+// With `log`, the runtime's own messages go to that file (JSON lines) instead of its stderr
+// (which is the container's); see OciRuntimeErrors().
+std::vector<std::string> OciRunArgv(const std::string& runtime, const std::string& state_dir,
+                                    const std::string& bundle_dir, const std::string& id,
+                                    const std::string& log = "");
 
-// The error lines of a runc log (`--log`, text format), as "msg" texts, leaving out those about
-// removing the cgroup the container shares with runc (busy while runc is in it; the agent's
-// runtime removes it).
-std::vector<std::string> RuncErrors(const std::string& log_text);
+// The error messages of an OCI runtime's log (`--log-format json`: one {"level", "msg", "time"}
+// object per line, as runc and crun both write it): the "msg" of each line at level error or
+// fatal, and any line that is not such an object, leaving out runc's complaints about removing
+// the cgroup the container shares with it (busy while runc is in it; the agent's runtime
+// removes it).
+std::vector<std::string> OciRuntimeErrors(const std::string& log_text);
 
 // The process args of an image, by Docker's rule: the entrypoint followed by the cmd, where
 // `override_cmd` (the endpoint's worker.command), when not empty, replaces the image's cmd.

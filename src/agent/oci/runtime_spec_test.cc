@@ -12,11 +12,14 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <optional>
 #include <thread>
 
 #include "agent/oci/containers.h"
+#include "agent/oci/runtime_probe.h"
 #include "agent/process/process_runtime.h"
+#include "common/subprocess.h"
 
 namespace gantry::agent::oci {
 namespace {
@@ -106,18 +109,77 @@ TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
   EXPECT_TRUE(NvidiaDriverMounts("", {"/usr/bin"}).empty());
 }
 
-TEST(RuntimeSpecTest, RuncErrorsLeaveOutTheSharedCgroupsRemoval) {
-  const std::string log =
-      R"LOG(time="t" level=error msg="Failed to remove cgroup" error="rmdir busy"
-time="t" level=warning msg="Failed to remove cgroup (will retry)"
-time="t" level=error msg="runc run failed: unable to start container process: exec: "/nope": stat /nope: no such file or directory"
+TEST(RuntimeSpecTest, RuntimeErrorsOfRuncAndCrunLogs) {
+  // runc's JSON log: the error, without its complaints about the cgroup it shares.
+  const std::string runc =
+      R"LOG({"level":"error","msg":"Failed to remove cgroup","error":"rmdir busy","time":"t"}
+{"level":"warning","msg":"Failed to remove cgroup (will retry)","time":"t"}
+{"level":"error","msg":"runc run failed: unable to start container process: exec: \"/nope\": stat /nope: no such file or directory","time":"t"}
 )LOG";
-  auto errors = RuncErrors(log);
+  auto errors = OciRuntimeErrors(runc);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_NE(errors[0].find("stat /nope: no such file"), std::string::npos);
-  EXPECT_EQ(RuncRunArgv("runc", "/s", "/b", "i", "/b/runc.log"),
-            (std::vector<std::string>{"runc", "--root", "/s", "--log", "/b/runc.log",
-                                      "--log-format", "text", "run", "--bundle", "/b", "i"}));
+  // crun's, as it wrote it on this VM; and a line that is not JSON is kept as it is.
+  errors = OciRuntimeErrors(
+      "{\"msg\":\"cgroups in hybrid mode not supported, drop all controllers from "
+      "cgroupv2\",\"level\":\"error\",\"time\":\"t\"}\n\npanic: something\n");
+  EXPECT_EQ(errors, (std::vector<std::string>{
+                        "cgroups in hybrid mode not supported, drop all controllers from cgroupv2",
+                        "panic: something"}));
+  EXPECT_EQ(OciRunArgv("crun", "/s", "/b", "i", "/b/runtime.log"),
+            (std::vector<std::string>{"crun", "--root", "/s", "--log", "/b/runtime.log",
+                                      "--log-format", "json", "run", "--bundle", "/b", "i"}));
+}
+
+TEST(RuntimeProbeTest, FirstRuntimeThatRunsAContainerIsChosen) {
+  std::vector<std::string> probed;
+  auto probe = [&](const std::string& runtime) {
+    probed.push_back(runtime);
+    return runtime == "/usr/bin/crun" ? FailedPrecondition("crun cannot run a container here")
+                                      : Status::Ok();
+  };
+  auto choice = ChooseOciRuntime({"/usr/bin/crun", "/usr/sbin/runc"}, probe);
+  EXPECT_EQ(choice.runtime, "/usr/sbin/runc");
+  EXPECT_EQ(choice.notes, (std::vector<std::string>{"crun cannot run a container here"}));
+  EXPECT_EQ(probed, (std::vector<std::string>{"/usr/bin/crun", "/usr/sbin/runc"}));
+  // A runtime that works is taken without trying the next; one installed alone is not probed.
+  probed.clear();
+  EXPECT_EQ(ChooseOciRuntime({"/usr/sbin/runc", "/usr/bin/crun"}, probe).runtime, "/usr/sbin/runc");
+  EXPECT_EQ(probed.size(), 1u);
+  probed.clear();
+  EXPECT_EQ(ChooseOciRuntime({"", "/usr/bin/crun"}, probe).runtime, "/usr/bin/crun");
+  EXPECT_TRUE(probed.empty());
+  EXPECT_EQ(ChooseOciRuntime({"", ""}, probe).runtime, "");
+  // None works: the last one, with every reason.
+  auto none = ChooseOciRuntime(
+      {"/a", "/b"}, [](const std::string& r) { return FailedPrecondition(r + " cannot"); });
+  EXPECT_EQ(none.runtime, "/b");
+  EXPECT_EQ(none.notes.size(), 2u);
+}
+
+// The real probe, with the runtimes this host has: runc runs its container (every worker test
+// here depends on it); crun, where installed, either runs it too or says why not in its own
+// words (on this project's VMs: cgroup hybrid mode); a binary that is no runtime is refused.
+TEST(RuntimeProbeTest, RealProbeRunsAContainer) {
+  const std::string dir =
+      fs::temp_directory_path() / ("gantry-probe-test-" + std::to_string(getpid()));
+  Status runc = ProbeOciRuntime("/usr/sbin/runc", dir, "gantry");
+  EXPECT_TRUE(runc.ok()) << runc.ToString();
+  EXPECT_FALSE(fs::exists(dir));
+  const std::string crun = FindExecutable("crun");
+  if (!crun.empty()) {
+    Status st = ProbeOciRuntime(crun, dir, "gantry");
+    if (!st.ok()) {
+      EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+      EXPECT_NE(st.message().find("crun cannot run a container here ("), std::string::npos);
+      EXPECT_GT(st.message().size(), std::string("crun cannot run a container here (").size() + 20)
+          << st.message();
+    }
+    std::cout << "crun on this host: " << (st.ok() ? "runs containers" : st.message()) << "\n";
+  }
+  Status fake = ProbeOciRuntime("/usr/bin/false", dir, "gantry");
+  EXPECT_EQ(fake.code(), Code::kFailedPrecondition) << fake.ToString();
+  EXPECT_FALSE(fs::exists(dir));
 }
 
 TEST(RuntimeSpecTest, ImageArgsFollowDockersRule) {
@@ -135,17 +197,7 @@ class RuncTest : public ::testing::Test {
     if (access("/usr/sbin/runc", X_OK) != 0) FAIL() << "runc missing: run scripts/setup.sh";
     dir_ = fs::temp_directory_path() / ("gantry-runc-test-" + std::to_string(getpid()));
     fs::remove_all(dir_);
-    fs::create_directories(dir_ + "/bundle/rootfs/usr");
-    for (const char* d : {"proc", "dev", "sys", "tmp", "etc"}) {
-      fs::create_directories(dir_ + "/bundle/rootfs/" + d);
-    }
-    for (const char* l : {"bin", "lib", "lib64", "sbin"}) {
-      if (fs::is_symlink(std::string("/") + l)) {
-        fs::create_symlink(fs::read_symlink(std::string("/") + l), dir_ + "/bundle/rootfs/" + l);
-      }
-    }
-    std::ofstream(dir_ + "/bundle/rootfs/etc/resolv.conf");
-    std::ofstream(dir_ + "/bundle/rootfs/etc/hosts");
+    ASSERT_TRUE(MakeHostToolsRootfs(dir_ + "/bundle/rootfs").ok());
     runtime_ = NewLocalProcessRuntime(&clock_, {});
   }
   void TearDown() override {
@@ -163,13 +215,13 @@ class RuncTest : public ::testing::Test {
     c.env = {{"PATH", "/usr/bin:/bin"}};
     c.cgroups_path = "/gantry/" + id;  // the runtime's cgroup of this worker
     c.memory_mb = memory_mb;
-    c.mounts = {{"/usr", "/usr", true}};
+    c.mounts = {HostUsrMount()};
     auto config = RuntimeConfig(c);
     EXPECT_TRUE(config.ok());
     std::ofstream(dir_ + "/bundle/config.json") << ToJson(*config);
     ProcessSpec p;
     p.id = id;
-    p.argv = RuncRunArgv("/usr/sbin/runc", dir_ + "/state", dir_ + "/bundle", id);
+    p.argv = OciRunArgv("/usr/sbin/runc", dir_ + "/state", dir_ + "/bundle", id);
     p.env = {{"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}};
     p.memory_mb = memory_mb;
     auto pid = runtime_->Start(p);
