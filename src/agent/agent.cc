@@ -28,6 +28,22 @@ class AgentHttp {
   std::string token_;
 };
 
+// The image fields of a worker or of a prefetched image (image, registryAuth, insecureRegistry).
+static scheduling::ImagePrefetch ParseImageAccess(const json::object& o) {
+  scheduling::ImagePrefetch i;
+  if (auto* f = Find(o, "image"); f && f->is_string()) i.image = f->as_string();
+  if (auto* f = Find(o, "registryAuth"); f && f->is_object()) {
+    if (auto* u = Find(f->as_object(), "username"); u && u->is_string()) {
+      i.registry_username = u->as_string();
+    }
+    if (auto* p = Find(f->as_object(), "password"); p && p->is_string()) {
+      i.registry_password = p->as_string();
+    }
+  }
+  if (auto* f = Find(o, "insecureRegistry"); f && f->is_bool()) i.insecure_registry = f->get_bool();
+  return i;
+}
+
 Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
   auto v = ParseJson(body);
   if (!v.ok()) return v.status();
@@ -39,6 +55,12 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     a.has_template_versions = true;
     for (const auto& kv : tv->as_object()) {
       a.template_versions[std::string(kv.key())] = AsInt(kv.value()).value_or(0);
+    }
+  }
+  if (auto* is = Find(o, "images"); is && is->is_array()) {
+    a.has_images = true;
+    for (const auto& x : is->as_array()) {
+      if (x.is_object()) a.images.push_back(ParseImageAccess(x.as_object()));
     }
   }
   auto* ws = Find(o, "workers");
@@ -73,20 +95,13 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     if (auto* f = Find(w, "cpu"); f && f->is_number()) wa.cpu = f->to_number<double>();
     if (auto* f = Find(w, "memoryMb")) wa.memory_mb = AsInt(*f).value_or(0);
     if (auto* f = Find(w, "flashboot"); f && f->is_bool()) wa.use_template = f->get_bool();
-    wa.image = str("image");
+    scheduling::ImagePrefetch access = ParseImageAccess(w);
+    wa.image = std::move(access.image);
+    wa.registry_username = std::move(access.registry_username);
+    wa.registry_password = std::move(access.registry_password);
+    wa.insecure_registry = access.insecure_registry;
     wa.volume = str("volume");
     wa.volume_mount_path = str("volumeMountPath");
-    if (auto* f = Find(w, "registryAuth"); f && f->is_object()) {
-      if (auto* u = Find(f->as_object(), "username"); u && u->is_string()) {
-        wa.registry_username = u->as_string();
-      }
-      if (auto* p = Find(f->as_object(), "password"); p && p->is_string()) {
-        wa.registry_password = p->as_string();
-      }
-    }
-    if (auto* f = Find(w, "insecureRegistry"); f && f->is_bool()) {
-      wa.insecure_registry = f->get_bool();
-    }
     if (auto* f = Find(w, "readOnlyRootfs"); f && f->is_bool()) wa.read_only_rootfs = f->get_bool();
     a.workers.push_back(std::move(wa));
   }
@@ -211,6 +226,16 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       image_tools_(oci::NewSystemImageTools()),
       images_(MakeImageStore(options_, image_tools_.get())),
       containers_(MakeContainers(options_, images_.get())),
+      prefetch_(images_ ? std::make_unique<oci::ImagePrefetcher>(
+                              [images = images_.get()](const std::string& image,
+                                                       const oci::PullOptions& pull,
+                                                       const oci::ProgressFn& progress) {
+                                auto ref = oci::ImageRef::Parse(image);
+                                if (!ref.ok()) return ref.status();
+                                return images->Ensure(*ref, pull, progress).status();
+                              },
+                              clock)
+                        : nullptr),
       reconciler_(clock, runtime_.get(),
                   ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
                   bundles_.get(), templates_.get(), containers_.get()) {
@@ -271,6 +296,7 @@ void Agent::Stop() {
   cv_.notify_all();
   if (poll_thread_.joinable()) poll_thread_.join();
   if (main_thread_.joinable()) main_thread_.join();
+  if (prefetch_) prefetch_->Stop();
   runtime_->StopAll(options_.stop_grace_ms);  // workers and templates alike
   templates_.reset();                         // waits for a checkpoint or restore in progress
 }
@@ -313,6 +339,7 @@ void Agent::MainLoop() {
   auto url = *http::ParseUrl(options_.server_url);
   AgentHttp http(url, options_.token);
   int64_t last_status = 0;
+  std::string last_images;  // the prefetch reports last sent
   // Templates of the versions this node ran before come back from their snapshots.
   if (templates_) templates_->RestoreAll();
   while (!stopping_) {
@@ -325,6 +352,18 @@ void Agent::MainLoop() {
       next.swap(pending_);
     }
     if (stopping_) break;
+    if (next && prefetch_ && next->has_images) {
+      std::vector<oci::PrefetchWant> wants;
+      for (const auto& i : next->images) {
+        oci::PrefetchWant w{i.image, {}};
+        if (!i.registry_username.empty() || !i.registry_password.empty()) {
+          w.pull.credentials = oci::RegistryCredentials{i.registry_username, i.registry_password};
+        }
+        w.pull.insecure = i.insecure_registry;
+        wants.push_back(std::move(w));
+      }
+      prefetch_->Want(wants);
+    }
     if (next) reconciler_.SetAssignment(*next);
     bool changed = reconciler_.Step();
     auto lines = reconciler_.DrainLogs();
@@ -339,7 +378,20 @@ void Agent::MainLoop() {
       if (!r.ok()) GLOG_WARN("agent: cannot ship logs: %s", r.status().ToString().c_str());
     }
     int64_t now = clock_->NowMs();
-    if (changed || now - last_status >= options_.status_interval_ms) {
+    // Prefetch progress goes out as it comes (at most every 200 ms): the CLI follows it.
+    json::array images;
+    std::string images_seen;
+    if (prefetch_) {
+      for (const auto& p : prefetch_->Reports()) {
+        images_seen += p.image + '\n' + p.state + '\n' + p.detail + '\n';
+        images.push_back(json::object{{"image", p.image},
+                                      {"state", p.state},
+                                      {"detail", p.detail},
+                                      {"updatedAt", p.updated_ms}});
+      }
+    }
+    const bool images_changed = images_seen != last_images && now - last_status >= 200;
+    if (changed || images_changed || now - last_status >= options_.status_interval_ms) {
       json::array ws;
       for (const auto& rep : reconciler_.Reports()) {
         ws.push_back(json::object{{"workerId", rep.worker_id},
@@ -357,8 +409,12 @@ void Agent::MainLoop() {
       }
       json::object status{{"workers", std::move(ws)}, {"bundles", std::move(cached)}};
       if (templates_) AddTemplatesJson(*templates_, &status);
+      if (prefetch_) status["images"] = std::move(images);
       auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status", ToJson(status));
-      if (r.ok() && r->status == 200) last_status = now;
+      if (r.ok() && r->status == 200) {
+        last_status = now;
+        last_images = std::move(images_seen);
+      }
     }
   }
 }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "agent/oci/containers.h"
+#include "agent/oci/prefetch.h"
 #include "agent/reconciler.h"
 #include "agent/snapshot/criu.h"
 #include "agent/template/template_manager.h"
@@ -65,6 +66,7 @@ class Agent {
   std::unique_ptr<oci::ImageTools> image_tools_;
   std::unique_ptr<oci::ImageStore> images_;
   std::unique_ptr<oci::Containers> containers_;
+  std::unique_ptr<oci::ImagePrefetcher> prefetch_;  // null when images are off
   Reconciler reconciler_;
   scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};

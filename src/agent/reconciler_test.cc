@@ -146,7 +146,20 @@ TEST(AgentTest, ParsesAssignments) {
   EXPECT_EQ(a->workers[0].env.at("K"), "V");
   EXPECT_EQ(a->workers[0].gpus, std::vector<int>{1});
   EXPECT_DOUBLE_EQ(a->workers[0].cpu, 0.5);
+  EXPECT_FALSE(a->has_images);  // an older server: the prefetches are left as they are
   EXPECT_FALSE(ParseAssignment("[").ok());
+  // Images to prefetch, and a worker's image, carry the same fields.
+  a = ParseAssignment(R"({"version":5,"images":[{"image":"r/i:1","insecureRegistry":true,
+      "registryAuth":{"username":"u","password":"p"}}],"workers":[{"workerId":"w",
+      "image":"r/i:1","insecureRegistry":true,"registryAuth":{"username":"u","password":"p"}}]})");
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(a->has_images);
+  ASSERT_EQ(a->images.size(), 1u);
+  EXPECT_EQ(a->images[0], (scheduling::ImagePrefetch{"r/i:1", "u", "p", true}));
+  EXPECT_EQ(a->workers[0].image, "r/i:1");
+  EXPECT_EQ(a->workers[0].registry_username, "u");
+  EXPECT_EQ(a->workers[0].registry_password, "p");
+  EXPECT_TRUE(a->workers[0].insecure_registry);
 }
 
 // Image tools whose every run waits until it is cancelled (a pull that takes forever).

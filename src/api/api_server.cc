@@ -506,6 +506,7 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       for (const auto& l : h.last_log) tail.emplace_back(l);
       health["lastLog"] = std::move(tail);
       o["health"] = std::move(health);
+      if (!spec->image.empty()) o["imagePulls"] = scheduler_->ImagePulls(spec->image);
       return resp->Send(Json(200, o));
     }
     if (seg.size() == 3 && (m == "PATCH" || m == "PUT" || m == "POST")) {
@@ -605,36 +606,53 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
 
 // ---- Node protocol (agents) -----------------------------------------------------------------
 
+// How the agent reaches an image: the fields of a worker or of a prefetched image.
+static json::object ImageAccessJson(const std::string& image, const std::string& username,
+                                    const std::string& password, bool insecure) {
+  return json::object{
+      {"image", image},
+      {"registryAuth", json::object{{"username", username}, {"password", password}}},
+      {"insecureRegistry", insecure}};
+}
+
 static json::object AssignmentJson(const scheduling::Assignment& a) {
   json::array ws;
   for (const auto& w : a.workers) {
     json::array cmd, gpus;
     for (const auto& x : w.command) cmd.emplace_back(x);
     for (int g : w.gpus) gpus.emplace_back(g);
-    ws.push_back(json::object{{"workerId", w.worker_id},
-                              {"endpointId", w.endpoint_id},
-                              {"endpointVersion", w.endpoint_version},
-                              {"command", std::move(cmd)},
-                              {"workdir", w.workdir},
-                              {"bundle", w.bundle},
-                              {"env", StringMapJson(w.env)},
-                              {"gpuType", w.gpu_type},
-                              {"gpus", std::move(gpus)},
-                              {"cpu", w.cpu},
-                              {"memoryMb", w.memory_mb},
-                              {"flashboot", w.use_template},
-                              {"image", w.image},
-                              {"registryAuth", json::object{{"username", w.registry_username},
-                                                            {"password", w.registry_password}}},
-                              {"insecureRegistry", w.insecure_registry},
-                              {"volume", w.volume},
-                              {"volumeMountPath", w.volume_mount_path},
-                              {"readOnlyRootfs", w.read_only_rootfs}});
+    json::object wo{{"workerId", w.worker_id},
+                    {"endpointId", w.endpoint_id},
+                    {"endpointVersion", w.endpoint_version},
+                    {"command", std::move(cmd)},
+                    {"workdir", w.workdir},
+                    {"bundle", w.bundle},
+                    {"env", StringMapJson(w.env)},
+                    {"gpuType", w.gpu_type},
+                    {"gpus", std::move(gpus)},
+                    {"cpu", w.cpu},
+                    {"memoryMb", w.memory_mb},
+                    {"flashboot", w.use_template},
+                    {"volume", w.volume},
+                    {"volumeMountPath", w.volume_mount_path},
+                    {"readOnlyRootfs", w.read_only_rootfs}};
+    for (auto& kv :
+         ImageAccessJson(w.image, w.registry_username, w.registry_password, w.insecure_registry)) {
+      wo[kv.key()] = std::move(kv.value());
+    }
+    ws.push_back(std::move(wo));
   }
   json::object versions;
   for (const auto& [id, v] : a.template_versions) versions[id] = v;
-  return json::object{
-      {"version", a.version}, {"workers", std::move(ws)}, {"templateVersions", versions}};
+  json::array images;
+  for (const auto& i : a.images) {
+    images.push_back(
+        ImageAccessJson(i.image, i.registry_username, i.registry_password, i.insecure_registry));
+  }
+  return json::object{{"version", a.version},
+                      {"workers", std::move(ws)},
+                      {"templateVersions", versions},
+                      {"images", std::move(images)}};
 }
 
 void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, Resp resp) {
@@ -734,11 +752,11 @@ void ApiServer::Nodes(http::Request& req, const std::vector<std::string>& seg, R
         }
       }
     }
-    json::object templates;
-    for (const char* k : {"templates", "startCounters"}) {
-      if (auto* v = Find(o, k)) templates[k] = *v;
+    json::object agent_status;
+    for (const char* k : {"templates", "startCounters", "images"}) {
+      if (auto* v = Find(o, k)) agent_status[k] = *v;
     }
-    Status st = scheduler_->Report(node, reports, tails, cached, std::move(templates));
+    Status st = scheduler_->Report(node, reports, tails, cached, std::move(agent_status));
     if (!st.ok()) return resp->Send(ErrorResponse(st));
     return resp->Send(Ok("{}"));
   }

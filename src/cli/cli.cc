@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -137,6 +139,63 @@ std::string Field(const json::value& obj, const char* key) {
   return v ? Str(*v) : "";
 }
 
+// Follows the prefetch of endpoint `id`'s image on the nodes (its "imagePulls") for at most
+// `timeout_s`, printing each node's new pull events. 0 once every node has it; 1 if a pull
+// failed, the endpoint is gone or the time ran out; 0 with a note when no node is to pull it.
+int FollowImagePulls(const Conn& conn, const std::string& id, int timeout_s) {
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed_s = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  std::map<std::string, std::string> shown;  // node -> the last line printed for it
+  for (;;) {
+    auto r = Call(conn, "GET", "/v1/endpoints/" + id);
+    if (!r) return 1;
+    const json::value* pulls =
+        r->body.is_object() ? Find(r->body.as_object(), "imagePulls") : nullptr;
+    size_t ready = 0, failed = 0, total = 0;
+    if (pulls && pulls->is_array()) {
+      for (const auto& p : pulls->as_array()) {
+        ++total;
+        const std::string node = Field(p, "nodeId"), state = Field(p, "state");
+        const std::string detail = Field(p, "detail");
+        const std::string line = state + (detail.empty() ? "" : ": " + detail);
+        if (shown[node] != line) {
+          printf("  %s: %s\n", node.c_str(), line.c_str());
+          fflush(stdout);
+          shown[node] = line;
+        }
+        ready += state == "ready";
+        failed += state == "failed";
+      }
+    }
+    if (total > 0 && ready + failed == total) {
+      if (failed == 0) {
+        printf("image ready on %zu node%s\n", total, total == 1 ? "" : "s");
+        return 0;
+      }
+      fprintf(stderr,
+              "gantry: the image could not be pulled on %zu of %zu nodes (see above); workers "
+              "will try again when they start\n",
+              failed, total);
+      return 1;
+    }
+    // A node learns of a new endpoint on its next assignment (within a few seconds).
+    if (total == 0 && elapsed_s() > 10) {
+      printf("no node can run this endpoint now; its image is pulled when a worker starts\n");
+      return 0;
+    }
+    if (elapsed_s() > timeout_s) {
+      fprintf(stderr,
+              "gantry: the image is still being pulled after %d s; follow it with: gantry "
+              "endpoint get %s\n",
+              timeout_s, id.c_str());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+}
+
 void PrintTable(const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> w(header.size());
@@ -192,6 +251,15 @@ void PrintEndpoint(const json::value& e) {
       rows.push_back({Field(w, "id"), Field(w, "state"), Field(w, "jobs"), Field(w, "lastError")});
     }
     if (!rows.empty()) PrintTable({"ID", "STATE", "JOBS", "LAST ERROR"}, rows);
+  }
+  if (!Field(e, "image").empty()) printf("image:         %s\n", Field(e, "image").c_str());
+  if (auto* ps = Find(o, "imagePulls"); ps && ps->is_array() && !ps->as_array().empty()) {
+    printf("image pulls:\n");
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& p : ps->as_array()) {
+      rows.push_back({Field(p, "nodeId"), Field(p, "state"), Field(p, "detail")});
+    }
+    PrintTable({"NODE", "STATE", "DETAIL"}, rows);
   }
 }
 
@@ -700,6 +768,8 @@ int Main(int argc, char** argv) {
 
   // ---- deploy
   std::string deploy_dir, deploy_id, deploy_image;
+  bool deploy_no_wait = false;
+  int deploy_wait_s = 600;
   auto* deploy = app.add_subcommand(
       "deploy",
       "Upload DIR as a code bundle and create or update the endpoint in DIR/gantry.toml; or, "
@@ -709,6 +779,10 @@ int Main(int argc, char** argv) {
                      "Endpoint id (default: id in gantry.toml, else DIR's name)");
   deploy->add_option("--image", deploy_image,
                      "An OCI image (registry/name:tag) to run instead of a code bundle");
+  deploy->add_flag("--no-wait", deploy_no_wait,
+                   "With an image: return at once instead of following its pull on the nodes");
+  deploy->add_option("--wait-timeout", deploy_wait_s,
+                     "With an image: seconds to follow its pull at most (default 600)");
   deploy->callback([&] {
     ResolveConn(&conn);
     if (deploy_dir.empty() && deploy_image.empty()) {
@@ -833,9 +907,7 @@ int Main(int argc, char** argv) {
     if (image_mode) {
       printf("deployed %s: version %s, image %s\n", id.c_str(), Field(r->body, "version").c_str(),
              Field(r->body, "image").c_str());
-      printf(
-          "the image is pulled on a node at its first start; follow it with: gantry logs %s -f\n",
-          id.c_str());
+      if (!deploy_no_wait) rc = FollowImagePulls(conn, id, deploy_wait_s);
     } else {
       printf("deployed %s: version %s, bundle %.12s (%zu files, %zu uploaded, %zu bytes)\n",
              id.c_str(), Field(r->body, "version").c_str(), digest.c_str(), file_count, uploaded,

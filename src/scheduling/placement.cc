@@ -24,6 +24,16 @@ std::string SnapshotCacheKey(const std::string& endpoint_id, int64_t version) {
   return "snapshot:" + endpoint_id + "@" + std::to_string(version);
 }
 
+bool NodeCouldRun(const EndpointSpec& spec, const std::vector<std::string>& gpu_models) {
+  for (const std::string& type : spec.gpu_type_ids) {
+    if (type == "cpu") return true;
+    int matching = 0;
+    for (const auto& model : gpu_models) matching += GpuTypeMatches(type, model) ? 1 : 0;
+    if (matching >= spec.gpu_count) return true;
+  }
+  return false;
+}
+
 Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& nodes,
                         const std::string& cache_key) {
   const std::string template_key = TemplateCacheKey(spec.id, spec.version);

@@ -44,6 +44,10 @@ struct Placement {
 // model name as NVML reports it ("NVIDIA H100 80GB HBM3" matches "H100"), case-insensitively.
 bool GpuTypeMatches(const std::string& requested, const std::string& model);
 
+// Could a node with GPUs of these models ever run a worker of `spec` (one of its gpuTypeIds is
+// "cpu", or the node has gpuCount GPUs of one of them, busy or not)?
+bool NodeCouldRun(const EndpointSpec& spec, const std::vector<std::string>& gpu_models);
+
 // The keys under which a node reports a ready template, or a snapshot, of an endpoint version.
 std::string TemplateCacheKey(const std::string& endpoint_id, int64_t version);
 std::string SnapshotCacheKey(const std::string& endpoint_id, int64_t version);

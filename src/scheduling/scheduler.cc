@@ -63,10 +63,24 @@ void Scheduler::Rebuild(Node* node) {
     a.read_only_rootfs = spec->read_only_rootfs;
     next.workers.push_back(std::move(a));
   }
-  // The endpoint versions whose templates and snapshots the agent should keep.
+  // The endpoint versions whose templates and snapshots the agent should keep, and the images
+  // it should pull ahead of their workers.
+  std::vector<std::string> gpu_models;
+  for (const auto& g : node->inventory.gpus) gpu_models.push_back(g.type);
   for (const EndpointSpec* spec : endpoints_->List()) {
     if (spec->flashboot) next.template_versions[spec->id] = spec->version;
+    if (!spec->image.empty() && NodeCouldRun(*spec, gpu_models)) {
+      next.images.push_back(ImagePrefetch{spec->image, spec->registry_username,
+                                          spec->registry_password, spec->insecure_registry});
+    }
   }
+  std::sort(next.images.begin(), next.images.end(),
+            [](const ImagePrefetch& a, const ImagePrefetch& b) { return a.image < b.image; });
+  next.images.erase(std::unique(next.images.begin(), next.images.end(),
+                                [](const ImagePrefetch& a, const ImagePrefetch& b) {
+                                  return a.image == b.image;
+                                }),
+                    next.images.end());
   auto ids = [](const Assignment& a) {
     std::vector<std::string> v;
     for (const auto& w : a.workers) v.push_back(w.worker_id);
@@ -74,7 +88,7 @@ void Scheduler::Rebuild(Node* node) {
   };
   bool changed = ids(next) != ids(node->assignment) ||
                  next.template_versions != node->assignment.template_versions ||
-                 node->assignment.version == 0;
+                 next.images != node->assignment.images || node->assignment.version == 0;
   if (!changed) return;
   next.version = node->assignment.version + 1;
   node->assignment = std::move(next);
@@ -197,13 +211,13 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
 
 Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerReport>& reports,
                          const std::map<std::string, std::vector<std::string>>& log_tails,
-                         const std::set<std::string>& cached_bundles, json::object templates) {
+                         const std::set<std::string>& cached_bundles, json::object agent_status) {
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return NotFound("node not registered: " + node_id);
   Node& n = it->second;
   n.last_seen_ms = clock_->NowMs();
   n.cached_bundles = cached_bundles;
-  n.templates = std::move(templates);
+  n.agent_status = std::move(agent_status);
   if (!n.alive) {
     GLOG_INFO("scheduler: node %s is back", node_id.c_str());
     n.alive = true;
@@ -294,6 +308,29 @@ std::vector<std::string> Scheduler::NodeIds() const {
   return out;
 }
 
+json::array Scheduler::ImagePulls(const std::string& image) const {
+  json::array out;
+  for (const auto& [id, n] : nodes_) {
+    if (!n.alive) continue;
+    const bool listed = std::any_of(n.assignment.images.begin(), n.assignment.images.end(),
+                                    [&](const ImagePrefetch& i) { return i.image == image; });
+    if (!listed) continue;
+    json::object pull{{"nodeId", id}, {"state", "queued"}, {"detail", ""}, {"updatedAt", 0}};
+    if (const auto* reported = n.agent_status.if_contains("images");
+        reported && reported->is_array()) {
+      for (const auto& r : reported->as_array()) {
+        const auto* name = r.is_object() ? r.as_object().if_contains("image") : nullptr;
+        if (!name || !name->is_string() || name->as_string() != image) continue;
+        for (const char* k : {"state", "detail", "updatedAt"}) {
+          if (const auto* v = r.as_object().if_contains(k)) pull[k] = *v;
+        }
+      }
+    }
+    out.push_back(std::move(pull));
+  }
+  return out;
+}
+
 json::object Scheduler::NodeJson(const std::string& node_id) const {
   json::object o;
   auto it = nodes_.find(node_id);
@@ -312,7 +349,7 @@ json::object Scheduler::NodeJson(const std::string& node_id) const {
   o["lastSeenAt"] = n.last_seen_ms;
   o["assignmentVersion"] = n.assignment.version;
   o["workers"] = static_cast<int64_t>(n.assignment.workers.size());
-  for (const auto& kv : n.templates) o[kv.key()] = kv.value();
+  for (const auto& kv : n.agent_status) o[kv.key()] = kv.value();
   return o;
 }
 

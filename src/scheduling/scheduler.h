@@ -58,9 +58,23 @@ struct WorkerAssignment {
   bool read_only_rootfs = false;
 };
 
+// An image a node should hold before any worker of it starts there: the agent pulls it when the
+// endpoint is deployed (so that the CLI can show the pull, and a first start does not wait for
+// it) and reports the pull's progress in its node status ("images").
+struct ImagePrefetch {
+  std::string image;
+  std::string registry_username, registry_password;
+  bool insecure_registry = false;
+  bool operator==(const ImagePrefetch&) const = default;
+};
+
 struct Assignment {
   int64_t version = 0;
   std::vector<WorkerAssignment> workers;
+  // The images of every endpoint with an image that could run on this node (a GPU type it
+  // has, or "cpu"), sorted by image, each once.
+  std::vector<ImagePrefetch> images;
+  bool has_images = false;  // parsed: the server sent images
   // Endpoint id -> current version, for every endpoint with flashboot: the agent drops
   // templates and snapshots of any other endpoint or version.
   std::map<std::string, int64_t> template_versions;
@@ -112,11 +126,12 @@ class Scheduler {
   void PollAssignment(const std::string& node_id, int64_t known_version, int64_t wait_ms,
                       std::function<void(const Assignment*)> cb);
   // `cached_bundles`: the bundle digests, templates and snapshots the node holds (placement
-  // prefers such nodes; see placement.h). `templates`: the agent's "templates" and
-  // "startCounters" as it reported them, shown by NodeJson().
+  // prefers such nodes; see placement.h). `agent_status`: the agent's "templates",
+  // "startCounters" and "images" as it reported them, shown by NodeJson() (and "images" by
+  // ImagePulls()).
   Status Report(const std::string& node_id, const std::vector<WorkerReport>& workers,
                 const std::map<std::string, std::vector<std::string>>& log_tails,
-                const std::set<std::string>& cached_bundles = {}, json::object templates = {});
+                const std::set<std::string>& cached_bundles = {}, json::object agent_status = {});
 
   // Stops a worker for good (it ignored a stop): its node's agent kills the process.
   void Kill(const std::string& worker_id, const std::string& why);
@@ -127,6 +142,10 @@ class Scheduler {
   const EndpointHealth& Health(const std::string& endpoint_id);
   std::vector<std::string> NodeIds() const;
   json::object NodeJson(const std::string& node_id) const;
+  // The prefetch of `image` on each live node whose assignment lists it (ImagePrefetch): the
+  // node's last report of it ({"nodeId", "state", "detail", "updatedAt"}; state "pulling",
+  // "ready" or "failed"), or state "queued" until the node has reported on it.
+  json::array ImagePulls(const std::string& image) const;
 
  private:
   struct Node {
@@ -137,7 +156,7 @@ class Scheduler {
     Assignment assignment;
     std::map<std::string, WorkerReport> reports;
     std::set<std::string> cached_bundles;
-    json::object templates;
+    json::object agent_status;  // the agent's own parts of its last status report
     struct Waiter {
       int64_t deadline_ms;
       std::function<void(const Assignment*)> cb;

@@ -69,6 +69,51 @@ TEST_F(SchedulerTest, AssignmentNamesTheEndpointVersionsWhoseTemplatesToKeep) {
   EXPECT_TRUE(Poll("n1").template_versions.empty());
 }
 
+// Images are pulled on the nodes that could run them as soon as they are deployed; the nodes'
+// reports of those pulls are what `gantry deploy --image` follows.
+TEST_F(SchedulerTest, AssignmentListsTheImagesANodeCouldRunAndReportsTheirPulls) {
+  ASSERT_TRUE(sched_.RegisterNode("cpu", {"cpu", 2, 8192, {}}).ok());
+  ASSERT_TRUE(sched_.RegisterNode("gpu", {"gpu", 8, 1 << 20, {{0, "NVIDIA H100 80GB", "u"}}}).ok());
+  Endpoint(R"({"id":"a","image":"reg/a:1","registryAuth":{"username":"u","password":"p"}})");
+  Endpoint(R"({"id":"a2","image":"reg/a:1"})");  // the same image: listed once
+  Endpoint(R"({"id":"g","image":"reg/g:1","gpuTypeIds":["H100"]})");
+  Endpoint(R"({"id":"two","image":"reg/two:1","gpuTypeIds":["H100"],"gpuCount":2})");
+  Endpoint(R"({"id":"code","worker":{"command":["x"]}})");
+  sched_.Tick();
+  auto images = [&](const std::string& node) {
+    std::vector<std::string> v;
+    for (const auto& i : Poll(node).images) v.push_back(i.image);
+    return v;
+  };
+  EXPECT_EQ(images("cpu"), (std::vector<std::string>{"reg/a:1"}));
+  EXPECT_EQ(images("gpu"), (std::vector<std::string>{"reg/a:1", "reg/g:1"}));
+  EXPECT_EQ(Poll("cpu").images[0].registry_username, "u");
+  EXPECT_EQ(Poll("cpu").images[0].registry_password, "p");
+  // Before a node reports on a pull it is queued; then as the node reported it.
+  auto states = [&](const std::string& image) {
+    std::vector<std::string> v;
+    for (const auto& p : sched_.ImagePulls(image)) {
+      v.push_back(std::string(p.as_object().at("nodeId").as_string()) + " " +
+                  std::string(p.as_object().at("state").as_string()));
+    }
+    return v;
+  };
+  EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu queued", "gpu queued"}));
+  json::object status{{"images", json::array{json::object{{"image", "reg/a:1"},
+                                                          {"state", "pulling"},
+                                                          {"detail", "copying blob sha256:aa"},
+                                                          {"updatedAt", 5}}}}};
+  ASSERT_TRUE(sched_.Report("cpu", {}, {}, {}, status).ok());
+  EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu pulling", "gpu queued"}));
+  EXPECT_EQ(sched_.ImagePulls("reg/a:1")[0].as_object().at("detail").as_string(),
+            "copying blob sha256:aa");
+  EXPECT_TRUE(states("reg/two:1").empty());  // no node has two H100s
+  // A deleted endpoint's image is dropped (the agent then cancels its pull).
+  ASSERT_TRUE(endpoints_.Delete("g", {}).ok());
+  sched_.Tick();
+  EXPECT_EQ(images("gpu"), (std::vector<std::string>{"reg/a:1"}));
+}
+
 TEST_F(SchedulerTest, WorkerWhoseSecretARestartLostIsNoFailedStart) {
   ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
   Endpoint(R"({"id":"echo","worker":{"command":["x"]}})");

@@ -12,7 +12,7 @@ import tempfile
 import time
 import unittest
 
-from harness import E2ETest, ROOT
+from harness import ADMIN_KEY, E2ETest, GANTRY, ROOT
 
 IMAGES = os.path.join(ROOT, "tests", "images")
 
@@ -124,6 +124,35 @@ class ImageTest(E2ETest):
         self.assertIn("not found", h["lastError"])
         self.assertEqual(self.server.request("GET", "/v2/nope/status/" + job).json["status"],
                          "IN_QUEUE")
+
+    def deploy(self, *args):
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY,
+                   HOME=self.server.data_dir)
+        return subprocess.run([GANTRY, "deploy"] + list(args), env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    def test_deploy_pulls_the_image_before_any_request_and_shows_the_pull(self):
+        p = self.deploy("--image", self.image, "--id", "pre")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # The node's pull, as it went: its events, then ready.
+        self.assertRegex(p.stdout, r"\n  [^:]+: pulling: ")
+        self.assertIn(": ready: pulled", p.stdout)
+        self.assertIn("image ready on 1 node", p.stdout)
+        pulls = self.server.request("GET", "/v1/endpoints/pre").json["imagePulls"]
+        self.assertEqual([x["state"] for x in pulls], ["ready"], pulls)
+        # The first worker finds the image on the node: no pull on the request's path.
+        r = self.runsync("pre", {"op": "whoami", "hostPath": ROOT})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        logs = self.server.request("GET", "/v1/logs?worker=" + r["workerId"]).json
+        text = "\n".join(l["text"] for l in logs.get("lines", []))
+        self.assertIn("as the node has it", text)
+        # An image that is not there: the deploy says so, with the registry's words.
+        bad = self.deploy("--image", "127.0.0.1:%d/gantry/worker:nope" % self.port,
+                          "--id", "nope")
+        self.assertEqual(bad.returncode, 1, bad.stdout + bad.stderr)
+        self.assertIn("failed: ", bad.stdout)
+        self.assertIn("not found", bad.stdout)
+        self.assertIn("could not be pulled on 1 of 1 nodes", bad.stderr)
 
     def test_registry_down_is_a_clear_error(self):
         self.endpoint("down", image="127.0.0.1:%d/gantry/worker:1" % free_port())

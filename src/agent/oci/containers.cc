@@ -74,17 +74,7 @@ Containers::Containers(ImageStore* images, std::string dir, ContainersOptions op
 Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const ProgressFn& progress) {
   auto ref = ImageRef::Parse(r.image);
   if (!ref.ok()) return ref.status();
-  // Pull policy, as Kubernetes' default: an image named by digest or by a tag other than
-  // "latest" is used as the node has it; "latest" is asked for again at every start.
-  Result<Image> image = NotFound("not looked up");
-  if (!ref->digest.empty() || ref->tag != "latest") image = images_->Lookup(*ref);
-  if (image.ok()) {
-    if (progress)
-      progress(PullEvent{PullEvent::Kind::kCached, image->digest,
-                         "using " + ref->ToString() + " as the node has it"});
-  } else {
-    image = images_->Pull(*ref, r.pull, progress);
-  }
+  Result<Image> image = images_->Ensure(*ref, r.pull, progress);
   if (!image.ok()) return image.status();
 
   ContainerSpec c;

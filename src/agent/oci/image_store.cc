@@ -840,6 +840,21 @@ Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
   return Status::Ok();
 }
 
+Result<Image> ImageStore::Ensure(const ImageRef& ref, const PullOptions& options,
+                                 const ProgressFn& progress) {
+  if (!ref.digest.empty() || ref.tag != "latest") {
+    Result<Image> image = Lookup(ref);
+    if (image.ok()) {
+      if (progress) {
+        progress(PullEvent{PullEvent::Kind::kCached, image->digest,
+                           "using " + ref.ToString() + " as the node has it"});
+      }
+      return image;
+    }
+  }
+  return Pull(ref, options, progress);
+}
+
 Result<Image> ImageStore::Lookup(const ImageRef& ref) {
   Image image;
   image.ref = ref;

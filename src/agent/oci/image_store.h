@@ -219,6 +219,12 @@ class ImageStore {
   // A failed Pull leaves no partial rootfs; blobs it downloaded stay (a retry reuses them).
   Result<Image> Pull(const ImageRef& ref, const PullOptions& options, const ProgressFn& progress);
 
+  // The image by the pull policy (Kubernetes' default, IfNotPresent except for "latest"): an
+  // image named by digest or by a tag other than "latest" is used as the node has it (Lookup;
+  // `progress` then gets one kCached event), otherwise, and for "latest" always, it is pulled
+  // (Pull, with its errors).
+  Result<Image> Ensure(const ImageRef& ref, const PullOptions& options, const ProgressFn& progress);
+
   // The image `ref` as the last successful Pull left it, without touching the network.
   // NotFound when it was never pulled or its rootfs is not unpacked (anymore).
   Result<Image> Lookup(const ImageRef& ref);

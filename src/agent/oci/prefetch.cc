@@ -1,0 +1,95 @@
+#include "agent/oci/prefetch.h"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+
+#include "common/log.h"
+
+namespace gantry::agent::oci {
+
+struct ImagePrefetcher::Pull {
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> done{false};
+  mutable std::mutex mu;
+  PrefetchReport report;  // GUARDED_BY(mu)
+};
+
+ImagePrefetcher::ImagePrefetcher(PrefetchPullFn pull, const Clock* clock)
+    : pull_fn_(std::move(pull)), clock_(clock) {}
+
+ImagePrefetcher::~ImagePrefetcher() { Stop(); }
+
+void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
+  std::map<std::string, const PrefetchWant*> wanted;
+  for (const PrefetchWant& w : wants) wanted.emplace(w.image, &w);
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (wanted.count(it->first)) {
+      ++it;
+      continue;
+    }
+    Retire(std::move(it->second));
+    it = entries_.erase(it);
+  }
+  // Threads of cancelled pulls that have ended by now are joined without waiting.
+  for (auto it = retired_.begin(); it != retired_.end();) {
+    if (!it->pull->done) {
+      ++it;
+      continue;
+    }
+    it->thread.join();
+    it = retired_.erase(it);
+  }
+  for (const auto& [image, want] : wanted) {
+    if (entries_.count(image)) continue;
+    auto pull = std::make_shared<Pull>();
+    pull->report = PrefetchReport{image, "pulling", "starting", clock_->NowMs()};
+    PullOptions options = want->pull;
+    options.cancel = &pull->cancel;
+    const Clock* clock = clock_;
+    PrefetchPullFn fn = pull_fn_;
+    GLOG_INFO("agent: prefetching image %s", image.c_str());
+    std::thread t([pull, options, clock, fn, image = image] {
+      auto set = [&](const std::string& state, const std::string& detail) {
+        std::lock_guard<std::mutex> lock(pull->mu);
+        pull->report.state = state;
+        pull->report.detail = detail;
+        pull->report.updated_ms = clock->NowMs();
+      };
+      Status st = fn(image, options, [&](const PullEvent& e) { set("pulling", e.text); });
+      if (st.ok()) {
+        set("ready", "pulled");
+      } else if (!pull->cancel) {
+        GLOG_WARN("agent: prefetch of %s failed: %s", image.c_str(), st.ToString().c_str());
+        set("failed", st.message());
+      }
+      pull->done = true;
+    });
+    entries_.emplace(image, Entry{std::move(pull), std::move(t)});
+  }
+}
+
+std::vector<PrefetchReport> ImagePrefetcher::Reports() const {
+  std::vector<PrefetchReport> out;
+  for (const auto& [image, e] : entries_) {
+    std::lock_guard<std::mutex> lock(e.pull->mu);
+    out.push_back(e.pull->report);
+  }
+  return out;  // entries_ is ordered by image
+}
+
+void ImagePrefetcher::Retire(Entry entry) {
+  entry.pull->cancel = true;
+  retired_.push_back(std::move(entry));
+}
+
+void ImagePrefetcher::Stop() {
+  for (auto& [image, e] : entries_) Retire(std::move(e));
+  entries_.clear();
+  for (Entry& e : retired_) {
+    if (e.thread.joinable()) e.thread.join();
+  }
+  retired_.clear();
+}
+
+}  // namespace gantry::agent::oci

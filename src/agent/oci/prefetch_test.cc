@@ -1,0 +1,116 @@
+// ImagePrefetcher with a fake pull: states, events, failures, and cancellation of an image no
+// longer wanted (the real pull is exercised end to end in tests/e2e/test_images.py).
+#include "agent/oci/prefetch.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace gantry::agent::oci {
+namespace {
+
+// A pull per image that the test drives: it reports `event`, then waits until released (or
+// cancelled), then returns `result`.
+struct FakePulls {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, bool> released;
+  std::map<std::string, Status> results;
+  std::map<std::string, int> calls;
+  std::map<std::string, bool> had_credentials;
+
+  PrefetchPullFn Fn() {
+    return [this](const std::string& image, const PullOptions& options,
+                  const ProgressFn& progress) -> Status {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++calls[image];
+        had_credentials[image] = options.credentials.has_value();
+      }
+      progress(PullEvent{PullEvent::Kind::kBlob, "sha256:aa", "copying blob sha256:aa"});
+      std::unique_lock<std::mutex> lock(mu);
+      while (!released[image]) {
+        if (options.cancel && *options.cancel)
+          return Unavailable("pull of " + image + " cancelled");
+        cv.wait_for(lock, std::chrono::milliseconds(5));
+      }
+      return results.count(image) ? results[image] : Status::Ok();
+    };
+  }
+  void Release(const std::string& image, Status result = Status::Ok()) {
+    std::lock_guard<std::mutex> lock(mu);
+    results[image] = result;
+    released[image] = true;
+    cv.notify_all();
+  }
+};
+
+// Waits until the prefetcher reports `image` in `state`; the report, or nullopt after 10 s.
+std::optional<PrefetchReport> WaitFor(const ImagePrefetcher& p, const std::string& image,
+                                      const std::string& state) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (const auto& r : p.Reports()) {
+      if (r.image == image && r.state == state) return r;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return std::nullopt;
+}
+
+TEST(ImagePrefetcherTest, PullsEachWantedImageOnceAndReportsHowItWent) {
+  FakePulls pulls;
+  SystemClock clock;
+  ImagePrefetcher p(pulls.Fn(), &clock);
+  PrefetchWant a{"reg/a:1", {}}, b{"reg/b:1", {}};
+  b.pull.credentials = RegistryCredentials{"u", "p"};
+  p.Want({b, a});
+  ASSERT_TRUE(WaitFor(p, "reg/a:1", "pulling"));
+  // The pull's events show while it runs.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (p.Reports()[0].detail != "copying blob sha256:aa" &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_EQ(p.Reports()[0].detail, "copying blob sha256:aa");
+  pulls.Release("reg/a:1");
+  pulls.Release("reg/b:1", NotFound("manifest unknown: reg/b:1 not found"));
+  EXPECT_TRUE(WaitFor(p, "reg/a:1", "ready"));
+  auto failed = WaitFor(p, "reg/b:1", "failed");
+  ASSERT_TRUE(failed);
+  EXPECT_EQ(failed->detail, "manifest unknown: reg/b:1 not found");
+  // Sorted by image; wanting the same images again pulls nothing again.
+  p.Want({a, b});
+  auto reports = p.Reports();
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[0].image, "reg/a:1");
+  EXPECT_EQ(reports[1].image, "reg/b:1");
+  p.Stop();
+  EXPECT_EQ(pulls.calls["reg/a:1"], 1);
+  EXPECT_EQ(pulls.calls["reg/b:1"], 1);
+  EXPECT_TRUE(pulls.had_credentials["reg/b:1"]);
+  EXPECT_FALSE(pulls.had_credentials["reg/a:1"]);
+}
+
+TEST(ImagePrefetcherTest, AnImageNoLongerWantedIsCancelledAndForgotten) {
+  FakePulls pulls;
+  SystemClock clock;
+  auto p = std::make_unique<ImagePrefetcher>(pulls.Fn(), &clock);
+  p->Want({{"reg/gone:1", {}}, {"reg/kept:1", {}}});
+  ASSERT_TRUE(WaitFor(*p, "reg/gone:1", "pulling"));
+  p->Want({{"reg/kept:1", {}}});  // its endpoint was deleted: the pull is cancelled
+  auto reports = p->Reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].image, "reg/kept:1");
+  // Stop() cancels the pull still running and returns once its thread is done.
+  p->Stop();
+  EXPECT_TRUE(p->Reports().empty());
+  p.reset();
+  EXPECT_EQ(pulls.calls["reg/gone:1"], 1);
+}
+
+}  // namespace
+}  // namespace gantry::agent::oci
