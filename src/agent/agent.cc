@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "agent/gpu_inventory.h"
 #include "agent/oci/runtime_probe.h"
@@ -236,6 +238,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
                               },
                               clock)
                         : nullptr),
+      image_gc_(options_.image_keep_unused_ms),
       reconciler_(clock, runtime_.get(),
                   ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
                   bundles_.get(), templates_.get(), containers_.get()) {
@@ -297,8 +300,41 @@ void Agent::Stop() {
   if (poll_thread_.joinable()) poll_thread_.join();
   if (main_thread_.joinable()) main_thread_.join();
   if (prefetch_) prefetch_->Stop();
+  if (gc_thread_.joinable()) gc_thread_.join();
   runtime_->StopAll(options_.stop_grace_ms);  // workers and templates alike
   templates_.reset();                         // waits for a checkpoint or restore in progress
+}
+
+void Agent::CollectImages(int64_t now_ms) {
+  // A sweep every 10 s (more often for short graces), never while an image is being pulled or
+  // mounted (the store must not remove an image a pull or a new bundle is about to use), nor
+  // while the last removals run.
+  const int64_t every = std::clamp<int64_t>(options_.image_keep_unused_ms / 2, 100, 10'000);
+  if (!images_ || !containers_ || !prefetch_ || now_ms - last_gc_ms_ < every) return;
+  if (gc_running_ || prefetch_->Busy() || reconciler_.PreparingContainers()) return;
+  last_gc_ms_ = now_ms;
+  std::set<std::string> keep = containers_->ImagesInUse();
+  for (const std::string& image : wanted_images_) {
+    auto ref = oci::ImageRef::Parse(image);
+    if (!ref.ok()) continue;
+    if (auto found = images_->Lookup(*ref); found.ok()) keep.insert(found->digest);
+  }
+  std::vector<std::string> remove = image_gc_.Sweep(images_->List(), keep, now_ms);
+  if (remove.empty()) return;
+  if (gc_thread_.joinable()) gc_thread_.join();  // done: gc_running_ is false
+  gc_running_ = true;
+  gc_thread_ = std::thread([this, remove = std::move(remove)] {
+    for (const std::string& digest : remove) {
+      Status st = images_->Remove(digest);
+      if (st.ok()) {
+        GLOG_INFO("agent: removed image %s, unused for %lld s", digest.c_str(),
+                  static_cast<long long>(options_.image_keep_unused_ms / 1000));
+      } else {
+        GLOG_WARN("agent: cannot remove image %s: %s", digest.c_str(), st.ToString().c_str());
+      }
+    }
+    gc_running_ = false;
+  });
 }
 
 void Agent::PollLoop() {
@@ -363,6 +399,8 @@ void Agent::MainLoop() {
         wants.push_back(std::move(w));
       }
       prefetch_->Want(wants);
+      wanted_images_.clear();
+      for (const auto& i : next->images) wanted_images_.push_back(i.image);
     }
     if (next) reconciler_.SetAssignment(*next);
     bool changed = reconciler_.Step();
@@ -378,6 +416,7 @@ void Agent::MainLoop() {
       if (!r.ok()) GLOG_WARN("agent: cannot ship logs: %s", r.status().ToString().c_str());
     }
     int64_t now = clock_->NowMs();
+    CollectImages(now);
     // Prefetch progress goes out as it comes (at most every 200 ms): the CLI follows it.
     json::array images;
     std::string images_seen;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "agent/oci/containers.h"
+#include "agent/oci/image_gc.h"
 #include "agent/oci/prefetch.h"
 #include "agent/reconciler.h"
 #include "agent/snapshot/criu.h"
@@ -40,6 +41,9 @@ struct AgentOptions {
   RestoreMode restore_mode = RestoreMode::kLazy;
   int64_t template_memory_mb = 0;  // templates' PSS budget; 0: a quarter of the node's memory
   int64_t snapshot_disk_mb = 20'480;
+  // Container images (issue 5): an unpacked image that no endpoint this node could run uses,
+  // and no worker has mounted, is removed after this long (oci/image_gc.h). Default: 10 min.
+  int64_t image_keep_unused_ms = 600'000;
 };
 
 class Agent {
@@ -67,6 +71,13 @@ class Agent {
   std::unique_ptr<oci::ImageStore> images_;
   std::unique_ptr<oci::Containers> containers_;
   std::unique_ptr<oci::ImagePrefetcher> prefetch_;  // null when images are off
+  // Image garbage collection: decided on the main loop, removals on gc_thread_.
+  void CollectImages(int64_t now_ms);
+  oci::ImageGc image_gc_;
+  std::vector<std::string> wanted_images_;  // the last assignment's images
+  int64_t last_gc_ms_ = 0;
+  std::atomic<bool> gc_running_{false};
+  std::thread gc_thread_;
   Reconciler reconciler_;
   scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};

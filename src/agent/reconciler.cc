@@ -51,6 +51,14 @@ Reconciler::~Reconciler() {
   for (auto& p : abandoned_) p->cancel = true;
 }
 
+bool Reconciler::PreparingContainers() const {
+  if (!abandoned_.empty()) return true;
+  for (const auto& [id, l] : workers_) {
+    if (l.pending) return true;
+  }
+  return false;
+}
+
 std::vector<LogLine> Reconciler::DrainLogs() {
   std::vector<LogLine> lines;
   {

@@ -49,6 +49,8 @@ class Reconciler {
   // Whether a worker waits for a template being restored or checkpointed, or for its image
   // pull: the caller should Step() again soon.
   bool waiting() const { return waiting_; }
+  // An image worker is being prepared (pulled, mounted) on another thread right now.
+  bool PreparingContainers() const;
   // One report per worker known here: running, or exited (until the assignment drops it).
   std::vector<scheduling::WorkerReport> Reports() const;
   // Workers' output lines (templates' lines go to the TemplateManager).

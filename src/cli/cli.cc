@@ -624,6 +624,10 @@ int Main(int argc, char** argv) {
                   "Templates' memory budget, PSS in MB (default: a quarter of the memory)");
     c->add_option("--snapshot-disk-mb", o.snapshot_disk_mb, "Snapshots' disk budget in MB")
         ->capture_default_str();
+    c->add_option_function<int64_t>(
+        "--image-keep-unused-s", [&o](int64_t s) { o.image_keep_unused_ms = s * 1000; },
+        "Remove a container image no endpoint of this node uses, and no worker runs, after this "
+        "many seconds (default: 600)");
   };
 
   // ---- agent

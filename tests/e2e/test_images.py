@@ -154,6 +154,34 @@ class ImageTest(E2ETest):
         self.assertIn("not found", bad.stdout)
         self.assertIn("could not be pulled on 1 of 1 nodes", bad.stderr)
 
+    def test_an_image_no_endpoint_uses_is_removed_after_its_grace(self):
+        from harness import Server
+        self.server.stop()
+        self.server = Server(extra_args=self.server_args + ("--image-keep-unused-s", "2"),
+                             command="up").start()
+        rootfs = os.path.join(self.server.data_dir, "images", "rootfs")
+        unpacked = lambda: [d for d in os.listdir(rootfs) if not d.startswith(".") and
+                            not d.endswith(".lock")] if os.path.isdir(rootfs) else []
+        p = self.deploy("--image", self.image, "--id", "gc")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(len(unpacked()), 1)
+        # Wanted by an endpoint: kept, well past the grace; and a worker runs from it.
+        r = self.runsync("gc", {"op": "whoami", "hostPath": ROOT})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        time.sleep(4)
+        self.assertEqual(len(unpacked()), 1)
+        # No endpoint uses it any more: removed once its grace has run out (the worker stops).
+        self.assertEqual(self.server.request("DELETE", "/v1/endpoints/gc").status, 200)
+        def removed():
+            with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
+                return "agent: removed image sha256:" in f.read()
+        self.wait_for(removed, timeout=30, what="the image removed")
+        self.assertEqual(unpacked(), [])
+        # Deployed again, it is pulled again.
+        p = self.deploy("--image", self.image, "--id", "gc2")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(len(unpacked()), 1)
+
     def test_registry_down_is_a_clear_error(self):
         self.endpoint("down", image="127.0.0.1:%d/gantry/worker:1" % free_port())
         self.server.request("POST", "/v2/down/run", {"input": {}})

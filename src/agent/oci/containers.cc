@@ -140,6 +140,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
     return Internal("cannot mount the overlay of " + r.worker_id + ": " + why);
   }
   std::ofstream(bundle + "/config.json") << ToJson(*config);
+  std::ofstream(bundle + "/image-digest") << image->digest;  // for ImagesInUse()
 
   ProcessSpec p;
   p.id = r.worker_id;
@@ -167,6 +168,17 @@ std::vector<std::string> Containers::Cleanup(const std::string& worker_id) {
   }
   fs::remove_all(bundle, ec);
   return errors;
+}
+
+std::set<std::string> Containers::ImagesInUse() const {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    std::ifstream f(e.path() / "image-digest");
+    std::string digest;
+    if (f && std::getline(f, digest) && !digest.empty()) out.insert(digest);
+  }
+  return out;
 }
 
 void Containers::CleanupAll() {

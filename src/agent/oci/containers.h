@@ -7,15 +7,16 @@
 // foreground; the process runtime then starts, stops, limits, reaps and logs it like any worker.
 // Cleanup() undoes Prepare() once that process has ended.
 //
-// On disk, under `dir`: <worker id>/{upper,work,rootfs,config.json} (the bundle; rootfs is the
-// overlay mount point, and runtime.log, the OCI runtime's own messages), state/ (the OCI
-// runtime's --root), volumes/<name>/ (named volumes).
+// On disk, under `dir`: <worker id>/{upper,work,rootfs,config.json,image-digest} (the bundle;
+// rootfs is the overlay mount point, and runtime.log, the OCI runtime's own messages), state/ (the
+// OCI runtime's --root), volumes/<name>/ (named volumes).
 //
 // Threading: not thread-safe; the agent's main loop calls it. Prepare() blocks for the pull
 // (network) and the mount.
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,10 @@ class Containers {
   // messages about it (e.g. why the container could not start), for the worker's log. Unknown
   // ids are ignored.
   std::vector<std::string> Cleanup(const std::string& worker_id);
+
+  // The manifest digests of the images whose rootfs a worker's bundle has mounted now (read
+  // from the bundles on disk, so it is safe to call from any thread).
+  std::set<std::string> ImagesInUse() const;
 
   // Removes what a previous agent left (bundles still mounted, runtime state): call at start.
   void CleanupAll();

@@ -881,6 +881,17 @@ Result<Image> ImageStore::Lookup(const ImageRef& ref) {
   return image;
 }
 
+std::vector<std::string> ImageStore::List() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_ + "/rootfs", ec)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory(ec) && IsSha256Digest("sha256:" + name)) out.push_back("sha256:" + name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 Status ImageStore::Remove(const std::string& digest) {
   if (!IsSha256Digest(digest)) {
     return InvalidArgument("\"" + digest + "\" is not a sha256:<64 hex> manifest digest");

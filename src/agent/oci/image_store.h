@@ -35,7 +35,7 @@
 // umoci's message); only the host's platform of a multi-platform image is pulled (skopeo's
 // choice); image signatures are not verified (skopeo runs with --insecure-policy, so the host's
 // /etc/containers/policy.json is not consulted); nothing is evicted on its own: Remove() is the
-// garbage collection, called by the agent (no caller yet).
+// garbage collection, called by the agent (image_gc.h decides what).
 
 #include <atomic>
 #include <cstdint>
@@ -237,6 +237,9 @@ class ImageStore {
   // NotFound when the store holds neither a rootfs nor a tag of it; InvalidArgument for a
   // malformed digest.
   Status Remove(const std::string& digest);
+
+  // The manifest digests ("sha256:<hex>") whose rootfs is unpacked in the store, sorted.
+  std::vector<std::string> List() const;
 
   // Counters since Open(), for /v1/nodes and tests. Thread-safe.
   struct Counters {

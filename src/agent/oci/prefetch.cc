@@ -78,6 +78,16 @@ std::vector<PrefetchReport> ImagePrefetcher::Reports() const {
   return out;  // entries_ is ordered by image
 }
 
+bool ImagePrefetcher::Busy() const {
+  for (const auto& [image, e] : entries_) {
+    if (!e.pull->done) return true;
+  }
+  for (const Entry& e : retired_) {
+    if (!e.pull->done) return true;
+  }
+  return false;
+}
+
 void ImagePrefetcher::Retire(Entry entry) {
   entry.pull->cancel = true;
   retired_.push_back(std::move(entry));

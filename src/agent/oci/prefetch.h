@@ -52,6 +52,8 @@ class ImagePrefetcher {
   void Want(const std::vector<PrefetchWant>& wants);
   // One report per wanted image, sorted by image.
   std::vector<PrefetchReport> Reports() const;
+  // A pull is running (a wanted one, or a cancelled one not ended yet).
+  bool Busy() const;
   // Cancels the pulls still running and waits for their threads. Idempotent.
   void Stop();
 

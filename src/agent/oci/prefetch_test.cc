@@ -1,5 +1,5 @@
 // ImagePrefetcher with a fake pull: states, events, failures, and cancellation of an image no
-// longer wanted (the real pull is exercised end to end in tests/e2e/test_images.py).
+// longer wanted; and ImageGc's bookkeeping (both run for real in tests/e2e/test_images.py).
 #include "agent/oci/prefetch.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +8,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+
+#include "agent/oci/image_gc.h"
 
 namespace gantry::agent::oci {
 namespace {
@@ -110,6 +112,37 @@ TEST(ImagePrefetcherTest, AnImageNoLongerWantedIsCancelledAndForgotten) {
   EXPECT_TRUE(p->Reports().empty());
   p.reset();
   EXPECT_EQ(pulls.calls["reg/gone:1"], 1);
+}
+
+}  // namespace
+}  // namespace gantry::agent::oci
+
+namespace gantry::agent::oci {
+namespace {
+
+TEST(ImageGcTest, RemovesWhatNothingKeptForTheGracePeriod) {
+  ImageGc gc(600'000);
+  const std::vector<std::string> stored = {"sha256:a", "sha256:b", "sha256:c"};
+  // b is wanted, c is in use: only a starts its grace.
+  EXPECT_TRUE(gc.Sweep(stored, {"sha256:b", "sha256:c"}, 1'000).empty());
+  EXPECT_TRUE(gc.Sweep(stored, {"sha256:b", "sha256:c"}, 600'999).empty());
+  // At 601 s a's grace has run out; c's worker has ended, so c's starts.
+  EXPECT_EQ(gc.Sweep(stored, {"sha256:b"}, 601'000), (std::vector<std::string>{"sha256:a"}));
+  const std::vector<std::string> left = {"sha256:b", "sha256:c"};
+  EXPECT_TRUE(gc.Sweep(left, {"sha256:b"}, 1'200'999).empty());
+  EXPECT_EQ(gc.Sweep(left, {"sha256:b"}, 1'201'000), (std::vector<std::string>{"sha256:c"}));
+  EXPECT_TRUE(gc.Sweep({"sha256:b"}, {"sha256:b"}, 9'000'000).empty());  // wanted: kept
+}
+
+TEST(ImageGcTest, AnImageKeptAgainStartsItsGraceOver) {
+  ImageGc gc(10);
+  EXPECT_TRUE(gc.Sweep({"sha256:a"}, {}, 0).empty());
+  EXPECT_TRUE(gc.Sweep({"sha256:a"}, {"sha256:a"}, 5).empty());  // redeployed
+  EXPECT_TRUE(gc.Sweep({"sha256:a"}, {}, 6).empty());            // dropped again at 6
+  EXPECT_TRUE(gc.Sweep({"sha256:a"}, {}, 15).empty());
+  EXPECT_EQ(gc.Sweep({"sha256:a"}, {}, 16), (std::vector<std::string>{"sha256:a"}));
+  // Removed: forgotten; found again later, it gets a new grace.
+  EXPECT_TRUE(gc.Sweep({"sha256:a"}, {}, 100).empty());
 }
 
 }  // namespace
