@@ -62,7 +62,11 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
   if (auto* is = Find(o, "images"); is && is->is_array()) {
     a.has_images = true;
     for (const auto& x : is->as_array()) {
-      if (x.is_object()) a.images.push_back(ParseImageAccess(x.as_object()));
+      if (!x.is_object()) continue;
+      a.images.push_back(ParseImageAccess(x.as_object()));
+      if (auto* g = Find(x.as_object(), "generation"); g && g->is_string()) {
+        a.images.back().generation = g->as_string();
+      }
     }
   }
   auto* ws = Find(o, "workers");
@@ -391,7 +395,7 @@ void Agent::MainLoop() {
     if (next && prefetch_ && next->has_images) {
       std::vector<oci::PrefetchWant> wants;
       for (const auto& i : next->images) {
-        oci::PrefetchWant w{i.image, {}};
+        oci::PrefetchWant w{i.image, i.generation, {}};
         if (!i.registry_username.empty() || !i.registry_password.empty()) {
           w.pull.credentials = oci::RegistryCredentials{i.registry_username, i.registry_password};
         }
@@ -422,8 +426,9 @@ void Agent::MainLoop() {
     std::string images_seen;
     if (prefetch_) {
       for (const auto& p : prefetch_->Reports()) {
-        images_seen += p.image + '\n' + p.state + '\n' + p.detail + '\n';
+        images_seen += p.image + '\n' + p.generation + '\n' + p.state + '\n' + p.detail + '\n';
         images.push_back(json::object{{"image", p.image},
+                                      {"generation", p.generation},
                                       {"state", p.state},
                                       {"detail", p.detail},
                                       {"updatedAt", p.updated_ms}});

@@ -646,8 +646,10 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
   for (const auto& [id, v] : a.template_versions) versions[id] = v;
   json::array images;
   for (const auto& i : a.images) {
-    images.push_back(
-        ImageAccessJson(i.image, i.registry_username, i.registry_password, i.insecure_registry));
+    json::object o =
+        ImageAccessJson(i.image, i.registry_username, i.registry_password, i.insecure_registry);
+    o["generation"] = i.generation;
+    images.push_back(std::move(o));
   }
   return json::object{{"version", a.version},
                       {"workers", std::move(ws)},

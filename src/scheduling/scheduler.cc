@@ -67,20 +67,17 @@ void Scheduler::Rebuild(Node* node) {
   // it should pull ahead of their workers.
   std::vector<std::string> gpu_models;
   for (const auto& g : node->inventory.gpus) gpu_models.push_back(g.type);
+  std::map<std::string, ImagePrefetch> images;  // by image: one prefetch per image
   for (const EndpointSpec* spec : endpoints_->List()) {
     if (spec->flashboot) next.template_versions[spec->id] = spec->version;
-    if (!spec->image.empty() && NodeCouldRun(*spec, gpu_models)) {
-      next.images.push_back(ImagePrefetch{spec->image, spec->registry_username,
-                                          spec->registry_password, spec->insecure_registry});
-    }
+    if (spec->image.empty() || !NodeCouldRun(*spec, gpu_models)) continue;
+    auto [it, fresh] = images.try_emplace(
+        spec->image, ImagePrefetch{spec->image, spec->registry_username, spec->registry_password,
+                                   spec->insecure_registry});
+    std::string& generation = it->second.generation;
+    generation += (fresh ? "" : ",") + spec->id + ":" + std::to_string(spec->version);
   }
-  std::sort(next.images.begin(), next.images.end(),
-            [](const ImagePrefetch& a, const ImagePrefetch& b) { return a.image < b.image; });
-  next.images.erase(std::unique(next.images.begin(), next.images.end(),
-                                [](const ImagePrefetch& a, const ImagePrefetch& b) {
-                                  return a.image == b.image;
-                                }),
-                    next.images.end());
+  for (auto& [image, prefetch] : images) next.images.push_back(std::move(prefetch));
   auto ids = [](const Assignment& a) {
     std::vector<std::string> v;
     for (const auto& w : a.workers) v.push_back(w.worker_id);
@@ -312,15 +309,18 @@ json::array Scheduler::ImagePulls(const std::string& image) const {
   json::array out;
   for (const auto& [id, n] : nodes_) {
     if (!n.alive) continue;
-    const bool listed = std::any_of(n.assignment.images.begin(), n.assignment.images.end(),
-                                    [&](const ImagePrefetch& i) { return i.image == image; });
-    if (!listed) continue;
+    const auto wanted = std::find_if(n.assignment.images.begin(), n.assignment.images.end(),
+                                     [&](const ImagePrefetch& i) { return i.image == image; });
+    if (wanted == n.assignment.images.end()) continue;
     json::object pull{{"nodeId", id}, {"state", "queued"}, {"detail", ""}, {"updatedAt", 0}};
     if (const auto* reported = n.agent_status.if_contains("images");
         reported && reported->is_array()) {
       for (const auto& r : reported->as_array()) {
         const auto* name = r.is_object() ? r.as_object().if_contains("image") : nullptr;
         if (!name || !name->is_string() || name->as_string() != image) continue;
+        // A report of an earlier deploy's pull is not this one's.
+        const auto* gen = r.as_object().if_contains("generation");
+        if (!gen || !gen->is_string() || gen->as_string() != wanted->generation) continue;
         for (const char* k : {"state", "detail", "updatedAt"}) {
           if (const auto* v = r.as_object().if_contains(k)) pull[k] = *v;
         }

@@ -65,6 +65,9 @@ struct ImagePrefetch {
   std::string image;
   std::string registry_username, registry_password;
   bool insecure_registry = false;
+  // "endpoint:version,..." of the endpoints that use the image: a redeploy changes it, and the
+  // agent then fetches the image again (a "latest" tag may have moved) and reports that pull.
+  std::string generation;
   bool operator==(const ImagePrefetch&) const = default;
 };
 
@@ -143,8 +146,9 @@ class Scheduler {
   std::vector<std::string> NodeIds() const;
   json::object NodeJson(const std::string& node_id) const;
   // The prefetch of `image` on each live node whose assignment lists it (ImagePrefetch): the
-  // node's last report of it ({"nodeId", "state", "detail", "updatedAt"}; state "pulling",
-  // "ready" or "failed"), or state "queued" until the node has reported on it.
+  // node's last report of it for the current generation ({"nodeId", "state", "detail",
+  // "updatedAt"}; state "pulling", "ready" or "failed"), or state "queued" until the node has
+  // reported on that generation.
   json::array ImagePulls(const std::string& image) const;
 
  private:

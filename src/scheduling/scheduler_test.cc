@@ -87,6 +87,7 @@ TEST_F(SchedulerTest, AssignmentListsTheImagesANodeCouldRunAndReportsTheirPulls)
   };
   EXPECT_EQ(images("cpu"), (std::vector<std::string>{"reg/a:1"}));
   EXPECT_EQ(images("gpu"), (std::vector<std::string>{"reg/a:1", "reg/g:1"}));
+  EXPECT_EQ(Poll("cpu").images[0].generation, "a:1,a2:1");
   EXPECT_EQ(Poll("cpu").images[0].registry_username, "u");
   EXPECT_EQ(Poll("cpu").images[0].registry_password, "p");
   // Before a node reports on a pull it is queued; then as the node reported it.
@@ -104,10 +105,19 @@ TEST_F(SchedulerTest, AssignmentListsTheImagesANodeCouldRunAndReportsTheirPulls)
                                                           {"detail", "copying blob sha256:aa"},
                                                           {"updatedAt", 5}}}}};
   ASSERT_TRUE(sched_.Report("cpu", {}, {}, {}, status).ok());
+  // A report without this deploy's generation is an earlier pull's: still queued.
+  EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu queued", "gpu queued"}));
+  status["images"].as_array()[0].as_object()["generation"] = "a:1,a2:1";
+  ASSERT_TRUE(sched_.Report("cpu", {}, {}, {}, status).ok());
   EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu pulling", "gpu queued"}));
   EXPECT_EQ(sched_.ImagePulls("reg/a:1")[0].as_object().at("detail").as_string(),
             "copying blob sha256:aa");
   EXPECT_TRUE(states("reg/two:1").empty());  // no node has two H100s
+  // A redeploy of a2 is a new generation of its image.
+  ASSERT_TRUE(endpoints_.Update("a2", J(R"({"env":{"X":"1"}})"), {}).ok());
+  sched_.Tick();
+  EXPECT_EQ(Poll("cpu").images[0].generation, "a:1,a2:2");
+  EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu queued", "gpu queued"}));
   // A deleted endpoint's image is dropped (the agent then cancels its pull).
   ASSERT_TRUE(endpoints_.Delete("g", {}).ok());
   sched_.Tick();

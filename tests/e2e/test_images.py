@@ -140,6 +140,21 @@ class ImageTest(E2ETest):
         self.assertIn("image ready on 1 node", p.stdout)
         pulls = self.server.request("GET", "/v1/endpoints/pre").json["imagePulls"]
         self.assertEqual([x["state"] for x in pulls], ["ready"], pulls)
+        # Deployed again unchanged: same version, nothing to do. Changed (a new version): the
+        # node fetches the image again (a "latest" tag may have moved), and has it.
+        again = self.deploy("--image", self.image, "--id", "pre")
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        self.assertIn("version 1", again.stdout)
+        self.assertIn("image ready on 1 node", again.stdout)
+        r = self.server.request("PATCH", "/v1/endpoints/pre", {"env": {"X": "1"}})
+        self.assertEqual(r.json["version"], 2, r)
+        log = os.path.join(self.server.data_dir, "server.log")
+        prefetches = lambda: open(log, errors="replace").read().count(
+            "prefetching image " + self.image)
+        self.wait_for(lambda: prefetches() == 2, timeout=30, what="a second prefetch")
+        self.wait_for(lambda: [x["state"] for x in self.server.request(
+            "GET", "/v1/endpoints/pre").json["imagePulls"]] == ["ready"], timeout=60,
+            what="the image ready again")
         # The first worker finds the image on the node: no pull on the request's path.
         r = self.runsync("pre", {"op": "whoami", "hostPath": ROOT})
         self.assertEqual(r["status"], "COMPLETED", r)

@@ -9,6 +9,7 @@
 namespace gantry::agent::oci {
 
 struct ImagePrefetcher::Pull {
+  std::string generation;
   std::atomic<bool> cancel{false};
   std::atomic<bool> done{false};
   mutable std::mutex mu;
@@ -24,7 +25,8 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
   std::map<std::string, const PrefetchWant*> wanted;
   for (const PrefetchWant& w : wants) wanted.emplace(w.image, &w);
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (wanted.count(it->first)) {
+    auto w = wanted.find(it->first);
+    if (w != wanted.end() && w->second->generation == it->second.pull->generation) {
       ++it;
       continue;
     }
@@ -43,7 +45,8 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
   for (const auto& [image, want] : wanted) {
     if (entries_.count(image)) continue;
     auto pull = std::make_shared<Pull>();
-    pull->report = PrefetchReport{image, "pulling", "starting", clock_->NowMs()};
+    pull->generation = want->generation;
+    pull->report = PrefetchReport{image, want->generation, "pulling", "starting", clock_->NowMs()};
     PullOptions options = want->pull;
     options.cancel = &pull->cancel;
     const Clock* clock = clock_;

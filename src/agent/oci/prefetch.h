@@ -24,14 +24,16 @@
 namespace gantry::agent::oci {
 
 struct PrefetchWant {
-  std::string image;  // a reference, as the endpoint spec gives it
-  PullOptions pull;   // credentials and insecure; `cancel` is the prefetcher's own
+  std::string image;       // a reference, as the endpoint spec gives it
+  std::string generation;  // changes with each deploy of an endpoint that uses the image
+  PullOptions pull;        // credentials and insecure; `cancel` is the prefetcher's own
 };
 
 struct PrefetchReport {
   std::string image;
-  std::string state;   // "pulling", "ready" or "failed"
-  std::string detail;  // the pull's last event, or why it failed
+  std::string generation;  // of the want this pull is for
+  std::string state;       // "pulling", "ready" or "failed"
+  std::string detail;      // the pull's last event, or why it failed
   int64_t updated_ms = 0;
 };
 
@@ -47,8 +49,10 @@ class ImagePrefetcher {
   ImagePrefetcher(const ImagePrefetcher&) = delete;
   ImagePrefetcher& operator=(const ImagePrefetcher&) = delete;
 
-  // The images to hold now: starts a pull of each one not seen before; cancels the pulls of
-  // those no longer listed and forgets them.
+  // The images to hold now: starts a pull of each one not seen before, or seen with another
+  // generation (the earlier pull, if still running, is cancelled: a redeploy fetches the image
+  // again, since a "latest" tag may have moved); cancels the pulls of those no longer listed
+  // and forgets them.
   void Want(const std::vector<PrefetchWant>& wants);
   // One report per wanted image, sorted by image.
   std::vector<PrefetchReport> Reports() const;

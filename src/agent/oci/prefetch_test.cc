@@ -90,8 +90,22 @@ TEST(ImagePrefetcherTest, PullsEachWantedImageOnceAndReportsHowItWent) {
   ASSERT_EQ(reports.size(), 2u);
   EXPECT_EQ(reports[0].image, "reg/a:1");
   EXPECT_EQ(reports[1].image, "reg/b:1");
-  p.Stop();
   EXPECT_EQ(pulls.calls["reg/a:1"], 1);
+  EXPECT_EQ(pulls.calls["reg/b:1"], 1);
+  // A redeploy (another generation) fetches the image again and reports that pull.
+  PrefetchWant again{"reg/a:1", "e:2", {}};
+  {
+    std::lock_guard<std::mutex> lock(pulls.mu);
+    pulls.released["reg/a:1"] = false;
+  }
+  p.Want({again, b});
+  auto redone = WaitFor(p, "reg/a:1", "pulling");
+  ASSERT_TRUE(redone);
+  EXPECT_EQ(redone->generation, "e:2");
+  pulls.Release("reg/a:1");
+  EXPECT_TRUE(WaitFor(p, "reg/a:1", "ready"));
+  p.Stop();
+  EXPECT_EQ(pulls.calls["reg/a:1"], 2);
   EXPECT_EQ(pulls.calls["reg/b:1"], 1);
   EXPECT_TRUE(pulls.had_credentials["reg/b:1"]);
   EXPECT_FALSE(pulls.had_credentials["reg/a:1"]);
