@@ -5,7 +5,10 @@
 // removed (ImageStore::Remove: its rootfs, its tags and the blobs nothing else uses). The grace
 // keeps an image across a quick redeploy or an endpoint deleted and made again.
 //
-// Pure bookkeeping: the agent gathers the digests and does the removal (off its loop).
+// Pure bookkeeping: the agent gathers the digests and does the removal (off its loop), and only
+// sweeps while no pull and no worker's preparation runs. An image removed is one no endpoint
+// listed for grace_ms; if one is deployed again while its removal runs, that pull may fail
+// (ImageStore::Remove) and the worker's start is retried like any failed start.
 
 #include <cstdint>
 #include <map>
