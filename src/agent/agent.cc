@@ -243,9 +243,14 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
                               clock)
                         : nullptr),
       image_gc_(options_.image_keep_unused_ms),
-      reconciler_(clock, runtime_.get(),
-                  ReconcilerOptions{options_.sdk_path, options_.workdir, options_.stop_grace_ms},
-                  bundles_.get(), templates_.get(), containers_.get()) {
+      reconciler_(
+          clock, runtime_.get(),
+          [&] {
+            ReconcilerOptions r{options_.sdk_path, options_.workdir, options_.stop_grace_ms};
+            r.gpu_devices = options_.fake_gpus.empty();  // simulated GPUs have no nodes
+            return r;
+          }(),
+          bundles_.get(), templates_.get(), containers_.get()) {
   if (options_.node_id.empty()) options_.node_id = HostName();
   if (containers_) containers_->CleanupAll();  // what a previous agent left mounted
 }

@@ -211,8 +211,10 @@ bool Reconciler::StartContainer(Local& l) {
     // them.
     r.env = a.env;
     SetGpuEnvironment(a.gpus, &r.env);
-    for (int g : a.gpus) r.devices.push_back("/dev/nvidia" + std::to_string(g));
-    if (!a.gpus.empty()) {
+    if (options_.gpu_devices) {
+      for (int g : a.gpus) r.devices.push_back("/dev/nvidia" + std::to_string(g));
+    }
+    if (options_.gpu_devices && !a.gpus.empty()) {
       for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
         if (access(d, F_OK) == 0) r.devices.push_back(d);
       }

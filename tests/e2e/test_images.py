@@ -88,6 +88,19 @@ class ImageTest(E2ETest):
         if re.search(r"container workers run with \S*runc", log) and shutil.which("crun"):
             self.assertIn("crun cannot run a container here (", log)
 
+    def test_gpu_worker_gets_its_gpus(self):
+        # A simulated inventory: the scheduler assigns GPUs as on a GPU host; the container gets
+        # the variables that name them (device nodes exist only on a real GPU host).
+        from harness import Server
+        self.server.stop()
+        self.server = Server(extra_args=self.server_args + ("--fake-gpus", "H100:2"),
+                             command="up").start()
+        self.endpoint("gpu", gpuTypeIds=["H100"], gpuCount=2)
+        r = self.runsync("gpu", {"op": "whoami", "hostPath": ROOT})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        self.assertEqual(r["output"]["gpus"], "0,1")
+        self.assertEqual(r["output"]["nvidiaVisible"], "0,1")
+
     def test_each_worker_writes_to_its_own_layer(self):
         self.endpoint("own", idleTimeout=0)
         first = self.runsync("own", {"op": "write", "path": "/tmp/mark", "text": "a"})

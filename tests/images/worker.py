@@ -25,6 +25,8 @@ def handler(job):
         "hostname": socket.gethostname(),
         "uid": os.getuid(),
         "worker": os.environ.get("RUNPOD_POD_ID"),
+        "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "nvidiaVisible": os.environ.get("NVIDIA_VISIBLE_DEVICES"),
         "seesHostRepo": os.path.exists(inp.get("hostPath", "/work")),
         "volume": sorted(os.listdir("/runpod-volume")) if os.path.isdir("/runpod-volume") else None,
         "exists": os.path.exists(inp["check"]) if inp.get("check") else None,
