@@ -248,6 +248,11 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
           [&] {
             ReconcilerOptions r{options_.sdk_path, options_.workdir, options_.stop_grace_ms};
             r.gpu_devices = options_.fake_gpus.empty();  // simulated GPUs have no nodes
+            r.wake = [this] {
+              std::lock_guard<std::mutex> lock(mu_);
+              wake_ = true;
+              cv_.notify_all();
+            };
             return r;
           }(),
           bundles_.get(), templates_.get(), containers_.get()) {
@@ -391,9 +396,11 @@ void Agent::MainLoop() {
     std::optional<scheduling::Assignment> next;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // Soon again while a worker waits for its template; else on news or every 50 ms.
+      // Soon again while a worker waits for its template; else on news (an assignment, a
+      // finished pull) or every 50 ms.
       cv_.wait_for(lock, std::chrono::milliseconds(reconciler_.waiting() ? 2 : 50),
-                   [&] { return stopping_ || pending_.has_value(); });
+                   [&] { return stopping_ || pending_.has_value() || wake_; });
+      wake_ = false;
       next.swap(pending_);
     }
     if (stopping_) break;

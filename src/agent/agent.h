@@ -62,6 +62,11 @@ class Agent {
 
   AgentOptions options_;
   const Clock* clock_;
+  // Declared first, so destroyed last: the reconciler's pull threads may still wake the main
+  // loop while the members after these are destroyed.
+  std::mutex mu_;  // guards pending_, reregister_, wake_
+  std::condition_variable cv_;
+  bool wake_ = false;  // a worker's preparation ended: Step() now
   std::unique_ptr<ProcessRuntime> runtime_;
   std::unique_ptr<BundleCache> bundles_;
   std::unique_ptr<Snapshotter> snapshotter_;    // null: no usable CRIU, or snapshots off
@@ -81,8 +86,6 @@ class Agent {
   Reconciler reconciler_;
   scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};
-  std::mutex mu_;  // guards pending_, reregister_
-  std::condition_variable cv_;
   std::optional<scheduling::Assignment> pending_;
   bool reregister_ = false;
   std::thread poll_thread_, main_thread_;

@@ -181,8 +181,8 @@ bool Reconciler::Step() {
     if (l.started) continue;
     if (StartWorker(l)) {
       changed = true;
-    } else {
-      waiting_ = true;  // a template being restored, or a pull: Step() again soon
+    } else if (!l.pending || !options_.wake) {
+      waiting_ = true;  // a template being restored, or a pull nobody wakes us for
     }
   }
   return changed;
@@ -231,10 +231,12 @@ bool Reconciler::StartContainer(Local& l) {
     // lines as they come.
     pending->result = std::async(std::launch::async, [this, r] {
       const std::string id = r.worker_id;
-      return containers_->Prepare(r, [this, id](const oci::PullEvent& e) {
+      auto spec = containers_->Prepare(r, [this, id](const oci::PullEvent& e) {
         std::lock_guard<std::mutex> lock(pull_mu_);
         pull_lines_.push_back(LogLine{id, true, "gantry: pull: " + e.text, clock_->NowMs()});
       });
+      if (options_.wake) options_.wake();
+      return spec;
     });
     l.pending = std::move(pending);
   }

@@ -28,6 +28,10 @@ struct ReconcilerOptions {
   // How long a worker waits for its endpoint's template while it is being restored or
   // checkpointed, before it starts in full instead. Default: 15 s.
   int64_t template_wait_ms = 15'000;
+  // Called from a preparation thread when an image worker's pull and bundle are done, so that
+  // the owner calls Step() at once. Without it, waiting() stays true during pulls (the owner
+  // polls). Default: none.
+  std::function<void()> wake;
   // Pass the device nodes of a container worker's GPUs (/dev/nvidiaN, nvidiactl, nvidia-uvm).
   // False with a simulated inventory (--fake-gpus): the worker then gets the GPU variables
   // only, as a process worker does. Default: true.

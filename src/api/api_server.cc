@@ -516,7 +516,6 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
       auto d = Deferred(resp);
       auto updated = endpoints_->Update(id, *body, d.durable);
       if (!updated.ok()) return resp->Send(ErrorResponse(updated.status()));
-      scheduler_->Evaluate(id);  // a new version: old workers start draining now
       *d.reply = Json(200, updated->ToJson());
       return;
     }

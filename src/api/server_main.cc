@@ -120,6 +120,8 @@ int RunServer(const ServerConfig& config) {
       &metering);
   scheduler_ptr = &scheduler;
   jobs.SetEnqueueListener([&scheduler](const std::string& ep) { scheduler.Evaluate(ep); });
+  endpoints.SetChangeListener(
+      [&scheduler](const std::string& ep) { scheduler.EndpointChanged(ep); });
 
   auto job_records = (*store)->LoadJobs();
   Status st = job_records.ok() ? Status::Ok() : job_records.status();

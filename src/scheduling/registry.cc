@@ -54,6 +54,7 @@ Result<EndpointSpec> EndpointRegistry::Create(const json::value& body,
   Save(spec, std::move(durable));
   jobs_->SetEndpoint(spec.id, spec.ToQueueConfig());
   endpoints_[spec.id] = spec;
+  if (change_listener_) change_listener_(spec.id);
   return spec;
 }
 
@@ -76,6 +77,7 @@ Result<EndpointSpec> EndpointRegistry::Update(const std::string& id, const json:
   Save(spec, std::move(durable));
   jobs_->SetEndpoint(id, spec.ToQueueConfig());
   it->second = spec;
+  if (change_listener_) change_listener_(id);
   return spec;
 }
 
@@ -85,6 +87,7 @@ Status EndpointRegistry::Delete(const std::string& id, std::function<void(Status
   store_->Write({store::Mutation::DeleteObject("endpoint", id)}, std::move(durable));
   jobs_->RemoveEndpoint(id);
   endpoints_.erase(it);
+  if (change_listener_) change_listener_(id);
   return Status::Ok();
 }
 

@@ -27,6 +27,11 @@ class EndpointRegistry {
   Status Delete(const std::string& id, std::function<void(Status)> durable);
   const EndpointSpec* Get(const std::string& id) const;
   std::vector<const EndpointSpec*> List() const;
+  // Called with the endpoint's id after each Create, Delete and Update that changed it (not
+  // for Load). Default: none.
+  void SetChangeListener(std::function<void(const std::string& id)> listener) {
+    change_listener_ = std::move(listener);
+  }
 
  private:
   void Save(const EndpointSpec& spec, std::function<void(Status)> durable);
@@ -34,6 +39,7 @@ class EndpointRegistry {
   store::Store* store_;
   jobs::JobManager* jobs_;
   std::map<std::string, EndpointSpec> endpoints_;
+  std::function<void(const std::string& id)> change_listener_;
 };
 
 enum class WorkerState { kInitializing, kReady, kUnhealthy, kStopped };

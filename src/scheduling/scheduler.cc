@@ -157,6 +157,11 @@ void Scheduler::Kill(const std::string& worker_id, const std::string& why) {
   if (WorkerInfo* w = workers_->Get(worker_id)) StopWorker(w, why);
 }
 
+void Scheduler::EndpointChanged(const std::string& endpoint_id) {
+  for (auto& [id, n] : nodes_) Rebuild(&n);
+  Evaluate(endpoint_id);
+}
+
 void Scheduler::Evaluate(const std::string& endpoint_id) {
   const EndpointSpec* spec = endpoints_->Get(endpoint_id);
   // Neither a command nor an image: its workers are started by hand.

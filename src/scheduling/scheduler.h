@@ -140,6 +140,10 @@ class Scheduler {
   void Kill(const std::string& worker_id, const std::string& why);
   // Re-evaluates one endpoint now (a job arrived) or every endpoint (periodic).
   void Evaluate(const std::string& endpoint_id);
+  // An endpoint was created, changed or deleted (EndpointRegistry's change listener): every
+  // node's assignment is rebuilt at once (its template versions and images to pull, which
+  // gantry deploy follows), and the endpoint's workers are evaluated (old versions drain).
+  void EndpointChanged(const std::string& endpoint_id);
   void Tick();
 
   const EndpointHealth& Health(const std::string& endpoint_id);

@@ -20,6 +20,7 @@ class SchedulerTest : public ::testing::Test {
                                                            {"RUNPOD_AI_API_KEY", secret}};
                }) {
     jobs_.SetEnqueueListener([this](const std::string& ep) { sched_.Evaluate(ep); });
+    endpoints_.SetChangeListener([this](const std::string& ep) { sched_.EndpointChanged(ep); });
   }
 
   void Endpoint(const std::string& json) { ASSERT_TRUE(endpoints_.Create(J(json), {}).ok()); }
@@ -122,6 +123,21 @@ TEST_F(SchedulerTest, AssignmentListsTheImagesANodeCouldRunAndReportsTheirPulls)
   ASSERT_TRUE(endpoints_.Delete("g", {}).ok());
   sched_.Tick();
   EXPECT_EQ(images("gpu"), (std::vector<std::string>{"reg/a:1"}));
+}
+
+// A deploy changes every node's assignment at once, not at the next Tick: `gantry deploy`
+// follows the pull of the generation it made, and must never read the one before it.
+TEST_F(SchedulerTest, EndpointChangesReachTheAssignmentsAtOnce) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"a","image":"reg/a:1"})");
+  ASSERT_EQ(Poll("n1").images.size(), 1u);
+  EXPECT_EQ(Poll("n1").images[0].generation, "a:1");
+  EXPECT_EQ(Poll("n1").template_versions, (std::map<std::string, int64_t>{{"a", 1}}));
+  ASSERT_TRUE(endpoints_.Update("a", J(R"({"env":{"X":"1"}})"), {}).ok());
+  EXPECT_EQ(Poll("n1").images[0].generation, "a:2");
+  ASSERT_TRUE(endpoints_.Delete("a", {}).ok());
+  EXPECT_TRUE(Poll("n1").images.empty());
+  EXPECT_TRUE(Poll("n1").template_versions.empty());
 }
 
 TEST_F(SchedulerTest, WorkerWhoseSecretARestartLostIsNoFailedStart) {

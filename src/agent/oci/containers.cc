@@ -116,8 +116,10 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   const std::string bundle = BundleDir(r.worker_id);
   std::error_code ec;
   fs::remove_all(bundle, ec);
-  for (const char* d : {"upper", "work", "rootfs"}) fs::create_directories(bundle + "/" + d, ec);
-  if (ec) return Internal("cannot make " + bundle + ": " + ec.message());
+  for (const char* d : {"upper", "work", "rootfs"}) {
+    fs::create_directories(bundle + "/" + d, ec);
+    if (ec) return Internal("cannot make " + bundle + "/" + d + ": " + ec.message());
+  }
   if (!r.volume.empty()) {
     const std::string host = dir_ + "/volumes/" + r.volume;
     fs::create_directories(host, ec);

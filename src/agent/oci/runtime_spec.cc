@@ -192,8 +192,10 @@ std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
                              "nvidia-cuda-mps-control", "nvidia-cuda-mps-server"}) {
       const std::string path = dir + "/" + tool;
       struct stat st {};
-      if (stat(path.c_str(), &st) == 0 && seen.insert(path).second) {
-        out.push_back(Mount{path, "/usr/bin/" + std::string(tool), true});
+      // Keyed by where it lands: the first of bin_dirs that has the tool wins.
+      const std::string in_container = "/usr/bin/" + std::string(tool);
+      if (stat(path.c_str(), &st) == 0 && seen.insert(in_container).second) {
+        out.push_back(Mount{path, in_container, true});
       }
     }
   }

@@ -313,7 +313,10 @@ void TemplateManager::Ensure(const std::string& key, const std::string& endpoint
     ref.spec.id = ref.process_id;
     ref.spec.cpu = snapshots_[key].cpu;
     ref.spec.memory_mb = snapshots_[key].memory_mb;
-    StartRestore(ref);
+    if (Status s = StartRestore(ref); !s.ok()) {
+      Drop(key, s.message(), /*failed=*/false);
+      snapshots_.erase(key);
+    }
   } else {
     StartFresh(ref, worker);
   }
@@ -346,15 +349,11 @@ void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   GLOG_INFO("templates: starting %s (pid %d)", t.key.c_str(), t.pid);
 }
 
-void TemplateManager::StartRestore(Template& t) {
+Status TemplateManager::StartRestore(Template& t) {
   t.phase = Template::Phase::kRestoreQueued;
   t.since_ms = clock_->NowMs();
-  if (!SnapshotsUsable()) {
-    Drop(t.key, "snapshots are off", /*failed=*/false);
-    snapshots_.erase(t.key);
-    return;
-  }
-  if (job_) return;  // Step() starts it once the background thread is free
+  if (!SnapshotsUsable()) return FailedPrecondition("snapshots are off");
+  if (job_) return Status::Ok();  // Step() starts it once the background thread is free
   t.phase = Template::Phase::kRestoring;
   snapshots_[t.key].used_ms = clock_->NowMs();
   job_ = Job{t.key, true,
@@ -362,6 +361,7 @@ void TemplateManager::StartRestore(Template& t) {
                         [s = snapshotter_, dir = SnapshotDir(t.key), mode = options_.restore_mode] {
                           return s->Restore(dir, mode);
                         })};
+  return Status::Ok();
 }
 
 Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& worker) {
@@ -433,8 +433,9 @@ void TemplateManager::Accept(Template& t) {
   t.conn_fd = fd;
   auto line = ReadLine(fd, &t.buffer, kHandshakeTimeoutMs);
   auto hello = line.ok() ? ParseJson(*line) : Result<json::value>(line.status());
-  if (!hello.ok() || !hello->is_object() || !Find(hello->as_object(), "op") ||
-      Find(hello->as_object(), "op")->as_string() != "ready") {
+  const json::value* op =
+      hello.ok() && hello->is_object() ? Find(hello->as_object(), "op") : nullptr;
+  if (!op || !op->is_string() || op->as_string() != "ready") {
     GLOG_WARN("templates: %s: bad handshake", t.key.c_str());
     t.CloseConnection();
     return;
@@ -486,17 +487,14 @@ bool TemplateManager::SnapshotsUsable() {
   return *criu_usable_;
 }
 
-void TemplateManager::BeginCheckpoint(Template& t) {
-  if (!SnapshotsUsable()) return;
+Status TemplateManager::BeginCheckpoint(Template& t) {
   Status s = SendWithFds(t.conn_fd, "{\"op\":\"park\"}\n", {});
-  if (!s.ok()) {
-    Drop(t.key, "cannot park: " + s.message(), /*failed=*/false);
-    return;
-  }
+  if (!s.ok()) return Status(s.code(), "cannot park: " + s.message());
   t.CloseConnection();
   ReleaseSpareCgroup(t);  // the template closes its spare for the snapshot
   t.phase = Template::Phase::kParking;
   t.since_ms = clock_->NowMs();
+  return Status::Ok();
 }
 
 void TemplateManager::FinishJob() {
@@ -587,7 +585,7 @@ void TemplateManager::FinishJob() {
   }
 }
 
-void TemplateManager::Drop(const std::string& key, const std::string& why, bool failed) {
+void TemplateManager::Drop(std::string key, const std::string& why, bool failed) {
   auto it = templates_.find(key);
   if (it != templates_.end()) {
     Template& t = *it->second;
@@ -664,7 +662,13 @@ bool TemplateManager::Step() {
     changed = true;
   }
   const int64_t now = clock_->NowMs();
-  std::vector<std::pair<std::string, std::string>> drops;
+  // Dropped after the loop (Drop erases from templates_); `counted`: a template failure.
+  struct PendingDrop {
+    std::string key, why;
+    bool counted = true;
+    bool forget_snapshot = false;
+  };
+  std::vector<PendingDrop> drops;
   for (auto& [key, tp] : templates_) {
     Template& t = *tp;
     const int64_t age = now - t.since_ms;
@@ -675,14 +679,17 @@ bool TemplateManager::Step() {
         if (t.phase == Template::Phase::kReady) {
           changed = true;
         } else if (age > options_.ready_timeout_ms) {
-          drops.emplace_back(key, "not parked after " + std::to_string(age) + " ms");
+          drops.push_back({key, "not parked after " + std::to_string(age) + " ms"});
         }
         break;
       case Template::Phase::kReady:
         if (options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
             !no_snapshot_.count(key) &&
-            probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024) {
-          BeginCheckpoint(t);
+            probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024 &&
+            SnapshotsUsable()) {
+          if (Status s = BeginCheckpoint(t); !s.ok()) {
+            drops.push_back({key, s.message(), /*counted=*/false});
+          }
           changed = true;
         }
         break;
@@ -699,21 +706,26 @@ bool TemplateManager::Step() {
                     return st.ok() ? Result<int>(0) : Result<int>(st);
                   })};
         } else if (age > options_.park_timeout_ms) {
-          drops.emplace_back(key, "did not stop for its checkpoint");
+          drops.push_back({key, "did not stop for its checkpoint"});
         }
         break;
       case Template::Phase::kRestoreQueued:
-        if (!job_) StartRestore(t);
+        if (job_) break;
+        if (Status s = StartRestore(t); !s.ok()) {
+          drops.push_back({key, s.message(), /*counted=*/false, /*forget_snapshot=*/true});
+        }
         break;
       case Template::Phase::kCheckpointing:
       case Template::Phase::kRestoring:
         break;
     }
   }
-  for (const auto& [key, why] : drops) {
-    ++counters_.template_failures;
-    Drop(key, why,
-         /*failed=*/templates_.count(key) && templates_[key]->phase == Template::Phase::kStarting);
+  for (const PendingDrop& d : drops) {
+    if (d.counted) ++counters_.template_failures;
+    Drop(d.key, d.why,
+         /*failed=*/d.counted && templates_.count(d.key) &&
+             templates_[d.key]->phase == Template::Phase::kStarting);
+    if (d.forget_snapshot) snapshots_.erase(d.key);
     changed = true;
   }
   for (const auto& [key, retry] : std::map(restore_retry_)) {

@@ -170,9 +170,13 @@ class TemplateManager {
   std::string SocketName(const std::string& key) const;
   void LoadSnapshots();
   void StartFresh(Template& t, const ProcessSpec& worker);
-  void StartRestore(Template& t);
+  // Restores t from its snapshot now, or queues it for the background thread. FailedPrecondition
+  // when snapshots cannot be used here: the caller drops t and forgets its snapshot.
+  Status StartRestore(Template& t);
   void Accept(Template& t);
-  void BeginCheckpoint(Template& t);
+  // Asks the ready template to park for its checkpoint (the caller checks SnapshotsUsable()).
+  // An error when it cannot be asked: the caller drops it.
+  Status BeginCheckpoint(Template& t);
   // Whether the snapshotter can work here: Check()ed once, and logged when it cannot.
   bool SnapshotsUsable();
   // Makes a cgroup for the template's next spare (with a worker's limits) and tells the
@@ -180,7 +184,9 @@ class TemplateManager {
   void OfferSpareCgroup(Template& t);
   void ReleaseSpareCgroup(Template& t);
   void FinishJob();
-  void Drop(const std::string& key, const std::string& why, bool failed);
+  // Stops and forgets a template. `key` is taken by value: callers pass keys that live in the
+  // template or in the map entry this erases.
+  void Drop(std::string key, const std::string& why, bool failed);
   void DeleteSnapshot(const std::string& key);
   void EnforceBudgets();
   // Evicts ready templates, least recently used first, until `kb` of PSS are freed.

@@ -2,6 +2,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -74,11 +75,13 @@ constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=
 // The busy handler of both connections: the writer and the checkpointer only wait for each
 // other (a RESTART checkpoint holds off commits for about a millisecond), so they retry every
 // 50 us, where SQLite's busy_timeout sleeps 1, 2, 5, 10... ms and turns a 1 ms wait into 8.
-// Gives up after 5 s, as busy_timeout=5000 did.
+// Gives up after 5 s, as busy_timeout=5000 did (counted from the first retry of a wait).
 int BusyWait(void*, int count) {
-  constexpr int kRetryUs = 50;
-  if (count >= 5'000'000 / kRetryUs) return 0;
-  usleep(kRetryUs);
+  thread_local std::chrono::steady_clock::time_point first;
+  const auto now = std::chrono::steady_clock::now();
+  if (count == 0) first = now;
+  if (now - first >= std::chrono::seconds(5)) return 0;
+  usleep(50);
   return 1;
 }
 

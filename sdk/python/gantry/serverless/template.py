@@ -270,7 +270,12 @@ def _spare_main(template: _Channel, agent: int, cgroup: Optional[Dict[str, Any]]
     reply = _take_identity(msg, fds, in_cgroup=bool(cgroup))
     if cgroup and "pid" in reply:
         reply["spareCgroup"] = cgroup.get("id")
-    template.send(reply)
+    try:
+        template.send(reply)
+    except OSError:
+        # The template gave up waiting for this answer (and forked the worker itself): this
+        # process must not go on as a second copy of it.
+        os._exit(1)
     template.close()
     if "error" in reply:
         os._exit(127)
