@@ -30,9 +30,10 @@ class AgentHttp {
   std::string token_;
 };
 
-// The image fields of a worker or of a prefetched image (image, registryAuth, insecureRegistry).
-static scheduling::ImagePrefetch ParseImageAccess(const json::object& o) {
-  scheduling::ImagePrefetch i;
+// The image fields of a worker or of an image to prefetch (image, registryAuth,
+// insecureRegistry), as the server's AddImageAccessJson() writes them.
+static scheduling::ImageAccess ParseImageAccess(const json::object& o) {
+  scheduling::ImageAccess i;
   if (auto* f = Find(o, "image"); f && f->is_string()) i.image = f->as_string();
   if (auto* f = Find(o, "registryAuth"); f && f->is_object()) {
     if (auto* u = Find(f->as_object(), "username"); u && u->is_string()) {
@@ -63,7 +64,7 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     a.has_images = true;
     for (const auto& x : is->as_array()) {
       if (!x.is_object()) continue;
-      a.images.push_back(ParseImageAccess(x.as_object()));
+      a.images.push_back(scheduling::ImagePrefetch{ParseImageAccess(x.as_object()), ""});
       if (auto* g = Find(x.as_object(), "generation"); g && g->is_string()) {
         a.images.back().generation = g->as_string();
       }
@@ -101,11 +102,7 @@ Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
     if (auto* f = Find(w, "cpu"); f && f->is_number()) wa.cpu = f->to_number<double>();
     if (auto* f = Find(w, "memoryMb")) wa.memory_mb = AsInt(*f).value_or(0);
     if (auto* f = Find(w, "flashboot"); f && f->is_bool()) wa.use_template = f->get_bool();
-    scheduling::ImagePrefetch access = ParseImageAccess(w);
-    wa.image = std::move(access.image);
-    wa.registry_username = std::move(access.registry_username);
-    wa.registry_password = std::move(access.registry_password);
-    wa.insecure_registry = access.insecure_registry;
+    static_cast<scheduling::ImageAccess&>(wa) = ParseImageAccess(w);
     wa.volume = str("volume");
     wa.volume_mount_path = str("volumeMountPath");
     if (auto* f = Find(w, "readOnlyRootfs"); f && f->is_bool()) wa.read_only_rootfs = f->get_bool();
@@ -209,7 +206,7 @@ static std::unique_ptr<TemplateManager> MakeTemplates(const AgentOptions& o, con
                                                       Snapshotter* snapshotter) {
   if (!o.templates) return nullptr;
   TemplateOptions t;
-  t.dir = (o.workdir.empty() ? std::string(".") : o.workdir) + "/templates";
+  t.dir = DataDir(o) + "/templates";
   t.snapshots = snapshotter != nullptr;
   t.restore_mode = o.restore_mode;
   t.memory_budget_mb = o.template_memory_mb;
@@ -225,8 +222,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
     : options_(std::move(options)),
       clock_(clock),
       runtime_(std::move(runtime)),
-      bundles_(NewHttpBundleCache(options_.server_url, options_.token,
-                                  options_.workdir.empty() ? "." : options_.workdir)),
+      bundles_(NewHttpBundleCache(options_.server_url, options_.token, DataDir(options_))),
       snapshotter_(MakeSnapshotter(options_)),
       templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
       image_tools_(oci::NewSystemImageTools()),
@@ -389,7 +385,7 @@ void Agent::MainLoop() {
   auto url = *http::ParseUrl(options_.server_url);
   AgentHttp http(url, options_.token);
   int64_t last_status = 0;
-  std::string last_images;  // the prefetch reports last sent
+  uint64_t sent_image_changes = 0;  // prefetch_->Changes() when the last status was sent
   // Templates of the versions this node ran before come back from their snapshots.
   if (templates_) templates_->RestoreAll();
   while (!stopping_) {
@@ -407,12 +403,7 @@ void Agent::MainLoop() {
     if (next && prefetch_ && next->has_images) {
       std::vector<oci::PrefetchWant> wants;
       for (const auto& i : next->images) {
-        oci::PrefetchWant w{i.image, i.generation, {}};
-        if (!i.registry_username.empty() || !i.registry_password.empty()) {
-          w.pull.credentials = oci::RegistryCredentials{i.registry_username, i.registry_password};
-        }
-        w.pull.insecure = i.insecure_registry;
-        wants.push_back(std::move(w));
+        wants.push_back(oci::PrefetchWant{i.image, i.generation, PullOptionsFor(i)});
       }
       prefetch_->Want(wants);
       wanted_images_.clear();
@@ -434,19 +425,8 @@ void Agent::MainLoop() {
     int64_t now = clock_->NowMs();
     CollectImages(now);
     // Prefetch progress goes out as it comes (at most every 200 ms): the CLI follows it.
-    json::array images;
-    std::string images_seen;
-    if (prefetch_) {
-      for (const auto& p : prefetch_->Reports()) {
-        images_seen += p.image + '\n' + p.generation + '\n' + p.state + '\n' + p.detail + '\n';
-        images.push_back(json::object{{"image", p.image},
-                                      {"generation", p.generation},
-                                      {"state", p.state},
-                                      {"detail", p.detail},
-                                      {"updatedAt", p.updated_ms}});
-      }
-    }
-    const bool images_changed = images_seen != last_images && now - last_status >= 200;
+    const uint64_t image_changes = prefetch_ ? prefetch_->Changes() : 0;
+    const bool images_changed = image_changes != sent_image_changes && now - last_status >= 200;
     if (changed || images_changed || now - last_status >= options_.status_interval_ms) {
       json::array ws;
       for (const auto& rep : reconciler_.Reports()) {
@@ -465,11 +445,21 @@ void Agent::MainLoop() {
       }
       json::object status{{"workers", std::move(ws)}, {"bundles", std::move(cached)}};
       if (templates_) AddTemplatesJson(*templates_, &status);
-      if (prefetch_) status["images"] = std::move(images);
+      if (prefetch_) {
+        json::array images;
+        for (const auto& p : prefetch_->Reports()) {
+          images.push_back(json::object{{"image", p.image},
+                                        {"generation", p.generation},
+                                        {"state", p.state},
+                                        {"detail", p.detail},
+                                        {"updatedAt", p.updated_ms}});
+        }
+        status["images"] = std::move(images);
+      }
       auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status", ToJson(status));
       if (r.ok() && r->status == 200) {
         last_status = now;
-        last_images = std::move(images_seen);
+        sent_image_changes = image_changes;
       }
     }
   }

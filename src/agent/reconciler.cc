@@ -51,6 +51,15 @@ Reconciler::~Reconciler() {
   for (auto& p : abandoned_) p->cancel = true;
 }
 
+oci::PullOptions PullOptionsFor(const scheduling::ImageAccess& image) {
+  oci::PullOptions pull;
+  if (!image.registry_username.empty() || !image.registry_password.empty()) {
+    pull.credentials = oci::RegistryCredentials{image.registry_username, image.registry_password};
+  }
+  pull.insecure = image.insecure_registry;
+  return pull;
+}
+
 bool Reconciler::PreparingContainers() const {
   if (!abandoned_.empty()) return true;
   for (const auto& [id, l] : workers_) {
@@ -202,10 +211,7 @@ bool Reconciler::StartContainer(Local& l) {
     oci::ContainerRequest r;
     r.worker_id = a.worker_id;
     r.image = a.image;
-    if (!a.registry_username.empty() || !a.registry_password.empty()) {
-      r.pull.credentials = oci::RegistryCredentials{a.registry_username, a.registry_password};
-    }
-    r.pull.insecure = a.insecure_registry;
+    r.pull = PullOptionsFor(a);
     r.command = a.command;
     // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names
     // them.

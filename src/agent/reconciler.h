@@ -101,4 +101,7 @@ class Reconciler {
   bool waiting_ = false;
 };
 
+// How to pull an assigned image: its registry credentials (when given) and insecure flag.
+oci::PullOptions PullOptionsFor(const scheduling::ImageAccess& image);
+
 }  // namespace gantry::agent

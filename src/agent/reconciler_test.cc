@@ -155,7 +155,7 @@ TEST(AgentTest, ParsesAssignments) {
   ASSERT_TRUE(a.ok());
   ASSERT_TRUE(a->has_images);
   ASSERT_EQ(a->images.size(), 1u);
-  EXPECT_EQ(a->images[0], (scheduling::ImagePrefetch{"r/i:1", "u", "p", true}));
+  EXPECT_EQ(a->images[0], (scheduling::ImagePrefetch{{"r/i:1", "u", "p", true}, ""}));
   EXPECT_EQ(a->workers[0].image, "r/i:1");
   EXPECT_EQ(a->workers[0].registry_username, "u");
   EXPECT_EQ(a->workers[0].registry_password, "p");

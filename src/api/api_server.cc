@@ -605,13 +605,13 @@ void ApiServer::Management(http::Request& req, const std::vector<std::string>& s
 
 // ---- Node protocol (agents) -----------------------------------------------------------------
 
-// How the agent reaches an image: the fields of a worker or of a prefetched image.
-static json::object ImageAccessJson(const std::string& image, const std::string& username,
-                                    const std::string& password, bool insecure) {
-  return json::object{
-      {"image", image},
-      {"registryAuth", json::object{{"username", username}, {"password", password}}},
-      {"insecureRegistry", insecure}};
+// How the agent reaches an image (the fields of a worker or of an image to prefetch), added to
+// `o`. The agent's ParseImageAccess() reads them back.
+static void AddImageAccessJson(const scheduling::ImageAccess& a, json::object* o) {
+  (*o)["image"] = a.image;
+  (*o)["registryAuth"] =
+      json::object{{"username", a.registry_username}, {"password", a.registry_password}};
+  (*o)["insecureRegistry"] = a.insecure_registry;
 }
 
 static json::object AssignmentJson(const scheduling::Assignment& a) {
@@ -635,19 +635,15 @@ static json::object AssignmentJson(const scheduling::Assignment& a) {
                     {"volume", w.volume},
                     {"volumeMountPath", w.volume_mount_path},
                     {"readOnlyRootfs", w.read_only_rootfs}};
-    for (auto& kv :
-         ImageAccessJson(w.image, w.registry_username, w.registry_password, w.insecure_registry)) {
-      wo[kv.key()] = std::move(kv.value());
-    }
+    AddImageAccessJson(w, &wo);
     ws.push_back(std::move(wo));
   }
   json::object versions;
   for (const auto& [id, v] : a.template_versions) versions[id] = v;
   json::array images;
   for (const auto& i : a.images) {
-    json::object o =
-        ImageAccessJson(i.image, i.registry_username, i.registry_password, i.insecure_registry);
-    o["generation"] = i.generation;
+    json::object o{{"generation", i.generation}};
+    AddImageAccessJson(i, &o);
     images.push_back(std::move(o));
   }
   return json::object{{"version", a.version},

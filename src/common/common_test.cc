@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "common/env.h"
 #include "common/json.h"
+#include "common/procfs.h"
 #include "common/status.h"
 
 namespace gantry {
@@ -46,6 +48,17 @@ TEST(JsonTest, ParseErrorsAreValues) {
   EXPECT_EQ(Find(v->as_object(), "zz"), nullptr);
   EXPECT_EQ(JsonQuote("x\"y"), R"("x\"y")");
   EXPECT_FALSE(AsInt(json::value(2.5)).has_value());
+}
+
+TEST(ProcfsTest, ReadsItsOwnStatAndNothingForAMissingProcess) {
+  auto self = ReadProcStat(getpid());
+  ASSERT_TRUE(self.has_value());
+  EXPECT_EQ(self->state, 'R');
+  EXPECT_EQ(self->ppid, getppid());
+  EXPECT_EQ(self->pgrp, getpgrp());
+  EXPECT_EQ(ProcState(getpid()), 'R');
+  EXPECT_FALSE(ReadProcStat(0x3fffffff).has_value());
+  EXPECT_EQ(ProcState(0x3fffffff), 0);
 }
 
 }  // namespace gantry

@@ -97,8 +97,7 @@ bool SubprocessResult::succeeded() const {
 std::string FindExecutable(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
   const char* env = std::getenv("PATH");
-  std::string dirs =
-      std::string(env ? env : "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  std::string dirs = std::string(env ? env : "") + ":" + kSystemPath;
   size_t start = 0;
   while (start <= dirs.size()) {
     const size_t end = std::min(dirs.find(':', start), dirs.size());

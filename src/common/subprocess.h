@@ -55,6 +55,11 @@ struct SubprocessResult {
 // "exit code 2", "killed by signal 9", else "wait status N".
 std::string DescribeWaitStatus(int wait_status);
 
+// The usual system directories, as a PATH value: what helpers the agent runs (criu, skopeo,
+// umoci, runc) get, and where FindExecutable() looks after $PATH.
+inline constexpr const char* kSystemPath =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 // The program `name` names: `name` itself if it holds a '/', else the first executable regular
 // file of that name in $PATH (empty entries skipped), then in the usual system directories
 // (/usr/local/sbin ... /bin: an agent started without /usr/sbin in PATH still finds runc).

@@ -12,13 +12,24 @@
 
 namespace gantry::scheduling {
 
+// A container image (issue 5) and how to reach its registry: what an endpoint spec names, and
+// what a node is sent with each worker of it and each image to pull ahead.
+struct ImageAccess {
+  std::string image;                                 // "registry/name:tag"; "" for none
+  std::string registry_username, registry_password;  // registryAuth; the password is secret
+  bool insecure_registry = false;                    // plain HTTP to a registry not on loopback
+  bool operator==(const ImageAccess&) const = default;
+};
+
 struct WorkerCommand {
   std::vector<std::string> command;  // argv; empty: the endpoint has no process worker yet
   std::string workdir;
   std::map<std::string, std::string> env;
 };
 
-struct EndpointSpec {
+// ImageAccess: a container image instead of a bundle. worker.command, if given, replaces the
+// image's cmd; worker.env adds to its env.
+struct EndpointSpec : ImageAccess {
   std::string id;
   std::string name;
   int workers_min = 0;                              // workersMin. Default: 0.
@@ -40,11 +51,6 @@ struct EndpointSpec {
   bool flashboot = true;
   WorkerCommand worker;
   std::string bundle;  // digest of the code bundle (gantry deploy); "" for none
-  // A container image instead of a bundle (issue 5): "registry/name:tag". worker.command, if
-  // given, replaces the image's cmd; worker.env adds to its env.
-  std::string image;
-  std::string registry_username, registry_password;  // registryAuth; the password is secret
-  bool insecure_registry = false;                    // plain HTTP to a registry not on loopback
   std::string volume;  // a named volume (a directory on the node); "" for none
   std::string volume_mount_path = "/runpod-volume";
   bool read_only_rootfs = false;

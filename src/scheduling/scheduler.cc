@@ -54,10 +54,7 @@ void Scheduler::Rebuild(Node* node) {
     a.cpu = spec->cpu;
     a.memory_mb = spec->memory_mb;
     a.use_template = spec->flashboot;
-    a.image = spec->image;
-    a.registry_username = spec->registry_username;
-    a.registry_password = spec->registry_password;
-    a.insecure_registry = spec->insecure_registry;
+    static_cast<ImageAccess&>(a) = *spec;
     a.volume = spec->volume;
     a.volume_mount_path = spec->volume_mount_path;
     a.read_only_rootfs = spec->read_only_rootfs;
@@ -71,9 +68,7 @@ void Scheduler::Rebuild(Node* node) {
   for (const EndpointSpec* spec : endpoints_->List()) {
     if (spec->flashboot) next.template_versions[spec->id] = spec->version;
     if (spec->image.empty() || !NodeCouldRun(*spec, gpu_models)) continue;
-    auto [it, fresh] = images.try_emplace(
-        spec->image, ImagePrefetch{spec->image, spec->registry_username, spec->registry_password,
-                                   spec->insecure_registry});
+    auto [it, fresh] = images.try_emplace(spec->image, ImagePrefetch{ImageAccess(*spec), ""});
     std::string& generation = it->second.generation;
     generation += (fresh ? "" : ",") + spec->id + ":" + std::to_string(spec->version);
   }

@@ -37,7 +37,8 @@ struct NodeInventory {
 };
 
 // One worker an agent should run.
-struct WorkerAssignment {
+// ImageAccess: a container worker's image (issue 5); "" for a process worker.
+struct WorkerAssignment : ImageAccess {
   std::string worker_id;
   std::string endpoint_id;
   int64_t endpoint_version = 0;
@@ -50,10 +51,7 @@ struct WorkerAssignment {
   double cpu = 0;
   int64_t memory_mb = 0;
   bool use_template = true;  // the agent may fork it from a template (DESIGN §4)
-  // A container worker (issue 5): the image and how to reach it, and its filesystem options.
-  std::string image;
-  std::string registry_username, registry_password;
-  bool insecure_registry = false;
+  // A container worker's filesystem options.
   std::string volume, volume_mount_path;
   bool read_only_rootfs = false;
 };
@@ -61,10 +59,7 @@ struct WorkerAssignment {
 // An image a node should hold before any worker of it starts there: the agent pulls it when the
 // endpoint is deployed (so that the CLI can show the pull, and a first start does not wait for
 // it) and reports the pull's progress in its node status ("images").
-struct ImagePrefetch {
-  std::string image;
-  std::string registry_username, registry_password;
-  bool insecure_registry = false;
+struct ImagePrefetch : ImageAccess {
   // "endpoint:version,..." of the endpoints that use the image: a redeploy changes it, and the
   // agent then fetches the image again (a "latest" tag may have moved) and reports that pull.
   std::string generation;

@@ -89,8 +89,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
     if (eq != std::string::npos && eq > 0) c.env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   for (const auto& [k, v] : r.env) c.env[k] = v;
-  if (!c.env.count("PATH"))
-    c.env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  if (!c.env.count("PATH")) c.env["PATH"] = kSystemPath;
   c.cwd = image->working_dir.empty() ? "/" : image->working_dir;
   auto user = ResolveUser(image->user, image->rootfs);
   if (!user.ok()) return user.status();
@@ -148,7 +147,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   p.id = r.worker_id;
   p.argv =
       OciRunArgv(options_.runtime, dir_ + "/state", bundle, r.worker_id, bundle + "/runtime.log");
-  p.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}};
+  p.env = {{"PATH", kSystemPath}};
   p.cpu = r.cpu;
   p.memory_mb = r.memory_mb;
   return p;
@@ -158,9 +157,7 @@ std::vector<std::string> Containers::Cleanup(const std::string& worker_id) {
   const std::string bundle = BundleDir(worker_id);
   std::error_code ec;
   if (!fs::exists(bundle, ec)) return {};
-  std::stringstream log;
-  log << std::ifstream(bundle + "/runtime.log").rdbuf();
-  std::vector<std::string> errors = OciRuntimeErrors(log.str());
+  std::vector<std::string> errors = OciRuntimeLogErrors(bundle + "/runtime.log");
   // The runtime's record of a container whose runtime process was killed (a clean exit removes
   // it itself).
   fs::remove_all(dir_ + "/state/" + worker_id, ec);

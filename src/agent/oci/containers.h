@@ -11,8 +11,10 @@
 // rootfs is the overlay mount point, and runtime.log, the OCI runtime's own messages), state/ (the
 // OCI runtime's --root), volumes/<name>/ (named volumes).
 //
-// Threading: not thread-safe; the agent's main loop calls it. Prepare() blocks for the pull
-// (network) and the mount.
+// Threading: it holds no state but its options (the image store is thread-safe), so calls for
+// different workers may run at once: the agent runs each Prepare() on a thread of its own (it
+// blocks for the pull and the mount) and the rest on its main loop. Calls for one worker must
+// not overlap.
 
 #include <map>
 #include <optional>

@@ -188,7 +188,7 @@ class SystemImageTools final : public ImageTools {
         umoci_(FindExecutable(options.umoci)),
         skopeo_name_(options.skopeo),
         umoci_name_(options.umoci) {
-    env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    env_.push_back(std::string("PATH=") + kSystemPath);
     env_.push_back("LC_ALL=C");
     const char* home = std::getenv("HOME");
     env_.push_back(std::string("HOME=") + (home && *home ? home : "/"));

@@ -31,6 +31,7 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
       continue;
     }
     Retire(std::move(it->second));
+    ++changes_;
     it = entries_.erase(it);
   }
   // Threads of cancelled pulls that have ended by now are joined without waiting.
@@ -52,12 +53,14 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
     const Clock* clock = clock_;
     PrefetchPullFn fn = pull_fn_;
     GLOG_INFO("agent: prefetching image %s", image.c_str());
-    std::thread t([pull, options, clock, fn, image = image] {
+    std::atomic<uint64_t>* changes = &changes_;  // outlives the thread: Stop() joins it
+    std::thread t([pull, options, clock, fn, changes, image = image] {
       auto set = [&](const std::string& state, const std::string& detail) {
         std::lock_guard<std::mutex> lock(pull->mu);
         pull->report.state = state;
         pull->report.detail = detail;
         pull->report.updated_ms = clock->NowMs();
+        ++*changes;
       };
       Status st = fn(image, options, [&](const PullEvent& e) { set("pulling", e.text); });
       if (st.ok()) {
@@ -69,6 +72,7 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
       pull->done = true;
     });
     entries_.emplace(image, Entry{std::move(pull), std::move(t)});
+    ++changes_;
   }
 }
 

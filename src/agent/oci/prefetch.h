@@ -11,6 +11,8 @@
 // (its tool is killed) and forgotten. A failed pull is not retried by the prefetcher: the
 // image's first worker pulls it again, and its errors reach the endpoint's health.
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -58,6 +60,9 @@ class ImagePrefetcher {
   std::vector<PrefetchReport> Reports() const;
   // A pull is running (a wanted one, or a cancelled one not ended yet).
   bool Busy() const;
+  // Goes up whenever Reports() would change (a pull's progress, an image wanted or dropped):
+  // callable from any thread, so that the caller builds reports only when there is news.
+  uint64_t Changes() const { return changes_; }
   // Cancels the pulls still running and waits for their threads. Idempotent.
   void Stop();
 
@@ -73,6 +78,7 @@ class ImagePrefetcher {
   const Clock* clock_;
   std::map<std::string, Entry> entries_;  // by image
   std::vector<Entry> retired_;            // cancelled, joined once their thread is done
+  std::atomic<uint64_t> changes_{0};
 };
 
 }  // namespace gantry::agent::oci

@@ -4,7 +4,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "common/json.h"
 #include "common/subprocess.h"
@@ -56,7 +55,7 @@ Status ProbeOciRuntime(const std::string& runtime, const std::string& dir,
   std::ofstream(bundle + "/config.json") << ToJson(*config);
 
   SubprocessOptions options;
-  options.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+  options.env = {std::string("PATH=") + kSystemPath};
   options.timeout_ms = 10'000;
   const std::string log = dir + "/runtime.log";
   auto run = RunProcess(OciRunArgv(runtime, dir + "/state", bundle, id, log), options);
@@ -64,10 +63,8 @@ Status ProbeOciRuntime(const std::string& runtime, const std::string& dir,
   if (!run.ok()) {
     result = run.status();
   } else if (!run->succeeded()) {
-    std::stringstream text;
-    text << std::ifstream(log).rdbuf();
     std::string why;
-    for (const std::string& e : OciRuntimeErrors(text.str())) why += (why.empty() ? "" : "; ") + e;
+    for (const std::string& e : OciRuntimeLogErrors(log)) why += (why.empty() ? "" : "; ") + e;
     if (why.empty()) why = run->output;
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     result = FailedPrecondition(

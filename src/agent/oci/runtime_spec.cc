@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -233,6 +234,12 @@ std::vector<std::string> OciRuntimeErrors(const std::string& log_text) {
     out.push_back(msg);
   }
   return out;
+}
+
+std::vector<std::string> OciRuntimeLogErrors(const std::string& path) {
+  std::stringstream text;
+  text << std::ifstream(path).rdbuf();
+  return OciRuntimeErrors(text.str());
 }
 
 std::vector<std::string> ImageArgs(const std::vector<std::string>& entrypoint,

@@ -74,6 +74,8 @@ std::vector<std::string> OciRunArgv(const std::string& runtime, const std::strin
 // the cgroup the container shares with it (busy while runc is in it; the agent's runtime
 // removes it).
 std::vector<std::string> OciRuntimeErrors(const std::string& log_text);
+// OciRuntimeErrors() of the log file at `path` (none when it cannot be read).
+std::vector<std::string> OciRuntimeLogErrors(const std::string& path);
 
 // The process args of an image, by Docker's rule: the entrypoint followed by the cmd, where
 // `override_cmd` (the endpoint's worker.command), when not empty, replaces the image's cmd.

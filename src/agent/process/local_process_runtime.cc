@@ -45,6 +45,7 @@
 #include "agent/process/process_runtime.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/procfs.h"
 
 namespace gantry::agent {
 namespace {
@@ -451,15 +452,8 @@ void LocalProcessRuntime::ReapStrays() {
     int pid;
     while (children >> pid) {
       if (ours.count(pid)) continue;
-      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-      std::string line;
-      if (!std::getline(stat, line)) continue;
-      const size_t close = line.rfind(')');
-      if (close == std::string::npos) continue;
-      char state = 0;
-      int ppid = 0, pgrp = 0;
-      if (sscanf(line.c_str() + close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
-      if (state == 'Z' && pgrp != own_group) waitpid(pid, nullptr, WNOHANG);
+      const std::optional<ProcStat> stat = ReadProcStat(pid);
+      if (stat && stat->state == 'Z' && stat->pgrp != own_group) waitpid(pid, nullptr, WNOHANG);
     }
   }
 }

@@ -29,6 +29,7 @@
 #include "agent/snapshot/cuda_checkpoint.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/procfs.h"
 #include "common/subprocess.h"
 
 namespace gantry::agent {
@@ -58,7 +59,7 @@ SubprocessOptions CriuProcessOptions(int64_t timeout_ms) {
   SubprocessOptions o;
   o.env = {
       "CRIU_FAULT=130",
-      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      std::string("PATH=") + kSystemPath,
       "LC_ALL=C",
   };
   o.timeout_ms = timeout_ms;
@@ -493,15 +494,6 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
 }
 
 // --- GPU state (CriuOptions::cuda) ------------------------------------------------------------
-
-// The state letter of /proc/<pid>/stat ('R', 'S', 'T', 't', ...); 0 if unknown.
-char ProcState(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  std::getline(in, stat);
-  const size_t paren = stat.rfind(')');
-  return paren == std::string::npos || stat.size() < paren + 3 ? 0 : stat[paren + 2];
-}
 
 Result<bool> CriuSnapshotter::SuspendGpu(int pid) {
   if (options_.cuda == nullptr) return false;

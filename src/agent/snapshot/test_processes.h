@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/procfs.h"
+
 namespace gantry::agent::test_processes {
 
 inline std::string ReadFile(const std::string& path) {
@@ -26,11 +28,7 @@ inline std::string ReadFile(const std::string& path) {
 }
 
 // The state letter of /proc/<pid>/stat ('R', 'S', 'T', 'Z', ...); 0 if there is no such process.
-inline char ProcState(int pid) {
-  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  const size_t paren = stat.rfind(')');
-  return paren == std::string::npos || stat.size() < paren + 3 ? 0 : stat[paren + 2];
-}
+using ::gantry::ProcState;
 
 // Starts argv as a session leader (as the process runtime starts workers), stdio on /dev/null
 // and no other descriptor.

@@ -19,6 +19,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/procfs.h"
 
 namespace gantry::agent {
 namespace fs = std::filesystem;
@@ -41,15 +42,6 @@ bool IdentityVariable(const std::string& name) {
 }
 
 std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
-
-// The one-letter state of `pid` from /proc/PID/stat; 0 when it cannot be read.
-char ProcessState(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return 0;
-  const size_t close = line.rfind(')');
-  return close == std::string::npos || close + 2 >= line.size() ? 0 : line[close + 2];
-}
 
 int64_t DirectoryBytes(const std::string& dir) {
   std::error_code ec;
@@ -621,7 +613,7 @@ void TemplateManager::Retain(const std::map<std::string, int64_t>& live) {
     if (stale(s.endpoint_id, s.version)) old.push_back(key);
   }
   for (const auto& key : old) {
-    if (job_ && job_->key == key) continue;  // deleted once the job is done (no template)
+    if (job_ && job_->key == key) continue;  // in use: the next Retain() after the job deletes it
     GLOG_INFO("templates: snapshot of %s deleted: not a current endpoint version", key.c_str());
     DeleteSnapshot(key);
   }
@@ -694,7 +686,7 @@ bool TemplateManager::Step() {
         }
         break;
       case Template::Phase::kParking:
-        if (ProcessState(t.pid) == 'T') {
+        if (ProcState(t.pid) == 'T') {
           if (job_) break;
           t.phase = Template::Phase::kCheckpointing;
           const std::string tmp = SnapshotDir(key) + ".tmp";

@@ -1,0 +1,22 @@
+#pragma once
+// Reading /proc: a process's state, parent and group, as the agent's process runtime, template
+// manager and snapshotter (and their tests) need them.
+
+#include <optional>
+
+namespace gantry {
+
+struct ProcStat {
+  char state = 0;  // 'R', 'S', 'D', 'T', 't', 'Z', ...
+  int ppid = 0;
+  int pgrp = 0;
+};
+
+// The state, parent and process group of `pid` from /proc/<pid>/stat; nullopt when there is no
+// such process (or it cannot be read).
+std::optional<ProcStat> ReadProcStat(int pid);
+
+// ReadProcStat(pid)'s state letter; 0 when there is no such process.
+char ProcState(int pid);
+
+}  // namespace gantry
