@@ -112,7 +112,7 @@ struct SqliteOptions {
   // How often the checkpointer copies the WAL into the database. Default: 200 ms.
   int checkpoint_interval_ms = 200;
   // WAL frames (a page, 4 KiB, each) above which the checkpointer also makes the WAL start
-  // over from its beginning, holding off commits for about a millisecond. Default: 1024.
+  // over from its beginning, holding off commits while it copies what is left. Default: 1024.
   int wal_restart_frames = 1024;
 };
 

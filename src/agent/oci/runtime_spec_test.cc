@@ -109,6 +109,21 @@ TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
   EXPECT_TRUE(NvidiaDriverMounts("", {"/usr/bin"}).empty());
 }
 
+// A driver tool found in two bin dirs is bound once, from the first: both would land on
+// /usr/bin/<tool> in the container.
+TEST(RuntimeSpecTest, NvidiaToolsBoundOnceEach) {
+  const std::string dir = fs::temp_directory_path() / ("gantry-tools-" + std::to_string(getpid()));
+  for (const char* d : {"/a", "/b"}) {
+    fs::create_directories(dir + d);
+    std::ofstream(dir + d + "/nvidia-smi") << "#!/bin/sh\n";
+  }
+  auto mounts = NvidiaDriverMounts("", {dir + "/a", dir + "/b"});
+  fs::remove_all(dir);
+  ASSERT_EQ(mounts.size(), 1u);
+  EXPECT_EQ(mounts[0].host_path, dir + "/a/nvidia-smi");
+  EXPECT_EQ(mounts[0].container_path, "/usr/bin/nvidia-smi");
+}
+
 TEST(RuntimeSpecTest, RuntimeErrorsOfRuncAndCrunLogs) {
   // runc's JSON log: the error, without its complaints about the cgroup it shares.
   const std::string runc =

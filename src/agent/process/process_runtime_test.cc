@@ -241,6 +241,20 @@ TEST_F(ProcessRuntimeTest, StopTermsTheWholeGroup) {
   EXPECT_TRUE(ReapedSoon(grandchild));  // an orphan of the worker: re-parented to us
 }
 
+// A worker leads its own session (and so its own process group): CRIU refuses to checkpoint a
+// process whose session leader is outside its pid namespace, which is where the agent's session
+// leader is when the agent runs in a container or a CI sandbox.
+TEST_F(ProcessRuntimeTest, WorkerLeadsItsOwnSession) {
+  ProcessSpec spec = Sh("session", "echo ready; exec sleep 100");
+  auto pid = rt_->Start(spec);
+  ASSERT_TRUE(pid.ok());
+  EXPECT_EQ(getsid(*pid), *pid);
+  EXPECT_EQ(getpgid(*pid), *pid);
+  EXPECT_NE(getsid(*pid), getsid(0));
+  rt_->Stop(spec.id, 0);
+  EXPECT_TRUE(WaitExit(spec.id, 3000));
+}
+
 TEST_F(ProcessRuntimeTest, LeftoversOfTheGroupKilledWhenMainProcessExits) {
   ProcessSpec spec = Sh("leftover", "sleep 100 & echo $!");
   ASSERT_TRUE(rt_->Start(spec).ok());

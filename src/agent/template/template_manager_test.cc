@@ -302,6 +302,23 @@ TEST_F(TemplateManagerTest, WorkerThatNeverParksIsNotTriedAgain) {
   EXPECT_EQ(manager_->counters().template_failures, 1);
 }
 
+// The handshake comes from the user's process: one that is not what the SDK sends is refused,
+// not an exception out of Step().
+TEST_F(TemplateManagerTest, MalformedHandshakeIsRefused) {
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("ep", 1);
+  ProcessSpec w = Worker("first");
+  w.argv = {"/usr/bin/python3", "-c",
+            "import os, socket, time\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "s.connect('\\0' + os.environ['GANTRY_TEMPLATE_SOCKET'][1:])\n"
+            "s.sendall(b'{\"op\": 5}\\n')\n"
+            "time.sleep(30)\n"};
+  manager_->Ensure(key, "ep", 1, w);
+  EXPECT_FALSE(
+      StepUntil([&] { return manager_->Get(key) == TemplateManager::State::kReady; }, 1500));
+}
+
 TEST_F(TemplateManagerTest, ReadyTemplateIsCheckpointedAndKeepsServing) {
   FakeSnapshotter snap;
   MakeManager(&snap);

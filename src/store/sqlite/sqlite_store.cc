@@ -73,9 +73,10 @@ constexpr const char* kTrimLogs = "DELETE FROM logs WHERE seq < ?1";
 constexpr const char* kDeleteObject = "DELETE FROM objects WHERE kind=?1 AND id=?2";
 
 // The busy handler of both connections: the writer and the checkpointer only wait for each
-// other (a RESTART checkpoint holds off commits for about a millisecond), so they retry every
-// 50 us, where SQLite's busy_timeout sleeps 1, 2, 5, 10... ms and turns a 1 ms wait into 8.
-// Gives up after 5 s, as busy_timeout=5000 did (counted from the first retry of a wait).
+// other (a RESTART checkpoint holds off commits while it copies a few frames), so they retry
+// every 50 us, where SQLite's busy_timeout sleeps 1, 2, 5, 10... ms and turns a short wait into
+// several milliseconds. Gives up after 5 s, as busy_timeout=5000 did (counted from the first
+// retry of a wait).
 int BusyWait(void*, int count) {
   thread_local std::chrono::steady_clock::time_point first;
   const auto now = std::chrono::steady_clock::now();
