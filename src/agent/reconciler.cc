@@ -37,9 +37,12 @@ Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOp
 struct PendingContainer {
   std::string worker_id;
   std::atomic<bool> cancel{false};
+  // Set by the preparation thread just before it returns (and wakes the owner): the result is
+  // then a moment away, where the future is not ready yet.
+  std::atomic<bool> finished{false};
   std::future<Result<ProcessSpec>> result;
   bool Done() const {
-    return result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    return finished || result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
   }
 };
 
@@ -235,12 +238,14 @@ bool Reconciler::StartContainer(Local& l) {
     r.pull.cancel = &pending->cancel;
     // The pull may take minutes: it runs on its own thread; its events become the worker's log
     // lines as they come.
-    pending->result = std::async(std::launch::async, [this, r] {
+    PendingContainer* self = pending.get();  // outlives the thread: its future waits for it
+    pending->result = std::async(std::launch::async, [this, r, self] {
       const std::string id = r.worker_id;
       auto spec = containers_->Prepare(r, [this, id](const oci::PullEvent& e) {
         std::lock_guard<std::mutex> lock(pull_mu_);
         pull_lines_.push_back(LogLine{id, true, "gantry: pull: " + e.text, clock_->NowMs()});
       });
+      self->finished = true;
       if (options_.wake) options_.wake();
       return spec;
     });
