@@ -52,6 +52,7 @@ Reconciler::~Reconciler() {
     if (l.pending) l.pending->cancel = true;
   }
   for (auto& p : abandoned_) p->cancel = true;
+  for (auto& [key, p] : template_preps_) p.pending->cancel = true;
 }
 
 oci::PullOptions PullOptionsFor(const scheduling::ImageAccess& image) {
@@ -64,7 +65,7 @@ oci::PullOptions PullOptionsFor(const scheduling::ImageAccess& image) {
 }
 
 bool Reconciler::PreparingContainers() const {
-  if (!abandoned_.empty()) return true;
+  if (!abandoned_.empty() || !template_preps_.empty()) return true;
   for (const auto& [id, l] : workers_) {
     if (l.pending) return true;
   }
@@ -126,9 +127,11 @@ std::map<std::string, std::string> Reconciler::WorkerEnvironment(
 
 bool Reconciler::Step() {
   bool changed = false;
+  if (templates_) templates_->ReadReports();  // ends of workers forked inside containers
   for (const auto& exit : runtime_->Reap()) {
     if (templates_ && TemplateManager::OwnsProcess(exit.id)) {
       templates_->OnExit(exit);
+      if (containers_) containers_->Cleanup(exit.id);  // a container template's bundle
       changed = true;
       continue;
     }
@@ -184,6 +187,7 @@ bool Reconciler::Step() {
     if ((*it)->result.get().ok()) containers_->Cleanup((*it)->worker_id);
     it = abandoned_.erase(it);
   }
+  StartPreparedTemplates();
   // Templates first: one that became ready serves the workers waiting for it at once.
   if (templates_ && templates_->Step()) changed = true;
   // Start what is assigned and not started yet.
@@ -200,6 +204,88 @@ bool Reconciler::Step() {
   return changed;
 }
 
+oci::ContainerRequest Reconciler::ContainerRequestFor(const scheduling::WorkerAssignment& a) const {
+  oci::ContainerRequest r;
+  r.worker_id = a.worker_id;
+  r.image = a.image;
+  r.pull = PullOptionsFor(a);
+  r.command = a.command;
+  // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names them.
+  r.env = a.env;
+  SetGpuEnvironment(a.gpus, &r.env);
+  if (options_.gpu_devices) {
+    for (int g : a.gpus) r.devices.push_back("/dev/nvidia" + std::to_string(g));
+  }
+  if (options_.gpu_devices && !a.gpus.empty()) {
+    for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
+      if (access(d, F_OK) == 0) r.devices.push_back(d);
+    }
+  }
+  r.cpu = a.cpu;
+  r.memory_mb = a.memory_mb;
+  r.volume = a.volume;
+  if (!a.volume_mount_path.empty()) r.volume_mount_path = a.volume_mount_path;
+  r.read_only_rootfs = a.read_only_rootfs;
+  return r;
+}
+
+bool Reconciler::ContainerTemplateUsable(const scheduling::WorkerAssignment& a) const {
+  return templates_ && a.use_template && (a.gpus.empty() || !options_.gpu_devices);
+}
+
+// Runs containers_->Prepare(r) on its own thread; its events become log lines of `log_id` (none
+// for an empty id).
+static std::shared_ptr<PendingContainer> PrepareAsync(
+    oci::Containers* containers, const oci::ContainerRequest& request,
+    const std::function<void()>& wake, std::function<void(const oci::PullEvent&)> log) {
+  auto pending = std::make_shared<PendingContainer>();
+  pending->worker_id = request.worker_id;
+  oci::ContainerRequest r = request;
+  r.pull.cancel = &pending->cancel;
+  PendingContainer* self = pending.get();  // outlives the thread: its future waits for it
+  pending->result = std::async(std::launch::async, [containers, r, self, wake, log] {
+    auto spec = containers->Prepare(r, [&](const oci::PullEvent& e) {
+      if (log) log(e);
+    });
+    self->finished = true;
+    if (wake) wake();
+    return spec;
+  });
+  return pending;
+}
+
+void Reconciler::PrepareContainerTemplate(const scheduling::WorkerAssignment& a,
+                                          const oci::ContainerRequest& r) {
+  const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
+  if (!ContainerTemplateUsable(a) || !templates_->Wanted(key) || template_preps_.count(key)) {
+    return;
+  }
+  oci::ContainerRequest t = r;
+  t.worker_id = TemplateManager::NewProcessId(key);
+  t.env = templates_->TemplateEnvironment(key, r.env, /*container=*/true);
+  t.devices.clear();
+  template_preps_[key] = {a.endpoint_id, a.endpoint_version,
+                          PrepareAsync(containers_, t, options_.wake, nullptr)};
+}
+
+void Reconciler::StartPreparedTemplates() {
+  for (auto it = template_preps_.begin(); it != template_preps_.end();) {
+    if (!it->second.pending->Done()) {
+      ++it;
+      continue;
+    }
+    auto spec = it->second.pending->result.get();
+    if (!spec.ok()) {
+      GLOG_WARN("agent: cannot prepare the template container of %s: %s", it->first.c_str(),
+                spec.status().ToString().c_str());
+    } else if (!templates_->EnsureContainer(it->first, it->second.endpoint_id, it->second.version,
+                                            *spec)) {
+      containers_->Cleanup(spec->id);
+    }
+    it = template_preps_.erase(it);
+  }
+}
+
 bool Reconciler::StartContainer(Local& l) {
   const scheduling::WorkerAssignment& a = l.spec;
   if (!containers_) {
@@ -210,46 +296,38 @@ bool Reconciler::StartContainer(Local& l) {
                   a.image);
     return true;
   }
+  const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
   if (!l.pending) {
-    oci::ContainerRequest r;
-    r.worker_id = a.worker_id;
-    r.image = a.image;
-    r.pull = PullOptionsFor(a);
-    r.command = a.command;
-    // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names
-    // them.
-    r.env = a.env;
-    SetGpuEnvironment(a.gpus, &r.env);
-    if (options_.gpu_devices) {
-      for (int g : a.gpus) r.devices.push_back("/dev/nvidia" + std::to_string(g));
-    }
-    if (options_.gpu_devices && !a.gpus.empty()) {
-      for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
-        if (access(d, F_OK) == 0) r.devices.push_back(d);
+    const oci::ContainerRequest r = ContainerRequestFor(a);
+    if (!ContainerTemplateUsable(a)) {
+      l.report.start_note = !a.use_template || !templates_
+                                ? ""
+                                : "a GPU container: its device nodes are fixed when the container "
+                                  "is made, and a template's container has none";
+    } else if (templates_->Get(key) == TemplateManager::State::kReady) {
+      // Forked in the sandbox of its version's template: no pull, no bundle, no runtime.
+      ProcessSpec ps;
+      ps.id = a.worker_id;
+      ps.env = r.env;  // added to the template's (the image's env)
+      ps.cpu = a.cpu;
+      ps.memory_mb = a.memory_mb;
+      auto pid = templates_->Fork(key, ps);
+      if (pid.ok()) {
+        l.started = true;
+        l.report.state = "running";
+        l.report.start_path = "fork";
+        l.report.spawned_ms = clock_->NowMs();
+        return true;
       }
+      l.report.start_note = "fork failed: " + pid.status().message();
+    } else if (templates_->Get(key) == TemplateManager::State::kStarting) {
+      l.report.start_note = "the template is still initialising";
     }
-    r.cpu = a.cpu;
-    r.memory_mb = a.memory_mb;
-    r.volume = a.volume;
-    if (!a.volume_mount_path.empty()) r.volume_mount_path = a.volume_mount_path;
-    r.read_only_rootfs = a.read_only_rootfs;
-    auto pending = std::make_shared<PendingContainer>();
-    pending->worker_id = a.worker_id;
-    r.pull.cancel = &pending->cancel;
-    // The pull may take minutes: it runs on its own thread; its events become the worker's log
-    // lines as they come.
-    PendingContainer* self = pending.get();  // outlives the thread: its future waits for it
-    pending->result = std::async(std::launch::async, [this, r, self] {
-      const std::string id = r.worker_id;
-      auto spec = containers_->Prepare(r, [this, id](const oci::PullEvent& e) {
-        std::lock_guard<std::mutex> lock(pull_mu_);
-        pull_lines_.push_back(LogLine{id, true, "gantry: pull: " + e.text, clock_->NowMs()});
-      });
-      self->finished = true;
-      if (options_.wake) options_.wake();
-      return spec;
+    const std::string id = a.worker_id;
+    l.pending = PrepareAsync(containers_, r, options_.wake, [this, id](const oci::PullEvent& e) {
+      std::lock_guard<std::mutex> lock(pull_mu_);
+      pull_lines_.push_back(LogLine{id, true, "gantry: pull: " + e.text, clock_->NowMs()});
     });
-    l.pending = std::move(pending);
   }
   if (!l.pending->Done()) return false;
   auto spec = l.pending->result.get();
@@ -268,8 +346,13 @@ bool Reconciler::StartContainer(Local& l) {
   l.container = true;
   l.report.state = "running";
   l.report.start_path = "full";
-  l.report.start_note = "a container: templates are for processes only";
   l.report.spawned_ms = clock_->NowMs();
+  if (!l.report.start_note.empty()) {
+    GLOG_INFO("agent: worker %s started in full: %s", a.worker_id.c_str(),
+              l.report.start_note.c_str());
+  }
+  // The next worker of this version is forked from a template in its own container.
+  PrepareContainerTemplate(a, ContainerRequestFor(a));
   return true;
 }
 

@@ -79,9 +79,21 @@ class Reconciler {
     // An image worker whose pull and bundle are being made on another thread.
     std::shared_ptr<struct PendingContainer> pending;
   };
-  // Starts an image worker (a.image): the pull and the bundle are made on another thread (a
-  // pull may take minutes); returns false until they are done, then starts runc.
+  // Starts an image worker (a.image): forked in the container of its version's template when
+  // one is ready; else the pull and the bundle are made on another thread (a pull may take
+  // minutes): false until they are done, then runc starts (and a template is prepared).
   bool StartContainer(Local& l);
+  // What Containers::Prepare() needs for `a`'s container.
+  oci::ContainerRequest ContainerRequestFor(const scheduling::WorkerAssignment& a) const;
+  // Whether an image worker of `a` may be forked from a template: not when its container needs
+  // GPU device nodes (fixed when a container is made; a template's container has none).
+  bool ContainerTemplateUsable(const scheduling::WorkerAssignment& a) const;
+  // Prepares (on another thread) a container template of `a`'s version from request `r`, when
+  // one is wanted and none is being prepared.
+  void PrepareContainerTemplate(const scheduling::WorkerAssignment& a,
+                                const oci::ContainerRequest& r);
+  // Hands prepared container templates to the TemplateManager.
+  void StartPreparedTemplates();
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
   // Marks `l` as failed to start.
@@ -96,6 +108,13 @@ class Reconciler {
   std::vector<LogLine> pull_lines_;  // GUARDED_BY(pull_mu_): pull events, as the worker's lines
   // Pulls of workers that were unassigned meanwhile: their bundles are removed once done.
   std::vector<std::shared_ptr<struct PendingContainer>> abandoned_;
+  // Container templates being prepared, by template key.
+  struct TemplatePrep {
+    std::string endpoint_id;
+    int64_t version = 0;
+    std::shared_ptr<struct PendingContainer> pending;
+  };
+  std::map<std::string, TemplatePrep> template_preps_;
   std::vector<scheduling::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
   bool waiting_ = false;

@@ -1,4 +1,7 @@
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/env.h"
@@ -59,6 +62,58 @@ TEST(ProcfsTest, ReadsItsOwnStatAndNothingForAMissingProcess) {
   EXPECT_EQ(ProcState(getpid()), 'R');
   EXPECT_FALSE(ReadProcStat(0x3fffffff).has_value());
   EXPECT_EQ(ProcState(0x3fffffff), 0);
+}
+
+TEST(ProcfsTest, FindsAChildByItsPidInItsOwnNamespace) {
+  // A child in this namespace: the same number in both.
+  const pid_t child = fork();
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  EXPECT_EQ(ChildByNsPid(getpid(), child), child);
+  EXPECT_FALSE(ChildByNsPid(getpid(), 0x3fffffff).has_value());
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  // A child of a namespace's init (pid 1 there), as a worker forked in a container: its pid in
+  // there is 2. Making a PID namespace needs root; the helper makes it, this process does not.
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  const pid_t helper = fork();
+  if (helper == 0) {
+    if (unshare(CLONE_NEWPID) != 0) _exit(2);
+    const pid_t init = fork();  // pid 1 of the new namespace
+    if (init == 0) {
+      if (fork() == 0) {  // pid 2 there
+        pause();
+        _exit(0);
+      }
+      pause();
+      _exit(0);
+    }
+    if (write(report[1], &init, sizeof init) != sizeof init) _exit(3);
+    waitpid(init, nullptr, 0);
+    _exit(0);
+  }
+  close(report[1]);
+  pid_t init = 0;
+  const bool made = read(report[0], &init, sizeof init) == sizeof init;
+  close(report[0]);
+  if (made) {
+    std::optional<int> worker;
+    for (int i = 0; i < 200 && !worker; ++i) {
+      worker = ChildByNsPid(init, 2);
+      if (!worker) usleep(5000);
+    }
+    ASSERT_TRUE(worker.has_value());
+    EXPECT_EQ(ReadProcStat(*worker)->ppid, init);
+    EXPECT_FALSE(
+        ChildByNsPid(init, *worker).has_value());  // the host's number is not its pid there
+    kill(init, SIGKILL);                           // the namespace ends with its init
+  }
+  int status = 0;
+  waitpid(helper, &status, 0);
+  if (!made) GTEST_SKIP() << "cannot make a PID namespace here (needs root)";
 }
 
 }  // namespace gantry

@@ -1,7 +1,9 @@
 #include "common/procfs.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace gantry {
@@ -24,6 +26,28 @@ std::optional<ProcStat> ReadProcStat(int pid) {
 char ProcState(int pid) {
   const std::optional<ProcStat> s = ReadProcStat(pid);
   return s ? s->state : 0;
+}
+
+std::optional<int> ChildByNsPid(int parent, int ns_pid) {
+  std::error_code ec;
+  const std::string tasks = "/proc/" + std::to_string(parent) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream children(task.path() / "children");
+    int pid;
+    while (children >> pid) {
+      std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+      std::string line;
+      while (std::getline(status, line)) {
+        if (!line.starts_with("NSpid:")) continue;
+        std::istringstream fields(line.substr(6));
+        int last = 0;
+        for (int v; fields >> v;) last = v;
+        if (last == ns_pid) return pid;
+        break;
+      }
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace gantry

@@ -19,4 +19,9 @@ std::optional<ProcStat> ReadProcStat(int pid);
 // ReadProcStat(pid)'s state letter; 0 when there is no such process.
 char ProcState(int pid);
 
+// The pid (in this process's PID namespace) of the child of `parent` whose pid in its own, the
+// innermost, PID namespace is `ns_pid` (the last "NSpid:" of /proc/<pid>/status); e.g. a process
+// forked inside a container, as its init names it. nullopt when `parent` has no such child.
+std::optional<int> ChildByNsPid(int parent, int ns_pid);
+
 }  // namespace gantry

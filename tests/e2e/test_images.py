@@ -101,8 +101,59 @@ class ImageTest(E2ETest):
         self.assertEqual(r["output"]["gpus"], "0,1")
         self.assertEqual(r["output"]["nvidiaVisible"], "0,1")
 
+    def node(self):
+        nodes = self.server.request("GET", "/v1/nodes").json["nodes"]
+        return self.server.request("GET", "/v1/nodes/" + nodes[0]["id"]).json if nodes else {}
+
+    def template(self, endpoint):
+        return next((t for t in self.node().get("templates", []) if t["endpointId"] == endpoint),
+                    None)
+
+    def worker(self, worker_id):
+        """The worker once its agent has reported how it started (a fork may answer its first
+        job before the agent's next status)."""
+        return self.wait_for(lambda: next(
+            (w for w in self.server.request("GET", "/v1/workers").json["workers"]
+             if w["id"] == worker_id and w["startPath"]), None), what="the start path")
+
+    def scale_to_zero(self, endpoint):
+        self.wait_for(lambda: all(w["state"] == "STOPPED" for w in self.server.request(
+            "GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]), what="scale to zero")
+
+    def test_second_worker_is_forked_inside_the_template_container(self):
+        self.endpoint("tpl", idleTimeout=1, maxAttempts=1)
+        first = self.runsync("tpl", {"op": "whoami", "hostPath": ROOT})
+        self.assertEqual(first["status"], "COMPLETED", first)
+        self.assertEqual(self.worker(first["workerId"])["startPath"], "full")
+        tpl = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
+            self.template("tpl")), what="a ready template", timeout=60)
+        self.assertFalse(tpl["snapshot"])  # container templates are not checkpointed
+        self.scale_to_zero("tpl")
+        second = self.runsync("tpl", {"op": "whoami", "hostPath": ROOT})
+        self.assertEqual(second["status"], "COMPLETED", second)
+        w = self.worker(second["workerId"])
+        self.assertEqual(w["startPath"], "fork", w)
+        out = second["output"]
+        self.assertEqual(out["worker"], second["workerId"])  # its own identity
+        self.assertFalse(out["seesHostRepo"])  # the image's root filesystem
+        self.assertLessEqual(out["pids"], 6)  # the template's PID namespace, not the host's
+        self.assertEqual(out["uid"], 1000)  # the image's USER
+        self.assertNotEqual(out["pid"], 1)  # the template is the container's init
+        # Its end is reported (by the template, its parent) and it is replaced by a fork again.
+        self.scale_to_zero("tpl")
+        third = self.runsync("tpl", {"op": "whoami"})
+        self.assertEqual(self.worker(third["workerId"])["startPath"], "fork")
+        self.assertGreaterEqual(self.node()["startCounters"]["forks"], 2)
+        # The worker's memory limit holds in its own cgroup: over it, its job fails saying so.
+        hog = self.runsync("tpl", {"op": "allocate", "mb": 400})
+        self.assertEqual(hog["status"], "FAILED", hog)
+        self.assertIn("memory limit", hog.get("error", ""), hog)
+        self.assertEqual(self.template("tpl")["pid"], tpl["pid"])  # the template lives on
+
     def test_each_worker_writes_to_its_own_layer(self):
-        self.endpoint("own", idleTimeout=0)
+        # Forked workers share their template's sandbox (docs/containers.md): without
+        # templates, each worker is a container of its own.
+        self.endpoint("own", idleTimeout=0, flashboot=False)
         first = self.runsync("own", {"op": "write", "path": "/tmp/mark", "text": "a"})
         self.assertEqual(first["status"], "COMPLETED", first)
         self.wait_for(lambda: all(w["state"] == "STOPPED" for w in self.server.request(

@@ -84,7 +84,10 @@ class Agent:
         return self.read()
 
 
-class TemplateTest(unittest.TestCase):
+class _TemplateCase(unittest.TestCase):
+    """A real template (tests/worker_main.py, identity handler) connected to `self.agent`."""
+    extra_env = {}
+
     @classmethod
     def setUpClass(cls):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -101,6 +104,7 @@ class TemplateTest(unittest.TestCase):
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": SDK_ROOT,
                "TEST_HANDLER": "identity", "TEST_MARKER": os.path.join(self.tmp.name, "m"),
                "GANTRY_TEMPLATE_SOCKET": os.path.join(self.tmp.name, "ctl.sock")}
+        env.update(self.extra_env)
         self.template_log = open(os.path.join(self.tmp.name, "template.log"), "w+b")
         self.addCleanup(self.template_log.close)
         self.template = subprocess.Popen([sys.executable, WORKER_MAIN], env=env,
@@ -129,6 +133,8 @@ class TemplateTest(unittest.TestCase):
         self.workers.append(reply["pid"])
         return reply["pid"]
 
+
+class TemplateTest(_TemplateCase):
     def test_forked_workers_get_their_own_identity(self):
         fakes = [FakeGantry(worker_id=f"w{i}") for i in range(2)]
         for f in fakes:
@@ -143,6 +149,7 @@ class TemplateTest(unittest.TestCase):
             self.assertEqual(out["init_pid"], self.template.pid)  # initialised once, in the template
             self.assertEqual(out["init_memory"], "initialised")
             self.assertEqual(out["cwd"], self.tmp.name)
+            self.assertIsNone(out["image_var"])  # the fork's environment replaces the template's
             self.assertEqual(os.getsid(pid), pid)  # its own session and process group
         self.assertIsNone(self.template.poll())
 
@@ -228,6 +235,98 @@ class TemplateTest(unittest.TestCase):
 
     def test_template_exits_when_the_agent_hangs_up(self):
         self.agent.conn.close()
+        self.assertEqual(self.template.wait(10), 0)
+
+
+class ContainerTemplateTest(_TemplateCase):
+    """The template as a container's init would run (GANTRY_TEMPLATE_CONTAINER=1): its workers
+    are its own children, and it reports how they end."""
+    extra_env = {"GANTRY_TEMPLATE_CONTAINER": "1", "TEST_IMAGE_VAR": "from the image"}
+
+    def _fork(self, fake, log_name="w.log"):
+        pid = super()._fork(fake, log_name)
+        self._continue(pid)
+        return pid
+
+    def _continue(self, pid):
+        """What the agent does once it has moved a worker into its cgroups."""
+        _wait(lambda: _state(pid) == "T")  # it waits, stopped, for that
+        os.kill(pid, signal.SIGCONT)
+
+    def _exit_report(self):
+        msg = self.agent.read()
+        self.assertEqual(msg and msg.get("op"), "exit", msg)
+        return msg
+
+    def test_workers_are_its_children_with_their_identity_and_its_environment(self):
+        fakes = [FakeGantry(worker_id=f"c{i}") for i in range(2)]
+        for f in fakes:
+            self.addCleanup(f.close)
+            f.add_job("j", {})
+        pids = [self._fork(f, f"c{i}.log") for i, f in enumerate(fakes)]
+        for i, (pid, f) in enumerate(zip(pids, fakes)):
+            out = f.wait_done("j").body["output"]
+            self.assertEqual(out["pid"], pid)
+            self.assertEqual(out["pod"], f"c{i}")
+            self.assertEqual(out["ppid"], self.template.pid)  # not re-parented: the init's child
+            self.assertEqual(out["init_pid"], self.template.pid)
+            self.assertEqual(out["image_var"], "from the image")  # added to, not replaced
+            self.assertIsNone(out["template_socket"])  # the template's own variables are gone
+            self.assertEqual(os.getsid(pid), pid)
+
+    def test_the_end_of_each_worker_is_reported(self):
+        fake = FakeGantry(worker_id="c0")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        pid = self._fork(fake)
+        fake.wait_done("j")
+        os.kill(pid, signal.SIGKILL)
+        msg = self._exit_report()
+        self.assertEqual(msg["pid"], pid)
+        self.assertTrue(os.WIFSIGNALED(msg["status"]))
+        self.assertEqual(os.WTERMSIG(msg["status"]), signal.SIGKILL)
+        self.assertEqual(_state(pid), None)  # reaped by the template
+        self.assertIsNone(self.template.poll())
+
+    def test_idle_template_hands_forks_to_a_spare_made_ahead(self):
+        time.sleep(0.6)
+        fake = FakeGantry(worker_id="c5")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        reply = self.agent.fork(fake.env(), os.path.join(self.tmp.name, "c5.log"))
+        self.assertTrue(reply.get("spare"), reply)
+        self._continue(reply["pid"])
+        out = fake.wait_done("j").body["output"]
+        self.assertEqual(out["pid"], reply["pid"])
+        self.assertEqual(out["pod"], "c5")
+        self.assertEqual(out["ppid"], self.template.pid)
+        self.assertEqual(out["image_var"], "from the image")
+        os.kill(reply["pid"], signal.SIGTERM)
+        self.assertEqual(self._exit_report()["pid"], reply["pid"])
+
+    def test_a_retired_template_exits_after_its_last_worker(self):
+        fake = FakeGantry(worker_id="c7")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        pid = self._fork(fake)
+        fake.wait_done("j")
+        self.agent.send({"op": "retire"})
+        time.sleep(0.3)
+        self.assertIsNone(self.template.poll())  # its worker still runs
+        os.kill(pid, signal.SIGKILL)
+        self.assertEqual(self._exit_report()["pid"], pid)
+        self.assertEqual(self.template.wait(10), 0)
+
+    def test_template_waits_for_its_workers_when_the_agent_hangs_up(self):
+        fake = FakeGantry(worker_id="c8")
+        self.addCleanup(fake.close)
+        fake.add_job("j", {})
+        pid = self._fork(fake)
+        fake.wait_done("j")
+        self.agent.conn.close()
+        time.sleep(0.3)
+        self.assertIsNone(self.template.poll())
+        os.kill(pid, signal.SIGKILL)
         self.assertEqual(self.template.wait(10), 0)
 
 

@@ -109,7 +109,9 @@ INIT_MEMORY = bytearray(b"initialised")  # state made before start(), inherited 
 def identity(job):
     return {"pid": os.getpid(), "ppid": os.getppid(), "pod": os.environ.get("RUNPOD_POD_ID"),
             "init_pid": INIT_PID, "init_memory": INIT_MEMORY.decode(), "cwd": os.getcwd(),
-            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "template_socket": os.environ.get("GANTRY_TEMPLATE_SOCKET"),
+            "image_var": os.environ.get("TEST_IMAGE_VAR")}
 
 
 def crash(job):

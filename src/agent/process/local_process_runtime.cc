@@ -22,10 +22,12 @@
 // for exits with WNOWAIT, kills what is left of the group, and only then reaps the leader.
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,10 +207,17 @@ class LocalProcessRuntime final : public ProcessRuntime {
     std::string cgroup;  // its cgroup's id: its own id, unless it came in another one
     std::optional<int64_t> kill_at_ms;  // when Stop()'s SIGKILL is due
     bool killed = false;                // SIGKILL sent
+    // Not a child of ours (LaunchContext::external): its end is seen on `pidfd`, its status
+    // comes through `external`.
+    std::shared_ptr<ExternalExit> external;
+    Fd pidfd;
+    std::optional<int64_t> ended_ms;  // when `pidfd` said it ended
   };
 
   // Reaps the children that ended into exits_ and sends the SIGKILLs that are due.
   void ReapEnded();
+  // Whether `child` ended (and, if external, its status is known or no longer awaited).
+  bool Ended(Child& child, int64_t now);
   // Kills what is left of `child`, reaps it, reads the rest of its output and removes its
   // cgroup. `child` must then be erased.
   ProcessExit Finish(Child& child);
@@ -279,7 +288,20 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
   ctx.agent_pid = getpid();
   std::string came_in;  // a cgroup of CreateCgroup() the child already sits in
   ctx.in_cgroup = &came_in;
+  std::shared_ptr<ExternalExit> external;
+  ctx.external = &external;
   Result<int> pid = launch(spec, ctx);
+  Fd pidfd;
+  if (pid.ok() && external) {
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, *pid, 0));
+    if (fd < 0) {
+      const int err = errno;
+      kill(-*pid, SIGKILL);
+      pid = ErrnoStatus("pidfd_open of " + spec.id, err);
+    } else {
+      pidfd = Fd(fd);
+    }
+  }
   out_w.Reset();
   err_w.Reset();
   if (!pid.ok()) {
@@ -308,7 +330,10 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
     }
   }
   Adopt(spec, *pid, std::move(out_r), std::move(err_r), in_cgroup);
-  children_[spec.id].cgroup = cgroup;
+  Child& child = children_[spec.id];
+  child.cgroup = cgroup;
+  child.external = std::move(external);
+  child.pidfd = std::move(pidfd);
   return *pid;
 }
 
@@ -464,8 +489,7 @@ void LocalProcessRuntime::ReapEnded() {
   const int64_t now = clock_->NowMs();
   for (auto it = children_.begin(); it != children_.end();) {
     Child& child = it->second;
-    siginfo_t info = {};
-    if (waitid(P_PID, child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0) {
+    if (!Ended(child, now)) {
       if (!child.killed && child.kill_at_ms && now >= *child.kill_at_ms) {
         kill(-child.pid, SIGKILL);
         child.killed = true;
@@ -478,6 +502,19 @@ void LocalProcessRuntime::ReapEnded() {
   }
 }
 
+bool LocalProcessRuntime::Ended(Child& child, int64_t now) {
+  if (!child.external) {
+    siginfo_t info = {};
+    return !(waitid(P_PID, child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0);
+  }
+  if (!child.ended_ms) {
+    pollfd p{child.pidfd.get(), POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) return false;
+    child.ended_ms = now;
+  }
+  return child.external->wait_status || now - *child.ended_ms >= kExternalStatusWaitMs;
+}
+
 ProcessExit LocalProcessRuntime::Finish(Child& child) {
   kill(-child.pid, SIGKILL);
   ProcessExit exit{child.id, child.pid};
@@ -486,10 +523,27 @@ ProcessExit LocalProcessRuntime::Finish(Child& child) {
     cgroups_.KillAll(child.cgroup);
   }
   int status = 0;
-  int r;
-  while ((r = waitpid(child.pid, &status, 0)) < 0 && errno == EINTR) {
+  int r = 0;
+  if (child.external) {
+    // Its parent reaps it; wait (briefly: it was just SIGKILLed) until it is gone.
+    pollfd p{child.pidfd.get(), POLLIN, 0};
+    while (poll(&p, 1, 1000) < 0 && errno == EINTR) {
+    }
+    if (child.external->wait_status) {
+      status = *child.external->wait_status;
+    } else {
+      GLOG_WARN("process runtime: exit status of %s (pid %d) not reported by its parent",
+                child.id.c_str(), child.pid);
+      r = -1;
+      errno = 0;
+    }
+  } else {
+    while ((r = waitpid(child.pid, &status, 0)) < 0 && errno == EINTR) {
+    }
   }
-  if (r < 0) {
+  if (r < 0 && child.external) {
+    exit.exit_code = -1;
+  } else if (r < 0) {
     // Someone else reaped it (SIGCHLD ignored, or a waitpid(-1) elsewhere in the agent).
     GLOG_ERROR("process runtime: exit status of %s (pid %d) lost: %s", child.id.c_str(), child.pid,
                strerror(errno));

@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,12 @@ struct LogLine {
 // Longer lines are split into pieces of this size.
 inline constexpr size_t kMaxLogLineBytes = 16 * 1024;
 
+// The end of a launched process that is not a child of this one (LaunchContext::external):
+// whoever reaps it (its parent) says how it ended.
+struct ExternalExit {
+  std::optional<int> wait_status;  // as waitpid() gives it; nullopt until known
+};
+
 // What a Launcher gets to make a child in place of the runtime's own fork/exec.
 struct LaunchContext {
   int stdout_fd = -1;  // write ends of the child's stdout and stderr pipes; the runtime keeps
@@ -76,12 +83,21 @@ struct LaunchContext {
   // template's spare); the runtime then makes that cgroup the child's, with the spec's limits,
   // instead of moving the child.
   std::string* in_cgroup = nullptr;
+  // Out: set by a launcher whose process is not a child of this one and will not become one
+  // (a worker forked inside a container's PID namespace: its parent is the container's init).
+  // The runtime then learns that it ended from a pidfd, and how from this object, which the
+  // launcher's side fills in once the parent has reaped it; if that does not come within
+  // kExternalStatusWaitMs, the exit is reported with exit_code -1. May be null (a fake runtime).
+  std::shared_ptr<ExternalExit>* external = nullptr;
 };
+
+inline constexpr int64_t kExternalStatusWaitMs = 2'000;
 
 // Makes the child for Launch(): for example a fork of a template (agent/template/), or a
 // process restored from a snapshot. The process it returns must be a child of this process by
 // the time it returns (a fork, or an orphan re-parented to it: the runtime is a child
-// subreaper), and the leader of its own process group.
+// subreaper), or else be declared external (LaunchContext::external); and the leader of its
+// own process group.
 using Launcher = std::function<Result<int>(const ProcessSpec& spec, const LaunchContext& ctx)>;
 
 class ProcessRuntime {

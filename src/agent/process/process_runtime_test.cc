@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "agent/process/fake_process_runtime.h"
+#include "common/procfs.h"
 
 namespace gantry::agent {
 namespace {
@@ -458,6 +459,106 @@ TEST_F(ProcessRuntimeTest, FailedLaunchLeavesNothing) {
   // The id is free again.
   EXPECT_TRUE(rt_->Launch(spec, DoubleForkLauncher).ok());
   ASSERT_TRUE(WaitExit(spec.id));
+}
+
+// A launcher as a template inside a container makes its workers: the worker is a child of
+// another process (here `parent`, a child of the test), never of the runtime; that parent reaps
+// it and reports its wait status on a pipe, as a container's template does over its socket.
+struct ExternalParent {
+  pid_t parent = 0;
+  int status_fd = -1;  // the worker's wait status, once `parent` has reaped it
+  std::shared_ptr<ExternalExit> exit = std::make_shared<ExternalExit>();
+
+  Result<int> Launch(const ProcessSpec& spec, const LaunchContext& ctx) {
+    int report[2], status[2];
+    if (pipe(report) != 0 || pipe(status) != 0) return Internal("pipe");
+    parent = fork();
+    if (parent == 0) {
+      const pid_t worker = fork();
+      if (worker == 0) {
+        setsid();
+        dup2(ctx.stdout_fd, STDOUT_FILENO);
+        dup2(ctx.stderr_fd, STDERR_FILENO);
+        execl("/bin/sh", "sh", "-c", spec.argv.back().c_str(), nullptr);
+        _exit(127);
+      }
+      if (write(report[1], &worker, sizeof worker) != sizeof worker) _exit(1);
+      int st = 0;
+      waitpid(worker, &st, 0);
+      if (write(status[1], &st, sizeof st) != sizeof st) _exit(1);
+      _exit(0);
+    }
+    close(report[1]);
+    close(status[1]);
+    status_fd = status[0];
+    pid_t pid = 0;
+    const bool ok = read(report[0], &pid, sizeof pid) == sizeof pid;
+    close(report[0]);
+    if (!ok) return Internal("the launched child died");
+    *ctx.external = exit;
+    return pid;
+  }
+  // Reads the status the parent reported (blocks until it does) and reaps the parent.
+  void Report() {
+    int st = 0;
+    if (read(status_fd, &st, sizeof st) == sizeof st) exit->wait_status = st;
+  }
+  ~ExternalParent() {
+    if (status_fd >= 0) close(status_fd);
+    if (parent > 0) waitpid(parent, nullptr, 0);
+  }
+};
+
+TEST_F(ProcessRuntimeTest, ExternalChildEndsWithTheStatusItsParentReports) {
+  ExternalParent parent;
+  ProcessSpec spec = Sh("external", "echo inside; sleep 0.2; exit 7");
+  auto pid = rt_->Launch(
+      spec, [&](const ProcessSpec& s, const LaunchContext& ctx) { return parent.Launch(s, ctx); });
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  EXPECT_NE(ReadProcStat(*pid)->ppid, getpid());  // not ours
+  ASSERT_TRUE(WaitLine(spec.id, "inside"));
+  // It ends, but its status is not known yet: the runtime waits for it.
+  ASSERT_TRUE(WaitDead(*pid));
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_TRUE(rt_->Reap().empty());
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(rt_->Running(), std::vector<std::string>{spec.id});
+  parent.Report();
+  auto exit = WaitExit(spec.id);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->pid, *pid);
+  EXPECT_EQ(exit->exit_code, 7);
+  EXPECT_TRUE(rt_->Running().empty());
+}
+
+TEST_F(ProcessRuntimeTest, ExternalChildIsStoppedAndKilledLikeAnyOther) {
+  ExternalParent parent;
+  ProcessSpec spec = Sh("extstop", "trap '' TERM; echo up; while :; do sleep 0.05; done");
+  auto pid = rt_->Launch(
+      spec, [&](const ProcessSpec& s, const LaunchContext& ctx) { return parent.Launch(s, ctx); });
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  ASSERT_TRUE(WaitLine(spec.id, "up"));
+  rt_->Stop(spec.id, 100);  // SIGTERM is ignored: SIGKILL after 100 ms
+  std::thread report([&] { parent.Report(); });
+  auto exit = WaitExit(spec.id);
+  report.join();
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->term_signal, SIGKILL);
+}
+
+TEST_F(ProcessRuntimeTest, ExternalChildWhoseStatusNeverComesEndsUnknown) {
+  ExternalParent parent;
+  ProcessSpec spec = Sh("extlost", "exit 3");
+  auto pid = rt_->Launch(
+      spec, [&](const ProcessSpec& s, const LaunchContext& ctx) { return parent.Launch(s, ctx); });
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  const auto t0 = steady_clock::now();
+  auto exit = WaitExit(spec.id, 10'000);
+  ASSERT_TRUE(exit);
+  EXPECT_GE(MsSince(t0), kExternalStatusWaitMs - 50);
+  EXPECT_EQ(exit->exit_code, -1);
+  EXPECT_EQ(exit->term_signal, 0);
 }
 
 TEST_F(ProcessRuntimeTest, OrphansOfWorkersAreReaped) {

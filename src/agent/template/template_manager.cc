@@ -168,6 +168,12 @@ struct TemplateManager::Template {
   std::deque<std::string> last_lines;
   std::string spare_cgroup;  // offered to the template for its next spare; "" for none
   int spare_seq = 0;
+  // A container template: `pid` is the OCI runtime's, `init_pid` the container's init (the
+  // template process itself); `workers`: its workers still running, by their pid in the
+  // container, with the runtime's view of their ends.
+  bool container = false;
+  int init_pid = 0;
+  std::map<int, std::shared_ptr<ExternalExit>> workers;
 
   ~Template() { CloseAll(); }
   void CloseConnection() {
@@ -268,26 +274,39 @@ bool TemplateManager::HasSnapshot(const std::string& key) const {
   return snapshots_.count(key) > 0 && snapshotter_ != nullptr;
 }
 
-void TemplateManager::Ensure(const std::string& key, const std::string& endpoint_id,
-                             int64_t version, const ProcessSpec& worker) {
-  if (templates_.count(key) || failed_.count(key)) return;
-  if (auto r = restore_retry_.find(key);
-      r != restore_retry_.end() && HasSnapshot(key) && clock_->NowMs() < r->second.first) {
-    return;  // Step() tries again when it is due
-  }
+bool TemplateManager::Wanted(const std::string& key) const {
+  return !templates_.count(key) && !failed_.count(key);
+}
+
+std::string TemplateManager::NewProcessId(const std::string& key) {
+  return kProcessPrefix + key + "-" + NewId("", 6);
+}
+
+std::map<std::string, std::string> TemplateManager::TemplateEnvironment(
+    const std::string& key, std::map<std::string, std::string> env, bool container) const {
+  std::erase_if(env, [](const auto& kv) { return IdentityVariable(kv.first); });
+  env["CUDA_VISIBLE_DEVICES"] = "";
+  env["GANTRY_TEMPLATE_SOCKET"] = "@" + SocketName(key);
+  if (container) env["GANTRY_TEMPLATE_CONTAINER"] = "1";
+  return env;
+}
+
+TemplateManager::Template* TemplateManager::Listen(const std::string& key,
+                                                   const std::string& endpoint_id, int64_t version,
+                                                   const std::string& process_id) {
   auto t = std::make_unique<Template>();
   t->key = key;
   t->endpoint_id = endpoint_id;
   t->version = version;
   t->used_ms = clock_->NowMs();
-  t->process_id = kProcessPrefix + key + "-" + NewId("", 6);
+  t->process_id = process_id;
   // Listen before the process can connect.
   const std::string name = SocketName(key);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (name.size() + 1 >= sizeof addr.sun_path) {
     failed_[key] = "endpoint id too long for a template socket name";
-    return;
+    return nullptr;
   }
   memcpy(addr.sun_path + 1, name.data(), name.size());  // sun_path[0] == 0: abstract
   t->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -297,10 +316,44 @@ void TemplateManager::Ensure(const std::string& key, const std::string& endpoint
       listen(t->listen_fd, 4) != 0) {
     GLOG_WARN("templates: %s: cannot listen on @%s: %s", key.c_str(), name.c_str(),
               strerror(errno));
-    return;  // tried again on the next Ensure()
+    return nullptr;  // tried again on the next Ensure()
   }
-  Template& ref = *t;
+  Template* ref = t.get();
   templates_[key] = std::move(t);
+  return ref;
+}
+
+bool TemplateManager::EnsureContainer(const std::string& key, const std::string& endpoint_id,
+                                      int64_t version, const ProcessSpec& container) {
+  if (!Wanted(key)) return false;
+  Template* t = Listen(key, endpoint_id, version, container.id);
+  if (!t) return false;
+  t->container = true;
+  t->spec = container;
+  t->spec.nice = options_.init_nice;
+  auto pid = runtime_->Start(t->spec);
+  if (!pid.ok()) {
+    ++counters_.template_failures;
+    Drop(key, "cannot start: " + pid.status().message(), /*failed=*/true);
+    return false;
+  }
+  t->pid = *pid;
+  t->phase = Template::Phase::kStarting;
+  t->since_ms = clock_->NowMs();
+  GLOG_INFO("templates: starting %s in a container (pid %d)", key.c_str(), t->pid);
+  return true;
+}
+
+void TemplateManager::Ensure(const std::string& key, const std::string& endpoint_id,
+                             int64_t version, const ProcessSpec& worker) {
+  if (!Wanted(key)) return;
+  if (auto r = restore_retry_.find(key);
+      r != restore_retry_.end() && HasSnapshot(key) && clock_->NowMs() < r->second.first) {
+    return;  // Step() tries again when it is due
+  }
+  Template* t = Listen(key, endpoint_id, version, NewProcessId(key));
+  if (!t) return;
+  Template& ref = *t;
   if (HasSnapshot(key)) {
     ref.spec.id = ref.process_id;
     ref.spec.cpu = snapshots_[key].cpu;
@@ -324,11 +377,7 @@ void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   t.spec = worker;
   t.spec.id = t.process_id;
   t.spec.nice = options_.init_nice;
-  for (auto it = t.spec.env.begin(); it != t.spec.env.end();) {
-    it = IdentityVariable(it->first) ? t.spec.env.erase(it) : std::next(it);
-  }
-  t.spec.env["CUDA_VISIBLE_DEVICES"] = "";
-  t.spec.env["GANTRY_TEMPLATE_SOCKET"] = "@" + SocketName(t.key);
+  t.spec.env = TemplateEnvironment(t.key, std::move(t.spec.env), /*container=*/false);
   auto pid = runtime_->Start(t.spec);
   if (!pid.ok()) {
     ++counters_.template_failures;
@@ -365,8 +414,10 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
   const int64_t t0 = SystemClock().NowMs();
   bool spare = false;
   auto launch = [&](const ProcessSpec& spec, const LaunchContext& ctx) -> Result<int> {
-    json::array procs;
-    for (const auto& p : ctx.cgroup_procs) procs.emplace_back(p);
+    json::array procs;  // a container's template cannot see them: the runtime moves its workers
+    if (!t.container) {
+      for (const auto& p : ctx.cgroup_procs) procs.emplace_back(p);
+    }
     json::object req{{"op", "fork"},
                      {"id", spec.id},
                      {"env", StringMapJson(spec.env)},
@@ -375,7 +426,7 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
                      {"agentPid", ctx.agent_pid}};
     GANTRY_RETURN_IF_ERROR(
         SendWithFds(t.conn_fd, ToJson(req) + "\n", {ctx.stdout_fd, ctx.stderr_fd}));
-    auto line = ReadLine(t.conn_fd, &t.buffer, options_.fork_timeout_ms);
+    auto line = ReadAnswer(t);
     if (!line.ok()) return line.status();
     auto reply = ParseJson(*line);
     if (!reply.ok() || !reply->is_object()) return Internal("bad answer from the template");
@@ -390,7 +441,29 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
         c && c->is_string() && !t.spare_cgroup.empty() && c->as_string() == t.spare_cgroup) {
       *ctx.in_cgroup = std::exchange(t.spare_cgroup, {});  // the runtime's now
     }
-    return static_cast<int>(*AsInt(*pid));
+    const int answered = static_cast<int>(*AsInt(*pid));
+    if (!t.container) return answered;
+    // The pid in the container: its number here, found among the template's children.
+    std::optional<int> host = ChildByNsPid(t.init_pid, answered);
+    if (!host) {
+      return Internal("worker pid " + std::to_string(answered) +
+                      " of the template's container is not a child of its init");
+    }
+    auto exit = std::make_shared<ExternalExit>();
+    t.workers[answered] = exit;
+    if (ctx.external) *ctx.external = std::move(exit);
+    // It waits, stopped, to be moved into its cgroups (which it cannot reach from inside), so
+    // that none of its code runs outside its limits; then it is continued.
+    const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
+    while (ProcState(*host) != 'T' && SystemClock().NowMs() < deadline) usleep(100);
+    for (const std::string& procs : ctx.cgroup_procs) {
+      std::ofstream f(procs);
+      f << *host;
+      f.close();
+      if (!f) GLOG_WARN("templates: cannot move %s into %s", spec.id.c_str(), procs.c_str());
+    }
+    kill(*host, SIGCONT);
+    return *host;
   };
   auto pid = runtime_->Launch(worker, launch);
   if (!pid.ok()) {
@@ -415,7 +488,11 @@ void TemplateManager::Accept(Template& t) {
   if (fd < 0) return;
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != t.pid) {
+  // A container's template is the container's init, a child of the OCI runtime (t.pid).
+  const bool ours = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+                    (cred.pid == t.pid || (t.container && cred.pid > 0 && ReadProcStat(cred.pid) &&
+                                           ReadProcStat(cred.pid)->ppid == t.pid));
+  if (!ours) {
     GLOG_WARN("templates: %s: refused a connection from pid %d (the template is %d)", t.key.c_str(),
               static_cast<int>(cred.pid), t.pid);
     close(fd);
@@ -423,6 +500,7 @@ void TemplateManager::Accept(Template& t) {
   }
   t.CloseConnection();
   t.conn_fd = fd;
+  t.init_pid = cred.pid;
   auto line = ReadLine(fd, &t.buffer, kHandshakeTimeoutMs);
   auto hello = line.ok() ? ParseJson(*line) : Result<json::value>(line.status());
   const json::value* op =
@@ -439,18 +517,19 @@ void TemplateManager::Accept(Template& t) {
   t.since_ms = clock_->NowMs();
   OfferSpareCgroup(t);
   if (first) {
-    t.memory_kb = probe_.pss_kb(t.pid);
+    t.memory_kb = probe_.pss_kb(t.init_pid);
     // Initialised: the default priority for every thread of it, so that forks are fast.
     std::error_code ec;
     for (const auto& task :
-         fs::directory_iterator("/proc/" + std::to_string(t.pid) + "/task", ec)) {
+         fs::directory_iterator("/proc/" + std::to_string(t.init_pid) + "/task", ec)) {
       setpriority(PRIO_PROCESS, std::stoi(task.path().filename().string()), 0);
     }
   }
 }
 
 void TemplateManager::OfferSpareCgroup(Template& t) {
-  if (!t.spare_cgroup.empty() || t.conn_fd < 0) return;
+  // A container's template cannot move its spare into a cgroup of the host.
+  if (!t.spare_cgroup.empty() || t.conn_fd < 0 || t.container) return;
   const std::string id = t.process_id + "-s" + std::to_string(++t.spare_seq);
   auto procs = runtime_->CreateCgroup(id, t.spec.cpu, t.spec.memory_mb);
   if (!procs.ok() || procs->empty()) return;  // no cgroups: the spare joins at its fork
@@ -579,9 +658,21 @@ void TemplateManager::FinishJob() {
 
 void TemplateManager::Drop(std::string key, const std::string& why, bool failed) {
   auto it = templates_.find(key);
+  if (it != templates_.end() && it->second->container && !it->second->workers.empty() &&
+      it->second->pid > 0 && it->second->conn_fd >= 0 &&
+      SendWithFds(it->second->conn_fd, "{\"op\":\"retire\"}\n", {}).ok()) {
+    // Its exit would end its workers: it exits after the last one instead.
+    GLOG_INFO("templates: %s retired (%s): it exits after its %zu workers", key.c_str(),
+              why.c_str(), it->second->workers.size());
+    retiring_[it->second->process_id] = std::move(it->second);
+    templates_.erase(it);
+    if (failed) failed_[key] = why;
+    return;
+  }
   if (it != templates_.end()) {
     Template& t = *it->second;
     if (t.pid > 0) runtime_->Stop(t.process_id, 0);
+    WorkersKilled(t);
     ReleaseSpareCgroup(t);
     std::string lines;
     for (const auto& l : t.last_lines) lines += "\n  " + l;
@@ -620,6 +711,11 @@ void TemplateManager::Retain(const std::map<std::string, int64_t>& live) {
 }
 
 void TemplateManager::OnExit(const ProcessExit& exit) {
+  if (auto r = retiring_.find(exit.id); r != retiring_.end()) {
+    WorkersKilled(*r->second);
+    retiring_.erase(r);
+    return;
+  }
   for (auto& [key, t] : templates_) {
     if (t->process_id != exit.id) continue;
     ++counters_.template_failures;
@@ -633,6 +729,7 @@ void TemplateManager::OnExit(const ProcessExit& exit) {
           "RunPod SDK? Its workers start in full";
     }
     t->pid = 0;  // reaped: nothing to stop
+    WorkersKilled(*t);
     Drop(key, why, /*failed=*/never_ready);
     return;
   }
@@ -675,7 +772,7 @@ bool TemplateManager::Step() {
         }
         break;
       case Template::Phase::kReady:
-        if (options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
+        if (!t.container && options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
             !no_snapshot_.count(key) &&
             probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024 &&
             SnapshotsUsable()) {
@@ -736,7 +833,7 @@ bool TemplateManager::Step() {
 void TemplateManager::EnforceBudgets() {
   int64_t total_kb = 0;
   for (auto& [key, t] : templates_) {
-    if (t->phase == Template::Phase::kReady) t->memory_kb = probe_.pss_kb(t->pid);
+    if (t->phase == Template::Phase::kReady) t->memory_kb = probe_.pss_kb(t->init_pid);
     total_kb += t->memory_kb;
   }
   const int64_t budget_kb = options_.memory_budget_mb * 1024;
@@ -790,6 +887,67 @@ void TemplateManager::EvictSnapshots(int64_t bytes, const std::string& why) {
     if (lru->second.bytes > budget) no_snapshot_.insert(lru->first);
     DeleteSnapshot(lru->first);
   }
+}
+
+Result<std::string> TemplateManager::ReadAnswer(Template& t) {
+  const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
+  for (;;) {
+    auto line =
+        ReadLine(t.conn_fd, &t.buffer, std::max<int64_t>(deadline - SystemClock().NowMs(), 0));
+    if (!line.ok() || !t.container || !HandleReport(t, *line)) return line;
+  }
+}
+
+bool TemplateManager::HandleReport(Template& t, const std::string& line) {
+  auto msg = ParseJson(line);
+  if (!msg.ok() || !msg->is_object()) return false;
+  const auto& o = msg->as_object();
+  const json::value* op = Find(o, "op");
+  if (!op || !op->is_string() || op->as_string() != "exit") return false;
+  const json::value* pid = Find(o, "pid");
+  const json::value* status = Find(o, "status");
+  if (pid && status && AsInt(*pid) && AsInt(*status)) {
+    if (auto w = t.workers.find(static_cast<int>(*AsInt(*pid))); w != t.workers.end()) {
+      w->second->wait_status = static_cast<int>(*AsInt(*status));
+      t.workers.erase(w);
+    }
+  }
+  return true;
+}
+
+void TemplateManager::WorkersKilled(Template& t) {
+  for (auto& [pid, exit] : t.workers) {
+    if (!exit->wait_status) exit->wait_status = SIGKILL;  // a wait status: killed by SIGKILL
+  }
+  t.workers.clear();
+}
+
+void TemplateManager::ReadReports() {
+  auto read = [this](Template& t) {
+    if (!t.container || t.conn_fd < 0) return;
+    for (;;) {
+      char buf[4096];
+      const ssize_t n = recv(t.conn_fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0) {  // the template is gone, and its PID namespace with it
+        t.CloseConnection();
+        WorkersKilled(t);
+        return;
+      }
+      if (n < 0) break;  // nothing more now
+      t.buffer.append(buf, n);
+    }
+    for (size_t nl; (nl = t.buffer.find('\n')) != std::string::npos;) {
+      const std::string line = t.buffer.substr(0, nl);
+      t.buffer.erase(0, nl + 1);
+      if (!HandleReport(t, line)) {
+        GLOG_WARN("templates: %s: unexpected message: %s", t.key.c_str(),
+                  line.substr(0, 200).c_str());
+      }
+    }
+  };
+  for (auto& [key, t] : templates_) read(*t);
+  for (auto& [id, t] : retiring_) read(*t);
 }
 
 std::vector<TemplateReport> TemplateManager::Reports() const {

@@ -25,6 +25,13 @@
 // not kept. Versions: Retain() drops the templates and
 // snapshots of endpoint versions that are no longer current.
 //
+// Container templates (image workers, docs/containers.md): the template is the init of an OCI
+// container (the caller prepares it: EnsureContainer()), so its workers cannot become the
+// agent's children; they are the template's, in its sandbox. The runtime owns them as external
+// processes (LaunchContext::external): the template reports how each ended (ReadReports()).
+// Such a template is not checkpointed, and one dropped while workers of it run is retired: it
+// takes no more forks and exits after its last worker (its exit would end them all).
+//
 // Threading: one thread (the agent's main loop) calls every method. Checkpoints and restores
 // run on a background thread, one at a time; the destructor waits for the one in progress.
 
@@ -124,6 +131,25 @@ class TemplateManager {
   void Ensure(const std::string& key, const std::string& endpoint_id, int64_t version,
               const ProcessSpec& worker);
 
+  // Whether a template of `key` is worth making: none exists and none failed.
+  bool Wanted(const std::string& key) const;
+  // A new runtime process id for a template of `key` (OwnsProcess() holds for it).
+  static std::string NewProcessId(const std::string& key);
+  // The environment a template of `key` gets from a worker's: without the worker's identity,
+  // with no GPU, with the template's socket; for a container, GANTRY_TEMPLATE_CONTAINER=1.
+  std::map<std::string, std::string> TemplateEnvironment(const std::string& key,
+                                                         std::map<std::string, std::string> env,
+                                                         bool container) const;
+  // As Ensure(), for an image worker: `container` runs (the OCI runtime in the foreground) a
+  // container whose init is the template: made with id NewProcessId(key) and the environment
+  // TemplateEnvironment(key, ..., true). False when it was not taken (a template of `key`
+  // exists or failed, or its socket cannot be made): the caller removes what it prepared.
+  bool EnsureContainer(const std::string& key, const std::string& endpoint_id, int64_t version,
+                       const ProcessSpec& container);
+  // Reads what container templates sent since (their workers' ends) and hands it to the
+  // runtime's external exits; call before ProcessRuntime::Reap().
+  void ReadReports();
+
   // Restores every snapshot on disk that has no template (one after the other, in the
   // background), e.g. when the agent starts.
   void RestoreAll();
@@ -168,6 +194,16 @@ class TemplateManager {
 
   std::string SnapshotDir(const std::string& key) const;
   std::string SocketName(const std::string& key) const;
+  // A template of `key` listening on its socket, in templates_; null (logged) if it cannot.
+  Template* Listen(const std::string& key, const std::string& endpoint_id, int64_t version,
+                   const std::string& process_id);
+  // The next line from t's connection that is not a worker's exit report (those are handed
+  // over on the way), within the fork timeout.
+  Result<std::string> ReadAnswer(Template& t);
+  // Handles one report line of a container template; false if it is not one.
+  bool HandleReport(Template& t, const std::string& line);
+  // The workers of container template `t` are gone with it (killed with its PID namespace).
+  static void WorkersKilled(Template& t);
   void LoadSnapshots();
   void StartFresh(Template& t, const ProcessSpec& worker);
   // Restores t from its snapshot now, or queues it for the background thread. FailedPrecondition
@@ -201,6 +237,9 @@ class TemplateManager {
   HostProbe probe_;
   std::optional<bool> criu_usable_;  // Check() once, on the first checkpoint or restore
   std::map<std::string, std::unique_ptr<Template>> templates_;
+  // Container templates dropped while workers of theirs ran, by process id: they exit after
+  // their last worker.
+  std::map<std::string, std::unique_ptr<Template>> retiring_;
   std::map<std::string, Snapshot> snapshots_;
   std::map<std::string, std::string> failed_;  // key -> why its template failed
   std::set<std::string> no_snapshot_;          // keys whose checkpoint failed or is too big

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "agent/snapshot/fake_snapshotter.h"
+#include "common/procfs.h"
 
 namespace gantry::agent {
 namespace {
@@ -139,6 +140,7 @@ runpod.serverless.start({"handler": lambda job: {"pid": os.getpid()}})
   bool StepUntil(const std::function<bool()>& pred, int timeout_ms = 30'000) {
     auto t0 = std::chrono::steady_clock::now();
     for (;;) {
+      manager_->ReadReports();
       for (const ProcessExit& e : runtime_->Reap()) {
         if (TemplateManager::OwnsProcess(e.id)) {
           manager_->OnExit(e);
@@ -254,6 +256,68 @@ runpod.serverless.start({"handler": lambda job: None})
     return !lines.empty();
   }));
   EXPECT_EQ(lines[0], "worker " + a.id + " 3 " + dir_);
+}
+
+// A container's template: `unshare --pid --fork` stands in for the OCI runtime, with the same
+// shape (the runtime's process is the parent of the PID namespace's init, the template).
+TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnds) {
+  if (geteuid() != 0) GTEST_SKIP() << "a PID namespace needs root";
+  MakeManager(nullptr);
+  const std::string key = TemplateManager::Key("img", 1);
+  ProcessSpec c;
+  c.id = TemplateManager::NewProcessId(key);
+  c.argv = {"/usr/bin/unshare", "--pid", "--fork", "/usr/bin/python3", handler_};
+  c.workdir = dir_;
+  c.env = manager_->TemplateEnvironment(key, Worker("first").env, /*container=*/true);
+  c.env["IMAGE_VAR"] = "kept";
+  c.memory_mb = 256;
+  EXPECT_EQ(c.env.count("RUNPOD_POD_ID"), 0u);
+  EXPECT_EQ(c.env["GANTRY_TEMPLATE_CONTAINER"], "1");
+  ASSERT_TRUE(manager_->EnsureContainer(key, "img", 1, c));
+  EXPECT_FALSE(manager_->EnsureContainer(key, "img", 1, c));  // one per key
+  EXPECT_FALSE(manager_->Wanted(key));
+  ASSERT_TRUE(Ready(key));
+  const int runtime_pid = TemplatePid();
+
+  ProcessSpec a = Worker("a");
+  a.argv.clear();
+  auto pa = manager_->Fork(key, a);
+  ASSERT_TRUE(pa.ok()) << pa.status().ToString();
+  // The template's child (the namespace's init, whose parent is the runtime), not ours.
+  const int init = ParentOf(*pa);
+  EXPECT_NE(init, getpid());
+  EXPECT_EQ(ParentOf(init), runtime_pid);
+  EXPECT_EQ(getsid(*pa), *pa);
+  if (runtime_->limits_note().empty()) {  // moved into its own cgroup by the runtime
+    const std::string cg = ReadFile("/proc/" + std::to_string(*pa) + "/cgroup");
+    EXPECT_NE(cg.find("/gantry/" + a.id), std::string::npos) << cg;
+  }
+  // It ends with the status its template reports.
+  kill(*pa, SIGKILL);
+  ASSERT_TRUE(StepUntil([&] {
+    return std::any_of(exits_.begin(), exits_.end(),
+                       [&](const ProcessExit& e) { return e.id == a.id; });
+  }));
+  EXPECT_EQ(exits_.back().term_signal, SIGKILL);
+  EXPECT_EQ(exits_.back().pid, *pa);
+
+  // Dropped while a worker of it runs, the template is retired: it exits after its worker.
+  ProcessSpec b = Worker("b");
+  b.argv.clear();
+  auto pb = manager_->Fork(key, b);
+  ASSERT_TRUE(pb.ok()) << pb.status().ToString();
+  manager_->Retain({});
+  EXPECT_EQ(manager_->Get(key), TemplateManager::State::kNone);
+  ASSERT_FALSE(StepUntil([&] { return ProcState(init) == 0 || ProcState(init) == 'Z'; }, 500));
+  kill(*pb, SIGKILL);
+  ASSERT_TRUE(StepUntil([&] {
+    auto running = runtime_->Running();
+    return std::find(running.begin(), running.end(), c.id) == running.end() &&
+           std::any_of(exits_.begin(), exits_.end(),
+                       [&](const ProcessExit& e) { return e.id == b.id; });
+  }));
+  EXPECT_EQ(exits_.back().term_signal, SIGKILL);
+  EXPECT_EQ(manager_->counters().template_failures, 0);
 }
 
 TEST_F(TemplateManagerTest, ChildCrashLeavesTheTemplateServing) {

@@ -37,12 +37,33 @@ socket pair for an identity. A fork request is handed to the spare (a few millis
 new spare is made once the template is idle again. Without a spare (it died, or the template has
 just started or been continued) the template double-forks on the spot. A spare holds nothing of
 the agent's; it exits when its socket closes (the template exited or parks for a snapshot).
+
+Inside a container (`GANTRY_TEMPLATE_CONTAINER=1`: the agent runs the template as the init of
+an OCI container, docs/containers.md) a worker cannot become the agent's child: an orphan is
+re-parented to the container's init, which is the template itself. So there the worker is a
+plain child of the template, in the same sandbox (PID, mount, IPC and UTS namespaces, root
+filesystem); the agent finds it by the pid the template answers (the container's pid, mapped
+to the host's through /proc). A worker cannot reach the host's cgroups, so once it has taken
+its identity and answered it stops itself (SIGSTOP): the agent moves it into its cgroups and
+continues it (SIGCONT), and none of the worker's code runs outside its limits. The template
+reaps its children and reports how each worker ended:
+
+  template → agent  {"op": "exit", "pid": N, "status": S}   N: the pid the fork answered,
+                                                             S: the wait status
+  agent → template  {"op": "retire"}                 no more forks: the template exits once its
+                                                      last worker has (its exit would end the
+                                                      container's PID namespace, and so them)
+
+The environment of the fork request is added to the template's (the image's env) instead of
+replacing it. EOF from the agent: the template waits for its workers, then exits. There are no
+snapshots of container templates ("park" is not sent).
 """
 
 import ctypes
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -50,6 +71,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 ENV_SOCKET = "GANTRY_TEMPLATE_SOCKET"
+ENV_CONTAINER = "GANTRY_TEMPLATE_CONTAINER"
 _MAX_LINE = 1 << 20
 _PR_SET_PDEATHSIG = 1
 _REPARENT_WAIT_S = 5.0
@@ -126,6 +148,9 @@ def serve(path: str) -> None:
     # (and so write to, copying on write) every page of the inherited heap.
     gc.collect()
     gc.freeze()
+    if os.environ.get(ENV_CONTAINER) == "1":
+        _Inside().serve(path)
+        return
     channel = _connect(path)
     spare: Optional[_Channel] = None
     spare_cgroup: Optional[Dict[str, Any]] = None  # {"id", "cgroupProcs"} for the next spare
@@ -340,10 +365,18 @@ def _fork(channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
     return False
 
 
-def _take_identity(msg: Dict[str, Any], fds: List[int], in_cgroup: bool = False) -> Dict[str, Any]:
-    """In a grandchild adopted by the agent: cgroups (unless already `in_cgroup`), stdio, env,
-    workdir. Returns the reply for the agent: {"pid": N}, or {"error": "..."} (the caller then
-    exits)."""
+def _await_cgroups() -> None:
+    """In a worker forked inside a container: stops until the agent has moved it into its
+    cgroups and continued it."""
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _take_identity(msg: Dict[str, Any], fds: List[int], in_cgroup: bool = False,
+                   merge_env: bool = False) -> Dict[str, Any]:
+    """In a grandchild adopted by the agent: cgroups (unless already `in_cgroup`), stdio, env
+    (added to the template's, without its template variables, if `merge_env`; else replacing
+    it), workdir. Returns the reply for the agent: {"pid": N}, or {"error": "..."} (the caller
+    then exits)."""
     if len(fds) != 2:
         return {"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)}
     try:
@@ -356,7 +389,11 @@ def _take_identity(msg: Dict[str, Any], fds: List[int], in_cgroup: bool = False)
         for fd in [null] + fds:
             os.close(fd)
         env = msg.get("env") or {}
-        os.environ.clear()
+        if merge_env:
+            for name in (ENV_SOCKET, ENV_CONTAINER):
+                os.environ.pop(name, None)
+        else:
+            os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
         workdir = msg.get("workdir")
         if workdir:
@@ -364,3 +401,171 @@ def _take_identity(msg: Dict[str, Any], fds: List[int], in_cgroup: bool = False)
     except Exception as err:  # noqa: BLE001 - any failure is reported to the agent
         return {"error": "%s: %s" % (type(err).__name__, err)}
     return {"pid": os.getpid()}
+
+
+class _Inside:
+    """The template as a container's init: its workers are its own children (module docstring)."""
+
+    def __init__(self) -> None:
+        self.workers: set = set()  # pids of the workers it made (the spare is not one yet)
+        self.spare: Optional[_Channel] = None
+        self.spare_pid = 0
+        self.retiring = False
+        # SIGCHLD wakes the loop (through this pipe) to reap and report.
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+    def serve(self, path: str) -> None:
+        """Returns only in a worker."""
+        channel = _connect(path)
+        while True:
+            if self.retiring and not self.workers:
+                os._exit(0)
+            if b"\n" not in channel.buf:
+                timeout = None if self.spare or self.retiring else _SPARE_AFTER_IDLE_S
+                readable, _, _ = select.select([channel.sock, self.wake_r], [], [], timeout)
+                if self.wake_r in readable:
+                    self._reap(channel)
+                    continue
+                if not readable:
+                    if self._make_spare(channel):
+                        return
+                    continue
+            try:
+                msg, fds = channel.recv()
+            except (OSError, ValueError) as err:
+                print("gantry template: connection to the agent failed: %s" % err,
+                      file=sys.stderr)
+                msg, fds = None, []
+            if msg is None:  # the agent is gone: nobody to report to; end with the workers
+                self._close_spare()
+                while self.workers:
+                    self.workers.discard(os.wait()[0])
+                os._exit(0)
+            op = msg.get("op")
+            if op == "fork" and not self.retiring:
+                if self._fork(channel, msg, fds):
+                    return
+            elif op == "retire":
+                self.retiring = True
+                self._close_spare()
+            else:
+                for fd in fds:
+                    os.close(fd)
+                channel.send({"error": "unknown op %r" % op if op != "fork" else "retiring"})
+
+    def _reap(self, channel: _Channel) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.spare_pid:
+                self._close_spare()
+            if pid in self.workers:
+                self.workers.discard(pid)
+                try:
+                    channel.send({"op": "exit", "pid": pid, "status": status})
+                except OSError:
+                    pass  # the agent is gone; its runtime times the status out
+
+    def _child(self) -> int:
+        """fork(); in the child (0) the template's signal set-up is undone and it leads its
+        own session."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            os.setsid()
+        return pid
+
+    def _close_spare(self) -> None:
+        if self.spare:
+            self.spare.close()  # it exits
+        self.spare = None
+        self.spare_pid = 0
+
+    def _make_spare(self, channel: _Channel) -> bool:
+        """Makes a spare; True in the spare once it has become a worker."""
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            return False
+        pid = self._child()
+        if pid == 0:
+            ours.close()
+            channel.close()  # nothing of the agent's stays in a spare
+            template = _Channel(theirs)
+            try:
+                msg, fds = template.recv()
+            except (OSError, ValueError):
+                os._exit(1)
+            if msg is None:
+                os._exit(0)
+            reply = _take_identity(msg, fds, in_cgroup=True, merge_env=True)
+            try:
+                template.send(reply)
+            except OSError:
+                os._exit(1)  # the template gave up on it and forked the worker itself
+            template.close()
+            if "error" in reply:
+                os._exit(127)
+            _await_cgroups()
+            return True
+        theirs.close()
+        self.spare, self.spare_pid = _Channel(ours), pid
+        return False
+
+    def _fork(self, channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
+        """Makes one worker (from the spare if there is one). True in the worker."""
+        if self.spare:
+            pid = self.spare_pid
+            reply = _hand_to_spare(self.spare, msg, fds)
+            self.spare, self.spare_pid = None, 0
+            if reply is not None:
+                if "pid" in reply:
+                    self.workers.add(pid)
+                channel.send(reply)
+                return False
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            channel.send({"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)})
+            return False
+        report_r, report_w = os.pipe()
+        pid = self._child()
+        if pid == 0:
+            os.close(report_r)
+            channel.close()
+            reply = _take_identity(msg, fds, in_cgroup=True, merge_env=True)
+            os.write(report_w, json.dumps(reply).encode())
+            os.close(report_w)
+            if "error" in reply:
+                os._exit(127)
+            _await_cgroups()
+            return True
+        os.close(report_w)
+        for fd in fds:
+            os.close(fd)
+        with os.fdopen(report_r, "rb") as r:
+            report = r.read()
+        try:
+            reply = json.loads(report) if report else {"error": "the worker died while starting"}
+        except ValueError:
+            reply = {"error": "bad report from the worker: %r" % report[:200]}
+        if "pid" in reply:
+            self.workers.add(pid)
+        channel.send(reply)
+        return False
