@@ -2,7 +2,10 @@
 """Container cold start (issue 5): time from request to first response of an image endpoint
 scaled to zero, with the image already pulled and unpacked on the node, against the same handler
 (tests/images/worker.py with the same SDK) as a process worker, in the same run on one
-`gantry up` (templates off, so both are full starts).
+`gantry up`. Four endpoints, starts interleaved: container and process, each in full
+(`flashboot: false`) and forked from its template (for the container: a worker forked inside
+the template's container, docs/containers.md). Each start path is checked on the worker
+(`startPath`).
 
 Usage (root, after scripts/setup.sh and scripts/build.sh):
     /usr/bin/python3 bench/container_cold_start.py [--starts 20] [--port 21800]
@@ -56,6 +59,30 @@ def podman_runs(image, runs):
     return out
 
 
+def start_path(up, worker_id, timeout=10):
+    """The worker's start path once its agent has reported it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for w in up.call("GET", "/v1/workers")["workers"]:
+            if w["id"] == worker_id and w["startPath"]:
+                return w["startPath"]
+        time.sleep(0.05)
+    return None
+
+
+def wait_templates(up, endpoints, timeout=120):
+    """Until each endpoint has a ready template on the node."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        node = up.call("GET", "/v1/nodes")["nodes"][0]["id"]
+        ready = {t["endpointId"] for t in up.call("GET", "/v1/nodes/" + node).get("templates", [])
+                 if t["state"] == "ready"}
+        if set(endpoints) <= ready:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("no ready templates for %s" % (endpoints,))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--starts", type=int, default=20)
@@ -70,28 +97,36 @@ def main():
     try:
         subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "push", str(reg_port),
                         "bench/worker:1", "worker"], check=True, stdout=subprocess.DEVNULL)
-        up = GantryUp(args.port, ["--no-templates"])
+        up = GantryUp(args.port)
         image = "127.0.0.1:%d/bench/worker:1" % reg_port
-        up.call("POST", "/v1/endpoints", {"id": "ctr", "image": image, "idleTimeout": 0,
-                                          "memoryMb": 512})
-        up.call("POST", "/v1/endpoints", {
-            "id": "proc", "idleTimeout": 0, "memoryMb": 512,
-            "worker": {"command": ["/usr/bin/python3", os.path.join(IMAGES, "worker.py")],
-                       "env": {"PYTHONPATH": SDK}}})
-        # The first start pulls and unpacks the image: not timed.
+        process = {"command": ["/usr/bin/python3", os.path.join(IMAGES, "worker.py")],
+                   "env": {"PYTHONPATH": SDK}}
+        for ep, spec in (("ctr", {"image": image, "flashboot": False}),
+                         ("ctrf", {"image": image}),
+                         ("proc", {"worker": process, "flashboot": False}),
+                         ("procf", {"worker": process})):
+            up.call("POST", "/v1/endpoints", dict(spec, id=ep, idleTimeout=0, memoryMb=512))
+        # The first start pulls and unpacks the image: not timed. The first start of each
+        # endpoint with templates makes its template.
         t0 = time.perf_counter()
         r = up.call("POST", "/v2/ctr/runsync?wait=300000", {"input": {}}, timeout=320)
         assert r["status"] == "COMPLETED", r
         first = (time.perf_counter() - t0) * 1000
-        res = {"ctr": [], "proc": []}
+        for ep in ("ctrf", "procf"):
+            assert up.call("POST", "/v2/%s/runsync" % ep, {"input": {}})["status"] == "COMPLETED"
+        wait_templates(up, ("ctrf", "procf"))
+        paths = {"ctr": "full", "ctrf": "fork", "proc": "full", "procf": "fork"}
+        res = {ep: [] for ep in paths}
         for i in range(args.starts):
-            for ep in ("ctr", "proc"):  # interleaved: both see the same machine
+            for ep in paths:  # interleaved: all see the same machine
                 up.wait_zero(ep)
                 time.sleep(0.3)
                 t0 = time.perf_counter()
                 r = up.call("POST", "/v2/%s/runsync" % ep, {"input": {"i": i}})
                 res[ep].append((time.perf_counter() - t0) * 1000)
                 assert r["status"] == "COMPLETED", r
+                path = start_path(up, r["workerId"])
+                assert path == paths[ep], (ep, path)
         up.close()
         up = None
         local = podman_runs(image, args.starts) if shutil.which("podman") else {}
@@ -103,13 +138,18 @@ def main():
         shutil.rmtree(reg_dir, ignore_errors=True)
     print("| scale from zero, Python worker (%d starts each) | p50 ms | p99 ms |" % args.starts)
     print("|---|---:|---:|")
-    print("| process worker | %.0f | %.0f |" % (pct(res["proc"], 50), pct(res["proc"], 99)))
-    print("| container worker (image on the node; runc, overlay, namespaces) | %.0f | %.0f |"
-          % (pct(res["ctr"], 50), pct(res["ctr"], 99)))
+    names = {"proc": "process worker, full start",
+             "ctr": "container worker, full start (image on the node; runc, overlay, namespaces)",
+             "procf": "process worker forked from its template",
+             "ctrf": "container worker forked from its template inside its container"}
+    for ep in ("proc", "ctr", "procf", "ctrf"):
+        print("| %s | %.0f | %.0f |" % (names[ep], pct(res[ep], 50), pct(res[ep], 99)))
     print("| first start of the container, with pull and unpack | %.0f | - |" % first)
     print()
-    print("container adds %.0f ms at p50 over the process path"
+    print("full start: container adds %.0f ms at p50 over the process path"
           % (pct(res["ctr"], 50) - pct(res["proc"], 50)))
+    print("fork: container adds %.0f ms at p50 over the process path"
+          % (pct(res["ctrf"], 50) - pct(res["procf"], 50)))
     if local:
         print()
         print("| one local test job (`worker.py --test_input`), %d runs each | p50 ms | p99 ms |"

@@ -293,8 +293,16 @@ class ContainerTemplateTest(_TemplateCase):
         fake = FakeGantry(worker_id="c5")
         self.addCleanup(fake.close)
         fake.add_job("j", {})
+        # A cgroup offered for the spare: the template says which process to move there.
+        self.agent.send({"op": "spare", "id": "cg1", "cgroupProcs": []})
+        made = self.agent.read()
+        self.assertEqual(made["op"], "spare-made", made)
+        self.assertEqual(made["id"], "cg1")
+        self.assertEqual(_state(made["pid"]) in ("S", "R"), True)
         reply = self.agent.fork(fake.env(), os.path.join(self.tmp.name, "c5.log"))
         self.assertTrue(reply.get("spare"), reply)
+        self.assertEqual(reply["pid"], made["pid"])
+        self.assertEqual(reply["spareCgroup"], "cg1")
         self._continue(reply["pid"])
         out = fake.wait_done("j").body["output"]
         self.assertEqual(out["pid"], reply["pid"])

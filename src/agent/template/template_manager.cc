@@ -167,6 +167,10 @@ struct TemplateManager::Template {
   int64_t memory_kb = 0;
   std::deque<std::string> last_lines;
   std::string spare_cgroup;  // offered to the template for its next spare; "" for none
+  std::vector<std::string> spare_cgroup_procs;  // its cgroup.procs files
+  // A container template's spare being moved into spare_cgroup by the agent (it cannot join
+  // from inside): whether it is there; invalid when no move was started.
+  std::shared_future<bool> spare_move;
   int spare_seq = 0;
   // A container template: `pid` is the OCI runtime's, `init_pid` the container's init (the
   // template process itself); `workers`: its workers still running, by their pid in the
@@ -437,9 +441,14 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     auto* pid = Find(o, "pid");
     if (!pid || !AsInt(*pid)) return Internal("bad answer from the template");
     if (auto* sp = Find(o, "spare"); sp && sp->is_bool()) spare = sp->get_bool();
+    bool came_in = false;      // the worker sits in a cgroup made ahead
+    bool move_failed = false;  // a container's spare could not be moved into it
     if (auto* c = Find(o, "spareCgroup");
         c && c->is_string() && !t.spare_cgroup.empty() && c->as_string() == t.spare_cgroup) {
-      *ctx.in_cgroup = std::exchange(t.spare_cgroup, {});  // the runtime's now
+      came_in = !t.container || (t.spare_move.valid() && t.spare_move.get());  // done, normally
+      move_failed = !came_in;
+      t.spare_move = {};
+      if (came_in) *ctx.in_cgroup = std::exchange(t.spare_cgroup, {});  // the runtime's now
     }
     const int answered = static_cast<int>(*AsInt(*pid));
     if (!t.container) return answered;
@@ -456,12 +465,13 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     // that none of its code runs outside its limits; then it is continued.
     const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
     while (ProcState(*host) != 'T' && SystemClock().NowMs() < deadline) usleep(100);
-    for (const std::string& procs : ctx.cgroup_procs) {
+    for (const std::string& procs : came_in ? std::vector<std::string>{} : ctx.cgroup_procs) {
       std::ofstream f(procs);
       f << *host;
       f.close();
       if (!f) GLOG_WARN("templates: cannot move %s into %s", spec.id.c_str(), procs.c_str());
     }
+    if (move_failed) ReleaseSpareCgroup(t);  // the worker has left it
     kill(*host, SIGCONT);
     return *host;
   };
@@ -528,8 +538,7 @@ void TemplateManager::Accept(Template& t) {
 }
 
 void TemplateManager::OfferSpareCgroup(Template& t) {
-  // A container's template cannot move its spare into a cgroup of the host.
-  if (!t.spare_cgroup.empty() || t.conn_fd < 0 || t.container) return;
+  if (!t.spare_cgroup.empty() || t.conn_fd < 0) return;
   const std::string id = t.process_id + "-s" + std::to_string(++t.spare_seq);
   auto procs = runtime_->CreateCgroup(id, t.spec.cpu, t.spec.memory_mb);
   if (!procs.ok() || procs->empty()) return;  // no cgroups: the spare joins at its fork
@@ -541,9 +550,12 @@ void TemplateManager::OfferSpareCgroup(Template& t) {
     return;
   }
   t.spare_cgroup = id;
+  t.spare_cgroup_procs = *procs;
 }
 
 void TemplateManager::ReleaseSpareCgroup(Template& t) {
+  if (t.spare_move.valid()) t.spare_move.wait();
+  t.spare_move = {};
   if (t.spare_cgroup.empty()) return;
   runtime_->RemoveCgroup(t.spare_cgroup);  // kills the spare in it, if any
   t.spare_cgroup.clear();
@@ -903,6 +915,30 @@ bool TemplateManager::HandleReport(Template& t, const std::string& line) {
   if (!msg.ok() || !msg->is_object()) return false;
   const auto& o = msg->as_object();
   const json::value* op = Find(o, "op");
+  if (op && op->is_string() && op->as_string() == "spare-made") {
+    // The spare the template made for the cgroup offered: the agent moves it there now, off
+    // the fork's path (a move into a cgroup v1 memory controller waits for an RCU grace
+    // period, tens of ms here), on a thread of its own.
+    const json::value* pid = Find(o, "pid");
+    const json::value* id = Find(o, "id");
+    std::optional<int> host = pid && AsInt(*pid)
+                                  ? ChildByNsPid(t.init_pid, static_cast<int>(*AsInt(*pid)))
+                                  : std::nullopt;
+    if (host && id && id->is_string() && id->as_string() == t.spare_cgroup &&
+        !t.spare_move.valid()) {
+      t.spare_move = std::async(std::launch::async, [procs = t.spare_cgroup_procs, p = *host] {
+                       bool ok = true;
+                       for (const std::string& f : procs) {
+                         std::ofstream out(f);
+                         out << p;
+                         out.close();
+                         ok = ok && !out.fail();
+                       }
+                       return ok;
+                     }).share();
+    }
+    return true;
+  }
   if (!op || !op->is_string() || op->as_string() != "exit") return false;
   const json::value* pid = Find(o, "pid");
   const json::value* status = Find(o, "status");

@@ -301,6 +301,24 @@ TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnd
   EXPECT_EQ(exits_.back().term_signal, SIGKILL);
   EXPECT_EQ(exits_.back().pid, *pa);
 
+  // Idle, the template makes a spare; the agent moves it into the cgroup it offered, ahead;
+  // a fork hands it the next worker, whose cgroup that becomes.
+  StepUntil([] { return false; }, 600);
+  ProcessSpec s = Worker("s");
+  s.argv.clear();
+  auto ps = manager_->Fork(key, s);
+  ASSERT_TRUE(ps.ok()) << ps.status().ToString();
+  EXPECT_EQ(ParentOf(*ps), init);
+  if (runtime_->limits_note().empty()) {
+    const std::string cg = ReadFile("/proc/" + std::to_string(*ps) + "/cgroup");
+    EXPECT_NE(cg.find("/gantry/" + s.id + "\n"), std::string::npos) << cg;
+  }
+  kill(*ps, SIGKILL);
+  ASSERT_TRUE(StepUntil([&] {
+    return std::any_of(exits_.begin(), exits_.end(),
+                       [&](const ProcessExit& e) { return e.id == s.id; });
+  }));
+
   // Dropped while a worker of it runs, the template is retired: it exits after its worker.
   ProcessSpec b = Worker("b");
   b.argv.clear();

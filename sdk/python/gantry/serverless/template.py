@@ -53,6 +53,11 @@ reaps its children and reports how each worker ended:
   agent → template  {"op": "retire"}                 no more forks: the template exits once its
                                                       last worker has (its exit would end the
                                                       container's PID namespace, and so them)
+  template → agent  {"op": "spare-made", "pid": N, "id": C}
+                                                      its spare (made, or already there, when
+                                                      cgroup C was offered with "spare"): the
+                                                      agent moves it into C; the fork answer
+                                                      that spare gives names C ("spareCgroup")
 
 The environment of the fork request is added to the template's (the image's env) instead of
 replacing it. EOF from the agent: the template waits for its workers, then exits. There are no
@@ -410,6 +415,8 @@ class _Inside:
         self.workers: set = set()  # pids of the workers it made (the spare is not one yet)
         self.spare: Optional[_Channel] = None
         self.spare_pid = 0
+        self.offered: Optional[str] = None  # a cgroup offered for the next spare
+        self.spare_cgroup: Optional[str] = None  # the cgroup the spare was announced for
         self.retiring = False
         # SIGCHLD wakes the loop (through this pipe) to reap and report.
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -450,6 +457,11 @@ class _Inside:
             elif op == "retire":
                 self.retiring = True
                 self._close_spare()
+            elif op == "spare":
+                for fd in fds:
+                    os.close(fd)
+                self.offered = msg.get("id")
+                self._announce_spare(channel)
             else:
                 for fd in fds:
                     os.close(fd)
@@ -496,6 +508,14 @@ class _Inside:
             self.spare.close()  # it exits
         self.spare = None
         self.spare_pid = 0
+        self.spare_cgroup = None
+
+    def _announce_spare(self, channel: _Channel) -> None:
+        """Tells the agent which process is the spare for the cgroup it offered."""
+        if not (self.spare and self.offered and not self.spare_cgroup):
+            return
+        self.spare_cgroup, self.offered = self.offered, None
+        channel.send({"op": "spare-made", "pid": self.spare_pid, "id": self.spare_cgroup})
 
     def _make_spare(self, channel: _Channel) -> bool:
         """Makes a spare; True in the spare once it has become a worker."""
@@ -526,17 +546,20 @@ class _Inside:
             return True
         theirs.close()
         self.spare, self.spare_pid = _Channel(ours), pid
+        self._announce_spare(channel)
         return False
 
     def _fork(self, channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
         """Makes one worker (from the spare if there is one). True in the worker."""
         if self.spare:
-            pid = self.spare_pid
+            pid, cgroup = self.spare_pid, self.spare_cgroup
             reply = _hand_to_spare(self.spare, msg, fds)
-            self.spare, self.spare_pid = None, 0
+            self.spare, self.spare_pid, self.spare_cgroup = None, 0, None
             if reply is not None:
                 if "pid" in reply:
                     self.workers.add(pid)
+                    if cgroup:
+                        reply["spareCgroup"] = cgroup
                 channel.send(reply)
                 return False
         if len(fds) != 2:
