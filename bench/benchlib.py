@@ -94,3 +94,44 @@ class GantryUp:
             if t["endpointId"] == endpoint:
                 return t
         return None
+
+    def wait_ready_template(self, endpoint, timeout=300):
+        """Until the node has a ready template of the endpoint; returns it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            t = self.template(endpoint)
+            if t and t["state"] == "ready":
+                return t
+            time.sleep(0.1)
+        raise RuntimeError("no ready template for " + endpoint)
+
+    def interleaved_starts(self, paths, starts, progress=False):
+        """`starts` requests to each endpoint of `paths` (endpoint -> the start path its workers
+        must take), each from zero workers, interleaved so that all see the same machine; the
+        times to the response in ms, by endpoint. Checks every worker's start path."""
+        res = {ep: [] for ep in paths}
+        for i in range(starts):
+            for ep in paths:
+                self.wait_zero(ep)
+                time.sleep(0.3)
+                t0 = time.perf_counter()
+                r = self.call("POST", "/v2/%s/runsync?wait=120000" % ep, {"input": {"i": i}})
+                res[ep].append((time.perf_counter() - t0) * 1000)
+                assert r["status"] == "COMPLETED", r
+                path = self.start_path(ep, r["workerId"])
+                assert path == paths[ep], (ep, path)
+            if progress:
+                print("  start %d: %s" % (i, ", ".join("%s %.0f ms" % (ep, res[ep][-1])
+                                                        for ep in paths)), file=sys.stderr)
+        return res
+
+    def start_path(self, endpoint, worker_id, timeout=10):
+        """The worker's start path once its agent has reported it (a fork may answer before the
+        agent's next status)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for w in self.workers(endpoint):
+                if w["id"] == worker_id and w["startPath"]:
+                    return w["startPath"]
+            time.sleep(0.02)
+        return None

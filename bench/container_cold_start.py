@@ -59,30 +59,6 @@ def podman_runs(image, runs):
     return out
 
 
-def start_path(up, worker_id, timeout=10):
-    """The worker's start path once its agent has reported it."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for w in up.call("GET", "/v1/workers")["workers"]:
-            if w["id"] == worker_id and w["startPath"]:
-                return w["startPath"]
-        time.sleep(0.05)
-    return None
-
-
-def wait_templates(up, endpoints, timeout=120):
-    """Until each endpoint has a ready template on the node."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        node = up.call("GET", "/v1/nodes")["nodes"][0]["id"]
-        ready = {t["endpointId"] for t in up.call("GET", "/v1/nodes/" + node).get("templates", [])
-                 if t["state"] == "ready"}
-        if set(endpoints) <= ready:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("no ready templates for %s" % (endpoints,))
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--starts", type=int, default=20)
@@ -114,19 +90,10 @@ def main():
         first = (time.perf_counter() - t0) * 1000
         for ep in ("ctrf", "procf"):
             assert up.call("POST", "/v2/%s/runsync" % ep, {"input": {}})["status"] == "COMPLETED"
-        wait_templates(up, ("ctrf", "procf"))
+        for ep in ("ctrf", "procf"):
+            up.wait_ready_template(ep)
         paths = {"ctr": "full", "ctrf": "fork", "proc": "full", "procf": "fork"}
-        res = {ep: [] for ep in paths}
-        for i in range(args.starts):
-            for ep in paths:  # interleaved: all see the same machine
-                up.wait_zero(ep)
-                time.sleep(0.3)
-                t0 = time.perf_counter()
-                r = up.call("POST", "/v2/%s/runsync" % ep, {"input": {"i": i}})
-                res[ep].append((time.perf_counter() - t0) * 1000)
-                assert r["status"] == "COMPLETED", r
-                path = start_path(up, r["workerId"])
-                assert path == paths[ep], (ep, path)
+        res = up.interleaved_starts(paths, args.starts)
         up.close()
         up = None
         local = podman_runs(image, args.starts) if shutil.which("podman") else {}

@@ -73,7 +73,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ENV_SOCKET = "GANTRY_TEMPLATE_SOCKET"
 ENV_CONTAINER = "GANTRY_TEMPLATE_CONTAINER"
@@ -337,37 +337,50 @@ def _hand_to_spare(spare: _Channel, msg: Dict[str, Any],
 def _fork(channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
     """Makes one worker on the spot. True in the worker; False in the template (after
     replying)."""
+    agent = int(msg.get("agentPid") or 0)
+
+    def become() -> Dict[str, Any]:
+        try:
+            _adopted_by(agent)
+            return _take_identity(msg, fds)
+        except (TemplateError, OSError) as err:
+            return {"error": str(err)}
+
+    reply = _fork_on_the_spot(channel, fds, lambda: 0 if _double_fork() == 0 else 1, become)
+    if reply is None:
+        return True
+    channel.send(reply)
+    return False
+
+
+def _fork_on_the_spot(channel: _Channel, fds: List[int], new_process: Callable[[], int],
+                      become: Callable[[], Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Makes one worker: `new_process()` forks (0 in the worker), `become()` gives the worker
+    its identity and returns its answer. None in the worker (ready to run); the answer for the
+    agent in the template, not sent yet."""
     if len(fds) != 2:
         for fd in fds:
             os.close(fd)
-        channel.send({"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)})
-        return False
+        return {"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)}
     report_r, report_w = os.pipe()
-    agent = int(msg.get("agentPid") or 0)
-    if _double_fork() == 0:
+    if new_process() == 0:
         os.close(report_r)
         channel.close()
-        try:
-            _adopted_by(agent)
-            reply = _take_identity(msg, fds)
-        except (TemplateError, OSError) as err:
-            reply = {"error": str(err)}
+        reply = become()
         os.write(report_w, json.dumps(reply).encode())
         os.close(report_w)
         if "error" in reply:
             os._exit(127)
-        return True
+        return None
     os.close(report_w)
     for fd in fds:
         os.close(fd)
     with os.fdopen(report_r, "rb") as r:
         report = r.read()
     try:
-        reply = json.loads(report) if report else {"error": "the worker died while starting"}
+        return json.loads(report) if report else {"error": "the worker died while starting"}
     except ValueError:
-        reply = {"error": "bad report from the worker: %r" % report[:200]}
-    channel.send(reply)
-    return False
+        return {"error": "bad report from the worker: %r" % report[:200]}
 
 
 def _await_cgroups() -> None:
@@ -562,33 +575,19 @@ class _Inside:
                         reply["spareCgroup"] = cgroup
                 channel.send(reply)
                 return False
-        if len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            channel.send({"error": "a fork needs 2 fds (stdout, stderr), got %d" % len(fds)})
-            return False
-        report_r, report_w = os.pipe()
-        pid = self._child()
-        if pid == 0:
-            os.close(report_r)
-            channel.close()
-            reply = _take_identity(msg, fds, in_cgroup=True, merge_env=True)
-            os.write(report_w, json.dumps(reply).encode())
-            os.close(report_w)
-            if "error" in reply:
-                os._exit(127)
+        child = [0]
+
+        def new_process() -> int:
+            child[0] = self._child()
+            return child[0]
+
+        reply = _fork_on_the_spot(
+            channel, fds, new_process,
+            lambda: _take_identity(msg, fds, in_cgroup=True, merge_env=True))
+        if reply is None:
             _await_cgroups()
             return True
-        os.close(report_w)
-        for fd in fds:
-            os.close(fd)
-        with os.fdopen(report_r, "rb") as r:
-            report = r.read()
-        try:
-            reply = json.loads(report) if report else {"error": "the worker died while starting"}
-        except ValueError:
-            reply = {"error": "bad report from the worker: %r" % report[:200]}
         if "pid" in reply:
-            self.workers.add(pid)
+            self.workers.add(child[0])
         channel.send(reply)
         return False
