@@ -159,8 +159,22 @@ std::vector<std::string> Containers::Cleanup(const std::string& worker_id) {
   if (!fs::exists(bundle, ec)) return {};
   std::vector<std::string> errors = OciRuntimeLogErrors(bundle + "/runtime.log");
   // The runtime's record of a container whose runtime process was killed (a clean exit removes
-  // it itself).
-  fs::remove_all(dir_ + "/state/" + worker_id, ec);
+  // it itself). Its init may outlive it (a previous agent died, and the runtime with it, but
+  // nothing killed the container): the runtime ends it, and its PID namespace with it.
+  const std::string state = dir_ + "/state/" + worker_id;
+  if (fs::exists(state, ec)) {
+    SubprocessOptions opts;
+    opts.env = {std::string("PATH=") + kSystemPath};
+    opts.timeout_ms = 10'000;
+    auto r = RunProcess({FindExecutable(options_.runtime), "--root", dir_ + "/state", "delete",
+                         "--force", worker_id},
+                        opts);
+    if (r.ok() && !r->succeeded() && r->output.find("does not exist") == std::string::npos) {
+      GLOG_WARN("containers: %s delete --force %s: %s", options_.runtime.c_str(), worker_id.c_str(),
+                r->output.substr(0, 300).c_str());
+    }
+    fs::remove_all(state, ec);
+  }
   if (umount2((bundle + "/rootfs").c_str(), MNT_DETACH) != 0 && errno != EINVAL &&
       errno != ENOENT) {
     GLOG_WARN("containers: cannot unmount %s: %s", (bundle + "/rootfs").c_str(), strerror(errno));

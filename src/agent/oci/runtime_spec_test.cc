@@ -332,6 +332,41 @@ TEST_F(RuncTest, StopReachesTheContainerAndKillLeavesNothing) {
   EXPECT_FALSE(fs::exists("/sys/fs/cgroup/memory/gantry/" + id));
 }
 
+TEST_F(RuncTest, CleanupEndsAContainerWhoseRuntimeProcessIsGone) {
+  // An agent killed with SIGKILL takes the runtime's process with it, not the container's
+  // init: here runc starts it detached (-d) and exits, the same state. The next agent's
+  // cleanup of that container ends it.
+  const std::string id = "t" + std::to_string(getpid()) + "-left";
+  ContainerSpec c;
+  c.id = id;
+  c.rootfs = dir_ + "/bundle/rootfs";
+  c.args = {"/bin/sh", "-c", "while :; do sleep 0.05; done"};
+  c.env = {{"PATH", "/usr/bin:/bin"}};
+  c.mounts = {HostUsrMount()};
+  auto config = RuntimeConfig(c);
+  ASSERT_TRUE(config.ok());
+  std::ofstream(dir_ + "/bundle/config.json") << ToJson(*config);
+  const std::string run = "/usr/sbin/runc --root " + dir_ + "/state run -d --bundle " + dir_ +
+                          "/bundle " + id + " </dev/null >/dev/null 2>&1";
+  ASSERT_EQ(std::system(run.c_str()), 0);
+  std::ifstream state(dir_ + "/state/" + id + "/state.json");
+  std::string text((std::istreambuf_iterator<char>(state)), std::istreambuf_iterator<char>());
+  auto parsed = ParseJson(text);
+  ASSERT_TRUE(parsed.ok() && parsed->is_object()) << text;
+  const int init = static_cast<int>(AsInt(*Find(parsed->as_object(), "init_process_pid")).value());
+  ASSERT_EQ(kill(init, 0), 0);
+  fs::create_directories(dir_ + "/" + id);  // its bundle, as Prepare() makes it
+  Containers(nullptr, dir_, {"/usr/sbin/runc"}).Cleanup(id);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (kill(init, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+    runtime_->Reap();  // it was re-parented to this process (a child subreaper)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(kill(init, 0), 0);
+  EXPECT_FALSE(fs::exists(dir_ + "/state/" + id));
+  EXPECT_FALSE(fs::exists(dir_ + "/" + id));
+}
+
 TEST(ContainersTest, CleanupAllRemovesWhatAKilledAgentLeftMounted) {
   const std::string dir =
       fs::temp_directory_path() / ("gantry-containers-test-" + std::to_string(getpid()));
