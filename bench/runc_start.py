@@ -8,10 +8,10 @@ Workloads (--workload):
   true   /bin/true: the runtime's own cost.
   torch  the cold-start benchmark's handler (bench/handlers/torch_big.py: imports torch, maps a
          488 MiB model with gantry.weights, one forward pass) run once with --test_input: what a
-         container worker of that handler costs to start in full, which is what every container
-         worker costs today, since templates (fork from an initialised worker) exist for process
-         workers only (docs/containers.md). The host's python3-torch, this repository's SDK and
-         the handler are bound read-only into the container, the model directory read-write.
+         container worker of that handler costs to start in full (with `flashboot: false`, or
+         for a GPU container; bench/container_torch.py times the fork path). The host's
+         python3-torch, this repository's SDK and the handler are bound read-only into the
+         container, the model directory read-write.
 
 Usage (root, after scripts/setup.sh): /usr/bin/python3 bench/runc_start.py [--runs 50]
     [--workload true|torch]
