@@ -215,9 +215,12 @@ class LocalProcessRuntime final : public ProcessRuntime {
   };
 
   // Reaps the children that ended into exits_ and sends the SIGKILLs that are due.
-  void ReapEnded();
-  // Whether `child` ended (and, if external, its status is known or no longer awaited).
-  bool Ended(Child& child, int64_t now);
+  // `await_status`: an external child that ended is reaped only once its status is known or
+  // no longer awaited (false: at once, as StopAll() does, which nobody reports to meanwhile).
+  void ReapEnded(bool await_status = true);
+  // Whether `child` ended (and, if external and `await_status`, its status is known or no
+  // longer awaited).
+  bool Ended(Child& child, int64_t now, bool await_status);
   // Kills what is left of `child`, reaps it, reads the rest of its output and removes its
   // cgroup. `child` must then be erased.
   ProcessExit Finish(Child& child);
@@ -483,13 +486,13 @@ void LocalProcessRuntime::ReapStrays() {
   }
 }
 
-void LocalProcessRuntime::ReapEnded() {
+void LocalProcessRuntime::ReapEnded(bool await_status) {
   RetryStaleCgroups();
   ReapStrays();
   const int64_t now = clock_->NowMs();
   for (auto it = children_.begin(); it != children_.end();) {
     Child& child = it->second;
-    if (!Ended(child, now)) {
+    if (!Ended(child, now, await_status)) {
       if (!child.killed && child.kill_at_ms && now >= *child.kill_at_ms) {
         kill(-child.pid, SIGKILL);
         child.killed = true;
@@ -502,7 +505,7 @@ void LocalProcessRuntime::ReapEnded() {
   }
 }
 
-bool LocalProcessRuntime::Ended(Child& child, int64_t now) {
+bool LocalProcessRuntime::Ended(Child& child, int64_t now, bool await_status) {
   if (!child.external) {
     siginfo_t info = {};
     return !(waitid(P_PID, child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0);
@@ -512,7 +515,8 @@ bool LocalProcessRuntime::Ended(Child& child, int64_t now) {
     if (poll(&p, 1, 0) != 1) return false;
     child.ended_ms = now;
   }
-  return child.external->wait_status || now - *child.ended_ms >= kExternalStatusWaitMs;
+  return !await_status || child.external->wait_status ||
+         now - *child.ended_ms >= kExternalStatusWaitMs;
 }
 
 ProcessExit LocalProcessRuntime::Finish(Child& child) {
@@ -624,10 +628,10 @@ void LocalProcessRuntime::StopAll(int64_t grace_ms) {
   for (const auto& [id, child] : children_) Stop(id, grace_ms);
   // A real wait for real processes: measured on the steady clock, not on the injected one.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
-  ReapEnded();
+  ReapEnded(/*await_status=*/false);
   while (!children_.empty() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(kStopAllPoll);
-    ReapEnded();
+    ReapEnded(/*await_status=*/false);
   }
   for (auto& [id, child] : children_) exits_.push_back(Finish(child));
   children_.clear();

@@ -499,9 +499,11 @@ void TemplateManager::Accept(Template& t) {
   ucred cred{};
   socklen_t len = sizeof cred;
   // A container's template is the container's init, a child of the OCI runtime (t.pid).
-  const bool ours = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-                    (cred.pid == t.pid || (t.container && cred.pid > 0 && ReadProcStat(cred.pid) &&
-                                           ReadProcStat(cred.pid)->ppid == t.pid));
+  bool ours = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0;
+  if (ours && cred.pid != t.pid) {
+    const std::optional<ProcStat> peer = ReadProcStat(cred.pid);
+    ours = t.container && peer && peer->ppid == t.pid;
+  }
   if (!ours) {
     GLOG_WARN("templates: %s: refused a connection from pid %d (the template is %d)", t.key.c_str(),
               static_cast<int>(cred.pid), t.pid);
