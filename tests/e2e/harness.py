@@ -132,7 +132,19 @@ class Server:
             if last.status == 200 and last.json["status"] in statuses:
                 return last.json
             time.sleep(0.05)
-        raise AssertionError("job %s never reached %s; last %r" % (job_id, statuses, last))
+        raise AssertionError("job %s never reached %s; last %r\n%s"
+                             % (job_id, statuses, last, self.log_tails()))
+
+    def log_tails(self, lines=40):
+        """The last lines of the server's log and of each worker's it started, for a failure
+        message (the data directory is removed after the test)."""
+        out = []
+        for name in sorted(os.listdir(self.data_dir)):
+            if name == "server.log" or (name.startswith("worker-") and name.endswith(".log")):
+                with open(os.path.join(self.data_dir, name), errors="replace") as f:
+                    tail = f.read().splitlines()[-lines:]
+                out.append("---- %s (last %d lines)\n%s" % (name, len(tail), "\n".join(tail)))
+        return "\n".join(out)
 
 
 def kill_worker(proc, sig=signal.SIGKILL):

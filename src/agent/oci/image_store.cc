@@ -628,7 +628,7 @@ Result<std::unique_ptr<ImageStore>> ImageStore::Open(const std::string& root, Im
   std::string clean = fs::path(root).lexically_normal().string();
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
   std::error_code ec;
-  for (const std::string& dir : {clean, clean + "/rootfs", clean + "/tmp"}) {
+  for (const std::string& dir : {clean, clean + "/rootfs", clean + "/tmp", clean + "/refs"}) {
     fs::create_directories(dir, ec);
     if (ec) return Internal("cannot create " + dir + ": " + ec.message());
   }
@@ -751,6 +751,8 @@ Result<Image> ImageStore::PullImpl(const ImageRef& ref, const PullOptions& optio
                                 " is not sha256; the store keys rootfs by sha256");
     }
     GANTRY_RETURN_IF_ERROR(ReadImage(layout, manifest_digest, &image));
+    // For Lookup(), which must not wait for this lock (a long download of another image).
+    GANTRY_RETURN_IF_ERROR(WriteRef(tag, manifest_digest));
     // Pin the manifest by its digest, for Unpack(): the ref's tag may move meanwhile.
     const std::string pin = kPinPrefix + manifest_digest.substr(7);
     if (!tags->count(pin)) {
@@ -855,10 +857,37 @@ Result<Image> ImageStore::Ensure(const ImageRef& ref, const PullOptions& options
   return Pull(ref, options, progress);
 }
 
+Status ImageStore::WriteRef(const std::string& tag, const std::string& digest) {
+  const std::string path = root_ + "/refs/" + tag;
+  const std::string tmp = path + ".tmp-" + NewId("w", 8);
+  {
+    std::ofstream out(tmp);
+    out << digest << "\n";
+    out.close();
+    if (!out) return Internal("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    return Internal("cannot write " + path + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
 Result<Image> ImageStore::Lookup(const ImageRef& ref) {
   Image image;
   image.ref = ref;
-  {
+  // Where this store pulled it, the ref's record names its manifest: read without the layout's
+  // lock, which a copy holds for the whole download of another image. Manifests and configs
+  // are blobs, which nothing changes once written (a concurrent Remove() may delete them: the
+  // caller then pulls).
+  std::ifstream record(root_ + "/refs/" + ref.LayoutTag());
+  std::string recorded;
+  if (record >> recorded && IsSha256Digest(recorded)) {
+    GANTRY_RETURN_IF_ERROR(ReadImage(LayoutDir(), recorded, &image));
+  } else {
+    // Pulled by an older agent, or never.
     Result<FileLock> lock = FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/false, nullptr);
     if (!lock.ok()) return lock.status();
     Result<std::map<std::string, std::string>> tags = ReadIndex(LayoutDir());
@@ -915,6 +944,12 @@ Status ImageStore::Remove(const std::string& digest) {
   }
   Result<FileLock> lock = FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, nullptr);
   if (!lock.ok()) return lock.status();
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(root_ + "/refs", ec)) {
+    std::ifstream record(e.path());
+    std::string recorded;
+    if (record >> recorded && recorded == digest) fs::remove(e.path(), ec);
+  }
   Result<std::map<std::string, std::string>> tags = ReadIndex(LayoutDir());
   if (!tags.ok()) {
     if (tags.status().code() == Code::kNotFound) {

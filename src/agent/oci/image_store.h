@@ -22,6 +22,9 @@
 //   rootfs/<hex>.lock     flock()ed while that rootfs is built or removed.
 //   tmp/                  skopeo's temporary files and the short-lived registry auth files
 //                         (mode 0700).
+//   refs/<tag>            the manifest digest a layout tag named when this store pulled it,
+//                         so that Lookup() reads no index.json and so takes no layout lock
+//                         (a copy holds it for a whole download).
 // The locks are file locks, so pulls from several threads, and from several processes sharing
 // the root, are safe: a second Pull of an image being unpacked waits and then reuses the rootfs.
 // Copies into the layout are serialised (the layout's index.json is rewritten by each copy), so
@@ -225,8 +228,9 @@ class ImageStore {
   // (Pull, with its errors).
   Result<Image> Ensure(const ImageRef& ref, const PullOptions& options, const ProgressFn& progress);
 
-  // The image `ref` as the last successful Pull left it, without touching the network.
-  // NotFound when it was never pulled or its rootfs is not unpacked (anymore).
+  // The image `ref` as the last successful Pull left it, without touching the network, and
+  // without waiting for a copy of another image (refs/). NotFound when it was never pulled or
+  // its rootfs is not unpacked (anymore).
   Result<Image> Lookup(const ImageRef& ref);
 
   // Removes the unpacked rootfs of the manifest `digest` ("sha256:<hex>"), every tag of the
@@ -252,6 +256,8 @@ class ImageStore {
 
   const std::string& root() const { return root_; }
   std::string LayoutDir() const { return root_ + "/oci"; }
+  // Records (atomically) that the layout's `tag` names manifest `digest`: refs/<tag>.
+  Status WriteRef(const std::string& tag, const std::string& digest);
   std::string RootfsDir(const std::string& digest_hex) const {
     return root_ + "/rootfs/" + digest_hex;
   }

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -538,6 +539,31 @@ TEST_F(FakeToolsTest, CancelledPullFailsAsUnavailable) {
     EXPECT_EQ(image.status().code(), Code::kUnavailable);
     EXPECT_NE(image.status().message().find("cancelled"), std::string::npos);
   }
+}
+
+TEST_F(FakeToolsTest, LookupDoesNotWaitForACopyOfAnotherImage) {
+  Result<ImageRef> ref = ImageRef::Parse("127.0.0.1:5000/gantry/b:1");
+  ASSERT_TRUE(ref.ok());
+  Result<Image> pulled = store_->Pull(*ref, {}, nullptr);
+  ASSERT_TRUE(pulled.ok()) << pulled.status().ToString();
+  {
+    // Another image's copy holds the layout's lock for its whole download.
+    Fd fd(open((root_ + "/oci.lock").c_str(), O_RDWR));
+    ASSERT_EQ(flock(fd.get(), LOCK_EX), 0);
+    auto found = std::async(std::launch::async, [&] { return store_->Ensure(*ref, {}, nullptr); });
+    const bool prompt = found.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+    flock(fd.get(), LOCK_UN);  // (so that a failure here does not hang)
+    ASSERT_TRUE(prompt) << "waited for the layout's lock";
+    Result<Image> image = found.get();
+    ASSERT_TRUE(image.ok()) << image.status().ToString();
+    EXPECT_EQ(image->digest, pulled->digest);
+    EXPECT_EQ(image->rootfs, pulled->rootfs);
+    EXPECT_EQ(image->entrypoint, pulled->entrypoint);
+    EXPECT_EQ(tools_.Skopeos().size(), 1u);  // no second copy
+  }
+  // Removed, it is no longer found.
+  ASSERT_TRUE(store_->Remove(pulled->digest).ok());
+  EXPECT_EQ(store_->Lookup(*ref).status().code(), Code::kNotFound);
 }
 
 TEST_F(FakeToolsTest, RemoveDeletesTheRootfsAndUntags) {
