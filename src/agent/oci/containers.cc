@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "agent/oci/runtime_spec.h"
@@ -71,6 +72,22 @@ Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& user,
 Containers::Containers(ImageStore* images, std::string dir, ContainersOptions options)
     : images_(images), dir_(std::move(dir)), options_(std::move(options)) {}
 
+// `ldconfig -p` of the host: read once per agent (a driver upgrade needs a restart anyway),
+// since every GPU container start would otherwise run it; "" (and asked again) when it fails.
+static std::string HostLibraryCache() {
+  static std::mutex mu;
+  static std::string cached;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached.empty()) {
+    SubprocessOptions opts;
+    opts.timeout_ms = 10'000;
+    opts.max_output = 4 << 20;  // ldconfig -p lists every library
+    auto ldconfig = RunProcess({"/sbin/ldconfig", "-p"}, opts);
+    if (ldconfig.ok() && ldconfig->succeeded()) cached = ldconfig->output;
+  }
+  return cached;
+}
+
 Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const ProgressFn& progress) {
   auto ref = ImageRef::Parse(r.image);
   if (!ref.ok()) return ref.status();
@@ -102,12 +119,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   c.devices = r.devices;
   if (!r.devices.empty()) {
     // A GPU container: the host driver's libraries and tools, as the NVIDIA toolkit does.
-    SubprocessOptions opts;
-    opts.timeout_ms = 10'000;
-    opts.max_output = 4 << 20;  // ldconfig -p lists every library
-    auto ldconfig = RunProcess({"/sbin/ldconfig", "-p"}, opts);
-    for (Mount& m : NvidiaDriverMounts(ldconfig.ok() ? ldconfig->output : "",
-                                       {"/usr/bin", "/usr/local/bin"})) {
+    for (Mount& m : NvidiaDriverMounts(HostLibraryCache(), {"/usr/bin", "/usr/local/bin"})) {
       c.mounts.push_back(std::move(m));
     }
   }
