@@ -3,6 +3,7 @@ only; run with /usr/bin/python3 from the repository root after scripts/build.sh)
 import http.client
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+REGISTRY_SH = os.path.join(ROOT, "tests", "images", "registry.sh")
 GANTRY = os.path.join(ROOT, "build", "gantry")
 SDK = os.path.join(ROOT, "sdk", "python")
 KEY = "gk_bench_cold_start_key"
@@ -19,6 +21,23 @@ def pct(xs, p):
     """The p-th percentile of xs (nearest rank)."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+class LocalRegistry:
+    """Debian's docker-registry on 127.0.0.1 (tests/images/registry.sh) for the length of a
+    `with` block; `port` is its port."""
+
+    def __init__(self):
+        self.port = random.randint(22000, 30000)
+        self.dir = tempfile.mkdtemp(prefix="gantry-bench-registry-")
+
+    def __enter__(self):
+        subprocess.run(["bash", REGISTRY_SH, "start", str(self.port), self.dir], check=True)
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["bash", REGISTRY_SH, "stop", str(self.port), self.dir])
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class GantryUp:

@@ -17,7 +17,6 @@ unpacked image through Gantry's bundle layout is not separable here, so with `po
 """
 import argparse
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, SDK, GantryUp, pct  # noqa: E402
+from benchlib import (REGISTRY_SH, ROOT, SDK, GantryUp, LocalRegistry,  # noqa: E402
+                      pct)
 
 IMAGES = os.path.join(ROOT, "tests", "images")
 
@@ -64,45 +64,36 @@ def main():
     ap.add_argument("--starts", type=int, default=20)
     ap.add_argument("--port", type=int, default=21800)
     args = ap.parse_args()
-    reg_port = random.randint(22000, 30000)
-    reg_dir = tempfile.mkdtemp(prefix="gantry-bench-registry-")
-    subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "start", str(reg_port), reg_dir],
-                   check=True)
-    up = None
     local = {}
-    try:
-        subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "push", str(reg_port),
-                        "bench/worker:1", "worker"], check=True, stdout=subprocess.DEVNULL)
+    with LocalRegistry() as registry:
+        subprocess.run(["bash", REGISTRY_SH, "push", str(registry.port), "bench/worker:1",
+                        "worker"], check=True, stdout=subprocess.DEVNULL)
         up = GantryUp(args.port)
-        image = "127.0.0.1:%d/bench/worker:1" % reg_port
-        process = {"command": ["/usr/bin/python3", os.path.join(IMAGES, "worker.py")],
-                   "env": {"PYTHONPATH": SDK}}
-        for ep, spec in (("ctr", {"image": image, "flashboot": False}),
-                         ("ctrf", {"image": image}),
-                         ("proc", {"worker": process, "flashboot": False}),
-                         ("procf", {"worker": process})):
-            up.call("POST", "/v1/endpoints", dict(spec, id=ep, idleTimeout=0, memoryMb=512))
-        # The first start pulls and unpacks the image: not timed. The first start of each
-        # endpoint with templates makes its template.
-        t0 = time.perf_counter()
-        r = up.call("POST", "/v2/ctr/runsync?wait=300000", {"input": {}}, timeout=320)
-        assert r["status"] == "COMPLETED", r
-        first = (time.perf_counter() - t0) * 1000
-        for ep in ("ctrf", "procf"):
-            assert up.call("POST", "/v2/%s/runsync" % ep, {"input": {}})["status"] == "COMPLETED"
-        for ep in ("ctrf", "procf"):
-            up.wait_ready_template(ep)
-        paths = {"ctr": "full", "ctrf": "fork", "proc": "full", "procf": "fork"}
-        res = up.interleaved_starts(paths, args.starts)
-        up.close()
-        up = None
-        local = podman_runs(image, args.starts) if shutil.which("podman") else {}
-    finally:
-        if up:
+        try:
+            image = "127.0.0.1:%d/bench/worker:1" % registry.port
+            process = {"command": ["/usr/bin/python3", os.path.join(IMAGES, "worker.py")],
+                       "env": {"PYTHONPATH": SDK}}
+            for ep, spec in (("ctr", {"image": image, "flashboot": False}),
+                             ("ctrf", {"image": image}),
+                             ("proc", {"worker": process, "flashboot": False}),
+                             ("procf", {"worker": process})):
+                up.call("POST", "/v1/endpoints", dict(spec, id=ep, idleTimeout=0, memoryMb=512))
+            # The first start pulls and unpacks the image: not timed. The first start of each
+            # endpoint with templates makes its template.
+            t0 = time.perf_counter()
+            r = up.call("POST", "/v2/ctr/runsync?wait=300000", {"input": {}}, timeout=320)
+            assert r["status"] == "COMPLETED", r
+            first = (time.perf_counter() - t0) * 1000
+            for ep in ("ctrf", "procf"):
+                r = up.call("POST", "/v2/%s/runsync" % ep, {"input": {}})
+                assert r["status"] == "COMPLETED", r
+                up.wait_ready_template(ep)
+            paths = {"ctr": "full", "ctrf": "fork", "proc": "full", "procf": "fork"}
+            res = up.interleaved_starts(paths, args.starts)
+        finally:
             up.close()
-        subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "stop", str(reg_port),
-                        reg_dir])
-        shutil.rmtree(reg_dir, ignore_errors=True)
+        if shutil.which("podman"):
+            local = podman_runs(image, args.starts)
     print("| scale from zero, Python worker (%d starts each) | p50 ms | p99 ms |" % args.starts)
     print("|---|---:|---:|")
     names = {"proc": "process worker, full start",

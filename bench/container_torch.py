@@ -18,7 +18,6 @@ The first run builds the image (several minutes, cached).
 """
 import argparse
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -26,9 +25,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, GantryUp, pct  # noqa: E402
+from benchlib import ROOT, GantryUp, LocalRegistry, pct  # noqa: E402
 
-IMAGES = os.path.join(ROOT, "tests", "images")
 HANDLER = os.path.join(ROOT, "bench", "handlers", "torch_big.py")
 
 
@@ -39,44 +37,36 @@ def main():
     args = ap.parse_args()
     layout = subprocess.run(["bash", os.path.join(ROOT, "bench", "images", "build_torch_image.sh")],
                             check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-    reg_port = random.randint(22000, 30000)
-    reg_dir = tempfile.mkdtemp(prefix="gantry-bench-registry-")
     models = tempfile.mkdtemp(prefix="gantry-bench-models-")
-    subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "start", str(reg_port), reg_dir],
-                   check=True)
-    up = None
-    try:
-        image = "127.0.0.1:%d/bench/torch:1" % reg_port
+    with LocalRegistry() as registry:
+        image = "127.0.0.1:%d/bench/torch:1" % registry.port
         subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
                         "oci:%s:torch" % layout, "docker://" + image], check=True)
         up = GantryUp(args.port)
-        common = {"idleTimeout": 0, "workersMax": 1, "memoryMb": 4096}
-        image_spec = {"image": image, "volume": "bench-models"}
-        process = {"worker": {"command": ["/usr/bin/python3", HANDLER]},
-                   "env": {"BENCH_MODEL_DIR": models}}
-        for ep, spec in (("cfull", dict(image_spec, flashboot=False)), ("cfork", image_spec),
-                         ("pfork", process)):
-            r = up.call("POST", "/v1/endpoints", dict(common, id=ep, **spec))
-            assert "error" not in r, r
-        # First starts, not timed: the pull and unpack, the model file in the volume and on the
-        # host, the templates.
-        t0 = time.perf_counter()
-        for ep in ("cfull", "cfork", "pfork"):
-            r = up.call("POST", "/v2/%s/runsync?wait=900000" % ep, {"input": {}}, timeout=920)
-            assert r["status"] == "COMPLETED", r
-        print("first starts (pull, unpack, model files): %.0f s" % (time.perf_counter() - t0),
-              file=sys.stderr)
-        for ep in ("cfork", "pfork"):
-            up.wait_ready_template(ep)
-        paths = {"cfull": "full", "cfork": "fork", "pfork": "fork"}
-        res = up.interleaved_starts(paths, args.starts, progress=True)
-    finally:
-        if up:
+        try:
+            common = {"idleTimeout": 0, "workersMax": 1, "memoryMb": 4096}
+            image_spec = {"image": image, "volume": "bench-models"}
+            process = {"worker": {"command": ["/usr/bin/python3", HANDLER]},
+                       "env": {"BENCH_MODEL_DIR": models}}
+            for ep, spec in (("cfull", dict(image_spec, flashboot=False)), ("cfork", image_spec),
+                             ("pfork", process)):
+                r = up.call("POST", "/v1/endpoints", dict(common, id=ep, **spec))
+                assert "error" not in r, r
+            # First starts, not timed: the pull and unpack, the model file in the volume and on
+            # the host, the templates.
+            t0 = time.perf_counter()
+            for ep in ("cfull", "cfork", "pfork"):
+                r = up.call("POST", "/v2/%s/runsync?wait=900000" % ep, {"input": {}}, timeout=920)
+                assert r["status"] == "COMPLETED", r
+            print("first starts (pull, unpack, model files): %.0f s" % (time.perf_counter() - t0),
+                  file=sys.stderr)
+            for ep in ("cfork", "pfork"):
+                up.wait_ready_template(ep)
+            paths = {"cfull": "full", "cfork": "fork", "pfork": "fork"}
+            res = up.interleaved_starts(paths, args.starts, progress=True)
+        finally:
             up.close()
-        subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "stop", str(reg_port),
-                        reg_dir])
-        shutil.rmtree(reg_dir, ignore_errors=True)
-        shutil.rmtree(models, ignore_errors=True)
+            shutil.rmtree(models, ignore_errors=True)
     names = {"cfull": "container worker, full start (runc, imports, model mapped)",
              "cfork": "container worker forked from its template inside its container",
              "pfork": "process worker forked from its template"}

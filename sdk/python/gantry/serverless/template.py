@@ -291,15 +291,27 @@ def _spare_main(template: _Channel, agent: int, cgroup: Optional[Dict[str, Any]]
             _join_cgroup(cgroup.get("cgroupProcs") or [])
     except (TemplateError, OSError):
         os._exit(1)
+    def take(msg: Dict[str, Any], fds: List[int]) -> Dict[str, Any]:
+        reply = _take_identity(msg, fds, in_cgroup=bool(cgroup))
+        if cgroup and "pid" in reply:
+            reply["spareCgroup"] = cgroup.get("id")
+        return reply
+
+    _spare_wait(template, take)
+
+
+def _spare_wait(template: _Channel,
+                take: Callable[[Dict[str, Any], List[int]], Dict[str, Any]]) -> None:
+    """In a spare: waits for an identity from the template, takes it (`take` returns the answer)
+    and answers. Returns in the worker; exits when the template goes away or the identity
+    cannot be taken."""
     try:
         msg, fds = template.recv()
     except (OSError, ValueError):
         os._exit(1)
     if msg is None:
         os._exit(0)
-    reply = _take_identity(msg, fds, in_cgroup=bool(cgroup))
-    if cgroup and "pid" in reply:
-        reply["spareCgroup"] = cgroup.get("id")
+    reply = take(msg, fds)
     try:
         template.send(reply)
     except OSError:
@@ -540,21 +552,8 @@ class _Inside:
         if pid == 0:
             ours.close()
             channel.close()  # nothing of the agent's stays in a spare
-            template = _Channel(theirs)
-            try:
-                msg, fds = template.recv()
-            except (OSError, ValueError):
-                os._exit(1)
-            if msg is None:
-                os._exit(0)
-            reply = _take_identity(msg, fds, in_cgroup=True, merge_env=True)
-            try:
-                template.send(reply)
-            except OSError:
-                os._exit(1)  # the template gave up on it and forked the worker itself
-            template.close()
-            if "error" in reply:
-                os._exit(127)
+            _spare_wait(_Channel(theirs), lambda msg, fds: _take_identity(
+                msg, fds, in_cgroup=True, merge_env=True))
             _await_cgroups()
             return True
         theirs.close()
