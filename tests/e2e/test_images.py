@@ -150,6 +150,48 @@ class ImageTest(E2ETest):
         self.assertIn("memory limit", hog.get("error", ""), hog)
         self.assertEqual(self.template("tpl")["pid"], tpl["pid"])  # the template lives on
 
+    def container_processes(self, ids):
+        """Pids of the live processes in the cgroups of these containers (bundle names)."""
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cgroup" % d) as f:
+                    groups = f.read()
+                with open("/proc/%s/stat" % d) as f:
+                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                continue
+            if not zombie and any("/gantry/%s\n" % i in groups for i in ids):
+                out.append(int(d))
+        return out
+
+    def test_containers_a_killed_agent_left_are_ended_when_it_starts_again(self):
+        self.endpoint("left", idleTimeout=60)
+        r = self.runsync("left", {"op": "whoami"})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        self.wait_for(lambda: (lambda t: t and t["state"] == "ready")(self.template("left")),
+                      what="a ready template", timeout=60)
+        bundles = os.path.join(self.server.data_dir, "containers")
+        ids = [d for d in os.listdir(bundles) if d not in ("state", "volumes")]
+        self.assertEqual(len(ids), 2, ids)  # the worker's container and the template's
+        old = self.container_processes(ids)
+        self.assertGreaterEqual(len(old), 2)
+        # kill -9: runc dies with the agent, the containers' processes do not.
+        self.server.kill9()
+        time.sleep(1)
+        self.assertTrue(set(old) & set(self.container_processes(ids)))
+        # The agent that starts again on this data directory ends them (the worker, still
+        # assigned, then starts afresh under its id).
+        self.server.start()
+        self.wait_for(lambda: not set(old) & set(self.container_processes(ids)),
+                      what="the old containers to end", timeout=30)
+        template = next(i for i in ids if i.startswith("tpl-"))
+        self.assertFalse(os.path.exists(os.path.join(bundles, template)))
+        r = self.runsync("left", {"op": "whoami"})
+        self.assertEqual(r["status"], "COMPLETED", r)
+
     def test_each_worker_writes_to_its_own_layer(self):
         # Forked workers share their template's sandbox (docs/containers.md): without
         # templates, each worker is a container of its own.
