@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -178,6 +179,11 @@ class ImageTest(E2ETest):
         self.assertEqual(len(ids), 2, ids)  # the worker's container and the template's
         old = self.container_processes(ids)
         self.assertGreaterEqual(len(old), 2)
+
+        def kill_leftovers():  # should the test fail: nothing of it outlives it
+            for pid in set(old) & set(self.container_processes(ids)):
+                os.kill(pid, signal.SIGKILL)
+        self.addCleanup(kill_leftovers)
         # kill -9: runc dies with the agent, the containers' processes do not.
         self.server.kill9()
         time.sleep(1)
