@@ -194,7 +194,8 @@ class ImageTest(E2ETest):
         self.wait_for(lambda: not set(old) & set(self.container_processes(ids)),
                       what="the old containers to end", timeout=30)
         template = next(i for i in ids if i.startswith("tpl-"))
-        self.assertFalse(os.path.exists(os.path.join(bundles, template)))
+        self.wait_for(lambda: not os.path.exists(os.path.join(bundles, template)),
+                      what="the old template's bundle to go")
         r = self.runsync("left", {"op": "whoami"})
         self.assertEqual(r["status"], "COMPLETED", r)
 
