@@ -50,6 +50,8 @@ struct Job {
   std::string cold_start_worker;
   TimerHandle ttl_timer;   // while not finished
   TimerHandle exec_timer;  // while IN_PROGRESS
+  // Pings in a row, since it started, of its worker that did not list it (JobManager::Ping).
+  int missed_pings = 0;
 };
 
 // Per-endpoint settings the jobs module needs.

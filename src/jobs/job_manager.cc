@@ -302,6 +302,7 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
   job->rec.worker_id = worker_id;
   job->rec.started_ms = now;
   job->rec.attempts += 1;
+  job->missed_pings = 0;
   job->progress.clear();
   held_[worker_id].insert(job->rec.id);
   job->exec_timer = At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
@@ -664,11 +665,17 @@ void JobManager::Ping(const std::string& worker_id, const std::vector<std::strin
   std::unordered_set<std::string> listed(running.begin(), running.end());
   for (const auto& id : HeldBy(worker_id)) {
     Job* j = jobs_[id].get();
-    if (!listed.count(id) && j->rec.started_ms + ping_interval_ms < now) {
-      GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(),
-                id.c_str());
-      Requeue(j, "the worker dropped the job");
+    if (listed.count(id)) {
+      j->missed_pings = 0;
+      continue;
     }
+    if (j->rec.started_ms + ping_interval_ms >= now) continue;  // the list may lag the take
+    // Two pings in a row: one ping's list may have been read just before the take and have
+    // arrived late (a heartbeat process descheduled on a busy host); the next one's cannot.
+    if (++j->missed_pings < 2) continue;
+    GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(),
+              id.c_str());
+    Requeue(j, "the worker dropped the job");
   }
   // A stopped job the worker no longer runs is stopped.
   std::vector<std::string> done;

@@ -385,6 +385,14 @@ TEST_F(JobManagerTest, PingRequeuesDroppedJobsAfterGrace) {
   clock_.Advance(10'001);
   jm_->Ping("w1", {id}, 10'000);
   EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
+  // One ping without it may be stale (its list read before the take, delivered late): a
+  // listing ping after it clears it.
+  jm_->Ping("w1", {}, 10'000);
+  EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
+  jm_->Ping("w1", {id}, 10'000);
+  jm_->Ping("w1", {}, 10'000);
+  EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
+  // Two in a row: dropped.
   jm_->Ping("w1", {}, 10'000);
   EXPECT_EQ(StatusOf(id), JobStatus::kInQueue);
   EXPECT_EQ(Take("w2"), std::vector<std::string>{id});
