@@ -23,6 +23,50 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
 
 
+def pss_kb(pid):
+    """Proportional set size of `pid` in KiB (/proc/PID/smaps_rollup); 0 if unknown."""
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def worker_pids(marker):
+    """Pids of live workers whose command line holds `marker` (e.g. the handler's path): the
+    processes in a worker's cgroup (".../gantry/w-..."), so neither templates nor their spares
+    (nor a worker's heartbeat process, whose command line is another)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+            with open("/proc/%s/cgroup" % d) as f:
+                if "/gantry/w-" not in f.read():
+                    continue
+            with open("/proc/%s/stat" % d) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def wait_worker_pids(marker, n, timeout=60):
+    """worker_pids(marker) once there are exactly n."""
+    deadline = time.time() + timeout
+    pids = []
+    while time.time() < deadline:
+        pids = worker_pids(marker)
+        if len(pids) == n:
+            return pids
+        time.sleep(0.05)
+    raise RuntimeError("expected %d workers, found %s" % (n, pids))
+
+
 class LocalRegistry:
     """Debian's docker-registry on 127.0.0.1 (tests/images/registry.sh) for the length of a
     `with` block; `port` is its port."""

@@ -26,43 +26,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, SDK, GantryUp, pct  # noqa: E402
+from benchlib import ROOT, SDK, GantryUp, pct, pss_kb, wait_worker_pids  # noqa: E402
 
 HANDLER = os.path.join(ROOT, "bench", "handlers", "torch_big.py")
-
-
-def pss_kb(pid):
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
-
-
-def worker_pids():
-    """Pids of live workers running the benchmark handler: processes in a worker's cgroup
-    (".../gantry/w-..."), so neither templates nor their spares."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                if HANDLER.encode() not in f.read():
-                    continue
-            with open("/proc/%s/cgroup" % d) as f:
-                if "/gantry/w-" not in f.read():
-                    continue
-            with open("/proc/%s/stat" % d) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    out.append(int(d))
-        except OSError:
-            pass
-    return out
 
 
 class Bench:
@@ -165,15 +134,8 @@ class Bench:
         return full, children, template, paths
 
     def wait_pids(self, n, timeout=60):
-        """The pids of the n workers running the handler (templates left out), once there are
-        exactly n."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            pids = worker_pids()
-            if len(pids) == n:
-                return pids
-            time.sleep(0.05)
-        raise RuntimeError("expected %d workers, found %s" % (n, pids))
+        """The pids of the n workers running the handler (templates left out)."""
+        return wait_worker_pids(HANDLER, n, timeout)
 
     def run(self):
         n = self.args.starts

@@ -15,6 +15,10 @@ worker (`startPath`).
 Usage (root, after scripts/setup.sh and scripts/build.sh):
     /usr/bin/python3 bench/container_torch.py [--starts 20] [--port 21900]
 The first run builds the image (several minutes, cached).
+
+It also measures memory, as bench/cold_start_paths.py does for processes: the PSS of four
+concurrent workers forked inside one template's container against one container worker started
+in full (each after its forward pass, which reads every weight).
 """
 import argparse
 import os
@@ -25,9 +29,48 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import ROOT, GantryUp, LocalRegistry, pct  # noqa: E402
+from benchlib import (ROOT, GantryUp, LocalRegistry, pct, pss_kb,  # noqa: E402
+                      wait_worker_pids)
 
 HANDLER = os.path.join(ROOT, "bench", "handlers", "torch_big.py")
+
+
+IN_IMAGE = "/app/torch_big.py"  # the handler's path in the image: marks its workers
+
+
+def measure_memory(up, image_spec):
+    """(PSS KiB of one full container worker, of each of 4 forked ones, of their template)."""
+    up.wait_zero("cfull")
+    wait_worker_pids(IN_IMAGE, 0)
+    job = up.call("POST", "/v2/cfull/run", {"input": {"hold": 4}})
+    pids = wait_worker_pids(IN_IMAGE, 1)
+    time.sleep(1.5)  # its forward pass is done: every weight was read
+    full = pss_kb(pids[0])
+    up.call("GET", "/v2/cfull/status/" + job["id"])
+    up.wait_zero("cfull")
+    r = up.call("POST", "/v1/endpoints", dict(image_spec, id="cmem", idleTimeout=2, workersMax=4,
+                                              memoryMb=4096, scalerType="REQUEST_COUNT",
+                                              scalerValue=1))
+    assert "error" not in r, r
+    assert up.call("POST", "/v2/cmem/runsync?wait=120000", {"input": {}},
+                   timeout=130)["status"] == "COMPLETED"
+    tpl = up.wait_ready_template("cmem")
+    up.wait_zero("cmem")
+    wait_worker_pids(IN_IMAGE, 0)
+    for _ in range(4):
+        up.call("POST", "/v2/cmem/run", {"input": {"hold": 6}})
+    pids = wait_worker_pids(IN_IMAGE, 4)
+    time.sleep(2.5)
+    children = [pss_kb(p) for p in pids]
+    paths = [w["startPath"] for w in up.workers("cmem") if w["state"] != "STOPPED"]
+    assert paths.count("fork") == 4, paths
+    # The template's reported pid is its OCI runtime's; the template is that one's child (of
+    # one of its threads).
+    init = None
+    for task in os.listdir("/proc/%d/task" % tpl["pid"]):
+        with open("/proc/%d/task/%s/children" % (tpl["pid"], task)) as f:
+            init = init or next((int(p) for p in f.read().split()), None)
+    return full, children, pss_kb(init)
 
 
 def main():
@@ -64,6 +107,7 @@ def main():
                 up.wait_ready_template(ep)
             paths = {"cfull": "full", "cfork": "fork", "pfork": "fork"}
             res = up.interleaved_starts(paths, args.starts, progress=True)
+            memory = measure_memory(up, image_spec)
         finally:
             up.close()
             shutil.rmtree(models, ignore_errors=True)
@@ -74,6 +118,17 @@ def main():
     print("|---|---:|---:|")
     for ep in paths:
         print("| %s | %.0f | %.0f |" % (names[ep], pct(res[ep], 50), pct(res[ep], 99)))
+    full, children, template = memory
+    print()
+    print("| memory (PSS) | MiB |")
+    print("|---|---:|")
+    print("| one container worker started in full | %.0f |" % (full / 1024))
+    print("| four workers forked in one template's container, together | %.0f |"
+          % (sum(children) / 1024))
+    print("| their template | %.0f |" % (template / 1024))
+    print()
+    print("four forked workers use %.2fx the memory of one full worker (%.2fx with the template)"
+          % (sum(children) / full, (sum(children) + template) / full))
     print()
     print("container fork is %.1fx faster than a container full start at p50; it adds %.0f ms "
           "over the process fork" % (pct(res["cfull"], 50) / pct(res["cfork"], 50),
