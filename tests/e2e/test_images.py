@@ -33,6 +33,15 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+def proc_state(pid):
+    """The state letter of `pid` from /proc, None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 class ImageTest(E2ETest):
     command = "up"
     server_args = ("--ping-interval-ms", "500", "--stop-grace-ms", "1500")
@@ -151,6 +160,30 @@ class ImageTest(E2ETest):
         self.assertIn("memory limit", hog.get("error", ""), hog)
         self.assertEqual(self.template("tpl")["pid"], tpl["pid"])  # the template lives on
 
+    def test_a_new_version_lets_forked_workers_finish_then_retires_their_template(self):
+        self.endpoint("ver", idleTimeout=1)
+        self.runsync("ver", {"op": "whoami"})
+        old = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
+            self.template("ver")), what="a ready template", timeout=60)
+        self.scale_to_zero("ver")
+        job = self.server.request("POST", "/v2/ver/run", {"input": {"op": "sleep", "s": 4}}).json
+        st = self.server.wait_status("ver", job["id"], {"IN_PROGRESS"})
+        self.assertEqual(self.worker(st["workerId"])["startPath"], "fork")
+        # A new version while the forked worker runs its job: the old template is dropped, but
+        # its exit would end its worker's PID namespace, so it waits for it (retired).
+        self.server.request("PATCH", "/v1/endpoints/ver", {"env": {"NEW": "1"}})
+        self.wait_for(lambda: (self.template("ver") or {}).get("version") != old["version"],
+                      what="the old template to be dropped")
+        self.assertNotIn(proc_state(old["pid"]), (None, "Z"))  # retired, still running
+        done = self.server.wait_status("ver", job["id"], {"COMPLETED", "FAILED"}, timeout=30)
+        self.assertEqual(done["status"], "COMPLETED", done)
+        self.assertEqual(done["output"]["slept"], 4)
+        # Then it exits, and its bundle goes.
+        self.wait_for(lambda: proc_state(old["pid"]) in (None, "Z"),
+                      what="the retired template to exit", timeout=30)
+        with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
+            self.assertIn("ver-v%d retired" % old["version"], f.read())
+
     def container_processes(self, ids):
         """Pids of the live processes in the cgroups of these containers (bundle names)."""
         out = []
@@ -160,11 +193,10 @@ class ImageTest(E2ETest):
             try:
                 with open("/proc/%s/cgroup" % d) as f:
                     groups = f.read()
-                with open("/proc/%s/stat" % d) as f:
-                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
             except OSError:
                 continue
-            if not zombie and any("/gantry/%s\n" % i in groups for i in ids):
+            if proc_state(int(d)) not in (None, "Z") and any(
+                    "/gantry/%s\n" % i in groups for i in ids):
                 out.append(int(d))
         return out
 

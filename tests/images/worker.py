@@ -1,8 +1,9 @@
 """The end-to-end tests' image worker: a RunPod handler file, as a user's image brings one.
 Input {"op": "whoami"} reports what the container sees; {"op": "allocate", "mb": N} allocates
-N MiB (to be OOM-killed past the endpoint's memoryMb)."""
+N MiB (to be OOM-killed past the endpoint's memoryMb); {"op": "sleep", "s": N} takes N seconds."""
 import os
 import socket
+import time
 
 import runpod
 
@@ -14,6 +15,9 @@ def handler(job):
         for i in range(0, len(block), 4096):
             block[i] = 1  # touch every page
         return {"allocated": len(block)}
+    if inp.get("op") == "sleep":
+        time.sleep(float(inp["s"]))
+        return {"slept": inp["s"], "pid": os.getpid()}
     if inp.get("op") == "write":
         path = inp["path"]
         with open(path, "w") as f:
