@@ -449,6 +449,10 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
       move_failed = !came_in;
       t.spare_move = {};
       if (came_in) *ctx.in_cgroup = std::exchange(t.spare_cgroup, {});  // the runtime's now
+    } else if (t.container && t.spare_move.valid()) {
+      // The spare moved into the offered cgroup did not answer: it is gone (it died, or the
+      // template forked on the spot without it). The cgroup goes, so that a new one is offered.
+      move_failed = true;
     }
     const int answered = static_cast<int>(*AsInt(*pid));
     if (!t.container) return answered;
@@ -471,7 +475,7 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
       f.close();
       if (!f) GLOG_WARN("templates: cannot move %s into %s", spec.id.c_str(), procs.c_str());
     }
-    if (move_failed) ReleaseSpareCgroup(t);  // the worker has left it
+    if (move_failed) ReleaseSpareCgroup(t);  // the worker is not (or no longer) in it
     kill(*host, SIGCONT);
     return *host;
   };
@@ -678,6 +682,7 @@ void TemplateManager::Drop(std::string key, const std::string& why, bool failed)
     // Its exit would end its workers: it exits after the last one instead.
     GLOG_INFO("templates: %s retired (%s): it exits after its %zu workers", key.c_str(),
               why.c_str(), it->second->workers.size());
+    ReleaseSpareCgroup(*it->second);  // it closes its spare
     retiring_[it->second->process_id] = std::move(it->second);
     templates_.erase(it);
     if (failed) failed_[key] = why;
