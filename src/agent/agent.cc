@@ -122,7 +122,8 @@ static void AddTemplatesJson(const TemplateManager& tm, json::object* status) {
                               {"memoryMb", t.memory_kb / 1024},
                               {"forks", t.forks},
                               {"snapshot", t.snapshot},
-                              {"snapshotMb", t.snapshot_bytes >> 20}});
+                              {"snapshotMb", t.snapshot_bytes >> 20},
+                              {"container", t.container}});
   }
   const StartCounters& c = tm.counters();
   (*status)["templates"] = std::move(ts);

@@ -748,6 +748,7 @@ int Main(int argc, char** argv) {
             const std::string name = Field(t, "endpointId") + "@" + Field(t, "version");
             if (!Field(t, "state").empty()) {
               templates += (templates.empty() ? "" : " ") + name + ":" + Field(t, "state");
+              if (Field(t, "container") == "true") templates += "(container)";
             }
             if (t.as_object().at("snapshot").as_bool()) {
               snapshots += (snapshots.empty() ? "" : " ") + name;

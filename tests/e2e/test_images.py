@@ -138,6 +138,11 @@ class ImageTest(E2ETest):
         tpl = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
             self.template("tpl")), what="a ready template", timeout=60)
         self.assertFalse(tpl["snapshot"])  # container templates are not checkpointed
+        self.assertTrue(tpl["container"])
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
+        out = subprocess.run([GANTRY, "nodes"], env=env, capture_output=True, text=True,
+                             timeout=30).stdout
+        self.assertIn("tpl@%d:ready(container)" % tpl["version"], out)
         self.scale_to_zero("tpl")
         second = self.runsync("tpl", {"op": "whoami", "hostPath": ROOT})
         self.assertEqual(second["status"], "COMPLETED", second)

@@ -1005,6 +1005,7 @@ std::vector<TemplateReport> TemplateManager::Reports() const {
     r.pid = t->pid;
     r.memory_kb = t->memory_kb;
     r.forks = t->forks;
+    r.container = t->container;
     out.push_back(r);
   }
   for (const auto& [key, s] : snapshots_) {

@@ -81,6 +81,7 @@ struct TemplateReport {
   int64_t forks = 0;
   bool snapshot = false;
   int64_t snapshot_bytes = 0;
+  bool container = false;  // the template runs inside a container of the endpoint's image
 };
 
 // What the manager measures on the host (an OS seam; tests fake it). Null members: the real
