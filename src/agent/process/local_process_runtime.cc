@@ -396,7 +396,8 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   report_w.Reset();
   if (in_cgroup) {
     // On failure the child may be in some of its cgroups; they are all removed at its exit.
-    Status s = cgroups_.AddProcess(spec.id, pid);
+    // The child waits for `go`, with the one thread fork() gave it.
+    Status s = cgroups_.AddProcess(spec.id, pid, /*single_threaded=*/true);
     if (!s.ok()) {
       GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
                 s.message().c_str());
