@@ -147,6 +147,15 @@ class Server:
         return "\n".join(out)
 
 
+def proc_state(pid):
+    """The state letter of `pid` from /proc, None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def kill_worker(proc, sig=signal.SIGKILL):
     """Kills the worker and its heartbeat child (its whole session)."""
     try:
@@ -183,6 +192,14 @@ class E2ETest(unittest.TestCase):
                 return v
             time.sleep(0.05)
         self.fail("timed out waiting for " + what)
+
+    def worker_report(self, worker_id):
+        """The worker as /v1/workers shows it, once its agent has reported how it started (a
+        forked worker may answer its first job before the agent's next status)."""
+        return self.wait_for(lambda: next(
+            (w for w in self.server.request("GET", "/v1/workers").json["workers"]
+             if w["id"] == worker_id and w["startPath"]), None),
+            what="the start path of " + worker_id)
 
     def worker(self, endpoint, handler, **kw):
         w = self.server.start_worker(endpoint, handler, **kw)

@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import ADMIN_KEY, E2ETest, GANTRY, ROOT
+from harness import ADMIN_KEY, E2ETest, GANTRY, ROOT, proc_state
 
 IMAGES = os.path.join(ROOT, "tests", "images")
 
@@ -31,15 +31,6 @@ def free_port():
         finally:
             s.close()
     raise RuntimeError("no free port")
-
-
-def proc_state(pid):
-    """The state letter of `pid` from /proc, None when there is no such process."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 
 class ImageTest(E2ETest):
@@ -119,13 +110,6 @@ class ImageTest(E2ETest):
         return next((t for t in self.node().get("templates", []) if t["endpointId"] == endpoint),
                     None)
 
-    def worker(self, worker_id):
-        """The worker once its agent has reported how it started (a fork may answer its first
-        job before the agent's next status)."""
-        return self.wait_for(lambda: next(
-            (w for w in self.server.request("GET", "/v1/workers").json["workers"]
-             if w["id"] == worker_id and w["startPath"]), None), what="the start path")
-
     def scale_to_zero(self, endpoint):
         self.wait_for(lambda: all(w["state"] == "STOPPED" for w in self.server.request(
             "GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]), what="scale to zero")
@@ -134,7 +118,7 @@ class ImageTest(E2ETest):
         self.endpoint("tpl", idleTimeout=1, maxAttempts=1)
         first = self.runsync("tpl", {"op": "whoami", "hostPath": ROOT})
         self.assertEqual(first["status"], "COMPLETED", first)
-        self.assertEqual(self.worker(first["workerId"])["startPath"], "full")
+        self.assertEqual(self.worker_report(first["workerId"])["startPath"], "full")
         tpl = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
             self.template("tpl")), what="a ready template", timeout=60)
         self.assertFalse(tpl["snapshot"])  # container templates are not checkpointed
@@ -146,7 +130,7 @@ class ImageTest(E2ETest):
         self.scale_to_zero("tpl")
         second = self.runsync("tpl", {"op": "whoami", "hostPath": ROOT})
         self.assertEqual(second["status"], "COMPLETED", second)
-        w = self.worker(second["workerId"])
+        w = self.worker_report(second["workerId"])
         self.assertEqual(w["startPath"], "fork", w)
         out = second["output"]
         self.assertEqual(out["worker"], second["workerId"])  # its own identity
@@ -157,7 +141,7 @@ class ImageTest(E2ETest):
         # Its end is reported (by the template, its parent) and it is replaced by a fork again.
         self.scale_to_zero("tpl")
         third = self.runsync("tpl", {"op": "whoami"})
-        self.assertEqual(self.worker(third["workerId"])["startPath"], "fork")
+        self.assertEqual(self.worker_report(third["workerId"])["startPath"], "fork")
         self.assertGreaterEqual(self.node()["startCounters"]["forks"], 2)
         # The worker's memory limit holds in its own cgroup: over it, its job fails saying so.
         hog = self.runsync("tpl", {"op": "allocate", "mb": 400})
@@ -173,7 +157,7 @@ class ImageTest(E2ETest):
         self.scale_to_zero("ver")
         job = self.server.request("POST", "/v2/ver/run", {"input": {"op": "sleep", "s": 4}}).json
         st = self.server.wait_status("ver", job["id"], {"IN_PROGRESS"})
-        self.assertEqual(self.worker(st["workerId"])["startPath"], "fork")
+        self.assertEqual(self.worker_report(st["workerId"])["startPath"], "fork")
         # A new version while the forked worker runs its job: the old template is dropped, but
         # its exit would end its worker's PID namespace, so it waits for it (retired).
         self.server.request("PATCH", "/v1/endpoints/ver", {"env": {"NEW": "1"}})
