@@ -231,10 +231,9 @@ std::vector<std::string> Cgroups::ProcsFiles(const std::string& id) const {
   return out;
 }
 
-Status Cgroups::AddProcess(const std::string& id, int pid, bool single_threaded) const {
-  const char* file = single_threaded && version_ == 1 ? "/tasks" : "/cgroup.procs";
+Status Cgroups::AddProcess(const std::string& id, int pid) const {
   for (const Hierarchy& h : hierarchies_) {
-    GANTRY_RETURN_IF_ERROR(WriteFile(h.dir + "/" + id + file, std::to_string(pid)));
+    GANTRY_RETURN_IF_ERROR(WriteFile(h.dir + "/" + id + "/cgroup.procs", std::to_string(pid)));
   }
   return Status::Ok();
 }

@@ -39,10 +39,8 @@ class Cgroups {
   Status Rename(const std::string& from, const std::string& to) const;
   // The cgroup.procs files of the cgroup of `id`, one per hierarchy in use.
   std::vector<std::string> ProcsFiles(const std::string& id) const;
-  // Moves `pid` into the cgroup of `id`. `single_threaded`: the process has one thread (just
-  // forked), so on v1 it is moved through "tasks", which unlike cgroup.procs never waits for an
-  // RCU grace period (up to tens of ms).
-  Status AddProcess(const std::string& id, int pid, bool single_threaded = false) const;
+  // Moves `pid` into the cgroup of `id`.
+  Status AddProcess(const std::string& id, int pid) const;
   // Whether the kernel's OOM killer has killed a process of the cgroup of `id`.
   bool OomKilled(const std::string& id) const;
   // SIGKILLs every process still in the cgroup of `id`.

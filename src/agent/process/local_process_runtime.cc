@@ -396,8 +396,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   report_w.Reset();
   if (in_cgroup) {
     // On failure the child may be in some of its cgroups; they are all removed at its exit.
-    // The child waits for `go`, with the one thread fork() gave it.
-    Status s = cgroups_.AddProcess(spec.id, pid, /*single_threaded=*/true);
+    Status s = cgroups_.AddProcess(spec.id, pid);
     if (!s.ok()) {
       GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
                 s.message().c_str());
