@@ -109,30 +109,6 @@ Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) 
   }
 }
 
-// Moves the just-forked, single-threaded process `pid` into the cgroups whose cgroup.procs
-// files are `procs`: through each v1 hierarchy's "tasks" file (one thread: the whole process
-// here), which unlike cgroup.procs never waits for an RCU grace period (up to 30 ms here).
-// False if a write failed.
-bool MoveForked(const std::vector<std::string>& procs, int pid) {
-  bool ok = true;
-  for (const std::string& f : procs) {
-    std::string target = f;
-    const std::string name = "cgroup.procs";
-    if (f.size() >= name.size() && f.compare(f.size() - name.size(), name.size(), name) == 0) {
-      const std::string tasks = f.substr(0, f.size() - name.size()) + "tasks";
-      if (access(tasks.c_str(), W_OK) == 0) target = tasks;
-    }
-    std::ofstream out(target);
-    out << pid;
-    out.close();
-    if (!out) {
-      GLOG_WARN("templates: cannot move pid %d into %s", pid, target.c_str());
-      ok = false;
-    }
-  }
-  return ok;
-}
-
 }  // namespace
 
 namespace {
@@ -493,7 +469,12 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     // that none of its code runs outside its limits; then it is continued.
     const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
     while (ProcState(*host) != 'T' && SystemClock().NowMs() < deadline) usleep(100);
-    if (!came_in) MoveForked(ctx.cgroup_procs, *host);
+    for (const std::string& procs : came_in ? std::vector<std::string>{} : ctx.cgroup_procs) {
+      std::ofstream f(procs);
+      f << *host;
+      f.close();
+      if (!f) GLOG_WARN("templates: cannot move %s into %s", spec.id.c_str(), procs.c_str());
+    }
     if (move_failed) ReleaseSpareCgroup(t);  // the worker is not (or no longer) in it
     kill(*host, SIGCONT);
     return *host;
@@ -953,7 +934,14 @@ bool TemplateManager::HandleReport(Template& t, const std::string& line) {
     if (host && id && id->is_string() && id->as_string() == t.spare_cgroup &&
         !t.spare_move.valid()) {
       t.spare_move = std::async(std::launch::async, [procs = t.spare_cgroup_procs, p = *host] {
-                       return MoveForked(procs, p);
+                       bool ok = true;
+                       for (const std::string& f : procs) {
+                         std::ofstream out(f);
+                         out << p;
+                         out.close();
+                         ok = ok && !out.fail();
+                       }
+                       return ok;
                      }).share();
     }
     return true;

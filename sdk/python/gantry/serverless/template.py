@@ -324,14 +324,9 @@ def _spare_wait(template: _Channel,
 
 
 def _join_cgroup(procs_files: List[str]) -> None:
-    """Moves this just-forked, single-threaded process into the cgroups of these cgroup.procs
-    files: through a v1 hierarchy's "tasks" file where there is one (the writing thread, so the
-    whole process here), which unlike cgroup.procs never waits for an RCU grace period."""
     for procs in procs_files:
-        tasks = os.path.join(os.path.dirname(procs), "tasks")
-        target = tasks if procs.endswith("/cgroup.procs") and os.access(tasks, os.W_OK) else procs
-        with open(target, "w") as f:
-            f.write("0")  # "0": the writing thread (tasks) or process (cgroup.procs)
+        with open(procs, "w") as f:
+            f.write("0")  # "0": the writing process
 
 
 def _hand_to_spare(spare: _Channel, msg: Dict[str, Any],
