@@ -233,8 +233,8 @@ bool Reconciler::ContainerTemplateUsable(const scheduling::WorkerAssignment& a) 
   return templates_ && a.use_template && (a.gpus.empty() || !options_.gpu_devices);
 }
 
-// Runs containers_->Prepare(r) on its own thread; its events become log lines of `log_id` (none
-// for an empty id).
+// Runs containers->Prepare(request) on a thread of its own; its pull events go to `log` (if
+// set) as they come, and `wake` (if set) is called once the result is ready.
 static std::shared_ptr<PendingContainer> PrepareAsync(
     oci::Containers* containers, const oci::ContainerRequest& request,
     const std::function<void()>& wake, std::function<void(const oci::PullEvent&)> log) {

@@ -526,37 +526,36 @@ ProcessExit LocalProcessRuntime::Finish(Child& child) {
     exit.oom_killed = cgroups_.OomKilled(child.cgroup);
     cgroups_.KillAll(child.cgroup);
   }
-  int status = 0;
-  int r = 0;
+  std::optional<int> status;  // its wait status, if known
   if (child.external) {
     // Its parent reaps it; wait (briefly: it was just SIGKILLed) until it is gone.
     pollfd p{child.pidfd.get(), POLLIN, 0};
     while (poll(&p, 1, 1000) < 0 && errno == EINTR) {
     }
-    if (child.external->wait_status) {
-      status = *child.external->wait_status;
-    } else {
+    status = child.external->wait_status;
+    if (!status) {
       GLOG_WARN("process runtime: exit status of %s (pid %d) not reported by its parent",
                 child.id.c_str(), child.pid);
-      r = -1;
-      errno = 0;
     }
   } else {
-    while ((r = waitpid(child.pid, &status, 0)) < 0 && errno == EINTR) {
+    int st = 0, r;
+    while ((r = waitpid(child.pid, &st, 0)) < 0 && errno == EINTR) {
+    }
+    if (r >= 0) {
+      status = st;
+    } else {
+      // Someone else reaped it (SIGCHLD ignored, or a waitpid(-1) elsewhere in the agent).
+      GLOG_ERROR("process runtime: exit status of %s (pid %d) lost: %s", child.id.c_str(),
+                 child.pid, strerror(errno));
     }
   }
-  if (r < 0 && child.external) {
+  if (!status) {
     exit.exit_code = -1;
-  } else if (r < 0) {
-    // Someone else reaped it (SIGCHLD ignored, or a waitpid(-1) elsewhere in the agent).
-    GLOG_ERROR("process runtime: exit status of %s (pid %d) lost: %s", child.id.c_str(), child.pid,
-               strerror(errno));
+  } else if (WIFSIGNALED(*status)) {
     exit.exit_code = -1;
-  } else if (WIFSIGNALED(status)) {
-    exit.exit_code = -1;
-    exit.term_signal = WTERMSIG(status);
+    exit.term_signal = WTERMSIG(*status);
   } else {
-    exit.exit_code = WEXITSTATUS(status);
+    exit.exit_code = WEXITSTATUS(*status);
   }
   exit.at_ms = clock_->NowMs();
   ReadStream(child.id, child.out, /*final=*/true);
