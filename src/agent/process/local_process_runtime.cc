@@ -295,14 +295,17 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
   ctx.external = &external;
   Result<int> pid = launch(spec, ctx);
   Fd pidfd;
+  bool ended = false;  // an external process that ended (and was reaped) already
   if (pid.ok() && external) {
     const int fd = static_cast<int>(syscall(SYS_pidfd_open, *pid, 0));
-    if (fd < 0) {
+    if (fd >= 0) {
+      pidfd = Fd(fd);
+    } else if (errno == ESRCH) {
+      ended = true;  // its status comes through `external` all the same
+    } else {
       const int err = errno;
       kill(-*pid, SIGKILL);
       pid = ErrnoStatus("pidfd_open of " + spec.id, err);
-    } else {
-      pidfd = Fd(fd);
     }
   }
   out_w.Reset();
@@ -337,6 +340,7 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
   child.cgroup = cgroup;
   child.external = std::move(external);
   child.pidfd = std::move(pidfd);
+  if (ended) child.ended_ms = clock_->NowMs();
   return *pid;
 }
 
@@ -530,7 +534,7 @@ ProcessExit LocalProcessRuntime::Finish(Child& child) {
   if (child.external) {
     // Its parent reaps it; wait (briefly: it was just SIGKILLed) until it is gone.
     pollfd p{child.pidfd.get(), POLLIN, 0};
-    while (poll(&p, 1, 1000) < 0 && errno == EINTR) {
+    while (child.pidfd.get() >= 0 && poll(&p, 1, 1000) < 0 && errno == EINTR) {
     }
     status = child.external->wait_status;
     if (!status) {

@@ -547,6 +547,22 @@ TEST_F(ProcessRuntimeTest, ExternalChildIsStoppedAndKilledLikeAnyOther) {
   EXPECT_EQ(exit->term_signal, SIGKILL);
 }
 
+TEST_F(ProcessRuntimeTest, ExternalChildThatEndedBeforeItsLaunchReturnedIsOwnedAllTheSame) {
+  // It exits (and its parent reaps it) before the runtime can watch it: its end is known at
+  // once, its status comes as for any other.
+  ExternalParent parent;
+  ProcessSpec spec = Sh("extgone", "exit 5");
+  auto pid = rt_->Launch(spec, [&](const ProcessSpec& s, const LaunchContext& ctx) {
+    auto p = parent.Launch(s, ctx);
+    parent.Report();  // waits until the parent has reaped it
+    return p;
+  });
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  auto exit = WaitExit(spec.id);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->exit_code, 5);
+}
+
 TEST_F(ProcessRuntimeTest, ExternalChildWhoseStatusNeverComesEndsUnknown) {
   ExternalParent parent;
   ProcessSpec spec = Sh("extlost", "exit 3");
