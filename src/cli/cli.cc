@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -130,6 +131,13 @@ std::optional<Reply> Call(const Conn& c, const std::string& method, const std::s
 std::string Str(const json::value& v) {
   if (v.is_string()) return std::string(v.as_string());
   if (v.is_null()) return "";
+  if (v.is_double()) {  // as a person writes it: "2", "0.5", not JSON's "2E0" or "5E-1"
+    const double d = v.as_double();
+    if (std::floor(d) == d && std::fabs(d) < 1e15) return std::to_string(static_cast<int64_t>(d));
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.6g", d);
+    return buf;
+  }
   return ToJson(v);
 }
 
