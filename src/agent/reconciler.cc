@@ -254,15 +254,14 @@ static std::shared_ptr<PendingContainer> PrepareAsync(
   return pending;
 }
 
-void Reconciler::PrepareContainerTemplate(const scheduling::WorkerAssignment& a,
-                                          const oci::ContainerRequest& r) {
+void Reconciler::PrepareContainerTemplate(const scheduling::WorkerAssignment& a) {
   const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
   if (!ContainerTemplateUsable(a) || !templates_->Wanted(key) || template_preps_.count(key)) {
     return;
   }
-  oci::ContainerRequest t = r;
+  oci::ContainerRequest t = ContainerRequestFor(a);  // the worker's container, without identity
   t.worker_id = TemplateManager::NewProcessId(key);
-  t.env = templates_->TemplateEnvironment(key, r.env, /*container=*/true);
+  t.env = templates_->TemplateEnvironment(key, std::move(t.env), /*container=*/true);
   t.devices.clear();
   template_preps_[key] = {a.endpoint_id, a.endpoint_version,
                           PrepareAsync(containers_, t, options_.wake, nullptr)};
@@ -314,9 +313,7 @@ bool Reconciler::StartContainer(Local& l) {
       auto pid = templates_->Fork(key, ps);
       if (pid.ok()) {
         l.started = true;
-        l.report.state = "running";
-        l.report.start_path = "fork";
-        l.report.spawned_ms = clock_->NowMs();
+        MarkRunning(l, "fork");
         return true;
       }
       l.report.start_note = "fork failed: " + pid.status().message();
@@ -344,16 +341,20 @@ bool Reconciler::StartContainer(Local& l) {
     return true;
   }
   l.container = true;
+  MarkRunning(l, "full");
+  // The next worker of this version is forked from a template in its own container.
+  PrepareContainerTemplate(a);
+  return true;
+}
+
+void Reconciler::MarkRunning(Local& l, const std::string& path) {
   l.report.state = "running";
-  l.report.start_path = "full";
+  l.report.start_path = path;
   l.report.spawned_ms = clock_->NowMs();
-  if (!l.report.start_note.empty()) {
-    GLOG_INFO("agent: worker %s started in full: %s", a.worker_id.c_str(),
+  if (path == "full" && !l.report.start_note.empty()) {
+    GLOG_INFO("agent: worker %s started in full: %s", l.spec.worker_id.c_str(),
               l.report.start_note.c_str());
   }
-  // The next worker of this version is forked from a template in its own container.
-  PrepareContainerTemplate(a, ContainerRequestFor(a));
-  return true;
 }
 
 void Reconciler::FailStart(Local& l, const std::string& error) {
@@ -416,9 +417,7 @@ bool Reconciler::StartWorker(Local& l) {
   if (state == State::kReady) {
     auto pid = templates_->Fork(key, ps);
     if (pid.ok()) {
-      l.report.state = "running";
-      l.report.start_path = l.waited ? "restore" : "fork";
-      l.report.spawned_ms = clock_->NowMs();
+      MarkRunning(l, l.waited ? "restore" : "fork");
       return true;
     }
     l.report.start_note = "fork failed: " + pid.status().message();
@@ -432,13 +431,7 @@ bool Reconciler::StartWorker(Local& l) {
     FailStart(l, "cannot start: " + pid.status().message());
     return true;
   }
-  l.report.state = "running";
-  l.report.start_path = "full";
-  l.report.spawned_ms = clock_->NowMs();
-  if (!l.report.start_note.empty()) {
-    GLOG_INFO("agent: worker %s started in full: %s", a.worker_id.c_str(),
-              l.report.start_note.c_str());
-  }
+  MarkRunning(l, "full");
   if (templates_ && a.use_template && templates_->Get(key) == State::kNone) {
     templates_->Ensure(key, a.endpoint_id, a.endpoint_version, ps);
   }

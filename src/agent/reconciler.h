@@ -88,14 +88,16 @@ class Reconciler {
   // Whether an image worker of `a` may be forked from a template: not when its container needs
   // GPU device nodes (fixed when a container is made; a template's container has none).
   bool ContainerTemplateUsable(const scheduling::WorkerAssignment& a) const;
-  // Prepares (on another thread) a container template of `a`'s version from request `r`, when
-  // one is wanted and none is being prepared.
-  void PrepareContainerTemplate(const scheduling::WorkerAssignment& a,
-                                const oci::ContainerRequest& r);
+  // Prepares (on another thread) a container template of `a`'s version, when one is wanted
+  // and none is being prepared.
+  void PrepareContainerTemplate(const scheduling::WorkerAssignment& a);
   // Hands prepared container templates to the TemplateManager.
   void StartPreparedTemplates();
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
+  // Marks `l` as running, started by `path` ("full", "fork", "restore"); logs why a full start
+  // was not a faster one.
+  void MarkRunning(Local& l, const std::string& path);
   // Marks `l` as failed to start.
   void FailStart(Local& l, const std::string& error);
   const Clock* clock_;

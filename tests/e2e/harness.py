@@ -193,6 +193,35 @@ class E2ETest(unittest.TestCase):
             time.sleep(0.05)
         self.fail("timed out waiting for " + what)
 
+    def node(self):
+        """The one node of `gantry up`; {} until its agent has registered."""
+        nodes = self.server.request("GET", "/v1/nodes").json["nodes"]
+        self.assertLessEqual(len(nodes), 1)
+        if not nodes:
+            return {}
+        return self.server.request("GET", "/v1/nodes/" + nodes[0]["id"]).json
+
+    def template(self, endpoint):
+        """The node's template (or snapshot) report of `endpoint`; None if it has none."""
+        return next((t for t in self.node().get("templates", []) if t["endpointId"] == endpoint),
+                    None)
+
+    def ready_template(self, endpoint, snapshot=False, timeout=60):
+        """The endpoint's template once it is ready (and, with `snapshot`, checkpointed)."""
+        return self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" and
+                                      (t["snapshot"] or not snapshot) else None)(
+                                          self.template(endpoint)),
+                             what="a ready template" + (" with a snapshot" if snapshot else ""),
+                             timeout=timeout)
+
+    def live(self, endpoint):
+        """The endpoint's workers that are not stopped."""
+        ws = self.server.request("GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]
+        return [w for w in ws if w["state"] != "STOPPED"]
+
+    def scale_to_zero(self, endpoint):
+        self.wait_for(lambda: self.live(endpoint) == [], what="scale to zero")
+
     def worker_report(self, worker_id):
         """The worker as /v1/workers shows it, once its agent has reported how it started (a
         forked worker may answer its first job before the agent's next status)."""

@@ -19,37 +19,14 @@ class ColdStartTest(E2ETest):
         body.update(spec)
         return self.server.create_endpoint(body)
 
-    def node(self):
-        """The one node of `gantry up`; {} until its agent has registered."""
-        nodes = self.server.request("GET", "/v1/nodes").json["nodes"]
-        self.assertLessEqual(len(nodes), 1)
-        if not nodes:
-            return {}
-        return self.server.request("GET", "/v1/nodes/" + nodes[0]["id"]).json
-
-    def template(self, endpoint):
-        for t in self.node().get("templates", []):
-            if t["endpointId"] == endpoint:
-                return t
-        return None
-
-    def live(self, endpoint):
-        ws = self.server.request("GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]
-        return [w for w in ws if w["state"] != "STOPPED"]
-
     def call(self, endpoint, x):
         r = self.server.request("POST", "/v2/%s/runsync" % endpoint, {"input": {"x": x}})
         self.assertEqual(r.json["status"], "COMPLETED", r)
         self.assertEqual(r.json["output"], {"echo": {"x": x}})
         return r.json
 
-    def scale_to_zero(self, endpoint):
-        self.wait_for(lambda: self.live(endpoint) == [], what="scale to zero")
-
     def ready_with_snapshot(self, endpoint):
-        return self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" and
-                                      t["snapshot"] else None)(self.template(endpoint)),
-                             what="a ready template with a snapshot", timeout=30)
+        return self.ready_template(endpoint, snapshot=True, timeout=30)
 
     def test_second_start_is_a_fork_with_its_own_identity(self):
         self.endpoint("echo")
@@ -84,8 +61,7 @@ class ColdStartTest(E2ETest):
         self.wait_for(lambda: proc_state(tpl["pid"]) in (None, "Z"),
                       what="the template to die with gantry")
         self.server.start()
-        restored = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
-            self.template("echo")), what="the template restored")
+        restored = self.ready_template("echo", timeout=20)
         self.assertEqual(restored["pid"], tpl["pid"])  # CRIU gives it its pid back
         self.assertEqual(self.node()["startCounters"]["restores"], 1)
         r = self.call("echo", 3)

@@ -102,25 +102,12 @@ class ImageTest(E2ETest):
         self.assertEqual(r["output"]["gpus"], "0,1")
         self.assertEqual(r["output"]["nvidiaVisible"], "0,1")
 
-    def node(self):
-        nodes = self.server.request("GET", "/v1/nodes").json["nodes"]
-        return self.server.request("GET", "/v1/nodes/" + nodes[0]["id"]).json if nodes else {}
-
-    def template(self, endpoint):
-        return next((t for t in self.node().get("templates", []) if t["endpointId"] == endpoint),
-                    None)
-
-    def scale_to_zero(self, endpoint):
-        self.wait_for(lambda: all(w["state"] == "STOPPED" for w in self.server.request(
-            "GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]), what="scale to zero")
-
     def test_second_worker_is_forked_inside_the_template_container(self):
         self.endpoint("tpl", idleTimeout=1, maxAttempts=1)
         first = self.runsync("tpl", {"op": "whoami", "hostPath": ROOT})
         self.assertEqual(first["status"], "COMPLETED", first)
         self.assertEqual(self.worker_report(first["workerId"])["startPath"], "full")
-        tpl = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
-            self.template("tpl")), what="a ready template", timeout=60)
+        tpl = self.ready_template("tpl")
         self.assertFalse(tpl["snapshot"])  # container templates are not checkpointed
         self.assertTrue(tpl["container"])
         env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
@@ -152,8 +139,7 @@ class ImageTest(E2ETest):
     def test_a_new_version_lets_forked_workers_finish_then_retires_their_template(self):
         self.endpoint("ver", idleTimeout=1)
         self.runsync("ver", {"op": "whoami"})
-        old = self.wait_for(lambda: (lambda t: t if t and t["state"] == "ready" else None)(
-            self.template("ver")), what="a ready template", timeout=60)
+        old = self.ready_template("ver")
         self.scale_to_zero("ver")
         job = self.server.request("POST", "/v2/ver/run", {"input": {"op": "sleep", "s": 4}}).json
         st = self.server.wait_status("ver", job["id"], {"IN_PROGRESS"})
@@ -193,8 +179,7 @@ class ImageTest(E2ETest):
         self.endpoint("left", idleTimeout=60)
         r = self.runsync("left", {"op": "whoami"})
         self.assertEqual(r["status"], "COMPLETED", r)
-        self.wait_for(lambda: (lambda t: t and t["state"] == "ready")(self.template("left")),
-                      what="a ready template", timeout=60)
+        self.ready_template("left")
         bundles = os.path.join(self.server.data_dir, "containers")
         ids = [d for d in os.listdir(bundles) if d not in ("state", "volumes")]
         self.assertEqual(len(ids), 2, ids)  # the worker's container and the template's
@@ -226,8 +211,7 @@ class ImageTest(E2ETest):
         self.endpoint("own", idleTimeout=0, flashboot=False)
         first = self.runsync("own", {"op": "write", "path": "/tmp/mark", "text": "a"})
         self.assertEqual(first["status"], "COMPLETED", first)
-        self.wait_for(lambda: all(w["state"] == "STOPPED" for w in self.server.request(
-            "GET", "/v1/endpoints/own/workers").json["workers"]), what="scale to zero")
+        self.scale_to_zero("own")
         second = self.runsync("own", {"op": "whoami", "check": "/tmp/mark"})
         self.assertEqual(second["status"], "COMPLETED", second)
         self.assertNotEqual(second["workerId"], first["workerId"])

@@ -29,9 +29,6 @@ class UpTest(E2ETest):
     def worker_list(self, endpoint):
         return self.server.request("GET", "/v1/endpoints/%s/workers" % endpoint).json["workers"]
 
-    def live(self, endpoint):
-        return [w for w in self.worker_list(endpoint) if w["state"] != "STOPPED"]
-
     def test_scale_from_zero_and_back_to_zero(self):
         self.endpoint("echo", "echo.py", idleTimeout=1)
         self.assertEqual(self.live("echo"), [])

@@ -82,8 +82,8 @@ Status SendWithFds(int sock, const std::string& text, const std::vector<int>& fd
   return Status::Ok();
 }
 
-// Reads one line (without its newline) from `sock` within timeout_ms; `buffer` keeps what came
-// after it. Unavailable at EOF, DeadlineExceeded on timeout.
+// Reads one line (without its newline) from `sock` within timeout_ms (0: from what has come
+// already); `buffer` keeps what came after it. Unavailable at EOF, DeadlineExceeded on timeout.
 Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) {
   const int64_t deadline = SystemClock().NowMs() + timeout_ms;
   for (;;) {
@@ -92,13 +92,15 @@ Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) 
       buffer->erase(0, nl + 1);
       return line;
     }
-    const int64_t left = deadline - SystemClock().NowMs();
-    if (left <= 0) return DeadlineExceeded("no answer from the template");
+    const int64_t left = std::max<int64_t>(deadline - SystemClock().NowMs(), 0);
     pollfd p{sock, POLLIN, 0};
     int r = poll(&p, 1, static_cast<int>(left));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return Internal(Errno("poll"));
-    if (r == 0) continue;
+    if (r == 0) {
+      if (left == 0) return DeadlineExceeded("no answer from the template");
+      continue;
+    }
     char buf[4096];
     ssize_t n = read(sock, buf, sizeof buf);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -975,23 +977,16 @@ void TemplateManager::ReadReports() {
   auto read = [this](Template& t) {
     if (!t.container || t.conn_fd < 0) return;
     for (;;) {
-      char buf[4096];
-      const ssize_t n = recv(t.conn_fd, buf, sizeof buf, MSG_DONTWAIT);
-      if (n < 0 && errno == EINTR) continue;
-      if (n == 0) {  // the template is gone, and its PID namespace with it
-        t.CloseConnection();
+      auto line = ReadLine(t.conn_fd, &t.buffer, /*timeout_ms=*/0);
+      if (!line.ok()) {
+        if (line.status().code() == Code::kDeadlineExceeded) return;  // nothing more now
+        t.CloseConnection();  // the template is gone, and its PID namespace with it
         WorkersKilled(t);
         return;
       }
-      if (n < 0) break;  // nothing more now
-      t.buffer.append(buf, n);
-    }
-    for (size_t nl; (nl = t.buffer.find('\n')) != std::string::npos;) {
-      const std::string line = t.buffer.substr(0, nl);
-      t.buffer.erase(0, nl + 1);
-      if (!HandleReport(t, line)) {
+      if (!HandleReport(t, *line)) {
         GLOG_WARN("templates: %s: unexpected message: %s", t.key.c_str(),
-                  line.substr(0, 200).c_str());
+                  line->substr(0, 200).c_str());
       }
     }
   };

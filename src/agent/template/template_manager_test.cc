@@ -304,6 +304,21 @@ TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnd
   // Idle, the template makes a spare; the agent moves it into the cgroup it offered, ahead;
   // a fork hands it the next worker, whose cgroup that becomes.
   StepUntil([] { return false; }, 600);
+  if (runtime_->limits_note().empty()) {
+    // The spare (the template's only child now) is in the offered cgroup before any fork.
+    std::string spare;
+    ASSERT_TRUE(StepUntil(
+        [&] {
+          std::ifstream children("/proc/" + std::to_string(init) + "/task/" + std::to_string(init) +
+                                 "/children");
+          int pid = 0;
+          if (!(children >> pid)) return false;
+          spare = ReadFile("/proc/" + std::to_string(pid) + "/cgroup");
+          return spare.find("/gantry/" + c.id + "-s") != std::string::npos;
+        },
+        5'000))
+        << spare;
+  }
   ProcessSpec s = Worker("s");
   s.argv.clear();
   auto ps = manager_->Fork(key, s);

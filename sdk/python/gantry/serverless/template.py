@@ -358,7 +358,7 @@ def _fork(channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
         except (TemplateError, OSError) as err:
             return {"error": str(err)}
 
-    reply = _fork_on_the_spot(channel, fds, lambda: 0 if _double_fork() == 0 else 1, become)
+    reply = _fork_on_the_spot(channel, fds, _double_fork, become)
     if reply is None:
         return True
     channel.send(reply)
@@ -563,30 +563,21 @@ class _Inside:
 
     def _fork(self, channel: _Channel, msg: Dict[str, Any], fds: List[int]) -> bool:
         """Makes one worker (from the spare if there is one). True in the worker."""
+        reply = None
         if self.spare:
-            pid, cgroup = self.spare_pid, self.spare_cgroup
+            cgroup = self.spare_cgroup
             reply = _hand_to_spare(self.spare, msg, fds)
             self.spare, self.spare_pid, self.spare_cgroup = None, 0, None
-            if reply is not None:
-                if "pid" in reply:
-                    self.workers.add(pid)
-                    if cgroup:
-                        reply["spareCgroup"] = cgroup
-                channel.send(reply)
-                return False
-        child = [0]
-
-        def new_process() -> int:
-            child[0] = self._child()
-            return child[0]
-
-        reply = _fork_on_the_spot(
-            channel, fds, new_process,
-            lambda: _take_identity(msg, fds, in_cgroup=True, merge_env=True))
-        if reply is None:
-            _await_cgroups()
-            return True
-        if "pid" in reply:
-            self.workers.add(child[0])
+            if reply is not None and "pid" in reply and cgroup:
+                reply["spareCgroup"] = cgroup
+        if reply is None:  # no spare, or it is gone: fork on the spot
+            reply = _fork_on_the_spot(
+                channel, fds, self._child,
+                lambda: _take_identity(msg, fds, in_cgroup=True, merge_env=True))
+            if reply is None:
+                _await_cgroups()
+                return True
+        if "pid" in reply:  # the worker's own pid: in this PID namespace, the one fork gave
+            self.workers.add(reply["pid"])
         channel.send(reply)
         return False
