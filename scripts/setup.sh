@@ -14,6 +14,8 @@ PKGS=(
   # Recommends of it); tests/images/build_test_image.sh needs both. crun is preferred where it
   # runs containers (the agent probes it at start and falls back to runc).
   runc crun umoci skopeo docker-registry debootstrap debian-archive-keyring
+  # tests/vm: a VM with cgroup v2 alone (this host is hybrid), booted with Debian's kernel.
+  qemu-system-x86 busybox-static kmod
 )
 
 missing=()
@@ -28,4 +30,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 bash "$(dirname "$0")/build_criu.sh"
+bash "$(dirname "$0")/../tests/vm/run_in_vm.sh" --prepare
 echo "setup: all dependencies present"

@@ -9,6 +9,7 @@
 #include <future>
 #include <set>
 
+#include "agent/oci/runtime_spec.h"
 #include "common/log.h"
 
 namespace gantry::agent {
@@ -310,6 +311,7 @@ bool Reconciler::StartContainer(Local& l) {
       ps.env = r.env;  // added to the template's (the image's env)
       ps.cpu = a.cpu;
       ps.memory_mb = a.memory_mb;
+      ps.pids_max = oci::kContainerPidsMax;  // as a container of its own has
       auto pid = templates_->Fork(key, ps);
       if (pid.ok()) {
         l.started = true;

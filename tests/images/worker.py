@@ -34,6 +34,7 @@ def handler(job):
         "seesHostRepo": os.path.exists(inp.get("hostPath", "/work")),
         "volume": sorted(os.listdir("/runpod-volume")) if os.path.isdir("/runpod-volume") else None,
         "exists": os.path.exists(inp["check"]) if inp.get("check") else None,
+        "cgroup": open("/proc/self/cgroup").read(),  # the host's paths: no cgroup namespace
     }
 
 

@@ -114,7 +114,6 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   c.gid = user->second;
   c.read_only_rootfs = r.read_only_rootfs;
   c.cgroups_path = "/" + options_.cgroup_prefix + "/" + r.worker_id;
-  c.cpu = r.cpu;
   c.memory_mb = r.memory_mb;
   c.devices = r.devices;
   if (!r.devices.empty()) {
@@ -162,6 +161,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   p.env = {{"PATH", kSystemPath}};
   p.cpu = r.cpu;
   p.memory_mb = r.memory_mb;
+  p.pids_max = c.pids_limit;  // in the worker's cgroup too: a fork in its template keeps it
   return p;
 }
 

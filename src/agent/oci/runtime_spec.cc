@@ -117,10 +117,10 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
     const int64_t bytes = spec.memory_mb << 20;
     resources["memory"] = json::object{{"limit", bytes}, {"swap", bytes}};
   }
-  if (spec.cpu > 0) {
-    resources["cpu"] =
-        json::object{{"shares", std::max<int64_t>(2, static_cast<int64_t>(spec.cpu * 1024))}};
-  }
+  // No cpu section: the worker's cgroup (cgroupsPath, made by the process runtime before the
+  // OCI runtime runs) carries its CPU share, written as for process and forked workers. runc's
+  // and crun's own mapping of shares to cgroup v2's weight would give 1.5 cores a weight of 59,
+  // less than an unlimited process's 100 (seen in tests/vm).
   if (spec.pids_limit > 0) resources["pids"] = json::object{{"limit", spec.pids_limit}};
   // Devices: runc's defaults (null, zero, full, random, urandom, tty, ptmx) and the ones given
   // (the assigned GPUs); every other device is denied.

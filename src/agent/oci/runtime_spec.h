@@ -31,21 +31,24 @@ struct Mount {
   bool read_only = false;
 };
 
+// The pids limit of every worker container, and of each worker forked inside one (in its own
+// cgroup): far above what a handler needs, low enough to stop a fork bomb.
+inline constexpr int64_t kContainerPidsMax = 4096;
+
 struct ContainerSpec {
   std::string id;                 // the worker id: container id and hostname
   std::string rootfs;             // the bundle's root filesystem (absolute)
   std::vector<std::string> args;  // entrypoint + cmd, already resolved
   std::map<std::string, std::string> env;
   std::string cwd = "/";
-  uint32_t uid = 0, gid = 0;         // the image's user, resolved to ids
-  bool read_only_rootfs = false;     // /tmp is then a tmpfs (as Docker's --read-only --tmpfs /tmp)
-  std::vector<Mount> mounts;         // volumes (e.g. a named volume at /runpod-volume)
-  std::string cgroups_path;          // e.g. "/gantry/<id>": relative to each hierarchy's root
-  double cpu = 0;                    // cores, a soft share (cpu.shares); 0: none
-  int64_t memory_mb = 0;             // hard limit; 0: none
-  int64_t pids_limit = 4096;         // 0: none
-  uint64_t nofile = 0;               // RLIMIT_NOFILE soft and hard; 0: the host's hard limit
-  std::vector<std::string> devices;  // device nodes to pass (e.g. /dev/nvidia0)
+  uint32_t uid = 0, gid = 0;      // the image's user, resolved to ids
+  bool read_only_rootfs = false;  // /tmp is then a tmpfs (as Docker's --read-only --tmpfs /tmp)
+  std::vector<Mount> mounts;      // volumes (e.g. a named volume at /runpod-volume)
+  std::string cgroups_path;       // e.g. "/gantry/<id>": relative to each hierarchy's root
+  int64_t memory_mb = 0;          // hard limit; 0: none
+  int64_t pids_limit = kContainerPidsMax;  // 0: none
+  uint64_t nofile = 0;                     // RLIMIT_NOFILE soft and hard; 0: the host's hard limit
+  std::vector<std::string> devices;        // device nodes to pass (e.g. /dev/nvidia0)
 };
 
 // config.json for `spec`. InvalidArgument when args is empty, rootfs or cwd is not absolute, or

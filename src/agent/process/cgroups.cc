@@ -94,15 +94,21 @@ Cgroups::Cgroups(bool use, const std::string& prefix) {
   if (Exists(std::string(kMount) + "/cgroup.controllers")) DetectV2(prefix, &problems);
   if (!enabled()) DetectV1(prefix, &problems);
 
-  bool memory = false, cpu = false;
+  bool memory = false, cpu = false, pids = false;
   for (const Hierarchy& h : hierarchies_) {
     memory |= h.memory;
     cpu |= h.cpu;
+    pids |= h.pids;
   }
-  if (memory && cpu) return;
-  note_ = !memory && !cpu ? "cpu and memory limits are not enforced"
-          : !memory       ? "memory limits are not enforced"
-                          : "cpu shares are not enforced";
+  if (memory && cpu && pids) return;
+  std::vector<std::string> off;
+  if (!cpu) off.push_back("cpu shares");
+  if (!memory) off.push_back("memory limits");
+  if (!pids) off.push_back("pids limits");
+  for (size_t i = 0; i < off.size(); ++i) {
+    note_ += (i == 0 ? "" : i + 1 == off.size() ? " and " : ", ") + off[i];
+  }
+  note_ += " are not enforced";
   for (size_t i = 0; i < problems.size(); ++i) note_ += (i ? "; " : ": ") + problems[i];
 }
 
@@ -118,7 +124,9 @@ void Cgroups::DetectV2(const std::string& prefix, std::vector<std::string>* prob
     problems->push_back("cgroup v2: " + s.message());
     return;
   }
-  for (const char* controller : {"memory", "cpu"}) {
+  for (auto [controller, on] :
+       {std::pair{"memory", &Hierarchy::memory}, std::pair{"cpu", &Hierarchy::cpu},
+        std::pair{"pids", &Hierarchy::pids}}) {
     Status s = HasWord(*available, controller)
                    ? Enable(root, controller)
                    : FailedPrecondition(std::string("no ") + controller + " controller in " + root);
@@ -127,9 +135,9 @@ void Cgroups::DetectV2(const std::string& prefix, std::vector<std::string>* prob
       problems->push_back("cgroup v2: " + s.message());
       continue;
     }
-    (std::string(controller) == "memory" ? h.memory : h.cpu) = true;
+    h.*on = true;
   }
-  if (h.memory || h.cpu) {
+  if (h.memory || h.cpu || h.pids) {
     version_ = 2;
     hierarchies_.push_back(h);
   } else {
@@ -140,27 +148,34 @@ void Cgroups::DetectV2(const std::string& prefix, std::vector<std::string>* prob
 void Cgroups::DetectV1(const std::string& prefix, std::vector<std::string>* problems) {
   struct Candidate {
     const char* controller;
-    const char* probe;  // a file only that controller's hierarchy has
+    const char* probe;  // a file only that controller's cgroups have (pids.max: not the root)
+    bool Hierarchy::*on;
   };
-  for (Candidate c :
-       {Candidate{"memory", "memory.limit_in_bytes"}, Candidate{"cpu", "cpu.shares"}}) {
+  for (Candidate c : {Candidate{"memory", "memory.limit_in_bytes", &Hierarchy::memory},
+                      Candidate{"cpu", "cpu.shares", &Hierarchy::cpu},
+                      Candidate{"pids", "pids.max", &Hierarchy::pids}}) {
     const std::string mount = std::string(kMount) + "/" + c.controller;
-    if (!Exists(mount + "/" + c.probe)) {
+    Hierarchy h{mount + "/" + prefix};
+    if (!Exists(mount + "/cgroup.procs")) {
       problems->push_back("cgroup v1: no " + std::string(c.controller) + " hierarchy at " + mount);
       continue;
     }
-    Hierarchy h{mount + "/" + prefix};
     if (Status s = MakeDir(h.dir); !s.ok()) {
       problems->push_back("cgroup v1: " + s.message());
       continue;
     }
-    (std::string(c.controller) == "memory" ? h.memory : h.cpu) = true;
+    if (!Exists(h.dir + "/" + c.probe)) {
+      problems->push_back("cgroup v1: " + mount + " is not the " + c.controller + " hierarchy");
+      rmdir(h.dir.c_str());
+      continue;
+    }
+    h.*c.on = true;
     version_ = 1;
     hierarchies_.push_back(h);
   }
 }
 
-Status Cgroups::Create(const std::string& id, double cpu, int64_t memory_mb) const {
+Status Cgroups::Create(const std::string& id, const Limits& limits) const {
   Status s;
   for (const Hierarchy& h : hierarchies_) {
     const std::string dir = h.dir + "/" + id;
@@ -172,16 +187,17 @@ Status Cgroups::Create(const std::string& id, double cpu, int64_t memory_mb) con
       }
     }
   }
-  if (s.ok()) s = SetLimits(id, cpu, memory_mb);
+  if (s.ok()) s = SetLimits(id, limits);
   if (!s.ok()) Remove(id);
   return s;
 }
 
-Status Cgroups::SetLimits(const std::string& id, double cpu, int64_t memory_mb) const {
+Status Cgroups::SetLimits(const std::string& id, const Limits& limits) const {
+  const double cpu = limits.cpu;
   for (const Hierarchy& h : hierarchies_) {
     const std::string dir = h.dir + "/" + id;
-    if (h.memory && memory_mb > 0) {
-      const std::string bytes = std::to_string(memory_mb << 20);
+    if (h.memory && limits.memory_mb > 0) {
+      const std::string bytes = std::to_string(limits.memory_mb << 20);
       if (version_ == 1) {
         GANTRY_RETURN_IF_ERROR(WriteFile(dir + "/memory.limit_in_bytes", bytes));
         // Memory plus swap, where the kernel accounts swap; without it the limit is on RAM only.
@@ -204,6 +220,10 @@ Status Cgroups::SetLimits(const std::string& id, double cpu, int64_t memory_mb) 
                           std::to_string(std::clamp<int64_t>(std::llround(cpu * 1024), 2, 262144)))
               : WriteFile(dir + "/cpu.weight",
                           std::to_string(std::clamp<int64_t>(std::llround(cpu * 100), 1, 10000))));
+    }
+    // The same file on both versions.
+    if (h.pids && limits.pids_max > 0) {
+      GANTRY_RETURN_IF_ERROR(WriteFile(dir + "/pids.max", std::to_string(limits.pids_max)));
     }
   }
   return Status::Ok();

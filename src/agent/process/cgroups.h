@@ -1,7 +1,8 @@
 #pragma once
 // Cgroups: the per-child cgroups of the local process runtime (internal to gantry_agent_process).
 // A child's cgroup is <hierarchy>/<prefix>/<id> in every hierarchy in use: on cgroup v2 the
-// unified one at /sys/fs/cgroup, on v1 the memory and cpu ones at /sys/fs/cgroup/{memory,cpu}.
+// unified one at /sys/fs/cgroup, on v1 the memory, cpu and pids ones at
+// /sys/fs/cgroup/{memory,cpu,pids}.
 // Paths are absolute: the agent owns the machine, so its workers' cgroups sit beside its own
 // rather than inside it. The <prefix> directories are created once and left in place.
 //
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/process/process_runtime.h"
 #include "common/status.h"
 
 namespace gantry::agent {
@@ -26,14 +28,13 @@ class Cgroups {
   Cgroups& operator=(const Cgroups&) = delete;
 
   bool enabled() const { return !hierarchies_.empty(); }
-  // "" when both cpu and memory limits are enforced; otherwise which are not, and why.
+  // "" when cpu, memory and pids limits are enforced; otherwise which are not, and why.
   const std::string& note() const { return note_; }
 
-  // Creates the cgroup of `id` and writes its limits (cpu in cores, memory in MiB; 0: none).
-  // On error nothing is left behind.
-  Status Create(const std::string& id, double cpu, int64_t memory_mb) const;
+  // Creates the cgroup of `id` and writes its limits. On error nothing is left behind.
+  Status Create(const std::string& id, const Limits& limits) const;
   // Writes the limits of the cgroup of `id` (as Create() does).
-  Status SetLimits(const std::string& id, double cpu, int64_t memory_mb) const;
+  Status SetLimits(const std::string& id, const Limits& limits) const;
   // Renames the cgroup of `from` to `to` (which must not exist), with its processes. Only
   // cgroup v1 can: FailedPrecondition on v2. On error nothing is renamed.
   Status Rename(const std::string& from, const std::string& to) const;
@@ -57,6 +58,7 @@ class Cgroups {
     std::string dir;  // <mount>/<prefix>
     bool memory = false;
     bool cpu = false;
+    bool pids = false;
   };
 
   void DetectV2(const std::string& prefix, std::vector<std::string>* problems);

@@ -29,7 +29,7 @@ class FakeProcessRuntime final : public ProcessRuntime {
   // launches() (not in starts()); the launcher's pid is then a running "process".
   Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) override;
   // No cgroups here: no procs files.
-  Result<std::vector<std::string>> CreateCgroup(const std::string&, double, int64_t) override {
+  Result<std::vector<std::string>> CreateCgroup(const std::string&, const Limits&) override {
     return std::vector<std::string>{};
   }
   void RemoveCgroup(const std::string&) override {}

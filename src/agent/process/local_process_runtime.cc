@@ -183,8 +183,8 @@ class LocalProcessRuntime final : public ProcessRuntime {
 
   Result<int> Start(const ProcessSpec& spec) override;
   Result<int> Launch(const ProcessSpec& spec, const Launcher& launch) override;
-  Result<std::vector<std::string>> CreateCgroup(const std::string& id, double cpu,
-                                                int64_t memory_mb) override;
+  Result<std::vector<std::string>> CreateCgroup(const std::string& id,
+                                                const Limits& limits) override;
   void RemoveCgroup(const std::string& id) override;
   void Stop(const std::string& id, int64_t grace_ms) override;
   std::vector<ProcessExit> Reap() override;
@@ -248,7 +248,7 @@ Status LocalProcessRuntime::Prepare(const ProcessSpec& spec, bool* in_cgroup) {
   if (!ValidId(spec.id)) return InvalidArgument("bad process id '" + spec.id + "'");
   if (children_.contains(spec.id)) return AlreadyExists("process " + spec.id + " is running");
   if (cgroups_.enabled()) {
-    Status s = cgroups_.Create(spec.id, spec.cpu, spec.memory_mb);
+    Status s = cgroups_.Create(spec.id, spec.limits());
     if (s.ok()) {
       *in_cgroup = true;
       stale_cgroups_.erase(spec.id);  // Create() replaced it
@@ -323,7 +323,7 @@ Result<int> LocalProcessRuntime::Launch(const ProcessSpec& spec, const Launcher&
     // can), with the spec's limits; no move of a process on the way.
     cgroups_.Remove(spec.id);
     cgroup = cgroups_.Rename(came_in, spec.id).ok() ? spec.id : came_in;
-    Status s = cgroups_.SetLimits(cgroup, spec.cpu, spec.memory_mb);
+    Status s = cgroups_.SetLimits(cgroup, spec.limits());
     if (!s.ok()) {
       GLOG_WARN("process runtime: %s runs without some limits: %s", spec.id.c_str(),
                 s.message().c_str());
@@ -441,10 +441,10 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
 }
 
 Result<std::vector<std::string>> LocalProcessRuntime::CreateCgroup(const std::string& id,
-                                                                   double cpu, int64_t memory_mb) {
+                                                                   const Limits& limits) {
   if (!ValidId(id)) return InvalidArgument("bad cgroup id '" + id + "'");
   if (!cgroups_.enabled()) return std::vector<std::string>{};
-  GANTRY_RETURN_IF_ERROR(cgroups_.Create(id, cpu, memory_mb));
+  GANTRY_RETURN_IF_ERROR(cgroups_.Create(id, limits));
   stale_cgroups_.erase(id);
   return cgroups_.ProcsFiles(id);
 }

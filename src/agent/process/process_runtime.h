@@ -33,6 +33,13 @@
 
 namespace gantry::agent {
 
+// The cgroup limits of a process (0: none of that kind).
+struct Limits {
+  double cpu = 0;         // cores, a soft share (cpu.shares / cpu.weight)
+  int64_t memory_mb = 0;  // hard limit on the cgroup's memory, swap included
+  int64_t pids_max = 0;   // the most processes and threads the cgroup may hold
+};
+
 struct ProcessSpec {
   // The worker id: names its cgroup and its log lines. Letters, digits, '.', '_', '-'.
   std::string id;
@@ -43,7 +50,10 @@ struct ProcessSpec {
   std::map<std::string, std::string> env;  // the child's whole environment; nothing is inherited
   double cpu = 0;                          // cores, a soft share (cpu.shares / cpu.weight); 0: none
   int64_t memory_mb = 0;                   // hard limit on the cgroup's memory; 0: none
+  int64_t pids_max = 0;                    // processes and threads in its cgroup; 0: no limit
   int nice = 0;  // scheduling priority (nice value, -20..19) it starts with; 0: the default
+
+  Limits limits() const { return {cpu, memory_mb, pids_max}; }
 };
 
 struct ProcessExit {
@@ -119,8 +129,8 @@ class ProcessRuntime {
   // A cgroup with these limits for a process that a Launcher will hand over later (see
   // LaunchContext::in_cgroup): its cgroup.procs files, none when the runtime runs without
   // cgroups. The caller removes it with RemoveCgroup() if it is never handed over.
-  virtual Result<std::vector<std::string>> CreateCgroup(const std::string& id, double cpu,
-                                                        int64_t memory_mb) = 0;
+  virtual Result<std::vector<std::string>> CreateCgroup(const std::string& id,
+                                                        const Limits& limits) = 0;
   // Removes a cgroup made by CreateCgroup(), SIGKILLing what is left in it; retried on later
   // Reap()s while it is busy.
   virtual void RemoveCgroup(const std::string& id) = 0;

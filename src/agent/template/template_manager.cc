@@ -561,7 +561,7 @@ void TemplateManager::Accept(Template& t) {
 void TemplateManager::OfferSpareCgroup(Template& t) {
   if (!t.spare_cgroup.empty() || t.conn_fd < 0) return;
   const std::string id = t.process_id + "-s" + std::to_string(++t.spare_seq);
-  auto procs = runtime_->CreateCgroup(id, t.spec.cpu, t.spec.memory_mb);
+  auto procs = runtime_->CreateCgroup(id, t.spec.limits());
   if (!procs.ok() || procs->empty()) return;  // no cgroups: the spare joins at its fork
   json::array files;
   for (const auto& p : *procs) files.emplace_back(p);

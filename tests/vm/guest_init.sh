@@ -1,0 +1,28 @@
+#!/bin/bash
+# PID 1 of the test VM (tests/vm/run_in_vm.sh), on the host's root under a tmpfs overlay.
+# Gives the guest what a host has (proc, sys, dev, tmp, loopback) and cgroup v2 alone, with
+# the cpu, memory and pids controllers on (what a host booted with cgroup v2 only has, as
+# systemd sets it up), then runs <out>/cmd.sh and leaves its exit status in <out>/rc. The out
+# folder is the host's, shared read-write as "gantryout".
+set -u
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm /dev/mqueue
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t mqueue mqueue /dev/mqueue
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
+for d in /tmp /run /var/tmp; do mount -t tmpfs tmpfs "$d"; done
+chmod 1777 /tmp /var/tmp
+mkdir -p /gantry-out
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 gantryout /gantry-out
+ip link set lo up
+hostname gantry-vm
+export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+echo "guest: $(uname -r), cgroup v2 controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+bash /gantry-out/cmd.sh > /gantry-out/log 2>&1
+echo $? > /gantry-out/rc
+sync
+poweroff -f
