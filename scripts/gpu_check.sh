@@ -12,7 +12,15 @@
 #   4. the CUDA driver's checkpoint API (agent/snapshot/cuda_checkpoint.h): Available(), then a
 #      suspend/resume of a child holding 256 MiB of GPU memory, with timings and states
 #      (bench/cuda_checkpoint_probe --self-test);
-#   5. the CudaCheckpointer unit tests that need no CRIU (cuda_checkpoint_test, fake driver).
+#   5. the CudaCheckpointer unit tests that need no CRIU (cuda_checkpoint_test, fake driver);
+#   6. a GPU container as the agent makes one (issue 5): runc with the last GPU's device nodes
+#      and the driver's libraries and nvidia-smi bound into a root filesystem that has only a C
+#      library; nvidia-smi -L inside must list exactly one GPU
+#      (runtime_spec_test RuncTest.GpuContainerSeesItsAssignedGpuOnly, GANTRY_REQUIRE_GPU=1).
+#      A GPU machine without runc gets Debian's from here: before the device run, here,
+#        mkdir -p .gpucarry && cp /usr/sbin/runc /lib/x86_64-linux-gnu/libseccomp.so.2 .gpucarry/
+#        echo /.gpucarry/ >> .git/info/exclude
+#      and carry build and .gpucarry.
 # It uses the binaries already in build/ (BUILD_DIR overrides): the GPU machine may have no
 # compiler and no network. Only when one is missing and cmake is there does it try to build it.
 # Everything printed also goes to $OUT/gpu_check.txt when $OUT is set. Exit code: 0 if every step
@@ -130,6 +138,26 @@ main() {
       --gtest_filter='CudaCheckpointerTest.*' --gtest_brief=1 || FAILED=1
   else
     SUMMARY+=("cuda_checkpoint_test: no binary")
+  fi
+
+  if p=$(bin runtime_spec_test "$BUILD_DIR/src/agent/oci/runtime_spec_test"); then
+    local runc
+    runc=$(command -v runc || true)
+    if [ -z "$runc" ] && [ -x .gpucarry/runc ]; then
+      runc="$(pwd)/.gpucarry/runc"
+      export LD_LIBRARY_PATH="$(pwd)/.gpucarry${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
+    if [ -n "$runc" ]; then
+      step "GPU container: device nodes and driver libraries (runc)" 120 env GANTRY_RUNC="$runc" \
+        GANTRY_REQUIRE_GPU=1 "$p" --gtest_filter='RuncTest.GpuContainerSeesItsAssignedGpuOnly' ||
+        FAILED=1
+    else
+      SUMMARY+=("GPU container: no runc here and none carried in .gpucarry (see the header)")
+      FAILED=1
+    fi
+  else
+    SUMMARY+=("runtime_spec_test: no binary")
+    FAILED=1
   fi
 
   echo

@@ -214,14 +214,7 @@ oci::ContainerRequest Reconciler::ContainerRequestFor(const scheduling::WorkerAs
   // The server's RunPod variables and the endpoint's env; GPUs as the NVIDIA toolkit names them.
   r.env = a.env;
   SetGpuEnvironment(a.gpus, &r.env);
-  if (options_.gpu_devices) {
-    for (int g : a.gpus) r.devices.push_back("/dev/nvidia" + std::to_string(g));
-  }
-  if (options_.gpu_devices && !a.gpus.empty()) {
-    for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
-      if (access(d, F_OK) == 0) r.devices.push_back(d);
-    }
-  }
+  if (options_.gpu_devices) r.devices = oci::NvidiaDeviceNodes(a.gpus);
   r.cpu = a.cpu;
   r.memory_mb = a.memory_mb;
   r.volume = a.volume;

@@ -158,7 +158,7 @@ class TimeoutTest(E2ETest):
 
     def test_execution_timeout_then_kill_of_ignoring_worker(self):
         self.server.create_endpoint({"id": "blk"})
-        w = self.worker("blk", "blocking.py")
+        self.worker("blk", "blocking.py")
         r = self.server.request(
             "POST", "/v2/blk/run", {"input": {"seconds": 60}, "policy": {"executionTimeout": 5000}})
         job = r.json["id"]

@@ -1,5 +1,4 @@
 """End-to-end: crash safety of acknowledged jobs, bad input, auth, and the CLI."""
-import http.client
 import json
 import os
 import socket
@@ -7,7 +6,7 @@ import subprocess
 import time
 import unittest
 
-from harness import ADMIN_KEY, GANTRY, E2ETest, Server, kill_worker
+from harness import ADMIN_KEY, GANTRY, E2ETest, kill_worker
 
 
 class CrashTest(E2ETest):

@@ -88,6 +88,11 @@ static std::string HostLibraryCache() {
   return cached;
 }
 
+std::vector<Mount> HostNvidiaDriverMounts() {
+  return NvidiaDriverMounts(HostLibraryCache(),
+                            {"/usr/bin", "/usr/local/bin", "/usr/local/nvidia/bin"});
+}
+
 Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const ProgressFn& progress) {
   auto ref = ImageRef::Parse(r.image);
   if (!ref.ok()) return ref.status();
@@ -118,9 +123,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   c.devices = r.devices;
   if (!r.devices.empty()) {
     // A GPU container: the host driver's libraries and tools, as the NVIDIA toolkit does.
-    for (Mount& m : NvidiaDriverMounts(HostLibraryCache(), {"/usr/bin", "/usr/local/bin"})) {
-      c.mounts.push_back(std::move(m));
-    }
+    for (Mount& m : HostNvidiaDriverMounts()) c.mounts.push_back(std::move(m));
   }
 
   const std::string bundle = BundleDir(r.worker_id);

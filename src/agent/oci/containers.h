@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "agent/oci/image_store.h"
+#include "agent/oci/runtime_spec.h"
 #include "agent/process/process_runtime.h"
 
 namespace gantry::agent::oci {
@@ -49,6 +50,11 @@ struct ContainersOptions {
   std::string runtime = "runc";
   std::string cgroup_prefix = "gantry";  // the process runtime's (ProcessRuntimeOptions)
 };
+
+// The mounts of this host's NVIDIA driver libraries and tools in a GPU container
+// (NvidiaDriverMounts of `ldconfig -p`, read once per process; tools from /usr/bin,
+// /usr/local/bin and /usr/local/nvidia/bin). Empty without a driver.
+std::vector<Mount> HostNvidiaDriverMounts();
 
 class Containers {
  public:

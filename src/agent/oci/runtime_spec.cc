@@ -162,6 +162,16 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
       {"linux", std::move(linux_section)}};
 }
 
+std::vector<std::string> NvidiaDeviceNodes(const std::vector<int>& gpus) {
+  std::vector<std::string> out;
+  if (gpus.empty()) return out;
+  for (int g : gpus) out.push_back("/dev/nvidia" + std::to_string(g));
+  for (const char* d : {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}) {
+    if (access(d, F_OK) == 0) out.push_back(d);
+  }
+  return out;
+}
+
 std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
                                       const std::vector<std::string>& bin_dirs) {
   static const char* const kLibPrefixes[] = {"libcuda.so",         "libnvidia-",
@@ -184,8 +194,11 @@ std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
     }
     bool driver = false;
     for (const char* p : kLibPrefixes) driver = driver || name.rfind(p, 0) == 0;
-    if (driver && path.size() > 1 && path[0] == '/' && seen.insert(path).second) {
-      out.push_back(Mount{path, path, true});
+    const std::string dir = line.find("x86-64") != std::string::npos ? "/usr/lib/x86_64-linux-gnu"
+                                                                     : "/usr/lib/aarch64-linux-gnu";
+    const std::string in_container = dir + path.substr(path.rfind('/'));
+    if (driver && path.size() > 1 && path[0] == '/' && seen.insert(in_container).second) {
+      out.push_back(Mount{path, in_container, true});
     }
   }
   for (const std::string& dir : bin_dirs) {

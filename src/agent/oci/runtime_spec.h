@@ -55,10 +55,18 @@ struct ContainerSpec {
 // an env name holds '='.
 Result<json::object> RuntimeConfig(const ContainerSpec& spec);
 
+// The device nodes of a GPU container: /dev/nvidia<N> of each assigned GPU, and the driver's
+// control nodes (nvidiactl, nvidia-uvm, nvidia-uvm-tools) that exist on this host. Empty for
+// no GPUs.
+std::vector<std::string> NvidiaDeviceNodes(const std::vector<int>& gpus);
+
 // The host's NVIDIA driver libraries, as the NVIDIA container toolkit mounts them into a GPU
 // container: the libraries of `ldconfig -p` output (`ldconfig_p`) whose names are the driver's
 // (libcuda, libnvidia-*, libnvcuvid, libEGL_nvidia, libGLX_nvidia, libGLESv*_nvidia), bound
-// read-only at the same paths, and the driver's tools (nvidia-smi, ...) found in `bin_dirs`.
+// read-only into the container's multiarch library directory (/usr/lib/x86_64-linux-gnu or
+// /usr/lib/aarch64-linux-gnu), wherever the host keeps them (/usr/local/nvidia/lib64, /usr/lib64,
+// ...): there the dynamic loader of a Debian or Ubuntu image finds them without an ldconfig run
+// in the container. And the driver's tools (nvidia-smi, ...) found in `bin_dirs`, at /usr/bin.
 // Empty on a host without the driver.
 std::vector<Mount> NvidiaDriverMounts(const std::string& ldconfig_p,
                                       const std::vector<std::string>& bin_dirs);

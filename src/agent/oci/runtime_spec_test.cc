@@ -93,18 +93,22 @@ TEST(RuntimeSpecTest, DevicesAllowedOneByOne) {
 }
 
 TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
-  const std::string ldconfig = R"(4 libs found in cache `/etc/ld.so.cache'
+  const std::string ldconfig = R"(5 libs found in cache `/etc/ld.so.cache'
 	libnvidia-ml.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1
 	libcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1
 	libcuda.so.1 (libc6) => /usr/lib/i386-linux-gnu/libcuda.so.1
 	libz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1
+	libnvidia-ptxjitcompiler.so.1 (libc6,x86-64) => /usr/local/nvidia/lib64/libnvidia-ptxjitcompiler.so.1
 )";
   auto mounts = NvidiaDriverMounts(ldconfig, {});
-  ASSERT_EQ(mounts.size(), 2u);  // not the 32-bit one, not libz
+  ASSERT_EQ(mounts.size(), 3u);  // not the 32-bit one, not libz
   EXPECT_EQ(mounts[0].host_path, "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1");
   EXPECT_EQ(mounts[0].container_path, mounts[0].host_path);
   EXPECT_TRUE(mounts[0].read_only);
   EXPECT_EQ(mounts[1].host_path, "/usr/lib/x86_64-linux-gnu/libcuda.so.1");
+  // Wherever the host keeps it, a library lands where a Debian or Ubuntu image's loader looks.
+  EXPECT_EQ(mounts[2].host_path, "/usr/local/nvidia/lib64/libnvidia-ptxjitcompiler.so.1");
+  EXPECT_EQ(mounts[2].container_path, "/usr/lib/x86_64-linux-gnu/libnvidia-ptxjitcompiler.so.1");
   // This host has no driver: nothing to mount.
   EXPECT_TRUE(NvidiaDriverMounts("", {"/usr/bin"}).empty());
 }
@@ -205,11 +209,50 @@ TEST(RuntimeSpecTest, ImageArgsFollowDockersRule) {
   EXPECT_EQ(ImageArgs({}, {"sh"}, {}), (std::vector<std::string>{"sh"}));
 }
 
+// The OCI runtime of the RuncTests: Debian's runc, or $GANTRY_RUNC (scripts/gpu_check.sh brings
+// one to a GPU machine that has none).
+std::string Runc() {
+  const char* p = getenv("GANTRY_RUNC");
+  return p && *p ? p : "/usr/sbin/runc";
+}
+
+// A root filesystem with a C library and nothing else, as an image brings its own: this host's
+// dynamic loader and the libraries a driver tool links against (libc, libm, libdl, libpthread,
+// librt), copied at this host's paths.
+Status MakeCLibraryRootfs(const std::string& rootfs) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line, libc, loader;
+  while (std::getline(maps, line)) {
+    const size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    if (path.ends_with("/libc.so.6")) libc = path;
+    if (path.find("/ld-linux") != std::string::npos) loader = path;
+  }
+  if (libc.empty() || loader.empty()) return Internal("no libc or loader in /proc/self/maps");
+  const fs::path libdir = fs::path(libc).parent_path();
+  std::error_code ec;
+  fs::create_directories(rootfs + libdir.string(), ec);
+  fs::create_directories(rootfs + "/lib64", ec);
+  for (const char* name :
+       {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1"}) {
+    if (fs::exists(libdir / name))
+      fs::copy_file(libdir / name, rootfs + (libdir / name).string(), ec);
+    if (ec) return Internal("copy " + (libdir / name).string() + ": " + ec.message());
+  }
+  // Where programs name it (PT_INTERP), as Debian and Ubuntu images have it.
+  fs::copy_file(loader, rootfs + "/lib64/" + fs::path(loader).filename().string(), ec);
+  if (ec) return Internal("copy " + loader + ": " + ec.message());
+  for (const char* d : {"/usr/bin", "/proc", "/dev", "/sys", "/tmp"})
+    fs::create_directories(rootfs + d, ec);
+  return Status::Ok();
+}
+
 // runc for real, under the process runtime.
 class RuncTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (access("/usr/sbin/runc", X_OK) != 0) FAIL() << "runc missing: run scripts/setup.sh";
+    if (access(Runc().c_str(), X_OK) != 0) FAIL() << Runc() << " missing: run scripts/setup.sh";
     dir_ = fs::temp_directory_path() / ("gantry-runc-test-" + std::to_string(getpid()));
     fs::remove_all(dir_);
     ASSERT_TRUE(MakeHostToolsRootfs(dir_ + "/bundle/rootfs").ok());
@@ -222,21 +265,27 @@ class RuncTest : public ::testing::Test {
 
   // Starts `script` in a container with the given memory limit; returns its id.
   std::string Start(const std::string& script, int64_t memory_mb = 256) {
-    const std::string id = "t" + std::to_string(getpid()) + "-" + std::to_string(++n_);
     ContainerSpec c;
-    c.id = id;
     c.rootfs = dir_ + "/bundle/rootfs";
     c.args = {"/bin/sh", "-c", script};
-    c.env = {{"PATH", "/usr/bin:/bin"}};
-    c.cgroups_path = "/gantry/" + id;  // the runtime's cgroup of this worker
     c.memory_mb = memory_mb;
     c.mounts = {HostUsrMount()};
+    return Start(std::move(c));
+  }
+
+  // Starts the container `c` (its id, PATH and cgroup set here); returns its id.
+  std::string Start(ContainerSpec c) {
+    const std::string id = "t" + std::to_string(getpid()) + "-" + std::to_string(++n_);
+    const int64_t memory_mb = c.memory_mb;
+    c.id = id;
+    c.env = {{"PATH", "/usr/bin:/bin"}};
+    c.cgroups_path = "/gantry/" + id;  // the runtime's cgroup of this worker
     auto config = RuntimeConfig(c);
     EXPECT_TRUE(config.ok());
     std::ofstream(dir_ + "/bundle/config.json") << ToJson(*config);
     ProcessSpec p;
     p.id = id;
-    p.argv = OciRunArgv("/usr/sbin/runc", dir_ + "/state", dir_ + "/bundle", id);
+    p.argv = OciRunArgv(Runc(), dir_ + "/state", dir_ + "/bundle", id);
     p.env = {{"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}};
     p.memory_mb = memory_mb;
     auto pid = runtime_->Start(p);
@@ -295,6 +344,38 @@ TEST_F(RuncTest, OwnPidNamespaceHostnameAndTheWorkersCgroup) {
   EXPECT_NE(lines[3].find("/gantry/t"), std::string::npos) << lines[3];
 }
 
+// A GPU container as the agent makes one (NvidiaDeviceNodes, HostNvidiaDriverMounts), in a root
+// filesystem with a C library and none of the host's /usr: nvidia-smi, bound from the host,
+// lists exactly the one GPU assigned (the last one: on a host with several, the others are not
+// passed), through the device nodes passed and the driver libraries bound. Needs a GPU:
+// scripts/gpu_check.sh runs it with GANTRY_REQUIRE_GPU=1; elsewhere it is skipped.
+TEST_F(RuncTest, GpuContainerSeesItsAssignedGpuOnly) {
+  if (access("/dev/nvidia0", F_OK) != 0) {
+    if (getenv("GANTRY_REQUIRE_GPU")) FAIL() << "no /dev/nvidia0 on this GPU machine";
+    GTEST_SKIP() << "no NVIDIA GPU here";
+  }
+  int last = 0;
+  while (access(("/dev/nvidia" + std::to_string(last + 1)).c_str(), F_OK) == 0) ++last;
+  ContainerSpec c;
+  c.rootfs = dir_ + "/gpu-rootfs";
+  ASSERT_TRUE(MakeCLibraryRootfs(c.rootfs).ok());
+  c.args = {"/usr/bin/nvidia-smi", "-L"};
+  c.memory_mb = 512;
+  c.devices = NvidiaDeviceNodes({last});
+  c.mounts = HostNvidiaDriverMounts();
+  for (const Mount& m : c.mounts)
+    std::cout << "bound " << m.host_path << " at " << m.container_path << "\n";
+  ASSERT_FALSE(c.mounts.empty()) << "no driver library in ldconfig -p";
+  std::vector<std::string> lines;
+  auto exit = Wait(Start(std::move(c)), &lines);
+  for (const std::string& l : lines) std::cout << "container: " << l << "\n";
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->exit_code, 0);
+  int gpus = 0;
+  for (const std::string& l : lines) gpus += l.rfind("GPU ", 0) == 0;
+  EXPECT_EQ(gpus, 1);
+}
+
 TEST_F(RuncTest, HostFilesOutsideItsRootAreNotVisible) {
   std::ofstream(dir_ + "/secret") << "x";
   auto [exit, lines] = Run("ls " + dir_ + "/secret 2>/dev/null || echo hidden");
@@ -349,7 +430,7 @@ TEST_F(RuncTest, CleanupEndsAContainerWhoseRuntimeProcessIsGone) {
   auto config = RuntimeConfig(c);
   ASSERT_TRUE(config.ok());
   std::ofstream(dir_ + "/bundle/config.json") << ToJson(*config);
-  const std::string run = "/usr/sbin/runc --root " + dir_ + "/state run -d --bundle " + dir_ +
+  const std::string run = Runc() + " --root " + dir_ + "/state run -d --bundle " + dir_ +
                           "/bundle " + id + " </dev/null >/dev/null 2>&1";
   ASSERT_EQ(std::system(run.c_str()), 0);
   std::ifstream state(dir_ + "/state/" + id + "/state.json");
