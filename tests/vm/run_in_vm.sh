@@ -74,12 +74,16 @@ prepare_kernel() {
   echo "$cache/$kver"
 }
 mkdir -p "$cache"
-kdir="$(flock "$cache/.lock" bash -c "$(declare -f prepare_kernel); here='$here' cache='$cache'; prepare_kernel")" ||
-  { echo "$0: could not prepare the VM's kernel" >&2; exit 125; }
+# One preparation at a time (concurrent test runs share the cache).
+locked_prepare() {
+  flock "$cache/.lock" bash -c "set -euo pipefail; $(declare -f prepare_kernel);
+    here='$here' cache='$cache'; prepare_kernel"
+}
+kdir="$(locked_prepare)" || { echo "$0: could not prepare the VM's kernel" >&2; exit 125; }
 # The initramfs carries initramfs_init.sh: rebuild it when that script changes.
 if ! cmp -s "$kdir/init" "$here/initramfs_init.sh"; then
   flock "$cache/.lock" rm -rf "$kdir"
-  kdir="$(flock "$cache/.lock" bash -c "$(declare -f prepare_kernel); here='$here' cache='$cache'; prepare_kernel")"
+  kdir="$(locked_prepare)" || { echo "$0: could not prepare the VM's kernel" >&2; exit 125; }
 fi
 
 [ "$prepare_only" = 1 ] && { echo "test VM: kernel ready in $kdir"; exit 0; }
