@@ -14,11 +14,23 @@ mount -t tmpfs tmpfs /dev/shm
 mount -t mqueue mqueue /dev/mqueue
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
-# /run fresh (the host's runtime state is not the guest's). Not /tmp: the checkout under test
-# may live there (CI's clean clone does); the overlay already keeps the guest's writes there.
-mount -t tmpfs tmpfs /run
 mkdir -p /gantry-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 gantryout /gantry-out
+# /run and /tmp fresh, as tmpfs: the host's runtime state is not the guest's, and an overlay's
+# upper directory (a container's writable layer) cannot be on the overlay root. The directory
+# the command runs in stays visible when it is under /tmp (CI's clean clone is).
+mount -t tmpfs tmpfs /run
+mkdir -p /run/host-tmp
+mount --bind /tmp /run/host-tmp
+mount -t tmpfs tmpfs /tmp
+chmod 1777 /tmp
+workdir="$(cat /gantry-out/workdir)"
+case "$workdir" in
+  /tmp/*)
+    mkdir -p "$workdir"
+    mount --bind "/run/host-tmp/${workdir#/tmp/}" "$workdir"
+    ;;
+esac
 ip link set lo up
 hostname gantry-vm
 export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -90,6 +90,7 @@ fi
 
 out="$(mktemp -d /tmp/gantry-vm-out.XXXXXX)"
 trap 'rm -rf "$out"' EXIT
+echo "$PWD" > "$out/workdir"
 {
   echo "cd $(printf %q "$PWD")"
   printf '%q ' "$@"
