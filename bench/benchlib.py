@@ -12,7 +12,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REGISTRY_SH = os.path.join(ROOT, "tests", "images", "registry.sh")
-GANTRY = os.path.join(ROOT, "build", "gantry")
+GANTRY = os.environ.get("GANTRY_BIN", os.path.join(ROOT, "build", "gantry"))  # as tests/e2e
 SDK = os.path.join(ROOT, "sdk", "python")
 KEY = "gk_bench_cold_start_key"
 
