@@ -175,6 +175,19 @@ void Cgroups::DetectV1(const std::string& prefix, std::vector<std::string>* prob
   }
 }
 
+std::string Cgroups::Summary() const {
+  if (hierarchies_.empty()) return "";
+  std::string controllers, dirs;
+  for (const Hierarchy& h : hierarchies_) {
+    for (auto [on, name] :
+         {std::pair{h.memory, "memory"}, std::pair{h.cpu, "cpu"}, std::pair{h.pids, "pids"}}) {
+      if (on) controllers += (controllers.empty() ? "" : ", ") + std::string(name);
+    }
+    dirs += (dirs.empty() ? "" : ", ") + h.dir;
+  }
+  return "cgroup v" + std::to_string(version_) + " (" + controllers + ") under " + dirs;
+}
+
 Status Cgroups::Create(const std::string& id, const Limits& limits) const {
   Status s;
   for (const Hierarchy& h : hierarchies_) {

@@ -30,6 +30,9 @@ class Cgroups {
   bool enabled() const { return !hierarchies_.empty(); }
   // "" when cpu, memory and pids limits are enforced; otherwise which are not, and why.
   const std::string& note() const { return note_; }
+  // What is in use, for the log: e.g. "cgroup v2 (memory, cpu, pids) under /sys/fs/cgroup/gantry";
+  // "" when none is.
+  std::string Summary() const;
 
   // Creates the cgroup of `id` and writes its limits. On error nothing is left behind.
   Status Create(const std::string& id, const Limits& limits) const;

@@ -161,6 +161,8 @@ class LocalProcessRuntime final : public ProcessRuntime {
   LocalProcessRuntime(const Clock* clock, const ProcessRuntimeOptions& options)
       : clock_(clock), cgroups_(options.use_cgroups, options.cgroup_prefix) {
     if (!cgroups_.note().empty()) GLOG_WARN("process runtime: %s", cgroups_.note().c_str());
+    if (cgroups_.enabled())
+      GLOG_INFO("process runtime: limits through %s", cgroups_.Summary().c_str());
     // An older minute: not those another runtime (a test beside this one) is setting up.
     if (int n = cgroups_.RemoveLeftovers(60)) {
       GLOG_INFO("process runtime: removed %d empty cgroups left behind", n);
