@@ -1,7 +1,8 @@
 #!/bin/bash
 # The tests that depend on the host's cgroup layout, run in the VM of run_in_vm.sh (cgroup v2
 # alone; this project's hosts are hybrid, so the normal run covers v1): the process runtime's
-# cgroups (limits, OOM, cgroups made ahead), runc under the process runtime, the template
+# cgroups (limits, OOM, cgroups made ahead; also inside a cgroup namespace whose root holds
+# processes, as in a container), runc under the process runtime, the template
 # manager's forks into cgroups, and the OCI image workers end to end, where the agent's probe
 # picks crun (on a hybrid host it cannot run, and runc is used).
 #
@@ -18,6 +19,16 @@ if grep -q ' cgroup ' /proc/mounts; then
 fi
 export GANTRY_REQUIRE_CGROUP_LIMITS=1
 "$build/src/agent/process/process_runtime_test"
+# Again as an agent in a container with its own cgroup namespace (Docker's default on v2): the
+# root it sees is a cgroup that holds processes, its own among them (cgroups.cc: Evacuate).
+mkdir -p /sys/fs/cgroup/container
+echo $$ > /sys/fs/cgroup/container/cgroup.procs
+unshare --cgroup --mount --fork bash -euc '
+  umount /sys/fs/cgroup
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  [ "$(cat /proc/self/cgroup)" = "0::/" ] && [ -n "$(cat /sys/fs/cgroup/cgroup.procs)" ]
+  "$0" --gtest_filter="CgroupTest.*"' "$build/src/agent/process/process_runtime_test"
+echo $$ > /sys/fs/cgroup/cgroup.procs
 "$build/src/agent/oci/runtime_spec_test"
 # Not the CRIU snapshot tests: CRIU cannot detect this guest kernel's features (unrelated to
 # cgroups; snapshots are tested on the host).

@@ -21,16 +21,25 @@ constexpr char kMount[] = "/sys/fs/cgroup";
 
 std::string Errno(const std::string& what, int err) { return what + ": " + strerror(err); }
 
-Status WriteFile(const std::string& path, const std::string& data) {
+// Writes `data` to `path`: 0, or the errno of the failure (*what says which step).
+int Write(const std::string& path, const std::string& data, std::string* what) {
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return Internal(Errno("open " + path, errno));
-  ssize_t n = write(fd, data.data(), data.size());
-  int err = errno;
-  close(fd);
-  if (n != static_cast<ssize_t>(data.size())) {
-    return Internal(Errno("write '" + data + "' to " + path, n < 0 ? err : EIO));
+  if (fd < 0) {
+    *what = "open " + path;
+    return errno;
   }
-  return Status::Ok();
+  ssize_t n = write(fd, data.data(), data.size());
+  int err = n < 0 ? errno : EIO;
+  close(fd);
+  if (n == static_cast<ssize_t>(data.size())) return 0;
+  *what = "write '" + data + "' to " + path;
+  return err;
+}
+
+Status WriteFile(const std::string& path, const std::string& data) {
+  std::string what;
+  int err = Write(path, data, &what);
+  return err == 0 ? Status::Ok() : Internal(Errno(what, err));
 }
 
 Result<std::string> ReadFile(const std::string& path) {
@@ -73,6 +82,26 @@ int64_t KeyValue(const std::string& text, const std::string& key) {
     if (k == key) return v;
   }
   return 0;
+}
+
+// Inside a container with its own cgroup namespace (Docker's default on cgroup v2), the root
+// seen at /sys/fs/cgroup is the container's cgroup, and it holds the agent itself: the kernel
+// turns no domain controller (memory, pids) on for the children of a cgroup that has processes
+// ("no internal processes"; the hierarchy's real root is exempt), so writing its
+// cgroup.subtree_control fails with EBUSY. As docker-in-docker does, every process of `root`
+// then moves into a child of it, `name`. Returns how many moved.
+Result<int> Evacuate(const std::string& root, const std::string& name) {
+  const std::string dir = root + "/" + name;
+  GANTRY_RETURN_IF_ERROR(MakeDir(dir));
+  Result<std::string> procs = ReadFile(root + "/cgroup.procs");
+  if (!procs.ok()) return procs.status();
+  std::istringstream in(*procs);
+  int pid, moved = 0;
+  while (in >> pid) {
+    // One that ended meanwhile is skipped.
+    if (WriteFile(dir + "/cgroup.procs", std::to_string(pid)).ok()) ++moved;
+  }
+  return moved;
 }
 
 // Turns `controller` on for the children of `dir` (cgroup v2).
@@ -123,6 +152,19 @@ void Cgroups::DetectV2(const std::string& prefix, std::vector<std::string>* prob
   if (Status s = MakeDir(h.dir); !s.ok()) {
     problems->push_back("cgroup v2: " + s.message());
     return;
+  }
+  std::string what;
+  if (HasWord(*available, "memory") &&
+      Write(root + "/cgroup.subtree_control", "+memory", &what) == EBUSY) {
+    Result<int> moved = Evacuate(root, prefix + "-agent");
+    if (moved.ok()) {
+      GLOG_INFO(
+          "process runtime: moved the %d processes of %s (the root of this cgroup namespace) "
+          "into %s-agent, so that workers' cgroups can have limits",
+          *moved, root.c_str(), h.dir.c_str());
+    } else {
+      problems->push_back("cgroup v2: " + moved.status().message());
+    }
   }
   for (auto [controller, on] :
        {std::pair{"memory", &Hierarchy::memory}, std::pair{"cpu", &Hierarchy::cpu},
