@@ -433,7 +433,9 @@ Result<int> DoubleForkLauncher(const ProcessSpec& spec, const LaunchContext& ctx
 }
 
 TEST_F(ProcessRuntimeTest, LaunchedChildIsOwnedLikeAStartedOne) {
-  ProcessSpec spec = Sh("launched", "echo launched; echo oops >&2; exec sleep 100");
+  // stderr first: once "launched" is seen, "oops" is in its pipe (a slow host may otherwise be
+  // killed between the two echos).
+  ProcessSpec spec = Sh("launched", "echo oops >&2; echo launched; exec sleep 100");
   auto pid = rt_->Launch(spec, DoubleForkLauncher);
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
   ASSERT_TRUE(WaitLine(spec.id, "launched"));
