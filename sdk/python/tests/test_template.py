@@ -133,16 +133,20 @@ class _TemplateCase(unittest.TestCase):
         self.workers.append(reply["pid"])
         return reply["pid"]
 
-
-class TemplateTest(_TemplateCase):
-    def test_forked_workers_get_their_own_identity(self):
-        fakes = [FakeGantry(worker_id=f"w{i}") for i in range(2)]
+    def _fork_each_a_job(self, prefix, n=2):
+        """Forks n workers (ids <prefix>0, <prefix>1, ...), each with one job to do; returns
+        their (pid, job output) pairs."""
+        fakes = [FakeGantry(worker_id=f"{prefix}{i}") for i in range(n)]
         for f in fakes:
             self.addCleanup(f.close)
             f.add_job("j", {})
-        pids = [self._fork(f, f"w{i}.log") for i, f in enumerate(fakes)]
-        outs = [f.wait_done("j").body["output"] for f in fakes]
-        for i, (pid, out) in enumerate(zip(pids, outs)):
+        pids = [self._fork(f, f"{prefix}{i}.log") for i, f in enumerate(fakes)]
+        return [(pid, f.wait_done("j").body["output"]) for pid, f in zip(pids, fakes)]
+
+
+class TemplateTest(_TemplateCase):
+    def test_forked_workers_get_their_own_identity(self):
+        for i, (pid, out) in enumerate(self._fork_each_a_job("w")):
             self.assertEqual(out["pid"], pid)
             self.assertEqual(out["pod"], f"w{i}")
             self.assertEqual(out["ppid"], os.getpid())  # re-parented to the agent
@@ -259,13 +263,7 @@ class ContainerTemplateTest(_TemplateCase):
         return msg
 
     def test_workers_are_its_children_with_their_identity_and_its_environment(self):
-        fakes = [FakeGantry(worker_id=f"c{i}") for i in range(2)]
-        for f in fakes:
-            self.addCleanup(f.close)
-            f.add_job("j", {})
-        pids = [self._fork(f, f"c{i}.log") for i, f in enumerate(fakes)]
-        for i, (pid, f) in enumerate(zip(pids, fakes)):
-            out = f.wait_done("j").body["output"]
+        for i, (pid, out) in enumerate(self._fork_each_a_job("c")):
             self.assertEqual(out["pid"], pid)
             self.assertEqual(out["pod"], f"c{i}")
             self.assertEqual(out["ppid"], self.template.pid)  # not re-parented: the init's child

@@ -21,25 +21,16 @@ constexpr char kMount[] = "/sys/fs/cgroup";
 
 std::string Errno(const std::string& what, int err) { return what + ": " + strerror(err); }
 
-// Writes `data` to `path`: 0, or the errno of the failure (*what says which step).
-int Write(const std::string& path, const std::string& data, std::string* what) {
-  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *what = "open " + path;
-    return errno;
-  }
-  ssize_t n = write(fd, data.data(), data.size());
-  int err = n < 0 ? errno : EIO;
-  close(fd);
-  if (n == static_cast<ssize_t>(data.size())) return 0;
-  *what = "write '" + data + "' to " + path;
-  return err;
-}
-
 Status WriteFile(const std::string& path, const std::string& data) {
-  std::string what;
-  int err = Write(path, data, &what);
-  return err == 0 ? Status::Ok() : Internal(Errno(what, err));
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Internal(Errno("open " + path, errno));
+  ssize_t n = write(fd, data.data(), data.size());
+  int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(data.size())) {
+    return Internal(Errno("write '" + data + "' to " + path, n < 0 ? err : EIO));
+  }
+  return Status::Ok();
 }
 
 Result<std::string> ReadFile(const std::string& path) {
@@ -87,14 +78,16 @@ int64_t KeyValue(const std::string& text, const std::string& key) {
 // Inside a container with its own cgroup namespace (Docker's default on cgroup v2), the root
 // seen at /sys/fs/cgroup is the container's cgroup, and it holds the agent itself: the kernel
 // turns no domain controller (memory, pids) on for the children of a cgroup that has processes
-// ("no internal processes"; the hierarchy's real root is exempt), so writing its
-// cgroup.subtree_control fails with EBUSY. As docker-in-docker does, every process of `root`
-// then moves into a child of it, `name`. Returns how many moved.
+// ("no internal processes"; the hierarchy's real root, which alone has no cgroup.type, is
+// exempt). As docker-in-docker does, every process of such a `root` then moves into a child of
+// it, `name`. Returns how many moved (0: `root` needed no move).
 Result<int> Evacuate(const std::string& root, const std::string& name) {
-  const std::string dir = root + "/" + name;
-  GANTRY_RETURN_IF_ERROR(MakeDir(dir));
+  if (!Exists(root + "/cgroup.type")) return 0;  // the real root
   Result<std::string> procs = ReadFile(root + "/cgroup.procs");
   if (!procs.ok()) return procs.status();
+  if (procs->find_first_not_of(" \n") == std::string::npos) return 0;
+  const std::string dir = root + "/" + name;
+  GANTRY_RETURN_IF_ERROR(MakeDir(dir));
   std::istringstream in(*procs);
   int pid, moved = 0;
   while (in >> pid) {
@@ -153,18 +146,13 @@ void Cgroups::DetectV2(const std::string& prefix, std::vector<std::string>* prob
     problems->push_back("cgroup v2: " + s.message());
     return;
   }
-  std::string what;
-  if (HasWord(*available, "memory") &&
-      Write(root + "/cgroup.subtree_control", "+memory", &what) == EBUSY) {
-    Result<int> moved = Evacuate(root, prefix + "-agent");
-    if (moved.ok()) {
-      GLOG_INFO(
-          "process runtime: moved the %d processes of %s (the root of this cgroup namespace) "
-          "into %s-agent, so that workers' cgroups can have limits",
-          *moved, root.c_str(), h.dir.c_str());
-    } else {
-      problems->push_back("cgroup v2: " + moved.status().message());
-    }
+  if (Result<int> moved = Evacuate(root, prefix + "-agent"); !moved.ok()) {
+    problems->push_back("cgroup v2: " + moved.status().message());
+  } else if (*moved > 0) {
+    GLOG_INFO(
+        "process runtime: moved the %d processes of %s (the root of this cgroup namespace) "
+        "into %s-agent, so that workers' cgroups can have limits",
+        *moved, root.c_str(), h.dir.c_str());
   }
   for (auto [controller, on] :
        {std::pair{"memory", &Hierarchy::memory}, std::pair{"cpu", &Hierarchy::cpu},
@@ -248,7 +236,6 @@ Status Cgroups::Create(const std::string& id, const Limits& limits) const {
 }
 
 Status Cgroups::SetLimits(const std::string& id, const Limits& limits) const {
-  const double cpu = limits.cpu;
   for (const Hierarchy& h : hierarchies_) {
     const std::string dir = h.dir + "/" + id;
     if (h.memory && limits.memory_mb > 0) {
@@ -266,15 +253,15 @@ Status Cgroups::SetLimits(const std::string& id, const Limits& limits) const {
         }
       }
     }
-    if (h.cpu && cpu > 0) {
+    if (h.cpu && limits.cpu > 0) {
       // v1 shares: 1024 per core, in [2, 262144]. v2 weight: 100 (the default) per core, in
       // [1, 10000].
       GANTRY_RETURN_IF_ERROR(
           version_ == 1
-              ? WriteFile(dir + "/cpu.shares",
-                          std::to_string(std::clamp<int64_t>(std::llround(cpu * 1024), 2, 262144)))
-              : WriteFile(dir + "/cpu.weight",
-                          std::to_string(std::clamp<int64_t>(std::llround(cpu * 100), 1, 10000))));
+              ? WriteFile(dir + "/cpu.shares", std::to_string(std::clamp<int64_t>(
+                                                   std::llround(limits.cpu * 1024), 2, 262144)))
+              : WriteFile(dir + "/cpu.weight", std::to_string(std::clamp<int64_t>(
+                                                   std::llround(limits.cpu * 100), 1, 10000))));
     }
     // The same file on both versions.
     if (h.pids && limits.pids_max > 0) {

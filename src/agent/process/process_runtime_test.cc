@@ -500,6 +500,10 @@ struct ExternalParent {
     *ctx.external = exit;
     return pid;
   }
+  // Launch() as the runtime takes it.
+  Launcher AsLauncher() {
+    return [this](const ProcessSpec& s, const LaunchContext& ctx) { return Launch(s, ctx); };
+  }
   // Reads the status the parent reported (blocks until it does) and reaps the parent.
   void Report() {
     int st = 0;
@@ -514,8 +518,7 @@ struct ExternalParent {
 TEST_F(ProcessRuntimeTest, ExternalChildEndsWithTheStatusItsParentReports) {
   ExternalParent parent;
   ProcessSpec spec = Sh("external", "echo inside; sleep 0.2; exit 7");
-  auto pid = rt_->Launch(
-      spec, [&](const ProcessSpec& s, const LaunchContext& ctx) { return parent.Launch(s, ctx); });
+  auto pid = rt_->Launch(spec, parent.AsLauncher());
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
   EXPECT_NE(ReadProcStat(*pid)->ppid, getpid());  // not ours
   ASSERT_TRUE(WaitLine(spec.id, "inside"));
@@ -538,8 +541,7 @@ TEST_F(ProcessRuntimeTest, ExternalChildIsStoppedAndKilledLikeAnyOther) {
   ExternalParent parent;
   // exec: no child of its own to be orphaned when it is killed (and outlive the test).
   ProcessSpec spec = Sh("extstop", "trap '' TERM; echo up; exec sleep 100");
-  auto pid = rt_->Launch(
-      spec, [&](const ProcessSpec& s, const LaunchContext& ctx) { return parent.Launch(s, ctx); });
+  auto pid = rt_->Launch(spec, parent.AsLauncher());
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
   ASSERT_TRUE(WaitLine(spec.id, "up"));
   rt_->Stop(spec.id, 100);  // SIGTERM is ignored: SIGKILL after 100 ms
@@ -569,8 +571,7 @@ TEST_F(ProcessRuntimeTest, ExternalChildThatEndedBeforeItsLaunchReturnedIsOwnedA
 TEST_F(ProcessRuntimeTest, ExternalChildWhoseStatusNeverComesEndsUnknown) {
   ExternalParent parent;
   ProcessSpec spec = Sh("extlost", "exit 3");
-  auto pid = rt_->Launch(
-      spec, [&](const ProcessSpec& s, const LaunchContext& ctx) { return parent.Launch(s, ctx); });
+  auto pid = rt_->Launch(spec, parent.AsLauncher());
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
   const auto t0 = steady_clock::now();
   auto exit = WaitExit(spec.id, 10'000);
