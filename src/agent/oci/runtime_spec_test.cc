@@ -113,6 +113,16 @@ TEST(RuntimeSpecTest, NvidiaDriverLibrariesFromLdconfig) {
   EXPECT_TRUE(NvidiaDriverMounts("", {"/usr/bin"}).empty());
 }
 
+TEST(RuntimeSpecTest, NvidiaDeviceNodesAreTheAssignedGpusAndTheControlNodes) {
+  EXPECT_TRUE(NvidiaDeviceNodes({}).empty());  // no GPU: not even the control nodes
+  auto nodes = NvidiaDeviceNodes({0, 2});
+  ASSERT_GE(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0], "/dev/nvidia0");
+  EXPECT_EQ(nodes[1], "/dev/nvidia2");  // GPU 1 is not this worker's
+  // Then the control nodes this host has (none here: no driver).
+  for (size_t i = 2; i < nodes.size(); ++i) EXPECT_EQ(access(nodes[i].c_str(), F_OK), 0);
+}
+
 // A driver tool found in two bin dirs is bound once, from the first: both would land on
 // /usr/bin/<tool> in the container.
 TEST(RuntimeSpecTest, NvidiaToolsBoundOnceEach) {
