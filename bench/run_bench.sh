@@ -19,6 +19,8 @@
 #   RETRIES     repeats of a wrk run disturbed by other processes (>15% of the CPUs) [2]
 #   QUIET_WAIT  seconds to wait for other load to settle before each wrk run [20]
 #   KEEP_TMP=1  keep the temp dir (logs, wrk outputs) instead of deleting it
+#   GANTRY_BIN  measure this gantry binary instead of building build/gantry (A/B runs)
+# The baseline is nginx at its best on this machine: worker_processes auto (one per core).
 # Every process it starts is stopped on exit (trap EXIT); every step is bounded by `timeout`,
 # and a watchdog ends the whole run after 15 minutes.
 set -euo pipefail
@@ -117,9 +119,10 @@ pick_port() {
 }
 
 # ---- build ------------------------------------------------------------------------------------
-GANTRY=$ROOT/build/gantry
+GANTRY=${GANTRY_BIN:-$ROOT/build/gantry}
 WORKER=$ROOT/build/bench/bench_worker
 BUILD_NOTE="not rebuilt (--no-build)"
+[ -n "${GANTRY_BIN:-}" ] && BUILD=0 && BUILD_NOTE="GANTRY_BIN=$GANTRY_BIN, not rebuilt"
 if [ $BUILD = 1 ]; then
   log "building gantry and bench_worker"
   if timeout 900 ./scripts/build.sh --target gantry bench_worker >"$T/build.log" 2>&1; then
@@ -312,7 +315,7 @@ phase_nginx() {
   echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX/www/status.json"
   cat >"$NGX/nginx.conf" <<EOF
 daemon off;
-worker_processes 1;
+worker_processes auto;
 pid $NGX/nginx.pid;
 error_log $NGX/error.log warn;
 events { worker_connections 1024; }
@@ -339,7 +342,7 @@ EOF
   done
   curl -sf --max-time 2 "http://127.0.0.1:$port/status.json" >/dev/null ||
     { tail -5 "$NGX/stdout.log" "$NGX/error.log" >&2; exit 1; }
-  log "nginx: pid $pid port $port (1 worker process)"
+  log "nginx: pid $pid port $port ($(nproc) worker processes: worker_processes auto)"
   put nginx_bytes "$(wc -c <"$NGX/www/status.json")"
   run_wrk nginx_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$port/status.json"
   run_wrk nginx_c1 1 1 "http://127.0.0.1:$port/status.json"
