@@ -94,10 +94,17 @@ struct ServerOptions {
 
 class HttpServer {
  public:
-  HttpServer(EventLoop* loop, ServerOptions options, Handler handler);
+  // `handler` may be empty when Serve() gives it.
+  HttpServer(EventLoop* loop, ServerOptions options, Handler handler = {});
   ~HttpServer();
-  // Binds and starts accepting. Call before or on the loop thread.
-  Status Start();
+  // Binds and listens, so that port() is known before the handler exists (connections wait in
+  // the kernel's backlog until Serve()). Call before or on the loop thread.
+  Status Listen();
+  // Starts accepting, answering with `handler` (or the constructor's when empty). Listens first
+  // if Listen() was not called. Call once, before or on the loop thread.
+  Status Serve(Handler handler = {});
+  // Listen() and Serve() with the constructor's handler.
+  Status Start() { return Serve(); }
   uint16_t port() const;
   // Stops accepting and closes every connection. Loop thread.
   void Stop();

@@ -82,6 +82,30 @@ TEST_F(ServerTest, EchoesAndKeepsAlive) {
   }
 }
 
+// The port is known before the handler exists; a client that connects in between is answered
+// once the handler is given.
+TEST_F(ServerTest, ListenBeforeServeKeepsEarlyConnections) {
+  server_ = std::make_unique<HttpServer>(&loop_, ServerOptions{});
+  ASSERT_TRUE(server_->Listen().ok());
+  ASSERT_NE(server_->port(), 0);
+  thread_ = std::thread([this] { loop_.Run(); });
+  auto early = std::async(std::launch::async, [port = server_->port()] {
+    HttpClient c("127.0.0.1", port);
+    return c.Do("GET", "/early", "", {});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::promise<Status> served;
+  loop_.Post([&] {
+    served.set_value(server_->Serve([](Request&& r, std::shared_ptr<Responder> resp) {
+      resp->Send(Response{200, "served " + r.target});
+    }));
+  });
+  ASSERT_TRUE(served.get_future().get().ok());
+  auto res = early.get();
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ(res->body, "served /early");
+}
+
 TEST_F(ServerTest, DeferredResponseAndWriteCallback) {
   std::shared_ptr<Responder> held;
   std::atomic<bool> written{false};

@@ -294,7 +294,8 @@ HttpServer::HttpServer(EventLoop* loop, ServerOptions options, Handler handler)
 
 HttpServer::~HttpServer() { Stop(); }
 
-Status HttpServer::Start() {
+Status HttpServer::Listen() {
+  if (impl_->acceptor.is_open()) return Status::Ok();
   beast::error_code ec;
   auto addr = asio::ip::make_address(impl_->options.host, ec);
   if (ec) return InvalidArgument("bad listen address: " + impl_->options.host);
@@ -304,10 +305,18 @@ Status HttpServer::Start() {
   if (!ec) impl_->acceptor.bind(ep, ec);
   if (!ec) impl_->acceptor.listen(1024, ec);
   if (ec) {
+    impl_->acceptor.close(ec);
     return Unavailable("cannot listen on " + impl_->options.host + ":" +
                        std::to_string(impl_->options.port) + ": " + ec.message());
   }
   impl_->port = impl_->acceptor.local_endpoint().port();
+  return Status::Ok();
+}
+
+Status HttpServer::Serve(Handler handler) {
+  if (handler) impl_->handler = std::move(handler);
+  if (!impl_->handler) return FailedPrecondition("HttpServer::Serve without a handler");
+  GANTRY_RETURN_IF_ERROR(Listen());
   impl_->Accept();
   return Status::Ok();
 }
