@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Moving a just-forked process into a cgroup v1 memory controller (issue 5): through its
+"""Moving a just-forked process into a cgroup v1 memory controller: through its
 `cgroup.procs` file against through its `tasks` file (the one thread a fork leaves), in the
 same run, interleaved. Why: the agent moves container workers forked inside their template's
 container into their cgroups on a fork's path; writing to cgroup.procs takes the kernel's cgroup

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Scale-from-zero benchmark (issue 3): time from request to first response for the echo Python
+"""Scale-from-zero benchmark: time from request to first response for the echo Python
 worker when the endpoint has no worker, over N starts, with the phase breakdown; and, in the
 same run, the same handler started directly (python3 handler.py --test_input ...).
 
@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--starts", type=int, default=20)
     ap.add_argument("--port", type=int, default=21400)
     args = ap.parse_args()
-    # Full starts only: templates (issue 4) are measured by bench/cold_start_paths.py.
+    # Full starts only: templates are measured by bench/cold_start_paths.py.
     up = GantryUp(args.port, ["--no-templates"])
     call = up.call
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Cold-start paths benchmark (issue 4): time from request to first response of an endpoint
+"""Cold-start paths benchmark: time from request to first response of an endpoint
 scaled to zero whose handler imports torch and loads a 488 MiB model (bench/handlers/
 torch_big.py), over N starts per path, all in one run on one `gantry up`:
 

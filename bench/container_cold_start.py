@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Container cold start (issue 5): time from request to first response of an image endpoint
+"""Container cold start: time from request to first response of an image endpoint
 scaled to zero, with the image already pulled and unpacked on the node, against the same handler
 (tests/images/worker.py with the same SDK) as a process worker, in the same run on one
 `gantry up`. Four endpoints, starts interleaved: container and process, each in full

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Container templates with a real model (issue 5, item 6): time from request to first response
+"""Container templates with a real model: time from request to first response
 of the cold-start benchmark's torch handler (bench/handlers/torch_big.py: `import torch`, a
 488 MiB model mapped with gantry.weights, one forward pass), scaled from zero, in one run on one
 `gantry up`, for:

@@ -13,9 +13,9 @@
 
 int main() {
   std::string note;
-  const std::vector<gantry::scheduling::GpuDevice> gpus = gantry::agent::DiscoverNvmlGpus(&note);
+  const std::vector<gantry::protocol::GpuDevice> gpus = gantry::agent::DiscoverNvmlGpus(&note);
   std::printf("NVML inventory: %s\n", note.c_str());
-  for (const gantry::scheduling::GpuDevice& g : gpus) {
+  for (const gantry::protocol::GpuDevice& g : gpus) {
     std::printf("gpu %d: %s (%s)\n", g.index, g.type.c_str(), g.uuid.c_str());
   }
   return 0;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Container start cost at the lowest level (issue 5): `runc run` of a program in a bundle whose
+"""Container start cost at the lowest level: `runc run` of a program in a bundle whose
 rootfs binds the host's /usr read-only (own PID, mount, IPC and UTS namespaces, a memory limit in
 a cgroup, as src/agent/oci/runtime_spec.cc writes config.json), against starting the same
 program directly, in the same run, alternating.

@@ -13,7 +13,7 @@
 #      suspend/resume of a child holding 256 MiB of GPU memory, with timings and states
 #      (bench/cuda_checkpoint_probe --self-test);
 #   5. the CudaCheckpointer unit tests that need no CRIU (cuda_checkpoint_test, fake driver);
-#   6. a GPU container as the agent makes one (issue 5): runc with the last GPU's device nodes
+#   6. a GPU container as the agent makes one: runc with the last GPU's device nodes
 #      and the driver's libraries and nvidia-smi bound into a root filesystem that has only a C
 #      library; nvidia-smi -L inside must list exactly one GPU
 #      (runtime_spec_test RuncTest.GpuContainerSeesItsAssignedGpuOnly, GANTRY_REQUIRE_GPU=1).

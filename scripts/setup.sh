@@ -9,7 +9,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   python3 python3-torch curl procps
   nginx-light wrk
-  # OCI images (issue 5). runc's recommended criu is left out: Debian 12's is broken here, and
+  # OCI images. runc's recommended criu is left out: Debian 12's is broken here, and
   # build_criu.sh builds one. debootstrap verifies bookworm with debian-archive-keyring (only a
   # Recommends of it); tests/images/build_test_image.sh needs both. crun is preferred where it
   # runs containers (the agent probes it at start and falls back to runc).

@@ -1,4 +1,4 @@
-"""The cold-start benchmark's handler (issue 4): imports torch and loads a 488 MiB model
+"""The cold-start benchmark's handler: imports torch and loads a 488 MiB model
 (8 x Linear(4000, 4000), float32), then serves one forward pass per job, which reads every
 weight. BENCH_LOAD picks how the model is loaded:
   mmap  (default) gantry.weights: mapped from a raw file in BENCH_MODEL_DIR, built once;

@@ -30,110 +30,25 @@ class AgentHttp {
   std::string token_;
 };
 
-// The image fields of a worker or of an image to prefetch (image, registryAuth,
-// insecureRegistry), as the server's AddImageAccessJson() writes them.
-static scheduling::ImageAccess ParseImageAccess(const json::object& o) {
-  scheduling::ImageAccess i;
-  if (auto* f = Find(o, "image"); f && f->is_string()) i.image = f->as_string();
-  if (auto* f = Find(o, "registryAuth"); f && f->is_object()) {
-    if (auto* u = Find(f->as_object(), "username"); u && u->is_string()) {
-      i.registry_username = u->as_string();
-    }
-    if (auto* p = Find(f->as_object(), "password"); p && p->is_string()) {
-      i.registry_password = p->as_string();
-    }
-  }
-  if (auto* f = Find(o, "insecureRegistry"); f && f->is_bool()) i.insecure_registry = f->get_bool();
-  return i;
-}
-
-Result<scheduling::Assignment> ParseAssignment(const std::string& body) {
-  auto v = ParseJson(body);
-  if (!v.ok()) return v.status();
-  if (!v->is_object()) return InvalidArgument("assignment is not an object");
-  const auto& o = v->as_object();
-  scheduling::Assignment a;
-  if (auto* ver = Find(o, "version")) a.version = AsInt(*ver).value_or(0);
-  if (auto* tv = Find(o, "templateVersions"); tv && tv->is_object()) {
-    a.has_template_versions = true;
-    for (const auto& kv : tv->as_object()) {
-      a.template_versions[std::string(kv.key())] = AsInt(kv.value()).value_or(0);
-    }
-  }
-  if (auto* is = Find(o, "images"); is && is->is_array()) {
-    a.has_images = true;
-    for (const auto& x : is->as_array()) {
-      if (!x.is_object()) continue;
-      a.images.push_back(scheduling::ImagePrefetch{ParseImageAccess(x.as_object()), ""});
-      if (auto* g = Find(x.as_object(), "generation"); g && g->is_string()) {
-        a.images.back().generation = g->as_string();
-      }
-    }
-  }
-  auto* ws = Find(o, "workers");
-  if (!ws || !ws->is_array()) return a;
-  for (const auto& x : ws->as_array()) {
-    if (!x.is_object()) continue;
-    const auto& w = x.as_object();
-    scheduling::WorkerAssignment wa;
-    auto str = [&](const char* k) -> std::string {
-      const json::value* f = Find(w, k);
-      return f && f->is_string() ? std::string(f->as_string()) : "";
-    };
-    wa.worker_id = str("workerId");
-    wa.endpoint_id = str("endpointId");
-    wa.workdir = str("workdir");
-    wa.gpu_type = str("gpuType");
-    wa.bundle = str("bundle");
-    if (auto* f = Find(w, "endpointVersion")) wa.endpoint_version = AsInt(*f).value_or(0);
-    if (auto* f = Find(w, "command"); f && f->is_array()) {
-      for (const auto& c : f->as_array()) {
-        if (c.is_string()) wa.command.emplace_back(c.as_string());
-      }
-    }
-    if (auto* f = Find(w, "env"); f && f->is_object()) {
-      for (const auto& kv : f->as_object()) {
-        if (kv.value().is_string()) wa.env[std::string(kv.key())] = kv.value().as_string();
-      }
-    }
-    if (auto* f = Find(w, "gpus"); f && f->is_array()) {
-      for (const auto& g : f->as_array()) wa.gpus.push_back(static_cast<int>(AsInt(g).value_or(0)));
-    }
-    if (auto* f = Find(w, "cpu"); f && f->is_number()) wa.cpu = f->to_number<double>();
-    if (auto* f = Find(w, "memoryMb")) wa.memory_mb = AsInt(*f).value_or(0);
-    if (auto* f = Find(w, "flashboot"); f && f->is_bool()) wa.use_template = f->get_bool();
-    static_cast<scheduling::ImageAccess&>(wa) = ParseImageAccess(w);
-    wa.volume = str("volume");
-    wa.volume_mount_path = str("volumeMountPath");
-    if (auto* f = Find(w, "readOnlyRootfs"); f && f->is_bool()) wa.read_only_rootfs = f->get_bool();
-    a.workers.push_back(std::move(wa));
-  }
-  return a;
-}
-
-// The node status's "templates" and "startCounters" (DESIGN §2.4).
-static void AddTemplatesJson(const TemplateManager& tm, json::object* status) {
-  json::array ts;
+// The node status's templates and start counters (DESIGN §2.4).
+static void AddTemplates(const TemplateManager& tm, protocol::NodeStatus* status) {
+  status->templates.emplace();
   for (const auto& t : tm.Reports()) {
-    ts.push_back(json::object{{"endpointId", t.endpoint_id},
-                              {"version", t.version},
-                              {"state", t.state},
-                              {"pid", t.pid},
-                              {"memoryMb", t.memory_kb / 1024},
-                              {"forks", t.forks},
-                              {"snapshot", t.snapshot},
-                              {"snapshotMb", t.snapshot_bytes >> 20},
-                              {"container", t.container}});
+    protocol::TemplateState state = t.state == "starting" ? protocol::TemplateState::kStarting
+                                    : t.state == "ready"  ? protocol::TemplateState::kReady
+                                    : t.state == "busy"   ? protocol::TemplateState::kBusy
+                                                          : protocol::TemplateState::kNone;
+    status->templates->push_back({t.endpoint_id, t.version, state, t.pid, t.memory_kb / 1024,
+                                  t.forks, t.snapshot, t.snapshot_bytes >> 20, t.container});
   }
   const StartCounters& c = tm.counters();
-  (*status)["templates"] = std::move(ts);
-  (*status)["startCounters"] = json::object{{"forks", c.forks},
-                                            {"restores", c.restores},
-                                            {"forkFailures", c.fork_failures},
-                                            {"restoreFailures", c.restore_failures},
-                                            {"templateFailures", c.template_failures},
-                                            {"snapshotFailures", c.snapshot_failures},
-                                            {"evictions", c.evictions}};
+  status->start_counters = protocol::StartCounters{c.forks,
+                                                   c.restores,
+                                                   c.fork_failures,
+                                                   c.restore_failures,
+                                                   c.template_failures,
+                                                   c.snapshot_failures,
+                                                   c.evictions};
 }
 
 static std::string HostName() {
@@ -175,8 +90,10 @@ static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
 
 // The containers of image workers when images are on (else null), run with crun where it runs
 // a container on this host, else with runc (runtime_probe.h).
+// `runtime` records the choice and why a preferred runtime was passed over.
 static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
-                                                       oci::ImageStore* images) {
+                                                       oci::ImageStore* images,
+                                                       protocol::NodeRuntime* runtime) {
   if (!images) return nullptr;
   const std::string dir = std::filesystem::absolute(DataDir(o) + "/containers").string();
   oci::ContainersOptions c;
@@ -186,6 +103,8 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
       });
   for (const std::string& note : choice.notes) GLOG_WARN("agent: %s", note.c_str());
   c.runtime = choice.runtime;
+  runtime->oci_runtime = std::filesystem::path(choice.runtime).filename().string();
+  runtime->oci_notes = choice.notes;
   GLOG_INFO("agent: container workers run with %s", c.runtime.c_str());
   return std::make_unique<oci::Containers>(images, dir, c);
 }
@@ -228,7 +147,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
       image_tools_(oci::NewSystemImageTools()),
       images_(MakeImageStore(options_, image_tools_.get())),
-      containers_(MakeContainers(options_, images_.get())),
+      containers_(MakeContainers(options_, images_.get(), &inventory_.runtime)),
       prefetch_(images_ ? std::make_unique<oci::ImagePrefetcher>(
                               [images = images_.get()](const std::string& image,
                                                        const oci::PullOptions& pull,
@@ -260,15 +179,8 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
 Agent::~Agent() { Stop(); }
 
 Status Agent::Register(AgentHttp* http) {
-  json::array gpus;
-  for (const auto& g : inventory_.gpus) {
-    gpus.push_back(json::object{{"index", g.index}, {"type", g.type}, {"uuid", g.uuid}});
-  }
-  json::object body{{"name", inventory_.name},
-                    {"cpuCores", inventory_.cpu_cores},
-                    {"memoryMb", inventory_.memory_mb},
-                    {"gpus", std::move(gpus)}};
-  auto r = http->Do("POST", "/v1/nodes/" + options_.node_id, ToJson(body));
+  auto r =
+      http->Do("POST", protocol::NodePath(options_.node_id), ToJson(protocol::Encode(inventory_)));
   if (!r.ok()) return r.status();
   if (r->status != 200) {
     return Unavailable("registering node " + options_.node_id + ": HTTP " +
@@ -354,10 +266,7 @@ void Agent::PollLoop() {
   int64_t version = -1;
   while (!stopping_) {
     // A short long-poll, so that Stop() never waits long for this thread.
-    auto r = http.Do("GET",
-                     "/v1/nodes/" + options_.node_id +
-                         "/assignment?version=" + std::to_string(version) + "&wait=2000",
-                     "", 10'000);
+    auto r = http.Do("GET", protocol::AssignmentPath(options_.node_id, version, 2000), "", 10'000);
     if (!r.ok() || r->status >= 500) {
       usleep(500'000);  // the server is down or restarting: try again soon
       continue;
@@ -366,7 +275,7 @@ void Agent::PollLoop() {
       if (!Register(&http).ok()) usleep(500'000);
       continue;
     }
-    auto a = ParseAssignment(r->body);
+    auto a = protocol::DecodeText(r->body, protocol::DecodeAssignment);
     if (!a.ok()) {
       GLOG_WARN("agent: bad assignment: %s", a.status().ToString().c_str());
       usleep(500'000);
@@ -382,6 +291,25 @@ void Agent::PollLoop() {
   }
 }
 
+protocol::NodeStatus Agent::CurrentStatus() const {
+  protocol::NodeStatus status;
+  status.workers = reconciler_.Reports();
+  if (bundles_) {
+    for (const auto& d : bundles_->Cached()) status.bundles.push_back(d);
+  }
+  if (templates_) AddTemplates(*templates_, &status);
+  if (prefetch_) {
+    status.images.emplace();
+    for (const auto& p : prefetch_->Reports()) {
+      const auto state = p.state == "pulling" ? protocol::PullState::kPulling
+                         : p.state == "ready" ? protocol::PullState::kReady
+                                              : protocol::PullState::kFailed;
+      status.images->push_back({p.image, p.generation, state, p.detail, p.updated_ms});
+    }
+  }
+  return status;
+}
+
 void Agent::MainLoop() {
   auto url = *http::ParseUrl(options_.server_url);
   AgentHttp http(url, options_.token);
@@ -390,7 +318,7 @@ void Agent::MainLoop() {
   // Templates of the versions this node ran before come back from their snapshots.
   if (templates_) templates_->RestoreAll();
   while (!stopping_) {
-    std::optional<scheduling::Assignment> next;
+    std::optional<protocol::Assignment> next;
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Soon again while a worker waits for its template; else on news (an assignment, a
@@ -414,13 +342,12 @@ void Agent::MainLoop() {
     bool changed = reconciler_.Step();
     auto lines = reconciler_.DrainLogs();
     if (!lines.empty()) {
-      json::array arr;
-      for (const auto& l : lines) {
-        arr.push_back(json::object{
-            {"workerId", l.id}, {"stderr", l.stderr_stream}, {"text", l.text}, {"at", l.at_ms}});
+      std::vector<protocol::LogLine> batch;
+      for (auto& l : lines) {
+        batch.push_back({std::move(l.id), l.stderr_stream, std::move(l.text), l.at_ms});
       }
-      auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/logs",
-                       ToJson(json::object{{"lines", std::move(arr)}}));
+      auto r =
+          http.Do("POST", protocol::LogsPath(options_.node_id), ToJson(protocol::Encode(batch)));
       if (!r.ok()) GLOG_WARN("agent: cannot ship logs: %s", r.status().ToString().c_str());
     }
     int64_t now = clock_->NowMs();
@@ -429,35 +356,8 @@ void Agent::MainLoop() {
     const uint64_t image_changes = prefetch_ ? prefetch_->Changes() : 0;
     const bool images_changed = image_changes != sent_image_changes && now - last_status >= 200;
     if (changed || images_changed || now - last_status >= options_.status_interval_ms) {
-      json::array ws;
-      for (const auto& rep : reconciler_.Reports()) {
-        ws.push_back(json::object{{"workerId", rep.worker_id},
-                                  {"state", rep.state},
-                                  {"receivedAt", rep.received_ms},
-                                  {"spawnedAt", rep.spawned_ms},
-                                  {"exitCode", rep.exit_code},
-                                  {"error", rep.error},
-                                  {"startPath", rep.start_path},
-                                  {"startNote", rep.start_note}});
-      }
-      json::array cached;
-      if (bundles_) {
-        for (const auto& d : bundles_->Cached()) cached.emplace_back(d);
-      }
-      json::object status{{"workers", std::move(ws)}, {"bundles", std::move(cached)}};
-      if (templates_) AddTemplatesJson(*templates_, &status);
-      if (prefetch_) {
-        json::array images;
-        for (const auto& p : prefetch_->Reports()) {
-          images.push_back(json::object{{"image", p.image},
-                                        {"generation", p.generation},
-                                        {"state", p.state},
-                                        {"detail", p.detail},
-                                        {"updatedAt", p.updated_ms}});
-        }
-        status["images"] = std::move(images);
-      }
-      auto r = http.Do("POST", "/v1/nodes/" + options_.node_id + "/status", ToJson(status));
+      auto r = http.Do("POST", protocol::StatusPath(options_.node_id),
+                       ToJson(protocol::Encode(CurrentStatus())));
       if (r.ok() && r->status == 200) {
         last_status = now;
         sent_image_changes = image_changes;

@@ -21,7 +21,7 @@
 #include "agent/snapshot/criu.h"
 #include "agent/template/template_manager.h"
 #include "common/env.h"
-#include "scheduling/scheduler.h"
+#include "protocol/node_protocol.h"
 
 namespace gantry::agent {
 
@@ -41,7 +41,7 @@ struct AgentOptions {
   RestoreMode restore_mode = RestoreMode::kLazy;
   int64_t template_memory_mb = 0;  // templates' PSS budget; 0: a quarter of the node's memory
   int64_t snapshot_disk_mb = 20'480;
-  // Container images (issue 5): an unpacked image that no endpoint this node could run uses,
+  // Container images: an unpacked image that no endpoint this node could run uses,
   // and no worker has mounted, is removed after this long (oci/image_gc.h). Default: 10 min.
   int64_t image_keep_unused_ms = 600'000;
 };
@@ -59,19 +59,23 @@ class Agent {
   void PollLoop();
   void MainLoop();
   Status Register(class AgentHttp* http);
+  // The status the node reports now: its workers, bundles, templates and image pulls.
+  protocol::NodeStatus CurrentStatus() const;
 
   AgentOptions options_;
   const Clock* clock_;
+  // What Register() sends. Its runtime part is filled while the members below are made.
+  protocol::NodeInventory inventory_;
   // Declared first, so destroyed last: the reconciler's pull threads may still wake the main
   // loop while the members after these are destroyed.
-  std::mutex mu_;  // guards pending_, reregister_, wake_
+  std::mutex mu_;  // guards pending_, wake_
   std::condition_variable cv_;
   bool wake_ = false;  // a worker's preparation ended: Step() now
   std::unique_ptr<ProcessRuntime> runtime_;
   std::unique_ptr<BundleCache> bundles_;
   std::unique_ptr<Snapshotter> snapshotter_;    // null: no usable CRIU, or snapshots off
   std::unique_ptr<TemplateManager> templates_;  // null: templates off
-  // Image workers (issue 5); null when runc, skopeo or umoci is missing.
+  // Image workers; null when runc, skopeo or umoci is missing.
   std::unique_ptr<oci::ImageTools> image_tools_;
   std::unique_ptr<oci::ImageStore> images_;
   std::unique_ptr<oci::Containers> containers_;
@@ -84,14 +88,9 @@ class Agent {
   std::atomic<bool> gc_running_{false};
   std::thread gc_thread_;
   Reconciler reconciler_;
-  scheduling::NodeInventory inventory_;
   std::atomic<bool> stopping_{false};
-  std::optional<scheduling::Assignment> pending_;
-  bool reregister_ = false;
+  std::optional<protocol::Assignment> pending_;
   std::thread poll_thread_, main_thread_;
 };
-
-// Parses an assignment as the server's node API returns it.
-Result<scheduling::Assignment> ParseAssignment(const std::string& body);
 
 }  // namespace gantry::agent

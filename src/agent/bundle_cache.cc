@@ -26,13 +26,13 @@ class HttpBundleCache final : public BundleCache {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir_ + "/bundles", ec)) {
       std::string name = e.path().filename().string();
-      if (store::ValidDigest(name)) out.insert(name);
+      if (ValidDigest(name)) out.insert(name);
     }
     return out;
   }
 
   Result<std::string> Ensure(const std::string& digest) override {
-    if (!store::ValidDigest(digest)) return InvalidArgument("bad bundle digest: " + digest);
+    if (!ValidDigest(digest)) return InvalidArgument("bad bundle digest: " + digest);
     std::string root = dir_ + "/bundles/" + digest;
     std::error_code ec;
     if (fs::exists(root, ec)) return root;
@@ -85,7 +85,7 @@ class HttpBundleCache final : public BundleCache {
   http::HttpClient client_;
   std::string token_;
   std::string dir_;
-  store::BlobStore blobs_;
+  BlobStore blobs_;
 };
 
 }  // namespace

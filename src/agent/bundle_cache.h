@@ -8,9 +8,9 @@
 #include <set>
 #include <string>
 
+#include "common/blob_store.h"
 #include "common/status.h"
 #include "http/http.h"
-#include "store/blob_store.h"
 
 namespace gantry::agent {
 

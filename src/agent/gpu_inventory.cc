@@ -4,8 +4,8 @@
 
 namespace gantry::agent {
 
-Result<std::vector<scheduling::GpuDevice>> ParseFakeGpus(const std::string& spec) {
-  std::vector<scheduling::GpuDevice> out;
+Result<std::vector<protocol::GpuDevice>> ParseFakeGpus(const std::string& spec) {
+  std::vector<protocol::GpuDevice> out;
   size_t pos = 0;
   while (pos < spec.size()) {
     size_t comma = spec.find(',', pos);
@@ -33,8 +33,8 @@ Result<std::vector<scheduling::GpuDevice>> ParseFakeGpus(const std::string& spec
   return out;
 }
 
-std::vector<scheduling::GpuDevice> DiscoverNvmlGpus(std::string* note) {
-  std::vector<scheduling::GpuDevice> out;
+std::vector<protocol::GpuDevice> DiscoverNvmlGpus(std::string* note) {
+  std::vector<protocol::GpuDevice> out;
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     *note = "no NVML (libnvidia-ml.so.1 not found): no GPUs";

@@ -6,14 +6,14 @@
 #include <vector>
 
 #include "common/status.h"
-#include "scheduling/scheduler.h"
+#include "protocol/node_protocol.h"
 
 namespace gantry::agent {
 
 // Parses "H100:8,A100-80GB:2" into devices indexed 0.. in that order.
-Result<std::vector<scheduling::GpuDevice>> ParseFakeGpus(const std::string& spec);
+Result<std::vector<protocol::GpuDevice>> ParseFakeGpus(const std::string& spec);
 
 // Asks NVML. `note` says why there are none when the list is empty (no library, no device).
-std::vector<scheduling::GpuDevice> DiscoverNvmlGpus(std::string* note);
+std::vector<protocol::GpuDevice> DiscoverNvmlGpus(std::string* note);
 
 }  // namespace gantry::agent

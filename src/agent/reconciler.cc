@@ -56,7 +56,7 @@ Reconciler::~Reconciler() {
   for (auto& [key, p] : template_preps_) p.pending->cancel = true;
 }
 
-oci::PullOptions PullOptionsFor(const scheduling::ImageAccess& image) {
+oci::PullOptions PullOptionsFor(const protocol::ImageAccess& image) {
   oci::PullOptions pull;
   if (!image.registry_username.empty() || !image.registry_password.empty()) {
     pull.credentials = oci::RegistryCredentials{image.registry_username, image.registry_password};
@@ -89,7 +89,7 @@ std::vector<LogLine> Reconciler::DrainLogs() {
   return lines;
 }
 
-void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
+void Reconciler::SetAssignment(const protocol::Assignment& assignment) {
   assigned_ = assignment.workers;
   int64_t now = clock_->NowMs();
   for (const auto& a : assigned_) {
@@ -106,7 +106,7 @@ void Reconciler::SetAssignment(const scheduling::Assignment& assignment) {
 }
 
 std::map<std::string, std::string> Reconciler::WorkerEnvironment(
-    const scheduling::WorkerAssignment& a, const std::string& bundle_root) const {
+    const protocol::WorkerAssignment& a, const std::string& bundle_root) const {
   std::map<std::string, std::string> env = a.env;
   for (const auto& name : options_.inherited) {
     const char* v = getenv(name.c_str());
@@ -146,7 +146,7 @@ bool Reconciler::Step() {
       }
     }
     auto& r = it->second.report;
-    r.state = "exited";
+    r.state = protocol::WorkerRunState::kExited;
     r.exit_code = exit.exit_code;
     if (exit.oom_killed) {
       r.error = "killed for exceeding its memory limit (" +
@@ -165,11 +165,11 @@ bool Reconciler::Step() {
       ++it;
       continue;
     }
-    if (l.started && l.report.state == "running" && !l.stopping) {
+    if (l.started && l.report.state == protocol::WorkerRunState::kRunning && !l.stopping) {
       runtime_->Stop(it->first, options_.stop_grace_ms);
       l.stopping = true;
     }
-    if (!l.started || l.report.state == "exited") {
+    if (!l.started || l.report.state == protocol::WorkerRunState::kExited) {
       if (l.pending) {  // its pull goes on; cancelled, and cleaned up once it ends
         l.pending->cancel = true;
         abandoned_.push_back(std::move(l.pending));
@@ -205,7 +205,7 @@ bool Reconciler::Step() {
   return changed;
 }
 
-oci::ContainerRequest Reconciler::ContainerRequestFor(const scheduling::WorkerAssignment& a) const {
+oci::ContainerRequest Reconciler::ContainerRequestFor(const protocol::WorkerAssignment& a) const {
   oci::ContainerRequest r;
   r.worker_id = a.worker_id;
   r.image = a.image;
@@ -223,7 +223,7 @@ oci::ContainerRequest Reconciler::ContainerRequestFor(const scheduling::WorkerAs
   return r;
 }
 
-bool Reconciler::ContainerTemplateUsable(const scheduling::WorkerAssignment& a) const {
+bool Reconciler::ContainerTemplateUsable(const protocol::WorkerAssignment& a) const {
   return templates_ && a.use_template && (a.gpus.empty() || !options_.gpu_devices);
 }
 
@@ -248,7 +248,7 @@ static std::shared_ptr<PendingContainer> PrepareAsync(
   return pending;
 }
 
-void Reconciler::PrepareContainerTemplate(const scheduling::WorkerAssignment& a) {
+void Reconciler::PrepareContainerTemplate(const protocol::WorkerAssignment& a) {
   const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
   if (!ContainerTemplateUsable(a) || !templates_->Wanted(key) || template_preps_.count(key)) {
     return;
@@ -280,7 +280,7 @@ void Reconciler::StartPreparedTemplates() {
 }
 
 bool Reconciler::StartContainer(Local& l) {
-  const scheduling::WorkerAssignment& a = l.spec;
+  const protocol::WorkerAssignment& a = l.spec;
   if (!containers_) {
     l.started = true;
     FailStart(l,
@@ -343,7 +343,7 @@ bool Reconciler::StartContainer(Local& l) {
 }
 
 void Reconciler::MarkRunning(Local& l, const std::string& path) {
-  l.report.state = "running";
+  l.report.state = protocol::WorkerRunState::kRunning;
   l.report.start_path = path;
   l.report.spawned_ms = clock_->NowMs();
   if (path == "full" && !l.report.start_note.empty()) {
@@ -353,13 +353,13 @@ void Reconciler::MarkRunning(Local& l, const std::string& path) {
 }
 
 void Reconciler::FailStart(Local& l, const std::string& error) {
-  l.report.state = "exited";
+  l.report.state = protocol::WorkerRunState::kExited;
   l.report.exit_code = -1;
   l.report.error = error;
 }
 
 bool Reconciler::StartWorker(Local& l) {
-  const scheduling::WorkerAssignment& a = l.spec;
+  const protocol::WorkerAssignment& a = l.spec;
   if (a.env.empty()) {  // the server lost the secret (it restarted before this start)
     l.started = true;
     FailStart(l, "no environment in the assignment");
@@ -433,8 +433,8 @@ bool Reconciler::StartWorker(Local& l) {
   return true;
 }
 
-std::vector<scheduling::WorkerReport> Reconciler::Reports() const {
-  std::vector<scheduling::WorkerReport> out;
+std::vector<protocol::WorkerReport> Reconciler::Reports() const {
+  std::vector<protocol::WorkerReport> out;
   for (const auto& [id, l] : workers_) {
     if (l.started) out.push_back(l.report);
   }

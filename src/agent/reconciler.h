@@ -15,7 +15,7 @@
 #include "agent/process/process_runtime.h"
 #include "agent/template/template_manager.h"
 #include "common/env.h"
-#include "scheduling/scheduler.h"
+#include "protocol/node_protocol.h"
 
 namespace gantry::agent {
 
@@ -50,7 +50,7 @@ class Reconciler {
   ~Reconciler();
 
   // The latest assignment; the next Step() acts on it.
-  void SetAssignment(const scheduling::Assignment& assignment);
+  void SetAssignment(const protocol::Assignment& assignment);
   // Reaps exits, stops what is no longer assigned, starts what is. Returns true when a report
   // changed (the agent then sends its status at once).
   bool Step();
@@ -60,18 +60,18 @@ class Reconciler {
   // An image worker is being prepared (pulled, mounted) on another thread right now.
   bool PreparingContainers() const;
   // One report per worker known here: running, or exited (until the assignment drops it).
-  std::vector<scheduling::WorkerReport> Reports() const;
+  std::vector<protocol::WorkerReport> Reports() const;
   // Workers' output lines (templates' lines go to the TemplateManager).
   std::vector<LogLine> DrainLogs();
   // The environment a worker's process gets.
   // `bundle_root`: where its bundle is unpacked ("" for none).
-  std::map<std::string, std::string> WorkerEnvironment(const scheduling::WorkerAssignment& a,
+  std::map<std::string, std::string> WorkerEnvironment(const protocol::WorkerAssignment& a,
                                                        const std::string& bundle_root = "") const;
 
  private:
   struct Local {
-    scheduling::WorkerAssignment spec;
-    scheduling::WorkerReport report;
+    protocol::WorkerAssignment spec;
+    protocol::WorkerReport report;
     bool started = false;
     bool stopping = false;
     bool waited = false;     // waited for a template being restored
@@ -84,13 +84,13 @@ class Reconciler {
   // minutes): false until they are done, then runc starts (and a template is prepared).
   bool StartContainer(Local& l);
   // What Containers::Prepare() needs for `a`'s container.
-  oci::ContainerRequest ContainerRequestFor(const scheduling::WorkerAssignment& a) const;
+  oci::ContainerRequest ContainerRequestFor(const protocol::WorkerAssignment& a) const;
   // Whether an image worker of `a` may be forked from a template: not when its container needs
   // GPU device nodes (fixed when a container is made; a template's container has none).
-  bool ContainerTemplateUsable(const scheduling::WorkerAssignment& a) const;
+  bool ContainerTemplateUsable(const protocol::WorkerAssignment& a) const;
   // Prepares (on another thread) a container template of `a`'s version, when one is wanted
   // and none is being prepared.
-  void PrepareContainerTemplate(const scheduling::WorkerAssignment& a);
+  void PrepareContainerTemplate(const protocol::WorkerAssignment& a);
   // Hands prepared container templates to the TemplateManager.
   void StartPreparedTemplates();
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
@@ -117,12 +117,12 @@ class Reconciler {
     std::shared_ptr<struct PendingContainer> pending;
   };
   std::map<std::string, TemplatePrep> template_preps_;
-  std::vector<scheduling::WorkerAssignment> assigned_;
+  std::vector<protocol::WorkerAssignment> assigned_;
   std::map<std::string, Local> workers_;
   bool waiting_ = false;
 };
 
 // How to pull an assigned image: its registry credentials (when given) and insecure flag.
-oci::PullOptions PullOptionsFor(const scheduling::ImageAccess& image);
+oci::PullOptions PullOptionsFor(const protocol::ImageAccess& image);
 
 }  // namespace gantry::agent

@@ -15,8 +15,8 @@
 namespace gantry::agent {
 namespace {
 
-scheduling::WorkerAssignment Worker(const std::string& id, std::vector<int> gpus = {}) {
-  scheduling::WorkerAssignment a;
+protocol::WorkerAssignment Worker(const std::string& id, std::vector<int> gpus = {}) {
+  protocol::WorkerAssignment a;
   a.worker_id = id;
   a.endpoint_id = "ep";
   a.command = {"python3", "handler.py"};
@@ -29,7 +29,7 @@ scheduling::WorkerAssignment Worker(const std::string& id, std::vector<int> gpus
 class ReconcilerTest : public ::testing::Test {
  protected:
   ReconcilerTest() : runtime_(&clock_), rec_(&clock_, &runtime_, {"/sdk", "/work", 5000}) {}
-  void Assign(std::vector<scheduling::WorkerAssignment> ws) {
+  void Assign(std::vector<protocol::WorkerAssignment> ws) {
     rec_.SetAssignment({++version_, std::move(ws)});
   }
   FakeClock clock_;
@@ -55,7 +55,7 @@ TEST_F(ReconcilerTest, StartsAssignedWorkersWithTheirIdentityAndGpus) {
   EXPECT_EQ(starts[1].env.at("NVIDIA_VISIBLE_DEVICES"), "void");
   auto reports = rec_.Reports();
   ASSERT_EQ(reports.size(), 2u);
-  EXPECT_EQ(reports[0].state, "running");
+  EXPECT_EQ(reports[0].state, protocol::WorkerRunState::kRunning);
   EXPECT_GT(reports[0].spawned_ms, 0);
   // A second step with the same assignment starts nothing more: no duplicates.
   EXPECT_FALSE(rec_.Step());
@@ -96,7 +96,7 @@ TEST_F(ReconcilerTest, ReportsCrashesOomAndStartFailures) {
   runtime_.Kill("w2", 9, /*oom_killed=*/true);
   EXPECT_TRUE(rec_.Step());
   auto reports = rec_.Reports();
-  EXPECT_EQ(reports[0].state, "exited");
+  EXPECT_EQ(reports[0].state, protocol::WorkerRunState::kExited);
   EXPECT_EQ(reports[0].exit_code, 3);
   EXPECT_NE(reports[1].error.find("memory limit (512 MB)"), std::string::npos);
   // An exited worker is not restarted by the agent: the server decides (with backoff).
@@ -108,7 +108,7 @@ TEST_F(ReconcilerTest, ReportsCrashesOomAndStartFailures) {
   rec_.Step();
   reports = rec_.Reports();
   ASSERT_EQ(reports.size(), 1u);
-  EXPECT_EQ(reports[0].state, "exited");
+  EXPECT_EQ(reports[0].state, protocol::WorkerRunState::kExited);
   EXPECT_NE(reports[0].error.find("no such program"), std::string::npos);
 }
 
@@ -118,7 +118,7 @@ TEST_F(ReconcilerTest, AssignmentWithoutEnvironmentIsReportedNotStarted) {
   Assign({w});
   rec_.Step();
   EXPECT_TRUE(runtime_.starts().empty());
-  EXPECT_EQ(rec_.Reports()[0].state, "exited");
+  EXPECT_EQ(rec_.Reports()[0].state, protocol::WorkerRunState::kExited);
 }
 
 TEST(GpuInventoryTest, FakeGpusParse) {
@@ -134,32 +134,6 @@ TEST(GpuInventoryTest, FakeGpusParse) {
   if (real.empty()) {
     EXPECT_FALSE(note.empty());
   }
-}
-
-TEST(AgentTest, ParsesAssignments) {
-  auto a = ParseAssignment(R"({"version":4,"workers":[{"workerId":"w","endpointId":"e",
-      "command":["a","b"],"env":{"K":"V"},"gpus":[1],"cpu":0.5,"memoryMb":256,"gpuType":"H100"}]})");
-  ASSERT_TRUE(a.ok());
-  EXPECT_EQ(a->version, 4);
-  ASSERT_EQ(a->workers.size(), 1u);
-  EXPECT_EQ(a->workers[0].command, (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(a->workers[0].env.at("K"), "V");
-  EXPECT_EQ(a->workers[0].gpus, std::vector<int>{1});
-  EXPECT_DOUBLE_EQ(a->workers[0].cpu, 0.5);
-  EXPECT_FALSE(a->has_images);  // an older server: the prefetches are left as they are
-  EXPECT_FALSE(ParseAssignment("[").ok());
-  // Images to prefetch, and a worker's image, carry the same fields.
-  a = ParseAssignment(R"({"version":5,"images":[{"image":"r/i:1","insecureRegistry":true,
-      "registryAuth":{"username":"u","password":"p"}}],"workers":[{"workerId":"w",
-      "image":"r/i:1","insecureRegistry":true,"registryAuth":{"username":"u","password":"p"}}]})");
-  ASSERT_TRUE(a.ok());
-  ASSERT_TRUE(a->has_images);
-  ASSERT_EQ(a->images.size(), 1u);
-  EXPECT_EQ(a->images[0], (scheduling::ImagePrefetch{{"r/i:1", "u", "p", true}, ""}));
-  EXPECT_EQ(a->workers[0].image, "r/i:1");
-  EXPECT_EQ(a->workers[0].registry_username, "u");
-  EXPECT_EQ(a->workers[0].registry_password, "p");
-  EXPECT_TRUE(a->workers[0].insecure_registry);
 }
 
 // Image tools whose every run waits until it is cancelled (a pull that takes forever).
@@ -190,7 +164,7 @@ TEST(ReconcilerImageTest, AWorkerUnassignedDuringItsPullCancelsIt) {
   oci::Containers containers(store->get(), dir + "/containers");
   {
     Reconciler rec(&clock, &runtime, {"/sdk", "/work", 5000}, nullptr, nullptr, &containers);
-    scheduling::WorkerAssignment a = Worker("w1");
+    protocol::WorkerAssignment a = Worker("w1");
     a.image = "127.0.0.1:5000/team/worker:1";
     rec.SetAssignment({1, {a}});
     rec.Step();  // the pull starts on its own thread; the worker waits for it

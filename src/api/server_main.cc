@@ -10,16 +10,112 @@
 #include <sstream>
 #include <thread>
 
-#include "api/api_server.h"
+#include "api/api.h"
 #include "common/json.h"
-#include "store/blob_store.h"
 #include "store/store.h"
 
 namespace gantry::api {
 
 namespace fs = std::filesystem;
 
-static Status BootstrapAdminKey(KeyRing* keys, const std::string& data_dir) {
+namespace {
+
+// The server's modules, each made from those declared above it and destroyed in reverse. Loop
+// thread only once the loop runs.
+struct Modules {
+  Modules(const ServerConfig& config, const Clock* clock, http::EventLoop* loop,
+          store::Store* store, const std::string& public_url, scheduling::PriceTable prices);
+  // Rebuilds every module's state from the store.
+  Status Load(store::Store* store);
+  Services ForApi(const ServerConfig& config);
+
+  const Clock* clock;
+  jobs::JobManager jobs;
+  scheduling::EndpointRegistry endpoints;
+  scheduling::WorkerRegistry workers;
+  scheduling::Metering metering;
+  scheduling::LogStore logs;
+  scheduling::WorkerEnvFactory worker_env;
+  scheduling::Scheduler scheduler;
+  KeyRing keys;
+  BlobStore blobs;
+};
+
+jobs::JobsOptions JobsOptionsOf(const ServerConfig& c) {
+  jobs::JobsOptions jo;
+  jo.run_retention_ms = c.run_retention_ms;
+  jo.sync_retention_ms = c.sync_retention_ms;
+  jo.stop_grace_ms = c.stop_grace_ms;
+  jo.webhook_retry_ms = c.webhook_retry_ms;
+  return jo;
+}
+
+// Webhooks are POSTed from the loop, each on a fresh connection.
+jobs::JobManager::WebhookPoster WebhookPoster(http::EventLoop* loop, int64_t timeout_ms) {
+  return
+      [loop, timeout_ms](const std::string& url, std::string body, std::function<void(bool)> done) {
+        http::AsyncFetch(loop, "POST", url, std::move(body), {}, timeout_ms,
+                         [done = std::move(done)](Result<http::ClientResponse> r) {
+                           done(r.ok() && r->status >= 200 && r->status < 300);
+                         });
+      };
+}
+
+scheduling::WorkerOptions WorkerOptionsOf(const ServerConfig& c) {
+  scheduling::WorkerOptions wo;
+  wo.ping_interval_ms = c.ping_interval_ms;
+  return wo;
+}
+
+Modules::Modules(const ServerConfig& config, const Clock* clock, http::EventLoop* loop,
+                 store::Store* store, const std::string& public_url, scheduling::PriceTable prices)
+    : clock(clock),
+      jobs(clock, store, JobsOptionsOf(config),
+           WebhookPoster(loop, JobsOptionsOf(config).webhook_timeout_ms),
+           [this](const std::string& worker, const std::string& why) {
+             scheduler.Kill(worker, why);
+           }),
+      endpoints(clock, store, &jobs),
+      workers(clock, store, &jobs, WorkerOptionsOf(config)),
+      metering(clock, store, std::move(prices)),
+      logs(store),
+      worker_env(public_url, config.ping_interval_ms),
+      scheduler(clock, &jobs, &endpoints, &workers, scheduling::SchedulerOptions{}, &worker_env,
+                &metering),
+      keys(clock, store),
+      blobs((fs::path(config.data_dir) / "blobs").string()) {
+  workers.SetStopListener(
+      [this](const scheduling::WorkerInfo& w) { metering.WorkerStopped(w.id); });
+  jobs.SetFinishListener(
+      [this](const std::string& ep, int64_t ms) { metering.JobFinished(ep, ms); });
+  jobs.SetEnqueueListener([this](const std::string& ep) { scheduler.Evaluate(ep); });
+  endpoints.SetChangeListener([this](const std::string& ep) { scheduler.EndpointChanged(ep); });
+}
+
+Status Modules::Load(store::Store* store) {
+  auto job_records = store->LoadJobs();
+  if (!job_records.ok()) return job_records.status();
+  GANTRY_RETURN_IF_ERROR(endpoints.Load());
+  GANTRY_RETURN_IF_ERROR(workers.Load());
+  GANTRY_RETURN_IF_ERROR(keys.Load());
+  GANTRY_RETURN_IF_ERROR(metering.Load());
+  GANTRY_RETURN_IF_ERROR(logs.Load());
+  GANTRY_RETURN_IF_ERROR(blobs.Init());
+  size_t n = job_records->size();
+  jobs.Load(std::move(*job_records));
+  GLOG_INFO("loaded %zu jobs, %zu endpoints", n, endpoints.List().size());
+  return Status::Ok();
+}
+
+Services Modules::ForApi(const ServerConfig& config) {
+  Services s{clock, &jobs,     &endpoints,  &workers, &scheduler,
+             &logs, &metering, &worker_env, &blobs,   &keys};
+  s.options.run_body_limit = config.run_body_limit;
+  s.options.runsync_body_limit = config.runsync_body_limit;
+  return s;
+}
+
+Status BootstrapAdminKey(KeyRing* keys, const std::string& data_dir) {
   if (!keys->empty()) return Status::Ok();
   const char* env = getenv("GANTRY_ADMIN_KEY");
   if (env && *env) {
@@ -40,14 +136,50 @@ static Status BootstrapAdminKey(KeyRing* keys, const std::string& data_dir) {
   return Status::Ok();
 }
 
+// RunPod's prices, or the --prices file's: {"H100": 0.00116, ...} in USD per second.
+Result<scheduling::PriceTable> LoadPrices(const std::string& path) {
+  scheduling::PriceTable prices = scheduling::DefaultPrices();
+  if (path.empty()) return prices;
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto v = ParseJson(ss.str());
+  if (!f || !v.ok() || !v->is_object()) {
+    return InvalidArgument("--prices " + path + " is not a JSON object");
+  }
+  for (const auto& kv : v->as_object()) {
+    if (!kv.value().is_number()) {
+      return InvalidArgument("--prices: " + std::string(kv.key()) + " is not a number");
+    }
+    prices[std::string(kv.key())] = kv.value().to_number<double>();
+  }
+  return prices;
+}
+
+// Ticks every module that keeps deadlines, on the loop.
+void ScheduleTicks(http::EventLoop* loop, Modules* m) {
+  loop->Every(20, [m] { m->jobs.Tick(); });
+  loop->Every(500, [m] { m->workers.Tick(); });
+  loop->Every(1000, [m] { m->metering.Flush(); });
+  loop->Every(200, [m] {
+    m->scheduler.Tick();
+    m->logs.Expire(m->clock->NowMs());
+  });
+}
+
+int Fail(const std::string& message, int code = 1) {
+  fprintf(stderr, "gantry: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
 int RunServer(const ServerConfig& config) {
   std::error_code ec;
   fs::create_directories(config.data_dir, ec);
-  if (ec) {
-    fprintf(stderr, "gantry: cannot create data dir %s: %s\n", config.data_dir.c_str(),
-            ec.message().c_str());
-    return 1;
-  }
+  if (ec) return Fail("cannot create data dir " + config.data_dir + ": " + ec.message());
+  auto prices = LoadPrices(config.prices_file);
+  if (!prices.ok()) return Fail(prices.status().message(), 2);
   SystemClock clock;
   http::EventLoop loop;
   store::SqliteOptions so;
@@ -55,122 +187,27 @@ int RunServer(const ServerConfig& config) {
   auto store =
       store::OpenSqliteStore((fs::path(config.data_dir) / "gantry.db").string(), so,
                              [&loop](std::function<void()> fn) { loop.Post(std::move(fn)); });
-  if (!store.ok()) {
-    fprintf(stderr, "gantry: %s\n", store.status().ToString().c_str());
-    return 1;
-  }
-  jobs::JobsOptions jo;
-  jo.run_retention_ms = config.run_retention_ms;
-  jo.sync_retention_ms = config.sync_retention_ms;
-  jo.stop_grace_ms = config.stop_grace_ms;
-  jo.webhook_retry_ms = config.webhook_retry_ms;
-  scheduling::Scheduler* scheduler_ptr = nullptr;
-  const int64_t webhook_timeout_ms = jo.webhook_timeout_ms;
-  jobs::JobManager jobs(
-      &clock, store->get(), jo,
-      [&loop, webhook_timeout_ms](const std::string& url, std::string body,
-                                  std::function<void(bool)> done) {
-        http::AsyncFetch(&loop, "POST", url, std::move(body), {}, webhook_timeout_ms,
-                         [done = std::move(done)](Result<http::ClientResponse> r) {
-                           done(r.ok() && r->status >= 200 && r->status < 300);
-                         });
-      },
-      [&scheduler_ptr](const std::string& worker, const std::string& why) {
-        if (scheduler_ptr) scheduler_ptr->Kill(worker, why);
-      });
-  scheduling::EndpointRegistry endpoints(&clock, store->get(), &jobs);
-  scheduling::WorkerOptions wo;
-  wo.ping_interval_ms = config.ping_interval_ms;
-  scheduling::WorkerRegistry workers(&clock, store->get(), &jobs, wo);
-  KeyRing keys(&clock, store->get());
-  scheduling::LogStore logs(store->get());
-  store::BlobStore blobs((fs::path(config.data_dir) / "blobs").string());
-  if (Status b = blobs.Init(); !b.ok()) {
-    fprintf(stderr, "gantry: %s\n", b.ToString().c_str());
-    return 1;
-  }
-  scheduling::PriceTable prices = scheduling::DefaultPrices();
-  if (!config.prices_file.empty()) {
-    std::ifstream f(config.prices_file);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    auto v = ParseJson(ss.str());
-    if (!f || !v.ok() || !v->is_object()) {
-      fprintf(stderr, "gantry: --prices %s is not a JSON object\n", config.prices_file.c_str());
-      return 2;
-    }
-    for (const auto& kv : v->as_object()) {
-      if (!kv.value().is_number()) {
-        fprintf(stderr, "gantry: --prices: %s is not a number\n", std::string(kv.key()).c_str());
-        return 2;
-      }
-      prices[std::string(kv.key())] = kv.value().to_number<double>();
-    }
-  }
-  scheduling::Metering metering(&clock, store->get(), prices);
-  workers.SetStopListener(
-      [&metering](const scheduling::WorkerInfo& w) { metering.WorkerStopped(w.id); });
-  jobs.SetFinishListener(
-      [&metering](const std::string& ep, int64_t ms) { metering.JobFinished(ep, ms); });
-  ApiServer* api_ptr = nullptr;
-  scheduling::Scheduler scheduler(
-      &clock, &jobs, &endpoints, &workers, scheduling::SchedulerOptions{},
-      [&api_ptr](const scheduling::EndpointSpec& spec, const scheduling::WorkerInfo& w,
-                 const std::string& secret) { return api_ptr->WorkerEnv(spec, w, secret); },
-      &metering);
-  scheduler_ptr = &scheduler;
-  jobs.SetEnqueueListener([&scheduler](const std::string& ep) { scheduler.Evaluate(ep); });
-  endpoints.SetChangeListener(
-      [&scheduler](const std::string& ep) { scheduler.EndpointChanged(ep); });
-
-  auto job_records = (*store)->LoadJobs();
-  Status st = job_records.ok() ? Status::Ok() : job_records.status();
-  if (st.ok()) st = endpoints.Load();
-  if (st.ok()) st = workers.Load();
-  if (st.ok()) st = keys.Load();
-  if (st.ok()) st = metering.Load();
-  if (st.ok()) st = logs.Load();
-  if (st.ok()) {
-    size_t n = job_records->size();
-    jobs.Load(std::move(*job_records));
-    GLOG_INFO("loaded %zu jobs, %zu endpoints", n, endpoints.List().size());
-  }
-  if (st.ok()) st = BootstrapAdminKey(&keys, config.data_dir);
-  if (!st.ok()) {
-    fprintf(stderr, "gantry: %s\n", st.ToString().c_str());
-    return 1;
-  }
-
-  ApiOptions ao;
-  ao.run_body_limit = config.run_body_limit;
-  ao.runsync_body_limit = config.runsync_body_limit;
+  if (!store.ok()) return Fail(store.status().ToString());
+  // Listening first makes the URL workers are given known before anything needs it.
   http::ServerOptions ho;
   ho.host = config.host;
   ho.port = config.port;
   ho.body_limit = std::max(config.run_body_limit, config.runsync_body_limit) + (64u << 10);
-  http::HttpServer server(&loop, ho,
-                          [&api_ptr](http::Request&& r, std::shared_ptr<http::Responder> p) {
-                            api_ptr->Handle(std::move(r), std::move(p));
-                          });
-  st = server.Start();
-  if (!st.ok()) {
-    fprintf(stderr, "gantry: %s\n", st.ToString().c_str());
-    return 1;
-  }
+  http::HttpServer server(&loop, ho);
+  if (Status st = server.Listen(); !st.ok()) return Fail(st.ToString());
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
   std::string url = "http://" + host + ":" + std::to_string(server.port());
-  ao.public_url = config.public_url.empty() ? url : config.public_url;
-  ApiServer api(&clock, &jobs, &endpoints, &workers, &scheduler, &logs, &metering, &blobs, &keys,
-                ao);
-  api_ptr = &api;
-
-  loop.Every(20, [&] { jobs.Tick(); });
-  loop.Every(500, [&] { workers.Tick(); });
-  loop.Every(1000, [&] { metering.Flush(); });
-  loop.Every(200, [&] {
-    scheduler.Tick();
-    logs.Expire(clock.NowMs());
+  Modules m(config, &clock, &loop, store->get(),
+            config.public_url.empty() ? url : config.public_url, std::move(*prices));
+  Status st = m.Load(store->get());
+  if (st.ok()) st = BootstrapAdminKey(&m.keys, config.data_dir);
+  if (!st.ok()) return Fail(st.ToString());
+  Api api(m.ForApi(config));
+  st = server.Serve([&api](http::Request&& r, std::shared_ptr<http::Responder> p) {
+    api.Handle(std::move(r), std::move(p));
   });
+  if (!st.ok()) return Fail(st.ToString());
+  ScheduleTicks(&loop, &m);
   // Shutdown runs off the loop: an in-process agent still talks to the server while it stops
   // its workers, then the loop is told to end.
   std::thread shutdown;
@@ -188,10 +225,10 @@ int RunServer(const ServerConfig& config) {
   signal(SIGPIPE, SIG_IGN);
   printf("gantry server listening on %s (data dir %s)\n", url.c_str(), config.data_dir.c_str());
   fflush(stdout);
-  if (config.on_listening) config.on_listening(url, keys.AddEphemeral("local-agent"));
+  if (config.on_listening) config.on_listening(url, m.keys.AddEphemeral("local-agent"));
   loop.Run();
   if (shutdown.joinable()) shutdown.join();
-  metering.Flush();
+  m.metering.Flush();
   (*store)->Stop();  // every queued write is durable before we exit
   return 0;
 }

@@ -1,4 +1,4 @@
-#include "store/blob_store.h"
+#include "common/blob_store.h"
 
 #include <filesystem>
 #include <fstream>
@@ -6,7 +6,7 @@
 
 #include "common/env.h"
 
-namespace gantry::store {
+namespace gantry {
 
 namespace fs = std::filesystem;
 
@@ -60,4 +60,4 @@ Result<std::string> BlobStore::Get(const std::string& digest) const {
   return ss.str();
 }
 
-}  // namespace gantry::store
+}  // namespace gantry

@@ -7,7 +7,7 @@
 
 #include "common/status.h"
 
-namespace gantry::store {
+namespace gantry {
 
 class BlobStore {
  public:
@@ -26,4 +26,4 @@ class BlobStore {
 // A digest is 64 lowercase hex characters.
 bool ValidDigest(const std::string& digest);
 
-}  // namespace gantry::store
+}  // namespace gantry

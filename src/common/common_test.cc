@@ -4,6 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
+
+#include "common/blob_store.h"
 #include "common/env.h"
 #include "common/json.h"
 #include "common/procfs.h"
@@ -114,6 +117,27 @@ TEST(ProcfsTest, FindsAChildByItsPidInItsOwnNamespace) {
   int status = 0;
   waitpid(helper, &status, 0);
   if (!made) GTEST_SKIP() << "cannot make a PID namespace here (needs root)";
+}
+
+TEST(BlobStoreTest, BlobsAreContentAddressed) {
+  char tmpl[] = "/tmp/gantry-blobs-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  BlobStore blobs(std::string(tmpl) + "/blobs");
+  ASSERT_TRUE(blobs.Init().ok());
+  std::string data = "print('hi')\n";
+  std::string digest = Sha256Hex(data);
+  EXPECT_FALSE(blobs.Has(digest));
+  EXPECT_EQ(blobs.Put(digest, "other").code(), Code::kInvalidArgument);
+  EXPECT_EQ(blobs.Put("../etc/passwd", data).code(), Code::kInvalidArgument);
+  ASSERT_TRUE(blobs.Put(digest, data).ok());
+  ASSERT_TRUE(blobs.Put(digest, data).ok());  // idempotent
+  EXPECT_TRUE(blobs.Has(digest));
+  EXPECT_EQ(*blobs.Get(digest), data);
+  EXPECT_EQ(blobs.Get(std::string(64, 'a')).status().code(), Code::kNotFound);
+  EXPECT_TRUE(ValidDigest(digest));
+  EXPECT_FALSE(ValidDigest(std::string(64, 'A')));
+  EXPECT_FALSE(ValidDigest(digest.substr(1)));
+  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace gantry

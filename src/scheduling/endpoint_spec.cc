@@ -111,11 +111,8 @@ Status StringList(const json::value& v, const char* key, std::vector<std::string
   return Status::Ok();
 }
 
-}  // namespace
-
-Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
-  if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
-  const auto& o = patch.as_object();
+// Every field of the patch is one the spec has.
+Status CheckKnownFields(const json::object& o) {
   static const char* kKnown[] = {"id",
                                  "name",
                                  "workersMin",
@@ -149,6 +146,11 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
     for (const char* k : kKnown) known = known || kv.key() == k;
     if (!known) return InvalidArgument("unknown field: " + std::string(kv.key()));
   }
+  return Status::Ok();
+}
+
+// name, the scaling fields and each worker's resources.
+Status ApplyScalingFields(const json::object& o, EndpointSpec* spec) {
   if (const auto* v = Find(o, "name")) {
     if (!v->is_string()) return InvalidArgument("name must be a string");
     spec->name = std::string(v->as_string());
@@ -181,7 +183,11 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
     }
     spec->cpu = c;
   }
-  GANTRY_RETURN_IF_ERROR(IntField(o, "memoryMb", 16, 16 * 1024 * 1024, &spec->memory_mb));
+  return IntField(o, "memoryMb", 16, 16 * 1024 * 1024, &spec->memory_mb);
+}
+
+// "worker": {"command", "workdir", "env"}, and "flashboot".
+Status ApplyWorkerFields(const json::object& o, EndpointSpec* spec) {
   if (const auto* v = Find(o, "worker")) {
     if (!v->is_object()) return InvalidArgument("worker must be an object");
     const auto& w = v->as_object();
@@ -203,6 +209,29 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
     if (!f->is_bool()) return InvalidArgument("flashboot must be true or false");
     spec->flashboot = f->get_bool();
   }
+  return Status::Ok();
+}
+
+// "registryAuth": {"username", "password"}, or null for none.
+Status ApplyRegistryAuth(const json::value& v, EndpointSpec* spec) {
+  if (v.is_null()) {
+    spec->registry_username.clear();
+    spec->registry_password.clear();
+    return Status::Ok();
+  }
+  const json::value* u = v.is_object() ? Find(v.as_object(), "username") : nullptr;
+  const json::value* pw = v.is_object() ? Find(v.as_object(), "password") : nullptr;
+  if (!u || !u->is_string() || !pw || !pw->is_string()) {
+    return InvalidArgument("registryAuth must be {\"username\": ..., \"password\": ...}");
+  }
+  spec->registry_username = std::string(u->as_string());
+  // The redacted form the API shows keeps the stored password.
+  if (pw->as_string() != "********") spec->registry_password = std::string(pw->as_string());
+  return Status::Ok();
+}
+
+// What the worker runs from (a bundle or an image and its registry) and its filesystem.
+Status ApplyCodeFields(const json::object& o, EndpointSpec* spec) {
   if (const auto* b = Find(o, "bundle")) {
     if (!b->is_string()) return InvalidArgument("bundle must be a digest string");
     spec->bundle = std::string(b->as_string());
@@ -215,21 +244,7 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
     }
     spec->image = std::move(ref);
   }
-  if (const auto* v = Find(o, "registryAuth")) {
-    if (v->is_null()) {
-      spec->registry_username.clear();
-      spec->registry_password.clear();
-    } else {
-      const json::value* u = v->is_object() ? Find(v->as_object(), "username") : nullptr;
-      const json::value* pw = v->is_object() ? Find(v->as_object(), "password") : nullptr;
-      if (!u || !u->is_string() || !pw || !pw->is_string()) {
-        return InvalidArgument("registryAuth must be {\"username\": ..., \"password\": ...}");
-      }
-      spec->registry_username = std::string(u->as_string());
-      // The redacted form the API shows keeps the stored password.
-      if (pw->as_string() != "********") spec->registry_password = std::string(pw->as_string());
-    }
-  }
+  if (const auto* v = Find(o, "registryAuth")) GANTRY_RETURN_IF_ERROR(ApplyRegistryAuth(*v, spec));
   for (auto [name, field] : {std::pair{"insecureRegistry", &spec->insecure_registry},
                              std::pair{"readOnlyRootfs", &spec->read_only_rootfs}}) {
     if (const auto* v = Find(o, name)) {
@@ -250,6 +265,18 @@ Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
     }
     spec->volume_mount_path = std::string(v->as_string());
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
+  if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
+  const auto& o = patch.as_object();
+  GANTRY_RETURN_IF_ERROR(CheckKnownFields(o));
+  GANTRY_RETURN_IF_ERROR(ApplyScalingFields(o, spec));
+  GANTRY_RETURN_IF_ERROR(ApplyWorkerFields(o, spec));
+  GANTRY_RETURN_IF_ERROR(ApplyCodeFields(o, spec));
   if (!spec->image.empty() && !spec->bundle.empty()) {
     return InvalidArgument("an endpoint runs an image or a bundle, not both");
   }

@@ -1,6 +1,6 @@
 #pragma once
 // An endpoint's spec: RunPod's field names where RunPod has one, Gantry's own otherwise
-// (runpod-protocol.md §3 and the foundation issue).
+// (runpod-protocol.md §3).
 
 #include <map>
 #include <string>
@@ -9,17 +9,11 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "jobs/job.h"
+#include "protocol/node_protocol.h"
 
 namespace gantry::scheduling {
 
-// A container image (issue 5) and how to reach its registry: what an endpoint spec names, and
-// what a node is sent with each worker of it and each image to pull ahead.
-struct ImageAccess {
-  std::string image;                                 // "registry/name:tag"; "" for none
-  std::string registry_username, registry_password;  // registryAuth; the password is secret
-  bool insecure_registry = false;                    // plain HTTP to a registry not on loopback
-  bool operator==(const ImageAccess&) const = default;
-};
+using protocol::ImageAccess;
 
 struct WorkerCommand {
   std::vector<std::string> command;  // argv; empty: the endpoint has no process worker yet

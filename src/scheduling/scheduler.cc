@@ -8,13 +8,13 @@ namespace gantry::scheduling {
 
 Scheduler::Scheduler(const Clock* clock, jobs::JobManager* jobs, EndpointRegistry* endpoints,
                      WorkerRegistry* workers, SchedulerOptions options,
-                     WorkerEnvBuilder env_builder, Metering* metering)
+                     const WorkerEnvFactory* worker_env, Metering* metering)
     : clock_(clock),
       jobs_(jobs),
       endpoints_(endpoints),
       workers_(workers),
       options_(options),
-      env_builder_(std::move(env_builder)),
+      worker_env_(worker_env),
       metering_(metering) {}
 
 Status Scheduler::RegisterNode(const std::string& node_id, NodeInventory inventory) {
@@ -48,7 +48,7 @@ void Scheduler::Rebuild(Node* node) {
     a.command = spec->worker.command;
     a.workdir = spec->worker.workdir;
     a.bundle = spec->bundle;
-    if (!w->secret.empty()) a.env = env_builder_(*spec, *w, w->secret);
+    if (!w->secret.empty()) a.env = worker_env_->Build(*spec, *w, w->secret);
     a.gpu_type = w->gpu_type;
     a.gpus = w->gpus;
     a.cpu = spec->cpu;
@@ -106,7 +106,7 @@ std::vector<NodeView> Scheduler::Views() const {
     v.id = id;
     v.alive = n.alive;
     v.memory_mb = n.inventory.memory_mb;
-    v.cached = n.cached_bundles;
+    v.cached = n.cached;
     for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
     for (const WorkerInfo* w : workers_->List("")) {
       if (w->node_id != id || w->state == WorkerState::kStopped) continue;
@@ -206,20 +206,31 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
   }
 }
 
-Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerReport>& reports,
-                         const std::map<std::string, std::vector<std::string>>& log_tails,
-                         const std::set<std::string>& cached_bundles, json::object agent_status) {
+// What placement may prefer the node for: its bundles, ready templates and snapshots.
+static std::set<std::string> CachedOn(const NodeStatus& status) {
+  std::set<std::string> cached(status.bundles.begin(), status.bundles.end());
+  for (const auto& t : status.templates.value_or(std::vector<protocol::TemplateReport>{})) {
+    if (t.state == protocol::TemplateState::kReady) {
+      cached.insert(TemplateCacheKey(t.endpoint_id, t.version));
+    }
+    if (t.snapshot) cached.insert(SnapshotCacheKey(t.endpoint_id, t.version));
+  }
+  return cached;
+}
+
+Status Scheduler::Report(const std::string& node_id, const NodeStatus& status,
+                         const std::map<std::string, std::vector<std::string>>& log_tails) {
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return NotFound("node not registered: " + node_id);
   Node& n = it->second;
   n.last_seen_ms = clock_->NowMs();
-  n.cached_bundles = cached_bundles;
-  n.agent_status = std::move(agent_status);
+  n.cached = CachedOn(status);
+  n.status = status;
   if (!n.alive) {
     GLOG_INFO("scheduler: node %s is back", node_id.c_str());
     n.alive = true;
   }
-  for (const auto& r : reports) {
+  for (const auto& r : status.workers) {
     WorkerInfo* w = workers_->Get(r.worker_id);
     if (!w || w->node_id != node_id) continue;
     if (r.received_ms && !w->received_ms) w->received_ms = r.received_ms;
@@ -230,13 +241,12 @@ Status Scheduler::Report(const std::string& node_id, const std::vector<WorkerRep
                                   static_cast<int>(w->gpus.size()), r.spawned_ms, 0});
       }
     }
-    if (r.state == "exited" && w->state != WorkerState::kStopped) {
+    if (r.state == protocol::WorkerRunState::kExited && w->state != WorkerState::kStopped) {
       auto tail = log_tails.find(r.worker_id);
       WorkerExited(w, r, tail == log_tails.end() ? std::vector<std::string>{} : tail->second);
     }
     if (!r.start_path.empty()) w->start_path = r.start_path;
     if (!r.start_note.empty()) w->start_note = r.start_note;
-    n.reports[r.worker_id] = r;
   }
   return Status::Ok();
 }
@@ -313,18 +323,12 @@ json::array Scheduler::ImagePulls(const std::string& image) const {
                                      [&](const ImagePrefetch& i) { return i.image == image; });
     if (wanted == n.assignment.images.end()) continue;
     json::object pull{{"nodeId", id}, {"state", "queued"}, {"detail", ""}, {"updatedAt", 0}};
-    if (const auto* reported = n.agent_status.if_contains("images");
-        reported && reported->is_array()) {
-      for (const auto& r : reported->as_array()) {
-        const auto* name = r.is_object() ? r.as_object().if_contains("image") : nullptr;
-        if (!name || !name->is_string() || name->as_string() != image) continue;
-        // A report of an earlier deploy's pull is not this one's.
-        const auto* gen = r.as_object().if_contains("generation");
-        if (!gen || !gen->is_string() || gen->as_string() != wanted->generation) continue;
-        for (const char* k : {"state", "detail", "updatedAt"}) {
-          if (const auto* v = r.as_object().if_contains(k)) pull[k] = *v;
-        }
-      }
+    for (const auto& r : n.status.images.value_or(std::vector<protocol::ImagePullReport>{})) {
+      // A report of an earlier deploy's pull is not this one's.
+      if (r.image != image || r.generation != wanted->generation) continue;
+      pull["state"] = protocol::PullStateName(r.state);
+      pull["detail"] = r.detail;
+      pull["updatedAt"] = r.updated_ms;
     }
     out.push_back(std::move(pull));
   }
@@ -332,24 +336,17 @@ json::array Scheduler::ImagePulls(const std::string& image) const {
 }
 
 json::object Scheduler::NodeJson(const std::string& node_id) const {
-  json::object o;
   auto it = nodes_.find(node_id);
-  if (it == nodes_.end()) return o;
+  if (it == nodes_.end()) return json::object{};
   const Node& n = it->second;
+  // Its registration (name, cpuCores, memoryMb, gpus, runtime), then what the server knows.
+  json::object o = protocol::Encode(n.inventory);
   o["id"] = n.id;
-  o["name"] = n.inventory.name;
   o["alive"] = n.alive;
-  o["cpuCores"] = n.inventory.cpu_cores;
-  o["memoryMb"] = n.inventory.memory_mb;
-  json::array gpus;
-  for (const auto& g : n.inventory.gpus) {
-    gpus.push_back(json::object{{"index", g.index}, {"type", g.type}, {"uuid", g.uuid}});
-  }
-  o["gpus"] = std::move(gpus);
   o["lastSeenAt"] = n.last_seen_ms;
   o["assignmentVersion"] = n.assignment.version;
   o["workers"] = static_cast<int64_t>(n.assignment.workers.size());
-  for (const auto& kv : n.agent_status) o[kv.key()] = kv.value();
+  protocol::AddAgentParts(n.status, &o);
   return o;
 }
 

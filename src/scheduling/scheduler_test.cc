@@ -7,6 +7,16 @@ namespace {
 
 json::value J(const std::string& s) { return *ParseJson(s); }
 
+constexpr auto kRunning = protocol::WorkerRunState::kRunning;
+constexpr auto kExited = protocol::WorkerRunState::kExited;
+
+// A status that reports these workers and nothing else.
+NodeStatus Workers(std::vector<WorkerReport> reports) {
+  NodeStatus s;
+  s.workers = std::move(reports);
+  return s;
+}
+
 class SchedulerTest : public ::testing::Test {
  protected:
   SchedulerTest()
@@ -14,11 +24,7 @@ class SchedulerTest : public ::testing::Test {
             &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
         endpoints_(&clock_, &store_, &jobs_),
         workers_(&clock_, &store_, &jobs_, WorkerOptions{}),
-        sched_(&clock_, &jobs_, &endpoints_, &workers_, SchedulerOptions{},
-               [](const EndpointSpec&, const WorkerInfo& w, const std::string& secret) {
-                 return std::map<std::string, std::string>{{"RUNPOD_POD_ID", w.id},
-                                                           {"RUNPOD_AI_API_KEY", secret}};
-               }) {
+        sched_(&clock_, &jobs_, &endpoints_, &workers_, SchedulerOptions{}, &worker_env_) {
     jobs_.SetEnqueueListener([this](const std::string& ep) { sched_.Evaluate(ep); });
     endpoints_.SetChangeListener([this](const std::string& ep) { sched_.EndpointChanged(ep); });
   }
@@ -49,6 +55,7 @@ class SchedulerTest : public ::testing::Test {
   }
 
   FakeClock clock_;
+  WorkerEnvFactory worker_env_{"http://gantry.test:8000", 10'000};
   store::MemoryStore store_;
   jobs::JobManager jobs_;
   EndpointRegistry endpoints_;
@@ -101,15 +108,14 @@ TEST_F(SchedulerTest, AssignmentListsTheImagesANodeCouldRunAndReportsTheirPulls)
     return v;
   };
   EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu queued", "gpu queued"}));
-  json::object status{{"images", json::array{json::object{{"image", "reg/a:1"},
-                                                          {"state", "pulling"},
-                                                          {"detail", "copying blob sha256:aa"},
-                                                          {"updatedAt", 5}}}}};
-  ASSERT_TRUE(sched_.Report("cpu", {}, {}, {}, status).ok());
+  NodeStatus status;
+  status.images = std::vector<protocol::ImagePullReport>{
+      {"reg/a:1", "", protocol::PullState::kPulling, "copying blob sha256:aa", 5}};
+  ASSERT_TRUE(sched_.Report("cpu", status, {}).ok());
   // A report without this deploy's generation is an earlier pull's: still queued.
   EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu queued", "gpu queued"}));
-  status["images"].as_array()[0].as_object()["generation"] = "a:1,a2:1";
-  ASSERT_TRUE(sched_.Report("cpu", {}, {}, {}, status).ok());
+  (*status.images)[0].generation = "a:1,a2:1";
+  ASSERT_TRUE(sched_.Report("cpu", status, {}).ok());
   EXPECT_EQ(states("reg/a:1"), (std::vector<std::string>{"cpu pulling", "gpu queued"}));
   EXPECT_EQ(sched_.ImagePulls("reg/a:1")[0].as_object().at("detail").as_string(),
             "copying blob sha256:aa");
@@ -149,7 +155,8 @@ TEST_F(SchedulerTest, WorkerWhoseSecretARestartLostIsNoFailedStart) {
   const std::string wid = a.workers[0].worker_id;
   workers_.Get(wid)->secret.clear();  // as after a restart of the server
   ASSERT_TRUE(
-      sched_.Report("n1", {{wid, "exited", 1, 0, -1, "no environment in the assignment"}}, {})
+      sched_
+          .Report("n1", Workers({{wid, kExited, 1, 0, -1, "no environment in the assignment"}}), {})
           .ok());
   EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
   EXPECT_EQ(sched_.Health("echo").consecutive_failures, 0);
@@ -170,7 +177,8 @@ TEST_F(SchedulerTest, ScaleFromZeroRunsAndScalesBackToZero) {
   EXPECT_EQ(wa.gpu_type, "cpu");
   // The agent reports the phases; the worker becomes ready and runs the job.
   ASSERT_TRUE(
-      sched_.Report("n1", {{wa.worker_id, "running", clock_.NowMs(), clock_.NowMs() + 3}}, {})
+      sched_
+          .Report("n1", Workers({{wa.worker_id, kRunning, clock_.NowMs(), clock_.NowMs() + 3}}), {})
           .ok());
   BecomeReady(wa.worker_id, "echo");
   EXPECT_EQ(jobs_.Get(job)->status, jobs::JobStatus::kInProgress);
@@ -224,7 +232,7 @@ TEST_F(SchedulerTest, FailedStartsBackOffAndMakeTheEndpointUnhealthy) {
     ASSERT_EQ(a.workers.size(), 1u) << "attempt " << i;
     std::string wid = a.workers[0].worker_id;
     ASSERT_TRUE(sched_
-                    .Report("n1", {{wid, "exited", 1, 2, 1, ""}},
+                    .Report("n1", Workers({{wid, kExited, 1, 2, 1, ""}}),
                             {{wid, {"Traceback", "ImportError: no module x"}}})
                     .ok());
     EXPECT_TRUE(Poll("n1").workers.empty());
@@ -248,7 +256,7 @@ TEST_F(SchedulerTest, RecycledWorkerExitIsNotAFailure) {
   BecomeReady(wid, "r");
   ASSERT_TRUE(jobs_.Finish(wid, job, J(R"({"output":1,"stopPod":true})"), false, {}).ok());
   workers_.MarkRecycle(wid);  // as the API does for stopPod
-  ASSERT_TRUE(sched_.Report("n1", {{wid, "exited", 1, 2, 0, ""}}, {}).ok());
+  ASSERT_TRUE(sched_.Report("n1", Workers({{wid, kExited, 1, 2, 0, ""}}), {}).ok());
   EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
   EXPECT_EQ(sched_.Health("r").consecutive_failures, 0);
   EXPECT_TRUE(sched_.Health("r").last_error.empty());

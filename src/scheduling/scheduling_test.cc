@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "scheduling/registry.h"
+#include "scheduling/worker_env.h"
 
 namespace gantry::scheduling {
 namespace {
@@ -44,6 +45,37 @@ TEST(EndpointSpecTest, RejectsBadValuesNamingTheField) {
     EXPECT_EQ(st.code(), Code::kInvalidArgument) << c.patch;
     EXPECT_NE(st.message().find(c.field), std::string::npos) << st.message();
   }
+}
+
+// runpod-protocol.md §2: a worker's identity and the URLs of the worker protocol; every URL but
+// the ping one already holds a '?'. The endpoint's env comes first and cannot override them.
+TEST(WorkerEnvTest, GivesTheWorkerItsIdentityAndProtocolUrls) {
+  EndpointSpec spec;
+  ASSERT_TRUE(ApplySpecPatch(*ParseJson(R"({"env":{"A":"1","RUNPOD_POD_ID":"spoof"},
+      "worker":{"env":{"B":"2"}},"concurrency":3,"gpuTypeIds":["H100","A100"]})"),
+                             &spec)
+                  .ok());
+  spec.id = "ep";
+  WorkerInfo w;
+  w.id = "w-1";
+  w.gpus = {0, 1};
+  auto env = WorkerEnvFactory("http://h:1", 5000).Build(spec, w, "secret");
+  EXPECT_EQ(env.at("A"), "1");
+  EXPECT_EQ(env.at("B"), "2");
+  EXPECT_EQ(env.at("RUNPOD_POD_ID"), "w-1");
+  EXPECT_EQ(env.at("RUNPOD_AI_API_KEY"), "secret");
+  EXPECT_EQ(env.at("RUNPOD_ENDPOINT_ID"), "ep");
+  EXPECT_EQ(env.at("RUNPOD_WEBHOOK_GET_JOB"), "http://h:1/v2/ep/job-take/w-1?gpu=H100");
+  EXPECT_EQ(env.at("RUNPOD_WEBHOOK_POST_OUTPUT"), "http://h:1/v2/ep/job-done/w-1/$ID?gpu=H100");
+  EXPECT_EQ(env.at("RUNPOD_WEBHOOK_POST_STREAM"), "http://h:1/v2/ep/job-stream/w-1/$ID?gpu=H100");
+  EXPECT_EQ(env.at("RUNPOD_WEBHOOK_JOB_STOP"), "http://h:1/v2/ep/job-stop/w-1?gpu=H100");
+  EXPECT_EQ(env.at("RUNPOD_WEBHOOK_PING"), "http://h:1/v2/ep/ping/w-1");
+  EXPECT_EQ(env.at("RUNPOD_PING_INTERVAL"), "5000");
+  EXPECT_EQ(env.at("RUNPOD_CONCURRENCY"), "3");
+  EXPECT_EQ(env.at("RUNPOD_GPU_COUNT"), "2");
+  w.gpu_type = "A100";  // placed on its second choice
+  EXPECT_EQ(WorkerEnvFactory("http://h:1", 5000).Build(spec, w, "s").at("RUNPOD_WEBHOOK_GET_JOB"),
+            "http://h:1/v2/ep/job-take/w-1?gpu=A100");
 }
 
 TEST(EndpointSpecTest, RoundTripsThroughJson) {

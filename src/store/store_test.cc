@@ -8,7 +8,6 @@
 #include <thread>
 
 #include "common/env.h"
-#include "store/blob_store.h"
 
 namespace gantry::store {
 
@@ -185,21 +184,6 @@ TEST_F(SqliteStoreTest, LogsAppendTrimAndLoadNewestFirstInOrder) {
   EXPECT_EQ((*newest)[2].text, "l10");
   EXPECT_TRUE((*newest)[2].stderr_stream);
   EXPECT_EQ((*newest)[2].at_ms, 110);
-}
-
-TEST_F(SqliteStoreTest, BlobsAreContentAddressed) {
-  BlobStore blobs((dir_ / "blobs").string());
-  ASSERT_TRUE(blobs.Init().ok());
-  std::string data = "print('hi')\n";
-  std::string digest = Sha256Hex(data);
-  EXPECT_FALSE(blobs.Has(digest));
-  EXPECT_EQ(blobs.Put(digest, "other").code(), Code::kInvalidArgument);
-  EXPECT_EQ(blobs.Put("../etc/passwd", data).code(), Code::kInvalidArgument);
-  ASSERT_TRUE(blobs.Put(digest, data).ok());
-  ASSERT_TRUE(blobs.Put(digest, data).ok());  // idempotent
-  EXPECT_TRUE(blobs.Has(digest));
-  EXPECT_EQ(*blobs.Get(digest), data);
-  EXPECT_EQ(blobs.Get(std::string(64, 'a')).status().code(), Code::kNotFound);
 }
 
 }  // namespace gantry::store

@@ -1,0 +1,43 @@
+#pragma once
+// The HTTP API (DESIGN §2): RunPod's client and worker routes under /v2, Gantry's management
+// API and the node protocol under /v1. Every route is in one RouteTable, built here from the
+// route groups (client_routes.cc, worker_routes.cc, management_routes.cc, blob_routes.cc,
+// node_routes.cc); Handle() matches a request against it, checks the credential the route
+// needs, and runs the route's handler.
+//
+// Threading: Handle() and every handler run on the event loop thread that owns the services.
+
+#include <memory>
+
+#include "api/route_table.h"
+#include "api/services.h"
+#include "http/http.h"
+
+namespace gantry::api {
+
+// Route groups, each adding its routes to `table`; handlers keep `s`, which must outlive them.
+void AddClientRoutes(const Services* s, RouteTable* table);
+void AddWorkerRoutes(const Services* s, RouteTable* table);
+void AddManagementRoutes(const Services* s, RouteTable* table);
+void AddBlobRoutes(const Services* s, RouteTable* table);
+void AddNodeRoutes(const Services* s, RouteTable* table);
+
+class Api {
+ public:
+  explicit Api(Services services);
+  Api(const Api&) = delete;
+  Api& operator=(const Api&) = delete;
+
+  // The http::Handler for every request.
+  void Handle(http::Request&& req, std::shared_ptr<http::Responder> resp);
+  const RouteTable& table() const { return table_; }
+
+ private:
+  // Checks the credential `route` needs; for worker routes, sets call->worker.
+  Status Authorize(const Route& route, Call* call) const;
+
+  Services services_;
+  RouteTable table_;
+};
+
+}  // namespace gantry::api

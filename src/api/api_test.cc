@@ -1,0 +1,260 @@
+#include "api/api.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+namespace gantry::api {
+namespace {
+
+// Records what a handler answered.
+class RecordingResponder final : public http::Responder {
+ public:
+  void Send(http::Response response, std::function<void(bool)> on_done) override {
+    ++sends;
+    last = std::move(response);
+    if (on_done) on_done(true);
+  }
+  int sends = 0;
+  http::Response last;
+};
+
+// The server's modules on an in-memory store whose writes complete only when flushed, a fake
+// clock, and the Api over them.
+class ApiTest : public ::testing::Test {
+ protected:
+  ApiTest()
+      : blob_dir_(MakeTempDir()),
+        jobs_(
+            &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+        endpoints_(&clock_, &store_, &jobs_),
+        workers_(&clock_, &store_, &jobs_, scheduling::WorkerOptions{}),
+        metering_(&clock_, &store_, scheduling::DefaultPrices()),
+        logs_(&store_),
+        scheduler_(&clock_, &jobs_, &endpoints_, &workers_, scheduling::SchedulerOptions{},
+                   &worker_env_, &metering_),
+        keys_(&clock_, &store_),
+        blobs_(blob_dir_ + "/blobs"),
+        api_(Services{&clock_, &jobs_, &endpoints_, &workers_, &scheduler_, &logs_, &metering_,
+                      &worker_env_, &blobs_, &keys_, Options()}) {
+    EXPECT_TRUE(blobs_.Init().ok());
+    key_ = keys_.Create("admin", {}).second;
+    store_.set_deferred(true);
+  }
+  ~ApiTest() override { std::filesystem::remove_all(blob_dir_); }
+
+  static std::string MakeTempDir() {
+    char tmpl[] = "/tmp/gantry-api-test-XXXXXX";
+    return mkdtemp(tmpl);
+  }
+  static ApiOptions Options() {
+    ApiOptions o;
+    o.run_body_limit = 1000;
+    o.take_wait_ms = 0;  // a take with nothing queued answers 204 at once
+    return o;
+  }
+
+  // Sends a request with `auth` as its Authorization header ("" for none); flushes the store so
+  // that durable replies go out.
+  http::Response Do(const std::string& method, const std::string& target,
+                    const std::string& body = "", std::optional<std::string> auth = std::nullopt) {
+    http::Request req;
+    req.method = method;
+    req.target = target;
+    req.body = body;
+    std::string a = auth.value_or("Bearer " + key_);
+    if (!a.empty()) req.headers.push_back({"Authorization", a});
+    auto resp = std::make_shared<RecordingResponder>();
+    api_.Handle(std::move(req), resp);
+    store_.FlushDeferred();
+    EXPECT_EQ(resp->sends, 1) << method << " " << target;
+    return resp->last;
+  }
+  json::value J(const http::Response& r) {
+    auto v = ParseJson(r.body);
+    EXPECT_TRUE(v.ok()) << r.body;
+    return v.ok() ? *v : json::value();
+  }
+  std::string ErrorCode(const http::Response& r) {
+    return std::string(J(r).at("error").at("code").as_string());
+  }
+
+  FakeClock clock_;
+  store::MemoryStore store_;
+  std::string blob_dir_;
+  jobs::JobManager jobs_;
+  scheduling::EndpointRegistry endpoints_;
+  scheduling::WorkerRegistry workers_;
+  scheduling::Metering metering_;
+  scheduling::LogStore logs_;
+  scheduling::WorkerEnvFactory worker_env_{"http://gantry.test", 10'000};
+  scheduling::Scheduler scheduler_;
+  KeyRing keys_;
+  BlobStore blobs_;
+  Api api_;
+  std::string key_;
+};
+
+TEST_F(ApiTest, HealthzIsPublicAndEverythingElseNeedsAKey) {
+  EXPECT_EQ(Do("GET", "/healthz", "", "").status, 200);
+  auto r = Do("GET", "/v1/endpoints", "", "");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("missing API key"), std::string::npos);
+  r = Do("GET", "/v1/endpoints", "", "Bearer nope");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("invalid API key"), std::string::npos);
+  EXPECT_EQ(Do("GET", "/v1/endpoints", "", key_).status, 200);  // a raw key works too
+  // A path no route has: 401 without a key (no hint of what exists), 404 with one.
+  EXPECT_EQ(Do("GET", "/v1/secret-things", "", "").status, 401);
+  r = Do("GET", "/v1/secret-things");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_NE(r.body.find("no such route: GET /v1/secret-things"), std::string::npos);
+  EXPECT_EQ(Do("DELETE", "/v1/endpoints").status, 404);  // a known path, another method
+}
+
+TEST_F(ApiTest, RunAnswersOnceTheJobIsDurable) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  http::Request req;
+  req.method = "POST";
+  req.target = "/v2/ep/run";
+  req.body = R"({"input":{"x":1}})";
+  req.headers.push_back({"Authorization", "Bearer " + key_});
+  auto resp = std::make_shared<RecordingResponder>();
+  api_.Handle(std::move(req), resp);
+  EXPECT_EQ(resp->sends, 0);  // not before the store has it
+  store_.FlushDeferred();
+  ASSERT_EQ(resp->sends, 1);
+  EXPECT_EQ(resp->last.status, 200);
+  json::value v = J(resp->last);
+  EXPECT_EQ(v.at("status").as_string(), "IN_QUEUE");
+  std::string id(v.at("id").as_string());
+  ASSERT_NE(store_.job(id), nullptr);
+  // Its status, by GET or POST, under its endpoint only.
+  EXPECT_EQ(J(Do("GET", "/v2/ep/status/" + id)).at("status").as_string(), "IN_QUEUE");
+  EXPECT_EQ(Do("POST", "/v2/ep/status/" + id).status, 200);
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"other"})").status, 201);
+  EXPECT_EQ(Do("GET", "/v2/other/status/" + id).status, 404);
+  EXPECT_EQ(J(Do("POST", "/v2/ep/cancel/" + id)).at("status").as_string(), "CANCELLED");
+}
+
+TEST_F(ApiTest, BadSubmissionsAreRefusedWithTheirReason) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  EXPECT_EQ(Do("POST", "/v2/nope/run", R"({"input":1})").status, 404);
+  EXPECT_EQ(ErrorCode(Do("POST", "/v2/ep/run", "{")), "invalid_argument");
+  EXPECT_EQ(ErrorCode(Do("POST", "/v2/ep/run", "[]")), "invalid_argument");
+  auto r = Do("POST", "/v2/ep/run", R"({"inpt":1})");
+  EXPECT_NE(r.body.find("missing \\\"input\\\""), std::string::npos) << r.body;
+  EXPECT_EQ(Do("POST", "/v2/ep/run", std::string(2000, ' ')).status, 413);
+  r = Do("POST", "/v2/ep/run", R"({"input":1,"policy":{"ttl":"x"}})");
+  EXPECT_NE(r.body.find("policy.ttl"), std::string::npos);
+  r = Do("POST", "/v2/ep/run", R"({"input":1,"policy":{"color":1}})");
+  EXPECT_NE(r.body.find("unknown policy field: color"), std::string::npos);
+  r = Do("POST", "/v2/ep/run", R"({"input":1,"webhook":"ftp://x"})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Do("POST", "/v2/ep/runsync?wait=soon", R"({"input":1})").status, 400);
+}
+
+TEST_F(ApiTest, WorkerRoutesTakeTheWorkersOwnSecretOnly) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto reg = J(Do("POST", "/v1/endpoints/ep/workers"));
+  std::string wid(reg.at("workerId").as_string());
+  std::string secret(reg.at("env").at("RUNPOD_AI_API_KEY").as_string());
+  EXPECT_EQ(reg.at("env").at("RUNPOD_WEBHOOK_PING").as_string(),
+            "http://gantry.test/v2/ep/ping/" + wid);
+  auto other = J(Do("POST", "/v1/endpoints/ep/workers"));
+  std::string other_secret(other.at("env").at("RUNPOD_AI_API_KEY").as_string());
+
+  const std::string take = "/v2/ep/job-take/" + wid;
+  EXPECT_EQ(Do("GET", take, "", "Bearer " + key_).status, 401);  // an API key is no worker's
+  EXPECT_EQ(Do("GET", take, "", "Bearer " + other_secret).status, 403);
+  EXPECT_EQ(Do("GET", take, "", "Bearer " + secret).status, 204);  // nothing queued
+  auto run = J(Do("POST", "/v2/ep/run", R"({"input":{"n":7}})"));
+  std::string job(run.at("id").as_string());
+  auto got = Do("GET", take, "", secret);
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(J(got).at("id").as_string(), job);
+  EXPECT_EQ(J(got).at("input").at("n").as_int64(), 7);
+  EXPECT_EQ(Do("GET", "/v2/ep/ping/" + wid + "?job_id=" + job, "", secret).status, 200);
+  EXPECT_EQ(Do("POST", "/v2/ep/job-stream/" + wid + "/" + job, R"({"output":"a"})", secret).status,
+            200);
+  EXPECT_EQ(Do("POST", "/v2/ep/job-done/" + wid + "/" + job, R"({"output":42})", secret).status,
+            200);
+  auto st = J(Do("GET", "/v2/ep/status/" + job));
+  EXPECT_EQ(st.at("status").as_string(), "COMPLETED");
+  EXPECT_EQ(st.at("output").as_int64(), 42);
+}
+
+TEST_F(ApiTest, RoutesListsTheTable) {
+  auto v = J(Do("GET", "/v1/routes"));
+  const auto& routes = v.at("routes").as_array();
+  ASSERT_EQ(routes.size(), api_.table().routes().size());
+  bool found = false;
+  for (const auto& r : routes) {
+    if (r.at("method") == "POST" && r.at("path") == "/v2/{endpoint}/run") {
+      found = true;
+      EXPECT_EQ(r.at("access").as_string(), "invoke");
+      EXPECT_FALSE(r.at("summary").as_string().empty());
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
+// docs/api.md lists every route with its access, in tables of "| method | path | access |
+// notes |" whose method cell may name several methods ("GET, POST"). The route table and the
+// page must say the same.
+TEST_F(ApiTest, DocsListExactlyTheRouteTable) {
+  std::ifstream f(std::string(GANTRY_SOURCE_DIR) + "/docs/api.md");
+  ASSERT_TRUE(f) << "docs/api.md not found";
+  std::set<std::tuple<std::string, std::string, std::string>> documented, routed;
+  std::regex row(R"(^\| ([A-Z, ]+) \| `([^`]+)` \| ([a-z]+) \|)");
+  std::string line;
+  while (std::getline(f, line)) {
+    std::smatch m;
+    if (!std::regex_search(line, m, row)) continue;
+    std::stringstream methods(m[1].str());
+    std::string method;
+    while (std::getline(methods, method, ',')) {
+      method.erase(0, method.find_first_not_of(' '));
+      documented.insert({method, m[2].str(), m[3].str()});
+    }
+  }
+  for (const Route& r : api_.table().routes())
+    routed.insert({r.method, r.path, AccessName(r.access)});
+  for (const auto& [m, p, a] : routed) {
+    EXPECT_TRUE(documented.count({m, p, a}))
+        << "not in docs/api.md: | " << m << " | `" << p << "` | " << a << " |";
+  }
+  for (const auto& [m, p, a] : documented) {
+    EXPECT_TRUE(routed.count({m, p, a}))
+        << "docs/api.md has a route the table lacks: " << m << " " << p << " (" << a << ")";
+  }
+}
+
+TEST_F(ApiTest, NodeProtocolRoundTripsThroughTheRoutes) {
+  auto r = Do("POST", "/v1/nodes/n1",
+              R"({"name":"n1","cpuCores":4,"memoryMb":8192,"gpus":[{"index":0,"type":"H100"}],
+                  "runtime":{"ociRuntime":"crun","ociNotes":[],"limits":"cgroup v2"}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(J(r).at("runtime").at("ociRuntime").as_string(), "crun");
+  EXPECT_EQ(Do("POST", "/v1/nodes/bad%20id", "{}").status, 400);
+  EXPECT_EQ(Do("POST", "/v1/nodes/n1/status", "[]").status, 400);
+  ASSERT_EQ(Do("POST", "/v1/nodes/n1/status",
+               R"({"workers":[],"bundles":[],"templates":[{"endpointId":"e","version":1,
+                   "state":"ready","snapshot":true}]})")
+                .status,
+            200);
+  auto node = J(Do("GET", "/v1/nodes/n1"));
+  EXPECT_EQ(node.at("templates").as_array().size(), 1u);
+  EXPECT_EQ(node.at("gpus").as_array()[0].at("type").as_string(), "H100");
+  EXPECT_EQ(J(Do("GET", "/v1/nodes/n1/assignment?version=-1")).at("version").as_int64(), 1);
+  EXPECT_EQ(Do("GET", "/v1/nodes/zz/assignment").status, 404);
+  EXPECT_EQ(Do("GET", "/v1/nodes/zz").status, 404);
+}
+
+}  // namespace
+}  // namespace gantry::api
