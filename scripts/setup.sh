@@ -4,6 +4,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake ninja-build ccache pkgconf git
+  clang-format  # scripts/check_format.sh (a test of the fast tier)
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libsqlite3-dev sqlite3 libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev

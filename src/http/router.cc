@@ -62,8 +62,8 @@ Result<int> Router::Add(std::string_view method, std::string_view pattern) {
       }
       std::string name(seg.substr(1, seg.size() - 2));
       for (const auto& other : names) {
-        if (other == name) return InvalidArgument("parameter {" + name + "} twice in " +
-                                                  std::string(pattern));
+        if (other == name)
+          return InvalidArgument("parameter {" + name + "} twice in " + std::string(pattern));
       }
       names.push_back(std::move(name));
       if (!n->param) n->param = std::make_unique<Node>();

@@ -25,12 +25,12 @@ TEST_F(RouterTest, MatchesLiteralsAndParameters) {
   EXPECT_EQ(m.param("job"), "");
   m = router_.Find("GET", "/v2/ep/status/j-1");
   EXPECT_EQ(m.id, status);
-  EXPECT_EQ(m.params, (std::vector<std::pair<std::string, std::string>>{{"endpoint", "ep"},
-                                                                         {"job", "j-1"}}));
+  EXPECT_EQ(m.params,
+            (std::vector<std::pair<std::string, std::string>>{{"endpoint", "ep"}, {"job", "j-1"}}));
   EXPECT_EQ(router_.Find("GET", "/healthz").id, health);
-  EXPECT_EQ(router_.Find("GET", "/v2/ep/status").id, -1);            // too short
-  EXPECT_EQ(router_.Find("GET", "/v2/ep/status/j/extra").id, -1);    // too long
-  EXPECT_EQ(router_.Find("GET", "/v3/ep/status/j").id, -1);          // another literal
+  EXPECT_EQ(router_.Find("GET", "/v2/ep/status").id, -1);          // too short
+  EXPECT_EQ(router_.Find("GET", "/v2/ep/status/j/extra").id, -1);  // too long
+  EXPECT_EQ(router_.Find("GET", "/v3/ep/status/j").id, -1);        // another literal
   EXPECT_EQ(router_.Find("GET", "/").id, -1);
 }
 
