@@ -146,6 +146,23 @@ class Server:
         return "\n".join(out)
 
 
+def pids_with_env(name, value):
+    """Pids of the live processes whose environment holds name=value (from /proc/PID/environ: a
+    worker's identity is in its environment, not on its command line)."""
+    want = ("%s=%s" % (name, value)).encode()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                if want in f.read().split(b"\0") and proc_state(int(d)) not in (None, "Z"):
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
 def proc_state(pid):
     """The state letter of `pid` from /proc, None when there is no such process."""
     try:

@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import ADMIN_KEY, E2ETest, GANTRY, HANDLERS, PYTHON, ROOT
+from harness import ADMIN_KEY, E2ETest, GANTRY, HANDLERS, PYTHON, ROOT, pids_with_env
 
 
 def handler(name):
@@ -43,6 +43,8 @@ class UpTest(E2ETest):
         # The four phases were recorded, in order.
         self.assertTrue(0 <= cs["receivedMs"] <= cs["spawnedMs"] <= cs["readyMs"], cs)
         self.assertEqual(ws[0]["startPath"], "full")
+        # Its process runs with its identity in its environment.
+        self.assertTrue(pids_with_env("RUNPOD_POD_ID", ws[0]["id"]), "no process of the worker")
         # gantry ps shows the worker with its start path and phases.
         env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
         ps = subprocess.run([GANTRY, "ps", "echo"], env=env, capture_output=True, text=True,
@@ -51,11 +53,8 @@ class UpTest(E2ETest):
         self.assertIn("%d/%d/%d" % (cs["receivedMs"], cs["spawnedMs"], cs["readyMs"]), ps)
         # Back to zero after idleTimeout, and its process is gone.
         self.wait_for(lambda: self.live("echo") == [], what="scale to zero")
-        out = subprocess.run(["pgrep", "-f", os.path.join(HANDLERS, "echo.py")],
-                             capture_output=True, text=True)
-        self.wait_for(lambda: subprocess.run(
-            ["pgrep", "-f", "RUNPOD_POD_ID=" + ws[0]["id"]], capture_output=True).returncode != 0,
-            what="worker process exit")
+        self.wait_for(lambda: not pids_with_env("RUNPOD_POD_ID", ws[0]["id"]),
+                      what="worker process exit")
         # Its logs were shipped: by endpoint, and by job (the worker's lines while it ran).
         env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
         out = subprocess.run([GANTRY, "logs", "echo"], env=env, capture_output=True, text=True,
