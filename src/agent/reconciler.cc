@@ -308,7 +308,7 @@ bool Reconciler::StartContainer(Local& l) {
       auto pid = templates_->Fork(key, ps);
       if (pid.ok()) {
         l.started = true;
-        MarkRunning(l, "fork");
+        MarkRunning(l, protocol::StartPath::kFork);
         return true;
       }
       l.report.start_note = "fork failed: " + pid.status().message();
@@ -336,17 +336,17 @@ bool Reconciler::StartContainer(Local& l) {
     return true;
   }
   l.container = true;
-  MarkRunning(l, "full");
+  MarkRunning(l, protocol::StartPath::kFull);
   // The next worker of this version is forked from a template in its own container.
   PrepareContainerTemplate(a);
   return true;
 }
 
-void Reconciler::MarkRunning(Local& l, const std::string& path) {
+void Reconciler::MarkRunning(Local& l, protocol::StartPath path) {
   l.report.state = protocol::WorkerRunState::kRunning;
   l.report.start_path = path;
   l.report.spawned_ms = clock_->NowMs();
-  if (path == "full" && !l.report.start_note.empty()) {
+  if (path == protocol::StartPath::kFull && !l.report.start_note.empty()) {
     GLOG_INFO("agent: worker %s started in full: %s", l.spec.worker_id.c_str(),
               l.report.start_note.c_str());
   }
@@ -412,7 +412,7 @@ bool Reconciler::StartWorker(Local& l) {
   if (state == State::kReady) {
     auto pid = templates_->Fork(key, ps);
     if (pid.ok()) {
-      MarkRunning(l, l.waited ? "restore" : "fork");
+      MarkRunning(l, l.waited ? protocol::StartPath::kRestore : protocol::StartPath::kFork);
       return true;
     }
     l.report.start_note = "fork failed: " + pid.status().message();
@@ -426,7 +426,7 @@ bool Reconciler::StartWorker(Local& l) {
     FailStart(l, "cannot start: " + pid.status().message());
     return true;
   }
-  MarkRunning(l, "full");
+  MarkRunning(l, protocol::StartPath::kFull);
   if (templates_ && a.use_template && templates_->Get(key) == State::kNone) {
     templates_->Ensure(key, a.endpoint_id, a.endpoint_version, ps);
   }

@@ -95,9 +95,9 @@ class Reconciler {
   void StartPreparedTemplates();
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
-  // Marks `l` as running, started by `path` ("full", "fork", "restore"); logs why a full start
+  // Marks `l` as running, started by `path`; logs why a full start
   // was not a faster one.
-  void MarkRunning(Local& l, const std::string& path);
+  void MarkRunning(Local& l, protocol::StartPath path);
   // Marks `l` as failed to start.
   void FailStart(Local& l, const std::string& error);
   const Clock* clock_;

@@ -22,7 +22,7 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
   o["readyAt"] = w.ready_ms;
   if (!w.node_id.empty()) {
     scheduling::AddPlacementJson(w, &o);
-    o["startPath"] = w.start_path;
+    o["startPath"] = protocol::StartPathName(w.start_path);
     if (!w.start_note.empty()) o["startNote"] = w.start_note;
     // The cold-start breakdown, ms from placement: agent received, process spawned, ready.
     auto phase = [&](int64_t t) { return t > 0 ? json::value(t - w.placed_ms) : json::value(); };

@@ -79,6 +79,7 @@ bool ParseName(const std::string& name, const char* const (&names)[N], E* out) {
 constexpr const char* kWorkerRunStates[] = {"starting", "running", "exited"};
 constexpr const char* kTemplateStates[] = {"", "starting", "ready", "busy"};
 constexpr const char* kPullStates[] = {"queued", "pulling", "ready", "failed"};
+constexpr const char* kStartPaths[] = {"", "full", "fork", "restore"};
 
 ImageAccess DecodeImageAccess(const Fields& f) {
   ImageAccess a;
@@ -219,6 +220,7 @@ std::optional<ImagePullReport> DecodePull(const json::object& o) {
 const char* WorkerRunStateName(WorkerRunState s) { return kWorkerRunStates[static_cast<int>(s)]; }
 const char* TemplateStateName(TemplateState s) { return kTemplateStates[static_cast<int>(s)]; }
 const char* PullStateName(PullState s) { return kPullStates[static_cast<int>(s)]; }
+const char* StartPathName(StartPath p) { return kStartPaths[static_cast<int>(p)]; }
 
 void AddImageAccess(const ImageAccess& a, json::object* o) {
   (*o)["image"] = a.image;
@@ -334,7 +336,7 @@ json::object Encode(const NodeStatus& s) {
                               {"spawnedAt", r.spawned_ms},
                               {"exitCode", r.exit_code},
                               {"error", r.error},
-                              {"startPath", r.start_path},
+                              {"startPath", StartPathName(r.start_path)},
                               {"startNote", r.start_note}});
   }
   json::object o{{"workers", std::move(ws)}, {"bundles", Strings(s.bundles)}};
@@ -358,7 +360,9 @@ Result<NodeStatus> DecodeStatus(const json::value& body) {
     wf.Get("spawnedAt", &r.spawned_ms);
     wf.Get("exitCode", &r.exit_code);
     wf.Get("error", &r.error);
-    wf.Get("startPath", &r.start_path);
+    std::string path;
+    wf.Get("startPath", &path);
+    ParseName(path, kStartPaths, &r.start_path);  // unknown: kNone
     wf.Get("startNote", &r.start_note);
     s.workers.push_back(std::move(r));
   });

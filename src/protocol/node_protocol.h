@@ -119,6 +119,10 @@ struct Assignment {
 enum class WorkerRunState { kStarting, kRunning, kExited };
 const char* WorkerRunStateName(WorkerRunState s);  // "starting", "running", "exited"
 
+// How a worker's process was started (DESIGN §4); kNone until it was.
+enum class StartPath { kNone, kFull, kFork, kRestore };
+const char* StartPathName(StartPath p);  // "", "full", "fork", "restore"
+
 // An agent's view of one of its workers.
 struct WorkerReport {
   std::string worker_id;
@@ -126,8 +130,8 @@ struct WorkerReport {
   int64_t received_ms = 0;
   int64_t spawned_ms = 0;
   int exit_code = 0;
-  std::string error;       // why it exited or failed to start
-  std::string start_path;  // "fork", "restore" or "full"
+  std::string error;  // why it exited or failed to start
+  StartPath start_path = StartPath::kNone;
   std::string start_note;  // why a faster path was not taken ("" when none was at hand)
   bool operator==(const WorkerReport&) const = default;
 };

@@ -57,8 +57,11 @@ TEST(NodeProtocolTest, AssignmentRoundTrips) {
 
 TEST(NodeProtocolTest, StatusRoundTrips) {
   NodeStatus s;
-  s.workers = {{"w-1", WorkerRunState::kRunning, 10, 20, 0, "", "fork", ""},
-               {"w-2", WorkerRunState::kExited, 11, 0, -1, "no such file", "full", "no template"}};
+  s.workers = {
+      {"w-1", WorkerRunState::kRunning, 10, 20, 0, "", StartPath::kFork, ""},
+      {"w-2", WorkerRunState::kExited, 11, 0, -1, "no such file", StartPath::kFull, "no template"},
+      {"w-3", WorkerRunState::kStarting, 12, 0, 0, "", StartPath::kNone, ""},
+      {"w-4", WorkerRunState::kRunning, 13, 14, 0, "", StartPath::kRestore, ""}};
   s.bundles = {"d1", "d2"};
   s.templates =
       std::vector<TemplateReport>{{"ep", 7, TemplateState::kReady, 123, 40, 3, true, 12, true},
@@ -70,7 +73,7 @@ TEST(NodeProtocolTest, StatusRoundTrips) {
 
 TEST(NodeProtocolTest, StatusWithoutTemplatesOrImagesKeepsThemAbsent) {
   NodeStatus s;
-  s.workers = {{"w-1", WorkerRunState::kExited, 1, 2, 3, "e", "full", ""}};
+  s.workers = {{"w-1", WorkerRunState::kExited, 1, 2, 3, "e", StartPath::kFull, ""}};
   NodeStatus back = RoundTrip(s, DecodeStatus);
   EXPECT_EQ(back, s);
   EXPECT_FALSE(back.templates.has_value());
@@ -106,7 +109,7 @@ TEST(NodeProtocolTest, AssignmentWireFormatIsStable) {
 
 TEST(NodeProtocolTest, StatusWireFormatIsStable) {
   NodeStatus s;
-  s.workers = {{"w-1", WorkerRunState::kExited, 1, 2, 3, "e", "full", "n"}};
+  s.workers = {{"w-1", WorkerRunState::kExited, 1, 2, 3, "e", StartPath::kFull, "n"}};
   s.bundles = {"d"};
   s.templates =
       std::vector<TemplateReport>{{"ep", 7, TemplateState::kBusy, 9, 1, 2, true, 3, false}};

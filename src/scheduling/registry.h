@@ -67,9 +67,9 @@ struct WorkerInfo {
   int64_t placed_ms = 0;
   int64_t received_ms = 0;
   int64_t spawned_ms = 0;
-  std::string start_path;  // "fork", "restore" or "full"; "" until the agent started it
-  std::string start_note;  // why a faster path was not taken
-  std::string secret;      // in memory only, for the agent's assignment; "" after a restart
+  protocol::StartPath start_path = protocol::StartPath::kNone;  // until the agent started it
+  std::string start_note;                                       // why a faster path was not taken
+  std::string secret;  // in memory only, for the agent's assignment; "" after a restart
 };
 
 // The placement fields of a worker placed by the scheduler (nodeId, gpuType, gpus,

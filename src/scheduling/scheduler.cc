@@ -245,7 +245,7 @@ Status Scheduler::Report(const std::string& node_id, const NodeStatus& status,
       auto tail = log_tails.find(r.worker_id);
       WorkerExited(w, r, tail == log_tails.end() ? std::vector<std::string>{} : tail->second);
     }
-    if (!r.start_path.empty()) w->start_path = r.start_path;
+    if (r.start_path != protocol::StartPath::kNone) w->start_path = r.start_path;
     if (!r.start_note.empty()) w->start_note = r.start_note;
   }
   return Status::Ok();
