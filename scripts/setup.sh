@@ -8,6 +8,8 @@ PKGS=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libsqlite3-dev sqlite3 libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
+  # gantry.toml (src/cli/toml.cc): toml++, TOML 1.0, used header-only.
+  libtomlplusplus-dev
   python3 python3-torch curl procps
   nginx-light wrk
   # OCI images. runc's recommended criu is left out: Debian 12's is broken here, and

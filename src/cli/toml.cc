@@ -1,194 +1,124 @@
 #include "cli/toml.h"
 
-#include <cctype>
-#include <cstdlib>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+// toml++ is compiled in this translation unit and no other: header-only (Debian's package also
+// ships it as a shared library, which the gantry binary then need not load), parse errors as
+// values rather than exceptions, and without the formatters, which only write TOML.
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#define TOML_ENABLE_FORMATTERS 0
+#include <toml++/toml.h>
 
 namespace gantry::cli {
 namespace {
 
-struct Parser {
-  const std::string& s;
-  size_t i = 0;
-  int line = 1;
+Status ErrorAt(const toml::source_region& where, std::string_view what) {
+  return InvalidArgument("gantry.toml line " + std::to_string(where.begin.line) + ", column " +
+                         std::to_string(where.begin.column) + ": " + std::string(what));
+}
 
-  Status Error(const std::string& what) const {
-    return InvalidArgument("gantry.toml line " + std::to_string(line) + ": " + what);
+std::string DateText(const toml::date& d) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "%04u-%02u-%02u", unsigned{d.year}, unsigned{d.month}, unsigned{d.day});
+  return buf;
+}
+
+// HH:MM:SS, then the fraction of a second without trailing zeros, if any.
+std::string TimeText(const toml::time& t) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%02u:%02u:%02u", unsigned{t.hour}, unsigned{t.minute},
+           unsigned{t.second});
+  std::string s = buf;
+  if (t.nanosecond != 0) {
+    snprintf(buf, sizeof buf, ".%09u", unsigned{t.nanosecond});
+    std::string frac = buf;
+    while (frac.back() == '0') frac.pop_back();
+    s += frac;
   }
-  void SkipSpace() {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  return s;
+}
+
+std::string DateTimeText(const toml::date_time& dt) {
+  std::string s = DateText(dt.date) + "T" + TimeText(dt.time);
+  if (!dt.offset) return s;  // a local date-time
+  const int minutes = dt.offset->minutes;
+  if (minutes == 0) return s + "Z";
+  char buf[16];
+  snprintf(buf, sizeof buf, "%c%02d:%02d", minutes < 0 ? '-' : '+', std::abs(minutes) / 60,
+           std::abs(minutes) % 60);
+  return s + buf;
+}
+
+Result<json::value> ToJsonValue(const toml::node& n);
+
+// toml++ keeps a table's keys sorted; the spec keeps them in the order of the text.
+Result<json::object> ToJsonObject(const toml::table& t) {
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (const auto& [k, v] : t) entries.emplace_back(&k, &v);
+  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    const toml::source_position& pa = a.first->source().begin;
+    const toml::source_position& pb = b.first->source().begin;
+    return std::pair(pa.line, pa.column) < std::pair(pb.line, pb.column);
+  });
+  json::object out;
+  for (const auto& [k, v] : entries) {
+    auto j = ToJsonValue(*v);
+    if (!j.ok()) return j.status();
+    out[k->str()] = std::move(*j);
   }
-  void SkipComment() {
-    SkipSpace();
-    if (i < s.size() && s[i] == '#') {
-      while (i < s.size() && s[i] != '\n') ++i;
+  return out;
+}
+
+Result<json::value> ToJsonValue(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: {
+      auto o = ToJsonObject(*n.as_table());
+      if (!o.ok()) return o.status();
+      return json::value(std::move(*o));
     }
-  }
-  // Spaces, comments and newlines (inside arrays).
-  void SkipAll() {
-    for (;;) {
-      SkipComment();
-      if (i < s.size() && (s[i] == '\n' || s[i] == '\r')) {
-        if (s[i] == '\n') ++line;
-        ++i;
-        continue;
+    case toml::node_type::array: {
+      json::array a;
+      for (const toml::node& e : *n.as_array()) {
+        auto j = ToJsonValue(e);
+        if (!j.ok()) return j.status();
+        a.push_back(std::move(*j));
       }
-      return;
+      return json::value(std::move(a));
     }
+    case toml::node_type::string:
+      return json::value(n.as_string()->get());
+    case toml::node_type::integer:
+      return json::value(n.as_integer()->get());
+    case toml::node_type::floating_point: {
+      const double d = n.as_floating_point()->get();
+      if (!std::isfinite(d)) return ErrorAt(n.source(), "JSON has no inf or nan");
+      return json::value(d);
+    }
+    case toml::node_type::boolean:
+      return json::value(n.as_boolean()->get());
+    case toml::node_type::date:
+      return json::value(DateText(n.as_date()->get()));
+    case toml::node_type::time:
+      return json::value(TimeText(n.as_time()->get()));
+    case toml::node_type::date_time:
+      return json::value(DateTimeText(n.as_date_time()->get()));
+    case toml::node_type::none:
+      break;
   }
-  bool AtLineEnd() {
-    SkipComment();
-    return i >= s.size() || s[i] == '\n' || s[i] == '\r';
-  }
-  Result<std::string> Key() {
-    SkipSpace();
-    if (i < s.size() && (s[i] == '"' || s[i] == '\'')) return String();
-    size_t start = i;
-    while (i < s.size() &&
-           (isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_' || s[i] == '-')) {
-      ++i;
-    }
-    if (i == start) return Error("expected a key");
-    return s.substr(start, i - start);
-  }
-  Result<std::string> String() {
-    char q = s[i++];
-    std::string out;
-    while (i < s.size() && s[i] != q) {
-      char c = s[i++];
-      if (c == '\n') return Error("unterminated string");
-      if (q == '"' && c == '\\' && i < s.size()) {
-        char e = s[i++];
-        switch (e) {
-          case 'n':
-            out += '\n';
-            break;
-          case 't':
-            out += '\t';
-            break;
-          case '"':
-            out += '"';
-            break;
-          case '\\':
-            out += '\\';
-            break;
-          default:
-            return Error(std::string("unsupported escape \\") + e);
-        }
-      } else {
-        out += c;
-      }
-    }
-    if (i >= s.size()) return Error("unterminated string");
-    ++i;
-    return out;
-  }
-  Result<json::value> Value() {
-    SkipSpace();
-    if (i >= s.size()) return Error("expected a value");
-    char c = s[i];
-    if (c == '"' || c == '\'') {
-      auto str = String();
-      if (!str.ok()) return str.status();
-      return json::value(*str);
-    }
-    if (c == '[') {
-      ++i;
-      json::array arr;
-      for (;;) {
-        SkipAll();
-        if (i < s.size() && s[i] == ']') {
-          ++i;
-          return json::value(std::move(arr));
-        }
-        auto v = Value();
-        if (!v.ok()) return v.status();
-        arr.push_back(std::move(*v));
-        SkipAll();
-        if (i < s.size() && s[i] == ',') {
-          ++i;
-          continue;
-        }
-        if (i < s.size() && s[i] == ']') continue;
-        return Error("expected ',' or ']' in array");
-      }
-    }
-    if (c == '{') return Error("inline tables are not supported; use a [table]");
-    if (s.compare(i, 4, "true") == 0) {
-      i += 4;
-      return json::value(true);
-    }
-    if (s.compare(i, 5, "false") == 0) {
-      i += 5;
-      return json::value(false);
-    }
-    size_t start = i;
-    while (i < s.size() && (isalnum(static_cast<unsigned char>(s[i])) || s[i] == '.' ||
-                            s[i] == '-' || s[i] == '+' || s[i] == '_')) {
-      ++i;
-    }
-    std::string num = s.substr(start, i - start);
-    std::string digits;
-    for (char d : num) {
-      if (d != '_') digits += d;
-    }
-    if (digits.empty()) return Error("expected a value");
-    char* end = nullptr;
-    if (digits.find_first_of(".eE") == std::string::npos) {
-      long long n = strtoll(digits.c_str(), &end, 10);
-      if (*end == '\0') return json::value(static_cast<int64_t>(n));
-    } else {
-      double d = strtod(digits.c_str(), &end);
-      if (*end == '\0') return json::value(d);
-    }
-    return Error("not a value TOML allows here: " + num);
-  }
-};
+  return ErrorAt(n.source(), "a value of no TOML type");
+}
 
 }  // namespace
 
 Result<json::object> ParseToml(const std::string& text) {
-  Parser p{text};
-  json::object root;
-  json::object* table = &root;
-  for (;;) {
-    p.SkipAll();
-    if (p.i >= text.size()) break;
-    if (text[p.i] == '[') {
-      ++p.i;
-      if (p.i < text.size() && text[p.i] == '[')
-        return p.Error("arrays of tables are not supported");
-      table = &root;
-      for (;;) {
-        auto k = p.Key();
-        if (!k.ok()) return k.status();
-        json::value& v = (*table)[*k];
-        if (v.is_null()) v = json::object();
-        if (!v.is_object()) return p.Error("'" + *k + "' is already a value, not a table");
-        table = &v.as_object();
-        p.SkipSpace();
-        if (p.i < text.size() && text[p.i] == '.') {
-          ++p.i;
-          continue;
-        }
-        break;
-      }
-      if (p.i >= text.size() || text[p.i] != ']') return p.Error("expected ']'");
-      ++p.i;
-      if (!p.AtLineEnd()) return p.Error("unexpected text after the table header");
-      continue;
-    }
-    auto key = p.Key();
-    if (!key.ok()) return key.status();
-    p.SkipSpace();
-    if (p.i >= text.size() || text[p.i] != '=') return p.Error("expected '=' after " + *key);
-    ++p.i;
-    auto v = p.Value();
-    if (!v.ok()) return v.status();
-    if (table->contains(*key)) return p.Error("duplicate key " + *key);
-    (*table)[*key] = std::move(*v);
-    if (!p.AtLineEnd()) return p.Error("unexpected text after the value of " + *key);
-  }
-  return root;
+  toml::parse_result parsed = toml::parse(text);
+  if (!parsed) return ErrorAt(parsed.error().source(), parsed.error().description());
+  return ToJsonObject(parsed.table());
 }
 
 }  // namespace gantry::cli

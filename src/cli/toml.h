@@ -1,7 +1,5 @@
 #pragma once
-// A small TOML reader for gantry.toml: tables ([worker], [worker.env]), key = value with
-// strings (basic "..." and literal '...'), integers, floats, booleans and arrays of those, and
-// comments. Enough for an endpoint spec; inline tables and dates are refused with a clear error.
+// gantry.toml: TOML 1.0 (read with toml++) as the JSON of an endpoint spec.
 
 #include <string>
 
@@ -10,7 +8,12 @@
 
 namespace gantry::cli {
 
-// Parses TOML text into a JSON object. InvalidArgument names the line of the first error.
+// Parses TOML text into a JSON object: tables (inline ones too) become objects, arrays of tables
+// arrays of objects, keys keep the order of the text. Dates and times become RFC 3339 strings:
+// an offset date-time "1979-05-27T07:32:00Z" or "...-07:00", a local date-time
+// "1979-05-27T07:32:00.5", a local date "1979-05-27", a local time "07:32:00" (fractional
+// seconds only when not zero). InvalidArgument "gantry.toml line L, column C: what" on a
+// syntax error, or on inf or nan, which JSON cannot hold.
 Result<json::object> ParseToml(const std::string& text);
 
 }  // namespace gantry::cli

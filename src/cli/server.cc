@@ -1,0 +1,236 @@
+// The commands that run the platform rather than call it: server, agent and up (a server and
+// an in-process agent).
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "agent/agent.h"
+#include "agent/process/process_runtime.h"
+#include "api/server_main.h"
+#include "cli/commands.h"
+
+namespace gantry::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The flags `server` and `up` share.
+struct ServerFlags {
+  api::ServerConfig config;
+  std::string listen = "127.0.0.1:8000";  // HOST:PORT
+  bool no_fsync = false;
+};
+
+void AddServerFlags(CLI::App* c, ServerFlags& f) {
+  api::ServerConfig& cfg = f.config;
+  c->add_option("--listen", f.listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->capture_default_str();
+  c->add_option("--data-dir", cfg.data_dir, "Where the database and admin key live")
+      ->capture_default_str();
+  c->add_option("--public-url", cfg.public_url,
+                "Base URL workers use to reach this server (default: the listen address)");
+  c->add_flag("--no-fsync", f.no_fsync,
+              "Skip fsync on commit: survives a crash of the process, not of the machine");
+  c->add_option("--ping-interval-ms", cfg.ping_interval_ms,
+                "Worker heartbeat interval; 3 missed make a worker lost")
+      ->capture_default_str();
+  c->add_option("--stop-grace-ms", cfg.stop_grace_ms,
+                "How long a worker may ignore a stop before it is killed")
+      ->capture_default_str();
+  c->add_option("--webhook-retry-ms", cfg.webhook_retry_ms,
+                "Delay before each of a failed webhook's two retries")
+      ->capture_default_str();
+  c->add_option("--prices", cfg.prices_file,
+                "JSON file of GPU type -> USD per second (default: RunPod's serverless prices)");
+  c->add_option("--run-retention-ms", cfg.run_retention_ms,
+                "How long finished /run jobs stay readable")
+      ->capture_default_str();
+  c->add_option("--runsync-retention-ms", cfg.sync_retention_ms,
+                "How long finished /runsync jobs stay readable")
+      ->capture_default_str();
+}
+
+bool ParseListen(const Context& ctx, const std::string& listen, api::ServerConfig* cfg) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    ctx.PrintError("gantry: --listen expects HOST:PORT, got '%s'\n", listen.c_str());
+    return false;
+  }
+  cfg->host = listen.substr(0, colon);
+  if (cfg->host.empty()) cfg->host = "0.0.0.0";
+  char* end = nullptr;
+  long port = strtol(listen.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port < 0 || port > 65535) {
+    ctx.PrintError("gantry: bad port in --listen '%s'\n", listen.c_str());
+    return false;
+  }
+  cfg->port = static_cast<uint16_t>(port);
+  return true;
+}
+
+// --listen and --no-fsync into f.config; false (with a message) on a bad --listen.
+bool ApplyServerFlags(const Context& ctx, ServerFlags& f) {
+  if (!ParseListen(ctx, f.listen, &f.config)) return false;
+  f.config.sync_full = !f.no_fsync;
+  return true;
+}
+
+// Cold-start flags, the same for `agent` and `up` (DESIGN §4, docs/cold-starts.md).
+void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
+  c->add_flag("!--no-templates", o.templates,
+              "Never keep worker templates: every worker starts in full");
+  c->add_flag("!--no-snapshots", o.snapshots, "Keep templates, but no CRIU snapshots of them");
+  c->add_option_function<std::string>(
+       "--restore-mode",
+       [&o](const std::string& m) {
+         o.restore_mode = m == "full" ? agent::RestoreMode::kFull : agent::RestoreMode::kLazy;
+       },
+       "How snapshots are restored: lazy (pages on demand, userfaultfd) or full (default: lazy)")
+      ->check(CLI::IsMember({"lazy", "full"}));
+  c->add_option("--template-memory-mb", o.template_memory_mb,
+                "Templates' memory budget, PSS in MB (default: a quarter of the memory)");
+  c->add_option("--snapshot-disk-mb", o.snapshot_disk_mb, "Snapshots' disk budget in MB")
+      ->capture_default_str();
+  c->add_option_function<int64_t>(
+      "--image-keep-unused-s", [&o](int64_t s) { o.image_keep_unused_ms = s * 1000; },
+      "Remove a container image no endpoint of this node uses, and no worker runs, after this "
+      "many seconds (default: 600)");
+}
+
+// The Python SDK next to the binary: build/gantry -> sdk/python.
+std::string DefaultSdkPath() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
+       dir = dir.parent_path()) {
+    if (fs::exists(dir / "sdk" / "python" / "gantry")) return (dir / "sdk" / "python").string();
+  }
+  return "";
+}
+
+// Blocks until SIGINT or SIGTERM.
+void WaitForStopSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+}
+
+struct AgentFlags {
+  agent::AgentOptions options;
+  std::string data_dir;
+};
+
+// Runs the agent until SIGINT or SIGTERM; the exit code.
+int RunAgent(const Context& ctx, AgentFlags& f) {
+  if (!f.data_dir.empty()) {
+    fs::create_directories(f.data_dir);
+    f.options.workdir = fs::absolute(f.data_dir).string();
+  }
+  SystemClock clock;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // the threads below inherit the mask
+  agent::Agent a(f.options, &clock, agent::NewLocalProcessRuntime(&clock, {}));
+  Status st = a.Start();
+  if (!st.ok()) {
+    ctx.PrintError("gantry agent: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  WaitForStopSignal();
+  a.Stop();
+  return 0;
+}
+
+struct UpFlags {
+  ServerFlags server;
+  agent::AgentOptions agent;
+};
+
+// Runs the server with an in-process agent that starts once the server listens; the exit code.
+int RunUp(const Context& ctx, UpFlags& f) {
+  if (!ApplyServerFlags(ctx, f.server)) return 2;
+  api::ServerConfig& cfg = f.server.config;
+  SystemClock clock;
+  std::unique_ptr<agent::Agent> local;
+  std::thread starter;
+  cfg.on_listening = [&](const std::string& url, const std::string& key) {
+    f.agent.server_url = url;
+    f.agent.token = key;
+    f.agent.workdir = fs::absolute(cfg.data_dir).string();
+    local =
+        std::make_unique<agent::Agent>(f.agent, &clock, agent::NewLocalProcessRuntime(&clock, {}));
+    // Registering talks to the server, whose loop starts after this returns.
+    starter = std::thread([&] {
+      Status st = local->Start();
+      if (!st.ok()) ctx.PrintError("gantry up: agent: %s\n", st.ToString().c_str());
+    });
+  };
+  cfg.on_shutdown = [&] {
+    if (starter.joinable()) starter.join();
+    if (local) local->Stop();
+  };
+  int rc = api::RunServer(cfg);
+  if (starter.joinable()) starter.join();
+  return rc;
+}
+
+}  // namespace
+
+void AddServerCommand(CLI::App& app, Context& ctx) {
+  auto flags = std::make_shared<ServerFlags>();
+  auto* server = app.add_subcommand("server", "Run the control plane and gateway");
+  AddServerFlags(server, *flags);
+  server->callback([&ctx, flags] {
+    if (!ApplyServerFlags(ctx, *flags)) {
+      ctx.rc = 2;
+      return;
+    }
+    ctx.rc = api::RunServer(flags->config);
+  });
+}
+
+void AddAgentCommand(CLI::App& app, Context& ctx) {
+  auto flags = std::make_shared<AgentFlags>();
+  agent::AgentOptions& o = flags->options;
+  o.sdk_path = DefaultSdkPath();
+  auto* agent_cmd = app.add_subcommand(
+      "agent", "Run the node agent: register this machine and run the workers the server assigns");
+  agent_cmd->add_option("--server", o.server_url, "Server URL")->required();
+  agent_cmd->add_option("--token", o.token, "An API key of the server")->required();
+  agent_cmd->add_option("--data-dir", flags->data_dir, "The agent's state (working directory)");
+  agent_cmd->add_option("--node-id", o.node_id, "This node's id (default: the host name)");
+  agent_cmd->add_option("--fake-gpus", o.fake_gpus,
+                        "Simulated GPUs instead of NVML, e.g. \"H100:8,A100-80GB:2\"");
+  agent_cmd->add_option("--sdk-path", o.sdk_path, "Python SDK put on workers' PYTHONPATH")
+      ->capture_default_str();
+  AddTemplateFlags(agent_cmd, o);
+  agent_cmd->callback([&ctx, flags] { ctx.rc = RunAgent(ctx, *flags); });
+}
+
+void AddUpCommand(CLI::App& app, Context& ctx) {
+  auto flags = std::make_shared<UpFlags>();
+  flags->agent.sdk_path = DefaultSdkPath();
+  auto* up = app.add_subcommand(
+      "up", "Run everything on this machine: the server (SQLite) and an in-process agent");
+  AddServerFlags(up, flags->server);
+  up->add_option("--fake-gpus", flags->agent.fake_gpus, "Simulated GPUs instead of NVML");
+  up->add_option("--sdk-path", flags->agent.sdk_path, "Python SDK put on workers' PYTHONPATH")
+      ->capture_default_str();
+  AddTemplateFlags(up, flags->agent);
+  up->callback([&ctx, flags] { ctx.rc = RunUp(ctx, *flags); });
+}
+
+}  // namespace gantry::cli
