@@ -1,10 +1,8 @@
 #include "agent/template/template_manager.h"
 
-#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -17,6 +15,7 @@
 #include <sstream>
 #include <utility>
 
+#include "agent/template/template_wire.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/procfs.h"
@@ -41,8 +40,6 @@ bool IdentityVariable(const std::string& name) {
          name == "CUDA_VISIBLE_DEVICES" || name == "NVIDIA_VISIBLE_DEVICES";
 }
 
-std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
-
 int64_t DirectoryBytes(const std::string& dir) {
   std::error_code ec;
   int64_t total = 0;
@@ -50,65 +47,6 @@ int64_t DirectoryBytes(const std::string& dir) {
     if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
   }
   return total;
-}
-
-// Sends `text` with `fds` attached (SCM_RIGHTS).
-Status SendWithFds(int sock, const std::string& text, const std::vector<int>& fds) {
-  iovec iov{const_cast<char*>(text.data()), text.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-  if (!fds.empty()) {
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t n;
-  while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-  }
-  if (n < 0) return Unavailable(Errno("sending to the template"));
-  // The rest, if the socket took only part of it (no fds go with it).
-  for (size_t sent = n; sent < text.size();) {
-    n = send(sock, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Unavailable(Errno("sending to the template"));
-    sent += n;
-  }
-  return Status::Ok();
-}
-
-// Reads one line (without its newline) from `sock` within timeout_ms (0: from what has come
-// already); `buffer` keeps what came after it. Unavailable at EOF, DeadlineExceeded on timeout.
-Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) {
-  const int64_t deadline = SystemClock().NowMs() + timeout_ms;
-  for (;;) {
-    if (size_t nl = buffer->find('\n'); nl != std::string::npos) {
-      std::string line = buffer->substr(0, nl);
-      buffer->erase(0, nl + 1);
-      return line;
-    }
-    const int64_t left = std::max<int64_t>(deadline - SystemClock().NowMs(), 0);
-    pollfd p{sock, POLLIN, 0};
-    int r = poll(&p, 1, static_cast<int>(left));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Internal(Errno("poll"));
-    if (r == 0) {
-      if (left == 0) return DeadlineExceeded("no answer from the template");
-      continue;
-    }
-    char buf[4096];
-    ssize_t n = read(sock, buf, sizeof buf);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return Unavailable(Errno("reading from the template"));
-    if (n == 0) return Unavailable("the template closed the connection");
-    buffer->append(buf, n);
-    if (buffer->size() > (1 << 20)) return Internal("the template's answer is too long");
-  }
 }
 
 // Moves `pid` into the cgroups of these cgroup.procs files (for a process that cannot do it
@@ -130,39 +68,6 @@ bool MoveInto(const std::vector<std::string>& procs, int pid) {
 }
 
 }  // namespace
-
-namespace {
-
-// The number after `field` ("MemAvailable:", "Pss:") in a /proc file of "Name: N kB" lines.
-std::optional<int64_t> KbField(const std::string& path, const std::string& field) {
-  std::ifstream in(path);
-  std::string name;
-  int64_t kb = 0;
-  while (in >> name) {
-    if (name == field) {
-      in >> kb;
-      return kb;
-    }
-    in.ignore(1 << 16, '\n');
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-int64_t AvailableMemoryKb() {
-  return KbField("/proc/meminfo", "MemAvailable:").value_or(INT64_MAX);  // unknown: no pressure
-}
-
-int64_t FreeDiskKb(const std::string& dir) {
-  struct statvfs st {};
-  if (statvfs(dir.c_str(), &st) != 0) return INT64_MAX;
-  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize) / 1024;
-}
-
-int64_t ProcessPssKb(int pid) {
-  return KbField("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:").value_or(0);
-}
 
 struct TemplateManager::Template {
   enum class Phase {
