@@ -220,7 +220,12 @@ class TemplateManager {
   // template, so that a fork moves no process between cgroups; released when unused.
   void OfferSpareCgroup(Template& t);
   void ReleaseSpareCgroup(Template& t);
+  // Takes the result of the finished background job: FinishRestore() adopts the restored
+  // template (or retries, or deletes its snapshot), FinishCheckpoint() moves the snapshot into
+  // place and continues the template. `t`: the job's template, null if dropped meanwhile.
   void FinishJob();
+  void FinishRestore(const std::string& key, Result<int> r, Template* t);
+  void FinishCheckpoint(const std::string& key, Result<int> r, Template* t);
   // Stops and forgets a template. `key` is taken by value: callers pass keys that live in the
   // template or in the map entry this erases.
   void Drop(std::string key, const std::string& why, bool failed);

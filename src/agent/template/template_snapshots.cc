@@ -116,54 +116,61 @@ void TemplateManager::FinishJob() {
   Result<int> r = job.result.get();
   auto it = templates_.find(job.key);
   Template* t = it == templates_.end() ? nullptr : it->second.get();
-  std::error_code ec;
-  const std::string tmp = SnapshotDir(job.key) + ".tmp";
   if (job.restore) {
-    if (!r.ok()) {
-      ++counters_.restore_failures;
-      auto& retry = restore_retry_[job.key];
-      if (r.status().code() == Code::kFailedPrecondition && ++retry.second < kRestoreTries) {
-        // Its pid is still taken, e.g. by the original's zombie: the snapshot is fine.
-        retry.first = clock_->NowMs() + kRestoreRetryMs;
-        GLOG_INFO("templates: restore of %s must wait: %s", job.key.c_str(),
-                  r.status().message().substr(0, 120).c_str());
-      } else {
-        GLOG_WARN("templates: restore of %s failed (snapshot deleted): %s", job.key.c_str(),
-                  r.status().ToString().c_str());
-        restore_retry_.erase(job.key);
-        DeleteSnapshot(job.key);
-      }
-      if (t) Drop(job.key, "restore failed", /*failed=*/false);
-      return;
+    FinishRestore(job.key, std::move(r), t);
+  } else {
+    FinishCheckpoint(job.key, std::move(r), t);
+  }
+}
+
+void TemplateManager::FinishRestore(const std::string& key, Result<int> r, Template* t) {
+  if (!r.ok()) {
+    ++counters_.restore_failures;
+    auto& retry = restore_retry_[key];
+    if (r.status().code() == Code::kFailedPrecondition && ++retry.second < kRestoreTries) {
+      // Its pid is still taken, e.g. by the original's zombie: the snapshot is fine.
+      retry.first = clock_->NowMs() + kRestoreRetryMs;
+      GLOG_INFO("templates: restore of %s must wait: %s", key.c_str(),
+                r.status().message().substr(0, 120).c_str());
+    } else {
+      GLOG_WARN("templates: restore of %s failed (snapshot deleted): %s", key.c_str(),
+                r.status().ToString().c_str());
+      restore_retry_.erase(key);
+      DeleteSnapshot(key);
     }
-    restore_retry_.erase(job.key);
-    const int pid = *r;
-    if (!t) {  // dropped meanwhile
-      kill(pid, SIGKILL);
-      return;
-    }
-    // The runtime adopts the restored process (a child of ours: we are its subreaper).
-    auto adopted = runtime_->Launch(
-        t->spec, [pid](const ProcessSpec&, const LaunchContext&) { return Result<int>(pid); });
-    if (!adopted.ok()) {
-      kill(pid, SIGKILL);
-      ++counters_.restore_failures;
-      Drop(job.key, "cannot adopt the restored template: " + adopted.status().message(), false);
-      return;
-    }
-    ++counters_.restores;
-    t->pid = pid;
-    GLOG_INFO("templates: %s restored (pid %d) in %lld ms", job.key.c_str(), pid,
-              static_cast<long long>(clock_->NowMs() - t->since_ms));
-    kill(pid, SIGCONT);
-    t->phase = Template::Phase::kReconnecting;
-    t->since_ms = clock_->NowMs();
+    if (t) Drop(key, "restore failed", /*failed=*/false);
     return;
   }
-  // A checkpoint.
+  restore_retry_.erase(key);
+  const int pid = *r;
+  if (!t) {  // dropped meanwhile
+    kill(pid, SIGKILL);
+    return;
+  }
+  // The runtime adopts the restored process (a child of ours: we are its subreaper).
+  auto adopted = runtime_->Launch(
+      t->spec, [pid](const ProcessSpec&, const LaunchContext&) { return Result<int>(pid); });
+  if (!adopted.ok()) {
+    kill(pid, SIGKILL);
+    ++counters_.restore_failures;
+    Drop(key, "cannot adopt the restored template: " + adopted.status().message(), false);
+    return;
+  }
+  ++counters_.restores;
+  t->pid = pid;
+  GLOG_INFO("templates: %s restored (pid %d) in %lld ms", key.c_str(), pid,
+            static_cast<long long>(clock_->NowMs() - t->since_ms));
+  kill(pid, SIGCONT);
+  t->phase = Template::Phase::kReconnecting;
+  t->since_ms = clock_->NowMs();
+}
+
+void TemplateManager::FinishCheckpoint(const std::string& key, Result<int> r, Template* t) {
+  std::error_code ec;
+  const std::string tmp = SnapshotDir(key) + ".tmp";
   if (r.ok() && t) {
-    fs::remove_all(SnapshotDir(job.key), ec);
-    fs::rename(tmp, SnapshotDir(job.key), ec);
+    fs::remove_all(SnapshotDir(key), ec);
+    fs::rename(tmp, SnapshotDir(key), ec);
     if (ec) r = Internal("cannot move the snapshot into place: " + ec.message());
   }
   if (r.ok() && t) {
@@ -171,27 +178,27 @@ void TemplateManager::FinishJob() {
                t->version,
                t->spec.cpu,
                t->spec.memory_mb,
-               DirectoryBytes(SnapshotDir(job.key)),
+               DirectoryBytes(SnapshotDir(key)),
                clock_->NowMs()};
-    std::ofstream(options_.dir + "/" + job.key + "/meta.json")
+    std::ofstream(options_.dir + "/" + key + "/meta.json")
         << ToJson(json::object{{"endpointId", s.endpoint_id},
                                {"version", s.version},
                                {"cpu", s.cpu},
                                {"memoryMb", s.memory_mb}});
-    snapshots_[job.key] = s;
-    GLOG_INFO("templates: %s checkpointed (%lld MB) in %lld ms", job.key.c_str(),
+    snapshots_[key] = s;
+    GLOG_INFO("templates: %s checkpointed (%lld MB) in %lld ms", key.c_str(),
               static_cast<long long>(s.bytes >> 20),
               static_cast<long long>(clock_->NowMs() - t->since_ms));
   } else {
     fs::remove_all(tmp, ec);
     if (!r.ok()) {
       ++counters_.snapshot_failures;
-      GLOG_WARN("templates: checkpoint of %s failed: %s", job.key.c_str(),
+      GLOG_WARN("templates: checkpoint of %s failed: %s", key.c_str(),
                 r.status().ToString().c_str());
     }
   }
   if (t) {
-    if (!r.ok()) no_snapshot_.insert(job.key);  // it keeps serving forks; no second try
+    if (!r.ok()) no_snapshot_.insert(key);  // it keeps serving forks; no second try
     kill(t->pid, SIGCONT);
     t->phase = Template::Phase::kReconnecting;
     t->since_ms = clock_->NowMs();
