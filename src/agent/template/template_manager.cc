@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <future>
 #include <utility>
 
 #include "agent/template/template_process.h"
@@ -337,63 +336,9 @@ bool TemplateManager::Step() {
     changed = true;
   }
   const int64_t now = clock_->NowMs();
-  // Dropped after the loop (Drop erases from templates_); `counted`: a template failure.
-  struct PendingDrop {
-    std::string key, why;
-    bool counted = true;
-    bool forget_snapshot = false;
-  };
   std::vector<PendingDrop> drops;
-  for (auto& [key, tp] : templates_) {
-    Template& t = *tp;
-    const int64_t age = now - t.since_ms;
-    switch (t.phase) {
-      case Template::Phase::kStarting:
-      case Template::Phase::kReconnecting:
-        Accept(t);
-        if (t.phase == Template::Phase::kReady) {
-          changed = true;
-        } else if (age > options_.ready_timeout_ms) {
-          drops.push_back({key, "not parked after " + std::to_string(age) + " ms"});
-        }
-        break;
-      case Template::Phase::kReady:
-        if (!t.container && options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
-            !no_snapshot_.count(key) &&
-            probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024 &&
-            SnapshotsUsable()) {
-          if (Status s = BeginCheckpoint(t); !s.ok()) {
-            drops.push_back({key, s.message(), /*counted=*/false});
-          }
-          changed = true;
-        }
-        break;
-      case Template::Phase::kParking:
-        if (ProcState(t.pid) == 'T') {
-          if (job_) break;
-          t.phase = Template::Phase::kCheckpointing;
-          const std::string tmp = SnapshotDir(key) + ".tmp";
-          std::error_code ec;
-          fs::create_directories(tmp, ec);
-          job_ =
-              Job{key, false, std::async(std::launch::async, [s = snapshotter_, pid = t.pid, tmp] {
-                    Status st = s->Dump(pid, tmp, /*leave_running=*/true);
-                    return st.ok() ? Result<int>(0) : Result<int>(st);
-                  })};
-        } else if (age > options_.park_timeout_ms) {
-          drops.push_back({key, "did not stop for its checkpoint"});
-        }
-        break;
-      case Template::Phase::kRestoreQueued:
-        if (job_) break;
-        if (Status s = StartRestore(t); !s.ok()) {
-          drops.push_back({key, s.message(), /*counted=*/false, /*forget_snapshot=*/true});
-        }
-        break;
-      case Template::Phase::kCheckpointing:
-      case Template::Phase::kRestoring:
-        break;
-    }
+  for (auto& [key, t] : templates_) {
+    if (Advance(*t, now, &drops)) changed = true;
   }
   for (const PendingDrop& d : drops) {
     if (d.counted) ++counters_.template_failures;
@@ -414,6 +359,43 @@ bool TemplateManager::Step() {
     EnforceBudgets();
   }
   return changed;
+}
+
+bool TemplateManager::Advance(Template& t, int64_t now, std::vector<PendingDrop>* drops) {
+  const int64_t age = now - t.since_ms;
+  switch (t.phase) {
+    case Template::Phase::kStarting:
+    case Template::Phase::kReconnecting:
+      Accept(t);
+      if (t.phase == Template::Phase::kReady) return true;
+      if (age > options_.ready_timeout_ms) {
+        drops->push_back({t.key, "not parked after " + std::to_string(age) + " ms"});
+      }
+      return false;
+    case Template::Phase::kReady:
+      if (!WantsCheckpoint(t)) return false;
+      if (Status s = BeginCheckpoint(t); !s.ok()) {
+        drops->push_back({t.key, s.message(), /*counted=*/false});
+      }
+      return true;
+    case Template::Phase::kParking:
+      if (ProcState(t.pid) == 'T') {
+        if (!job_) StartDump(t);
+      } else if (age > options_.park_timeout_ms) {
+        drops->push_back({t.key, "did not stop for its checkpoint"});
+      }
+      return false;
+    case Template::Phase::kRestoreQueued:
+      if (job_) return false;
+      if (Status s = StartRestore(t); !s.ok()) {
+        drops->push_back({t.key, s.message(), /*counted=*/false, /*forget_snapshot=*/true});
+      }
+      return false;
+    case Template::Phase::kCheckpointing:
+    case Template::Phase::kRestoring:
+      return false;
+  }
+  return false;
 }
 
 void TemplateManager::EnforceBudgets() {

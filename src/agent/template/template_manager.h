@@ -192,6 +192,12 @@ class TemplateManager {
     bool restore = false;
     std::future<Result<int>> result;  // restore: the pid; checkpoint: 0
   };
+  // A template that Step() drops once its pass over templates_ is done (Drop() erases from it).
+  struct PendingDrop {
+    std::string key, why;
+    bool counted = true;  // a template failure
+    bool forget_snapshot = false;
+  };
 
   std::string SnapshotDir(const std::string& key) const;
   std::string SocketName(const std::string& key) const;
@@ -220,6 +226,14 @@ class TemplateManager {
   // template, so that a fork moves no process between cgroups; released when unused.
   void OfferSpareCgroup(Template& t);
   void ReleaseSpareCgroup(Template& t);
+  // Moves template `t` along its phases (Step()): accepts its handshake, starts its checkpoint
+  // or its queued restore, and queues it in `drops` when it is to go. True when a report
+  // changed.
+  bool Advance(Template& t, int64_t now, std::vector<PendingDrop>* drops);
+  // Whether the ready template `t` is to be checkpointed now (SnapshotsUsable() is asked last).
+  bool WantsCheckpoint(const Template& t);
+  // Starts the dump of the parked (stopped) template `t` on the background thread.
+  void StartDump(Template& t);
   // Takes the result of the finished background job: FinishRestore() adopts the restored
   // template (or retries, or deletes its snapshot), FinishCheckpoint() moves the snapshot into
   // place and continues the template. `t`: the job's template, null if dropped meanwhile.

@@ -100,6 +100,12 @@ bool TemplateManager::SnapshotsUsable() {
   return *criu_usable_;
 }
 
+bool TemplateManager::WantsCheckpoint(const Template& t) {
+  return !t.container && options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(t.key) &&
+         !no_snapshot_.count(t.key) &&
+         probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024 && SnapshotsUsable();
+}
+
 Status TemplateManager::BeginCheckpoint(Template& t) {
   Status s = SendWithFds(t.conn_fd, "{\"op\":\"park\"}\n", {});
   if (!s.ok()) return Status(s.code(), "cannot park: " + s.message());
@@ -108,6 +114,17 @@ Status TemplateManager::BeginCheckpoint(Template& t) {
   t.phase = Template::Phase::kParking;
   t.since_ms = clock_->NowMs();
   return Status::Ok();
+}
+
+void TemplateManager::StartDump(Template& t) {
+  t.phase = Template::Phase::kCheckpointing;
+  const std::string tmp = SnapshotDir(t.key) + ".tmp";
+  std::error_code ec;
+  fs::create_directories(tmp, ec);
+  job_ = Job{t.key, false, std::async(std::launch::async, [s = snapshotter_, pid = t.pid, tmp] {
+               Status st = s->Dump(pid, tmp, /*leave_running=*/true);
+               return st.ok() ? Result<int>(0) : Result<int>(st);
+             })};
 }
 
 void TemplateManager::FinishJob() {
