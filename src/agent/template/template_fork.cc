@@ -86,23 +86,7 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
     }
     const int answered = static_cast<int>(*AsInt(*pid));
     if (!t.container) return answered;
-    // The pid in the container: its number here, found among the template's children.
-    std::optional<int> host = ChildByNsPid(t.init_pid, answered);
-    if (!host) {
-      return Internal("worker pid " + std::to_string(answered) +
-                      " of the template's container is not a child of its init");
-    }
-    auto exit = std::make_shared<ExternalExit>();
-    t.workers[answered] = exit;
-    if (ctx.external) *ctx.external = std::move(exit);
-    // It waits, stopped, to be moved into its cgroups (which it cannot reach from inside), so
-    // that none of its code runs outside its limits; then it is continued.
-    const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
-    while (ProcState(*host) != 'T' && SystemClock().NowMs() < deadline) usleep(100);
-    if (!came_in) MoveInto(ctx.cgroup_procs, *host);
-    if (move_failed) ReleaseSpareCgroup(t);  // the worker is not (or no longer) in it
-    kill(*host, SIGCONT);
-    return *host;
+    return ContainerWorker(t, answered, ctx, came_in, move_failed);
   };
   auto pid = runtime_->Launch(worker, launch);
   if (!pid.ok()) {
@@ -120,6 +104,27 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
   t.used_ms = clock_->NowMs();
   if (auto s = snapshots_.find(key); s != snapshots_.end()) s->second.used_ms = t.used_ms;
   return pid;
+}
+
+Result<int> TemplateManager::ContainerWorker(Template& t, int ns_pid, const LaunchContext& ctx,
+                                             bool came_in, bool move_failed) {
+  // The pid in the container: its number here, found among the template's children.
+  std::optional<int> host = ChildByNsPid(t.init_pid, ns_pid);
+  if (!host) {
+    return Internal("worker pid " + std::to_string(ns_pid) +
+                    " of the template's container is not a child of its init");
+  }
+  auto exit = std::make_shared<ExternalExit>();
+  t.workers[ns_pid] = exit;
+  if (ctx.external) *ctx.external = std::move(exit);
+  // It waits, stopped, to be moved into its cgroups (which it cannot reach from inside), so
+  // that none of its code runs outside its limits; then it is continued.
+  const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
+  while (ProcState(*host) != 'T' && SystemClock().NowMs() < deadline) usleep(100);
+  if (!came_in) MoveInto(ctx.cgroup_procs, *host);
+  if (move_failed) ReleaseSpareCgroup(t);  // the worker is not (or no longer) in it
+  kill(*host, SIGCONT);
+  return *host;
 }
 
 void TemplateManager::OfferSpareCgroup(Template& t) {

@@ -209,6 +209,12 @@ class TemplateManager {
   Result<std::string> ReadAnswer(Template& t);
   // Handles one report line of a container template; false if it is not one.
   bool HandleReport(Template& t, const std::string& line);
+  // The worker that container template `t` forked, `ns_pid` in its container: registers its
+  // end (ctx.external), moves it into its cgroups unless it `came_in` one made ahead, releases
+  // the spare cgroup when `move_failed`, and continues it. Its pid here; Internal when it is not
+  // a child of the container's init.
+  Result<int> ContainerWorker(Template& t, int ns_pid, const LaunchContext& ctx, bool came_in,
+                              bool move_failed);
   // The workers of container template `t` are gone with it (killed with its PID namespace).
   static void WorkersKilled(Template& t);
   void LoadSnapshots();
