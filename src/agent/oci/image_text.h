@@ -1,6 +1,6 @@
 #pragma once
-// Small string helpers shared by the image store's files (image_ref.cc, image_store.cc).
-// Internal to src/agent/oci; header-only.
+// Small string helpers shared by the image store's files (image_ref.cc, tool_output.cc,
+// image_store.cc). Internal to src/agent/oci; header-only.
 
 #include <cctype>
 #include <initializer_list>
