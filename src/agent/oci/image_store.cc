@@ -114,6 +114,71 @@ class SystemImageTools final : public ImageTools {
   std::vector<std::string> env_;
 };
 
+// ---- Credentials -----------------------------------------------------------------------------
+
+// The texts that would give a pull's credentials away (the password, and "user:password" plain
+// and in base64), longest first, so that "user:pass" is hidden whole rather than leaving "user:".
+std::vector<std::string> CredentialSecrets(const PullOptions& options) {
+  std::vector<std::string> secrets;
+  if (!options.credentials) return secrets;
+  const RegistryCredentials& c = *options.credentials;
+  for (const std::string& s :
+       {c.password, Base64(c.username + ":" + c.password), c.username + ":" + c.password}) {
+    if (s.size() >= 3) secrets.push_back(s);
+  }
+  std::sort(secrets.begin(), secrets.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return secrets;
+}
+
+// skopeo's auth file for one copy, deleted when this goes.
+struct AuthFile {
+  std::string path;
+  ~AuthFile() {
+    if (!path.empty()) unlink(path.c_str());
+  }
+};
+
+// Writes the auth file of `ref`'s registry with `c`, created 0600 in `dir` (the store's tmp/,
+// 0700), into *auth.
+Status WriteAuthFile(const std::string& dir, const ImageRef& ref, const RegistryCredentials& c,
+                     AuthFile* auth) {
+  auth->path = dir + "/auth-" + NewId("p", 16) + ".json";
+  json::object entry{{"auth", Base64(c.username + ":" + c.password)}};
+  json::object auths;
+  auths[ref.registry] = std::move(entry);
+  const std::string text = ToJson(json::object{{"auths", std::move(auths)}});
+  Fd fd(open(auth->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fd.get() < 0) {
+    const int err = errno;
+    auth->path.clear();
+    return ErrnoStatus("creating an auth file in " + dir, err);
+  }
+  if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return ErrnoStatus("writing an auth file in " + dir, errno);
+  }
+  return Status::Ok();
+}
+
+// skopeo copy's arguments for a pull of `ref` into the layout of the store at `root`; with
+// credentials, writes them to *auth, which the caller keeps until the copy is done.
+Result<std::vector<std::string>> CopyArgs(const std::string& root, const ImageRef& ref,
+                                          const PullOptions& options, AuthFile* auth) {
+  std::vector<std::string> args = {"--insecure-policy", "--tmpdir", root + "/tmp", "copy"};
+  args.push_back(ref.IsLoopback() || options.insecure ? "--src-tls-verify=false"
+                                                      : "--src-tls-verify=true");
+  if (options.credentials) {
+    GANTRY_RETURN_IF_ERROR(WriteAuthFile(root + "/tmp", ref, *options.credentials, auth));
+    args.push_back("--src-authfile");
+    args.push_back(auth->path);
+  } else {
+    args.push_back("--src-no-creds");
+  }
+  args.push_back(ref.TransportRef());
+  args.push_back("oci:" + root + "/oci" + ":" + ref.LayoutTag());
+  return args;
+}
+
 }  // namespace
 
 // ---- ImageStore ------------------------------------------------------------------------------
@@ -171,112 +236,72 @@ Result<Image> ImageStore::PullImpl(const ImageRef& ref, const PullOptions& optio
   if (ref.registry.empty() || ref.repository.empty() || (ref.tag.empty() && ref.digest.empty())) {
     return InvalidArgument("image reference \"" + ref.ToString() + "\" is incomplete");
   }
-  const std::string layout = LayoutDir();
-  const std::string tag = ref.LayoutTag();
   Image image;
   image.ref = ref;
-
-  // Secrets never leave this function in any text.
-  std::vector<std::string> secrets;
-  if (options.credentials) {
-    const RegistryCredentials& c = *options.credentials;
-    for (const std::string& s :
-         {c.password, Base64(c.username + ":" + c.password), c.username + ":" + c.password}) {
-      if (s.size() >= 3) secrets.push_back(s);
-    }
-    // Longest first, so that "user:pass" is hidden whole rather than leaving "user:".
-    std::sort(secrets.begin(), secrets.end(),
-              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  }
+  // Secrets never leave this pull in any text.
+  const std::vector<std::string> secrets = CredentialSecrets(options);
   auto redact = [&secrets](std::string s) {
     for (const std::string& secret : secrets) ReplaceAll(&s, secret, "<redacted>");
     return s;
   };
-
-  std::vector<std::string> args = {"--insecure-policy", "--tmpdir", root_ + "/tmp", "copy"};
-  args.push_back(ref.IsLoopback() || options.insecure ? "--src-tls-verify=false"
-                                                      : "--src-tls-verify=true");
-  // The auth file: created 0600 in tmp/ (0700), deleted when this function returns.
-  struct AuthFile {
-    std::string path;
-    ~AuthFile() {
-      if (!path.empty()) unlink(path.c_str());
-    }
-  } auth;
-  if (options.credentials) {
-    auth.path = root_ + "/tmp/auth-" + NewId("p", 16) + ".json";
-    json::object entry{
-        {"auth", Base64(options.credentials->username + ":" + options.credentials->password)}};
-    json::object auths;
-    auths[ref.registry] = std::move(entry);
-    const std::string text = ToJson(json::object{{"auths", std::move(auths)}});
-    Fd fd(open(auth.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (fd.get() < 0) {
-      const int err = errno;
-      auth.path.clear();
-      return ErrnoStatus("creating an auth file in " + root_ + "/tmp", err);
-    }
-    if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-      return ErrnoStatus("writing an auth file in " + root_ + "/tmp", errno);
-    }
-    args.push_back("--src-authfile");
-    args.push_back(auth.path);
-  } else {
-    args.push_back("--src-no-creds");
-  }
-  args.push_back(ref.TransportRef());
-  args.push_back("oci:" + layout + ":" + tag);
-
+  AuthFile auth;  // deleted when this function returns
+  Result<std::vector<std::string>> args = CopyArgs(root_, ref, options, &auth);
+  if (!args.ok()) return args.status();
   if (progress) progress({PullEvent::Kind::kStart, "", "pulling " + ref.ToString()});
   const auto copy_start = SteadyClock::now();
-  std::string manifest_digest;
-  {
-    // Copies into the layout take turns (see the header).
-    Result<FileLock> lock =
-        FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, options.cancel);
-    if (!lock.ok()) return lock.status();
-    int blobs = 0;
-    auto on_line = [&](std::string_view line) {
-      if (!progress) return;
-      std::optional<PullEvent> e = SkopeoLineEvent(line, &blobs);
-      if (!e) return;
-      e->text = redact(std::move(e->text));
-      progress(*e);
-    };
-    Result<ImageTools::Run> run = tools_->RunTool(
-        ImageTools::Tool::kSkopeo, args, options_.copy_timeout_ms, options.cancel, on_line);
-    if (!run.ok()) return Status(run.status().code(), redact(run.status().message()));
-    if (!run->succeeded()) return SkopeoFailure(ref, *run, options_.copy_timeout_ms, redact);
-
-    Result<std::map<std::string, std::string>> tags = ReadIndex(layout);
-    if (!tags.ok()) return tags.status();
-    auto it = tags->find(tag);
-    if (it == tags->end()) {
-      return Internal("skopeo copied " + ref.ToString() + " but the layout has no tag " + tag);
-    }
-    manifest_digest = it->second;
-    if (!IsSha256Digest(manifest_digest)) {
-      return FailedPrecondition("manifest digest " + manifest_digest + " of " + ref.ToString() +
-                                " is not sha256; the store keys rootfs by sha256");
-    }
-    GANTRY_RETURN_IF_ERROR(ReadImage(layout, manifest_digest, &image));
-    // For Lookup(), which must not wait for this lock (a long download of another image).
-    GANTRY_RETURN_IF_ERROR(WriteRef(tag, manifest_digest));
-    // Pin the manifest by its digest, for Unpack(): the ref's tag may move meanwhile.
-    const std::string pin = kPinPrefix + manifest_digest.substr(7);
-    if (!tags->count(pin)) {
-      Result<ImageTools::Run> tagged =
-          tools_->RunTool(ImageTools::Tool::kUmoci, {"tag", "--image", layout + ":" + tag, pin},
-                          options_.umoci_timeout_ms, nullptr, nullptr);
-      if (!tagged.ok()) return tagged.status();
-      if (!tagged->succeeded()) {
-        return Internal("umoci tag " + pin + " failed: " + FailureText(tagged->output));
-      }
-    }
-  }
+  GANTRY_RETURN_IF_ERROR(CopyIntoLayout(ref, *args, options.cancel, redact, progress, &image));
   image.copy_ms = MsSince(copy_start);
   GANTRY_RETURN_IF_ERROR(Unpack(&image, options.cancel, progress));
   return image;
+}
+
+Status ImageStore::CopyIntoLayout(const ImageRef& ref, const std::vector<std::string>& args,
+                                  const std::atomic<bool>* cancel,
+                                  const std::function<std::string(std::string)>& redact,
+                                  const ProgressFn& progress, Image* image) {
+  const std::string layout = LayoutDir();
+  const std::string tag = ref.LayoutTag();
+  // Copies into the layout take turns (see the header).
+  Result<FileLock> lock = FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, cancel);
+  if (!lock.ok()) return lock.status();
+  int blobs = 0;
+  auto on_line = [&](std::string_view line) {
+    if (!progress) return;
+    std::optional<PullEvent> e = SkopeoLineEvent(line, &blobs);
+    if (!e) return;
+    e->text = redact(std::move(e->text));
+    progress(*e);
+  };
+  Result<ImageTools::Run> run =
+      tools_->RunTool(ImageTools::Tool::kSkopeo, args, options_.copy_timeout_ms, cancel, on_line);
+  if (!run.ok()) return Status(run.status().code(), redact(run.status().message()));
+  if (!run->succeeded()) return SkopeoFailure(ref, *run, options_.copy_timeout_ms, redact);
+
+  Result<std::map<std::string, std::string>> tags = ReadIndex(layout);
+  if (!tags.ok()) return tags.status();
+  auto it = tags->find(tag);
+  if (it == tags->end()) {
+    return Internal("skopeo copied " + ref.ToString() + " but the layout has no tag " + tag);
+  }
+  const std::string manifest_digest = it->second;
+  if (!IsSha256Digest(manifest_digest)) {
+    return FailedPrecondition("manifest digest " + manifest_digest + " of " + ref.ToString() +
+                              " is not sha256; the store keys rootfs by sha256");
+  }
+  GANTRY_RETURN_IF_ERROR(ReadImage(layout, manifest_digest, image));
+  // For Lookup(), which must not wait for this lock (a long download of another image).
+  GANTRY_RETURN_IF_ERROR(WriteRef(tag, manifest_digest));
+  // Pin the manifest by its digest, for Unpack(): the ref's tag may move meanwhile.
+  const std::string pin = kPinPrefix + manifest_digest.substr(7);
+  if (tags->count(pin)) return Status::Ok();
+  Result<ImageTools::Run> tagged =
+      tools_->RunTool(ImageTools::Tool::kUmoci, {"tag", "--image", layout + ":" + tag, pin},
+                      options_.umoci_timeout_ms, nullptr, nullptr);
+  if (!tagged.ok()) return tagged.status();
+  if (!tagged->succeeded()) {
+    return Internal("umoci tag " + pin + " failed: " + FailureText(tagged->output));
+  }
+  return Status::Ok();
 }
 
 Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,

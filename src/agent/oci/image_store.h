@@ -238,6 +238,13 @@ class ImageStore {
 
   Result<Image> PullImpl(const ImageRef& ref, const PullOptions& options,
                          const ProgressFn& progress);
+  // Runs skopeo copy (`args`) under the layout's exclusive lock, then reads the manifest and
+  // config it copied into *image, records the ref (WriteRef) and pins the manifest by digest.
+  // Every text that reaches progress or an error goes through `redact`.
+  Status CopyIntoLayout(const ImageRef& ref, const std::vector<std::string>& args,
+                        const std::atomic<bool>* cancel,
+                        const std::function<std::string(std::string)>& redact,
+                        const ProgressFn& progress, Image* image);
   Status Unpack(Image* image, const std::atomic<bool>* cancel, const ProgressFn& progress);
 
   const std::string root_;
