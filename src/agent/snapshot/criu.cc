@@ -105,6 +105,14 @@ class CriuSnapshotter final : public Snapshotter {
   void WarnIfNotSubreaper();
   // `criu dump` of `pid` into `dir` (already emptied).
   Status RunDump(int pid, const std::string& dir, bool leave_running);
+  // Whether `dir` holds suspended GPU state, once it is known to hold an image Restore() can
+  // use: NotFound without an image, FailedPrecondition for GPU state this snapshotter cannot
+  // resume.
+  Result<bool> CheckImage(const std::string& dir);
+  // `criu restore` from `dir` (for kLazy, with its lazy-pages daemon listening); the restored
+  // root's pid, read from `pidfile`. DeadlineExceeded past the time limit, FailedPrecondition
+  // when a pid of the dumped tree is in use, else Internal, quoting criu's log.
+  Result<int> RunRestore(const std::string& dir, RestoreMode mode, const std::string& pidfile);
 
   // GPU state (CriuOptions::cuda; criu.h "GPU state"). SuspendGpu: true if it suspended the
   // GPU state of `pid`, false if there was nothing to do. FinishGpuDump: after RunDump() of a
@@ -293,27 +301,12 @@ void CriuSnapshotter::WarnIfNotSubreaper() {
 Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mode) {
   if (dir_arg.empty()) return InvalidArgument("snapshot: empty image directory");
   const std::string dir = Absolute(dir_arg);
-  std::error_code ec;
-  if (!fs::exists(dir + "/inventory.img", ec)) {
-    return NotFound("snapshot: no CRIU image in " + dir + " (no inventory.img)");
-  }
-  const bool gpu_suspended = fs::exists(dir + "/" + kCudaSuspendedMarker, ec);
-  if (gpu_suspended) {
-    if (options_.cuda == nullptr) {
-      return FailedPrecondition("snapshot: the image in " + dir + " holds suspended GPU state (" +
-                                kCudaSuspendedMarker +
-                                ") and this snapshotter has no CUDA checkpointer");
-    }
-    if (Status a = options_.cuda->Available(); !a.ok()) {
-      return FailedPrecondition(
-          "snapshot: the image in " + dir +
-          " holds suspended GPU state, which cannot be resumed here: " + a.message());
-    }
-  }
+  Result<bool> gpu_suspended = CheckImage(dir);
+  if (!gpu_suspended.ok()) return gpu_suspended.status();
   JoinFinishedWatchers();
   WarnIfNotSubreaper();
   const std::string pidfile = dir + "/restore.pid";
-  const std::string log = dir + "/restore.log";
+  std::error_code ec;
   fs::remove(pidfile, ec);
 
   const auto t0 = SteadyClock::now();
@@ -323,6 +316,47 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
     if (!d.ok()) return d.status();
     daemon = *d;
   }
+  Result<int> pid = RunRestore(dir, mode, pidfile);
+  if (!pid.ok()) {
+    if (daemon > 0) {
+      kill(daemon, SIGKILL);
+      while (waitpid(daemon, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    return pid.status();
+  }
+  if (daemon > 0) WatchLazyDaemon(daemon, dir);
+  if (*gpu_suspended) GANTRY_RETURN_IF_ERROR(ResumeGpuAfterRestore(*pid, dir));
+  GLOG_DEBUG("snapshot: restored pid %d from %s (%s) in %lld ms", *pid, dir.c_str(),
+             mode == RestoreMode::kLazy ? "lazy" : "full",
+             static_cast<long long>(
+                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
+  return pid;
+}
+
+Result<bool> CriuSnapshotter::CheckImage(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir + "/inventory.img", ec)) {
+    return NotFound("snapshot: no CRIU image in " + dir + " (no inventory.img)");
+  }
+  const bool gpu_suspended = fs::exists(dir + "/" + kCudaSuspendedMarker, ec);
+  if (!gpu_suspended) return false;
+  if (options_.cuda == nullptr) {
+    return FailedPrecondition("snapshot: the image in " + dir + " holds suspended GPU state (" +
+                              kCudaSuspendedMarker +
+                              ") and this snapshotter has no CUDA checkpointer");
+  }
+  if (Status a = options_.cuda->Available(); !a.ok()) {
+    return FailedPrecondition(
+        "snapshot: the image in " + dir +
+        " holds suspended GPU state, which cannot be resumed here: " + a.message());
+  }
+  return true;
+}
+
+Result<int> CriuSnapshotter::RunRestore(const std::string& dir, RestoreMode mode,
+                                        const std::string& pidfile) {
+  const std::string log = dir + "/restore.log";
   std::vector<std::string> argv = {criu_,
                                    "restore",
                                    "-D",
@@ -337,47 +371,27 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
                                    "-v4"};
   if (mode == RestoreMode::kLazy) argv.push_back("--lazy-pages");
   Result<SubprocessResult> r = RunProcess(argv, CriuProcessOptions(options_.timeout_ms));
-
-  int pid = 0;
-  Status failed;
-  if (!r.ok()) {
-    failed = r.status();
-  } else if (!r->succeeded()) {
+  if (!r.ok()) return r.status();
+  if (!r->succeeded()) {
     std::string what =
         "snapshot: criu restore from " + dir + " " + Describe(*r, log, options_.log_tail_lines);
     if (mode == RestoreMode::kLazy) {
       what += "\nend of " + LogTail(dir + "/lazy-pages.log", options_.log_tail_lines);
     }
-    if (r->timed_out) {
-      failed = DeadlineExceeded(std::move(what));
-    } else if (what.find("Can't fork for") != std::string::npos) {
-      failed = FailedPrecondition(
+    if (r->timed_out) return DeadlineExceeded(std::move(what));
+    if (what.find("Can't fork for") != std::string::npos) {
+      return FailedPrecondition(
           "a pid of the dumped tree is in use (kill and reap the original before restoring): " +
           what);
-    } else {
-      failed = Internal(std::move(what));
     }
-  } else {
-    std::ifstream in(pidfile);
-    if (!(in >> pid) || pid <= 0) {
-      failed = Internal("snapshot: criu restore from " + dir + " succeeded but left no pid in " +
-                        pidfile);
-    }
+    return Internal(std::move(what));
   }
-  if (!failed.ok()) {
-    if (daemon > 0) {
-      kill(daemon, SIGKILL);
-      while (waitpid(daemon, nullptr, 0) < 0 && errno == EINTR) {
-      }
-    }
-    return failed;
+  int pid = 0;
+  std::ifstream in(pidfile);
+  if (!(in >> pid) || pid <= 0) {
+    return Internal("snapshot: criu restore from " + dir + " succeeded but left no pid in " +
+                    pidfile);
   }
-  if (daemon > 0) WatchLazyDaemon(daemon, dir);
-  if (gpu_suspended) GANTRY_RETURN_IF_ERROR(ResumeGpuAfterRestore(pid, dir));
-  GLOG_DEBUG("snapshot: restored pid %d from %s (%s) in %lld ms", pid, dir.c_str(),
-             mode == RestoreMode::kLazy ? "lazy" : "full",
-             static_cast<long long>(
-                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
   return pid;
 }
 
