@@ -351,124 +351,161 @@ bool Resolve(const std::string& host, uint16_t port, sockaddr_storage* addr, soc
   return true;
 }
 
-void AsyncLoop(const Config& c, const gantry::http::Url& take, const gantry::http::Url& done) {
-  const Targets targets(take, done);
-  sockaddr_storage take_addr{}, done_addr{};
-  socklen_t take_len = 0, done_len = 0;
-  if (!Resolve(take.host, take.port, &take_addr, &take_len) ||
-      !Resolve(done.host, done.port, &done_addr, &done_len)) {
-    Error("cannot resolve %s or %s", take.host.c_str(), done.host.c_str());
-    return;
+// One thread of mode async: a job-take-batch long-poll kept outstanding while it holds fewer
+// than --batch jobs, and each held job's job-done posted at once on a connection of its own.
+class AsyncWorker {
+ public:
+  AsyncWorker(const Config& c, const gantry::http::Url& take, const gantry::http::Url& done)
+      : c_(c),
+        take_(take),
+        done_(done),
+        targets_(take, done),
+        done_conns_(c.batch),
+        done_ids_(c.batch),
+        done_retried_(c.batch, 0) {}
+
+  // Runs until g_stop; returns at once when a host cannot be resolved.
+  void Run() {
+    if (!Resolve(take_.host, take_.port, &take_addr_, &take_len_) ||
+        !Resolve(done_.host, done_.port, &done_addr_, &done_len_)) {
+      Error("cannot resolve %s or %s", take_.host.c_str(), done_.host.c_str());
+      return;
+    }
+    while (!g_stop.load(std::memory_order_relaxed)) {
+      if (!take_conn_.busy() && held_ < c_.batch) {
+        if (!take_conn_.Send(take_addr_, take_len_,
+                             Request("GET", targets_.Take(c_.batch - held_), take_, ""))) {
+          Error("take: cannot connect to %s:%u", take_.host.c_str(), take_.port);
+          Backoff();
+          continue;
+        }
+      }
+      PollOnce();
+    }
   }
-  auto request = [&](const char* method, const std::string& target, const std::string& host,
-                     uint16_t port, const std::string& body) {
+
+ private:
+  std::string Request(const char* method, const std::string& target, const gantry::http::Url& url,
+                      const std::string& body) const {
     std::string r;
-    r.reserve(target.size() + body.size() + c.key.size() + 128);
-    r.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(host);
-    r.append(":").append(std::to_string(port)).append("\r\nAuthorization: ").append(c.key);
+    r.reserve(target.size() + body.size() + c_.key.size() + 128);
+    r.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ").append(url.host);
+    r.append(":").append(std::to_string(url.port)).append("\r\nAuthorization: ").append(c_.key);
     if (!body.empty()) {
       r.append("\r\nContent-Type: application/json\r\nContent-Length: ");
       r.append(std::to_string(body.size()));
     }
     r.append("\r\n\r\n").append(body);
     return r;
-  };
+  }
 
-  Conn take_conn;
-  std::vector<Conn> done_conns(c.batch);  // done_conns[i] busy <=> one held job posted on it
-  std::vector<std::string> done_ids(c.batch);
-  std::vector<int> done_retried(c.batch, 0);
-  int held = 0;  // jobs taken whose job-done has not been answered
-  std::vector<Job> jobs;
-  std::vector<pollfd> fds;
-  std::vector<int> which;  // -1: take_conn, else index into done_conns
-  int status = 0;
-  std::string body;
-
-  auto post_done = [&](int slot, const Job& j) {
-    done_ids[slot] = j.id;
-    done_retried[slot] = 0;
-    if (!done_conns[slot].Send(done_addr, done_len,
-                               request("POST", targets.Done(j.id), done.host, done.port, j.body))) {
-      Error("job-done %s: cannot send", j.id.c_str());
-      --held;
+  // Waits (at most 1 s) for answers on the busy connections and handles those that came.
+  void PollOnce() {
+    fds_.clear();
+    which_.clear();
+    if (take_conn_.busy()) {
+      fds_.push_back({take_conn_.fd(), POLLIN, 0});
+      which_.push_back(-1);
     }
-  };
-
-  while (!g_stop.load(std::memory_order_relaxed)) {
-    if (!take_conn.busy() && held < c.batch) {
-      if (!take_conn.Send(take_addr, take_len,
-                          request("GET", targets.Take(c.batch - held), take.host, take.port, ""))) {
-        Error("take: cannot connect to %s:%u", take.host.c_str(), take.port);
-        Backoff();
-        continue;
+    for (int i = 0; i < c_.batch; ++i) {
+      if (done_conns_[i].busy()) {
+        fds_.push_back({done_conns_[i].fd(), POLLIN, 0});
+        which_.push_back(i);
       }
     }
-    fds.clear();
-    which.clear();
-    if (take_conn.busy()) {
-      fds.push_back({take_conn.fd(), POLLIN, 0});
-      which.push_back(-1);
-    }
-    for (int i = 0; i < c.batch; ++i) {
-      if (done_conns[i].busy()) {
-        fds.push_back({done_conns[i].fd(), POLLIN, 0});
-        which.push_back(i);
+    if (fds_.empty()) return;
+    if (poll(fds_.data(), fds_.size(), 1000) <= 0) return;
+    for (size_t k = 0; k < fds_.size(); ++k) {
+      if (!fds_[k].revents) continue;
+      if (which_[k] < 0) {
+        OnTakeReadable();
+      } else {
+        OnDoneReadable(which_[k]);
       }
-    }
-    if (fds.empty()) continue;
-    if (poll(fds.data(), fds.size(), 1000) <= 0) continue;
-    for (size_t k = 0; k < fds.size(); ++k) {
-      if (!fds[k].revents) continue;
-      if (which[k] < 0) {  // the take answered
-        auto r = take_conn.OnReadable(&status, &body);
-        if (r == Conn::Read::kMore) continue;
-        g_stats.takes.fetch_add(1, std::memory_order_relaxed);
-        if (r == Conn::Read::kFailed) {
-          Error("take: connection failed");
-          Backoff();
-          continue;
-        }
-        if (status == 204) {
-          g_stats.empty_takes.fetch_add(1, std::memory_order_relaxed);
-          continue;
-        }
-        jobs.clear();
-        if (status != 200 || !ParseJobs(body, &jobs)) {
-          Error("take: HTTP %d %.200s", status, body.c_str());
-          Backoff();
-          continue;
-        }
-        for (const Job& j : jobs) {
-          int slot = 0;
-          while (slot < c.batch && done_conns[slot].busy()) ++slot;
-          if (slot == c.batch) {  // the server sent more than asked for
-            Error("take: more jobs than batch_size");
-            break;
-          }
-          ++held;
-          post_done(slot, j);
-        }
-        continue;
-      }
-      int slot = which[k];
-      auto r = done_conns[slot].OnReadable(&status, &body);
-      if (r == Conn::Read::kMore) continue;
-      if (r == Conn::Read::kFailed && !done_retried[slot]) {  // job-done is idempotent
-        done_retried[slot] = 1;
-        std::string again = done_conns[slot].request();
-        if (done_conns[slot].Send(done_addr, done_len, std::move(again))) continue;
-      }
-      --held;
-      if (r == Conn::Read::kFailed || status != 200) {
-        Error("job-done %s: %s", done_ids[slot].c_str(),
-              r == Conn::Read::kFailed ? "connection failed"
-                                       : ("HTTP " + std::to_string(status)).c_str());
-        continue;
-      }
-      g_stats.jobs.fetch_add(1, std::memory_order_relaxed);
     }
   }
+
+  // The take answered (or some of it came): posts the job-done of each job it handed over.
+  void OnTakeReadable() {
+    auto r = take_conn_.OnReadable(&status_, &body_);
+    if (r == Conn::Read::kMore) return;
+    g_stats.takes.fetch_add(1, std::memory_order_relaxed);
+    if (r == Conn::Read::kFailed) {
+      Error("take: connection failed");
+      Backoff();
+      return;
+    }
+    if (status_ == 204) {
+      g_stats.empty_takes.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    jobs_.clear();
+    if (status_ != 200 || !ParseJobs(body_, &jobs_)) {
+      Error("take: HTTP %d %.200s", status_, body_.c_str());
+      Backoff();
+      return;
+    }
+    for (const Job& j : jobs_) {
+      int slot = 0;
+      while (slot < c_.batch && done_conns_[slot].busy()) ++slot;
+      if (slot == c_.batch) {  // the server sent more than asked for
+        Error("take: more jobs than batch_size");
+        break;
+      }
+      ++held_;
+      PostDone(slot, j);
+    }
+  }
+
+  // The job-done on `slot` answered (or some of it came); a failed connection is retried once.
+  void OnDoneReadable(int slot) {
+    auto r = done_conns_[slot].OnReadable(&status_, &body_);
+    if (r == Conn::Read::kMore) return;
+    if (r == Conn::Read::kFailed && !done_retried_[slot]) {  // job-done is idempotent
+      done_retried_[slot] = 1;
+      std::string again = done_conns_[slot].request();
+      if (done_conns_[slot].Send(done_addr_, done_len_, std::move(again))) return;
+    }
+    --held_;
+    if (r == Conn::Read::kFailed || status_ != 200) {
+      Error("job-done %s: %s", done_ids_[slot].c_str(),
+            r == Conn::Read::kFailed ? "connection failed"
+                                     : ("HTTP " + std::to_string(status_)).c_str());
+      return;
+    }
+    g_stats.jobs.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void PostDone(int slot, const Job& j) {
+    done_ids_[slot] = j.id;
+    done_retried_[slot] = 0;
+    if (!done_conns_[slot].Send(done_addr_, done_len_,
+                                Request("POST", targets_.Done(j.id), done_, j.body))) {
+      Error("job-done %s: cannot send", j.id.c_str());
+      --held_;
+    }
+  }
+
+  const Config& c_;
+  const gantry::http::Url& take_;
+  const gantry::http::Url& done_;
+  const Targets targets_;
+  sockaddr_storage take_addr_{}, done_addr_{};
+  socklen_t take_len_ = 0, done_len_ = 0;
+  Conn take_conn_;
+  std::vector<Conn> done_conns_;  // done_conns_[i] busy <=> one held job posted on it
+  std::vector<std::string> done_ids_;
+  std::vector<int> done_retried_;
+  int held_ = 0;  // jobs taken whose job-done has not been answered
+  std::vector<Job> jobs_;
+  std::vector<pollfd> fds_;
+  std::vector<int> which_;  // -1: take_conn_, else index into done_conns_
+  int status_ = 0;
+  std::string body_;
+};
+
+void AsyncLoop(const Config& c, const gantry::http::Url& take, const gantry::http::Url& done) {
+  AsyncWorker(c, take, done).Run();
 }
 
 void PingLoop(const Config& c, const gantry::http::Url& ping) {

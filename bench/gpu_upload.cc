@@ -30,9 +30,8 @@
 // Exit code: 0 it does, 1 it does not (or a CUDA call failed: the message says which), 2 no
 // libcuda.so.1 or no GPU.
 //
-// Linked with libdl and pthread only: the CUDA driver API is declared below and loaded with
-// dlopen/dlsym at run time, so this builds on machines without CUDA.
-#include <dlfcn.h>
+// Linked with libdl and pthread only: the CUDA driver API is declared in cuda_driver_api.h and
+// loaded with dlopen/dlsym at run time, so this builds on machines without CUDA.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -49,104 +48,24 @@
 #include <cstring>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <vector>
+
+#include "cuda_driver_api.h"
 
 namespace {
 
-// --- CUDA driver API (cuda.h of CUDA 12.x; no header here) -----------------------------------
-// Types: cuda.h `typedef enum cudaError_enum {...} CUresult` (int-sized), `typedef int
-// CUdevice`, `typedef unsigned long long CUdeviceptr` (64-bit platforms), opaque struct
-// pointers for contexts, streams and events.
-using CUresult = int;
-using CUdevice = int;
-using CUdeviceptr = unsigned long long;
-using CUcontext = struct CUctx_st*;
-using CUstream = struct CUstream_st*;
-using CUevent = struct CUevent_st*;
-constexpr CUresult CUDA_SUCCESS = 0;
-// cuda.h: "#define CU_MEMHOSTREGISTER_READ_ONLY 0x08" (since CUDA 11.1): the device only reads
-// the range, so a read-only or private file mapping can be registered without copying it.
-constexpr unsigned CU_MEMHOSTREGISTER_READ_ONLY = 0x08;
-// cuda.h: CU_STREAM_NON_BLOCKING = 0x1 (CUstream_flags), CU_EVENT_DISABLE_TIMING = 0x2.
-constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
-constexpr unsigned CU_EVENT_DISABLE_TIMING = 0x2;
-
-// The entry points, by their exported names. cuda.h maps several API names onto versioned
-// symbols (`#define cuMemAlloc cuMemAlloc_v2` and so on); dlsym needs those names, since the
-// unversioned ones are the old ABI (32-bit sizes). Signatures as in the CUDA 12.x driver API
-// reference (docs.nvidia.com/cuda/cuda-driver-api).
-struct Cuda {
-  CUresult (*cuInit)(unsigned int flags);
-  CUresult (*cuDriverGetVersion)(int* version);
-  CUresult (*cuGetErrorString)(CUresult error, const char** str);
-  CUresult (*cuDeviceGetCount)(int* count);
-  CUresult (*cuDeviceGet)(CUdevice* device, int ordinal);
-  CUresult (*cuDeviceGetName)(char* name, int len, CUdevice dev);
-  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext* ctx, CUdevice dev);
-  CUresult (*cuDevicePrimaryCtxRelease_v2)(CUdevice dev);
-  CUresult (*cuCtxSetCurrent)(CUcontext ctx);
-  CUresult (*cuCtxSynchronize)();
-  CUresult (*cuMemAlloc_v2)(CUdeviceptr* dptr, size_t bytes);
-  CUresult (*cuMemFree_v2)(CUdeviceptr dptr);
-  CUresult (*cuMemHostAlloc)(void** pp, size_t bytes, unsigned int flags);
-  CUresult (*cuMemFreeHost)(void* p);
-  CUresult (*cuMemHostRegister_v2)(void* p, size_t bytes, unsigned int flags);
-  CUresult (*cuMemHostUnregister)(void* p);
-  CUresult (*cuMemcpyHtoD_v2)(CUdeviceptr dst, const void* src, size_t bytes);
-  CUresult (*cuMemcpyHtoDAsync_v2)(CUdeviceptr dst, const void* src, size_t bytes, CUstream s);
-  CUresult (*cuStreamCreate)(CUstream* stream, unsigned int flags);
-  CUresult (*cuStreamDestroy_v2)(CUstream stream);
-  CUresult (*cuStreamSynchronize)(CUstream stream);
-  CUresult (*cuEventCreate)(CUevent* event, unsigned int flags);
-  CUresult (*cuEventRecord)(CUevent event, CUstream stream);
-  CUresult (*cuEventSynchronize)(CUevent event);
-  CUresult (*cuEventDestroy_v2)(CUevent event);
-};
-
-// Loads libcuda.so.1 into *cu; false (with *why) if the library or a symbol is missing.
-bool LoadCuda(Cuda* cu, std::string* why) {
-  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (lib == nullptr) {
-    const char* e = dlerror();
-    *why = std::string("cannot load libcuda.so.1 (") + (e ? e : "?") + ")";
-    return false;
-  }
-  bool ok = true;
-  auto sym = [&](auto& fn, const char* name) {
-    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-    if (fn == nullptr) {
-      *why += std::string(why->empty() ? "libcuda.so.1 lacks " : ", ") + name;
-      ok = false;
-    }
-  };
-  sym(cu->cuInit, "cuInit");
-  sym(cu->cuDriverGetVersion, "cuDriverGetVersion");
-  sym(cu->cuGetErrorString, "cuGetErrorString");
-  sym(cu->cuDeviceGetCount, "cuDeviceGetCount");
-  sym(cu->cuDeviceGet, "cuDeviceGet");
-  sym(cu->cuDeviceGetName, "cuDeviceGetName");
-  sym(cu->cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-  sym(cu->cuDevicePrimaryCtxRelease_v2, "cuDevicePrimaryCtxRelease_v2");
-  sym(cu->cuCtxSetCurrent, "cuCtxSetCurrent");
-  sym(cu->cuCtxSynchronize, "cuCtxSynchronize");
-  sym(cu->cuMemAlloc_v2, "cuMemAlloc_v2");
-  sym(cu->cuMemFree_v2, "cuMemFree_v2");
-  sym(cu->cuMemHostAlloc, "cuMemHostAlloc");
-  sym(cu->cuMemFreeHost, "cuMemFreeHost");
-  sym(cu->cuMemHostRegister_v2, "cuMemHostRegister_v2");
-  sym(cu->cuMemHostUnregister, "cuMemHostUnregister");
-  sym(cu->cuMemcpyHtoD_v2, "cuMemcpyHtoD_v2");
-  sym(cu->cuMemcpyHtoDAsync_v2, "cuMemcpyHtoDAsync_v2");
-  sym(cu->cuStreamCreate, "cuStreamCreate");
-  sym(cu->cuStreamDestroy_v2, "cuStreamDestroy_v2");
-  sym(cu->cuStreamSynchronize, "cuStreamSynchronize");
-  sym(cu->cuEventCreate, "cuEventCreate");
-  sym(cu->cuEventRecord, "cuEventRecord");
-  sym(cu->cuEventSynchronize, "cuEventSynchronize");
-  sym(cu->cuEventDestroy_v2, "cuEventDestroy_v2");
-  return ok;
-}
+using cuda_driver::CU_EVENT_DISABLE_TIMING;
+using cuda_driver::CU_MEMHOSTREGISTER_READ_ONLY;
+using cuda_driver::CU_STREAM_NON_BLOCKING;
+using cuda_driver::CUcontext;
+using cuda_driver::Cuda;
+using cuda_driver::CUDA_SUCCESS;
+using cuda_driver::CUdevice;
+using cuda_driver::CUdeviceptr;
+using cuda_driver::CUevent;
+using cuda_driver::CUresult;
+using cuda_driver::CUstream;
+using cuda_driver::LoadCuda;
 
 Cuda g_cu;  // filled in the children only
 volatile unsigned char g_sink;
@@ -310,73 +229,67 @@ struct Row {
   std::string note;
 };
 
-// The template child: everything CUDA happens here.
-int TemplateChild(const Options& o, char* mapped, size_t bytes, const std::string& file) {
-  std::string why;
-  if (!LoadCuda(&g_cu, &why)) {
-    std::printf("gpu_upload: no GPU to measure: %s\n", why.c_str());
-    return kExitNoGpu;
-  }
-  CU_OR_RETURN(g_cu.cuInit(0), kExitFail);
-  int version = 0;
-  CU_OR_RETURN(g_cu.cuDriverGetVersion(&version), kExitFail);
+// The GPU the template child measures: GPU 0, its primary context current, and a device buffer
+// of the whole upload's size.
+struct Gpu {
   CUdevice dev = 0;
-  CU_OR_RETURN(g_cu.cuDeviceGet(&dev, 0), kExitFail);
-  char name[256] = {0};
-  CU_OR_RETURN(g_cu.cuDeviceGetName(name, sizeof name - 1, dev), kExitFail);
   CUcontext ctx = nullptr;
-  CU_OR_RETURN(g_cu.cuDevicePrimaryCtxRetain(&ctx, dev), kExitFail);
-  CU_OR_RETURN(g_cu.cuCtxSetCurrent(ctx), kExitFail);
   CUdeviceptr dst = 0;
-  CU_OR_RETURN(g_cu.cuMemAlloc_v2(&dst, bytes), kExitFail);
+};
 
-  std::printf("GPU 0: %s; CUDA driver API %d.%d (cuDriverGetVersion %d); forked child pid %d\n",
-              name, version / 1000, version % 1000 / 10, version, static_cast<int>(getpid()));
-  std::printf(
-      "weights: %s, %zu MiB, in the page cache; median of %d uploads of the whole "
-      "buffer; GB/s = 1e9 bytes/s\n\n",
-      file.c_str(), bytes / kMiB, o.runs);
-  std::fflush(stdout);
+// No preparation before a run.
+void Nothing() {}
 
-  auto nothing = [] {};
-  // Before each mapped-file run: forget this child's page-table entries for the mapping, as in
-  // a freshly forked child (the page cache keeps the data; nothing was written to the mapping).
-  auto fresh_ptes = [&] { madvise(mapped, bytes, MADV_DONTNEED); };
-  std::vector<Row> rows;
-
-  // Pinned (the reference).
+// The upload paths' figures, appended to `rows` in the order they are measured (rows[0]: pinned,
+// the reference). Each Measure*() returns false on a CUDA error (having printed it).
+bool MeasurePinned(const Options& o, const Gpu& g, size_t bytes, std::vector<Row>* rows) {
   void* pinned = nullptr;
-  CU_OR_RETURN(g_cu.cuMemHostAlloc(&pinned, bytes, 0), kExitFail);
+  CU_OR_RETURN(g_cu.cuMemHostAlloc(&pinned, bytes, 0), false);
   std::memset(pinned, 1, bytes);
-  if (!Copy(dst, pinned, bytes)) return kExitFail;  // warm-up
-  std::vector<double> t = TimeRuns(o.runs, nothing, [&] { return Copy(dst, pinned, bytes); });
-  if (t.empty()) return kExitFail;
-  rows.push_back({"pinned buffer (cuMemHostAlloc)", Median(t), "reference"});
+  if (!Copy(g.dst, pinned, bytes)) return false;  // warm-up
+  std::vector<double> t = TimeRuns(o.runs, Nothing, [&] { return Copy(g.dst, pinned, bytes); });
+  if (t.empty()) return false;
+  rows->push_back({"pinned buffer (cuMemHostAlloc)", Median(t), "reference"});
   g_cu.cuMemFreeHost(pinned);
+  return true;
+}
 
-  // Pageable.
+bool MeasurePageable(const Options& o, const Gpu& g, size_t bytes, std::vector<Row>* rows) {
   char* pageable = static_cast<char*>(std::malloc(bytes));
   if (pageable == nullptr) {
     std::printf("gpu_upload: malloc(%zu) failed\n", bytes);
-    return kExitFail;
+    return false;
   }
   std::memset(pageable, 1, bytes);
-  if (!Copy(dst, pageable, bytes)) return kExitFail;
-  t = TimeRuns(o.runs, nothing, [&] { return Copy(dst, pageable, bytes); });
-  if (t.empty()) return kExitFail;
-  rows.push_back({"pageable buffer (malloc, touched)", Median(t), ""});
+  if (!Copy(g.dst, pageable, bytes)) return false;
+  std::vector<double> t = TimeRuns(o.runs, Nothing, [&] { return Copy(g.dst, pageable, bytes); });
+  if (t.empty()) return false;
+  rows->push_back({"pageable buffer (malloc, touched)", Median(t), ""});
   std::free(pageable);
+  return true;
+}
 
-  // Mapped file, straight.
-  t = TimeRuns(o.runs, fresh_ptes, [&] { return Copy(dst, mapped, bytes); });
-  if (t.empty()) return kExitFail;
-  rows.push_back({"mapped file: cuMemcpyHtoD from the mapping", Median(t), ""});
+// Before each mapped-file run: forget this child's page-table entries for the mapping, as in a
+// freshly forked child (the page cache keeps the data; nothing was written to the mapping).
+void FreshPtes(char* mapped, size_t bytes) { madvise(mapped, bytes, MADV_DONTNEED); }
 
-  // Mapped file, registered read-only: registration timed separately.
+bool MeasureMapped(const Options& o, const Gpu& g, char* mapped, size_t bytes,
+                   std::vector<Row>* rows) {
+  auto fresh_ptes = [&] { FreshPtes(mapped, bytes); };
+  std::vector<double> t = TimeRuns(o.runs, fresh_ptes, [&] { return Copy(g.dst, mapped, bytes); });
+  if (t.empty()) return false;
+  rows->push_back({"mapped file: cuMemcpyHtoD from the mapping", Median(t), ""});
+  return true;
+}
+
+// Registered read-only, the registration timed separately. A failed registration is a row that
+// says so, not an error.
+bool MeasureRegistered(const Options& o, const Gpu& g, char* mapped, size_t bytes,
+                       std::vector<Row>* rows) {
   std::vector<double> reg_s, copy_s;
   std::string reg_error;
   for (int i = 0; i < o.runs && reg_error.empty(); ++i) {
-    fresh_ptes();
+    FreshPtes(mapped, bytes);
     const auto t0 = Clock::now();
     const CUresult r = g_cu.cuMemHostRegister_v2(mapped, bytes, CU_MEMHOSTREGISTER_READ_ONLY);
     const auto t1 = Clock::now();
@@ -384,41 +297,47 @@ int TemplateChild(const Options& o, char* mapped, size_t bytes, const std::strin
       reg_error = CuError(r);
       break;
     }
-    const bool copied = Copy(dst, mapped, bytes) && g_cu.cuCtxSynchronize() == CUDA_SUCCESS;
+    const bool copied = Copy(g.dst, mapped, bytes) && g_cu.cuCtxSynchronize() == CUDA_SUCCESS;
     const auto t2 = Clock::now();
     g_cu.cuMemHostUnregister(mapped);
-    if (!copied) return kExitFail;
+    if (!copied) return false;
     reg_s.push_back(Seconds(t0, t1));
     copy_s.push_back(Seconds(t1, t2));
   }
-  if (reg_error.empty()) {
-    std::vector<double> both;
-    for (size_t i = 0; i < reg_s.size(); ++i) both.push_back(reg_s[i] + copy_s[i]);
-    char note[96];
-    std::snprintf(note, sizeof note, "cuMemHostRegister alone: %.1f ms", Median(reg_s) * 1e3);
-    rows.push_back({"mapped file: cuMemHostRegister(READ_ONLY) + copy", Median(both), note});
-    rows.push_back({"mapped file: copy once registered", Median(copy_s), "registration excluded"});
-  } else {
-    rows.push_back({"mapped file: cuMemHostRegister(READ_ONLY) + copy", 0,
-                    "cuMemHostRegister failed: " + reg_error});
+  if (!reg_error.empty()) {
+    rows->push_back({"mapped file: cuMemHostRegister(READ_ONLY) + copy", 0,
+                     "cuMemHostRegister failed: " + reg_error});
+    return true;
   }
+  std::vector<double> both;
+  for (size_t i = 0; i < reg_s.size(); ++i) both.push_back(reg_s[i] + copy_s[i]);
+  char note[96];
+  std::snprintf(note, sizeof note, "cuMemHostRegister alone: %.1f ms", Median(reg_s) * 1e3);
+  rows->push_back({"mapped file: cuMemHostRegister(READ_ONLY) + copy", Median(both), note});
+  rows->push_back({"mapped file: copy once registered", Median(copy_s), "registration excluded"});
+  return true;
+}
 
-  // Mapped file, staged through pinned buffers by several threads.
+// Staged through pinned buffers by several threads.
+bool MeasureStaged(const Options& o, const Gpu& g, char* mapped, size_t bytes,
+                   std::vector<Row>* rows) {
   Stager stager;
-  if (!stager.Init(ctx, o.threads)) return kExitFail;
-  if (!stager.Upload(dst, mapped, bytes)) return kExitFail;  // warm-up
-  t = TimeRuns(o.runs, fresh_ptes, [&] { return stager.Upload(dst, mapped, bytes); });
+  if (!stager.Init(g.ctx, o.threads)) return false;
+  if (!stager.Upload(g.dst, mapped, bytes)) return false;  // warm-up
+  auto fresh_ptes = [&] { FreshPtes(mapped, bytes); };
+  std::vector<double> t =
+      TimeRuns(o.runs, fresh_ptes, [&] { return stager.Upload(g.dst, mapped, bytes); });
   stager.Destroy();
-  if (t.empty()) return kExitFail;
+  if (t.empty()) return false;
   char staged[128];
   std::snprintf(staged, sizeof staged, "mapped file: staged, %d threads x 2 x %zu MiB pinned",
                 o.threads, kStageChunk / kMiB);
-  rows.push_back({staged, Median(t), ""});
+  rows->push_back({staged, Median(t), ""});
+  return true;
+}
 
-  g_cu.cuMemFree_v2(dst);
-  g_cu.cuDevicePrimaryCtxRelease_v2(dev);
-
-  // The table.
+// Prints the table of `rows` (rows[0]: pinned) and the verdict; returns the exit code.
+int Report(const std::vector<Row>& rows, size_t bytes) {
   const double gb = static_cast<double>(bytes) / 1e9;
   const double pinned_gbps = gb / rows[0].seconds;
   std::printf("| upload path (%zu MiB) | GB/s | vs pinned | note |\n", bytes / kMiB);
@@ -448,6 +367,53 @@ int TemplateChild(const Options& o, char* mapped, size_t bytes, const std::strin
       best.c_str(), best_ratio * 100, best_ratio * pinned_gbps, pinned_gbps, pass ? "PASS" : "FAIL",
       kBar * 100);
   return pass ? kExitPass : kExitFail;
+}
+
+// Initialises CUDA on GPU 0 into *g and prints what it runs on. Returns false on a CUDA error.
+bool OpenGpu(const Options& o, size_t bytes, const std::string& file, Gpu* g) {
+  CU_OR_RETURN(g_cu.cuInit(0), false);
+  int version = 0;
+  CU_OR_RETURN(g_cu.cuDriverGetVersion(&version), false);
+  CUdevice dev = 0;
+  CU_OR_RETURN(g_cu.cuDeviceGet(&dev, 0), false);
+  char name[256] = {0};
+  CU_OR_RETURN(g_cu.cuDeviceGetName(name, sizeof name - 1, dev), false);
+  CUcontext ctx = nullptr;
+  CU_OR_RETURN(g_cu.cuDevicePrimaryCtxRetain(&ctx, dev), false);
+  CU_OR_RETURN(g_cu.cuCtxSetCurrent(ctx), false);
+  CUdeviceptr dst = 0;
+  CU_OR_RETURN(g_cu.cuMemAlloc_v2(&dst, bytes), false);
+  *g = Gpu{dev, ctx, dst};
+
+  std::printf("GPU 0: %s; CUDA driver API %d.%d (cuDriverGetVersion %d); forked child pid %d\n",
+              name, version / 1000, version % 1000 / 10, version, static_cast<int>(getpid()));
+  std::printf(
+      "weights: %s, %zu MiB, in the page cache; median of %d uploads of the whole "
+      "buffer; GB/s = 1e9 bytes/s\n\n",
+      file.c_str(), bytes / kMiB, o.runs);
+  std::fflush(stdout);
+  return true;
+}
+
+// The template child: everything CUDA happens here.
+int TemplateChild(const Options& o, char* mapped, size_t bytes, const std::string& file) {
+  std::string why;
+  if (!LoadCuda(&g_cu, &why)) {
+    std::printf("gpu_upload: no GPU to measure: %s\n", why.c_str());
+    return kExitNoGpu;
+  }
+  Gpu g;
+  if (!OpenGpu(o, bytes, file, &g)) return kExitFail;
+  std::vector<Row> rows;
+  if (!MeasurePinned(o, g, bytes, &rows) || !MeasurePageable(o, g, bytes, &rows) ||
+      !MeasureMapped(o, g, mapped, bytes, &rows) ||
+      !MeasureRegistered(o, g, mapped, bytes, &rows) ||
+      !MeasureStaged(o, g, mapped, bytes, &rows)) {
+    return kExitFail;
+  }
+  g_cu.cuMemFree_v2(g.dst);
+  g_cu.cuDevicePrimaryCtxRelease_v2(g.dev);
+  return Report(rows, bytes);
 }
 
 // --- Parent ------------------------------------------------------------------------------------

@@ -1,25 +1,23 @@
-// ImageStore and the real ImageTools. See image_store.h for the contract.
+// ImageStore and the real ImageTools. See image_store.h for the contract. The layout's reads and
+// locks are in image_layout.cc, the reading of the tools' output in tool_output.cc.
 #include "agent/oci/image_store.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <system_error>
-#include <thread>
 #include <utility>
 
+#include "agent/oci/image_layout.h"
+#include "agent/oci/image_text.h"
+#include "agent/oci/tool_output.h"
 #include "common/env.h"
 #include "common/fd.h"
 #include "common/json.h"
@@ -35,54 +33,11 @@ using std::chrono::milliseconds;
 
 // A tool's output is kept up to this size (its end).
 constexpr size_t kMaxOutputBytes = 64 * 1024;
-// How often a lock is tried again.
-constexpr int kPollMs = 50;
-// Manifests and configs larger than this are refused (real ones are a few KiB).
-constexpr std::uintmax_t kMaxMetadataBytes = 4 * 1024 * 1024;
-// How much of a tool's message an error quotes.
-constexpr size_t kMaxQuoteBytes = 2000;
-constexpr const char* kRefNameAnnotation = "org.opencontainers.image.ref.name";
 constexpr const char* kPinPrefix = "sha256_";
 constexpr const char* kInstallHint = "run scripts/setup.sh (Debian packages skopeo and umoci)";
 
 int64_t MsSince(SteadyClock::time_point start) {
   return std::chrono::duration_cast<milliseconds>(SteadyClock::now() - start).count();
-}
-
-bool IsLowerHex(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
-}
-
-// "sha256:<64 hex>" or "sha512:<128 hex>".
-bool IsDigest(std::string_view d) {
-  if (d.rfind("sha256:", 0) == 0) return d.size() == 7 + 64 && IsLowerHex(d.substr(7));
-  if (d.rfind("sha512:", 0) == 0) return d.size() == 7 + 128 && IsLowerHex(d.substr(7));
-  return false;
-}
-
-bool IsSha256Digest(std::string_view d) {
-  return d.rfind("sha256:", 0) == 0 && d.size() == 71 && IsLowerHex(d.substr(7));
-}
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool ContainsAny(const std::string& haystack, std::initializer_list<const char*> needles) {
-  for (const char* n : needles) {
-    if (haystack.find(n) != std::string::npos) return true;
-  }
-  return false;
-}
-
-void ReplaceAll(std::string* s, const std::string& from, const std::string& to) {
-  if (from.empty()) return;
-  for (size_t at = s->find(from); at != std::string::npos; at = s->find(from, at + to.size())) {
-    s->replace(at, from.size(), to);
-  }
 }
 
 std::string Base64(std::string_view in) {
@@ -102,81 +57,6 @@ std::string Base64(std::string_view in) {
     out += {kChars[n >> 18], kChars[(n >> 12) & 63], kChars[(n >> 6) & 63], '='};
   }
   return out;
-}
-
-std::string Truncate(std::string s, size_t max) {
-  if (s.size() > max) s = s.substr(0, max) + "...";
-  return s;
-}
-
-// ---- Image references ------------------------------------------------------------------------
-
-// A path component: [a-z0-9]+ joined by '.', '_', "__" or runs of '-'.
-bool IsPathComponent(std::string_view c) {
-  if (c.empty() || !std::isalnum(static_cast<unsigned char>(c.front())) ||
-      !std::isalnum(static_cast<unsigned char>(c.back()))) {
-    return false;
-  }
-  for (size_t i = 0; i < c.size(); ++i) {
-    const char ch = c[i];
-    if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) continue;
-    if (ch == '-') continue;
-    if (ch == '.' || ch == '_') {
-      const char prev = c[i - 1];
-      if (prev == '.' || prev == '-') return false;
-      if (prev == '_' && (ch == '.' || (i >= 2 && c[i - 2] == '_'))) return false;
-      continue;
-    }
-    return false;
-  }
-  return true;
-}
-
-// A tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-bool IsTag(std::string_view t) {
-  if (t.empty() || t.size() > 128 || t.front() == '.' || t.front() == '-') return false;
-  return std::all_of(t.begin(), t.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-  });
-}
-
-// host[:port], where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
-bool IsRegistry(std::string_view r) {
-  std::string_view host = r, port;
-  if (!r.empty() && r.front() == '[') {
-    const size_t close = r.find(']');
-    if (close == std::string_view::npos) return false;
-    host = r.substr(1, close - 1);
-    std::string h(host);
-    in6_addr a6;
-    if (inet_pton(AF_INET6, h.c_str(), &a6) != 1) return false;
-    std::string_view rest = r.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return false;
-      port = rest.substr(1);
-      if (port.empty()) return false;
-    }
-  } else {
-    const size_t colon = r.find(':');
-    if (colon != std::string_view::npos) {
-      host = r.substr(0, colon);
-      port = r.substr(colon + 1);
-      if (port.empty()) return false;
-    }
-    if (host.empty() || host.front() == '-' || host.front() == '.' || host.back() == '.') {
-      return false;
-    }
-    for (char c : host) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') return false;
-    }
-  }
-  if (!port.empty() &&
-      (port.size() > 5 ||
-       !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-       std::stoi(std::string(port)) > 65535)) {
-    return false;
-  }
-  return true;
 }
 
 // ---- Running the tools -----------------------------------------------------------------------
@@ -234,378 +114,72 @@ class SystemImageTools final : public ImageTools {
   std::vector<std::string> env_;
 };
 
-// ---- Locks -----------------------------------------------------------------------------------
+// ---- Credentials -----------------------------------------------------------------------------
 
-// An flock() on a lock file, released on destruction.
-class FileLock {
- public:
-  // Waits for the lock (exclusive or shared), trying every kPollMs while `cancel` stays false.
-  static Result<FileLock> Acquire(const std::string& path, bool exclusive,
-                                  const std::atomic<bool>* cancel) {
-    Fd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (fd.get() < 0) return ErrnoStatus("open " + path, errno);
-    const int op = (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
-    for (;;) {
-      if (flock(fd.get(), op) == 0) return FileLock(std::move(fd));
-      if (errno == EINTR) continue;
-      if (errno != EWOULDBLOCK) return ErrnoStatus("flock " + path, errno);
-      if (cancel && cancel->load()) return Unavailable("cancelled while waiting for " + path);
-      std::this_thread::sleep_for(milliseconds(kPollMs));
-    }
+// The texts that would give a pull's credentials away (the password, and "user:password" plain
+// and in base64), longest first, so that "user:pass" is hidden whole rather than leaving "user:".
+std::vector<std::string> CredentialSecrets(const PullOptions& options) {
+  std::vector<std::string> secrets;
+  if (!options.credentials) return secrets;
+  const RegistryCredentials& c = *options.credentials;
+  for (const std::string& s :
+       {c.password, Base64(c.username + ":" + c.password), c.username + ":" + c.password}) {
+    if (s.size() >= 3) secrets.push_back(s);
   }
+  std::sort(secrets.begin(), secrets.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return secrets;
+}
 
- private:
-  explicit FileLock(Fd fd) : fd_(std::move(fd)) {}
-  Fd fd_;  // closing it releases the lock
+// skopeo's auth file for one copy, deleted when this goes.
+struct AuthFile {
+  std::string path;
+  ~AuthFile() {
+    if (!path.empty()) unlink(path.c_str());
+  }
 };
 
-// ---- The layout ------------------------------------------------------------------------------
-
-Result<std::string> ReadSmallFile(const std::string& path) {
-  std::error_code ec;
-  const std::uintmax_t size = fs::file_size(path, ec);
-  if (ec) {
-    return ec == std::errc::no_such_file_or_directory ? NotFound(path + " does not exist")
-                                                      : Internal(path + ": " + ec.message());
+// Writes the auth file of `ref`'s registry with `c`, created 0600 in `dir` (the store's tmp/,
+// 0700), into *auth.
+Status WriteAuthFile(const std::string& dir, const ImageRef& ref, const RegistryCredentials& c,
+                     AuthFile* auth) {
+  auth->path = dir + "/auth-" + NewId("p", 16) + ".json";
+  json::object entry{{"auth", Base64(c.username + ":" + c.password)}};
+  json::object auths;
+  auths[ref.registry] = std::move(entry);
+  const std::string text = ToJson(json::object{{"auths", std::move(auths)}});
+  Fd fd(open(auth->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fd.get() < 0) {
+    const int err = errno;
+    auth->path.clear();
+    return ErrnoStatus("creating an auth file in " + dir, err);
   }
-  if (size > kMaxMetadataBytes) return FailedPrecondition(path + " is too large");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Internal("cannot read " + path);
-  std::string data(static_cast<size_t>(size), '\0');
-  in.read(data.data(), static_cast<std::streamsize>(size));
-  return data;
-}
-
-// The layout's tags: ref.name annotation -> manifest digest.
-Result<std::map<std::string, std::string>> ReadIndex(const std::string& layout) {
-  Result<std::string> text = ReadSmallFile(layout + "/index.json");
-  if (!text.ok()) return text.status();
-  Result<json::value> v = ParseJson(*text);
-  if (!v.ok()) return Internal(layout + "/index.json: " + v.status().message());
-  std::map<std::string, std::string> tags;
-  const json::object* obj = v->if_object();
-  const json::value* manifests = obj ? Find(*obj, "manifests") : nullptr;
-  if (!manifests || !manifests->is_array()) return tags;
-  for (const json::value& m : manifests->get_array()) {
-    const json::object* mo = m.if_object();
-    if (!mo) continue;
-    const json::value* digest = Find(*mo, "digest");
-    const json::value* ann = Find(*mo, "annotations");
-    if (!digest || !digest->is_string() || !ann || !ann->is_object()) continue;
-    const json::value* name = Find(ann->get_object(), kRefNameAnnotation);
-    if (name && name->is_string()) {
-      tags[std::string(name->get_string())] = std::string(digest->get_string());
-    }
-  }
-  return tags;
-}
-
-std::string BlobPath(const std::string& layout, const std::string& digest) {
-  const size_t colon = digest.find(':');
-  return layout + "/blobs/" + digest.substr(0, colon) + "/" + digest.substr(colon + 1);
-}
-
-Result<json::object> ReadJsonBlob(const std::string& layout, const std::string& digest,
-                                  const char* what) {
-  if (!IsDigest(digest)) return Internal(std::string(what) + " digest is malformed: " + digest);
-  Result<std::string> text = ReadSmallFile(BlobPath(layout, digest));
-  if (!text.ok()) {
-    return Internal(std::string(what) + " " + digest +
-                    " is missing from the layout: " + text.status().message());
-  }
-  Result<json::value> v = ParseJson(*text);
-  if (!v.ok() || !v->is_object()) {
-    return Internal(std::string(what) + " " + digest + " is not a JSON object");
-  }
-  return std::move(v->get_object());
-}
-
-std::vector<std::string> StringArray(const json::object& obj, std::string_view key) {
-  std::vector<std::string> out;
-  const json::value* v = Find(obj, key);
-  if (!v || !v->is_array()) return out;
-  for (const json::value& e : v->get_array()) {
-    if (e.is_string()) out.emplace_back(e.get_string());
-  }
-  return out;
-}
-
-std::string StringField(const json::object& obj, std::string_view key) {
-  const json::value* v = Find(obj, key);
-  return v && v->is_string() ? std::string(v->get_string()) : std::string();
-}
-
-// Fills image->digest and the config fields from the manifest `digest` in the layout.
-Status ReadImage(const std::string& layout, const std::string& digest, Image* image) {
-  image->digest = digest;
-  Result<json::object> manifest = ReadJsonBlob(layout, digest, "manifest");
-  if (!manifest.ok()) return manifest.status();
-  const json::value* config = Find(*manifest, "config");
-  if (!config || !config->is_object()) {
-    const std::string media = StringField(*manifest, "mediaType");
-    return FailedPrecondition("manifest " + digest + " has no config (media type \"" + media +
-                              "\"); only single-platform image manifests are supported");
-  }
-  Result<json::object> blob =
-      ReadJsonBlob(layout, StringField(config->get_object(), "digest"), "image config");
-  if (!blob.ok()) return blob.status();
-  image->os = StringField(*blob, "os");
-  image->architecture = StringField(*blob, "architecture");
-  const json::value* c = Find(*blob, "config");
-  if (c && c->is_object()) {
-    const json::object& co = c->get_object();
-    image->entrypoint = StringArray(co, "Entrypoint");
-    image->cmd = StringArray(co, "Cmd");
-    image->env = StringArray(co, "Env");
-    image->working_dir = StringField(co, "WorkingDir");
-    image->user = StringField(co, "User");
+  if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return ErrnoStatus("writing an auth file in " + dir, errno);
   }
   return Status::Ok();
 }
 
-// ---- skopeo's output -------------------------------------------------------------------------
-
-// The text of msg="..." in a logrus line, unescaped; nullopt if there is none.
-std::optional<std::string> LogrusMessage(std::string_view line) {
-  const size_t at = line.find("msg=\"");
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string out;
-  for (size_t i = at + 5; i < line.size(); ++i) {
-    const char c = line[i];
-    if (c == '"') return out;
-    if (c == '\\' && i + 1 < line.size()) {
-      const char n = line[++i];
-      out += n == 'n' ? '\n' : n == 't' ? '\t' : n;
-    } else {
-      out += c;
-    }
+// skopeo copy's arguments for a pull of `ref` into the layout of the store at `root`; with
+// credentials, writes them to *auth, which the caller keeps until the copy is done.
+Result<std::vector<std::string>> CopyArgs(const std::string& root, const ImageRef& ref,
+                                          const PullOptions& options, AuthFile* auth) {
+  std::vector<std::string> args = {"--insecure-policy", "--tmpdir", root + "/tmp", "copy"};
+  args.push_back(ref.IsLoopback() || options.insecure ? "--src-tls-verify=false"
+                                                      : "--src-tls-verify=true");
+  if (options.credentials) {
+    GANTRY_RETURN_IF_ERROR(WriteAuthFile(root + "/tmp", ref, *options.credentials, auth));
+    args.push_back("--src-authfile");
+    args.push_back(auth->path);
+  } else {
+    args.push_back("--src-no-creds");
   }
-  return out;
-}
-
-// What skopeo said when it failed: the message of its last fatal line, else its last lines.
-std::string FailureText(const std::string& output) {
-  std::vector<std::string> lines;
-  std::stringstream ss(output);
-  std::string line;
-  while (std::getline(ss, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (!line.empty()) lines.push_back(line);
-  }
-  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
-    if (it->find("level=fatal") != std::string::npos ||
-        it->find("level=error") != std::string::npos) {
-      if (std::optional<std::string> m = LogrusMessage(*it)) return Truncate(*m, kMaxQuoteBytes);
-    }
-  }
-  std::string out;
-  const size_t from = lines.size() > 5 ? lines.size() - 5 : 0;
-  for (size_t i = from; i < lines.size(); ++i) {
-    // umoci marks its errors with "⨯"; its other lines are progress.
-    out += (out.empty() ? "" : " | ") + lines[i];
-  }
-  return out.empty() ? "(no output)" : Truncate(out, kMaxQuoteBytes);
-}
-
-// Classifies a failed skopeo copy of `ref` by its message (see Pull() in the header).
-Status SkopeoFailure(const ImageRef& ref, const ImageTools::Run& run, int64_t timeout_ms,
-                     const std::function<std::string(std::string)>& redact) {
-  const std::string name = ref.ToString();
-  if (run.cancelled) return Unavailable("pull of " + name + " cancelled");
-  const std::string said = redact(FailureText(run.output));
-  if (run.timed_out) {
-    return DeadlineExceeded("pull of " + name + ": skopeo ran past its time limit of " +
-                            std::to_string(timeout_ms / 1000) +
-                            " s and was killed; its output: " + said);
-  }
-  // Words of the reference itself (a repository named "timeout") must not decide the class.
-  std::string lc = said;
-  // Only whole references are blanked: a bare tag ("unknown") could be part of the message.
-  for (const std::string& part :
-       {name, ref.TransportRef(), ref.registry + "/" + ref.repository,
-        "manifest " + (ref.digest.empty() ? ref.tag : ref.digest) + " in ", ref.registry}) {
-    ReplaceAll(&lc, part, " <ref> ");
-  }
-  lc = Lower(lc);
-  const std::string quoted = ": " + said;
-  if (ContainsAny(lc, {"server gave http response to https client"})) {
-    return FailedPrecondition("registry " + ref.registry +
-                              " speaks plain HTTP, not HTTPS; pull with insecure to allow it" +
-                              quoted);
-  }
-  if (ContainsAny(lc, {"x509:", "certificate", "tls: "})) {
-    return FailedPrecondition("TLS with registry " + ref.registry +
-                              " failed (insecure skips verification)" + quoted);
-  }
-  if (ContainsAny(lc, {"connection refused", "no such host", "i/o timeout", "timeout", "timed out",
-                       "network is unreachable", "no route to host", "connection reset",
-                       "temporary failure in name resolution", "server misbehaving",
-                       "too many requests", "toomanyrequests", "service unavailable", "bad gateway",
-                       "gateway timeout", "internal server error", "unexpected eof"})) {
-    return Unavailable("registry " + ref.registry + " cannot be reached" + quoted);
-  }
-  if (ContainsAny(lc, {"unauthorized", "authentication required", "denied", "forbidden",
-                       "invalid username/password", "status 401", "status 403"})) {
-    return PermissionDenied("registry " + ref.registry + " refused access to " + ref.repository +
-                            " (check the credentials; some registries say this for a "
-                            "repository that does not exist)" +
-                            quoted);
-  }
-  if (ContainsAny(
-          lc, {"manifest unknown", "name unknown", "not found", "status 404", "does not exist"})) {
-    return NotFound("image " + name + " not found in registry " + ref.registry + quoted);
-  }
-  if (ContainsAny(lc,
-                  {"no image found in manifest list", "choosing image instance", "unsupported"})) {
-    return FailedPrecondition("image " + name + " cannot be used on this node" + quoted);
-  }
-  return Internal("skopeo copy of " + name + " failed (exit code " + std::to_string(run.exit_code) +
-                  ")" + quoted);
-}
-
-// One line of skopeo copy's output as an event; nullopt for lines that say nothing useful.
-std::optional<PullEvent> SkopeoLineEvent(std::string_view line, int* blobs) {
-  auto starts = [&](std::string_view p) { return line.rfind(p, 0) == 0; };
-  auto word_after = [&](size_t at) {
-    std::string_view rest = line.substr(at);
-    const size_t end = rest.find(' ');
-    return std::pair(std::string(rest.substr(0, end)),
-                     end == std::string_view::npos ? std::string() : std::string(rest.substr(end)));
-  };
-  auto short_digest = [](const std::string& d) { return d.size() > 19 ? d.substr(0, 19) : d; };
-  PullEvent e;
-  if (starts("Copying blob ")) {
-    auto [digest, rest] = word_after(13);
-    e.kind = PullEvent::Kind::kBlob;
-    e.digest = digest;
-    e.text = "copying blob " + short_digest(digest) + " (" + std::to_string(++*blobs) + ")" + rest;
-    return e;
-  }
-  if (starts("Copying config ")) {
-    auto [digest, rest] = word_after(15);
-    e.kind = PullEvent::Kind::kConfig;
-    e.digest = digest;
-    e.text = "copying config " + short_digest(digest) + rest;
-    return e;
-  }
-  if (starts("Writing manifest")) {
-    e.kind = PullEvent::Kind::kManifest;
-    e.text = "writing manifest";
-    return e;
-  }
-  if (starts("Getting image source signatures") || starts("Storing signatures") ||
-      line.find("level=fatal") != std::string_view::npos ||
-      line.find_first_not_of(" \t") == std::string_view::npos) {
-    return std::nullopt;
-  }
-  e.kind = PullEvent::Kind::kMessage;
-  std::optional<std::string> m = LogrusMessage(line);
-  e.text = m ? *m : std::string(line);
-  return e;
+  args.push_back(ref.TransportRef());
+  args.push_back("oci:" + root + "/oci" + ":" + ref.LayoutTag());
+  return args;
 }
 
 }  // namespace
-
-// ---- ImageRef --------------------------------------------------------------------------------
-
-Result<ImageRef> ImageRef::Parse(std::string_view text) {
-  const std::string original(text);
-  auto bad = [&](const std::string& why) {
-    return InvalidArgument("image reference \"" + Truncate(original, 300) + "\": " + why);
-  };
-  if (text.empty()) return bad("empty");
-  if (text.size() > 1024) return bad("longer than 1024 characters");
-  if (text.rfind("docker://", 0) == 0) text.remove_prefix(9);
-  ImageRef ref;
-  if (const size_t at = text.find('@'); at != std::string_view::npos) {
-    ref.digest = std::string(text.substr(at + 1));
-    if (!IsDigest(ref.digest)) {
-      return bad("the digest must be sha256:<64 lowercase hex> or sha512:<128 lowercase hex>");
-    }
-    text = text.substr(0, at);
-  }
-  std::string_view name = text;
-  const size_t slash = text.rfind('/');
-  const size_t colon = text.rfind(':');
-  if (colon != std::string_view::npos && (slash == std::string_view::npos || colon > slash)) {
-    ref.tag = std::string(text.substr(colon + 1));
-    if (!IsTag(ref.tag)) return bad("a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -");
-    name = text.substr(0, colon);
-  }
-  if (name.empty()) return bad("no repository");
-  const size_t first = name.find('/');
-  if (first != std::string_view::npos) {
-    std::string_view head = name.substr(0, first);
-    if (head.find_first_of(".:") != std::string_view::npos || head == "localhost" ||
-        std::any_of(head.begin(), head.end(),
-                    [](char c) { return std::isupper(static_cast<unsigned char>(c)); })) {
-      if (!IsRegistry(head)) return bad("\"" + std::string(head) + "\" is not a registry host");
-      ref.registry = std::string(head);
-      name = name.substr(first + 1);
-    }
-  }
-  if (ref.registry.empty()) ref.registry = "docker.io";
-  std::stringstream ss{std::string(name)};
-  std::string component;
-  int components = 0;
-  while (std::getline(ss, component, '/')) {
-    if (!IsPathComponent(component)) {
-      return bad("\"" + component +
-                 "\" is not a repository name component (lowercase letters and digits, joined "
-                 "by '.', '_', '__' or '-')");
-    }
-    ++components;
-  }
-  if (components == 0 || name.back() == '/') return bad("empty repository name component");
-  ref.repository = std::string(name);
-  if (ref.registry == "docker.io" && components == 1) ref.repository = "library/" + ref.repository;
-  if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
-  return ref;
-}
-
-std::string ImageRef::ToString() const {
-  std::string s = registry + "/" + repository;
-  if (!tag.empty()) s += ":" + tag;
-  if (!digest.empty()) s += "@" + digest;
-  return s;
-}
-
-std::string ImageRef::TransportRef() const {
-  return "docker://" + registry + "/" + repository + (digest.empty() ? ":" + tag : "@" + digest);
-}
-
-std::string ImageRef::Host() const {
-  if (!registry.empty() && registry.front() == '[') {
-    return registry.substr(1, registry.find(']') - 1);
-  }
-  return registry.substr(0, registry.find(':'));
-}
-
-bool ImageRef::IsLoopback() const {
-  const std::string host = Lower(Host());
-  if (host == "localhost") return true;
-  in_addr a4;
-  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) {
-    return (ntohl(a4.s_addr) >> 24) == 127;
-  }
-  in6_addr a6;
-  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
-    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
-    if (IN6_IS_ADDR_V4MAPPED(&a6)) return a6.s6_addr[12] == 127;
-  }
-  return false;
-}
-
-std::string ImageRef::LayoutTag() const {
-  const std::string full = ToString();
-  std::string tag;
-  for (char c : full) {
-    if (tag.size() == 100) break;
-    tag +=
-        (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-') ? c : '_';
-  }
-  return tag + "-" + Sha256Hex(full).substr(0, 12);
-}
 
 // ---- ImageStore ------------------------------------------------------------------------------
 
@@ -662,112 +236,72 @@ Result<Image> ImageStore::PullImpl(const ImageRef& ref, const PullOptions& optio
   if (ref.registry.empty() || ref.repository.empty() || (ref.tag.empty() && ref.digest.empty())) {
     return InvalidArgument("image reference \"" + ref.ToString() + "\" is incomplete");
   }
-  const std::string layout = LayoutDir();
-  const std::string tag = ref.LayoutTag();
   Image image;
   image.ref = ref;
-
-  // Secrets never leave this function in any text.
-  std::vector<std::string> secrets;
-  if (options.credentials) {
-    const RegistryCredentials& c = *options.credentials;
-    for (const std::string& s :
-         {c.password, Base64(c.username + ":" + c.password), c.username + ":" + c.password}) {
-      if (s.size() >= 3) secrets.push_back(s);
-    }
-    // Longest first, so that "user:pass" is hidden whole rather than leaving "user:".
-    std::sort(secrets.begin(), secrets.end(),
-              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-  }
+  // Secrets never leave this pull in any text.
+  const std::vector<std::string> secrets = CredentialSecrets(options);
   auto redact = [&secrets](std::string s) {
     for (const std::string& secret : secrets) ReplaceAll(&s, secret, "<redacted>");
     return s;
   };
-
-  std::vector<std::string> args = {"--insecure-policy", "--tmpdir", root_ + "/tmp", "copy"};
-  args.push_back(ref.IsLoopback() || options.insecure ? "--src-tls-verify=false"
-                                                      : "--src-tls-verify=true");
-  // The auth file: created 0600 in tmp/ (0700), deleted when this function returns.
-  struct AuthFile {
-    std::string path;
-    ~AuthFile() {
-      if (!path.empty()) unlink(path.c_str());
-    }
-  } auth;
-  if (options.credentials) {
-    auth.path = root_ + "/tmp/auth-" + NewId("p", 16) + ".json";
-    json::object entry{
-        {"auth", Base64(options.credentials->username + ":" + options.credentials->password)}};
-    json::object auths;
-    auths[ref.registry] = std::move(entry);
-    const std::string text = ToJson(json::object{{"auths", std::move(auths)}});
-    Fd fd(open(auth.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (fd.get() < 0) {
-      const int err = errno;
-      auth.path.clear();
-      return ErrnoStatus("creating an auth file in " + root_ + "/tmp", err);
-    }
-    if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-      return ErrnoStatus("writing an auth file in " + root_ + "/tmp", errno);
-    }
-    args.push_back("--src-authfile");
-    args.push_back(auth.path);
-  } else {
-    args.push_back("--src-no-creds");
-  }
-  args.push_back(ref.TransportRef());
-  args.push_back("oci:" + layout + ":" + tag);
-
+  AuthFile auth;  // deleted when this function returns
+  Result<std::vector<std::string>> args = CopyArgs(root_, ref, options, &auth);
+  if (!args.ok()) return args.status();
   if (progress) progress({PullEvent::Kind::kStart, "", "pulling " + ref.ToString()});
   const auto copy_start = SteadyClock::now();
-  std::string manifest_digest;
-  {
-    // Copies into the layout take turns (see the header).
-    Result<FileLock> lock =
-        FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, options.cancel);
-    if (!lock.ok()) return lock.status();
-    int blobs = 0;
-    auto on_line = [&](std::string_view line) {
-      if (!progress) return;
-      std::optional<PullEvent> e = SkopeoLineEvent(line, &blobs);
-      if (!e) return;
-      e->text = redact(std::move(e->text));
-      progress(*e);
-    };
-    Result<ImageTools::Run> run = tools_->RunTool(
-        ImageTools::Tool::kSkopeo, args, options_.copy_timeout_ms, options.cancel, on_line);
-    if (!run.ok()) return Status(run.status().code(), redact(run.status().message()));
-    if (!run->succeeded()) return SkopeoFailure(ref, *run, options_.copy_timeout_ms, redact);
-
-    Result<std::map<std::string, std::string>> tags = ReadIndex(layout);
-    if (!tags.ok()) return tags.status();
-    auto it = tags->find(tag);
-    if (it == tags->end()) {
-      return Internal("skopeo copied " + ref.ToString() + " but the layout has no tag " + tag);
-    }
-    manifest_digest = it->second;
-    if (!IsSha256Digest(manifest_digest)) {
-      return FailedPrecondition("manifest digest " + manifest_digest + " of " + ref.ToString() +
-                                " is not sha256; the store keys rootfs by sha256");
-    }
-    GANTRY_RETURN_IF_ERROR(ReadImage(layout, manifest_digest, &image));
-    // For Lookup(), which must not wait for this lock (a long download of another image).
-    GANTRY_RETURN_IF_ERROR(WriteRef(tag, manifest_digest));
-    // Pin the manifest by its digest, for Unpack(): the ref's tag may move meanwhile.
-    const std::string pin = kPinPrefix + manifest_digest.substr(7);
-    if (!tags->count(pin)) {
-      Result<ImageTools::Run> tagged =
-          tools_->RunTool(ImageTools::Tool::kUmoci, {"tag", "--image", layout + ":" + tag, pin},
-                          options_.umoci_timeout_ms, nullptr, nullptr);
-      if (!tagged.ok()) return tagged.status();
-      if (!tagged->succeeded()) {
-        return Internal("umoci tag " + pin + " failed: " + FailureText(tagged->output));
-      }
-    }
-  }
+  GANTRY_RETURN_IF_ERROR(CopyIntoLayout(ref, *args, options.cancel, redact, progress, &image));
   image.copy_ms = MsSince(copy_start);
   GANTRY_RETURN_IF_ERROR(Unpack(&image, options.cancel, progress));
   return image;
+}
+
+Status ImageStore::CopyIntoLayout(const ImageRef& ref, const std::vector<std::string>& args,
+                                  const std::atomic<bool>* cancel,
+                                  const std::function<std::string(std::string)>& redact,
+                                  const ProgressFn& progress, Image* image) {
+  const std::string layout = LayoutDir();
+  const std::string tag = ref.LayoutTag();
+  // Copies into the layout take turns (see the header).
+  Result<FileLock> lock = FileLock::Acquire(root_ + "/oci.lock", /*exclusive=*/true, cancel);
+  if (!lock.ok()) return lock.status();
+  int blobs = 0;
+  auto on_line = [&](std::string_view line) {
+    if (!progress) return;
+    std::optional<PullEvent> e = SkopeoLineEvent(line, &blobs);
+    if (!e) return;
+    e->text = redact(std::move(e->text));
+    progress(*e);
+  };
+  Result<ImageTools::Run> run =
+      tools_->RunTool(ImageTools::Tool::kSkopeo, args, options_.copy_timeout_ms, cancel, on_line);
+  if (!run.ok()) return Status(run.status().code(), redact(run.status().message()));
+  if (!run->succeeded()) return SkopeoFailure(ref, *run, options_.copy_timeout_ms, redact);
+
+  Result<std::map<std::string, std::string>> tags = ReadIndex(layout);
+  if (!tags.ok()) return tags.status();
+  auto it = tags->find(tag);
+  if (it == tags->end()) {
+    return Internal("skopeo copied " + ref.ToString() + " but the layout has no tag " + tag);
+  }
+  const std::string manifest_digest = it->second;
+  if (!IsSha256Digest(manifest_digest)) {
+    return FailedPrecondition("manifest digest " + manifest_digest + " of " + ref.ToString() +
+                              " is not sha256; the store keys rootfs by sha256");
+  }
+  GANTRY_RETURN_IF_ERROR(ReadImage(layout, manifest_digest, image));
+  // For Lookup(), which must not wait for this lock (a long download of another image).
+  GANTRY_RETURN_IF_ERROR(WriteRef(tag, manifest_digest));
+  // Pin the manifest by its digest, for Unpack(): the ref's tag may move meanwhile.
+  const std::string pin = kPinPrefix + manifest_digest.substr(7);
+  if (tags->count(pin)) return Status::Ok();
+  Result<ImageTools::Run> tagged =
+      tools_->RunTool(ImageTools::Tool::kUmoci, {"tag", "--image", layout + ":" + tag, pin},
+                      options_.umoci_timeout_ms, nullptr, nullptr);
+  if (!tagged.ok()) return tagged.status();
+  if (!tagged->succeeded()) {
+    return Internal("umoci tag " + pin + " failed: " + FailureText(tagged->output));
+  }
+  return Status::Ok();
 }
 
 Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
@@ -810,21 +344,7 @@ Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
                                                   options_.unpack_timeout_ms, cancel, nullptr);
     if (!run.ok() || !run->succeeded()) fs::remove_all(tmp, ec);
     if (!run.ok()) return run.status();
-    if (run->cancelled) return Unavailable("unpack of " + image->ref.ToString() + " cancelled");
-    if (run->timed_out) {
-      return DeadlineExceeded("unpack of " + image->ref.ToString() +
-                              " ran past its time limit of " +
-                              std::to_string(options_.unpack_timeout_ms / 1000) + " s");
-    }
-    if (!run->succeeded()) {
-      const std::string said = FailureText(run->output);
-      const std::string lc = Lower(said);
-      return Status(ContainsAny(lc, {"unsupported", "unknown media type", "compression"})
-                        ? Code::kFailedPrecondition
-                        : Code::kInternal,
-                    "umoci raw unpack of " + image->ref.ToString() + " (" + image->digest +
-                        ") failed (exit code " + std::to_string(run->exit_code) + "): " + said);
-    }
+    if (!run->succeeded()) return UnpackFailure(*image, *run, options_.unpack_timeout_ms);
   }
   fs::rename(tmp, dest, ec);
   if (ec) {

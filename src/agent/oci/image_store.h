@@ -49,39 +49,10 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/oci/image_ref.h"
 #include "common/status.h"
 
 namespace gantry::agent::oci {
-
-// A parsed image reference, by Docker's rules: [REGISTRY/]REPOSITORY[:TAG][@DIGEST]. A first
-// component with a '.' or ':', or "localhost", is the registry; otherwise the registry is
-// docker.io and a one-component repository gets "library/" ("python:3.11" is
-// "docker.io/library/python:3.11"). Without tag and digest the tag is "latest".
-struct ImageRef {
-  std::string registry;    // "docker.io", "ghcr.io", "127.0.0.1:5000", "[::1]:5000"
-  std::string repository;  // "library/python", "gantry/test"
-  std::string tag;         // "latest" when neither a tag nor a digest was given
-  std::string digest;      // "sha256:<64 hex>" or "sha512:<128 hex>", or empty
-
-  // InvalidArgument saying what is wrong (empty, upper case in the repository, a bad tag or
-  // digest, a bad registry host).
-  static Result<ImageRef> Parse(std::string_view text);
-
-  // "REGISTRY/REPOSITORY[:TAG][@DIGEST]": the normalised reference, for messages and keys.
-  std::string ToString() const;
-  // What skopeo fetches: "docker://REGISTRY/REPOSITORY@DIGEST" when there is a digest (a tag is
-  // then ignored: the digest decides), else "docker://REGISTRY/REPOSITORY:TAG".
-  std::string TransportRef() const;
-  // The registry's host, without port and brackets: "127.0.0.1", "::1", "ghcr.io".
-  std::string Host() const;
-  // True for a registry on this host: "localhost", 127.0.0.0/8, ::1. Such a registry is reached
-  // over plain HTTP (or HTTPS without verification).
-  bool IsLoopback() const;
-  // The name of this reference's tag in the store's OCI layout: ToString() with every character
-  // outside [A-Za-z0-9._-] replaced by '_' (at most 100 of them), then '-' and 12 hex characters
-  // of the SHA-256 of ToString(), so that two references never share a tag.
-  std::string LayoutTag() const;
-};
 
 // An image in the store: what the agent needs to run a container of it.
 struct Image {
@@ -267,6 +238,13 @@ class ImageStore {
 
   Result<Image> PullImpl(const ImageRef& ref, const PullOptions& options,
                          const ProgressFn& progress);
+  // Runs skopeo copy (`args`) under the layout's exclusive lock, then reads the manifest and
+  // config it copied into *image, records the ref (WriteRef) and pins the manifest by digest.
+  // Every text that reaches progress or an error goes through `redact`.
+  Status CopyIntoLayout(const ImageRef& ref, const std::vector<std::string>& args,
+                        const std::atomic<bool>* cancel,
+                        const std::function<std::string(std::string)>& redact,
+                        const ProgressFn& progress, Image* image);
   Status Unpack(Image* image, const std::atomic<bool>* cancel, const ProgressFn& progress);
 
   const std::string root_;

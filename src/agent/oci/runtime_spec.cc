@@ -47,16 +47,9 @@ json::array Strings(const char* const (&v)[N]) {
   return a;
 }
 
-}  // namespace
-
-Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
-  if (spec.args.empty()) return InvalidArgument("container " + spec.id + ": no command to run");
-  if (spec.rootfs.empty() || spec.rootfs[0] != '/') {
-    return InvalidArgument("container " + spec.id + ": rootfs must be an absolute path");
-  }
-  if (spec.cwd.empty() || spec.cwd[0] != '/') {
-    return InvalidArgument("container " + spec.id + ": working directory must be absolute");
-  }
+// The "process" section: `spec`'s command, user, environment and cwd, Docker's capabilities,
+// RLIMIT_NOFILE. InvalidArgument for an environment variable name that is empty or holds '='.
+Result<json::object> ProcessJson(const ContainerSpec& spec) {
   json::array env;
   for (const auto& [k, v] : spec.env) {
     if (k.empty() || k.find('=') != std::string::npos) {
@@ -72,7 +65,7 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
     nofile = host.rlim_max;
   }
   json::array caps = Strings(kCapabilities);
-  json::object process{
+  return json::object{
       {"terminal", false},
       {"user", json::object{{"uid", spec.uid}, {"gid", spec.gid}}},
       {"args", Strings(spec.args)},
@@ -82,7 +75,11 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
       {"rlimits",
        json::array{json::object{{"type", "RLIMIT_NOFILE"}, {"hard", nofile}, {"soft", nofile}}}},
       {"noNewPrivileges", true}};
+}
 
+// The "mounts" section: Docker's kernel file systems, the host's name resolution, a tmpfs /tmp
+// for a read-only rootfs, and `spec`'s volumes.
+json::array MountsJson(const ContainerSpec& spec) {
   json::array mounts{
       MountJson("/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}),
       MountJson("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}),
@@ -111,7 +108,13 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
                                   {"source", m.host_path},
                                   {"options", std::move(opts)}});
   }
+  return mounts;
+}
 
+// The "linux" section: the namespaces, `spec`'s memory and pids limits, its device nodes (every
+// other device denied), Docker's masked and read-only paths, the cgroup. InvalidArgument for a
+// device that is not a character device.
+Result<json::object> LinuxJson(const ContainerSpec& spec) {
   json::object resources;
   if (spec.memory_mb > 0) {
     const int64_t bytes = spec.memory_mb << 20;
@@ -152,14 +155,31 @@ Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
       {"readonlyPaths", Strings(kReadonlyPaths)}};
   if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
   if (!devices.empty()) linux_section["devices"] = std::move(devices);
+  return linux_section;
+}
 
+}  // namespace
+
+Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
+  if (spec.args.empty()) return InvalidArgument("container " + spec.id + ": no command to run");
+  if (spec.rootfs.empty() || spec.rootfs[0] != '/') {
+    return InvalidArgument("container " + spec.id + ": rootfs must be an absolute path");
+  }
+  if (spec.cwd.empty() || spec.cwd[0] != '/') {
+    return InvalidArgument("container " + spec.id + ": working directory must be absolute");
+  }
+  Result<json::object> process = ProcessJson(spec);
+  if (!process.ok()) return process.status();
+  json::array mounts = MountsJson(spec);
+  Result<json::object> linux_section = LinuxJson(spec);
+  if (!linux_section.ok()) return linux_section.status();
   return json::object{
       {"ociVersion", "1.0.2"},
-      {"process", std::move(process)},
+      {"process", std::move(*process)},
       {"root", json::object{{"path", spec.rootfs}, {"readonly", spec.read_only_rootfs}}},
       {"hostname", spec.id},
       {"mounts", std::move(mounts)},
-      {"linux", std::move(linux_section)}};
+      {"linux", std::move(*linux_section)}};
 }
 
 std::vector<std::string> NvidiaDeviceNodes(const std::vector<int>& gpus) {

@@ -1,21 +1,8 @@
 // The real ProcessRuntime: fork/exec, one session (and so one process group) and one cgroup per
 // child, output through non-blocking pipes, every child reaped with waitpid.
 //
-// Start() protocol with the child, between fork() and exec():
-//   1. The child makes itself a session leader (setsid, which also makes it the leader of a new
-//      process group) and waits on the `go` socket (a socket, so that the parent can write to
-//      it without risking SIGPIPE). Its own session, not just its own group: a process whose
-//      session leader is not visible in its pid namespace (the agent's session when the agent
-//      runs in a container or CI sandbox) cannot be checkpointed by CRIU, and a worker has no
-//      business with the agent's terminal. Only the child makes the group, never the parent
-//      too (setsid fails for a group leader); the group exists before Start() returns, because
-//      Start() waits until the child has exec'd or failed.
-//   2. The parent moves the child into its cgroup, then releases it through `go`, so none of
-//      the worker's code runs outside its limits.
-//   3. The child redirects stdio, chdirs and execs. If any step fails it writes an
-//      ExecFailure to the `report` pipe and exits 127; a successful exec closes that pipe
-//      (O_CLOEXEC), so the parent reads EOF. Start() waits for one or the other.
-// Only async-signal-safe calls happen in the child, so the agent may have other threads.
+// Start() brings the child up through the protocol of fork_exec.h: the child waits until the
+// parent has put it into its cgroup, and Start() returns once it has exec'd or failed.
 //
 // A process group is signalled with kill(-pid) only while its leader is unreaped (perhaps a
 // zombie): until then the pid, and so the group id, cannot be reused. Reap() therefore looks
@@ -25,8 +12,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,7 +19,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -44,6 +28,7 @@
 #include <utility>
 
 #include "agent/process/cgroups.h"
+#include "agent/process/fork_exec.h"
 #include "agent/process/process_runtime.h"
 #include "common/fd.h"
 #include "common/log.h"
@@ -54,8 +39,6 @@ namespace {
 
 // Read from one stream per call at most, so that a chatty child cannot stall the agent.
 constexpr size_t kMaxReadPerDrain = 1 << 20;
-// Used when neither the spec's env nor the agent has a PATH.
-constexpr char kDefaultPath[] = "/usr/local/bin:/usr/bin:/bin";
 // How often StopAll() looks for exits while it waits.
 constexpr auto kStopAllPoll = std::chrono::milliseconds(5);
 
@@ -65,95 +48,6 @@ bool ValidId(const std::string& id) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
            c == '_' || c == '-';
   });
-}
-
-// Where the child may find argv[0], in order (as execvp searches, minus its /bin/sh fallback).
-std::vector<std::string> ExecCandidates(const ProcessSpec& spec) {
-  const std::string& name = spec.argv[0];
-  if (name.find('/') != std::string::npos) return {name};
-  std::string path = kDefaultPath;
-  if (auto it = spec.env.find("PATH"); it != spec.env.end()) {
-    path = it->second;
-  } else if (const char* own = getenv("PATH")) {
-    path = own;
-  }
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= path.size()) {
-    size_t end = std::min(path.find(':', start), path.size());
-    if (end > start) out.push_back(path.substr(start, end - start) + "/" + name);
-    start = end + 1;
-  }
-  return out;
-}
-
-// What a child reports through the `report` pipe when it cannot exec.
-struct ExecFailure {
-  enum Stage : int { kSetup, kChdir, kExec } stage;
-  int err;
-};
-
-// Everything the child needs, prepared before fork() so that it need not allocate.
-struct ChildPlan {
-  std::vector<const char*> candidates;  // paths to try execve() on, in order
-  std::vector<char*> argv;              // null-terminated
-  std::vector<char*> envp;              // null-terminated
-  const char* workdir = nullptr;        // null: stay
-  int dev_null = -1, out = -1, err = -1, go = -1, report = -1;
-  pid_t parent = 0;  // the agent: the child dies with it
-  int nice = 0;
-};
-
-// In the child: waits for `go`, redirects stdio, chdirs and execs. Returns only on failure.
-ExecFailure ExecChild(const ChildPlan& plan) {
-  char byte;
-  ssize_t n;
-  while ((n = read(plan.go, &byte, 1)) < 0 && errno == EINTR) {
-  }
-  if (n != 1) return {ExecFailure::kSetup, n == 0 ? EPIPE : errno};  // the parent gave up
-  if (dup2(plan.dev_null, STDIN_FILENO) < 0 || dup2(plan.out, STDOUT_FILENO) < 0 ||
-      dup2(plan.err, STDERR_FILENO) < 0) {
-    return {ExecFailure::kSetup, errno};
-  }
-  // Descriptors the agent opened without O_CLOEXEC must not leak into the worker.
-  close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC);
-  if (plan.workdir && chdir(plan.workdir) != 0) return {ExecFailure::kChdir, errno};
-  int err = ENOENT;
-  bool denied = false;
-  for (const char* candidate : plan.candidates) {
-    execve(candidate, plan.argv.data(), plan.envp.data());
-    err = errno;
-    if (err == EACCES) {
-      denied = true;
-    } else if (err != ENOENT && err != ENOTDIR) {
-      break;
-    }
-  }
-  return {ExecFailure::kExec, denied && (err == ENOENT || err == ENOTDIR) ? EACCES : err};
-}
-
-// Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns.
-[[noreturn]] void RunChild(const ChildPlan& plan) {
-  setsid();
-  // A worker dies with its agent (SIGKILL when the forking thread or process ends), so that a
-  // restarted agent never finds its workers still running under another parent and starts them
-  // a second time. The server requeues what they held.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != plan.parent) _exit(127);  // the agent died before prctl took effect
-  // Signal dispositions set to SIG_IGN and the signal mask survive exec(); give the worker the
-  // defaults rather than whatever the agent uses.
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  struct sigaction dfl = {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
-  if (plan.nice != 0) setpriority(PRIO_PROCESS, 0, plan.nice);
-
-  const ExecFailure failure = ExecChild(plan);
-  ssize_t ignored = write(plan.report, &failure, sizeof failure);
-  (void)ignored;
-  _exit(127);
 }
 
 class LocalProcessRuntime final : public ProcessRuntime {
@@ -351,36 +245,11 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   if (!ValidId(spec.id)) return InvalidArgument("bad process id '" + spec.id + "'");
   if (children_.contains(spec.id)) return AlreadyExists("process " + spec.id + " is running");
 
-  const std::vector<std::string> candidates = ExecCandidates(spec);
-  std::vector<std::string> env_strings;
-  for (const auto& [key, value] : spec.env) {
-    if (key.empty() || key.find('=') != std::string::npos) {
-      return InvalidArgument("process " + spec.id + ": bad environment variable name '" + key +
-                             "'");
-    }
-    env_strings.push_back(key + "=" + value);
-  }
+  std::vector<std::string> candidates, env;  // what `plan` points into
   ChildPlan plan;
-  for (const std::string& c : candidates) plan.candidates.push_back(c.c_str());
-  for (const std::string& a : spec.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
-  plan.argv.push_back(nullptr);
-  for (std::string& e : env_strings) plan.envp.push_back(e.data());
-  plan.envp.push_back(nullptr);
-  if (!spec.workdir.empty()) plan.workdir = spec.workdir.c_str();
-
-  Fd dev_null, out_r, out_w, err_r, err_w, go_r, go_w, report_r, report_w;
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) return ErrnoStatus("open /dev/null", errno);
-  GANTRY_RETURN_IF_ERROR(LiftFd(null_fd, STDERR_FILENO + 1, &dev_null));
-  GANTRY_RETURN_IF_ERROR(MakeChannel(&out_r, &out_w));
-  GANTRY_RETURN_IF_ERROR(MakeChannel(&err_r, &err_w));
-  GANTRY_RETURN_IF_ERROR(MakeChannel(&go_r, &go_w, /*socket=*/true));
-  GANTRY_RETURN_IF_ERROR(MakeChannel(&report_r, &report_w));
-  plan.dev_null = dev_null.get();
-  plan.out = out_w.get();
-  plan.err = err_w.get();
-  plan.go = go_r.get();
-  plan.report = report_w.get();
+  GANTRY_RETURN_IF_ERROR(FillChildPlan(spec, &candidates, &env, &plan));
+  ChildChannels channels;
+  GANTRY_RETURN_IF_ERROR(channels.Open(&plan));
 
   bool in_cgroup = false;
   GANTRY_RETURN_IF_ERROR(Prepare(spec, &in_cgroup));
@@ -395,11 +264,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   }
   if (pid == 0) RunChild(plan);
 
-  dev_null.Reset();
-  out_w.Reset();
-  err_w.Reset();
-  go_r.Reset();
-  report_w.Reset();
+  channels.CloseChildEnds();
   if (in_cgroup) {
     // On failure the child may be in some of its cgroups; they are all removed at its exit.
     Status s = cgroups_.AddProcess(spec.id, pid);
@@ -408,29 +273,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
                 s.message().c_str());
     }
   }
-  Status failed;  // stays ok if the child execs
-  const char go = 1;
-  ssize_t n;
-  while ((n = send(go_w.get(), &go, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-  }
-  go_w.Reset();
-  if (n != 1) {
-    failed = ErrnoStatus("process " + spec.id + ": releasing the child", errno);
-  } else {
-    ExecFailure failure{};
-    while ((n = read(report_r.get(), &failure, sizeof failure)) < 0 && errno == EINTR) {
-    }
-    if (n == static_cast<ssize_t>(sizeof failure)) {
-      const std::string what = failure.stage == ExecFailure::kSetup ? "child setup"
-                               : failure.stage == ExecFailure::kChdir
-                                   ? "workdir " + spec.workdir
-                                   : "cannot run '" + spec.argv[0] + "'";
-      failed = ErrnoStatus("process " + spec.id + ": " + what, failure.err);
-    } else if (n != 0) {
-      failed = Internal("process " + spec.id + ": bad report from the child");
-    }
-  }
-  if (!failed.ok()) {
+  if (Status failed = ReleaseChild(&channels.go_w, channels.report_r.get(), spec); !failed.ok()) {
     kill(pid, SIGKILL);  // it is exiting already unless it never got `go`
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
@@ -438,7 +281,7 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
     return failed;
   }
 
-  Adopt(spec, pid, std::move(out_r), std::move(err_r), in_cgroup);
+  Adopt(spec, pid, std::move(channels.out_r), std::move(channels.err_r), in_cgroup);
   return pid;
 }
 

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/snapshot/criu_binary.h"
 #include "agent/snapshot/cuda_checkpoint.h"
 #include "common/fd.h"
 #include "common/log.h"
@@ -41,119 +42,6 @@ using std::chrono::milliseconds;
 
 // The lazy-pages daemon writes one byte to this descriptor once it listens (--status-fd).
 constexpr int kStatusFd = 3;
-// criu's own stdout and stderr are kept up to this size (its log file holds the details).
-constexpr size_t kMaxOutputBytes = 16 * 1024;
-// The most of a log file read to quote its end.
-constexpr std::streamoff kMaxLogTailBytes = 64 * 1024;
-// `criu --version` is fast; do not let a stuck binary hold Check() for the whole timeout.
-constexpr int64_t kVersionTimeoutMs = 10'000;
-
-constexpr const char* kInstallHint =
-    "run scripts/setup.sh (it builds CRIU >= 4.1 into /usr/local/lib/gantry/criu)";
-
-// The options of every criu process: its whole environment, and how much of its output to keep.
-// CRIU_FAULT=130 (FI_NO_BREAKPOINTS) makes compel trace syscalls instead of relying on hardware
-// breakpoints, which do not fire in some VMs (dump then hangs at "Waiting for PID to trap"); it
-// costs nothing where they do fire.
-SubprocessOptions CriuProcessOptions(int64_t timeout_ms) {
-  SubprocessOptions o;
-  o.env = {
-      "CRIU_FAULT=130",
-      std::string("PATH=") + kSystemPath,
-      "LC_ALL=C",
-  };
-  o.timeout_ms = timeout_ms;
-  o.max_output = kMaxOutputBytes;
-  return o;
-}
-
-// The end of criu's log at `path`: earlier "Error" lines that are not part of the last `lines`
-// lines (up to 5), then the last `lines` lines. Skips the harmless RLIMIT_NOFILE error that
-// CRIU logs where root lacks CAP_SYS_RESOURCE.
-std::string LogTail(const std::string& path, int lines) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "(no log at " + path + ")";
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  const std::streamoff from = std::max<std::streamoff>(0, size - kMaxLogTailBytes);
-  in.seekg(from);
-  std::vector<std::string> all;
-  std::string line;
-  bool first = from > 0;  // a partial first line
-  while (std::getline(in, line)) {
-    if (first) {
-      first = false;
-      continue;
-    }
-    all.push_back(line);
-  }
-  const size_t tail_start = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
-  std::vector<std::string> errors;
-  for (size_t i = 0; i < tail_start; ++i) {
-    if (all[i].find("Error (") != std::string::npos &&
-        all[i].find("RLIMIT_NOFILE") == std::string::npos) {
-      errors.push_back(all[i]);
-    }
-  }
-  if (errors.size() > 5) errors.erase(errors.begin(), errors.end() - 5);
-  std::string out = path + ":";
-  for (const std::string& e : errors) out += "\n  " + e;
-  if (!errors.empty()) out += "\n  ...";
-  for (size_t i = tail_start; i < all.size(); ++i) out += "\n  " + all[i];
-  return out;
-}
-
-// What went wrong with a criu command, for an error message: its exit, its own output if any,
-// and the end of its log.
-std::string Describe(const SubprocessResult& r, const std::string& log_path, int lines) {
-  std::string out = r.timed_out ? "ran past its time limit and was killed"
-                                : "failed (" + DescribeWaitStatus(r.wait_status) + ")";
-  std::string output = r.output;
-  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
-  if (!output.empty()) out += "; its output: " + output;
-  out += "; end of " + LogTail(log_path, lines);
-  return out;
-}
-
-// Parses "Version: 4.1.1" out of `criu --version` output.
-bool ParseVersion(const std::string& text, int* major, int* minor, std::string* full) {
-  const size_t at = text.find("Version:");
-  if (at == std::string::npos) return false;
-  size_t start = text.find_first_not_of(" \t", at + 8);
-  if (start == std::string::npos) return false;
-  const size_t end = text.find_first_of(" \t\r\n", start);
-  *full = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
-  return std::sscanf(full->c_str(), "%d.%d", major, minor) == 2;
-}
-
-Status CheckCriuBinary(const std::string& path, int64_t timeout_ms) {
-  if (path.empty()) return FailedPrecondition("no CRIU binary given; " + std::string(kInstallHint));
-  if (access(path.c_str(), X_OK) != 0) {
-    return FailedPrecondition("CRIU at " + path + " cannot be run (" + ErrnoText(errno) + "); " +
-                              kInstallHint);
-  }
-  Result<SubprocessResult> r = RunProcess({path, "--version"}, CriuProcessOptions(timeout_ms));
-  if (!r.ok()) {
-    return FailedPrecondition("CRIU at " + path + ": " + r.status().message() + "; " +
-                              kInstallHint);
-  }
-  int major = 0, minor = 0;
-  std::string version;
-  if (!r->succeeded() || !ParseVersion(r->output, &major, &minor, &version)) {
-    std::string first_line = r->output.substr(0, r->output.find('\n'));
-    if (first_line.size() > 200) first_line.resize(200);
-    return FailedPrecondition("`" + path + " --version` " +
-                              (r->succeeded() ? "printed no version" : "failed") + " (" +
-                              first_line + "); " + kInstallHint);
-  }
-  if (major < 4 || (major == 4 && minor < 1)) {
-    return FailedPrecondition("CRIU at " + path + " is version " + version +
-                              "; Gantry needs >= 4.1 (older versions fail on Linux >= 6.13 with "
-                              "'Unexpected rt vDSO area bounds'); " +
-                              kInstallHint);
-  }
-  return Status::Ok();
-}
 
 // `criu_path` as given if it holds a '/' or is not found in PATH, else its PATH entry.
 std::string Resolve(std::string criu_path) {
@@ -217,6 +105,14 @@ class CriuSnapshotter final : public Snapshotter {
   void WarnIfNotSubreaper();
   // `criu dump` of `pid` into `dir` (already emptied).
   Status RunDump(int pid, const std::string& dir, bool leave_running);
+  // Whether `dir` holds suspended GPU state, once it is known to hold an image Restore() can
+  // use: NotFound without an image, FailedPrecondition for GPU state this snapshotter cannot
+  // resume.
+  Result<bool> CheckImage(const std::string& dir);
+  // `criu restore` from `dir` (for kLazy, with its lazy-pages daemon listening); the restored
+  // root's pid, read from `pidfile`. DeadlineExceeded past the time limit, FailedPrecondition
+  // when a pid of the dumped tree is in use, else Internal, quoting criu's log.
+  Result<int> RunRestore(const std::string& dir, RestoreMode mode, const std::string& pidfile);
 
   // GPU state (CriuOptions::cuda; criu.h "GPU state"). SuspendGpu: true if it suspended the
   // GPU state of `pid`, false if there was nothing to do. FinishGpuDump: after RunDump() of a
@@ -405,27 +301,12 @@ void CriuSnapshotter::WarnIfNotSubreaper() {
 Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mode) {
   if (dir_arg.empty()) return InvalidArgument("snapshot: empty image directory");
   const std::string dir = Absolute(dir_arg);
-  std::error_code ec;
-  if (!fs::exists(dir + "/inventory.img", ec)) {
-    return NotFound("snapshot: no CRIU image in " + dir + " (no inventory.img)");
-  }
-  const bool gpu_suspended = fs::exists(dir + "/" + kCudaSuspendedMarker, ec);
-  if (gpu_suspended) {
-    if (options_.cuda == nullptr) {
-      return FailedPrecondition("snapshot: the image in " + dir + " holds suspended GPU state (" +
-                                kCudaSuspendedMarker +
-                                ") and this snapshotter has no CUDA checkpointer");
-    }
-    if (Status a = options_.cuda->Available(); !a.ok()) {
-      return FailedPrecondition(
-          "snapshot: the image in " + dir +
-          " holds suspended GPU state, which cannot be resumed here: " + a.message());
-    }
-  }
+  Result<bool> gpu_suspended = CheckImage(dir);
+  if (!gpu_suspended.ok()) return gpu_suspended.status();
   JoinFinishedWatchers();
   WarnIfNotSubreaper();
   const std::string pidfile = dir + "/restore.pid";
-  const std::string log = dir + "/restore.log";
+  std::error_code ec;
   fs::remove(pidfile, ec);
 
   const auto t0 = SteadyClock::now();
@@ -435,6 +316,47 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
     if (!d.ok()) return d.status();
     daemon = *d;
   }
+  Result<int> pid = RunRestore(dir, mode, pidfile);
+  if (!pid.ok()) {
+    if (daemon > 0) {
+      kill(daemon, SIGKILL);
+      while (waitpid(daemon, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    return pid.status();
+  }
+  if (daemon > 0) WatchLazyDaemon(daemon, dir);
+  if (*gpu_suspended) GANTRY_RETURN_IF_ERROR(ResumeGpuAfterRestore(*pid, dir));
+  GLOG_DEBUG("snapshot: restored pid %d from %s (%s) in %lld ms", *pid, dir.c_str(),
+             mode == RestoreMode::kLazy ? "lazy" : "full",
+             static_cast<long long>(
+                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
+  return pid;
+}
+
+Result<bool> CriuSnapshotter::CheckImage(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir + "/inventory.img", ec)) {
+    return NotFound("snapshot: no CRIU image in " + dir + " (no inventory.img)");
+  }
+  const bool gpu_suspended = fs::exists(dir + "/" + kCudaSuspendedMarker, ec);
+  if (!gpu_suspended) return false;
+  if (options_.cuda == nullptr) {
+    return FailedPrecondition("snapshot: the image in " + dir + " holds suspended GPU state (" +
+                              kCudaSuspendedMarker +
+                              ") and this snapshotter has no CUDA checkpointer");
+  }
+  if (Status a = options_.cuda->Available(); !a.ok()) {
+    return FailedPrecondition(
+        "snapshot: the image in " + dir +
+        " holds suspended GPU state, which cannot be resumed here: " + a.message());
+  }
+  return true;
+}
+
+Result<int> CriuSnapshotter::RunRestore(const std::string& dir, RestoreMode mode,
+                                        const std::string& pidfile) {
+  const std::string log = dir + "/restore.log";
   std::vector<std::string> argv = {criu_,
                                    "restore",
                                    "-D",
@@ -449,47 +371,27 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
                                    "-v4"};
   if (mode == RestoreMode::kLazy) argv.push_back("--lazy-pages");
   Result<SubprocessResult> r = RunProcess(argv, CriuProcessOptions(options_.timeout_ms));
-
-  int pid = 0;
-  Status failed;
-  if (!r.ok()) {
-    failed = r.status();
-  } else if (!r->succeeded()) {
+  if (!r.ok()) return r.status();
+  if (!r->succeeded()) {
     std::string what =
         "snapshot: criu restore from " + dir + " " + Describe(*r, log, options_.log_tail_lines);
     if (mode == RestoreMode::kLazy) {
       what += "\nend of " + LogTail(dir + "/lazy-pages.log", options_.log_tail_lines);
     }
-    if (r->timed_out) {
-      failed = DeadlineExceeded(std::move(what));
-    } else if (what.find("Can't fork for") != std::string::npos) {
-      failed = FailedPrecondition(
+    if (r->timed_out) return DeadlineExceeded(std::move(what));
+    if (what.find("Can't fork for") != std::string::npos) {
+      return FailedPrecondition(
           "a pid of the dumped tree is in use (kill and reap the original before restoring): " +
           what);
-    } else {
-      failed = Internal(std::move(what));
     }
-  } else {
-    std::ifstream in(pidfile);
-    if (!(in >> pid) || pid <= 0) {
-      failed = Internal("snapshot: criu restore from " + dir + " succeeded but left no pid in " +
-                        pidfile);
-    }
+    return Internal(std::move(what));
   }
-  if (!failed.ok()) {
-    if (daemon > 0) {
-      kill(daemon, SIGKILL);
-      while (waitpid(daemon, nullptr, 0) < 0 && errno == EINTR) {
-      }
-    }
-    return failed;
+  int pid = 0;
+  std::ifstream in(pidfile);
+  if (!(in >> pid) || pid <= 0) {
+    return Internal("snapshot: criu restore from " + dir + " succeeded but left no pid in " +
+                    pidfile);
   }
-  if (daemon > 0) WatchLazyDaemon(daemon, dir);
-  if (gpu_suspended) GANTRY_RETURN_IF_ERROR(ResumeGpuAfterRestore(pid, dir));
-  GLOG_DEBUG("snapshot: restored pid %d from %s (%s) in %lld ms", pid, dir.c_str(),
-             mode == RestoreMode::kLazy ? "lazy" : "full",
-             static_cast<long long>(
-                 std::chrono::duration_cast<milliseconds>(SteadyClock::now() - t0).count()));
   return pid;
 }
 
@@ -612,31 +514,6 @@ Status CriuSnapshotter::ResumeGpuAfterRestore(int pid, const std::string& dir) {
 
 std::unique_ptr<Snapshotter> NewCriuSnapshotter(std::string criu_path, CriuOptions options) {
   return std::make_unique<CriuSnapshotter>(std::move(criu_path), options);
-}
-
-Result<std::string> FindCriu() {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("GANTRY_CRIU"); env != nullptr && *env != '\0') {
-    candidates.push_back(env);
-  }
-  candidates.push_back(kGantryCriuPath);
-  const std::string on_path = FindExecutable("criu");
-  if (!on_path.empty()) candidates.push_back(on_path);
-  std::string why;
-  for (const std::string& c : candidates) {
-    Status s = CheckCriuBinary(c, kVersionTimeoutMs);
-    if (s.ok()) return c;
-    // Each message ends with the install hint; quote it once at the end.
-    std::string m = s.message();
-    const std::string hint = std::string("; ") + kInstallHint;
-    if (m.size() >= hint.size() && m.compare(m.size() - hint.size(), hint.size(), hint) == 0) {
-      m.resize(m.size() - hint.size());
-    }
-    why += (why.empty() ? "" : "; ") + m;
-  }
-  if (on_path.empty()) why += "; no criu in PATH";
-  return FailedPrecondition("no usable CRIU >= 4.1 ($GANTRY_CRIU, " + std::string(kGantryCriuPath) +
-                            ", PATH): " + why + "; " + kInstallHint);
 }
 
 }  // namespace gantry::agent

@@ -1,22 +1,22 @@
+// TemplateManager: templates started, restored and dropped, their handshakes, their budgets and
+// reports. Checkpoints and restores are in template_snapshots.cc, forks in template_fork.cc.
+// See template_manager.h for the contract.
 #include "agent/template/template_manager.h"
 
-#include <poll.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
-#include <deque>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
+#include "agent/template/template_process.h"
+#include "agent/template/template_wire.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/procfs.h"
@@ -29,9 +29,6 @@ namespace {
 constexpr char kProcessPrefix[] = "tpl-";
 constexpr size_t kKeptLines = 20;
 constexpr int64_t kHandshakeTimeoutMs = 2'000;
-// A restore whose pid is still taken is tried again this often, this many times.
-constexpr int64_t kRestoreRetryMs = 500;
-constexpr int kRestoreTries = 20;
 
 // Variables that give a worker its identity: a template runs without them, and each fork gets
 // its own. A template sees no GPU: CUDA must not be initialised before the fork.
@@ -41,176 +38,7 @@ bool IdentityVariable(const std::string& name) {
          name == "CUDA_VISIBLE_DEVICES" || name == "NVIDIA_VISIBLE_DEVICES";
 }
 
-std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
-
-int64_t DirectoryBytes(const std::string& dir) {
-  std::error_code ec;
-  int64_t total = 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
-    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
-  }
-  return total;
-}
-
-// Sends `text` with `fds` attached (SCM_RIGHTS).
-Status SendWithFds(int sock, const std::string& text, const std::vector<int>& fds) {
-  iovec iov{const_cast<char*>(text.data()), text.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-  if (!fds.empty()) {
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t n;
-  while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-  }
-  if (n < 0) return Unavailable(Errno("sending to the template"));
-  // The rest, if the socket took only part of it (no fds go with it).
-  for (size_t sent = n; sent < text.size();) {
-    n = send(sock, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Unavailable(Errno("sending to the template"));
-    sent += n;
-  }
-  return Status::Ok();
-}
-
-// Reads one line (without its newline) from `sock` within timeout_ms (0: from what has come
-// already); `buffer` keeps what came after it. Unavailable at EOF, DeadlineExceeded on timeout.
-Result<std::string> ReadLine(int sock, std::string* buffer, int64_t timeout_ms) {
-  const int64_t deadline = SystemClock().NowMs() + timeout_ms;
-  for (;;) {
-    if (size_t nl = buffer->find('\n'); nl != std::string::npos) {
-      std::string line = buffer->substr(0, nl);
-      buffer->erase(0, nl + 1);
-      return line;
-    }
-    const int64_t left = std::max<int64_t>(deadline - SystemClock().NowMs(), 0);
-    pollfd p{sock, POLLIN, 0};
-    int r = poll(&p, 1, static_cast<int>(left));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Internal(Errno("poll"));
-    if (r == 0) {
-      if (left == 0) return DeadlineExceeded("no answer from the template");
-      continue;
-    }
-    char buf[4096];
-    ssize_t n = read(sock, buf, sizeof buf);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return Unavailable(Errno("reading from the template"));
-    if (n == 0) return Unavailable("the template closed the connection");
-    buffer->append(buf, n);
-    if (buffer->size() > (1 << 20)) return Internal("the template's answer is too long");
-  }
-}
-
-// Moves `pid` into the cgroups of these cgroup.procs files (for a process that cannot do it
-// itself: a worker forked inside a container). False, logged, if a write failed. The first move
-// after a quiet moment waits for an RCU grace period (bench/cgroup_move.py: 7 ms median, up to
-// 15-23 ms here), which is why spares are moved ahead.
-bool MoveInto(const std::vector<std::string>& procs, int pid) {
-  bool ok = true;
-  for (const std::string& f : procs) {
-    std::ofstream out(f);
-    out << pid;
-    out.close();
-    if (!out) {
-      GLOG_WARN("templates: cannot move pid %d into %s", pid, f.c_str());
-      ok = false;
-    }
-  }
-  return ok;
-}
-
 }  // namespace
-
-namespace {
-
-// The number after `field` ("MemAvailable:", "Pss:") in a /proc file of "Name: N kB" lines.
-std::optional<int64_t> KbField(const std::string& path, const std::string& field) {
-  std::ifstream in(path);
-  std::string name;
-  int64_t kb = 0;
-  while (in >> name) {
-    if (name == field) {
-      in >> kb;
-      return kb;
-    }
-    in.ignore(1 << 16, '\n');
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-int64_t AvailableMemoryKb() {
-  return KbField("/proc/meminfo", "MemAvailable:").value_or(INT64_MAX);  // unknown: no pressure
-}
-
-int64_t FreeDiskKb(const std::string& dir) {
-  struct statvfs st {};
-  if (statvfs(dir.c_str(), &st) != 0) return INT64_MAX;
-  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize) / 1024;
-}
-
-int64_t ProcessPssKb(int pid) {
-  return KbField("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:").value_or(0);
-}
-
-struct TemplateManager::Template {
-  enum class Phase {
-    kStarting,       // fresh process initialising; not yet connected
-    kReady,          // connected and parked: forks are served
-    kParking,        // asked to park for a checkpoint; waiting for it to stop
-    kCheckpointing,  // the dump runs on the background thread
-    kRestoreQueued,  // waiting for the background thread
-    kRestoring,      // the restore runs on the background thread
-    kReconnecting,   // continued after a dump or a restore; waiting for its handshake
-  };
-  std::string key, endpoint_id, process_id;
-  int64_t version = 0;
-  Phase phase = Phase::kStarting;
-  ProcessSpec spec;  // the template process's spec (id, limits); its argv is the worker's
-  int pid = 0;
-  int listen_fd = -1, conn_fd = -1;
-  std::string buffer;    // unread bytes from conn_fd
-  int64_t since_ms = 0;  // when the phase began
-  int64_t used_ms = 0;   // last fork (or creation)
-  int64_t forks = 0;
-  int64_t memory_kb = 0;
-  std::deque<std::string> last_lines;
-  std::string spare_cgroup;  // offered to the template for its next spare; "" for none
-  std::vector<std::string> spare_cgroup_procs;  // its cgroup.procs files
-  // A container template's spare being moved into spare_cgroup by the agent (it cannot join
-  // from inside): whether it is there; invalid when no move was started.
-  std::shared_future<bool> spare_move;
-  int spare_seq = 0;
-  // A container template: `pid` is the OCI runtime's, `init_pid` the container's init (the
-  // template process itself); `workers`: its workers still running, by their pid in the
-  // container, with the runtime's view of their ends.
-  bool container = false;
-  int init_pid = 0;
-  std::map<int, std::shared_ptr<ExternalExit>> workers;
-
-  ~Template() { CloseAll(); }
-  void CloseConnection() {
-    if (conn_fd >= 0) close(conn_fd);
-    conn_fd = -1;
-    buffer.clear();
-  }
-  void CloseAll() {
-    CloseConnection();
-    if (listen_fd >= 0) close(listen_fd);
-    listen_fd = -1;
-  }
-};
 
 TemplateManager::TemplateManager(const Clock* clock, ProcessRuntime* runtime,
                                  Snapshotter* snapshotter, TemplateOptions options, HostProbe probe)
@@ -240,45 +68,10 @@ bool TemplateManager::OwnsProcess(const std::string& process_id) {
   return process_id.starts_with(kProcessPrefix);
 }
 
-std::string TemplateManager::SnapshotDir(const std::string& key) const {
-  return options_.dir + "/" + key + "/snapshot";
-}
-
 std::string TemplateManager::SocketName(const std::string& key) const {
   // Abstract (no file to clean up, no path length to mind) and the same for every agent that
   // uses this directory, so that a restored template finds the agent that restored it.
   return "gantry-" + Sha256Hex(fs::absolute(options_.dir).string()).substr(0, 12) + "-" + key;
-}
-
-void TemplateManager::LoadSnapshots() {
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
-    if (!e.is_directory(ec)) continue;
-    const std::string key = e.path().filename().string();
-    std::ifstream in(e.path() / "meta.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    auto meta = ParseJson(text.str());
-    if (!meta.ok() || !meta->is_object() || !fs::exists(SnapshotDir(key), ec)) {
-      fs::remove_all(e.path(), ec);  // an unfinished checkpoint
-      continue;
-    }
-    const auto& o = meta->as_object();
-    Snapshot s;
-    if (auto* v = Find(o, "endpointId"); v && v->is_string()) s.endpoint_id = v->as_string();
-    if (auto* v = Find(o, "version")) s.version = AsInt(*v).value_or(0);
-    if (auto* v = Find(o, "cpu"); v && v->is_number()) s.cpu = v->to_number<double>();
-    if (auto* v = Find(o, "memoryMb")) s.memory_mb = AsInt(*v).value_or(0);
-    s.bytes = DirectoryBytes(SnapshotDir(key));
-    s.used_ms = clock_->NowMs();
-    if (s.endpoint_id.empty() || Key(s.endpoint_id, s.version) != key) {
-      fs::remove_all(e.path(), ec);
-      continue;
-    }
-    snapshots_[key] = s;
-    GLOG_INFO("templates: snapshot of %s on disk (%lld MB)", key.c_str(),
-              static_cast<long long>(s.bytes >> 20));
-  }
 }
 
 TemplateManager::State TemplateManager::Get(const std::string& key) const {
@@ -391,12 +184,6 @@ void TemplateManager::Ensure(const std::string& key, const std::string& endpoint
   }
 }
 
-void TemplateManager::RestoreAll() {
-  if (!snapshotter_) return;
-  std::vector<std::pair<std::string, Snapshot>> all(snapshots_.begin(), snapshots_.end());
-  for (const auto& [key, s] : all) Ensure(key, s.endpoint_id, s.version, ProcessSpec{});
-}
-
 void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   t.spec = worker;
   t.spec.id = t.process_id;
@@ -412,104 +199,6 @@ void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   t.phase = Template::Phase::kStarting;
   t.since_ms = clock_->NowMs();
   GLOG_INFO("templates: starting %s (pid %d)", t.key.c_str(), t.pid);
-}
-
-Status TemplateManager::StartRestore(Template& t) {
-  t.phase = Template::Phase::kRestoreQueued;
-  t.since_ms = clock_->NowMs();
-  if (!SnapshotsUsable()) return FailedPrecondition("snapshots are off");
-  if (job_) return Status::Ok();  // Step() starts it once the background thread is free
-  t.phase = Template::Phase::kRestoring;
-  snapshots_[t.key].used_ms = clock_->NowMs();
-  job_ = Job{t.key, true,
-             std::async(std::launch::async,
-                        [s = snapshotter_, dir = SnapshotDir(t.key), mode = options_.restore_mode] {
-                          return s->Restore(dir, mode);
-                        })};
-  return Status::Ok();
-}
-
-Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& worker) {
-  auto it = templates_.find(key);
-  if (it == templates_.end() || it->second->phase != Template::Phase::kReady) {
-    return FailedPrecondition("no ready template for " + key);
-  }
-  Template& t = *it->second;
-  const int64_t t0 = SystemClock().NowMs();
-  bool spare = false;
-  auto launch = [&](const ProcessSpec& spec, const LaunchContext& ctx) -> Result<int> {
-    json::array procs;  // a container's template cannot see them: the runtime moves its workers
-    if (!t.container) {
-      for (const auto& p : ctx.cgroup_procs) procs.emplace_back(p);
-    }
-    json::object req{{"op", "fork"},
-                     {"id", spec.id},
-                     {"env", StringMapJson(spec.env)},
-                     {"workdir", spec.workdir},
-                     {"cgroupProcs", std::move(procs)},
-                     {"agentPid", ctx.agent_pid}};
-    GANTRY_RETURN_IF_ERROR(
-        SendWithFds(t.conn_fd, ToJson(req) + "\n", {ctx.stdout_fd, ctx.stderr_fd}));
-    auto line = ReadAnswer(t);
-    if (!line.ok()) return line.status();
-    auto reply = ParseJson(*line);
-    if (!reply.ok() || !reply->is_object()) return Internal("bad answer from the template");
-    const auto& o = reply->as_object();
-    if (auto* e = Find(o, "error"); e && e->is_string()) {
-      return Internal("template: " + std::string(e->as_string()));
-    }
-    auto* pid = Find(o, "pid");
-    if (!pid || !AsInt(*pid)) return Internal("bad answer from the template");
-    if (auto* sp = Find(o, "spare"); sp && sp->is_bool()) spare = sp->get_bool();
-    bool came_in = false;      // the worker sits in a cgroup made ahead
-    bool move_failed = false;  // a container's spare could not be moved into it
-    if (auto* c = Find(o, "spareCgroup");
-        c && c->is_string() && !t.spare_cgroup.empty() && c->as_string() == t.spare_cgroup) {
-      came_in = !t.container || (t.spare_move.valid() && t.spare_move.get());  // done, normally
-      move_failed = !came_in;
-      t.spare_move = {};
-      if (came_in) *ctx.in_cgroup = std::exchange(t.spare_cgroup, {});  // the runtime's now
-    } else if (t.container && t.spare_move.valid()) {
-      // The spare moved into the offered cgroup did not answer: it is gone (it died, or the
-      // template forked on the spot without it). The cgroup goes, so that a new one is offered.
-      move_failed = true;
-    }
-    const int answered = static_cast<int>(*AsInt(*pid));
-    if (!t.container) return answered;
-    // The pid in the container: its number here, found among the template's children.
-    std::optional<int> host = ChildByNsPid(t.init_pid, answered);
-    if (!host) {
-      return Internal("worker pid " + std::to_string(answered) +
-                      " of the template's container is not a child of its init");
-    }
-    auto exit = std::make_shared<ExternalExit>();
-    t.workers[answered] = exit;
-    if (ctx.external) *ctx.external = std::move(exit);
-    // It waits, stopped, to be moved into its cgroups (which it cannot reach from inside), so
-    // that none of its code runs outside its limits; then it is continued.
-    const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
-    while (ProcState(*host) != 'T' && SystemClock().NowMs() < deadline) usleep(100);
-    if (!came_in) MoveInto(ctx.cgroup_procs, *host);
-    if (move_failed) ReleaseSpareCgroup(t);  // the worker is not (or no longer) in it
-    kill(*host, SIGCONT);
-    return *host;
-  };
-  auto pid = runtime_->Launch(worker, launch);
-  if (!pid.ok()) {
-    ++counters_.fork_failures;
-    GLOG_WARN("templates: fork of %s from %s failed: %s", worker.id.c_str(), key.c_str(),
-              pid.status().ToString().c_str());
-    Drop(key, "fork failed", /*failed=*/false);
-    return pid.status();
-  }
-  ++counters_.forks;
-  ++t.forks;
-  OfferSpareCgroup(t);
-  GLOG_INFO("templates: %s forked from %s in %lld ms%s", worker.id.c_str(), key.c_str(),
-            static_cast<long long>(SystemClock().NowMs() - t0), spare ? " (spare)" : "");
-  t.used_ms = clock_->NowMs();
-  if (auto s = snapshots_.find(key); s != snapshots_.end()) s->second.used_ms = t.used_ms;
-  return pid;
 }
 
 void TemplateManager::Accept(Template& t) {
@@ -558,137 +247,6 @@ void TemplateManager::Accept(Template& t) {
   }
 }
 
-void TemplateManager::OfferSpareCgroup(Template& t) {
-  if (!t.spare_cgroup.empty() || t.conn_fd < 0) return;
-  const std::string id = t.process_id + "-s" + std::to_string(++t.spare_seq);
-  auto procs = runtime_->CreateCgroup(id, t.spec.limits());
-  if (!procs.ok() || procs->empty()) return;  // no cgroups: the spare joins at its fork
-  json::array files;
-  for (const auto& p : *procs) files.emplace_back(p);
-  json::object msg{{"op", "spare"}, {"id", id}, {"cgroupProcs", std::move(files)}};
-  if (!SendWithFds(t.conn_fd, ToJson(msg) + "\n", {}).ok()) {
-    runtime_->RemoveCgroup(id);
-    return;
-  }
-  t.spare_cgroup = id;
-  t.spare_cgroup_procs = *procs;
-}
-
-void TemplateManager::ReleaseSpareCgroup(Template& t) {
-  if (t.spare_move.valid()) t.spare_move.wait();
-  t.spare_move = {};
-  if (t.spare_cgroup.empty()) return;
-  runtime_->RemoveCgroup(t.spare_cgroup);  // kills the spare in it, if any
-  t.spare_cgroup.clear();
-}
-
-bool TemplateManager::SnapshotsUsable() {
-  if (!criu_usable_) {
-    Status s = snapshotter_->Check();
-    criu_usable_ = s.ok();
-    if (!s.ok()) GLOG_WARN("templates: snapshots are off: %s", s.message().c_str());
-  }
-  return *criu_usable_;
-}
-
-Status TemplateManager::BeginCheckpoint(Template& t) {
-  Status s = SendWithFds(t.conn_fd, "{\"op\":\"park\"}\n", {});
-  if (!s.ok()) return Status(s.code(), "cannot park: " + s.message());
-  t.CloseConnection();
-  ReleaseSpareCgroup(t);  // the template closes its spare for the snapshot
-  t.phase = Template::Phase::kParking;
-  t.since_ms = clock_->NowMs();
-  return Status::Ok();
-}
-
-void TemplateManager::FinishJob() {
-  Job job = std::move(*job_);
-  job_.reset();
-  Result<int> r = job.result.get();
-  auto it = templates_.find(job.key);
-  Template* t = it == templates_.end() ? nullptr : it->second.get();
-  std::error_code ec;
-  const std::string tmp = SnapshotDir(job.key) + ".tmp";
-  if (job.restore) {
-    if (!r.ok()) {
-      ++counters_.restore_failures;
-      auto& retry = restore_retry_[job.key];
-      if (r.status().code() == Code::kFailedPrecondition && ++retry.second < kRestoreTries) {
-        // Its pid is still taken, e.g. by the original's zombie: the snapshot is fine.
-        retry.first = clock_->NowMs() + kRestoreRetryMs;
-        GLOG_INFO("templates: restore of %s must wait: %s", job.key.c_str(),
-                  r.status().message().substr(0, 120).c_str());
-      } else {
-        GLOG_WARN("templates: restore of %s failed (snapshot deleted): %s", job.key.c_str(),
-                  r.status().ToString().c_str());
-        restore_retry_.erase(job.key);
-        DeleteSnapshot(job.key);
-      }
-      if (t) Drop(job.key, "restore failed", /*failed=*/false);
-      return;
-    }
-    restore_retry_.erase(job.key);
-    const int pid = *r;
-    if (!t) {  // dropped meanwhile
-      kill(pid, SIGKILL);
-      return;
-    }
-    // The runtime adopts the restored process (a child of ours: we are its subreaper).
-    auto adopted = runtime_->Launch(
-        t->spec, [pid](const ProcessSpec&, const LaunchContext&) { return Result<int>(pid); });
-    if (!adopted.ok()) {
-      kill(pid, SIGKILL);
-      ++counters_.restore_failures;
-      Drop(job.key, "cannot adopt the restored template: " + adopted.status().message(), false);
-      return;
-    }
-    ++counters_.restores;
-    t->pid = pid;
-    GLOG_INFO("templates: %s restored (pid %d) in %lld ms", job.key.c_str(), pid,
-              static_cast<long long>(clock_->NowMs() - t->since_ms));
-    kill(pid, SIGCONT);
-    t->phase = Template::Phase::kReconnecting;
-    t->since_ms = clock_->NowMs();
-    return;
-  }
-  // A checkpoint.
-  if (r.ok() && t) {
-    fs::remove_all(SnapshotDir(job.key), ec);
-    fs::rename(tmp, SnapshotDir(job.key), ec);
-    if (ec) r = Internal("cannot move the snapshot into place: " + ec.message());
-  }
-  if (r.ok() && t) {
-    Snapshot s{t->endpoint_id,
-               t->version,
-               t->spec.cpu,
-               t->spec.memory_mb,
-               DirectoryBytes(SnapshotDir(job.key)),
-               clock_->NowMs()};
-    std::ofstream(options_.dir + "/" + job.key + "/meta.json")
-        << ToJson(json::object{{"endpointId", s.endpoint_id},
-                               {"version", s.version},
-                               {"cpu", s.cpu},
-                               {"memoryMb", s.memory_mb}});
-    snapshots_[job.key] = s;
-    GLOG_INFO("templates: %s checkpointed (%lld MB) in %lld ms", job.key.c_str(),
-              static_cast<long long>(s.bytes >> 20),
-              static_cast<long long>(clock_->NowMs() - t->since_ms));
-  } else {
-    fs::remove_all(tmp, ec);
-    if (!r.ok()) {
-      ++counters_.snapshot_failures;
-      GLOG_WARN("templates: checkpoint of %s failed: %s", job.key.c_str(),
-                r.status().ToString().c_str());
-    }
-  }
-  if (t) {
-    if (!r.ok()) no_snapshot_.insert(job.key);  // it keeps serving forks; no second try
-    kill(t->pid, SIGCONT);
-    t->phase = Template::Phase::kReconnecting;
-    t->since_ms = clock_->NowMs();
-  }
-}
-
 void TemplateManager::Drop(std::string key, const std::string& why, bool failed) {
   auto it = templates_.find(key);
   if (it != templates_.end() && it->second->container && !it->second->workers.empty() &&
@@ -714,13 +272,6 @@ void TemplateManager::Drop(std::string key, const std::string& why, bool failed)
     templates_.erase(it);
   }
   if (failed) failed_[key] = why;
-}
-
-void TemplateManager::DeleteSnapshot(const std::string& key) {
-  std::error_code ec;
-  fs::remove_all(options_.dir + "/" + key, ec);
-  snapshots_.erase(key);
-  restore_retry_.erase(key);
 }
 
 void TemplateManager::Retain(const std::map<std::string, int64_t>& live) {
@@ -785,63 +336,9 @@ bool TemplateManager::Step() {
     changed = true;
   }
   const int64_t now = clock_->NowMs();
-  // Dropped after the loop (Drop erases from templates_); `counted`: a template failure.
-  struct PendingDrop {
-    std::string key, why;
-    bool counted = true;
-    bool forget_snapshot = false;
-  };
   std::vector<PendingDrop> drops;
-  for (auto& [key, tp] : templates_) {
-    Template& t = *tp;
-    const int64_t age = now - t.since_ms;
-    switch (t.phase) {
-      case Template::Phase::kStarting:
-      case Template::Phase::kReconnecting:
-        Accept(t);
-        if (t.phase == Template::Phase::kReady) {
-          changed = true;
-        } else if (age > options_.ready_timeout_ms) {
-          drops.push_back({key, "not parked after " + std::to_string(age) + " ms"});
-        }
-        break;
-      case Template::Phase::kReady:
-        if (!t.container && options_.snapshots && snapshotter_ && !job_ && !snapshots_.count(key) &&
-            !no_snapshot_.count(key) &&
-            probe_.free_disk_kb(options_.dir) >= options_.min_free_disk_mb * 1024 &&
-            SnapshotsUsable()) {
-          if (Status s = BeginCheckpoint(t); !s.ok()) {
-            drops.push_back({key, s.message(), /*counted=*/false});
-          }
-          changed = true;
-        }
-        break;
-      case Template::Phase::kParking:
-        if (ProcState(t.pid) == 'T') {
-          if (job_) break;
-          t.phase = Template::Phase::kCheckpointing;
-          const std::string tmp = SnapshotDir(key) + ".tmp";
-          std::error_code ec;
-          fs::create_directories(tmp, ec);
-          job_ =
-              Job{key, false, std::async(std::launch::async, [s = snapshotter_, pid = t.pid, tmp] {
-                    Status st = s->Dump(pid, tmp, /*leave_running=*/true);
-                    return st.ok() ? Result<int>(0) : Result<int>(st);
-                  })};
-        } else if (age > options_.park_timeout_ms) {
-          drops.push_back({key, "did not stop for its checkpoint"});
-        }
-        break;
-      case Template::Phase::kRestoreQueued:
-        if (job_) break;
-        if (Status s = StartRestore(t); !s.ok()) {
-          drops.push_back({key, s.message(), /*counted=*/false, /*forget_snapshot=*/true});
-        }
-        break;
-      case Template::Phase::kCheckpointing:
-      case Template::Phase::kRestoring:
-        break;
-    }
+  for (auto& [key, t] : templates_) {
+    if (Advance(*t, now, &drops)) changed = true;
   }
   for (const PendingDrop& d : drops) {
     if (d.counted) ++counters_.template_failures;
@@ -862,6 +359,43 @@ bool TemplateManager::Step() {
     EnforceBudgets();
   }
   return changed;
+}
+
+bool TemplateManager::Advance(Template& t, int64_t now, std::vector<PendingDrop>* drops) {
+  const int64_t age = now - t.since_ms;
+  switch (t.phase) {
+    case Template::Phase::kStarting:
+    case Template::Phase::kReconnecting:
+      Accept(t);
+      if (t.phase == Template::Phase::kReady) return true;
+      if (age > options_.ready_timeout_ms) {
+        drops->push_back({t.key, "not parked after " + std::to_string(age) + " ms"});
+      }
+      return false;
+    case Template::Phase::kReady:
+      if (!WantsCheckpoint(t)) return false;
+      if (Status s = BeginCheckpoint(t); !s.ok()) {
+        drops->push_back({t.key, s.message(), /*counted=*/false});
+      }
+      return true;
+    case Template::Phase::kParking:
+      if (ProcState(t.pid) == 'T') {
+        if (!job_) StartDump(t);
+      } else if (age > options_.park_timeout_ms) {
+        drops->push_back({t.key, "did not stop for its checkpoint"});
+      }
+      return false;
+    case Template::Phase::kRestoreQueued:
+      if (job_) return false;
+      if (Status s = StartRestore(t); !s.ok()) {
+        drops->push_back({t.key, s.message(), /*counted=*/false, /*forget_snapshot=*/true});
+      }
+      return false;
+    case Template::Phase::kCheckpointing:
+    case Template::Phase::kRestoring:
+      return false;
+  }
+  return false;
 }
 
 void TemplateManager::EnforceBudgets() {
@@ -921,77 +455,6 @@ void TemplateManager::EvictSnapshots(int64_t bytes, const std::string& why) {
     if (lru->second.bytes > budget) no_snapshot_.insert(lru->first);
     DeleteSnapshot(lru->first);
   }
-}
-
-Result<std::string> TemplateManager::ReadAnswer(Template& t) {
-  const int64_t deadline = SystemClock().NowMs() + options_.fork_timeout_ms;
-  for (;;) {
-    auto line =
-        ReadLine(t.conn_fd, &t.buffer, std::max<int64_t>(deadline - SystemClock().NowMs(), 0));
-    if (!line.ok() || !t.container || !HandleReport(t, *line)) return line;
-  }
-}
-
-bool TemplateManager::HandleReport(Template& t, const std::string& line) {
-  auto msg = ParseJson(line);
-  if (!msg.ok() || !msg->is_object()) return false;
-  const auto& o = msg->as_object();
-  const json::value* op = Find(o, "op");
-  if (op && op->is_string() && op->as_string() == "spare-made") {
-    // The spare the template made for the cgroup offered: the agent moves it there now, off
-    // the fork's path (a move into a cgroup v1 memory controller waits for an RCU grace
-    // period, tens of ms here), on a thread of its own.
-    const json::value* pid = Find(o, "pid");
-    const json::value* id = Find(o, "id");
-    std::optional<int> host = pid && AsInt(*pid)
-                                  ? ChildByNsPid(t.init_pid, static_cast<int>(*AsInt(*pid)))
-                                  : std::nullopt;
-    if (host && id && id->is_string() && id->as_string() == t.spare_cgroup &&
-        !t.spare_move.valid()) {
-      t.spare_move = std::async(std::launch::async, [procs = t.spare_cgroup_procs, p = *host] {
-                       return MoveInto(procs, p);
-                     }).share();
-    }
-    return true;
-  }
-  if (!op || !op->is_string() || op->as_string() != "exit") return false;
-  const json::value* pid = Find(o, "pid");
-  const json::value* status = Find(o, "status");
-  if (pid && status && AsInt(*pid) && AsInt(*status)) {
-    if (auto w = t.workers.find(static_cast<int>(*AsInt(*pid))); w != t.workers.end()) {
-      w->second->wait_status = static_cast<int>(*AsInt(*status));
-      t.workers.erase(w);
-    }
-  }
-  return true;
-}
-
-void TemplateManager::WorkersKilled(Template& t) {
-  for (auto& [pid, exit] : t.workers) {
-    if (!exit->wait_status) exit->wait_status = SIGKILL;  // a wait status: killed by SIGKILL
-  }
-  t.workers.clear();
-}
-
-void TemplateManager::ReadReports() {
-  auto read = [this](Template& t) {
-    if (!t.container || t.conn_fd < 0) return;
-    for (;;) {
-      auto line = ReadLine(t.conn_fd, &t.buffer, /*timeout_ms=*/0);
-      if (!line.ok()) {
-        if (line.status().code() == Code::kDeadlineExceeded) return;  // nothing more now
-        t.CloseConnection();  // the template is gone, and its PID namespace with it
-        WorkersKilled(t);
-        return;
-      }
-      if (!HandleReport(t, *line)) {
-        GLOG_WARN("templates: %s: unexpected message: %s", t.key.c_str(),
-                  line->substr(0, 200).c_str());
-      }
-    }
-  };
-  for (auto& [key, t] : templates_) read(*t);
-  for (auto& [id, t] : retiring_) read(*t);
 }
 
 std::vector<TemplateReport> TemplateManager::Reports() const {

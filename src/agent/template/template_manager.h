@@ -192,6 +192,12 @@ class TemplateManager {
     bool restore = false;
     std::future<Result<int>> result;  // restore: the pid; checkpoint: 0
   };
+  // A template that Step() drops once its pass over templates_ is done (Drop() erases from it).
+  struct PendingDrop {
+    std::string key, why;
+    bool counted = true;  // a template failure
+    bool forget_snapshot = false;
+  };
 
   std::string SnapshotDir(const std::string& key) const;
   std::string SocketName(const std::string& key) const;
@@ -203,6 +209,12 @@ class TemplateManager {
   Result<std::string> ReadAnswer(Template& t);
   // Handles one report line of a container template; false if it is not one.
   bool HandleReport(Template& t, const std::string& line);
+  // The worker that container template `t` forked, `ns_pid` in its container: registers its
+  // end (ctx.external), moves it into its cgroups unless it `came_in` one made ahead, releases
+  // the spare cgroup when `move_failed`, and continues it. Its pid here; Internal when it is not
+  // a child of the container's init.
+  Result<int> ContainerWorker(Template& t, int ns_pid, const LaunchContext& ctx, bool came_in,
+                              bool move_failed);
   // The workers of container template `t` are gone with it (killed with its PID namespace).
   static void WorkersKilled(Template& t);
   void LoadSnapshots();
@@ -220,7 +232,20 @@ class TemplateManager {
   // template, so that a fork moves no process between cgroups; released when unused.
   void OfferSpareCgroup(Template& t);
   void ReleaseSpareCgroup(Template& t);
+  // Moves template `t` along its phases (Step()): accepts its handshake, starts its checkpoint
+  // or its queued restore, and queues it in `drops` when it is to go. True when a report
+  // changed.
+  bool Advance(Template& t, int64_t now, std::vector<PendingDrop>* drops);
+  // Whether the ready template `t` is to be checkpointed now (SnapshotsUsable() is asked last).
+  bool WantsCheckpoint(const Template& t);
+  // Starts the dump of the parked (stopped) template `t` on the background thread.
+  void StartDump(Template& t);
+  // Takes the result of the finished background job: FinishRestore() adopts the restored
+  // template (or retries, or deletes its snapshot), FinishCheckpoint() moves the snapshot into
+  // place and continues the template. `t`: the job's template, null if dropped meanwhile.
   void FinishJob();
+  void FinishRestore(const std::string& key, Result<int> r, Template* t);
+  void FinishCheckpoint(const std::string& key, Result<int> r, Template* t);
   // Stops and forgets a template. `key` is taken by value: callers pass keys that live in the
   // template or in the map entry this erases.
   void Drop(std::string key, const std::string& why, bool failed);

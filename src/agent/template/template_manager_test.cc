@@ -173,6 +173,44 @@ runpod.serverless.start({"handler": lambda job: {"pid": os.getpid()}})
     return reports.empty() ? 0 : reports[0].pid;
   }
 
+  // Steps until the worker `id` has exited (its exit is in exits_).
+  bool Exited(const std::string& id) {
+    return StepUntil([&] {
+      return std::any_of(exits_.begin(), exits_.end(),
+                         [&](const ProcessExit& e) { return e.id == id; });
+    });
+  }
+
+  // A container template's spec for `key`: `unshare --pid --fork` stands in for the OCI runtime,
+  // with the same shape (the runtime's process is the parent of the PID namespace's init, the
+  // template).
+  ProcessSpec ContainerTemplate(const std::string& key) {
+    ProcessSpec c;
+    c.id = TemplateManager::NewProcessId(key);
+    c.argv = {"/usr/bin/unshare", "--pid", "--fork", "/usr/bin/python3", handler_};
+    c.workdir = dir_;
+    c.env = manager_->TemplateEnvironment(key, Worker("first").env, /*container=*/true);
+    c.env["IMAGE_VAR"] = "kept";
+    c.memory_mb = 256;
+    return c;
+  }
+
+  // Steps until the spare of the container template whose init is `init` (the template's only
+  // child then) sits in the cgroup offered to the template `template_id`; `cgroup`: the spare's
+  // /proc/<pid>/cgroup.
+  bool SpareInOfferedCgroup(int init, const std::string& template_id, std::string* cgroup) {
+    return StepUntil(
+        [&] {
+          std::ifstream children("/proc/" + std::to_string(init) + "/task/" + std::to_string(init) +
+                                 "/children");
+          int pid = 0;
+          if (!(children >> pid)) return false;
+          *cgroup = ReadFile("/proc/" + std::to_string(pid) + "/cgroup");
+          return cgroup->find("/gantry/" + template_id + "-s") != std::string::npos;
+        },
+        5'000);
+  }
+
   std::string dir_, handler_;
   SystemClock clock_;
   std::unique_ptr<ProcessRuntime> runtime_;
@@ -258,19 +296,12 @@ runpod.serverless.start({"handler": lambda job: None})
   EXPECT_EQ(lines[0], "worker " + a.id + " 3 " + dir_);
 }
 
-// A container's template: `unshare --pid --fork` stands in for the OCI runtime, with the same
-// shape (the runtime's process is the parent of the PID namespace's init, the template).
+// A container's template (ContainerTemplate()).
 TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnds) {
   if (geteuid() != 0) GTEST_SKIP() << "a PID namespace needs root";
   MakeManager(nullptr);
   const std::string key = TemplateManager::Key("img", 1);
-  ProcessSpec c;
-  c.id = TemplateManager::NewProcessId(key);
-  c.argv = {"/usr/bin/unshare", "--pid", "--fork", "/usr/bin/python3", handler_};
-  c.workdir = dir_;
-  c.env = manager_->TemplateEnvironment(key, Worker("first").env, /*container=*/true);
-  c.env["IMAGE_VAR"] = "kept";
-  c.memory_mb = 256;
+  ProcessSpec c = ContainerTemplate(key);
   EXPECT_EQ(c.env.count("RUNPOD_POD_ID"), 0u);
   EXPECT_EQ(c.env["GANTRY_TEMPLATE_CONTAINER"], "1");
   ASSERT_TRUE(manager_->EnsureContainer(key, "img", 1, c));
@@ -294,10 +325,7 @@ TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnd
   }
   // It ends with the status its template reports.
   kill(*pa, SIGKILL);
-  ASSERT_TRUE(StepUntil([&] {
-    return std::any_of(exits_.begin(), exits_.end(),
-                       [&](const ProcessExit& e) { return e.id == a.id; });
-  }));
+  ASSERT_TRUE(Exited(a.id));
   EXPECT_EQ(exits_.back().term_signal, SIGKILL);
   EXPECT_EQ(exits_.back().pid, *pa);
 
@@ -307,17 +335,7 @@ TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnd
   std::string spare;  // its /proc/<pid>/cgroup
   if (runtime_->limits_note().empty()) {
     // The spare (the template's only child now) is in the offered cgroup before any fork.
-    ASSERT_TRUE(StepUntil(
-        [&] {
-          std::ifstream children("/proc/" + std::to_string(init) + "/task/" + std::to_string(init) +
-                                 "/children");
-          int pid = 0;
-          if (!(children >> pid)) return false;
-          spare = ReadFile("/proc/" + std::to_string(pid) + "/cgroup");
-          return spare.find("/gantry/" + c.id + "-s") != std::string::npos;
-        },
-        5'000))
-        << spare;
+    ASSERT_TRUE(SpareInOfferedCgroup(init, c.id, &spare)) << spare;
   }
   ProcessSpec s = Worker("s");
   s.argv.clear();
@@ -335,10 +353,7 @@ TEST_F(TemplateManagerTest, ContainerTemplateForksInItsPidNamespaceAndReportsEnd
     }
   }
   kill(*ps, SIGKILL);
-  ASSERT_TRUE(StepUntil([&] {
-    return std::any_of(exits_.begin(), exits_.end(),
-                       [&](const ProcessExit& e) { return e.id == s.id; });
-  }));
+  ASSERT_TRUE(Exited(s.id));
 
   // Dropped while a worker of it runs, the template is retired: it exits after its worker.
   ProcessSpec b = Worker("b");
@@ -368,10 +383,7 @@ TEST_F(TemplateManagerTest, ChildCrashLeavesTheTemplateServing) {
   auto pa = manager_->Fork(key, a);
   ASSERT_TRUE(pa.ok());
   kill(*pa, SIGKILL);
-  ASSERT_TRUE(StepUntil([&] {
-    return std::any_of(exits_.begin(), exits_.end(),
-                       [&](const ProcessExit& e) { return e.id == a.id; });
-  }));
+  ASSERT_TRUE(Exited(a.id));
   EXPECT_EQ(exits_.back().term_signal, SIGKILL);
   EXPECT_EQ(manager_->Get(key), TemplateManager::State::kReady);
   EXPECT_TRUE(manager_->Fork(key, Worker("b")).ok());
