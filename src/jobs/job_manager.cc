@@ -673,8 +673,7 @@ void JobManager::Ping(const std::string& worker_id, const std::vector<std::strin
     // Two pings in a row: one ping's list may have been read just before the take and have
     // arrived late (a heartbeat process descheduled on a busy host); the next one's cannot.
     if (++j->missed_pings < 2) continue;
-    GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(),
-              id.c_str());
+    GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
     Requeue(j, "the worker dropped the job");
   }
   // A stopped job the worker no longer runs is stopped.
