@@ -54,6 +54,9 @@ struct Job {
   int missed_pings = 0;
 };
 
+// The client-facing status object of a job (runpod-protocol.md §1), as JSON text.
+std::string StatusJson(const Job& job, int64_t now_ms);
+
 // Per-endpoint settings the jobs module needs.
 struct QueueConfig {
   int64_t execution_timeout_ms = 600'000;  // Default: 600 s (RunPod's executionTimeoutMs).

@@ -251,7 +251,4 @@ class JobManager {
   uint64_t next_waiter_id_ = 1;
 };
 
-// The client-facing status object of a job (runpod-protocol.md §1), as JSON text.
-std::string StatusJson(const Job& job, int64_t now_ms);
-
 }  // namespace gantry::jobs
