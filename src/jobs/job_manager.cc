@@ -6,6 +6,8 @@
 
 namespace gantry::jobs {
 
+using Due = DeadlineQueue::Due;
+
 // A UUID-shaped id, as RunPod's job ids are.
 static std::string NewJobId(FastRandom& random) {
   std::string hex = random.Hex(32);
@@ -19,18 +21,20 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
       store_(store),
       options_(options),
       poster_(std::move(poster)),
-      kill_(std::move(kill)) {}
+      kill_(std::move(kill)),
+      deadlines_(clock),
+      take_wait_kind_(deadlines_.AddKind([this](const Due& d) { TakeWaitDue(d); })),
+      job_wait_kind_(deadlines_.AddKind([this](const Due& d) { JobWaitDue(d); })),
+      stop_wait_kind_(deadlines_.AddKind([this](const Due& d) { StopWaitDue(d); })),
+      stop_reoffer_kind_(deadlines_.AddKind([this](const Due& d) { OfferStops(d.key); })),
+      stop_grace_kind_(deadlines_.AddKind([this](const Due& d) { StopGraceDue(d); })),
+      webhook_retry_kind_(deadlines_.AddKind(
+          [this](const Due& d) { SendWebhook(d.key, static_cast<int>(d.tag)); })),
+      exec_timeout_kind_(deadlines_.AddKind([this](const Due& d) { ExecTimeoutDue(d); })),
+      ttl_kind_(deadlines_.AddKind([this](const Due& d) { TtlDue(d); })),
+      retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })) {}
 
 JobManager::~JobManager() = default;
-
-TimerMap::iterator JobManager::At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag) {
-  return timers_.emplace(when, Timer{static_cast<int>(kind), std::move(key), tag});
-}
-
-void JobManager::CancelTimer(TimerHandle* h) {
-  if (*h) timers_.erase(**h);
-  h->reset();
-}
 
 void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> durable) {
   if (!with_input && !job->stored && job->rec.sync && job->rec.webhook.empty()) {
@@ -71,19 +75,13 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
         break;
       case JobStatus::kInProgress:
         held_[j->rec.worker_id].insert(j->rec.id);
-        j->exec_timer =
-            At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout,
-               j->rec.id, static_cast<uint64_t>(j->rec.started_ms));
+        ArmExecTimeout(j);
         break;
-      default: {
-        int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-        At(j->rec.completed_ms + keep, DeadlineKind::kRetention, j->rec.id, 0);
+      default:
+        ArmRetention(j);
         break;
-      }
     }
-    if (!IsTerminal(j->status)) {
-      j->ttl_timer = At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
-    }
+    if (!IsTerminal(j->status)) ArmTtl(j);
   }
 }
 
@@ -99,7 +97,7 @@ void JobManager::RemoveEndpoint(const std::string& endpoint_id) {
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return;
   for (auto& w : it->second.waiters) {
-    CancelTimer(&w.timer);
+    w.timer.Cancel();
     w.cb({});
   }
   it->second.waiters.clear();
@@ -166,7 +164,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   } else {
     Persist(j, true, std::move(durable));
   }
-  j->ttl_timer = At(now + ttl, DeadlineKind::kTtl, r.id, 0);
+  ArmTtl(j);
   Dispatch(ep);
   if (enqueue_listener_ && j->status == JobStatus::kInQueue) enqueue_listener_(r.endpoint_id);
   return static_cast<const Job*>(j);
@@ -238,8 +236,7 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
   job->missed_pings = 0;
   job->progress.clear();
   held_[worker_id].insert(job->rec.id);
-  job->exec_timer = At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
-                       static_cast<uint64_t>(now));
+  ArmExecTimeout(job);
   // A /runsync job's start is not written: its caller is waiting on this server, and after a
   // crash the job runs again from IN_QUEUE (at least once) instead of waiting for a worker's
   // late result. A /run job's start is written, so a restart does not run it twice.
@@ -250,7 +247,7 @@ void JobManager::Dispatch(EndpointState& ep) {
   while (!ep.waiters.empty() && ep.counts[static_cast<int>(JobStatus::kInQueue)] > 0) {
     auto w = std::move(ep.waiters.front());
     ep.waiters.pop_front();
-    CancelTimer(&w.timer);
+    w.timer.Cancel();
     std::vector<const Job*> out;
     TakeFrom(ep, w.worker_id, w.max, &out);
     w.cb(std::move(out));
@@ -268,13 +265,12 @@ void JobManager::Take(const std::string& endpoint_id, const std::string& worker_
   if (!out.empty()) return cb(std::move(out));
   if (wait_ms <= 0) return cb({});
   uint64_t id = next_waiter_id_++;
-  auto& w = ep.waiters.emplace_back(
-      EndpointState::TakeWaiter{id, worker_id, max, std::move(cb), std::nullopt});
-  w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kTakeWait, endpoint_id, id);
+  auto& w = ep.waiters.emplace_back(EndpointState::TakeWaiter{id, worker_id, max, std::move(cb)});
+  deadlines_.At(clock_->NowMs() + wait_ms, take_wait_kind_, endpoint_id, id, &w.timer);
 }
 
 void JobManager::Release(Job* job) {
-  CancelTimer(&job->exec_timer);
+  job->exec_timer.Cancel();
   last_release_ms_[job->rec.worker_id] = clock_->NowMs();
   auto it = held_.find(job->rec.worker_id);
   if (it == held_.end()) return;
@@ -310,9 +306,8 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   if (finish_listener_ && job->rec.started_ms > 0) {
     finish_listener_(job->rec.endpoint_id, now - job->rec.started_ms);
   }
-  CancelTimer(&job->ttl_timer);
-  int64_t keep = job->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-  At(now + keep, DeadlineKind::kRetention, job->rec.id, 0);
+  job->ttl_timer.Cancel();
+  ArmRetention(job);
   NotifyJobWaiters(job);
   if (!job->rec.webhook.empty()) SendWebhook(job->rec.id, 0);
 }
@@ -323,7 +318,7 @@ void JobManager::NotifyJobWaiters(Job* job) {
   auto waiters = std::move(it->second);
   job_waiters_.erase(it);
   for (auto& w : waiters) {
-    CancelTimer(&w.timer);
+    w.timer.Cancel();
     w.cb(job);
   }
 }
@@ -352,7 +347,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (it == jobs_.end()) return;
   Job* j = it->second.get();
   if (j->status == JobStatus::kInProgress) Release(j);
-  CancelTimer(&j->ttl_timer);
+  j->ttl_timer.Cancel();
   auto ep = endpoints_.find(j->rec.endpoint_id);
   if (ep != endpoints_.end()) ep->second.Count(*j, j->status, -1);
   j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
@@ -361,7 +356,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
     auto ws = std::move(waiters->second);
     job_waiters_.erase(waiters);
     for (auto& w : ws) {
-      CancelTimer(&w.timer);
+      w.timer.Cancel();
       w.cb(nullptr);
     }
   }
@@ -402,8 +397,7 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
   j->stream_all.clear();
   ++ep.retried;
   Enqueue(j, false);
-  CancelTimer(&j->ttl_timer);
-  j->ttl_timer = At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
+  ArmTtl(j);  // anew, from its new creation time
   Persist(j, false);
   Dispatch(ep);
   return static_cast<const Job*>(j);
@@ -428,8 +422,8 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   if (it == jobs_.end()) return cb(nullptr);
   if (IsTerminal(it->second->status) || wait_ms <= 0) return cb(it->second.get());
   uint64_t id = next_waiter_id_++;
-  auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb), std::nullopt});
-  w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
+  auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb)});
+  deadlines_.At(clock_->NowMs() + wait_ms, job_wait_kind_, job_id, id, &w.timer);
 }
 
 void JobManager::MarkColdStart(const std::string& job_id, const std::string& worker_id,
@@ -476,7 +470,7 @@ void JobManager::DropWaiters(const std::string& worker_id) {
     std::vector<TakeCallback> gone;
     for (auto& w : ep.waiters) {
       if (w.worker_id == worker_id) {
-        CancelTimer(&w.timer);
+        w.timer.Cancel();
         gone.push_back(std::move(w.cb));
       } else {
         keep.push_back(std::move(w));
@@ -625,8 +619,7 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
   auto sw = stop_waiters_.find(worker_id);
   if (sw != stop_waiters_.end()) {
     auto cb = std::move(sw->second.cb);
-    CancelTimer(&sw->second.timer);
-    stop_waiters_.erase(sw);
+    stop_waiters_.erase(sw);  // and its wait's deadline with it
     cb({});
   }
   std::vector<std::string> done;
@@ -642,8 +635,8 @@ void JobManager::RequestStop(Job* job) {
   if (job->rec.worker_id.empty()) return;
   int64_t now = clock_->NowMs();
   stops_[job->rec.id] = StopRequest{job->rec.worker_id, now, 0};
-  At(now + options_.stop_grace_ms, DeadlineKind::kStopGrace, job->rec.id,
-     static_cast<uint64_t>(now));
+  deadlines_.At(now + options_.stop_grace_ms, stop_grace_kind_, job->rec.id,
+                static_cast<uint64_t>(now));
   OfferStops(job->rec.worker_id);
 }
 
@@ -668,8 +661,7 @@ void JobManager::OfferStops(const std::string& worker_id) {
   if (ids.empty()) return;
   for (auto& id : ids) stops_[id].offered_ms = now;
   auto cb = std::move(sw->second.cb);
-  CancelTimer(&sw->second.timer);
-  stop_waiters_.erase(sw);
+  stop_waiters_.erase(sw);  // and its wait's deadline with it
   cb(std::move(ids));
 }
 
@@ -684,17 +676,17 @@ void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
   auto old = stop_waiters_.find(worker_id);
   if (old != stop_waiters_.end()) {  // a newer poll replaces an older one
     auto old_cb = std::move(old->second.cb);
-    CancelTimer(&old->second.timer);
     stop_waiters_.erase(old);
     old_cb({});
   }
   uint64_t id = next_waiter_id_++;
-  stop_waiters_[worker_id] = StopWaiter{id, std::move(cb), std::nullopt};
-  stop_waiters_[worker_id].timer = At(now + wait_ms, DeadlineKind::kStopWait, worker_id, id);
+  StopWaiter& w = stop_waiters_[worker_id];
+  w = StopWaiter{id, std::move(cb)};
+  deadlines_.At(now + wait_ms, stop_wait_kind_, worker_id, id, &w.timer);
   // Re-offers of stops already offered come due before the wait ends.
   for (auto& [job_id, stop] : stops_) {
     if (stop.worker_id == worker_id) {
-      At(stop.offered_ms + options_.stop_reoffer_ms, DeadlineKind::kStopWait, worker_id, 0);
+      deadlines_.At(stop.offered_ms + options_.stop_reoffer_ms, stop_reoffer_kind_, worker_id, 0);
     }
   }
 }
@@ -706,146 +698,105 @@ void JobManager::SendWebhook(const std::string& job_id, int attempt) {
   poster_(it->second->rec.webhook, std::move(body), [this, job_id, attempt](bool ok) {
     if (ok) return;
     if (attempt < options_.webhook_retries) {
-      At(clock_->NowMs() + options_.webhook_retry_ms, DeadlineKind::kWebhookRetry, job_id,
-         static_cast<uint64_t>(attempt + 1));
+      deadlines_.At(clock_->NowMs() + options_.webhook_retry_ms, webhook_retry_kind_, job_id,
+                    static_cast<uint64_t>(attempt + 1));
     } else {
       GLOG_WARN("jobs: webhook for job %s failed after %d attempts", job_id.c_str(), attempt + 1);
     }
   });
 }
 
-void JobManager::Tick() {
-  int64_t now = clock_->NowMs();
-  while (!timers_.empty() && timers_.begin()->first <= now) {
-    auto it = timers_.begin();
-    int64_t when = it->first;
-    Disown(it);
-    Timer t = std::move(it->second);
-    timers_.erase(it);
-    Fire(when, t);
-  }
+void JobManager::Tick() { deadlines_.Tick(); }
+
+// The deadlines of a job's own life: its TTL while unfinished, its execution timeout while it
+// runs, its retention once finished. Each fires only if it still applies.
+
+void JobManager::ArmTtl(Job* job) {
+  deadlines_.At(job->rec.created_ms + job->rec.ttl_ms, ttl_kind_, job->rec.id, 0, &job->ttl_timer);
 }
 
-void JobManager::Disown(TimerMap::iterator it) {
-  const Timer& t = it->second;
-  auto clear = [&](TimerHandle& h) {
-    if (h && *h == it) h.reset();
-  };
-  switch (static_cast<DeadlineKind>(t.kind)) {
-    case DeadlineKind::kTtl:
-    case DeadlineKind::kExecTimeout: {
-      auto j = jobs_.find(t.key);
-      if (j != jobs_.end()) {
-        clear(j->second->ttl_timer);
-        clear(j->second->exec_timer);
-      }
-      return;
-    }
-    case DeadlineKind::kTakeWait: {
-      auto ep = endpoints_.find(t.key);
-      if (ep != endpoints_.end()) {
-        for (auto& w : ep->second.waiters) clear(w.timer);
-      }
-      return;
-    }
-    case DeadlineKind::kJobWait: {
-      auto ws = job_waiters_.find(t.key);
-      if (ws != job_waiters_.end()) {
-        for (auto& w : ws->second) clear(w.timer);
-      }
-      return;
-    }
-    case DeadlineKind::kStopWait: {
-      auto sw = stop_waiters_.find(t.key);
-      if (sw != stop_waiters_.end()) clear(sw->second.timer);
-      return;
-    }
-    default:
-      return;  // no owner keeps a handle to the other kinds
-  }
+void JobManager::ArmExecTimeout(Job* job) {
+  deadlines_.At(job->rec.started_ms + job->rec.execution_timeout_ms, exec_timeout_kind_,
+                job->rec.id, static_cast<uint64_t>(job->rec.started_ms), &job->exec_timer);
 }
 
-void JobManager::Fire(int64_t when, const Timer& d) {
-  switch (static_cast<DeadlineKind>(d.kind)) {
-    case DeadlineKind::kTakeWait: {
-      auto ep = endpoints_.find(d.key);
-      if (ep == endpoints_.end()) return;
-      auto& ws = ep->second.waiters;
-      auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
-      if (w == ws.end()) return;
-      auto cb = std::move(w->cb);
-      ws.erase(w);
-      cb({});
-      return;
-    }
-    case DeadlineKind::kJobWait: {
-      auto it = job_waiters_.find(d.key);
-      if (it == job_waiters_.end()) return;
-      auto& ws = it->second;
-      auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
-      if (w == ws.end()) return;
-      auto cb = std::move(w->cb);
-      ws.erase(w);
-      if (ws.empty()) job_waiters_.erase(it);
-      cb(jobs_.count(d.key) ? jobs_[d.key].get() : nullptr);
-      return;
-    }
-    case DeadlineKind::kStopWait: {
-      auto sw = stop_waiters_.find(d.key);
-      if (sw == stop_waiters_.end()) return;
-      if (d.tag == 0) return OfferStops(d.key);  // a re-offer came due
-      if (sw->second.id != d.tag) return;
-      auto cb = std::move(sw->second.cb);
-      stop_waiters_.erase(sw);
-      cb({});
-      return;
-    }
-    case DeadlineKind::kExecTimeout: {
-      auto it = jobs_.find(d.key);
-      if (it == jobs_.end()) return;
-      Job* j = it->second.get();
-      if (j->status != JobStatus::kInProgress ||
-          static_cast<uint64_t>(j->rec.started_ms) != d.tag) {
-        return;
-      }
-      RequestStop(j);
-      Terminate(j, JobStatus::kTimedOut, "",
-                JsonQuote("execution timeout of " + std::to_string(j->rec.execution_timeout_ms) +
-                          " ms exceeded"));
-      Persist(j, false);
-      return;
-    }
-    case DeadlineKind::kTtl: {
-      auto it = jobs_.find(d.key);
-      if (it == jobs_.end()) return;
-      Job* j = it->second.get();
-      if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > when) return;
-      if (j->status == JobStatus::kInProgress) RequestStop(j);
-      DeleteJob(d.key);
-      return;
-    }
-    case DeadlineKind::kRetention: {
-      auto it = jobs_.find(d.key);
-      if (it == jobs_.end()) return;
-      Job* j = it->second.get();
-      int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-      if (!IsTerminal(j->status) || j->rec.completed_ms + keep > when) return;
-      DeleteJob(d.key);
-      return;
-    }
-    case DeadlineKind::kStopGrace: {
-      auto it = stops_.find(d.key);
-      if (it == stops_.end() || static_cast<uint64_t>(it->second.requested_ms) != d.tag) return;
-      std::string worker = it->second.worker_id;
-      stops_.erase(it);
-      kill_(worker, "did not stop job " + d.key + " within " +
-                        std::to_string(options_.stop_grace_ms) + " ms");
-      return;
-    }
-    case DeadlineKind::kWebhookRetry:
-      SendWebhook(d.key, static_cast<int>(d.tag));
-      return;
+int64_t JobManager::RetentionMs(const Job& job) const {
+  return job.rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
+}
+
+void JobManager::ArmRetention(Job* job) {
+  deadlines_.At(job->rec.completed_ms + RetentionMs(*job), retention_kind_, job->rec.id, 0);
+}
+
+void JobManager::TtlDue(const Due& d) {
+  auto it = jobs_.find(d.key);
+  if (it == jobs_.end()) return;
+  Job* j = it->second.get();
+  if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > d.when_ms) return;
+  if (j->status == JobStatus::kInProgress) RequestStop(j);
+  DeleteJob(d.key);
+}
+
+void JobManager::ExecTimeoutDue(const Due& d) {
+  auto it = jobs_.find(d.key);
+  if (it == jobs_.end()) return;
+  Job* j = it->second.get();
+  if (j->status != JobStatus::kInProgress || static_cast<uint64_t>(j->rec.started_ms) != d.tag) {
+    return;
   }
+  RequestStop(j);
+  Terminate(j, JobStatus::kTimedOut, "",
+            JsonQuote("execution timeout of " + std::to_string(j->rec.execution_timeout_ms) +
+                      " ms exceeded"));
+  Persist(j, false);
+}
+
+void JobManager::RetentionDue(const Due& d) {
+  auto it = jobs_.find(d.key);
+  if (it == jobs_.end()) return;
+  const Job* j = it->second.get();
+  if (!IsTerminal(j->status) || j->rec.completed_ms + RetentionMs(*j) > d.when_ms) return;
+  DeleteJob(d.key);
+}
+
+void JobManager::TakeWaitDue(const Due& d) {
+  auto ep = endpoints_.find(d.key);
+  if (ep == endpoints_.end()) return;
+  auto& ws = ep->second.waiters;
+  auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
+  if (w == ws.end()) return;
+  auto cb = std::move(w->cb);
+  ws.erase(w);
+  cb({});
+}
+
+void JobManager::JobWaitDue(const Due& d) {
+  auto it = job_waiters_.find(d.key);
+  if (it == job_waiters_.end()) return;
+  auto& ws = it->second;
+  auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
+  if (w == ws.end()) return;
+  auto cb = std::move(w->cb);
+  ws.erase(w);
+  if (ws.empty()) job_waiters_.erase(it);
+  cb(jobs_.count(d.key) ? jobs_[d.key].get() : nullptr);
+}
+
+void JobManager::StopWaitDue(const Due& d) {
+  auto sw = stop_waiters_.find(d.key);
+  if (sw == stop_waiters_.end() || sw->second.id != d.tag) return;
+  auto cb = std::move(sw->second.cb);
+  stop_waiters_.erase(sw);
+  cb({});
+}
+
+void JobManager::StopGraceDue(const Due& d) {
+  auto it = stops_.find(d.key);
+  if (it == stops_.end() || static_cast<uint64_t>(it->second.requested_ms) != d.tag) return;
+  std::string worker = it->second.worker_id;
+  stops_.erase(it);
+  kill_(worker,
+        "did not stop job " + d.key + " within " + std::to_string(options_.stop_grace_ms) + " ms");
 }
 
 }  // namespace gantry::jobs

@@ -151,7 +151,7 @@ class JobManager {
   void Tick();
 
   size_t job_count() const { return jobs_.size(); }
-  size_t timer_count() const { return timers_.size(); }
+  size_t timer_count() const { return deadlines_.size(); }
 
  private:
   struct EndpointState {
@@ -171,24 +171,14 @@ class JobManager {
       std::string worker_id;
       int max;
       TakeCallback cb;
-      TimerHandle timer;
+      Deadline timer;
     };
     std::deque<TakeWaiter> waiters;
-  };
-  enum class DeadlineKind {
-    kTakeWait,
-    kJobWait,
-    kStopWait,
-    kExecTimeout,
-    kTtl,
-    kRetention,
-    kStopGrace,
-    kWebhookRetry
   };
   struct JobWaiter {
     uint64_t id;
     JobCallback cb;
-    TimerHandle timer;
+    Deadline timer;
   };
   struct StopRequest {
     std::string worker_id;
@@ -198,14 +188,9 @@ class JobManager {
   struct StopWaiter {
     uint64_t id;
     std::function<void(std::vector<std::string>)> cb;
-    TimerHandle timer;
+    Deadline timer;
   };
 
-  TimerMap::iterator At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag);
-  void CancelTimer(TimerHandle* h);
-  // Clears the one handle that refers to the due timer `it`, before it is erased.
-  void Disown(TimerMap::iterator it);
-  void Fire(int64_t when, const Timer& t);
   // Writes the job's record (all of it with_input or on its first write, else all but the
   // input); `durable` runs once it is on disk. A change of a /runsync job that was never
   // written (no webhook, and its id not given out: MakeDurable writes it with_input) is not
@@ -230,11 +215,35 @@ class JobManager {
   void SendWebhook(const std::string& job_id, int attempt);
   void NotifyJobWaiters(Job* job);
 
+  // Deadlines: one callback per kind, each checking that its deadline still applies.
+  void ArmTtl(Job* job);          // while not finished, from rec.created_ms
+  void ArmExecTimeout(Job* job);  // while IN_PROGRESS, from rec.started_ms
+  void ArmRetention(Job* job);    // once finished, from rec.completed_ms
+  int64_t RetentionMs(const Job& job) const;
+  void TtlDue(const DeadlineQueue::Due& d);
+  void ExecTimeoutDue(const DeadlineQueue::Due& d);
+  void RetentionDue(const DeadlineQueue::Due& d);
+  void TakeWaitDue(const DeadlineQueue::Due& d);
+  void JobWaitDue(const DeadlineQueue::Due& d);
+  void StopWaitDue(const DeadlineQueue::Due& d);
+  void StopGraceDue(const DeadlineQueue::Due& d);
+
   const Clock* clock_;
   store::Store* store_;
   JobsOptions options_;
   WebhookPoster poster_;
   KillWorker kill_;
+  // Before everything that holds a Deadline handle, so that it is destroyed after them.
+  DeadlineQueue deadlines_;
+  DeadlineQueue::Kind take_wait_kind_;      // key: endpoint id; tag: waiter id
+  DeadlineQueue::Kind job_wait_kind_;       // key: job id; tag: waiter id
+  DeadlineQueue::Kind stop_wait_kind_;      // key: worker id; tag: waiter id
+  DeadlineQueue::Kind stop_reoffer_kind_;   // key: worker id
+  DeadlineQueue::Kind stop_grace_kind_;     // key: job id; tag: the stop's requested_ms
+  DeadlineQueue::Kind webhook_retry_kind_;  // key: job id; tag: attempt
+  DeadlineQueue::Kind exec_timeout_kind_;   // key: job id; tag: its rec.started_ms
+  DeadlineQueue::Kind ttl_kind_;            // key: job id
+  DeadlineQueue::Kind retention_kind_;      // key: job id
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
@@ -245,7 +254,6 @@ class JobManager {
   std::function<void(const std::string&, int64_t)> finish_listener_;
   std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
   std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
-  TimerMap timers_;
   int64_t next_seq_ = 1;
   FastRandom random_;  // job ids
   uint64_t next_waiter_id_ = 1;
