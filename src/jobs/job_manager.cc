@@ -21,18 +21,16 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
       store_(store),
       options_(options),
       poster_(std::move(poster)),
-      kill_(std::move(kill)),
       deadlines_(clock),
       take_wait_kind_(deadlines_.AddKind([this](const Due& d) { TakeWaitDue(d); })),
       job_wait_kind_(deadlines_.AddKind([this](const Due& d) { JobWaitDue(d); })),
-      stop_wait_kind_(deadlines_.AddKind([this](const Due& d) { StopWaitDue(d); })),
-      stop_reoffer_kind_(deadlines_.AddKind([this](const Due& d) { OfferStops(d.key); })),
-      stop_grace_kind_(deadlines_.AddKind([this](const Due& d) { StopGraceDue(d); })),
       webhook_retry_kind_(deadlines_.AddKind(
           [this](const Due& d) { SendWebhook(d.key, static_cast<int>(d.tag)); })),
       exec_timeout_kind_(deadlines_.AddKind([this](const Due& d) { ExecTimeoutDue(d); })),
       ttl_kind_(deadlines_.AddKind([this](const Due& d) { TtlDue(d); })),
-      retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })) {}
+      retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })),
+      stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms},
+             std::move(kill)) {}
 
 JobManager::~JobManager() = default;
 
@@ -105,7 +103,7 @@ void JobManager::RemoveEndpoint(const std::string& endpoint_id) {
   for (auto& [id, job] : jobs_) {
     if (job->rec.endpoint_id != endpoint_id) continue;
     if (job->status == JobStatus::kInProgress) {
-      RequestStop(job.get());
+      stops_.Request(job->rec.id, job->rec.worker_id);
       Terminate(job.get(), JobStatus::kCancelled, "", JsonQuote("endpoint deleted"));
       Persist(job.get(), false);
     } else {
@@ -325,7 +323,7 @@ void JobManager::NotifyJobWaiters(Job* job) {
 
 void JobManager::Requeue(Job* job, const std::string& why) {
   auto& ep = endpoints_[job->rec.endpoint_id];
-  ClearStop(job->rec.id);
+  stops_.Clear(job->rec.id);
   if (job->rec.attempts < ep.config.max_attempts) {
     Release(job);
     job->rec.started_ms = 0;
@@ -369,7 +367,7 @@ Result<const Job*> JobManager::Cancel(const std::string& job_id) {
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
   if (IsTerminal(j->status)) return static_cast<const Job*>(j);
-  if (j->status == JobStatus::kInProgress) RequestStop(j);
+  if (j->status == JobStatus::kInProgress) stops_.Request(j->rec.id, j->rec.worker_id);
   Terminate(j, JobStatus::kCancelled, "", "");
   Persist(j, false);
   return static_cast<const Job*>(j);
@@ -502,10 +500,7 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
   const json::value* status = Find(obj, "status");
   bool progress = status && status->is_string() && status->get_string() == "IN_PROGRESS";
   // A final answer for a job we asked this worker to stop: the stop is done.
-  if (auto s = stops_.find(job_id);
-      !progress && s != stops_.end() && s->second.worker_id == worker_id) {
-    stops_.erase(s);
-  }
+  if (!progress) stops_.Answered(worker_id, job_id);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
@@ -603,92 +598,20 @@ void JobManager::Ping(const std::string& worker_id, const std::vector<std::strin
     GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
     Requeue(j, "the worker dropped the job");
   }
-  // A stopped job the worker no longer runs is stopped.
-  std::vector<std::string> done;
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id == worker_id && !listed.count(job_id) && stop.offered_ms > 0) {
-      done.push_back(job_id);
-    }
-  }
-  for (auto& id : done) ClearStop(id);
+  stops_.Ping(worker_id, listed);  // a stopped job the worker no longer runs is stopped
 }
 
 void JobManager::WorkerLost(const std::string& worker_id, const std::string& why) {
   // Its waiting takes go first, so that requeued jobs are not handed straight back to it.
   DropWaiters(worker_id);
-  auto sw = stop_waiters_.find(worker_id);
-  if (sw != stop_waiters_.end()) {
-    auto cb = std::move(sw->second.cb);
-    stop_waiters_.erase(sw);  // and its wait's deadline with it
-    cb({});
-  }
-  std::vector<std::string> done;
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id == worker_id) done.push_back(job_id);
-  }
-  for (auto& id : done) ClearStop(id);
+  stops_.WorkerLost(worker_id);
   for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
   last_release_ms_.erase(worker_id);
 }
 
-void JobManager::RequestStop(Job* job) {
-  if (job->rec.worker_id.empty()) return;
-  int64_t now = clock_->NowMs();
-  stops_[job->rec.id] = StopRequest{job->rec.worker_id, now, 0};
-  deadlines_.At(now + options_.stop_grace_ms, stop_grace_kind_, job->rec.id,
-                static_cast<uint64_t>(now));
-  OfferStops(job->rec.worker_id);
-}
-
-void JobManager::ClearStop(const std::string& job_id) { stops_.erase(job_id); }
-
-std::vector<std::string> JobManager::DueStops(const std::string& worker_id, int64_t now) {
-  std::vector<std::string> ids;
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id != worker_id) continue;
-    if (stop.offered_ms == 0 || stop.offered_ms + options_.stop_reoffer_ms <= now) {
-      ids.push_back(job_id);
-    }
-  }
-  return ids;
-}
-
-void JobManager::OfferStops(const std::string& worker_id) {
-  auto sw = stop_waiters_.find(worker_id);
-  if (sw == stop_waiters_.end()) return;
-  int64_t now = clock_->NowMs();
-  auto ids = DueStops(worker_id, now);
-  if (ids.empty()) return;
-  for (auto& id : ids) stops_[id].offered_ms = now;
-  auto cb = std::move(sw->second.cb);
-  stop_waiters_.erase(sw);  // and its wait's deadline with it
-  cb(std::move(ids));
-}
-
 void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
                            std::function<void(std::vector<std::string>)> cb) {
-  int64_t now = clock_->NowMs();
-  auto ids = DueStops(worker_id, now);
-  if (!ids.empty() || wait_ms <= 0) {
-    for (auto& id : ids) stops_[id].offered_ms = now;
-    return cb(std::move(ids));
-  }
-  auto old = stop_waiters_.find(worker_id);
-  if (old != stop_waiters_.end()) {  // a newer poll replaces an older one
-    auto old_cb = std::move(old->second.cb);
-    stop_waiters_.erase(old);
-    old_cb({});
-  }
-  uint64_t id = next_waiter_id_++;
-  StopWaiter& w = stop_waiters_[worker_id];
-  w = StopWaiter{id, std::move(cb)};
-  deadlines_.At(now + wait_ms, stop_wait_kind_, worker_id, id, &w.timer);
-  // Re-offers of stops already offered come due before the wait ends.
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id == worker_id) {
-      deadlines_.At(stop.offered_ms + options_.stop_reoffer_ms, stop_reoffer_kind_, worker_id, 0);
-    }
-  }
+  stops_.Poll(worker_id, wait_ms, std::move(cb));
 }
 
 void JobManager::SendWebhook(const std::string& job_id, int attempt) {
@@ -733,7 +656,7 @@ void JobManager::TtlDue(const Due& d) {
   if (it == jobs_.end()) return;
   Job* j = it->second.get();
   if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > d.when_ms) return;
-  if (j->status == JobStatus::kInProgress) RequestStop(j);
+  if (j->status == JobStatus::kInProgress) stops_.Request(j->rec.id, j->rec.worker_id);
   DeleteJob(d.key);
 }
 
@@ -744,7 +667,7 @@ void JobManager::ExecTimeoutDue(const Due& d) {
   if (j->status != JobStatus::kInProgress || static_cast<uint64_t>(j->rec.started_ms) != d.tag) {
     return;
   }
-  RequestStop(j);
+  stops_.Request(j->rec.id, j->rec.worker_id);
   Terminate(j, JobStatus::kTimedOut, "",
             JsonQuote("execution timeout of " + std::to_string(j->rec.execution_timeout_ms) +
                       " ms exceeded"));
@@ -780,23 +703,6 @@ void JobManager::JobWaitDue(const Due& d) {
   ws.erase(w);
   if (ws.empty()) job_waiters_.erase(it);
   cb(jobs_.count(d.key) ? jobs_[d.key].get() : nullptr);
-}
-
-void JobManager::StopWaitDue(const Due& d) {
-  auto sw = stop_waiters_.find(d.key);
-  if (sw == stop_waiters_.end() || sw->second.id != d.tag) return;
-  auto cb = std::move(sw->second.cb);
-  stop_waiters_.erase(sw);
-  cb({});
-}
-
-void JobManager::StopGraceDue(const Due& d) {
-  auto it = stops_.find(d.key);
-  if (it == stops_.end() || static_cast<uint64_t>(it->second.requested_ms) != d.tag) return;
-  std::string worker = it->second.worker_id;
-  stops_.erase(it);
-  kill_(worker,
-        "did not stop job " + d.key + " within " + std::to_string(options_.stop_grace_ms) + " ms");
 }
 
 }  // namespace gantry::jobs

@@ -24,6 +24,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "jobs/job.h"
+#include "jobs/stops.h"
 #include "store/store.h"
 
 namespace gantry::jobs {
@@ -73,7 +74,7 @@ class JobManager {
   using WebhookPoster =
       std::function<void(const std::string& url, std::string body, std::function<void(bool)>)>;
   // Called when a worker must be killed: it ignored a stop for longer than the grace period.
-  using KillWorker = std::function<void(const std::string& worker_id, const std::string& why)>;
+  using KillWorker = Stops::KillWorker;
   using TakeCallback = std::function<void(std::vector<const Job*> jobs)>;
   using JobCallback = std::function<void(const Job* job)>;  // nullptr: deleted meanwhile
 
@@ -180,16 +181,6 @@ class JobManager {
     JobCallback cb;
     Deadline timer;
   };
-  struct StopRequest {
-    std::string worker_id;
-    int64_t requested_ms;
-    int64_t offered_ms = 0;  // 0: never offered
-  };
-  struct StopWaiter {
-    uint64_t id;
-    std::function<void(std::vector<std::string>)> cb;
-    Deadline timer;
-  };
 
   // Writes the job's record (all of it with_input or on its first write, else all but the
   // input); `durable` runs once it is on disk. A change of a /runsync job that was never
@@ -208,10 +199,6 @@ class JobManager {
   void Terminate(Job* job, JobStatus status, std::string output, std::string error);
   void Requeue(Job* job, const std::string& why);
   void DeleteJob(const std::string& job_id);
-  void RequestStop(Job* job);
-  void ClearStop(const std::string& job_id);
-  void OfferStops(const std::string& worker_id);
-  std::vector<std::string> DueStops(const std::string& worker_id, int64_t now);
   void SendWebhook(const std::string& job_id, int attempt);
   void NotifyJobWaiters(Job* job);
 
@@ -225,25 +212,20 @@ class JobManager {
   void RetentionDue(const DeadlineQueue::Due& d);
   void TakeWaitDue(const DeadlineQueue::Due& d);
   void JobWaitDue(const DeadlineQueue::Due& d);
-  void StopWaitDue(const DeadlineQueue::Due& d);
-  void StopGraceDue(const DeadlineQueue::Due& d);
 
   const Clock* clock_;
   store::Store* store_;
   JobsOptions options_;
   WebhookPoster poster_;
-  KillWorker kill_;
   // Before everything that holds a Deadline handle, so that it is destroyed after them.
   DeadlineQueue deadlines_;
   DeadlineQueue::Kind take_wait_kind_;      // key: endpoint id; tag: waiter id
   DeadlineQueue::Kind job_wait_kind_;       // key: job id; tag: waiter id
-  DeadlineQueue::Kind stop_wait_kind_;      // key: worker id; tag: waiter id
-  DeadlineQueue::Kind stop_reoffer_kind_;   // key: worker id
-  DeadlineQueue::Kind stop_grace_kind_;     // key: job id; tag: the stop's requested_ms
   DeadlineQueue::Kind webhook_retry_kind_;  // key: job id; tag: attempt
   DeadlineQueue::Kind exec_timeout_kind_;   // key: job id; tag: its rec.started_ms
   DeadlineQueue::Kind ttl_kind_;            // key: job id
   DeadlineQueue::Kind retention_kind_;      // key: job id
+  Stops stops_;
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
@@ -252,8 +234,6 @@ class JobManager {
   std::unordered_map<std::string, int64_t> last_release_ms_;  // worker -> ms
   std::function<void(const std::string&)> enqueue_listener_;
   std::function<void(const std::string&, int64_t)> finish_listener_;
-  std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
-  std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
   int64_t next_seq_ = 1;
   FastRandom random_;  // job ids
   uint64_t next_waiter_id_ = 1;
