@@ -20,17 +20,15 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
     : clock_(clock),
       store_(store),
       options_(options),
-      poster_(std::move(poster)),
       deadlines_(clock),
       take_wait_kind_(deadlines_.AddKind([this](const Due& d) { TakeWaitDue(d); })),
       job_wait_kind_(deadlines_.AddKind([this](const Due& d) { JobWaitDue(d); })),
-      webhook_retry_kind_(deadlines_.AddKind(
-          [this](const Due& d) { SendWebhook(d.key, static_cast<int>(d.tag)); })),
       exec_timeout_kind_(deadlines_.AddKind([this](const Due& d) { ExecTimeoutDue(d); })),
       ttl_kind_(deadlines_.AddKind([this](const Due& d) { TtlDue(d); })),
       retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })),
-      stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms},
-             std::move(kill)) {}
+      stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms}, std::move(kill)),
+      webhooks_(clock, &deadlines_, {options.webhook_retries, options.webhook_retry_ms},
+                std::move(poster), [this](const std::string& id) { return Get(id); }) {}
 
 JobManager::~JobManager() = default;
 
@@ -307,7 +305,7 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   job->ttl_timer.Cancel();
   ArmRetention(job);
   NotifyJobWaiters(job);
-  if (!job->rec.webhook.empty()) SendWebhook(job->rec.id, 0);
+  webhooks_.Send(*job);
 }
 
 void JobManager::NotifyJobWaiters(Job* job) {
@@ -612,21 +610,6 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
 void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
                            std::function<void(std::vector<std::string>)> cb) {
   stops_.Poll(worker_id, wait_ms, std::move(cb));
-}
-
-void JobManager::SendWebhook(const std::string& job_id, int attempt) {
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end() || it->second->rec.webhook.empty()) return;
-  std::string body = StatusJson(*it->second, clock_->NowMs());
-  poster_(it->second->rec.webhook, std::move(body), [this, job_id, attempt](bool ok) {
-    if (ok) return;
-    if (attempt < options_.webhook_retries) {
-      deadlines_.At(clock_->NowMs() + options_.webhook_retry_ms, webhook_retry_kind_, job_id,
-                    static_cast<uint64_t>(attempt + 1));
-    } else {
-      GLOG_WARN("jobs: webhook for job %s failed after %d attempts", job_id.c_str(), attempt + 1);
-    }
-  });
 }
 
 void JobManager::Tick() { deadlines_.Tick(); }

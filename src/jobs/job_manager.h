@@ -25,6 +25,7 @@
 #include "common/status.h"
 #include "jobs/job.h"
 #include "jobs/stops.h"
+#include "jobs/webhooks.h"
 #include "store/store.h"
 
 namespace gantry::jobs {
@@ -71,8 +72,7 @@ struct DoneOutcome {
 
 class JobManager {
  public:
-  using WebhookPoster =
-      std::function<void(const std::string& url, std::string body, std::function<void(bool)>)>;
+  using WebhookPoster = Webhooks::Poster;
   // Called when a worker must be killed: it ignored a stop for longer than the grace period.
   using KillWorker = Stops::KillWorker;
   using TakeCallback = std::function<void(std::vector<const Job*> jobs)>;
@@ -199,7 +199,6 @@ class JobManager {
   void Terminate(Job* job, JobStatus status, std::string output, std::string error);
   void Requeue(Job* job, const std::string& why);
   void DeleteJob(const std::string& job_id);
-  void SendWebhook(const std::string& job_id, int attempt);
   void NotifyJobWaiters(Job* job);
 
   // Deadlines: one callback per kind, each checking that its deadline still applies.
@@ -216,16 +215,15 @@ class JobManager {
   const Clock* clock_;
   store::Store* store_;
   JobsOptions options_;
-  WebhookPoster poster_;
   // Before everything that holds a Deadline handle, so that it is destroyed after them.
   DeadlineQueue deadlines_;
-  DeadlineQueue::Kind take_wait_kind_;      // key: endpoint id; tag: waiter id
-  DeadlineQueue::Kind job_wait_kind_;       // key: job id; tag: waiter id
-  DeadlineQueue::Kind webhook_retry_kind_;  // key: job id; tag: attempt
-  DeadlineQueue::Kind exec_timeout_kind_;   // key: job id; tag: its rec.started_ms
-  DeadlineQueue::Kind ttl_kind_;            // key: job id
-  DeadlineQueue::Kind retention_kind_;      // key: job id
+  DeadlineQueue::Kind take_wait_kind_;     // key: endpoint id; tag: waiter id
+  DeadlineQueue::Kind job_wait_kind_;      // key: job id; tag: waiter id
+  DeadlineQueue::Kind exec_timeout_kind_;  // key: job id; tag: its rec.started_ms
+  DeadlineQueue::Kind ttl_kind_;           // key: job id
+  DeadlineQueue::Kind retention_kind_;     // key: job id
   Stops stops_;
+  Webhooks webhooks_;
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
