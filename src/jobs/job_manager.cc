@@ -22,13 +22,13 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
       options_(options),
       deadlines_(clock),
       take_wait_kind_(deadlines_.AddKind([this](const Due& d) { TakeWaitDue(d); })),
-      job_wait_kind_(deadlines_.AddKind([this](const Due& d) { JobWaitDue(d); })),
       exec_timeout_kind_(deadlines_.AddKind([this](const Due& d) { ExecTimeoutDue(d); })),
       ttl_kind_(deadlines_.AddKind([this](const Due& d) { TtlDue(d); })),
       retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })),
       stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms}, std::move(kill)),
       webhooks_(clock, &deadlines_, {options.webhook_retries, options.webhook_retry_ms},
-                std::move(poster), [this](const std::string& id) { return Get(id); }) {}
+                std::move(poster), [this](const std::string& id) { return Get(id); }),
+      job_waiters_(&deadlines_, [this](const std::string& id) { return Get(id); }) {}
 
 JobManager::~JobManager() = default;
 
@@ -304,19 +304,8 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   }
   job->ttl_timer.Cancel();
   ArmRetention(job);
-  NotifyJobWaiters(job);
+  job_waiters_.Notify(job->rec.id, job);
   webhooks_.Send(*job);
-}
-
-void JobManager::NotifyJobWaiters(Job* job) {
-  auto it = job_waiters_.find(job->rec.id);
-  if (it == job_waiters_.end()) return;
-  auto waiters = std::move(it->second);
-  job_waiters_.erase(it);
-  for (auto& w : waiters) {
-    w.timer.Cancel();
-    w.cb(job);
-  }
 }
 
 void JobManager::Requeue(Job* job, const std::string& why) {
@@ -347,15 +336,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
   auto ep = endpoints_.find(j->rec.endpoint_id);
   if (ep != endpoints_.end()) ep->second.Count(*j, j->status, -1);
   j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
-  auto waiters = job_waiters_.find(job_id);
-  if (waiters != job_waiters_.end()) {
-    auto ws = std::move(waiters->second);
-    job_waiters_.erase(waiters);
-    for (auto& w : ws) {
-      w.timer.Cancel();
-      w.cb(nullptr);
-    }
-  }
+  job_waiters_.Notify(job_id, nullptr);
   if (j->stored) store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
   jobs_.erase(it);
 }
@@ -417,9 +398,7 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return cb(nullptr);
   if (IsTerminal(it->second->status) || wait_ms <= 0) return cb(it->second.get());
-  uint64_t id = next_waiter_id_++;
-  auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb)});
-  deadlines_.At(clock_->NowMs() + wait_ms, job_wait_kind_, job_id, id, &w.timer);
+  job_waiters_.Add(job_id, clock_->NowMs() + wait_ms, std::move(cb));
 }
 
 void JobManager::MarkColdStart(const std::string& job_id, const std::string& worker_id,
@@ -674,18 +653,6 @@ void JobManager::TakeWaitDue(const Due& d) {
   auto cb = std::move(w->cb);
   ws.erase(w);
   cb({});
-}
-
-void JobManager::JobWaitDue(const Due& d) {
-  auto it = job_waiters_.find(d.key);
-  if (it == job_waiters_.end()) return;
-  auto& ws = it->second;
-  auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
-  if (w == ws.end()) return;
-  auto cb = std::move(w->cb);
-  ws.erase(w);
-  if (ws.empty()) job_waiters_.erase(it);
-  cb(jobs_.count(d.key) ? jobs_[d.key].get() : nullptr);
 }
 
 }  // namespace gantry::jobs

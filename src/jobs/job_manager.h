@@ -24,6 +24,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "jobs/job.h"
+#include "jobs/job_waiters.h"
 #include "jobs/stops.h"
 #include "jobs/webhooks.h"
 #include "store/store.h"
@@ -76,7 +77,7 @@ class JobManager {
   // Called when a worker must be killed: it ignored a stop for longer than the grace period.
   using KillWorker = Stops::KillWorker;
   using TakeCallback = std::function<void(std::vector<const Job*> jobs)>;
-  using JobCallback = std::function<void(const Job* job)>;  // nullptr: deleted meanwhile
+  using JobCallback = JobWaiters::Callback;  // nullptr: deleted meanwhile
 
   JobManager(const Clock* clock, store::Store* store, JobsOptions options, WebhookPoster poster,
              KillWorker kill);
@@ -176,11 +177,6 @@ class JobManager {
     };
     std::deque<TakeWaiter> waiters;
   };
-  struct JobWaiter {
-    uint64_t id;
-    JobCallback cb;
-    Deadline timer;
-  };
 
   // Writes the job's record (all of it with_input or on its first write, else all but the
   // input); `durable` runs once it is on disk. A change of a /runsync job that was never
@@ -199,7 +195,6 @@ class JobManager {
   void Terminate(Job* job, JobStatus status, std::string output, std::string error);
   void Requeue(Job* job, const std::string& why);
   void DeleteJob(const std::string& job_id);
-  void NotifyJobWaiters(Job* job);
 
   // Deadlines: one callback per kind, each checking that its deadline still applies.
   void ArmTtl(Job* job);          // while not finished, from rec.created_ms
@@ -210,7 +205,6 @@ class JobManager {
   void ExecTimeoutDue(const DeadlineQueue::Due& d);
   void RetentionDue(const DeadlineQueue::Due& d);
   void TakeWaitDue(const DeadlineQueue::Due& d);
-  void JobWaitDue(const DeadlineQueue::Due& d);
 
   const Clock* clock_;
   store::Store* store_;
@@ -218,18 +212,17 @@ class JobManager {
   // Before everything that holds a Deadline handle, so that it is destroyed after them.
   DeadlineQueue deadlines_;
   DeadlineQueue::Kind take_wait_kind_;     // key: endpoint id; tag: waiter id
-  DeadlineQueue::Kind job_wait_kind_;      // key: job id; tag: waiter id
   DeadlineQueue::Kind exec_timeout_kind_;  // key: job id; tag: its rec.started_ms
   DeadlineQueue::Kind ttl_kind_;           // key: job id
   DeadlineQueue::Kind retention_kind_;     // key: job id
   Stops stops_;
   Webhooks webhooks_;
+  JobWaiters job_waiters_;
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
   std::unordered_map<std::string, std::set<std::string>> held_;  // worker -> job ids
-  std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
-  std::unordered_map<std::string, int64_t> last_release_ms_;  // worker -> ms
+  std::unordered_map<std::string, int64_t> last_release_ms_;     // worker -> ms
   std::function<void(const std::string&)> enqueue_listener_;
   std::function<void(const std::string&, int64_t)> finish_listener_;
   int64_t next_seq_ = 1;
