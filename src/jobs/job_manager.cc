@@ -64,7 +64,7 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
     Job* j = job.get();
     jobs_[j->rec.id] = std::move(job);
     // The endpoint's config arrives with SetEndpoint; its state exists from here on.
-    endpoints_[j->rec.endpoint_id].Count(*j, j->status, +1);
+    Endpoint(j->rec.endpoint_id).Count(*j, j->status, +1);
     switch (j->status) {
       case JobStatus::kInQueue:
         PushQueue(j, false);
@@ -81,8 +81,13 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
   }
 }
 
+JobManager::EndpointState& JobManager::Endpoint(const std::string& endpoint_id) {
+  return endpoints_.try_emplace(endpoint_id, &deadlines_, take_wait_kind_, endpoint_id)
+      .first->second;
+}
+
 void JobManager::SetEndpoint(const std::string& endpoint_id, QueueConfig config) {
-  endpoints_[endpoint_id].config = config;
+  Endpoint(endpoint_id).config = config;
 }
 
 bool JobManager::HasEndpoint(const std::string& endpoint_id) const {
@@ -92,11 +97,7 @@ bool JobManager::HasEndpoint(const std::string& endpoint_id) const {
 void JobManager::RemoveEndpoint(const std::string& endpoint_id) {
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return;
-  for (auto& w : it->second.waiters) {
-    w.timer.Cancel();
-    w.cb({});
-  }
-  it->second.waiters.clear();
+  it->second.waiters.DropAll();
   std::vector<std::string> doomed;
   for (auto& [id, job] : jobs_) {
     if (job->rec.endpoint_id != endpoint_id) continue;
@@ -194,7 +195,7 @@ void JobManager::Enqueue(Job* job, bool front) {
 }
 
 void JobManager::PushQueue(Job* job, bool front) {
-  auto& ep = endpoints_[job->rec.endpoint_id];
+  auto& ep = Endpoint(job->rec.endpoint_id);
   auto sp = jobs_.at(job->rec.id);
   if (front)
     ep.queue.emplace_front(std::move(sp), job->queue_gen);
@@ -241,9 +242,7 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
 
 void JobManager::Dispatch(EndpointState& ep) {
   while (!ep.waiters.empty() && ep.counts[static_cast<int>(JobStatus::kInQueue)] > 0) {
-    auto w = std::move(ep.waiters.front());
-    ep.waiters.pop_front();
-    w.timer.Cancel();
+    TakeWaiters::Waiter w = ep.waiters.PopFront();
     std::vector<const Job*> out;
     TakeFrom(ep, w.worker_id, w.max, &out);
     w.cb(std::move(out));
@@ -260,9 +259,7 @@ void JobManager::Take(const std::string& endpoint_id, const std::string& worker_
   TakeFrom(ep, worker_id, max, &out);
   if (!out.empty()) return cb(std::move(out));
   if (wait_ms <= 0) return cb({});
-  uint64_t id = next_waiter_id_++;
-  auto& w = ep.waiters.emplace_back(EndpointState::TakeWaiter{id, worker_id, max, std::move(cb)});
-  deadlines_.At(clock_->NowMs() + wait_ms, take_wait_kind_, endpoint_id, id, &w.timer);
+  ep.waiters.Add(worker_id, max, clock_->NowMs() + wait_ms, std::move(cb));
 }
 
 void JobManager::Release(Job* job) {
@@ -309,7 +306,7 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
 }
 
 void JobManager::Requeue(Job* job, const std::string& why) {
-  auto& ep = endpoints_[job->rec.endpoint_id];
+  auto& ep = Endpoint(job->rec.endpoint_id);
   stops_.Clear(job->rec.id);
   if (job->rec.attempts < ep.config.max_attempts) {
     Release(job);
@@ -362,7 +359,7 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
         StatusName(j->status));
   }
   if (!endpoints_.count(j->rec.endpoint_id)) return NotFound("endpoint not found");
-  auto& ep = endpoints_[j->rec.endpoint_id];
+  auto& ep = Endpoint(j->rec.endpoint_id);
   j->rec.output.clear();
   j->rec.error.clear();
   j->rec.attempts = 0;
@@ -440,20 +437,7 @@ int64_t JobManager::IdleSince(const std::string& worker_id) const {
 }
 
 void JobManager::DropWaiters(const std::string& worker_id) {
-  for (auto& [ep_id, ep] : endpoints_) {
-    std::deque<EndpointState::TakeWaiter> keep;
-    std::vector<TakeCallback> gone;
-    for (auto& w : ep.waiters) {
-      if (w.worker_id == worker_id) {
-        w.timer.Cancel();
-        gone.push_back(std::move(w.cb));
-      } else {
-        keep.push_back(std::move(w));
-      }
-    }
-    ep.waiters = std::move(keep);
-    for (auto& cb : gone) cb({});
-  }
+  for (auto& [ep_id, ep] : endpoints_) ep.waiters.Drop(worker_id);
 }
 
 EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
@@ -646,13 +630,7 @@ void JobManager::RetentionDue(const Due& d) {
 
 void JobManager::TakeWaitDue(const Due& d) {
   auto ep = endpoints_.find(d.key);
-  if (ep == endpoints_.end()) return;
-  auto& ws = ep->second.waiters;
-  auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
-  if (w == ws.end()) return;
-  auto cb = std::move(w->cb);
-  ws.erase(w);
-  cb({});
+  if (ep != endpoints_.end()) ep->second.waiters.Expire(d.tag);
 }
 
 }  // namespace gantry::jobs

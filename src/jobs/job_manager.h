@@ -26,6 +26,7 @@
 #include "jobs/job.h"
 #include "jobs/job_waiters.h"
 #include "jobs/stops.h"
+#include "jobs/take_waiters.h"
 #include "jobs/webhooks.h"
 #include "store/store.h"
 
@@ -76,7 +77,7 @@ class JobManager {
   using WebhookPoster = Webhooks::Poster;
   // Called when a worker must be killed: it ignored a stop for longer than the grace period.
   using KillWorker = Stops::KillWorker;
-  using TakeCallback = std::function<void(std::vector<const Job*> jobs)>;
+  using TakeCallback = TakeWaiters::Callback;
   using JobCallback = JobWaiters::Callback;  // nullptr: deleted meanwhile
 
   JobManager(const Clock* clock, store::Store* store, JobsOptions options, WebhookPoster poster,
@@ -157,6 +158,8 @@ class JobManager {
 
  private:
   struct EndpointState {
+    EndpointState(DeadlineQueue* deadlines, DeadlineQueue::Kind take_wait, const std::string& id)
+        : waiters(deadlines, take_wait, id) {}
     QueueConfig config;
     // (job, queue_gen) in take order. An entry is stale, and skipped, once its job left the
     // queue (taken, cancelled, purged, expired) or was queued again under a newer gen.
@@ -168,15 +171,11 @@ class JobManager {
       if (s == JobStatus::kInQueue && j.rec.low_priority) queued_low += delta;
     }
     int64_t retried = 0;
-    struct TakeWaiter {
-      uint64_t id;
-      std::string worker_id;
-      int max;
-      TakeCallback cb;
-      Deadline timer;
-    };
-    std::deque<TakeWaiter> waiters;
+    TakeWaiters waiters;  // the takes waiting for a job
   };
+
+  // The endpoint's state, added if it has none yet (a job loaded before its SetEndpoint).
+  EndpointState& Endpoint(const std::string& endpoint_id);
 
   // Writes the job's record (all of it with_input or on its first write, else all but the
   // input); `durable` runs once it is on disk. A change of a /runsync job that was never
@@ -227,7 +226,6 @@ class JobManager {
   std::function<void(const std::string&, int64_t)> finish_listener_;
   int64_t next_seq_ = 1;
   FastRandom random_;  // job ids
-  uint64_t next_waiter_id_ = 1;
 };
 
 }  // namespace gantry::jobs
