@@ -64,7 +64,7 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
     Job* j = job.get();
     jobs_[j->rec.id] = std::move(job);
     // The endpoint's config arrives with SetEndpoint; its state exists from here on.
-    Endpoint(j->rec.endpoint_id).Count(*j, j->status, +1);
+    Endpoint(j->rec.endpoint_id).queue.Count(*j, j->status, +1);
     switch (j->status) {
       case JobStatus::kInQueue:
         PushQueue(j, false);
@@ -125,8 +125,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   if (ttl < kMinTtlMs || ttl > kMaxPolicyMs) {
     return InvalidArgument("policy.ttl must be between 10000 and 604800000 ms");
   }
-  if (static_cast<size_t>(ep.counts[static_cast<int>(JobStatus::kInQueue)]) >=
-      ep.config.max_queue) {
+  if (static_cast<size_t>(ep.queue.count(JobStatus::kInQueue)) >= ep.config.max_queue) {
     return ResourceExhausted("the endpoint's queue is full (" +
                              std::to_string(ep.config.max_queue) + " jobs)");
   }
@@ -149,7 +148,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   r.seq = next_seq_++;
   Job* j = job.get();
   jobs_[r.id] = std::move(job);
-  ep.Count(*j, JobStatus::kInQueue, +1);
+  ep.queue.Count(*j, JobStatus::kInQueue, +1);
   PushQueue(j, false);
   if (req.sync) {
     // A /runsync job is written only once its caller is given its id while it still runs
@@ -181,8 +180,8 @@ std::vector<std::string> JobManager::DrainStream(const std::string& job_id) {
 void JobManager::SetStatus(Job* job, JobStatus status) {
   auto ep = endpoints_.find(job->rec.endpoint_id);
   if (ep != endpoints_.end()) {
-    ep->second.Count(*job, job->status, -1);
-    ep->second.Count(*job, status, +1);
+    ep->second.queue.Count(*job, job->status, -1);
+    ep->second.queue.Count(*job, status, +1);
   }
   if (job->status == JobStatus::kInQueue || status == JobStatus::kInQueue) ++job->queue_gen;
   job->status = status;
@@ -195,29 +194,13 @@ void JobManager::Enqueue(Job* job, bool front) {
 }
 
 void JobManager::PushQueue(Job* job, bool front) {
-  auto& ep = Endpoint(job->rec.endpoint_id);
-  auto sp = jobs_.at(job->rec.id);
-  if (front)
-    ep.queue.emplace_front(std::move(sp), job->queue_gen);
-  else
-    ep.queue.emplace_back(std::move(sp), job->queue_gen);
-}
-
-Job* JobManager::PopQueued(EndpointState& ep) {
-  while (!ep.queue.empty()) {
-    auto [job, gen] = std::move(ep.queue.front());
-    ep.queue.pop_front();
-    if (!job->deleted && job->status == JobStatus::kInQueue && job->queue_gen == gen) {
-      return job.get();
-    }
-  }
-  return nullptr;
+  Endpoint(job->rec.endpoint_id).queue.Push(jobs_.at(job->rec.id), front);
 }
 
 void JobManager::TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
                           std::vector<const Job*>* out) {
   while (static_cast<int>(out->size()) < max) {
-    Job* j = PopQueued(ep);
+    Job* j = ep.queue.Pop();
     if (!j) break;
     Start(j, worker_id);
     out->push_back(j);
@@ -241,7 +224,7 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
 }
 
 void JobManager::Dispatch(EndpointState& ep) {
-  while (!ep.waiters.empty() && ep.counts[static_cast<int>(JobStatus::kInQueue)] > 0) {
+  while (!ep.waiters.empty() && ep.queue.count(JobStatus::kInQueue) > 0) {
     TakeWaiters::Waiter w = ep.waiters.PopFront();
     std::vector<const Job*> out;
     TakeFrom(ep, w.worker_id, w.max, &out);
@@ -331,8 +314,8 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (j->status == JobStatus::kInProgress) Release(j);
   j->ttl_timer.Cancel();
   auto ep = endpoints_.find(j->rec.endpoint_id);
-  if (ep != endpoints_.end()) ep->second.Count(*j, j->status, -1);
-  j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
+  if (ep != endpoints_.end()) ep->second.queue.Count(*j, j->status, -1);
+  j->deleted = true;  // a queue entry may still hold it: stale from now on
   job_waiters_.Notify(job_id, nullptr);
   if (j->stored) store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
   jobs_.erase(it);
@@ -380,14 +363,9 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
 Result<int64_t> JobManager::PurgeQueue(const std::string& endpoint_id) {
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return NotFound("endpoint not found: " + endpoint_id);
-  std::vector<std::string> ids;
-  for (auto& [job, gen] : it->second.queue) {
-    if (!job->deleted && job->status == JobStatus::kInQueue && job->queue_gen == gen) {
-      ids.push_back(job->rec.id);
-    }
-  }
+  std::vector<std::string> ids = it->second.queue.QueuedIds();
   for (auto& id : ids) DeleteJob(id);
-  it->second.queue.clear();  // every entry is stale now
+  it->second.queue.Clear();  // every entry is stale now
   return static_cast<int64_t>(ids.size());
 }
 
@@ -417,16 +395,11 @@ QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {
   QueueLoad l;
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return l;
-  const EndpointState& ep = it->second;
-  l.queued_low = ep.queued_low;
-  l.queued = ep.counts[static_cast<int>(JobStatus::kInQueue)] - ep.queued_low;
-  l.running = ep.counts[static_cast<int>(JobStatus::kInProgress)];
-  for (const auto& [job, gen] : ep.queue) {
-    if (job->deleted || job->status != JobStatus::kInQueue || job->queue_gen != gen) continue;
-    if (job->rec.low_priority) continue;
-    l.oldest_queued_ms = job->rec.created_ms;
-    break;
-  }
+  const EndpointQueue& q = it->second.queue;
+  l.queued_low = q.queued_low();
+  l.queued = q.count(JobStatus::kInQueue) - q.queued_low();
+  l.running = q.count(JobStatus::kInProgress);
+  l.oldest_queued_ms = q.OldestNormalCreatedMs();
   return l;
 }
 
@@ -444,11 +417,11 @@ EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
   EndpointCounts c;
   auto ep = endpoints_.find(endpoint_id);
   if (ep == endpoints_.end()) return c;
-  const int64_t* n = ep->second.counts;
-  c.in_queue = n[static_cast<int>(JobStatus::kInQueue)];
-  c.in_progress = n[static_cast<int>(JobStatus::kInProgress)];
-  c.completed = n[static_cast<int>(JobStatus::kCompleted)];
-  c.failed = n[static_cast<int>(JobStatus::kFailed)] + n[static_cast<int>(JobStatus::kTimedOut)];
+  const EndpointQueue& q = ep->second.queue;
+  c.in_queue = q.count(JobStatus::kInQueue);
+  c.in_progress = q.count(JobStatus::kInProgress);
+  c.completed = q.count(JobStatus::kCompleted);
+  c.failed = q.count(JobStatus::kFailed) + q.count(JobStatus::kTimedOut);
   c.retried = ep->second.retried;
   return c;
 }

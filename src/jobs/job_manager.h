@@ -23,6 +23,7 @@
 #include "common/env.h"
 #include "common/json.h"
 #include "common/status.h"
+#include "jobs/endpoint_queue.h"
 #include "jobs/job.h"
 #include "jobs/job_waiters.h"
 #include "jobs/stops.h"
@@ -161,16 +162,8 @@ class JobManager {
     EndpointState(DeadlineQueue* deadlines, DeadlineQueue::Kind take_wait, const std::string& id)
         : waiters(deadlines, take_wait, id) {}
     QueueConfig config;
-    // (job, queue_gen) in take order. An entry is stale, and skipped, once its job left the
-    // queue (taken, cancelled, purged, expired) or was queued again under a newer gen.
-    std::deque<std::pair<std::shared_ptr<Job>, uint64_t>> queue;
-    int64_t counts[6] = {0, 0, 0, 0, 0, 0};  // jobs by JobStatus
-    int64_t queued_low = 0;                  // low-priority jobs among counts[IN_QUEUE]
-    void Count(const Job& j, JobStatus s, int delta) {
-      counts[static_cast<int>(s)] += delta;
-      if (s == JobStatus::kInQueue && j.rec.low_priority) queued_low += delta;
-    }
-    int64_t retried = 0;
+    EndpointQueue queue;  // its queued jobs, and its jobs counted by status
+    int64_t retried = 0;  // jobs queued again (requeued or retried)
     TakeWaiters waiters;  // the takes waiting for a job
   };
 
@@ -185,7 +178,6 @@ class JobManager {
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
   void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue
   void PushQueue(Job* job, bool front);        // adds a queue entry for the job's current gen
-  Job* PopQueued(EndpointState& ep);
   void TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
                 std::vector<const Job*>* out);
   void Dispatch(EndpointState& ep);
