@@ -70,7 +70,7 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
         PushQueue(j, false);
         break;
       case JobStatus::kInProgress:
-        held_[j->rec.worker_id].insert(j->rec.id);
+        leases_.Hold(j->rec.worker_id, j->rec.id);
         ArmExecTimeout(j);
         break;
       default:
@@ -215,7 +215,7 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
   job->rec.attempts += 1;
   job->missed_pings = 0;
   job->progress.clear();
-  held_[worker_id].insert(job->rec.id);
+  leases_.Hold(worker_id, job->rec.id);
   ArmExecTimeout(job);
   // A /runsync job's start is not written: its caller is waiting on this server, and after a
   // crash the job runs again from IN_QUEUE (at least once) instead of waiting for a worker's
@@ -247,11 +247,7 @@ void JobManager::Take(const std::string& endpoint_id, const std::string& worker_
 
 void JobManager::Release(Job* job) {
   job->exec_timer.Cancel();
-  last_release_ms_[job->rec.worker_id] = clock_->NowMs();
-  auto it = held_.find(job->rec.worker_id);
-  if (it == held_.end()) return;
-  it->second.erase(job->rec.id);
-  if (it->second.empty()) held_.erase(it);
+  leases_.Release(job->rec.worker_id, job->rec.id, clock_->NowMs());
 }
 
 void JobManager::ReturnUndelivered(const std::string& worker_id,
@@ -403,12 +399,6 @@ QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {
   return l;
 }
 
-int64_t JobManager::IdleSince(const std::string& worker_id) const {
-  if (held_.count(worker_id)) return -1;
-  auto it = last_release_ms_.find(worker_id);
-  return it == last_release_ms_.end() ? 0 : it->second;
-}
-
 void JobManager::DropWaiters(const std::string& worker_id) {
   for (auto& [ep_id, ep] : endpoints_) ep.waiters.Drop(worker_id);
 }
@@ -467,7 +457,7 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
   }
   if (j->status == JobStatus::kInQueue) {
     SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
-    held_[worker_id].insert(job_id);
+    leases_.Hold(worker_id, job_id);
   }
   const json::value* err = Find(obj, "error");
   if (err && !err->is_null()) {
@@ -504,17 +494,6 @@ Status JobManager::AppendStream(const std::string& worker_id, const std::string&
   return Status::Ok();
 }
 
-size_t JobManager::HeldCount(const std::string& worker_id) const {
-  auto it = held_.find(worker_id);
-  return it == held_.end() ? 0 : it->second.size();
-}
-
-std::vector<std::string> JobManager::HeldBy(const std::string& worker_id) const {
-  auto it = held_.find(worker_id);
-  if (it == held_.end()) return {};
-  return {it->second.begin(), it->second.end()};
-}
-
 void JobManager::Ping(const std::string& worker_id, const std::vector<std::string>& running,
                       int64_t ping_interval_ms) {
   int64_t now = clock_->NowMs();
@@ -540,7 +519,7 @@ void JobManager::WorkerLost(const std::string& worker_id, const std::string& why
   DropWaiters(worker_id);
   stops_.WorkerLost(worker_id);
   for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
-  last_release_ms_.erase(worker_id);
+  leases_.Forget(worker_id);
 }
 
 void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,

@@ -26,6 +26,7 @@
 #include "jobs/endpoint_queue.h"
 #include "jobs/job.h"
 #include "jobs/job_waiters.h"
+#include "jobs/leases.h"
 #include "jobs/stops.h"
 #include "jobs/take_waiters.h"
 #include "jobs/webhooks.h"
@@ -139,15 +140,17 @@ class JobManager {
   // The worker is gone: its jobs are requeued while attempts remain, else FAILED.
   void WorkerLost(const std::string& worker_id, const std::string& why);
   // Jobs held by the worker right now, and how many (without copying them).
-  std::vector<std::string> HeldBy(const std::string& worker_id) const;
-  size_t HeldCount(const std::string& worker_id) const;
+  std::vector<std::string> HeldBy(const std::string& worker_id) const {
+    return leases_.HeldBy(worker_id);
+  }
+  size_t HeldCount(const std::string& worker_id) const { return leases_.HeldCount(worker_id); }
   // Makes the job's record durable (a /runsync job is not written until its id is given out,
   // which is what this is called for); `durable` runs once it is.
   void MakeDurable(const std::string& job_id, std::function<void(Status)> durable);
   // Records that the job waited `waited_ms` for the cold start of `worker_id`.
   void MarkColdStart(const std::string& job_id, const std::string& worker_id, int64_t waited_ms);
   // When the worker last let go of a job (0: never); -1 while it holds one.
-  int64_t IdleSince(const std::string& worker_id) const;
+  int64_t IdleSince(const std::string& worker_id) const { return leases_.IdleSince(worker_id); }
   // Answers the worker's waiting job-takes with no job (it is about to be stopped).
   void DropWaiters(const std::string& worker_id);
 
@@ -212,8 +215,7 @@ class JobManager {
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
-  std::unordered_map<std::string, std::set<std::string>> held_;  // worker -> job ids
-  std::unordered_map<std::string, int64_t> last_release_ms_;     // worker -> ms
+  Leases leases_;
   std::function<void(const std::string&)> enqueue_listener_;
   std::function<void(const std::string&, int64_t)> finish_listener_;
   int64_t next_seq_ = 1;
