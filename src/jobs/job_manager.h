@@ -1,5 +1,14 @@
 #pragma once
-// JobManager: queues, leases, results, streams, stops, timeouts, TTL, retention, webhooks.
+// JobManager: the jobs of every endpoint through their state machine (job.h, DESIGN §3): submit,
+// queue, take, results, streams, timeouts, retries, TTL and retention. It owns the parts that
+// have a contract of their own, each in its own file here and run on its thread:
+//   EndpointQueue  an endpoint's queued jobs and its jobs counted by status (one per endpoint)
+//   TakeWaiters    the job-takes waiting on an endpoint's queue (one per endpoint)
+//   Leases         which jobs each worker holds, and since when each worker is idle
+//   JobWaiters     the long-polls waiting for a job to end
+//   Stops          stop requests, the job-stop long-polls, the kill after the grace period
+//   Webhooks       delivering a finished job to its webhook, and the retries
+//   DeadlineQueue  the deadlines of all of the above, one callback per kind
 //
 // Threading: not thread-safe. Every call, and every callback it makes, happens on one thread
 // (the server's event loop). Time comes only from the injected Clock, and deadlines fire only
@@ -203,7 +212,7 @@ class JobManager {
   const Clock* clock_;
   store::Store* store_;
   JobsOptions options_;
-  // Before everything that holds a Deadline handle, so that it is destroyed after them.
+  // First: the collaborators below register their kinds of deadline with it as they are built.
   DeadlineQueue deadlines_;
   DeadlineQueue::Kind take_wait_kind_;     // key: endpoint id; tag: waiter id
   DeadlineQueue::Kind exec_timeout_kind_;  // key: job id; tag: its rec.started_ms
@@ -212,10 +221,10 @@ class JobManager {
   Stops stops_;
   Webhooks webhooks_;
   JobWaiters job_waiters_;
+  Leases leases_;
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
-  Leases leases_;
   std::function<void(const std::string&)> enqueue_listener_;
   std::function<void(const std::string&, int64_t)> finish_listener_;
   int64_t next_seq_ = 1;
