@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "jobs/deadline_queue.h"
 #include "store/store.h"
 
 namespace gantry::jobs {
@@ -23,16 +24,6 @@ std::optional<JobStatus> ParseStatus(std::string_view s);
 inline bool IsTerminal(JobStatus s) {
   return s != JobStatus::kInQueue && s != JobStatus::kInProgress;
 }
-
-// The JobManager's timers, ordered by due time (ms). A job keeps handles to its own so that they
-// are cancelled when no longer needed, instead of piling up until they fire.
-struct Timer {
-  int kind;         // JobManager::DeadlineKind
-  std::string key;  // job id, endpoint id or worker id
-  uint64_t tag;     // waiter id, job started_ms or attempt number
-};
-using TimerMap = std::multimap<int64_t, Timer>;
-using TimerHandle = std::optional<TimerMap::iterator>;
 
 // A job as the JobManager holds it. The persistent part is `rec`; the rest lives in memory.
 struct Job {
@@ -48,11 +39,16 @@ struct Job {
   // worker being ready (ms), and which worker.
   int64_t cold_start_wait_ms = -1;
   std::string cold_start_worker;
-  TimerHandle ttl_timer;   // while not finished
-  TimerHandle exec_timer;  // while IN_PROGRESS
+  // Its own deadlines, cancelled as soon as they no longer apply instead of piling up until they
+  // fire: the TTL while not finished, the execution timeout while IN_PROGRESS.
+  Deadline ttl_timer;
+  Deadline exec_timer;
   // Pings in a row, since it started, of its worker that did not list it (JobManager::Ping).
   int missed_pings = 0;
 };
+
+// The client-facing status object of a job (runpod-protocol.md §1), as JSON text.
+std::string StatusJson(const Job& job, int64_t now_ms);
 
 // Per-endpoint settings the jobs module needs.
 struct QueueConfig {

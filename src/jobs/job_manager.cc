@@ -6,72 +6,7 @@
 
 namespace gantry::jobs {
 
-const char* StatusName(JobStatus s) {
-  switch (s) {
-    case JobStatus::kInQueue:
-      return "IN_QUEUE";
-    case JobStatus::kInProgress:
-      return "IN_PROGRESS";
-    case JobStatus::kCompleted:
-      return "COMPLETED";
-    case JobStatus::kFailed:
-      return "FAILED";
-    case JobStatus::kCancelled:
-      return "CANCELLED";
-    case JobStatus::kTimedOut:
-      return "TIMED_OUT";
-  }
-  return "UNKNOWN";
-}
-
-std::optional<JobStatus> ParseStatus(std::string_view s) {
-  for (JobStatus st : {JobStatus::kInQueue, JobStatus::kInProgress, JobStatus::kCompleted,
-                       JobStatus::kFailed, JobStatus::kCancelled, JobStatus::kTimedOut}) {
-    if (s == StatusName(st)) return st;
-  }
-  return std::nullopt;
-}
-
-std::string StatusJson(const Job& job, int64_t now_ms) {
-  const auto& r = job.rec;
-  int64_t delay = 0, exec = 0;
-  if (r.started_ms > 0) {
-    delay = r.started_ms - r.created_ms;
-    exec = (r.completed_ms > 0 ? r.completed_ms : now_ms) - r.started_ms;
-  } else {
-    delay = (r.completed_ms > 0 ? r.completed_ms : now_ms) - r.created_ms;
-  }
-  std::string out;
-  out.reserve(128 + r.output.size() + r.error.size());
-  out += "{\"id\":\"";
-  out += r.id;
-  out += "\",\"status\":\"";
-  out += StatusName(job.status);
-  out += "\",\"delayTime\":";
-  out += std::to_string(std::max<int64_t>(delay, 0));
-  out += ",\"executionTime\":";
-  out += std::to_string(std::max<int64_t>(exec, 0));
-  const std::string& output = job.status == JobStatus::kInProgress ? job.progress : r.output;
-  if (!output.empty()) {
-    out += ",\"output\":";
-    out += output;
-  }
-  if (!r.error.empty()) {
-    out += ",\"error\":";
-    out += r.error;
-  }
-  if (!r.worker_id.empty()) {
-    out += ",\"workerId\":\"";
-    out += r.worker_id;
-    out += '"';
-  }
-  if (job.cold_start_wait_ms >= 0) {  // Gantry's own: the job waited for a cold start
-    out += ",\"coldStart\":{\"workerId\":\"" + job.cold_start_worker +
-           "\",\"waitedMs\":" + std::to_string(job.cold_start_wait_ms) + "}";
-  }
-  out += '}';
-  return out;
-}
+using Due = DeadlineQueue::Due;
 
 // A UUID-shaped id, as RunPod's job ids are.
 static std::string NewJobId(FastRandom& random) {
@@ -85,19 +20,17 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
     : clock_(clock),
       store_(store),
       options_(options),
-      poster_(std::move(poster)),
-      kill_(std::move(kill)) {}
+      deadlines_(clock),
+      take_wait_kind_(deadlines_.AddKind([this](const Due& d) { TakeWaitDue(d); })),
+      exec_timeout_kind_(deadlines_.AddKind([this](const Due& d) { ExecTimeoutDue(d); })),
+      ttl_kind_(deadlines_.AddKind([this](const Due& d) { TtlDue(d); })),
+      retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })),
+      stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms}, std::move(kill)),
+      webhooks_(clock, &deadlines_, {options.webhook_retries, options.webhook_retry_ms},
+                std::move(poster), [this](const std::string& id) { return Get(id); }),
+      job_waiters_(&deadlines_, [this](const std::string& id) { return Get(id); }) {}
 
 JobManager::~JobManager() = default;
-
-TimerMap::iterator JobManager::At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag) {
-  return timers_.emplace(when, Timer{static_cast<int>(kind), std::move(key), tag});
-}
-
-void JobManager::CancelTimer(TimerHandle* h) {
-  if (*h) timers_.erase(**h);
-  h->reset();
-}
 
 void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> durable) {
   if (!with_input && !job->stored && job->rec.sync && job->rec.webhook.empty()) {
@@ -131,31 +64,30 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
     Job* j = job.get();
     jobs_[j->rec.id] = std::move(job);
     // The endpoint's config arrives with SetEndpoint; its state exists from here on.
-    endpoints_[j->rec.endpoint_id].Count(*j, j->status, +1);
+    Endpoint(j->rec.endpoint_id).queue.Count(*j, j->status, +1);
     switch (j->status) {
       case JobStatus::kInQueue:
         PushQueue(j, false);
         break;
       case JobStatus::kInProgress:
-        held_[j->rec.worker_id].insert(j->rec.id);
-        j->exec_timer =
-            At(j->rec.started_ms + j->rec.execution_timeout_ms, DeadlineKind::kExecTimeout,
-               j->rec.id, static_cast<uint64_t>(j->rec.started_ms));
+        leases_.Hold(j->rec.worker_id, j->rec.id);
+        ArmExecTimeout(j);
         break;
-      default: {
-        int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-        At(j->rec.completed_ms + keep, DeadlineKind::kRetention, j->rec.id, 0);
+      default:
+        ArmRetention(j);
         break;
-      }
     }
-    if (!IsTerminal(j->status)) {
-      j->ttl_timer = At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
-    }
+    if (!IsTerminal(j->status)) ArmTtl(j);
   }
 }
 
+JobManager::EndpointState& JobManager::Endpoint(const std::string& endpoint_id) {
+  return endpoints_.try_emplace(endpoint_id, &deadlines_, take_wait_kind_, endpoint_id)
+      .first->second;
+}
+
 void JobManager::SetEndpoint(const std::string& endpoint_id, QueueConfig config) {
-  endpoints_[endpoint_id].config = config;
+  Endpoint(endpoint_id).config = config;
 }
 
 bool JobManager::HasEndpoint(const std::string& endpoint_id) const {
@@ -165,16 +97,12 @@ bool JobManager::HasEndpoint(const std::string& endpoint_id) const {
 void JobManager::RemoveEndpoint(const std::string& endpoint_id) {
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return;
-  for (auto& w : it->second.waiters) {
-    CancelTimer(&w.timer);
-    w.cb({});
-  }
-  it->second.waiters.clear();
+  it->second.waiters.DropAll();
   std::vector<std::string> doomed;
   for (auto& [id, job] : jobs_) {
     if (job->rec.endpoint_id != endpoint_id) continue;
     if (job->status == JobStatus::kInProgress) {
-      RequestStop(job.get());
+      stops_.Request(job->rec.id, job->rec.worker_id);
       Terminate(job.get(), JobStatus::kCancelled, "", JsonQuote("endpoint deleted"));
       Persist(job.get(), false);
     } else {
@@ -197,8 +125,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   if (ttl < kMinTtlMs || ttl > kMaxPolicyMs) {
     return InvalidArgument("policy.ttl must be between 10000 and 604800000 ms");
   }
-  if (static_cast<size_t>(ep.counts[static_cast<int>(JobStatus::kInQueue)]) >=
-      ep.config.max_queue) {
+  if (static_cast<size_t>(ep.queue.count(JobStatus::kInQueue)) >= ep.config.max_queue) {
     return ResourceExhausted("the endpoint's queue is full (" +
                              std::to_string(ep.config.max_queue) + " jobs)");
   }
@@ -221,7 +148,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   r.seq = next_seq_++;
   Job* j = job.get();
   jobs_[r.id] = std::move(job);
-  ep.Count(*j, JobStatus::kInQueue, +1);
+  ep.queue.Count(*j, JobStatus::kInQueue, +1);
   PushQueue(j, false);
   if (req.sync) {
     // A /runsync job is written only once its caller is given its id while it still runs
@@ -233,7 +160,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   } else {
     Persist(j, true, std::move(durable));
   }
-  j->ttl_timer = At(now + ttl, DeadlineKind::kTtl, r.id, 0);
+  ArmTtl(j);
   Dispatch(ep);
   if (enqueue_listener_ && j->status == JobStatus::kInQueue) enqueue_listener_(r.endpoint_id);
   return static_cast<const Job*>(j);
@@ -253,8 +180,8 @@ std::vector<std::string> JobManager::DrainStream(const std::string& job_id) {
 void JobManager::SetStatus(Job* job, JobStatus status) {
   auto ep = endpoints_.find(job->rec.endpoint_id);
   if (ep != endpoints_.end()) {
-    ep->second.Count(*job, job->status, -1);
-    ep->second.Count(*job, status, +1);
+    ep->second.queue.Count(*job, job->status, -1);
+    ep->second.queue.Count(*job, status, +1);
   }
   if (job->status == JobStatus::kInQueue || status == JobStatus::kInQueue) ++job->queue_gen;
   job->status = status;
@@ -267,29 +194,13 @@ void JobManager::Enqueue(Job* job, bool front) {
 }
 
 void JobManager::PushQueue(Job* job, bool front) {
-  auto& ep = endpoints_[job->rec.endpoint_id];
-  auto sp = jobs_.at(job->rec.id);
-  if (front)
-    ep.queue.emplace_front(std::move(sp), job->queue_gen);
-  else
-    ep.queue.emplace_back(std::move(sp), job->queue_gen);
-}
-
-Job* JobManager::PopQueued(EndpointState& ep) {
-  while (!ep.queue.empty()) {
-    auto [job, gen] = std::move(ep.queue.front());
-    ep.queue.pop_front();
-    if (!job->deleted && job->status == JobStatus::kInQueue && job->queue_gen == gen) {
-      return job.get();
-    }
-  }
-  return nullptr;
+  Endpoint(job->rec.endpoint_id).queue.Push(jobs_.at(job->rec.id), front);
 }
 
 void JobManager::TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
                           std::vector<const Job*>* out) {
   while (static_cast<int>(out->size()) < max) {
-    Job* j = PopQueued(ep);
+    Job* j = ep.queue.Pop();
     if (!j) break;
     Start(j, worker_id);
     out->push_back(j);
@@ -304,9 +215,8 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
   job->rec.attempts += 1;
   job->missed_pings = 0;
   job->progress.clear();
-  held_[worker_id].insert(job->rec.id);
-  job->exec_timer = At(now + job->rec.execution_timeout_ms, DeadlineKind::kExecTimeout, job->rec.id,
-                       static_cast<uint64_t>(now));
+  leases_.Hold(worker_id, job->rec.id);
+  ArmExecTimeout(job);
   // A /runsync job's start is not written: its caller is waiting on this server, and after a
   // crash the job runs again from IN_QUEUE (at least once) instead of waiting for a worker's
   // late result. A /run job's start is written, so a restart does not run it twice.
@@ -314,10 +224,8 @@ void JobManager::Start(Job* job, const std::string& worker_id) {
 }
 
 void JobManager::Dispatch(EndpointState& ep) {
-  while (!ep.waiters.empty() && ep.counts[static_cast<int>(JobStatus::kInQueue)] > 0) {
-    auto w = std::move(ep.waiters.front());
-    ep.waiters.pop_front();
-    CancelTimer(&w.timer);
+  while (!ep.waiters.empty() && ep.queue.count(JobStatus::kInQueue) > 0) {
+    TakeWaiters::Waiter w = ep.waiters.PopFront();
     std::vector<const Job*> out;
     TakeFrom(ep, w.worker_id, w.max, &out);
     w.cb(std::move(out));
@@ -334,19 +242,12 @@ void JobManager::Take(const std::string& endpoint_id, const std::string& worker_
   TakeFrom(ep, worker_id, max, &out);
   if (!out.empty()) return cb(std::move(out));
   if (wait_ms <= 0) return cb({});
-  uint64_t id = next_waiter_id_++;
-  auto& w = ep.waiters.emplace_back(
-      EndpointState::TakeWaiter{id, worker_id, max, std::move(cb), std::nullopt});
-  w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kTakeWait, endpoint_id, id);
+  ep.waiters.Add(worker_id, max, clock_->NowMs() + wait_ms, std::move(cb));
 }
 
 void JobManager::Release(Job* job) {
-  CancelTimer(&job->exec_timer);
-  last_release_ms_[job->rec.worker_id] = clock_->NowMs();
-  auto it = held_.find(job->rec.worker_id);
-  if (it == held_.end()) return;
-  it->second.erase(job->rec.id);
-  if (it->second.empty()) held_.erase(it);
+  job->exec_timer.Cancel();
+  leases_.Release(job->rec.worker_id, job->rec.id, clock_->NowMs());
 }
 
 void JobManager::ReturnUndelivered(const std::string& worker_id,
@@ -377,27 +278,15 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   if (finish_listener_ && job->rec.started_ms > 0) {
     finish_listener_(job->rec.endpoint_id, now - job->rec.started_ms);
   }
-  CancelTimer(&job->ttl_timer);
-  int64_t keep = job->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-  At(now + keep, DeadlineKind::kRetention, job->rec.id, 0);
-  NotifyJobWaiters(job);
-  if (!job->rec.webhook.empty()) SendWebhook(job->rec.id, 0);
-}
-
-void JobManager::NotifyJobWaiters(Job* job) {
-  auto it = job_waiters_.find(job->rec.id);
-  if (it == job_waiters_.end()) return;
-  auto waiters = std::move(it->second);
-  job_waiters_.erase(it);
-  for (auto& w : waiters) {
-    CancelTimer(&w.timer);
-    w.cb(job);
-  }
+  job->ttl_timer.Cancel();
+  ArmRetention(job);
+  job_waiters_.Notify(job->rec.id, job);
+  webhooks_.Send(*job);
 }
 
 void JobManager::Requeue(Job* job, const std::string& why) {
-  auto& ep = endpoints_[job->rec.endpoint_id];
-  ClearStop(job->rec.id);
+  auto& ep = Endpoint(job->rec.endpoint_id);
+  stops_.Clear(job->rec.id);
   if (job->rec.attempts < ep.config.max_attempts) {
     Release(job);
     job->rec.started_ms = 0;
@@ -419,19 +308,11 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (it == jobs_.end()) return;
   Job* j = it->second.get();
   if (j->status == JobStatus::kInProgress) Release(j);
-  CancelTimer(&j->ttl_timer);
+  j->ttl_timer.Cancel();
   auto ep = endpoints_.find(j->rec.endpoint_id);
-  if (ep != endpoints_.end()) ep->second.Count(*j, j->status, -1);
-  j->deleted = true;  // a queue entry may still hold it; PopQueued skips it
-  auto waiters = job_waiters_.find(job_id);
-  if (waiters != job_waiters_.end()) {
-    auto ws = std::move(waiters->second);
-    job_waiters_.erase(waiters);
-    for (auto& w : ws) {
-      CancelTimer(&w.timer);
-      w.cb(nullptr);
-    }
-  }
+  if (ep != endpoints_.end()) ep->second.queue.Count(*j, j->status, -1);
+  j->deleted = true;  // a queue entry may still hold it: stale from now on
+  job_waiters_.Notify(job_id, nullptr);
   if (j->stored) store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
   jobs_.erase(it);
 }
@@ -441,7 +322,7 @@ Result<const Job*> JobManager::Cancel(const std::string& job_id) {
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
   if (IsTerminal(j->status)) return static_cast<const Job*>(j);
-  if (j->status == JobStatus::kInProgress) RequestStop(j);
+  if (j->status == JobStatus::kInProgress) stops_.Request(j->rec.id, j->rec.worker_id);
   Terminate(j, JobStatus::kCancelled, "", "");
   Persist(j, false);
   return static_cast<const Job*>(j);
@@ -457,7 +338,7 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
         StatusName(j->status));
   }
   if (!endpoints_.count(j->rec.endpoint_id)) return NotFound("endpoint not found");
-  auto& ep = endpoints_[j->rec.endpoint_id];
+  auto& ep = Endpoint(j->rec.endpoint_id);
   j->rec.output.clear();
   j->rec.error.clear();
   j->rec.attempts = 0;
@@ -469,8 +350,7 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
   j->stream_all.clear();
   ++ep.retried;
   Enqueue(j, false);
-  CancelTimer(&j->ttl_timer);
-  j->ttl_timer = At(j->rec.created_ms + j->rec.ttl_ms, DeadlineKind::kTtl, j->rec.id, 0);
+  ArmTtl(j);  // anew, from its new creation time
   Persist(j, false);
   Dispatch(ep);
   return static_cast<const Job*>(j);
@@ -479,14 +359,9 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
 Result<int64_t> JobManager::PurgeQueue(const std::string& endpoint_id) {
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return NotFound("endpoint not found: " + endpoint_id);
-  std::vector<std::string> ids;
-  for (auto& [job, gen] : it->second.queue) {
-    if (!job->deleted && job->status == JobStatus::kInQueue && job->queue_gen == gen) {
-      ids.push_back(job->rec.id);
-    }
-  }
+  std::vector<std::string> ids = it->second.queue.QueuedIds();
   for (auto& id : ids) DeleteJob(id);
-  it->second.queue.clear();  // every entry is stale now
+  it->second.queue.Clear();  // every entry is stale now
   return static_cast<int64_t>(ids.size());
 }
 
@@ -494,9 +369,7 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return cb(nullptr);
   if (IsTerminal(it->second->status) || wait_ms <= 0) return cb(it->second.get());
-  uint64_t id = next_waiter_id_++;
-  auto& w = job_waiters_[job_id].emplace_back(JobWaiter{id, std::move(cb), std::nullopt});
-  w.timer = At(clock_->NowMs() + wait_ms, DeadlineKind::kJobWait, job_id, id);
+  job_waiters_.Add(job_id, clock_->NowMs() + wait_ms, std::move(cb));
 }
 
 void JobManager::MarkColdStart(const std::string& job_id, const std::string& worker_id,
@@ -518,51 +391,27 @@ QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {
   QueueLoad l;
   auto it = endpoints_.find(endpoint_id);
   if (it == endpoints_.end()) return l;
-  const EndpointState& ep = it->second;
-  l.queued_low = ep.queued_low;
-  l.queued = ep.counts[static_cast<int>(JobStatus::kInQueue)] - ep.queued_low;
-  l.running = ep.counts[static_cast<int>(JobStatus::kInProgress)];
-  for (const auto& [job, gen] : ep.queue) {
-    if (job->deleted || job->status != JobStatus::kInQueue || job->queue_gen != gen) continue;
-    if (job->rec.low_priority) continue;
-    l.oldest_queued_ms = job->rec.created_ms;
-    break;
-  }
+  const EndpointQueue& q = it->second.queue;
+  l.queued_low = q.queued_low();
+  l.queued = q.count(JobStatus::kInQueue) - q.queued_low();
+  l.running = q.count(JobStatus::kInProgress);
+  l.oldest_queued_ms = q.OldestNormalCreatedMs();
   return l;
 }
 
-int64_t JobManager::IdleSince(const std::string& worker_id) const {
-  if (held_.count(worker_id)) return -1;
-  auto it = last_release_ms_.find(worker_id);
-  return it == last_release_ms_.end() ? 0 : it->second;
-}
-
 void JobManager::DropWaiters(const std::string& worker_id) {
-  for (auto& [ep_id, ep] : endpoints_) {
-    std::deque<EndpointState::TakeWaiter> keep;
-    std::vector<TakeCallback> gone;
-    for (auto& w : ep.waiters) {
-      if (w.worker_id == worker_id) {
-        CancelTimer(&w.timer);
-        gone.push_back(std::move(w.cb));
-      } else {
-        keep.push_back(std::move(w));
-      }
-    }
-    ep.waiters = std::move(keep);
-    for (auto& cb : gone) cb({});
-  }
+  for (auto& [ep_id, ep] : endpoints_) ep.waiters.Drop(worker_id);
 }
 
 EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
   EndpointCounts c;
   auto ep = endpoints_.find(endpoint_id);
   if (ep == endpoints_.end()) return c;
-  const int64_t* n = ep->second.counts;
-  c.in_queue = n[static_cast<int>(JobStatus::kInQueue)];
-  c.in_progress = n[static_cast<int>(JobStatus::kInProgress)];
-  c.completed = n[static_cast<int>(JobStatus::kCompleted)];
-  c.failed = n[static_cast<int>(JobStatus::kFailed)] + n[static_cast<int>(JobStatus::kTimedOut)];
+  const EndpointQueue& q = ep->second.queue;
+  c.in_queue = q.count(JobStatus::kInQueue);
+  c.in_progress = q.count(JobStatus::kInProgress);
+  c.completed = q.count(JobStatus::kCompleted);
+  c.failed = q.count(JobStatus::kFailed) + q.count(JobStatus::kTimedOut);
   c.retried = ep->second.retried;
   return c;
 }
@@ -575,10 +424,7 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
   const json::value* status = Find(obj, "status");
   bool progress = status && status->is_string() && status->get_string() == "IN_PROGRESS";
   // A final answer for a job we asked this worker to stop: the stop is done.
-  if (auto s = stops_.find(job_id);
-      !progress && s != stops_.end() && s->second.worker_id == worker_id) {
-    stops_.erase(s);
-  }
+  if (!progress) stops_.Answered(worker_id, job_id);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
@@ -611,7 +457,7 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
   }
   if (j->status == JobStatus::kInQueue) {
     SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
-    held_[worker_id].insert(job_id);
+    leases_.Hold(worker_id, job_id);
   }
   const json::value* err = Find(obj, "error");
   if (err && !err->is_null()) {
@@ -648,17 +494,6 @@ Status JobManager::AppendStream(const std::string& worker_id, const std::string&
   return Status::Ok();
 }
 
-size_t JobManager::HeldCount(const std::string& worker_id) const {
-  auto it = held_.find(worker_id);
-  return it == held_.end() ? 0 : it->second.size();
-}
-
-std::vector<std::string> JobManager::HeldBy(const std::string& worker_id) const {
-  auto it = held_.find(worker_id);
-  if (it == held_.end()) return {};
-  return {it->second.begin(), it->second.end()};
-}
-
 void JobManager::Ping(const std::string& worker_id, const std::vector<std::string>& running,
                       int64_t ping_interval_ms) {
   int64_t now = clock_->NowMs();
@@ -676,243 +511,78 @@ void JobManager::Ping(const std::string& worker_id, const std::vector<std::strin
     GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
     Requeue(j, "the worker dropped the job");
   }
-  // A stopped job the worker no longer runs is stopped.
-  std::vector<std::string> done;
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id == worker_id && !listed.count(job_id) && stop.offered_ms > 0) {
-      done.push_back(job_id);
-    }
-  }
-  for (auto& id : done) ClearStop(id);
+  stops_.Ping(worker_id, listed);  // a stopped job the worker no longer runs is stopped
 }
 
 void JobManager::WorkerLost(const std::string& worker_id, const std::string& why) {
   // Its waiting takes go first, so that requeued jobs are not handed straight back to it.
   DropWaiters(worker_id);
-  auto sw = stop_waiters_.find(worker_id);
-  if (sw != stop_waiters_.end()) {
-    auto cb = std::move(sw->second.cb);
-    CancelTimer(&sw->second.timer);
-    stop_waiters_.erase(sw);
-    cb({});
-  }
-  std::vector<std::string> done;
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id == worker_id) done.push_back(job_id);
-  }
-  for (auto& id : done) ClearStop(id);
+  stops_.WorkerLost(worker_id);
   for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
-  last_release_ms_.erase(worker_id);
-}
-
-void JobManager::RequestStop(Job* job) {
-  if (job->rec.worker_id.empty()) return;
-  int64_t now = clock_->NowMs();
-  stops_[job->rec.id] = StopRequest{job->rec.worker_id, now, 0};
-  At(now + options_.stop_grace_ms, DeadlineKind::kStopGrace, job->rec.id,
-     static_cast<uint64_t>(now));
-  OfferStops(job->rec.worker_id);
-}
-
-void JobManager::ClearStop(const std::string& job_id) { stops_.erase(job_id); }
-
-std::vector<std::string> JobManager::DueStops(const std::string& worker_id, int64_t now) {
-  std::vector<std::string> ids;
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id != worker_id) continue;
-    if (stop.offered_ms == 0 || stop.offered_ms + options_.stop_reoffer_ms <= now) {
-      ids.push_back(job_id);
-    }
-  }
-  return ids;
-}
-
-void JobManager::OfferStops(const std::string& worker_id) {
-  auto sw = stop_waiters_.find(worker_id);
-  if (sw == stop_waiters_.end()) return;
-  int64_t now = clock_->NowMs();
-  auto ids = DueStops(worker_id, now);
-  if (ids.empty()) return;
-  for (auto& id : ids) stops_[id].offered_ms = now;
-  auto cb = std::move(sw->second.cb);
-  CancelTimer(&sw->second.timer);
-  stop_waiters_.erase(sw);
-  cb(std::move(ids));
+  leases_.Forget(worker_id);
 }
 
 void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
                            std::function<void(std::vector<std::string>)> cb) {
-  int64_t now = clock_->NowMs();
-  auto ids = DueStops(worker_id, now);
-  if (!ids.empty() || wait_ms <= 0) {
-    for (auto& id : ids) stops_[id].offered_ms = now;
-    return cb(std::move(ids));
-  }
-  auto old = stop_waiters_.find(worker_id);
-  if (old != stop_waiters_.end()) {  // a newer poll replaces an older one
-    auto old_cb = std::move(old->second.cb);
-    CancelTimer(&old->second.timer);
-    stop_waiters_.erase(old);
-    old_cb({});
-  }
-  uint64_t id = next_waiter_id_++;
-  stop_waiters_[worker_id] = StopWaiter{id, std::move(cb), std::nullopt};
-  stop_waiters_[worker_id].timer = At(now + wait_ms, DeadlineKind::kStopWait, worker_id, id);
-  // Re-offers of stops already offered come due before the wait ends.
-  for (auto& [job_id, stop] : stops_) {
-    if (stop.worker_id == worker_id) {
-      At(stop.offered_ms + options_.stop_reoffer_ms, DeadlineKind::kStopWait, worker_id, 0);
-    }
-  }
+  stops_.Poll(worker_id, wait_ms, std::move(cb));
 }
 
-void JobManager::SendWebhook(const std::string& job_id, int attempt) {
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end() || it->second->rec.webhook.empty()) return;
-  std::string body = StatusJson(*it->second, clock_->NowMs());
-  poster_(it->second->rec.webhook, std::move(body), [this, job_id, attempt](bool ok) {
-    if (ok) return;
-    if (attempt < options_.webhook_retries) {
-      At(clock_->NowMs() + options_.webhook_retry_ms, DeadlineKind::kWebhookRetry, job_id,
-         static_cast<uint64_t>(attempt + 1));
-    } else {
-      GLOG_WARN("jobs: webhook for job %s failed after %d attempts", job_id.c_str(), attempt + 1);
-    }
-  });
+void JobManager::Tick() { deadlines_.Tick(); }
+
+// The deadlines of a job's own life: its TTL while unfinished, its execution timeout while it
+// runs, its retention once finished. Each fires only if it still applies.
+
+void JobManager::ArmTtl(Job* job) {
+  deadlines_.At(job->rec.created_ms + job->rec.ttl_ms, ttl_kind_, job->rec.id, 0, &job->ttl_timer);
 }
 
-void JobManager::Tick() {
-  int64_t now = clock_->NowMs();
-  while (!timers_.empty() && timers_.begin()->first <= now) {
-    auto it = timers_.begin();
-    int64_t when = it->first;
-    Disown(it);
-    Timer t = std::move(it->second);
-    timers_.erase(it);
-    Fire(when, t);
-  }
+void JobManager::ArmExecTimeout(Job* job) {
+  deadlines_.At(job->rec.started_ms + job->rec.execution_timeout_ms, exec_timeout_kind_,
+                job->rec.id, static_cast<uint64_t>(job->rec.started_ms), &job->exec_timer);
 }
 
-void JobManager::Disown(TimerMap::iterator it) {
-  const Timer& t = it->second;
-  auto clear = [&](TimerHandle& h) {
-    if (h && *h == it) h.reset();
-  };
-  switch (static_cast<DeadlineKind>(t.kind)) {
-    case DeadlineKind::kTtl:
-    case DeadlineKind::kExecTimeout: {
-      auto j = jobs_.find(t.key);
-      if (j != jobs_.end()) {
-        clear(j->second->ttl_timer);
-        clear(j->second->exec_timer);
-      }
-      return;
-    }
-    case DeadlineKind::kTakeWait: {
-      auto ep = endpoints_.find(t.key);
-      if (ep != endpoints_.end()) {
-        for (auto& w : ep->second.waiters) clear(w.timer);
-      }
-      return;
-    }
-    case DeadlineKind::kJobWait: {
-      auto ws = job_waiters_.find(t.key);
-      if (ws != job_waiters_.end()) {
-        for (auto& w : ws->second) clear(w.timer);
-      }
-      return;
-    }
-    case DeadlineKind::kStopWait: {
-      auto sw = stop_waiters_.find(t.key);
-      if (sw != stop_waiters_.end()) clear(sw->second.timer);
-      return;
-    }
-    default:
-      return;  // no owner keeps a handle to the other kinds
-  }
+int64_t JobManager::RetentionMs(const Job& job) const {
+  return job.rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
 }
 
-void JobManager::Fire(int64_t when, const Timer& d) {
-  switch (static_cast<DeadlineKind>(d.kind)) {
-    case DeadlineKind::kTakeWait: {
-      auto ep = endpoints_.find(d.key);
-      if (ep == endpoints_.end()) return;
-      auto& ws = ep->second.waiters;
-      auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
-      if (w == ws.end()) return;
-      auto cb = std::move(w->cb);
-      ws.erase(w);
-      cb({});
-      return;
-    }
-    case DeadlineKind::kJobWait: {
-      auto it = job_waiters_.find(d.key);
-      if (it == job_waiters_.end()) return;
-      auto& ws = it->second;
-      auto w = std::find_if(ws.begin(), ws.end(), [&](auto& x) { return x.id == d.tag; });
-      if (w == ws.end()) return;
-      auto cb = std::move(w->cb);
-      ws.erase(w);
-      if (ws.empty()) job_waiters_.erase(it);
-      cb(jobs_.count(d.key) ? jobs_[d.key].get() : nullptr);
-      return;
-    }
-    case DeadlineKind::kStopWait: {
-      auto sw = stop_waiters_.find(d.key);
-      if (sw == stop_waiters_.end()) return;
-      if (d.tag == 0) return OfferStops(d.key);  // a re-offer came due
-      if (sw->second.id != d.tag) return;
-      auto cb = std::move(sw->second.cb);
-      stop_waiters_.erase(sw);
-      cb({});
-      return;
-    }
-    case DeadlineKind::kExecTimeout: {
-      auto it = jobs_.find(d.key);
-      if (it == jobs_.end()) return;
-      Job* j = it->second.get();
-      if (j->status != JobStatus::kInProgress ||
-          static_cast<uint64_t>(j->rec.started_ms) != d.tag) {
-        return;
-      }
-      RequestStop(j);
-      Terminate(j, JobStatus::kTimedOut, "",
-                JsonQuote("execution timeout of " + std::to_string(j->rec.execution_timeout_ms) +
-                          " ms exceeded"));
-      Persist(j, false);
-      return;
-    }
-    case DeadlineKind::kTtl: {
-      auto it = jobs_.find(d.key);
-      if (it == jobs_.end()) return;
-      Job* j = it->second.get();
-      if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > when) return;
-      if (j->status == JobStatus::kInProgress) RequestStop(j);
-      DeleteJob(d.key);
-      return;
-    }
-    case DeadlineKind::kRetention: {
-      auto it = jobs_.find(d.key);
-      if (it == jobs_.end()) return;
-      Job* j = it->second.get();
-      int64_t keep = j->rec.sync ? options_.sync_retention_ms : options_.run_retention_ms;
-      if (!IsTerminal(j->status) || j->rec.completed_ms + keep > when) return;
-      DeleteJob(d.key);
-      return;
-    }
-    case DeadlineKind::kStopGrace: {
-      auto it = stops_.find(d.key);
-      if (it == stops_.end() || static_cast<uint64_t>(it->second.requested_ms) != d.tag) return;
-      std::string worker = it->second.worker_id;
-      stops_.erase(it);
-      kill_(worker, "did not stop job " + d.key + " within " +
-                        std::to_string(options_.stop_grace_ms) + " ms");
-      return;
-    }
-    case DeadlineKind::kWebhookRetry:
-      SendWebhook(d.key, static_cast<int>(d.tag));
-      return;
+void JobManager::ArmRetention(Job* job) {
+  deadlines_.At(job->rec.completed_ms + RetentionMs(*job), retention_kind_, job->rec.id, 0);
+}
+
+void JobManager::TtlDue(const Due& d) {
+  auto it = jobs_.find(d.key);
+  if (it == jobs_.end()) return;
+  Job* j = it->second.get();
+  if (IsTerminal(j->status) || j->rec.created_ms + j->rec.ttl_ms > d.when_ms) return;
+  if (j->status == JobStatus::kInProgress) stops_.Request(j->rec.id, j->rec.worker_id);
+  DeleteJob(d.key);
+}
+
+void JobManager::ExecTimeoutDue(const Due& d) {
+  auto it = jobs_.find(d.key);
+  if (it == jobs_.end()) return;
+  Job* j = it->second.get();
+  if (j->status != JobStatus::kInProgress || static_cast<uint64_t>(j->rec.started_ms) != d.tag) {
+    return;
   }
+  stops_.Request(j->rec.id, j->rec.worker_id);
+  Terminate(j, JobStatus::kTimedOut, "",
+            JsonQuote("execution timeout of " + std::to_string(j->rec.execution_timeout_ms) +
+                      " ms exceeded"));
+  Persist(j, false);
+}
+
+void JobManager::RetentionDue(const Due& d) {
+  auto it = jobs_.find(d.key);
+  if (it == jobs_.end()) return;
+  const Job* j = it->second.get();
+  if (!IsTerminal(j->status) || j->rec.completed_ms + RetentionMs(*j) > d.when_ms) return;
+  DeleteJob(d.key);
+}
+
+void JobManager::TakeWaitDue(const Due& d) {
+  auto ep = endpoints_.find(d.key);
+  if (ep != endpoints_.end()) ep->second.waiters.Expire(d.tag);
 }
 
 }  // namespace gantry::jobs

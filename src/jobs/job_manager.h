@@ -1,5 +1,14 @@
 #pragma once
-// JobManager: queues, leases, results, streams, stops, timeouts, TTL, retention, webhooks.
+// JobManager: the jobs of every endpoint through their state machine (job.h, DESIGN §3): submit,
+// queue, take, results, streams, timeouts, retries, TTL and retention. It owns the parts that
+// have a contract of their own, each in its own file here and run on its thread:
+//   EndpointQueue  an endpoint's queued jobs and its jobs counted by status (one per endpoint)
+//   TakeWaiters    the job-takes waiting on an endpoint's queue (one per endpoint)
+//   Leases         which jobs each worker holds, and since when each worker is idle
+//   JobWaiters     the long-polls waiting for a job to end
+//   Stops          stop requests, the job-stop long-polls, the kill after the grace period
+//   Webhooks       delivering a finished job to its webhook, and the retries
+//   DeadlineQueue  the deadlines of all of the above, one callback per kind
 //
 // Threading: not thread-safe. Every call, and every callback it makes, happens on one thread
 // (the server's event loop). Time comes only from the injected Clock, and deadlines fire only
@@ -23,7 +32,13 @@
 #include "common/env.h"
 #include "common/json.h"
 #include "common/status.h"
+#include "jobs/endpoint_queue.h"
 #include "jobs/job.h"
+#include "jobs/job_waiters.h"
+#include "jobs/leases.h"
+#include "jobs/stops.h"
+#include "jobs/take_waiters.h"
+#include "jobs/webhooks.h"
 #include "store/store.h"
 
 namespace gantry::jobs {
@@ -70,12 +85,11 @@ struct DoneOutcome {
 
 class JobManager {
  public:
-  using WebhookPoster =
-      std::function<void(const std::string& url, std::string body, std::function<void(bool)>)>;
+  using WebhookPoster = Webhooks::Poster;
   // Called when a worker must be killed: it ignored a stop for longer than the grace period.
-  using KillWorker = std::function<void(const std::string& worker_id, const std::string& why)>;
-  using TakeCallback = std::function<void(std::vector<const Job*> jobs)>;
-  using JobCallback = std::function<void(const Job* job)>;  // nullptr: deleted meanwhile
+  using KillWorker = Stops::KillWorker;
+  using TakeCallback = TakeWaiters::Callback;
+  using JobCallback = JobWaiters::Callback;  // nullptr: deleted meanwhile
 
   JobManager(const Clock* clock, store::Store* store, JobsOptions options, WebhookPoster poster,
              KillWorker kill);
@@ -135,15 +149,17 @@ class JobManager {
   // The worker is gone: its jobs are requeued while attempts remain, else FAILED.
   void WorkerLost(const std::string& worker_id, const std::string& why);
   // Jobs held by the worker right now, and how many (without copying them).
-  std::vector<std::string> HeldBy(const std::string& worker_id) const;
-  size_t HeldCount(const std::string& worker_id) const;
+  std::vector<std::string> HeldBy(const std::string& worker_id) const {
+    return leases_.HeldBy(worker_id);
+  }
+  size_t HeldCount(const std::string& worker_id) const { return leases_.HeldCount(worker_id); }
   // Makes the job's record durable (a /runsync job is not written until its id is given out,
   // which is what this is called for); `durable` runs once it is.
   void MakeDurable(const std::string& job_id, std::function<void(Status)> durable);
   // Records that the job waited `waited_ms` for the cold start of `worker_id`.
   void MarkColdStart(const std::string& job_id, const std::string& worker_id, int64_t waited_ms);
   // When the worker last let go of a job (0: never); -1 while it holds one.
-  int64_t IdleSince(const std::string& worker_id) const;
+  int64_t IdleSince(const std::string& worker_id) const { return leases_.IdleSince(worker_id); }
   // Answers the worker's waiting job-takes with no job (it is about to be stopped).
   void DropWaiters(const std::string& worker_id);
 
@@ -151,61 +167,21 @@ class JobManager {
   void Tick();
 
   size_t job_count() const { return jobs_.size(); }
-  size_t timer_count() const { return timers_.size(); }
+  size_t timer_count() const { return deadlines_.size(); }
 
  private:
   struct EndpointState {
+    EndpointState(DeadlineQueue* deadlines, DeadlineQueue::Kind take_wait, const std::string& id)
+        : waiters(deadlines, take_wait, id) {}
     QueueConfig config;
-    // (job, queue_gen) in take order. An entry is stale, and skipped, once its job left the
-    // queue (taken, cancelled, purged, expired) or was queued again under a newer gen.
-    std::deque<std::pair<std::shared_ptr<Job>, uint64_t>> queue;
-    int64_t counts[6] = {0, 0, 0, 0, 0, 0};  // jobs by JobStatus
-    int64_t queued_low = 0;                  // low-priority jobs among counts[IN_QUEUE]
-    void Count(const Job& j, JobStatus s, int delta) {
-      counts[static_cast<int>(s)] += delta;
-      if (s == JobStatus::kInQueue && j.rec.low_priority) queued_low += delta;
-    }
-    int64_t retried = 0;
-    struct TakeWaiter {
-      uint64_t id;
-      std::string worker_id;
-      int max;
-      TakeCallback cb;
-      TimerHandle timer;
-    };
-    std::deque<TakeWaiter> waiters;
-  };
-  enum class DeadlineKind {
-    kTakeWait,
-    kJobWait,
-    kStopWait,
-    kExecTimeout,
-    kTtl,
-    kRetention,
-    kStopGrace,
-    kWebhookRetry
-  };
-  struct JobWaiter {
-    uint64_t id;
-    JobCallback cb;
-    TimerHandle timer;
-  };
-  struct StopRequest {
-    std::string worker_id;
-    int64_t requested_ms;
-    int64_t offered_ms = 0;  // 0: never offered
-  };
-  struct StopWaiter {
-    uint64_t id;
-    std::function<void(std::vector<std::string>)> cb;
-    TimerHandle timer;
+    EndpointQueue queue;  // its queued jobs, and its jobs counted by status
+    int64_t retried = 0;  // jobs queued again (requeued or retried)
+    TakeWaiters waiters;  // the takes waiting for a job
   };
 
-  TimerMap::iterator At(int64_t when, DeadlineKind kind, std::string key, uint64_t tag);
-  void CancelTimer(TimerHandle* h);
-  // Clears the one handle that refers to the due timer `it`, before it is erased.
-  void Disown(TimerMap::iterator it);
-  void Fire(int64_t when, const Timer& t);
+  // The endpoint's state, added if it has none yet (a job loaded before its SetEndpoint).
+  EndpointState& Endpoint(const std::string& endpoint_id);
+
   // Writes the job's record (all of it with_input or on its first write, else all but the
   // input); `durable` runs once it is on disk. A change of a /runsync job that was never
   // written (no webhook, and its id not given out: MakeDurable writes it with_input) is not
@@ -214,7 +190,6 @@ class JobManager {
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
   void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue
   void PushQueue(Job* job, bool front);        // adds a queue entry for the job's current gen
-  Job* PopQueued(EndpointState& ep);
   void TakeFrom(EndpointState& ep, const std::string& worker_id, int max,
                 std::vector<const Job*>* out);
   void Dispatch(EndpointState& ep);
@@ -223,35 +198,37 @@ class JobManager {
   void Terminate(Job* job, JobStatus status, std::string output, std::string error);
   void Requeue(Job* job, const std::string& why);
   void DeleteJob(const std::string& job_id);
-  void RequestStop(Job* job);
-  void ClearStop(const std::string& job_id);
-  void OfferStops(const std::string& worker_id);
-  std::vector<std::string> DueStops(const std::string& worker_id, int64_t now);
-  void SendWebhook(const std::string& job_id, int attempt);
-  void NotifyJobWaiters(Job* job);
+
+  // Deadlines: one callback per kind, each checking that its deadline still applies.
+  void ArmTtl(Job* job);          // while not finished, from rec.created_ms
+  void ArmExecTimeout(Job* job);  // while IN_PROGRESS, from rec.started_ms
+  void ArmRetention(Job* job);    // once finished, from rec.completed_ms
+  int64_t RetentionMs(const Job& job) const;
+  void TtlDue(const DeadlineQueue::Due& d);
+  void ExecTimeoutDue(const DeadlineQueue::Due& d);
+  void RetentionDue(const DeadlineQueue::Due& d);
+  void TakeWaitDue(const DeadlineQueue::Due& d);
 
   const Clock* clock_;
   store::Store* store_;
   JobsOptions options_;
-  WebhookPoster poster_;
-  KillWorker kill_;
+  // First: the collaborators below register their kinds of deadline with it as they are built.
+  DeadlineQueue deadlines_;
+  DeadlineQueue::Kind take_wait_kind_;     // key: endpoint id; tag: waiter id
+  DeadlineQueue::Kind exec_timeout_kind_;  // key: job id; tag: its rec.started_ms
+  DeadlineQueue::Kind ttl_kind_;           // key: job id
+  DeadlineQueue::Kind retention_kind_;     // key: job id
+  Stops stops_;
+  Webhooks webhooks_;
+  JobWaiters job_waiters_;
+  Leases leases_;
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
-  std::unordered_map<std::string, std::set<std::string>> held_;  // worker -> job ids
-  std::unordered_map<std::string, std::vector<JobWaiter>> job_waiters_;
-  std::unordered_map<std::string, int64_t> last_release_ms_;  // worker -> ms
   std::function<void(const std::string&)> enqueue_listener_;
   std::function<void(const std::string&, int64_t)> finish_listener_;
-  std::unordered_map<std::string, StopRequest> stops_;        // job id -> stop
-  std::unordered_map<std::string, StopWaiter> stop_waiters_;  // worker id -> waiter
-  TimerMap timers_;
   int64_t next_seq_ = 1;
   FastRandom random_;  // job ids
-  uint64_t next_waiter_id_ = 1;
 };
-
-// The client-facing status object of a job (runpod-protocol.md §1), as JSON text.
-std::string StatusJson(const Job& job, int64_t now_ms);
 
 }  // namespace gantry::jobs
