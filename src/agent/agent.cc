@@ -34,10 +34,20 @@ class AgentHttp {
 static void AddTemplates(const TemplateManager& tm, protocol::NodeStatus* status) {
   status->templates.emplace();
   for (const auto& t : tm.Reports()) {
-    protocol::TemplateState state = t.state == "starting" ? protocol::TemplateState::kStarting
-                                    : t.state == "ready"  ? protocol::TemplateState::kReady
-                                    : t.state == "busy"   ? protocol::TemplateState::kBusy
-                                                          : protocol::TemplateState::kNone;
+    protocol::TemplateState state = protocol::TemplateState::kNone;
+    switch (t.state) {
+      case TemplateState::kNone:
+        break;
+      case TemplateState::kStarting:
+        state = protocol::TemplateState::kStarting;
+        break;
+      case TemplateState::kBusy:
+        state = protocol::TemplateState::kBusy;
+        break;
+      case TemplateState::kReady:
+        state = protocol::TemplateState::kReady;
+        break;
+    }
     status->templates->push_back({t.endpoint_id, t.version, state, t.pid, t.memory_kb / 1024,
                                   t.forks, t.snapshot, t.snapshot_bytes >> 20, t.container});
   }
@@ -48,7 +58,8 @@ static void AddTemplates(const TemplateManager& tm, protocol::NodeStatus* status
                                                    c.restore_failures,
                                                    c.template_failures,
                                                    c.snapshot_failures,
-                                                   c.evictions};
+                                                   c.evictions,
+                                                   c.retirements};
 }
 
 static std::string HostName() {
@@ -205,11 +216,13 @@ Status Agent::Start() {
     inventory_.gpus = DiscoverNvmlGpus(&note);
     GLOG_INFO("agent: %s", note.c_str());
   }
-  AgentHttp http(*url, options_.token);
-  GANTRY_RETURN_IF_ERROR(Register(&http));
+  inventory_.runtime.limits = runtime_->limits_summary();
   if (std::string note = runtime_->limits_note(); !note.empty()) {
     GLOG_WARN("agent: worker limits not enforced: %s", note.c_str());
+    inventory_.runtime.limits = "none: " + note;
   }
+  AgentHttp http(*url, options_.token);
+  GANTRY_RETURN_IF_ERROR(Register(&http));
   GLOG_INFO("agent: node %s registered with %s (%zu GPUs)", options_.node_id.c_str(),
             options_.server_url.c_str(), inventory_.gpus.size());
   poll_thread_ = std::thread([this] { PollLoop(); });
@@ -237,18 +250,15 @@ void Agent::CollectImages(int64_t now_ms) {
   if (gc_running_ || prefetch_->Busy() || reconciler_.PreparingContainers()) return;
   last_gc_ms_ = now_ms;
   std::set<std::string> keep = containers_->ImagesInUse();
-  for (const std::string& image : wanted_images_) {
-    auto ref = oci::ImageRef::Parse(image);
-    if (!ref.ok()) continue;
-    if (auto found = images_->Lookup(*ref); found.ok()) keep.insert(found->digest);
-  }
+  keep.merge(WantedDigests());
   std::vector<std::string> remove = image_gc_.Sweep(images_->List(), keep, now_ms);
   if (remove.empty()) return;
   if (gc_thread_.joinable()) gc_thread_.join();  // done: gc_running_ is false
   gc_running_ = true;
   gc_thread_ = std::thread([this, remove = std::move(remove)] {
     for (const std::string& digest : remove) {
-      Status st = images_->Remove(digest);
+      // Wanted again since the sweep (a redeploy): kept. The store holds the pulls meanwhile.
+      Status st = images_->Remove(digest, [&] { return WantedDigests().count(digest) > 0; });
       if (st.ok()) {
         GLOG_INFO("agent: removed image %s, unused for %lld s", digest.c_str(),
                   static_cast<long long>(options_.image_keep_unused_ms / 1000));
@@ -258,6 +268,21 @@ void Agent::CollectImages(int64_t now_ms) {
     }
     gc_running_ = false;
   });
+}
+
+std::set<std::string> Agent::WantedDigests() const {
+  std::vector<std::string> images;
+  {
+    std::lock_guard<std::mutex> lock(wanted_mu_);
+    images = wanted_images_;
+  }
+  std::set<std::string> out;
+  for (const std::string& image : images) {
+    auto ref = oci::ImageRef::Parse(image);
+    if (!ref.ok()) continue;
+    if (auto found = images_->Lookup(*ref); found.ok()) out.insert(found->digest);
+  }
+  return out;
 }
 
 void Agent::PollLoop() {
@@ -301,10 +326,10 @@ protocol::NodeStatus Agent::CurrentStatus() const {
   if (prefetch_) {
     status.images.emplace();
     for (const auto& p : prefetch_->Reports()) {
-      const auto state = p.state == "pulling" ? protocol::PullState::kPulling
-                         : p.state == "ready" ? protocol::PullState::kReady
-                                              : protocol::PullState::kFailed;
-      status.images->push_back({p.image, p.generation, state, p.detail, p.updated_ms});
+      const auto state = p.state == oci::PrefetchState::kPulling ? protocol::PullState::kPulling
+                         : p.state == oci::PrefetchState::kReady ? protocol::PullState::kReady
+                                                                 : protocol::PullState::kFailed;
+      status.images->push_back({p.image, p.generation, state, p.detail, p.updated_ms, p.fetches});
     }
   }
   return status;
@@ -331,12 +356,17 @@ void Agent::MainLoop() {
     if (stopping_) break;
     if (next && prefetch_ && next->has_images) {
       std::vector<oci::PrefetchWant> wants;
+      {
+        // Wanted before any pull of it starts: an image removal asks this under the store's
+        // lock, which the pulls then wait for.
+        std::lock_guard<std::mutex> lock(wanted_mu_);
+        wanted_images_.clear();
+        for (const auto& i : next->images) wanted_images_.push_back(i.image);
+      }
       for (const auto& i : next->images) {
         wants.push_back(oci::PrefetchWant{i.image, i.generation, PullOptionsFor(i)});
       }
       prefetch_->Want(wants);
-      wanted_images_.clear();
-      for (const auto& i : next->images) wanted_images_.push_back(i.image);
     }
     if (next) reconciler_.SetAssignment(*next);
     bool changed = reconciler_.Step();

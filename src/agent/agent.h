@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -83,6 +84,9 @@ class Agent {
   // Image garbage collection: decided on the main loop, removals on gc_thread_.
   void CollectImages(int64_t now_ms);
   oci::ImageGc image_gc_;
+  // The digests of the wanted images the store holds. Any thread.
+  std::set<std::string> WantedDigests() const;
+  mutable std::mutex wanted_mu_;            // guards wanted_images_ (read by gc_thread_)
   std::vector<std::string> wanted_images_;  // the last assignment's images
   int64_t last_gc_ms_ = 0;
   std::atomic<bool> gc_running_{false};

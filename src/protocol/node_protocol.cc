@@ -161,15 +161,14 @@ json::object EncodeCounters(const StartCounters& c) {
                       {"restoreFailures", c.restore_failures},
                       {"templateFailures", c.template_failures},
                       {"snapshotFailures", c.snapshot_failures},
-                      {"evictions", c.evictions}};
+                      {"evictions", c.evictions},
+                      {"retirements", c.retirements}};
 }
 
 json::object EncodePull(const ImagePullReport& p) {
-  return json::object{{"image", p.image},
-                      {"generation", p.generation},
-                      {"state", PullStateName(p.state)},
-                      {"detail", p.detail},
-                      {"updatedAt", p.updated_ms}};
+  return json::object{
+      {"image", p.image},   {"generation", p.generation}, {"state", PullStateName(p.state)},
+      {"detail", p.detail}, {"updatedAt", p.updated_ms},  {"fetches", p.fetches}};
 }
 
 std::optional<TemplateReport> DecodeTemplate(const json::object& o) {
@@ -199,6 +198,7 @@ StartCounters DecodeCounters(const json::object& o) {
   f.Get("templateFailures", &c.template_failures);
   f.Get("snapshotFailures", &c.snapshot_failures);
   f.Get("evictions", &c.evictions);
+  f.Get("retirements", &c.retirements);
   return c;
 }
 
@@ -212,6 +212,7 @@ std::optional<ImagePullReport> DecodePull(const json::object& o) {
   if (p.image.empty() || !ParseName(state, kPullStates, &p.state)) return std::nullopt;
   f.Get("detail", &p.detail);
   f.Get("updatedAt", &p.updated_ms);
+  f.Get("fetches", &p.fetches);
   return p;
 }
 

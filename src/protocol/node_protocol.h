@@ -163,6 +163,7 @@ struct StartCounters {
   int64_t template_failures = 0;  // templates that died or never parked
   int64_t snapshot_failures = 0;
   int64_t evictions = 0;
+  int64_t retirements = 0;  // container templates retired while their workers ran
   bool operator==(const StartCounters&) const = default;
 };
 
@@ -176,6 +177,7 @@ struct ImagePullReport {
   PullState state = PullState::kQueued;
   std::string detail;  // the pull's last event, or why it failed
   int64_t updated_ms = 0;
+  int64_t fetches = 0;  // how many times the node has fetched this image since its agent started
   bool operator==(const ImagePullReport&) const = default;
 };
 

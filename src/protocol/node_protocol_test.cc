@@ -66,8 +66,8 @@ TEST(NodeProtocolTest, StatusRoundTrips) {
   s.templates =
       std::vector<TemplateReport>{{"ep", 7, TemplateState::kReady, 123, 40, 3, true, 12, true},
                                   {"ep2", 1, TemplateState::kNone, 0, 0, 0, true, 5, false}};
-  s.start_counters = StartCounters{1, 2, 3, 4, 5, 6, 7};
-  s.images = std::vector<ImagePullReport>{{"r/i:1", "ep:1", PullState::kFailed, "nope", 99}};
+  s.start_counters = StartCounters{1, 2, 3, 4, 5, 6, 7, 8};
+  s.images = std::vector<ImagePullReport>{{"r/i:1", "ep:1", PullState::kFailed, "nope", 99, 2}};
   EXPECT_EQ(RoundTrip(s, DecodeStatus), s);
 }
 
@@ -113,16 +113,16 @@ TEST(NodeProtocolTest, StatusWireFormatIsStable) {
   s.bundles = {"d"};
   s.templates =
       std::vector<TemplateReport>{{"ep", 7, TemplateState::kBusy, 9, 1, 2, true, 3, false}};
-  s.start_counters = StartCounters{1, 2, 3, 4, 5, 6, 7};
-  s.images = std::vector<ImagePullReport>{{"r/i:1", "g", PullState::kPulling, "d", 4}};
+  s.start_counters = StartCounters{1, 2, 3, 4, 5, 6, 7, 8};
+  s.images = std::vector<ImagePullReport>{{"r/i:1", "g", PullState::kPulling, "d", 4, 1}};
   EXPECT_EQ(ToJson(Encode(s)),
             R"({"workers":[{"workerId":"w-1","state":"exited","receivedAt":1,"spawnedAt":2,)"
             R"("exitCode":3,"error":"e","startPath":"full","startNote":"n"}],"bundles":["d"],)"
             R"("templates":[{"endpointId":"ep","version":7,"state":"busy","pid":9,"memoryMb":1,)"
             R"("forks":2,"snapshot":true,"snapshotMb":3,"container":false}],"startCounters":)"
             R"({"forks":1,"restores":2,"forkFailures":3,"restoreFailures":4,"templateFailures":5,)"
-            R"("snapshotFailures":6,"evictions":7},"images":[{"image":"r/i:1","generation":"g",)"
-            R"("state":"pulling","detail":"d","updatedAt":4}]})");
+            R"("snapshotFailures":6,"evictions":7,"retirements":8},"images":[{"image":"r/i:1",)"
+            R"("generation":"g","state":"pulling","detail":"d","updatedAt":4,"fetches":1}]})");
 }
 
 TEST(NodeProtocolTest, DecodersAreLenientAboutFieldsAndStrictAboutTheBody) {

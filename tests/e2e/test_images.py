@@ -4,7 +4,6 @@ image (tests/images/build_test_image.sh, tag "worker") is Debian with python3, t
 SDK and tests/images/worker.py; it is built once and cached."""
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -101,18 +100,19 @@ class ImageTest(E2ETest):
         logs = self.server.request("GET", "/v1/logs?worker=" + r["workerId"]).json
         text = "\n".join(l["text"] for l in logs.get("lines", []))
         self.assertIn("gantry: pull:", text)
-        # The agent says which OCI runtime runs containers here: crun where its probe container
+        # The node says which OCI runtime runs containers here: crun where its probe container
         # ran, else runc, with crun's reason (on this project's VMs: cgroup hybrid mode).
-        with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
-            log = f.read()
-        self.assertRegex(log, r"container workers run with \S*(crun|runc)")
-        if re.search(r"container workers run with \S*runc", log) and shutil.which("crun"):
-            self.assertIn("crun cannot run a container here (", log)
-        # Which cgroup layout the agent uses: v2 alone where it is (tests/vm), else v1.
+        runtime = self.node()["runtime"]
+        self.assertIn(runtime["ociRuntime"], ("crun", "runc"), runtime)
+        if runtime["ociRuntime"] == "runc" and shutil.which("crun"):
+            self.assertTrue(any("crun cannot run a container here (" in n
+                                for n in runtime["ociNotes"]), runtime)
+        # Which cgroup layout carries the limits: v2 alone where it is (tests/vm), else v1.
         v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-        self.assertIn("limits through cgroup v%d (memory, cpu, pids)" % (2 if v2 else 1), log)
+        self.assertTrue(runtime["limits"].startswith(
+            "cgroup v%d (memory, cpu, pids) under " % (2 if v2 else 1)), runtime)
         if v2 and shutil.which("crun"):
-            self.assertRegex(log, r"container workers run with \S*crun")
+            self.assertEqual(runtime["ociRuntime"], "crun", runtime)
 
     def test_gpu_worker_gets_its_gpus(self):
         # A simulated inventory: the scheduler assigns GPUs as on a GPU host; the container gets
@@ -171,18 +171,18 @@ class ImageTest(E2ETest):
         self.assertEqual(self.worker_report(st["workerId"])["startPath"], "fork")
         # A new version while the forked worker runs its job: the old template is dropped, but
         # its exit would end its worker's PID namespace, so it waits for it (retired).
+        retired = self.node()["startCounters"]["retirements"]
         self.server.request("PATCH", "/v1/endpoints/ver", {"env": {"NEW": "1"}})
         self.wait_for(lambda: (self.template("ver") or {}).get("version") != old["version"],
                       what="the old template to be dropped")
         self.assertNotIn(proc_state(old["pid"]), (None, "Z"))  # retired, still running
+        self.assertEqual(self.node()["startCounters"]["retirements"], retired + 1)
         done = self.server.wait_status("ver", job["id"], {"COMPLETED", "FAILED"}, timeout=30)
         self.assertEqual(done["status"], "COMPLETED", done)
         self.assertEqual(done["output"]["slept"], 4)
         # Then it exits, and its bundle goes.
         self.wait_for(lambda: proc_state(old["pid"]) in (None, "Z"),
                       what="the retired template to exit", timeout=30)
-        with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
-            self.assertIn("ver-v%d retired" % old["version"], f.read())
 
     def container_processes(self, ids):
         """Pids of the live processes in the cgroups of these containers (bundle names)."""
@@ -323,10 +323,9 @@ class ImageTest(E2ETest):
         self.assertIn("image ready on 1 node", again.stdout)
         r = self.server.request("PATCH", "/v1/endpoints/pre", {"env": {"X": "1"}})
         self.assertEqual(r.json["version"], 2, r)
-        log = os.path.join(self.server.data_dir, "server.log")
-        prefetches = lambda: open(log, errors="replace").read().count(
-            "prefetching image " + self.image)
-        self.wait_for(lambda: prefetches() == 2, timeout=30, what="a second prefetch")
+        fetches = lambda: [i["fetches"] for i in self.node().get("images", [])
+                           if i["image"] == self.image]
+        self.wait_for(lambda: fetches() == [2], timeout=30, what="a second fetch of the image")
         self.wait_for(lambda: [x["state"] for x in self.server.request(
             "GET", "/v1/endpoints/pre").json["imagePulls"]] == ["ready"], timeout=60,
             what="the image ready again")
@@ -362,11 +361,7 @@ class ImageTest(E2ETest):
         self.assertEqual(len(unpacked()), 1)
         # No endpoint uses it any more: removed once its grace has run out (the worker stops).
         self.assertEqual(self.server.request("DELETE", "/v1/endpoints/gc").status, 200)
-        def removed():
-            with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
-                return "agent: removed image sha256:" in f.read()
-        self.wait_for(removed, timeout=30, what="the image removed")
-        self.assertEqual(unpacked(), [])
+        self.wait_for(lambda: unpacked() == [], timeout=30, what="the image removed")
         # Deployed again, it is pulled again.
         p = self.deploy("--image", self.image, "--id", "gc2")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)

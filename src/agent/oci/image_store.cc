@@ -217,6 +217,12 @@ ImageStore::Counters ImageStore::counters() const {
 
 Result<Image> ImageStore::Pull(const ImageRef& ref, const PullOptions& options,
                                const ProgressFn& progress) {
+  std::shared_lock<std::shared_mutex> no_removal(pulls_mu_);
+  return PullCounted(ref, options, progress);
+}
+
+Result<Image> ImageStore::PullCounted(const ImageRef& ref, const PullOptions& options,
+                                      const ProgressFn& progress) {
   Result<Image> image = PullImpl(ref, options, progress);
   (image.ok() ? pulls_ : pull_failures_)++;
   if (image.ok()) {
@@ -364,6 +370,7 @@ Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
 
 Result<Image> ImageStore::Ensure(const ImageRef& ref, const PullOptions& options,
                                  const ProgressFn& progress) {
+  std::shared_lock<std::shared_mutex> no_removal(pulls_mu_);
   if (!ref.digest.empty() || ref.tag != "latest") {
     Result<Image> image = Lookup(ref);
     if (image.ok()) {
@@ -374,7 +381,7 @@ Result<Image> ImageStore::Ensure(const ImageRef& ref, const PullOptions& options
       return image;
     }
   }
-  return Pull(ref, options, progress);
+  return PullCounted(ref, options, progress);
 }
 
 Status ImageStore::WriteRef(const std::string& tag, const std::string& digest) {
@@ -441,10 +448,16 @@ std::vector<std::string> ImageStore::List() const {
   return out;
 }
 
-Status ImageStore::Remove(const std::string& digest) {
+Status ImageStore::Remove(const std::string& digest, const std::function<bool()>& keep) {
   if (!IsSha256Digest(digest)) {
     return InvalidArgument("\"" + digest + "\" is not a sha256:<64 hex> manifest digest");
   }
+  std::unique_lock<std::shared_mutex> no_pulls(pulls_mu_);
+  if (keep && keep()) return FailedPrecondition("image " + digest + " is wanted again");
+  return RemoveLocked(digest);
+}
+
+Status ImageStore::RemoveLocked(const std::string& digest) {
   const std::string hex = digest.substr(7);
   const std::string dest = RootfsDir(hex);
   bool found = false;

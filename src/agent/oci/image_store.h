@@ -45,6 +45,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -206,12 +207,15 @@ class ImageStore {
 
   // Removes the unpacked rootfs of the manifest `digest` ("sha256:<hex>"), every tag of the
   // layout that names that manifest, and then every blob no other tag reaches (umoci gc). The
-  // caller makes sure no container uses the rootfs any more (the store does not track users),
-  // and that no Pull of the same image runs (it could fail, Internal, and is to be retried).
-  // The rootfs's lock file stays (empty; removing it would break the lock for waiters).
-  // NotFound when the store holds neither a rootfs nor a tag of it; InvalidArgument for a
-  // malformed digest.
-  Status Remove(const std::string& digest);
+  // caller makes sure no container uses the rootfs any more (the store does not track users).
+  // It waits for the Pull() and Ensure() calls of this store that are running, and holds new
+  // ones until it returns, so that no pull sees a half-removed image (one that starts after it
+  // fetches the image again); then it asks `keep` (may be empty), and leaves the image as it is
+  // when that answers true (FailedPrecondition): the caller checks there that nothing started
+  // to want the image meanwhile. The rootfs's lock file stays (empty; removing it would break
+  // the lock for waiters). NotFound when the store holds neither a rootfs nor a tag of it;
+  // InvalidArgument for a malformed digest.
+  Status Remove(const std::string& digest, const std::function<bool()>& keep = {});
 
   // The manifest digests ("sha256:<hex>") whose rootfs is unpacked in the store, sorted.
   std::vector<std::string> List() const;
@@ -236,8 +240,12 @@ class ImageStore {
  private:
   ImageStore(std::string root, ImageTools* tools, ImageStoreOptions options);
 
+  // Pull() without taking pulls_mu_ (its caller holds it).
+  Result<Image> PullCounted(const ImageRef& ref, const PullOptions& options,
+                            const ProgressFn& progress);
   Result<Image> PullImpl(const ImageRef& ref, const PullOptions& options,
                          const ProgressFn& progress);
+  Status RemoveLocked(const std::string& digest);
   // Runs skopeo copy (`args`) under the layout's exclusive lock, then reads the manifest and
   // config it copied into *image, records the ref (WriteRef) and pins the manifest by digest.
   // Every text that reaches progress or an error goes through `redact`.
@@ -251,6 +259,8 @@ class ImageStore {
   ImageTools* const tools_;
   const ImageStoreOptions options_;
   std::atomic<int64_t> pulls_{0}, pull_failures_{0}, unpacks_{0}, rootfs_reused_{0};
+  // Held shared by each Pull() and Ensure(), exclusively by Remove().
+  std::shared_mutex pulls_mu_;
 };
 
 }  // namespace gantry::agent::oci

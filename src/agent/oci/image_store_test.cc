@@ -448,6 +448,35 @@ TEST_F(FakeToolsTest, LookupDoesNotWaitForACopyOfAnotherImage) {
   EXPECT_EQ(store_->Lookup(*ref).status().code(), Code::kNotFound);
 }
 
+// A removal that raced a pull of the same image used to untag it between the pull's copy and
+// its unpack ("tag is not found"): Remove waits for running pulls, then asks whether the image
+// is still unwanted.
+TEST_F(FakeToolsTest, RemoveWaitsForRunningPullsThenAsksWhetherToKeepTheImage) {
+  Result<Image> first = Pull("127.0.0.1:5000/gantry/test:1");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(store_->Remove(first->digest).ok());
+  tools_.unpack_delay_ms = 300;
+  auto pulled =
+      std::async(std::launch::async, [&] { return Pull("127.0.0.1:5000/gantry/test:1"); });
+  auto unpacks = [&] {
+    std::lock_guard<std::mutex> l(tools_.mu);
+    return tools_.unpacks;
+  };
+  while (unpacks() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  bool rootfs_when_asked = false;
+  Status st = store_->Remove(first->digest, [&] {
+    rootfs_when_asked = fs::exists(first->rootfs);  // the pull has finished by now
+    return true;                                    // ... and wants it: keep
+  });
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition) << st.ToString();
+  EXPECT_TRUE(rootfs_when_asked);
+  Result<Image> second = pulled.get();
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_TRUE(fs::exists(second->rootfs));
+  ASSERT_TRUE(store_->Remove(first->digest, [] { return false; }).ok());
+  EXPECT_FALSE(fs::exists(second->rootfs));
+}
+
 TEST_F(FakeToolsTest, RemoveDeletesTheRootfsAndUntags) {
   Result<Image> image = Pull("127.0.0.1:5000/gantry/test:latest");
   ASSERT_TRUE(image.ok());

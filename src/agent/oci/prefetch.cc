@@ -47,7 +47,8 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
     if (entries_.count(image)) continue;
     auto pull = std::make_shared<Pull>();
     pull->generation = want->generation;
-    pull->report = PrefetchReport{image, want->generation, "pulling", "starting", clock_->NowMs()};
+    pull->report = PrefetchReport{image,      want->generation, PrefetchState::kPulling,
+                                  "starting", clock_->NowMs(),  ++fetches_[image]};
     PullOptions options = want->pull;
     options.cancel = &pull->cancel;
     const Clock* clock = clock_;
@@ -55,19 +56,20 @@ void ImagePrefetcher::Want(const std::vector<PrefetchWant>& wants) {
     GLOG_INFO("agent: prefetching image %s", image.c_str());
     std::atomic<uint64_t>* changes = &changes_;  // outlives the thread: Stop() joins it
     std::thread t([pull, options, clock, fn, changes, image = image] {
-      auto set = [&](const std::string& state, const std::string& detail) {
+      auto set = [&](PrefetchState state, const std::string& detail) {
         std::lock_guard<std::mutex> lock(pull->mu);
         pull->report.state = state;
         pull->report.detail = detail;
         pull->report.updated_ms = clock->NowMs();
         ++*changes;
       };
-      Status st = fn(image, options, [&](const PullEvent& e) { set("pulling", e.text); });
+      Status st =
+          fn(image, options, [&](const PullEvent& e) { set(PrefetchState::kPulling, e.text); });
       if (st.ok()) {
-        set("ready", "pulled");
+        set(PrefetchState::kReady, "pulled");
       } else if (!pull->cancel) {
         GLOG_WARN("agent: prefetch of %s failed: %s", image.c_str(), st.ToString().c_str());
-        set("failed", st.message());
+        set(PrefetchState::kFailed, st.message());
       }
       pull->done = true;
     });

@@ -2,7 +2,7 @@
 // ImagePrefetcher: pulls the images the server lists for this node (Assignment::images: those of
 // every endpoint with an image that could run here) as soon as they are deployed, before any
 // worker of them starts, and keeps each pull's state for the node status ("images"), which is
-// what `gantry deploy --image` follows to show the pull (issue 5). A worker that starts while its
+// what `gantry deploy --image` follows to show the pull. A worker that starts while its
 // image is still being prefetched pulls it too; the image store's locks make the second pull
 // wait for the first and reuse what it fetched.
 //
@@ -31,12 +31,15 @@ struct PrefetchWant {
   PullOptions pull;        // credentials and insecure; `cancel` is the prefetcher's own
 };
 
+enum class PrefetchState { kPulling, kReady, kFailed };
+
 struct PrefetchReport {
   std::string image;
   std::string generation;  // of the want this pull is for
-  std::string state;       // "pulling", "ready" or "failed"
-  std::string detail;      // the pull's last event, or why it failed
+  PrefetchState state = PrefetchState::kPulling;
+  std::string detail;  // the pull's last event, or why it failed
   int64_t updated_ms = 0;
+  int64_t fetches = 0;  // pulls of this image started since the prefetcher was made
 };
 
 // Fetches `image` (e.g. ImageStore::Ensure after ImageRef::Parse), calling `progress` with its
@@ -76,8 +79,9 @@ class ImagePrefetcher {
 
   PrefetchPullFn pull_fn_;
   const Clock* clock_;
-  std::map<std::string, Entry> entries_;  // by image
-  std::vector<Entry> retired_;            // cancelled, joined once their thread is done
+  std::map<std::string, Entry> entries_;    // by image
+  std::map<std::string, int64_t> fetches_;  // by image: pulls started
+  std::vector<Entry> retired_;              // cancelled, joined once their thread is done
   std::atomic<uint64_t> changes_{0};
 };
 

@@ -52,7 +52,7 @@ struct FakePulls {
 
 // Waits until the prefetcher reports `image` in `state`; the report, or nullopt after 10 s.
 std::optional<PrefetchReport> WaitFor(const ImagePrefetcher& p, const std::string& image,
-                                      const std::string& state) {
+                                      PrefetchState state) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
     for (const auto& r : p.Reports()) {
@@ -70,7 +70,7 @@ TEST(ImagePrefetcherTest, PullsEachWantedImageOnceAndReportsHowItWent) {
   PrefetchWant a{"reg/a:1", {}}, b{"reg/b:1", {}};
   b.pull.credentials = RegistryCredentials{"u", "p"};
   p.Want({b, a});
-  ASSERT_TRUE(WaitFor(p, "reg/a:1", "pulling"));
+  ASSERT_TRUE(WaitFor(p, "reg/a:1", PrefetchState::kPulling));
   // The pull's events show while it runs.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (p.Reports()[0].detail != "copying blob sha256:aa" &&
@@ -80,8 +80,8 @@ TEST(ImagePrefetcherTest, PullsEachWantedImageOnceAndReportsHowItWent) {
   EXPECT_EQ(p.Reports()[0].detail, "copying blob sha256:aa");
   pulls.Release("reg/a:1");
   pulls.Release("reg/b:1", NotFound("manifest unknown: reg/b:1 not found"));
-  EXPECT_TRUE(WaitFor(p, "reg/a:1", "ready"));
-  auto failed = WaitFor(p, "reg/b:1", "failed");
+  EXPECT_TRUE(WaitFor(p, "reg/a:1", PrefetchState::kReady));
+  auto failed = WaitFor(p, "reg/b:1", PrefetchState::kFailed);
   ASSERT_TRUE(failed);
   EXPECT_EQ(failed->detail, "manifest unknown: reg/b:1 not found");
   // Sorted by image; wanting the same images again pulls nothing again.
@@ -92,6 +92,8 @@ TEST(ImagePrefetcherTest, PullsEachWantedImageOnceAndReportsHowItWent) {
   EXPECT_EQ(reports[1].image, "reg/b:1");
   EXPECT_EQ(pulls.calls["reg/a:1"], 1);
   EXPECT_EQ(pulls.calls["reg/b:1"], 1);
+  EXPECT_EQ(reports[0].fetches, 1);
+  EXPECT_EQ(reports[1].fetches, 1);
   // A redeploy (another generation) fetches the image again and reports that pull.
   PrefetchWant again{"reg/a:1", "e:2", {}};
   {
@@ -99,11 +101,12 @@ TEST(ImagePrefetcherTest, PullsEachWantedImageOnceAndReportsHowItWent) {
     pulls.released["reg/a:1"] = false;
   }
   p.Want({again, b});
-  auto redone = WaitFor(p, "reg/a:1", "pulling");
+  auto redone = WaitFor(p, "reg/a:1", PrefetchState::kPulling);
   ASSERT_TRUE(redone);
   EXPECT_EQ(redone->generation, "e:2");
+  EXPECT_EQ(redone->fetches, 2);  // the node's second fetch of it
   pulls.Release("reg/a:1");
-  EXPECT_TRUE(WaitFor(p, "reg/a:1", "ready"));
+  EXPECT_TRUE(WaitFor(p, "reg/a:1", PrefetchState::kReady));
   p.Stop();
   EXPECT_EQ(pulls.calls["reg/a:1"], 2);
   EXPECT_EQ(pulls.calls["reg/b:1"], 1);
@@ -116,7 +119,7 @@ TEST(ImagePrefetcherTest, AnImageNoLongerWantedIsCancelledAndForgotten) {
   SystemClock clock;
   auto p = std::make_unique<ImagePrefetcher>(pulls.Fn(), &clock);
   p->Want({{"reg/gone:1", {}}, {"reg/kept:1", {}}});
-  ASSERT_TRUE(WaitFor(*p, "reg/gone:1", "pulling"));
+  ASSERT_TRUE(WaitFor(*p, "reg/gone:1", PrefetchState::kPulling));
   p->Want({{"reg/kept:1", {}}});  // its endpoint was deleted: the pull is cancelled
   auto reports = p->Reports();
   ASSERT_EQ(reports.size(), 1u);

@@ -39,6 +39,7 @@ class FakeProcessRuntime final : public ProcessRuntime {
   std::vector<std::string> Running() const override;
   void StopAll(int64_t grace_ms) override;
   std::string limits_note() const override { return ""; }
+  std::string limits_summary() const override { return "fake"; }
 
   // Test controls. Ids that are not running are ignored.
   // The next Start() fails with `status` (and is still recorded in starts()).

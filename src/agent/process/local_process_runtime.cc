@@ -88,6 +88,9 @@ class LocalProcessRuntime final : public ProcessRuntime {
   std::vector<std::string> Running() const override;
   void StopAll(int64_t grace_ms) override;
   std::string limits_note() const override { return cgroups_.note(); }
+  std::string limits_summary() const override {
+    return cgroups_.enabled() ? cgroups_.Summary() : "";
+  }
 
  private:
   struct Stream {

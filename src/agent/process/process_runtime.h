@@ -158,6 +158,9 @@ class ProcessRuntime {
 
   // "" when cpu and memory limits are enforced; otherwise why they are not.
   virtual std::string limits_note() const = 0;
+  // How limits are applied, e.g. "cgroup v2 (memory, cpu, pids) under /sys/fs/cgroup/gantry";
+  // "" when they are not (limits_note() says why).
+  virtual std::string limits_summary() const = 0;
 };
 
 struct ProcessRuntimeOptions {

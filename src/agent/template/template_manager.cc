@@ -256,6 +256,7 @@ void TemplateManager::Drop(std::string key, const std::string& why, bool failed)
     GLOG_INFO("templates: %s retired (%s): it exits after its %zu workers", key.c_str(),
               why.c_str(), it->second->workers.size());
     ReleaseSpareCgroup(*it->second);  // it closes its spare
+    ++counters_.retirements;
     retiring_[it->second->process_id] = std::move(it->second);
     templates_.erase(it);
     if (failed) failed_[key] = why;
@@ -463,9 +464,9 @@ std::vector<TemplateReport> TemplateManager::Reports() const {
     TemplateReport r;
     r.endpoint_id = t->endpoint_id;
     r.version = t->version;
-    r.state = t->phase == Template::Phase::kStarting ? "starting"
-              : t->phase == Template::Phase::kReady  ? "ready"
-                                                     : "busy";
+    r.state = t->phase == Template::Phase::kStarting ? TemplateState::kStarting
+              : t->phase == Template::Phase::kReady  ? TemplateState::kReady
+                                                     : TemplateState::kBusy;
     r.pid = t->pid;
     r.memory_kb = t->memory_kb;
     r.forks = t->forks;

@@ -71,11 +71,19 @@ struct TemplateOptions {
   int init_nice = 10;
 };
 
+// The state of an endpoint version's template on this node.
+enum class TemplateState {
+  kNone,      // no template; maybe a snapshot (HasSnapshot())
+  kStarting,  // a fresh template is initialising: as slow as a full start
+  kBusy,      // being checkpointed or restored: ready soon
+  kReady,
+};
+
 // What the agent reports about one template or snapshot (DESIGN §2.4).
 struct TemplateReport {
   std::string endpoint_id;
   int64_t version = 0;
-  std::string state;  // "starting", "ready", "busy" (checkpoint or restore), "" (snapshot only)
+  TemplateState state = TemplateState::kNone;  // kNone: the snapshot only
   int pid = 0;
   int64_t memory_kb = 0;  // PSS at the last budget check
   int64_t forks = 0;
@@ -101,16 +109,12 @@ struct StartCounters {
   int64_t template_failures = 0;  // templates that died or never parked
   int64_t snapshot_failures = 0;
   int64_t evictions = 0;
+  int64_t retirements = 0;  // container templates retired while their workers ran
 };
 
 class TemplateManager {
  public:
-  enum class State {
-    kNone,      // no template; maybe a snapshot (HasSnapshot())
-    kStarting,  // a fresh template is initialising: as slow as a full start
-    kBusy,      // being checkpointed or restored: ready soon
-    kReady,
-  };
+  using State = TemplateState;
 
   // `runtime` (not owned) runs the templates and the forked workers; `snapshotter` (not owned,
   // may be null: no snapshots); `probe` measures templates and the host. Reads the snapshots
