@@ -30,11 +30,10 @@ class ApiTest : public ::testing::Test {
  protected:
   ApiTest()
       : blob_dir_(MakeTempDir()),
-        jobs_(
-            &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+        jobs_(&clock_, &store_, {}, [](auto&&...) {}),
         endpoints_(&clock_, &store_, &jobs_),
         workers_(&clock_, &store_, &jobs_, scheduling::WorkerOptions{}),
-        metering_(&clock_, &store_, scheduling::DefaultPrices()),
+        metering_(&clock_, &store_, scheduling::DefaultPrices(), &jobs_, &workers_),
         logs_(&store_),
         scheduler_(&clock_, &jobs_, &endpoints_, &workers_, scheduling::SchedulerOptions{},
                    &worker_env_, &metering_),

@@ -20,8 +20,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The server's modules, each made from those declared above it and destroyed in reverse. Loop
-// thread only once the loop runs.
+// The server's modules, each made from those declared above it and destroyed in reverse. Each
+// takes what it calls at construction; what it must hear of from the modules above it (a queued
+// job, a deploy, a stopped worker) it observes, subscribing itself (jobs::JobObserver,
+// EndpointObserver, WorkerObserver). Loop thread only once the loop runs.
 struct Modules {
   Modules(const ServerConfig& config, const Clock* clock, http::EventLoop* loop,
           store::Store* store, const std::string& public_url, scheduling::PriceTable prices);
@@ -71,26 +73,16 @@ Modules::Modules(const ServerConfig& config, const Clock* clock, http::EventLoop
                  store::Store* store, const std::string& public_url, scheduling::PriceTable prices)
     : clock(clock),
       jobs(clock, store, JobsOptionsOf(config),
-           WebhookPoster(loop, JobsOptionsOf(config).webhook_timeout_ms),
-           [this](const std::string& worker, const std::string& why) {
-             scheduler.Kill(worker, why);
-           }),
+           WebhookPoster(loop, JobsOptionsOf(config).webhook_timeout_ms)),
       endpoints(clock, store, &jobs),
       workers(clock, store, &jobs, WorkerOptionsOf(config)),
-      metering(clock, store, std::move(prices)),
+      metering(clock, store, std::move(prices), &jobs, &workers),
       logs(store),
       worker_env(public_url, config.ping_interval_ms),
       scheduler(clock, &jobs, &endpoints, &workers, scheduling::SchedulerOptions{}, &worker_env,
                 &metering),
       keys(clock, store),
-      blobs((fs::path(config.data_dir) / "blobs").string()) {
-  workers.SetStopListener(
-      [this](const scheduling::WorkerInfo& w) { metering.WorkerStopped(w.id); });
-  jobs.SetFinishListener(
-      [this](const std::string& ep, int64_t ms) { metering.JobFinished(ep, ms); });
-  jobs.SetEnqueueListener([this](const std::string& ep) { scheduler.Evaluate(ep); });
-  endpoints.SetChangeListener([this](const std::string& ep) { scheduler.EndpointChanged(ep); });
-}
+      blobs((fs::path(config.data_dir) / "blobs").string()) {}
 
 Status Modules::Load(store::Store* store) {
   auto job_records = store->LoadJobs();

@@ -16,7 +16,7 @@ static std::string NewJobId(FastRandom& random) {
 }
 
 JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions options,
-                       WebhookPoster poster, KillWorker kill)
+                       WebhookPoster poster)
     : clock_(clock),
       store_(store),
       options_(options),
@@ -25,7 +25,12 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
       exec_timeout_kind_(deadlines_.AddKind([this](const Due& d) { ExecTimeoutDue(d); })),
       ttl_kind_(deadlines_.AddKind([this](const Due& d) { TtlDue(d); })),
       retention_kind_(deadlines_.AddKind([this](const Due& d) { RetentionDue(d); })),
-      stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms}, std::move(kill)),
+      stops_(clock, &deadlines_, {options.stop_grace_ms, options.stop_reoffer_ms},
+             [this](const std::string& worker, const std::string& why) {
+               for (JobObserver* o : observers_) {
+                 o->OnWorkerOverdue(worker, why);
+               }
+             }),
       webhooks_(clock, &deadlines_, {options.webhook_retries, options.webhook_retry_ms},
                 std::move(poster), [this](const std::string& id) { return Get(id); }),
       job_waiters_(&deadlines_, [this](const std::string& id) { return Get(id); }) {}
@@ -162,9 +167,13 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   }
   ArmTtl(j);
   Dispatch(ep);
-  if (enqueue_listener_ && j->status == JobStatus::kInQueue) enqueue_listener_(r.endpoint_id);
+  if (j->status == JobStatus::kInQueue) {
+    for (JobObserver* o : observers_) o->OnJobQueued(r.endpoint_id);
+  }
   return static_cast<const Job*>(j);
 }
+
+void JobManager::RemoveObserver(JobObserver* observer) { std::erase(observers_, observer); }
 
 const Job* JobManager::Get(const std::string& job_id) const {
   auto it = jobs_.find(job_id);
@@ -275,8 +284,9 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   job->rec.error = std::move(error);
   job->rec.completed_ms = now;
   job->progress.clear();
-  if (finish_listener_ && job->rec.started_ms > 0) {
-    finish_listener_(job->rec.endpoint_id, now - job->rec.started_ms);
+  if (job->rec.started_ms > 0) {
+    for (JobObserver* o : observers_)
+      o->OnJobFinished(job->rec.endpoint_id, now - job->rec.started_ms);
   }
   job->ttl_timer.Cancel();
   ArmRetention(job);

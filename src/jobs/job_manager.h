@@ -34,6 +34,7 @@
 #include "common/status.h"
 #include "jobs/endpoint_queue.h"
 #include "jobs/job.h"
+#include "jobs/job_observer.h"
 #include "jobs/job_waiters.h"
 #include "jobs/leases.h"
 #include "jobs/stops.h"
@@ -86,13 +87,10 @@ struct DoneOutcome {
 class JobManager {
  public:
   using WebhookPoster = Webhooks::Poster;
-  // Called when a worker must be killed: it ignored a stop for longer than the grace period.
-  using KillWorker = Stops::KillWorker;
   using TakeCallback = TakeWaiters::Callback;
   using JobCallback = JobWaiters::Callback;  // nullptr: deleted meanwhile
 
-  JobManager(const Clock* clock, store::Store* store, JobsOptions options, WebhookPoster poster,
-             KillWorker kill);
+  JobManager(const Clock* clock, store::Store* store, JobsOptions options, WebhookPoster poster);
   ~JobManager();
 
   // Rebuilds state from the store's records. Call once, before anything else.
@@ -115,15 +113,10 @@ class JobManager {
   void WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb);
   EndpointCounts Counts(const std::string& endpoint_id) const;
   QueueLoad LoadOf(const std::string& endpoint_id) const;
-  // Called (on the loop) after a submitted job is queued: the autoscaler reacts at once.
-  void SetEnqueueListener(std::function<void(const std::string& endpoint_id)> fn) {
-    enqueue_listener_ = std::move(fn);
-  }
-  // Called when a job that ran on a worker ends, with its execution time (metering).
-  void SetFinishListener(
-      std::function<void(const std::string& endpoint_id, int64_t execution_ms)> fn) {
-    finish_listener_ = std::move(fn);
-  }
+  // `observer` (not owned) hears of queued and finished jobs and overdue workers until it is
+  // removed; it removes itself before it is destroyed. Not from within a callback.
+  void AddObserver(JobObserver* observer) { observers_.push_back(observer); }
+  void RemoveObserver(JobObserver* observer);
 
   // Worker API.
   // Hands up to `max` queued jobs to `worker_id`, waiting up to `wait_ms` for one to arrive.
@@ -225,8 +218,7 @@ class JobManager {
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;
   std::unordered_map<std::string, EndpointState> endpoints_;
-  std::function<void(const std::string&)> enqueue_listener_;
-  std::function<void(const std::string&, int64_t)> finish_listener_;
+  std::vector<JobObserver*> observers_;
   int64_t next_seq_ = 1;
   FastRandom random_;  // job ids
 };

@@ -7,9 +7,18 @@ namespace {
 
 json::value J(const std::string& s) { return *ParseJson(s); }
 
-class JobManagerTest : public ::testing::Test {
+class JobManagerTest : public ::testing::Test, public JobObserver {
  protected:
   JobManagerTest() { Reset(); }
+
+  // What the JobManager tells its observers, recorded.
+  void OnJobQueued(const std::string& endpoint_id) override { queued_.push_back(endpoint_id); }
+  void OnJobFinished(const std::string& endpoint_id, int64_t execution_ms) override {
+    finished_.push_back({endpoint_id, execution_ms});
+  }
+  void OnWorkerOverdue(const std::string& worker, const std::string& why) override {
+    killed_.push_back(worker);
+  }
 
   void Reset() {
     jm_ = std::make_unique<JobManager>(
@@ -17,8 +26,8 @@ class JobManagerTest : public ::testing::Test {
         [this](const std::string& url, std::string body, std::function<void(bool)> done) {
           posts_.push_back({url, body});
           done(webhook_ok_);
-        },
-        [this](const std::string& worker, const std::string& why) { killed_.push_back(worker); });
+        });
+    jm_->AddObserver(this);
     QueueConfig qc;
     qc.max_attempts = 2;
     jm_->SetEndpoint("ep", qc);
@@ -56,6 +65,8 @@ class JobManagerTest : public ::testing::Test {
   bool webhook_ok_ = true;
   std::vector<std::pair<std::string, std::string>> posts_;
   std::vector<std::string> killed_;
+  std::vector<std::string> queued_;
+  std::vector<std::pair<std::string, int64_t>> finished_;
 };
 
 TEST_F(JobManagerTest, SubmitTakeFinish) {
@@ -80,6 +91,12 @@ TEST_F(JobManagerTest, SubmitTakeFinish) {
           R"(","status":"COMPLETED","delayTime":40,"executionTime":100,"output":{"ok":true},"workerId":"w1"})");
   EXPECT_EQ(store_.job(id)->status, "COMPLETED");
   EXPECT_EQ(jm_->Counts("ep").completed, 1);
+  // Its observers heard that it was queued, and how long it ran.
+  EXPECT_EQ(queued_, std::vector<std::string>{"ep"});
+  EXPECT_EQ(finished_, (std::vector<std::pair<std::string, int64_t>>{{"ep", 100}}));
+  jm_->RemoveObserver(this);
+  Submit();
+  EXPECT_EQ(queued_.size(), 1u);  // no longer told
   // job-done is idempotent.
   auto again = jm_->Finish("w1", id, J(R"({"output":{"ok":false}})"), false, {});
   ASSERT_TRUE(again.ok());

@@ -15,8 +15,21 @@ PriceTable DefaultPrices() {
   };
 }
 
-Metering::Metering(const Clock* clock, store::Store* store, PriceTable prices)
-    : clock_(clock), store_(store), prices_(std::move(prices)) {}
+Metering::Metering(const Clock* clock, store::Store* store, PriceTable prices,
+                   jobs::JobManager* jobs, WorkerRegistry* workers)
+    : clock_(clock),
+      store_(store),
+      prices_(std::move(prices)),
+      job_manager_(jobs),
+      worker_registry_(workers) {
+  if (job_manager_) job_manager_->AddObserver(this);
+  if (worker_registry_) worker_registry_->AddObserver(this);
+}
+
+Metering::~Metering() {
+  if (job_manager_) job_manager_->RemoveObserver(this);
+  if (worker_registry_) worker_registry_->RemoveObserver(this);
+}
 
 Status Metering::Load() {
   auto objs = store_->LoadObjects("usage");

@@ -12,6 +12,8 @@
 
 #include "common/env.h"
 #include "common/json.h"
+#include "jobs/job_manager.h"
+#include "scheduling/registry.h"
 #include "store/store.h"
 
 namespace gantry::scheduling {
@@ -32,9 +34,15 @@ struct WorkerUsage {
   int64_t end_ms = 0;  // 0 while running
 };
 
-class Metering {
+// Observes `jobs` (finished jobs) and `workers` (stopped workers) when given, from its
+// construction to its destruction; the scheduler tells it of started workers.
+class Metering : public jobs::JobObserver, public WorkerObserver {
  public:
-  Metering(const Clock* clock, store::Store* store, PriceTable prices);
+  Metering(const Clock* clock, store::Store* store, PriceTable prices,
+           jobs::JobManager* jobs = nullptr, WorkerRegistry* workers = nullptr);
+  ~Metering() override;
+  Metering(const Metering&) = delete;
+  Metering& operator=(const Metering&) = delete;
   Status Load();
   void SetPrices(PriceTable prices) { prices_ = std::move(prices); }
   // A worker process started / stopped.
@@ -44,6 +52,10 @@ class Metering {
   // the totals (the server flushes every second, so a job does not cost a second write).
   void JobFinished(const std::string& endpoint_id, int64_t execution_ms);
   void Flush();
+  void OnJobFinished(const std::string& endpoint_id, int64_t execution_ms) override {
+    JobFinished(endpoint_id, execution_ms);
+  }
+  void OnWorkerStopped(const WorkerInfo& w) override { WorkerStopped(w.id); }
   // Usage since `since_ms` (0: all), for one endpoint or all (""), as /v1/usage returns it.
   json::object Report(int64_t since_ms, const std::string& endpoint_id) const;
   // Seconds billed for a worker that ran from start to end: rounded up to the second.
@@ -56,6 +68,8 @@ class Metering {
   const Clock* clock_;
   store::Store* store_;
   PriceTable prices_;
+  jobs::JobManager* job_manager_;               // observed; may be null
+  WorkerRegistry* worker_registry_;             // observed; may be null
   std::map<std::string, WorkerUsage> workers_;  // by worker id
   struct JobTotals {
     int64_t count = 0;

@@ -46,6 +46,32 @@ TEST(MeteringTest, ReportsByEndpointAndGpuTypeWithPricesAndSurvivesReload) {
   EXPECT_EQ(r2.at("jobs").as_array()[0].as_object().at("jobs").as_int64(), 2);
 }
 
+// Metering hears of finished jobs and stopped workers from the modules it observes.
+TEST(MeteringTest, ObservesFinishedJobsAndStoppedWorkers) {
+  FakeClock clock(1'000'000);
+  store::MemoryStore store;
+  jobs::JobManager jobs(&clock, &store, {}, [](auto&&...) {});
+  EndpointRegistry endpoints(&clock, &store, &jobs);
+  WorkerRegistry workers(&clock, &store, &jobs, WorkerOptions{});
+  Metering m(&clock, &store, {{"cpu", 0.0001}}, &jobs, &workers);
+  ASSERT_TRUE(endpoints.Create(*ParseJson(R"({"id":"ep"})"), {}).ok());
+  auto reg = workers.Register("ep", {});
+  ASSERT_TRUE(reg.ok());
+  const std::string wid = reg->first.id;
+  m.WorkerStarted({wid, "ep", "cpu", 0, clock.NowMs(), 0});
+  jobs::SubmitRequest sr;
+  sr.endpoint_id = "ep";
+  sr.input = "{}";
+  std::string job = (*jobs.Submit(sr, {}))->rec.id;
+  jobs.Take("ep", wid, 1, 0, [](auto) {});
+  clock.Advance(700);
+  ASSERT_TRUE(jobs.Finish(wid, job, *ParseJson(R"({"output":1})"), false, {}).ok());
+  workers.Stop(wid, "done");
+  json::object r = m.Report(0, "ep");
+  EXPECT_EQ(r.at("jobs").as_array()[0].as_object().at("executionMs").as_int64(), 700);
+  EXPECT_NE(r.at("workers").as_array()[0].as_object().at("endMs").as_int64(), 0);
+}
+
 TEST(MeteringTest, NvmlModelNamesFindTheirPrice) {
   FakeClock clock;
   store::MemoryStore store;

@@ -54,7 +54,7 @@ Result<EndpointSpec> EndpointRegistry::Create(const json::value& body,
   Save(spec, std::move(durable));
   jobs_->SetEndpoint(spec.id, spec.ToQueueConfig());
   endpoints_[spec.id] = spec;
-  if (change_listener_) change_listener_(spec.id);
+  Changed(spec.id);
   return spec;
 }
 
@@ -77,7 +77,7 @@ Result<EndpointSpec> EndpointRegistry::Update(const std::string& id, const json:
   Save(spec, std::move(durable));
   jobs_->SetEndpoint(id, spec.ToQueueConfig());
   it->second = spec;
-  if (change_listener_) change_listener_(id);
+  Changed(id);
   return spec;
 }
 
@@ -87,8 +87,12 @@ Status EndpointRegistry::Delete(const std::string& id, std::function<void(Status
   store_->Write({store::Mutation::DeleteObject("endpoint", id)}, std::move(durable));
   jobs_->RemoveEndpoint(id);
   endpoints_.erase(it);
-  if (change_listener_) change_listener_(id);
+  Changed(id);
   return Status::Ok();
+}
+
+void EndpointRegistry::Changed(const std::string& id) {
+  for (EndpointObserver* o : observers_) o->OnEndpointChanged(id);
 }
 
 const EndpointSpec* EndpointRegistry::Get(const std::string& id) const {
@@ -259,7 +263,7 @@ void WorkerRegistry::Lose(WorkerInfo* w, WorkerState state, const std::string& w
     // A stopped worker never comes back: a restarted server must not load it as live (it
     // stays listed here until forgotten).
     store_->Write({store::Mutation::DeleteObject("worker", w->id)}, {});
-    if (stop_listener_) stop_listener_(*w);
+    for (WorkerObserver* o : observers_) o->OnWorkerStopped(*w);
   }
 }
 

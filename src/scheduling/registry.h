@@ -14,6 +14,14 @@
 
 namespace gantry::scheduling {
 
+// Hears of every endpoint created, changed or deleted (not of those Load() reads), on the loop
+// thread. Subscribes with EndpointRegistry::AddObserver at its construction.
+class EndpointObserver {
+ public:
+  virtual ~EndpointObserver() = default;
+  virtual void OnEndpointChanged(const std::string& endpoint_id) = 0;
+};
+
 // Endpoints: create, update, delete, persisted as "endpoint" objects. Each change is pushed to
 // the JobManager's per-endpoint queue config.
 class EndpointRegistry {
@@ -27,19 +35,19 @@ class EndpointRegistry {
   Status Delete(const std::string& id, std::function<void(Status)> durable);
   const EndpointSpec* Get(const std::string& id) const;
   std::vector<const EndpointSpec*> List() const;
-  // Called with the endpoint's id after each Create, Delete and Update that changed it (not
-  // for Load). Default: none.
-  void SetChangeListener(std::function<void(const std::string& id)> listener) {
-    change_listener_ = std::move(listener);
-  }
+  // `observer` (not owned) is told of each Create, Delete and Update that changed something
+  // until it is removed (before it is destroyed). Not from within a callback.
+  void AddObserver(EndpointObserver* observer) { observers_.push_back(observer); }
+  void RemoveObserver(EndpointObserver* observer) { std::erase(observers_, observer); }
 
  private:
   void Save(const EndpointSpec& spec, std::function<void(Status)> durable);
   const Clock* clock_;
   store::Store* store_;
   jobs::JobManager* jobs_;
+  void Changed(const std::string& id);
   std::map<std::string, EndpointSpec> endpoints_;
-  std::function<void(const std::string& id)> change_listener_;
+  std::vector<EndpointObserver*> observers_;
 };
 
 enum class WorkerState { kInitializing, kReady, kUnhealthy, kStopped };
@@ -80,6 +88,13 @@ struct WorkerCounts {
   int64_t idle = 0, initializing = 0, ready = 0, running = 0, throttled = 0, unhealthy = 0;
 };
 
+// Hears of every worker that becomes STOPPED, on the loop thread (metering ends its time there).
+class WorkerObserver {
+ public:
+  virtual ~WorkerObserver() = default;
+  virtual void OnWorkerStopped(const WorkerInfo& worker) = 0;
+};
+
 struct WorkerOptions {
   int64_t ping_interval_ms = 10'000;  // RUNPOD_PING_INTERVAL given to workers. Default: 10 s.
   int lost_after_intervals = 3;       // Default: 3 silent intervals make a worker lost.
@@ -114,10 +129,10 @@ class WorkerRegistry {
   // runs it, nothing kills the process itself.
   void Stop(const std::string& worker_id, const std::string& why);
   void RemoveEndpoint(const std::string& endpoint_id);
-  // Called whenever a worker becomes STOPPED (metering ends its time there).
-  void SetStopListener(std::function<void(const WorkerInfo&)> fn) {
-    stop_listener_ = std::move(fn);
-  }
+  // `observer` (not owned) is told of each worker that stops until it is removed (before it is
+  // destroyed). Not from within a callback.
+  void AddObserver(WorkerObserver* observer) { observers_.push_back(observer); }
+  void RemoveObserver(WorkerObserver* observer) { std::erase(observers_, observer); }
   // Marks workers whose pings stopped as lost, and forgets old dead ones.
   void Tick();
 
@@ -132,7 +147,7 @@ class WorkerRegistry {
   jobs::JobManager* jobs_;
   WorkerOptions options_;
   std::map<std::string, WorkerInfo> workers_;
-  std::function<void(const WorkerInfo&)> stop_listener_;
+  std::vector<WorkerObserver*> observers_;
   std::unordered_map<std::string, std::string> by_hash_;  // secret hash -> worker id
   // Keys already checked -> worker id (skips a SHA-256 per request). Bounded; cleared when a
   // worker is stopped or forgotten.

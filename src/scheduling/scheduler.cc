@@ -15,7 +15,15 @@ Scheduler::Scheduler(const Clock* clock, jobs::JobManager* jobs, EndpointRegistr
       workers_(workers),
       options_(options),
       worker_env_(worker_env),
-      metering_(metering) {}
+      metering_(metering) {
+  jobs_->AddObserver(this);
+  endpoints_->AddObserver(this);
+}
+
+Scheduler::~Scheduler() {
+  jobs_->RemoveObserver(this);
+  endpoints_->RemoveObserver(this);
+}
 
 Status Scheduler::RegisterNode(const std::string& node_id, NodeInventory inventory) {
   if (!ValidEndpointId(node_id)) {

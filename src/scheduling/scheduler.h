@@ -48,11 +48,22 @@ struct EndpointHealth {
   std::vector<std::string> last_log;  // the last lines of the last failed worker
 };
 
-class Scheduler {
+// Observes `jobs` (a queued job is placed at once; an overdue worker is killed) and `endpoints`
+// (a deploy rebuilds every assignment at once) from its construction to its destruction.
+class Scheduler : public jobs::JobObserver, public EndpointObserver {
  public:
   Scheduler(const Clock* clock, jobs::JobManager* jobs, EndpointRegistry* endpoints,
             WorkerRegistry* workers, SchedulerOptions options, const WorkerEnvFactory* worker_env,
             Metering* metering = nullptr);
+  ~Scheduler() override;
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  void OnJobQueued(const std::string& endpoint_id) override { Evaluate(endpoint_id); }
+  void OnWorkerOverdue(const std::string& worker_id, const std::string& why) override {
+    Kill(worker_id, why);
+  }
+  void OnEndpointChanged(const std::string& endpoint_id) override { EndpointChanged(endpoint_id); }
 
   // Node protocol. A node keeps its id across restarts of either side.
   Status RegisterNode(const std::string& node_id, NodeInventory inventory);
@@ -71,9 +82,9 @@ class Scheduler {
   void Kill(const std::string& worker_id, const std::string& why);
   // Re-evaluates one endpoint now (a job arrived) or every endpoint (periodic).
   void Evaluate(const std::string& endpoint_id);
-  // An endpoint was created, changed or deleted (EndpointRegistry's change listener): every
-  // node's assignment is rebuilt at once (its template versions and images to pull, which
-  // gantry deploy follows), and the endpoint's workers are evaluated (old versions drain).
+  // An endpoint was created, changed or deleted (OnEndpointChanged): every node's assignment is
+  // rebuilt at once (its template versions and images to pull, which gantry deploy follows), and
+  // the endpoint's workers are evaluated (old versions drain).
   void EndpointChanged(const std::string& endpoint_id);
   void Tick();
 

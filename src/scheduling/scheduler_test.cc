@@ -20,14 +20,10 @@ NodeStatus Workers(std::vector<WorkerReport> reports) {
 class SchedulerTest : public ::testing::Test {
  protected:
   SchedulerTest()
-      : jobs_(
-            &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+      : jobs_(&clock_, &store_, {}, [](auto&&...) {}),
         endpoints_(&clock_, &store_, &jobs_),
         workers_(&clock_, &store_, &jobs_, WorkerOptions{}),
-        sched_(&clock_, &jobs_, &endpoints_, &workers_, SchedulerOptions{}, &worker_env_) {
-    jobs_.SetEnqueueListener([this](const std::string& ep) { sched_.Evaluate(ep); });
-    endpoints_.SetChangeListener([this](const std::string& ep) { sched_.EndpointChanged(ep); });
-  }
+        sched_(&clock_, &jobs_, &endpoints_, &workers_, SchedulerOptions{}, &worker_env_) {}
 
   void Endpoint(const std::string& json) { ASSERT_TRUE(endpoints_.Create(J(json), {}).ok()); }
 

@@ -120,8 +120,7 @@ TEST(EndpointSpecTest, ImageFieldsAndTheRegistryPasswordStaysSecret) {
 class RegistryTest : public ::testing::Test {
  protected:
   RegistryTest()
-      : jobs_(
-            &clock_, &store_, {}, [](auto&&...) {}, [](auto&&...) {}),
+      : jobs_(&clock_, &store_, {}, [](auto&&...) {}),
         endpoints_(&clock_, &store_, &jobs_),
         workers_(&clock_, &store_, &jobs_, WorkerOptions{}) {}
   FakeClock clock_;
