@@ -148,10 +148,13 @@ struct ExternalParent {
 
 TEST_F(ProcessRuntimeTest, ExternalChildEndsWithTheStatusItsParentReports) {
   ExternalParent parent;
-  ProcessSpec spec = Sh("external", "echo inside; sleep 0.2; exit 7");
+  // It lives a second: long enough to be looked at even at a VM's emulated speed.
+  ProcessSpec spec = Sh("external", "echo inside; sleep 1; exit 7");
   auto pid = rt_->Launch(spec, parent.AsLauncher());
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
-  EXPECT_NE(ReadProcStat(*pid)->ppid, getpid());  // not ours
+  std::optional<ProcStat> stat = ReadProcStat(*pid);
+  ASSERT_TRUE(stat);
+  EXPECT_NE(stat->ppid, getpid());  // not ours
   ASSERT_TRUE(WaitLine(spec.id, "inside"));
   // It ends, but its status is not known yet: the runtime waits for it.
   ASSERT_TRUE(WaitDead(*pid));

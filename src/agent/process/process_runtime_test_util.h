@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "agent/process/process_runtime.h"
+#include "common/procfs.h"
 
 namespace gantry::agent::process_test {
 
@@ -30,13 +31,12 @@ inline int64_t MsSince(steady_clock::time_point t0) {
   return std::chrono::duration_cast<milliseconds>(steady_clock::now() - t0).count();
 }
 
-// Dead: no /proc entry, or a zombie (orphans are reaped by PID 1, slowly on some hosts).
+// Dead: no /proc entry, or a zombie (orphans are reaped by PID 1, slowly on some hosts). Read
+// through ProcState: an istreambuf_iterator over /proc/PID/stat threw (ESRCH from read) when
+// the process was reaped between the open and the read, which a VM's slow clock made happen.
 inline bool IsDead(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  size_t paren = text.rfind(')');
-  return paren == std::string::npos || text.size() < paren + 3 || text[paren + 2] == 'Z' ||
-         text[paren + 2] == 'X';
+  const char state = ProcState(pid);
+  return state == 0 || state == 'Z' || state == 'X';
 }
 
 inline bool WaitDead(int pid, int timeout_ms = 3000) {
