@@ -54,7 +54,11 @@ def cgroup_limits(proc_self_cgroup):
 
 class ImageTest(E2ETest):
     command = "up"
-    server_args = ("--ping-interval-ms", "500", "--stop-grace-ms", "1500")
+    # A worker that dies is reported by its agent (with why: over its memory limit, ...) and,
+    # separately, lost when its pings stop (after 3 intervals). The agent must win that race for
+    # the job's error to say why: at the cgroup v2 VM's emulated speed, 3 x 500 ms was too short
+    # for it, with this code and with the code before (seen in tests/vm on 2026-12-07).
+    server_args = ("--ping-interval-ms", "2000", "--stop-grace-ms", "1500")
 
     @classmethod
     def setUpClass(cls):
