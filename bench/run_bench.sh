@@ -141,7 +141,8 @@ for b in "$GANTRY" "$WORKER"; do [ -x "$b" ] || { echo "missing $b (build first)
 # binary.
 BUILT_AT=$(date -u -r "$GANTRY" '+%Y-%m-%d %H:%M:%S UTC')
 mkdir -p "$T/bin"
-cp "$GANTRY" "$WORKER" "$T/bin/"
+cp "$GANTRY" "$T/bin/gantry"
+cp "$WORKER" "$T/bin/bench_worker"
 GANTRY=$T/bin/gantry
 WORKER=$T/bin/bench_worker
 for t in wrk nginx curl; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
