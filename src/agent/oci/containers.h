@@ -1,6 +1,6 @@
 #pragma once
-// Containers: how the agent turns an image worker into a process for its ProcessRuntime
-// (issue 5). Prepare() pulls the image (ImageStore; an image named by digest or by a tag other
+// Containers: how the agent turns an image worker into a process for its ProcessRuntime.
+// Prepare() pulls the image (ImageStore; an image named by digest or by a tag other
 // than "latest" is pulled once per node, "latest" at every start), mounts the worker's writable
 // overlay on the image's shared read-only rootfs, writes config.json (runtime_spec.h) and returns
 // the process spec that runs `runc run` (or `crun run`: ContainersOptions::runtime) in the

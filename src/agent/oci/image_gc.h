@@ -1,5 +1,5 @@
 #pragma once
-// Image garbage collection (issue 5): which unpacked images a node removes. An image is kept
+// Image garbage collection: which unpacked images a node removes. An image is kept
 // while the server lists it for the node (the assignment's images: an endpoint that could run
 // here uses it) or a worker's bundle has it mounted; once neither has held for `grace_ms`, it is
 // removed (ImageStore::Remove: its rootfs, its tags and the blobs nothing else uses). The grace

@@ -1,5 +1,5 @@
 #pragma once
-// ImageStore: the node agent's store of OCI images (issue 5). It fetches images from a registry
+// ImageStore: the node agent's store of OCI images. It fetches images from a registry
 // into one content-addressed OCI image layout on the node, and unpacks each image once into a
 // cached root filesystem that every container worker of that image shares read-only (the
 // runtime, runtime_spec.h, puts a per-worker writable overlay on top).

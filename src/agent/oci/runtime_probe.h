@@ -1,5 +1,5 @@
 #pragma once
-// Which OCI runtime runs the container workers of this host (issue 5): crun where it works here,
+// Which OCI runtime runs the container workers of this host: crun where it works here,
 // else runc. crun starts containers faster, but it does not work everywhere: Debian's crun 1.8
 // refuses cgroup "hybrid mode" (v1 controllers, and a cgroup2 hierarchy that holds a controller,
 // such as hugetlb on this project's VMs: "cgroups in hybrid mode not supported, drop all

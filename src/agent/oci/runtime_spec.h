@@ -1,6 +1,6 @@
 #pragma once
 // The OCI runtime spec (config.json) of a container worker, and the command that runs it with
-// runc or crun (issue 5; runtime-spec v1.0.2; runtime_probe.h picks the runtime). Pure
+// runc or crun (runtime-spec v1.0.2; runtime_probe.h picks the runtime). Pure
 // functions: no process is started here.
 //
 // How a container worker runs: the agent's process runtime starts
