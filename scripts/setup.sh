@@ -32,6 +32,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# RunPod's official JavaScript SDK, for tests/e2e/test_runpod_js.py: the pinned version of
+# tests/e2e/js/package-lock.json, with the machine's Node.js and npm (Debian's only where the
+# machine has none: they would replace a newer one).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+js_dir="$(dirname "$0")/../tests/e2e/js"
+if [ ! -f "$js_dir/node_modules/.package-lock.json" ] ||
+   [ "$js_dir/package-lock.json" -nt "$js_dir/node_modules/.package-lock.json" ]; then
+  (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 bash "$(dirname "$0")/build_criu.sh"
 bash "$(dirname "$0")/../tests/vm/run_in_vm.sh" --prepare
 echo "setup: all dependencies present"

@@ -59,9 +59,10 @@ class ApiTest : public ::testing::Test {
   }
 
   // Sends a request with `auth` as its Authorization header ("" for none); flushes the store so
-  // that durable replies go out.
-  http::Response Do(const std::string& method, const std::string& target,
-                    const std::string& body = "", std::optional<std::string> auth = std::nullopt) {
+  // that durable replies go out. The responder: a long-poll may answer later.
+  std::shared_ptr<RecordingResponder> Start(const std::string& method, const std::string& target,
+                                            const std::string& body = "",
+                                            std::optional<std::string> auth = std::nullopt) {
     http::Request req;
     req.method = method;
     req.target = target;
@@ -71,8 +72,25 @@ class ApiTest : public ::testing::Test {
     auto resp = std::make_shared<RecordingResponder>();
     api_.Handle(std::move(req), resp);
     store_.FlushDeferred();
+    return resp;
+  }
+  // Start() of a request that is answered at once.
+  http::Response Do(const std::string& method, const std::string& target,
+                    const std::string& body = "", std::optional<std::string> auth = std::nullopt) {
+    auto resp = Start(method, target, body, auth);
     EXPECT_EQ(resp->sends, 1) << method << " " << target;
     return resp->last;
+  }
+  // Advances the clock and fires the deadlines due.
+  void Advance(int64_t ms) {
+    clock_.Advance(ms);
+    jobs_.Tick();
+  }
+  // A worker registered by hand: its id and secret.
+  std::pair<std::string, std::string> RegisterWorker(const std::string& ep) {
+    auto reg = J(Do("POST", "/v1/endpoints/" + ep + "/workers"));
+    return {std::string(reg.at("workerId").as_string()),
+            std::string(reg.at("env").at("RUNPOD_AI_API_KEY").as_string())};
   }
   json::value J(const http::Response& r) {
     auto v = ParseJson(r.body);
@@ -186,6 +204,98 @@ TEST_F(ApiTest, WorkerRoutesTakeTheWorkersOwnSecretOnly) {
   auto st = J(Do("GET", "/v2/ep/status/" + job));
   EXPECT_EQ(st.at("status").as_string(), "COMPLETED");
   EXPECT_EQ(st.at("output").as_int64(), 42);
+}
+
+// RunPod's JavaScript SDK falls back to /status-sync when a job outlives runSync's wait.
+TEST_F(ApiTest, StatusSyncAnswersWhenTheJobEndsOrTheWaitPasses) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto [wid, secret] = RegisterWorker("ep");
+  std::string job(J(Do("POST", "/v2/ep/run", R"({"input":1})")).at("id").as_string());
+  auto waiting = Start("GET", "/v2/ep/status-sync/" + job + "?wait=5000");
+  EXPECT_EQ(waiting->sends, 0);  // held: the job runs on
+  ASSERT_EQ(Do("GET", "/v2/ep/job-take/" + wid, "", secret).status, 200);
+  Advance(2000);
+  EXPECT_EQ(waiting->sends, 0);
+  ASSERT_EQ(Do("POST", "/v2/ep/job-done/" + wid + "/" + job, R"({"output":9})", secret).status,
+            200);
+  ASSERT_EQ(waiting->sends, 1);  // at once when it ends
+  EXPECT_EQ(J(waiting->last).at("status").as_string(), "COMPLETED");
+  EXPECT_EQ(J(waiting->last).at("output").as_int64(), 9);
+  // An ended job answers at once; one that runs on answers as it is when the wait passes.
+  EXPECT_EQ(J(Do("GET", "/v2/ep/status-sync/" + job)).at("status").as_string(), "COMPLETED");
+  std::string queued(J(Do("POST", "/v2/ep/run", R"({"input":2})")).at("id").as_string());
+  waiting = Start("GET", "/v2/ep/status-sync/" + queued + "?wait=10");  // clamped to 1 s
+  Advance(999);
+  EXPECT_EQ(waiting->sends, 0);
+  Advance(1);
+  ASSERT_EQ(waiting->sends, 1);
+  EXPECT_EQ(J(waiting->last).at("status").as_string(), "IN_QUEUE");
+  EXPECT_EQ(Do("GET", "/v2/ep/status-sync/" + queued + "?wait=x").status, 400);
+  EXPECT_EQ(Do("GET", "/v2/ep/status-sync/nope").status, 404);
+}
+
+TEST_F(ApiTest, StreamWaitsForAChunkWhileTheJobRuns) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto [wid, secret] = RegisterWorker("ep");
+  std::string job(J(Do("POST", "/v2/ep/run", R"({"input":1})")).at("id").as_string());
+  ASSERT_EQ(Do("GET", "/v2/ep/job-take/" + wid, "", secret).status, 200);
+  auto reader = Start("GET", "/v2/ep/stream/" + job);
+  EXPECT_EQ(reader->sends, 0);  // nothing pending: it waits for a chunk
+  ASSERT_EQ(Do("POST", "/v2/ep/job-stream/" + wid + "/" + job, R"({"output":"a"})", secret).status,
+            200);
+  ASSERT_EQ(reader->sends, 1);
+  EXPECT_EQ(reader->last.body, R"({"status":"IN_PROGRESS","stream":[{"output":"a"}]})");
+  // None comes within the second: it answers with none.
+  reader = Start("GET", "/v2/ep/stream/" + job);
+  Advance(999);
+  EXPECT_EQ(reader->sends, 0);
+  Advance(1);
+  ASSERT_EQ(reader->sends, 1);
+  EXPECT_EQ(reader->last.body, R"({"status":"IN_PROGRESS","stream":[]})");
+  // A pending chunk, or an ended job, answers at once.
+  ASSERT_EQ(Do("POST", "/v2/ep/job-stream/" + wid + "/" + job, R"({"output":"b"})", secret).status,
+            200);
+  EXPECT_EQ(Do("GET", "/v2/ep/stream/" + job).body,
+            R"({"status":"IN_PROGRESS","stream":[{"output":"b"}]})");
+  reader = Start("GET", "/v2/ep/stream/" + job);
+  ASSERT_EQ(Do("POST", "/v2/ep/job-done/" + wid + "/" + job + "?isStream=true", R"({"output":[]})",
+               secret)
+                .status,
+            200);
+  ASSERT_EQ(reader->sends, 1);  // the job ended
+  EXPECT_EQ(reader->last.body, R"({"status":"COMPLETED","stream":[]})");
+  EXPECT_EQ(Do("GET", "/v2/ep/stream/" + job).body, R"({"status":"COMPLETED","stream":[]})");
+}
+
+TEST_F(ApiTest, RequestsPagesTheEndpointsJobsNewestFirst) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"other"})").status, 201);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.emplace_back(J(Do("POST", "/v2/ep/run", R"({"input":1})")).at("id").as_string());
+    clock_.Advance(10);
+  }
+  Do("POST", "/v2/other/run", R"({"input":1})");
+  auto page = J(Do("GET", "/v2/ep/requests?limit=2"));
+  const auto& first = page.at("requests").as_array();
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].at("id").as_string(), ids[2]);
+  EXPECT_EQ(first[1].at("id").as_string(), ids[1]);
+  EXPECT_EQ(first[0].at("status").as_string(), "IN_QUEUE");
+  EXPECT_EQ(first[0].at("delayTime").as_int64(), 10);
+  EXPECT_TRUE(first[0].at("startedAt").is_null());
+  EXPECT_TRUE(first[0].at("workerId").is_null());
+  ASSERT_TRUE(page.at("nextCursor").is_string());
+  auto rest = J(Do(
+      "GET", "/v2/ep/requests?limit=2&cursor=" + std::string(page.at("nextCursor").as_string())));
+  ASSERT_EQ(rest.at("requests").as_array().size(), 1u);
+  EXPECT_EQ(rest.at("requests").as_array()[0].at("id").as_string(), ids[0]);
+  EXPECT_TRUE(rest.at("nextCursor").is_null());
+  EXPECT_EQ(J(Do("GET", "/v2/ep/requests")).at("requests").as_array().size(), 3u);
+  EXPECT_EQ(Do("GET", "/v2/ep/requests?limit=0").status, 400);
+  EXPECT_EQ(Do("GET", "/v2/ep/requests?limit=101").status, 400);
+  EXPECT_EQ(Do("GET", "/v2/ep/requests?cursor=abc").status, 400);
+  EXPECT_EQ(Do("GET", "/v2/nope/requests").status, 404);
 }
 
 TEST_F(ApiTest, RoutesListsTheTable) {

@@ -70,8 +70,8 @@ Result<jobs::SubmitRequest> ParseSubmit(const Services& s, const Call& c, bool s
   return sr;
 }
 
-// /runsync's ?wait=, clamped to 1 s .. 300 s; the default when absent.
-Result<int64_t> RunsyncWait(const Services& s, const http::Request& req) {
+// /runsync's and /status-sync's ?wait=, clamped to 1 s .. 300 s; the default when absent.
+Result<int64_t> SyncWait(const Services& s, const http::Request& req) {
   auto w = req.param("wait");
   if (!w) return s.options.runsync_default_wait_ms;
   char* end = nullptr;
@@ -94,7 +94,7 @@ void Run(const Services& s, Call& c) {
 void Runsync(const Services& s, Call& c) {
   auto sr = ParseSubmit(s, c, true);
   if (!sr.ok()) return c.Send(ErrorResponse(sr.status()));
-  auto wait_ms = RunsyncWait(s, c.req);
+  auto wait_ms = SyncWait(s, c.req);
   if (!wait_ms.ok()) return c.Send(ErrorResponse(wait_ms.status()));
   auto job = s.jobs->Submit(std::move(*sr), {});
   if (!job.ok()) return c.Send(ErrorResponse(job.status()));
@@ -110,17 +110,80 @@ void Runsync(const Services& s, Call& c) {
   });
 }
 
-void Stream(const Services& s, Call& c, const jobs::Job& job) {
-  auto chunks = s.jobs->DrainStream(job.rec.id);
+// {"status", "stream": [{"output": chunk}, ...]}
+std::string StreamJson(const std::vector<std::string>& chunks, jobs::JobStatus status) {
   std::string out = "{\"status\":\"";
-  out += jobs::StatusName(job.status);
+  out += jobs::StatusName(status);
   out += "\",\"stream\":[";
   for (size_t i = 0; i < chunks.size(); ++i) {
     if (i) out += ',';
     out += "{\"output\":" + chunks[i] + "}";
   }
   out += "]}";
-  c.Send(OkResponse(std::move(out)));
+  return out;
+}
+
+// A job as /requests lists it: its id, status and times, not its input or output.
+json::object RequestJson(const jobs::Job& j, int64_t now_ms) {
+  const jobs::JobTimes times = jobs::TimesOf(j, now_ms);
+  auto at = [](int64_t ms) { return ms > 0 ? json::value(ms) : json::value(nullptr); };
+  json::object o{{"id", j.rec.id},
+                 {"status", jobs::StatusName(j.status)},
+                 {"createdAt", j.rec.created_ms},
+                 {"startedAt", at(j.rec.started_ms)},
+                 {"completedAt", at(j.rec.completed_ms)},
+                 {"delayTime", times.delay_ms},
+                 {"executionTime", times.execution_ms}};
+  o["workerId"] = j.rec.worker_id.empty() ? json::value(nullptr) : json::value(j.rec.worker_id);
+  return o;
+}
+
+// /status-sync: /status once the job has ended or `wait` has passed.
+void StatusSync(const Services& s, Call& c, const jobs::Job& job) {
+  auto wait_ms = SyncWait(s, c.req);
+  if (!wait_ms.ok()) return c.Send(ErrorResponse(wait_ms.status()));
+  s.jobs->WaitForJob(job.rec.id, *wait_ms,
+                     [resp = c.resp, id = job.rec.id, s = &s](const jobs::Job* j) {
+                       if (!j) return resp->Send(ErrorResponse(NotFound("job expired: " + id)));
+                       resp->Send(OkResponse(jobs::StatusJson(*j, s->clock->NowMs())));
+                     });
+}
+
+// The chunks not read yet. While the job runs and none is pending, waits for one (at most
+// stream_wait_ms), so that a client asking again at once does not spin.
+void Stream(const Services& s, Call& c, const jobs::Job& job) {
+  s.jobs->WaitForStream(job.rec.id, s.options.stream_wait_ms,
+                        [resp = c.resp, id = job.rec.id, s = &s](const jobs::Job* j) {
+                          if (!j) return resp->Send(ErrorResponse(NotFound("job expired: " + id)));
+                          resp->Send(OkResponse(StreamJson(s->jobs->DrainStream(id), j->status)));
+                        });
+}
+
+// The endpoint's requests, newest first: ?limit= (1..100, default 100) and ?cursor= (the
+// nextCursor of the page before).
+void Requests(const Services& s, Call& c) {
+  int64_t limit = 100, before = 0;
+  if (auto l = c.req.param("limit")) {
+    char* end = nullptr;
+    limit = strtoll(l->c_str(), &end, 10);
+    if (l->empty() || *end != '\0' || limit < 1 || limit > 100) {
+      return c.Send(ErrorResponse(InvalidArgument("limit must be an integer from 1 to 100")));
+    }
+  }
+  if (auto cur = c.req.param("cursor"); cur && !cur->empty()) {
+    char* end = nullptr;
+    before = strtoll(cur->c_str(), &end, 10);
+    if (*end != '\0' || before <= 0) {
+      return c.Send(ErrorResponse(InvalidArgument("cursor is not one this server gave")));
+    }
+  }
+  jobs::JobPage page = s.jobs->RecentJobs(c.param("endpoint"), limit, before);
+  const int64_t now = s.clock->NowMs();
+  json::array list;
+  for (const jobs::Job* j : page.jobs) list.push_back(RequestJson(*j, now));
+  json::object o{{"requests", std::move(list)}};
+  o["nextCursor"] = page.next ? json::value(std::to_string(page.next)) : json::value(nullptr);
+  c.Send(JsonResponse(200, o));
 }
 
 // The route's {endpoint}, or null after answering 404.
@@ -164,8 +227,13 @@ void AddClientRoutes(const Services* s, RouteTable* t) {
              c.Send(OkResponse(jobs::StatusJson(j, s.clock->NowMs())));
            }));
     t->Add(method, "/v2/{endpoint}/stream/{job}", Access::kInvoke,
-           "the stream chunks of a job not read yet", OfJob(s, Stream));
+           "the stream chunks of a job not read yet (waits up to a second for one)",
+           OfJob(s, Stream));
+    t->Add(method, "/v2/{endpoint}/status-sync/{job}", Access::kInvoke,
+           "a job's status once it has ended or ?wait=ms has passed", OfJob(s, StatusSync));
   }
+  t->Add("GET", "/v2/{endpoint}/requests", Access::kRead,
+         "the endpoint's recent requests, newest first (?limit=&cursor=)", OfEndpoint(s, Requests));
   t->Add("POST", "/v2/{endpoint}/cancel/{job}", Access::kInvoke, "cancel a job",
          OfJob(s, [](const Services& s, Call& c, const jobs::Job& j) {
            auto r = s.jobs->Cancel(j.rec.id);

@@ -19,11 +19,13 @@
 namespace gantry::api {
 
 struct ApiOptions {
-  size_t run_body_limit = 10u << 20;      // /run bodies. Default: 10 MiB.
-  size_t runsync_body_limit = 20u << 20;  // /runsync bodies. Default: 20 MiB.
-  int64_t take_wait_ms = 60'000;          // job-take long-poll. Default: 60 s.
-  int64_t stop_wait_ms = 60'000;          // job-stop long-poll. Default: 60 s.
-  int64_t runsync_default_wait_ms = 90'000;
+  size_t run_body_limit = 10u << 20;         // /run bodies. Default: 10 MiB.
+  size_t runsync_body_limit = 20u << 20;     // /runsync bodies. Default: 20 MiB.
+  int64_t take_wait_ms = 60'000;             // job-take long-poll. Default: 60 s.
+  int64_t stop_wait_ms = 60'000;             // job-stop long-poll. Default: 60 s.
+  int64_t runsync_default_wait_ms = 90'000;  // /runsync and /status-sync without ?wait=
+  // While a job runs, /stream waits this long for a chunk before answering none. Default: 1 s.
+  int64_t stream_wait_ms = 1'000;
 };
 
 // Not owned; every pointer is set and outlives the Api.

@@ -30,7 +30,7 @@ std::optional<JobStatus> ParseStatus(std::string_view s) {
   return std::nullopt;
 }
 
-std::string StatusJson(const Job& job, int64_t now_ms) {
+JobTimes TimesOf(const Job& job, int64_t now_ms) {
   const auto& r = job.rec;
   int64_t delay = 0, exec = 0;
   if (r.started_ms > 0) {
@@ -39,6 +39,12 @@ std::string StatusJson(const Job& job, int64_t now_ms) {
   } else {
     delay = (r.completed_ms > 0 ? r.completed_ms : now_ms) - r.created_ms;
   }
+  return {std::max<int64_t>(delay, 0), std::max<int64_t>(exec, 0)};
+}
+
+std::string StatusJson(const Job& job, int64_t now_ms) {
+  const auto& r = job.rec;
+  const JobTimes times = TimesOf(job, now_ms);
   std::string out;
   out.reserve(128 + r.output.size() + r.error.size());
   out += "{\"id\":\"";
@@ -46,9 +52,9 @@ std::string StatusJson(const Job& job, int64_t now_ms) {
   out += "\",\"status\":\"";
   out += StatusName(job.status);
   out += "\",\"delayTime\":";
-  out += std::to_string(std::max<int64_t>(delay, 0));
+  out += std::to_string(times.delay_ms);
   out += ",\"executionTime\":";
-  out += std::to_string(std::max<int64_t>(exec, 0));
+  out += std::to_string(times.execution_ms);
   const std::string& output = job.status == JobStatus::kInProgress ? job.progress : r.output;
   if (!output.empty()) {
     out += ",\"output\":";

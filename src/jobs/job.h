@@ -47,6 +47,14 @@ struct Job {
   int missed_pings = 0;
 };
 
+// RunPod's delayTime and executionTime of a job at `now_ms` (ms, never negative): the wait
+// from submission to its start (to its end, or now, if it never started), and its run so far.
+struct JobTimes {
+  int64_t delay_ms = 0;
+  int64_t execution_ms = 0;
+};
+JobTimes TimesOf(const Job& job, int64_t now_ms);
+
 // The client-facing status object of a job (runpod-protocol.md §1), as JSON text.
 std::string StatusJson(const Job& job, int64_t now_ms);
 

@@ -33,7 +33,8 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
              }),
       webhooks_(clock, &deadlines_, {options.webhook_retries, options.webhook_retry_ms},
                 std::move(poster), [this](const std::string& id) { return Get(id); }),
-      job_waiters_(&deadlines_, [this](const std::string& id) { return Get(id); }) {}
+      job_waiters_(&deadlines_, [this](const std::string& id) { return Get(id); }),
+      stream_waiters_(&deadlines_, [this](const std::string& id) { return Get(id); }) {}
 
 JobManager::~JobManager() = default;
 
@@ -68,6 +69,7 @@ void JobManager::Load(std::vector<store::JobRecord> records) {
     next_seq_ = std::max(next_seq_, job->rec.seq + 1);
     Job* j = job.get();
     jobs_[j->rec.id] = std::move(job);
+    index_.Add(j);
     // The endpoint's config arrives with SetEndpoint; its state exists from here on.
     Endpoint(j->rec.endpoint_id).queue.Count(*j, j->status, +1);
     switch (j->status) {
@@ -153,6 +155,7 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   r.seq = next_seq_++;
   Job* j = job.get();
   jobs_[r.id] = std::move(job);
+  index_.Add(j);
   ep.queue.Count(*j, JobStatus::kInQueue, +1);
   PushQueue(j, false);
   if (req.sync) {
@@ -241,39 +244,9 @@ void JobManager::Dispatch(EndpointState& ep) {
   }
 }
 
-void JobManager::Take(const std::string& endpoint_id, const std::string& worker_id, int max,
-                      int64_t wait_ms, TakeCallback cb) {
-  auto it = endpoints_.find(endpoint_id);
-  if (it == endpoints_.end()) return cb({});
-  EndpointState& ep = it->second;
-  max = std::max(1, max);
-  std::vector<const Job*> out;
-  TakeFrom(ep, worker_id, max, &out);
-  if (!out.empty()) return cb(std::move(out));
-  if (wait_ms <= 0) return cb({});
-  ep.waiters.Add(worker_id, max, clock_->NowMs() + wait_ms, std::move(cb));
-}
-
 void JobManager::Release(Job* job) {
   job->exec_timer.Cancel();
   leases_.Release(job->rec.worker_id, job->rec.id, clock_->NowMs());
-}
-
-void JobManager::ReturnUndelivered(const std::string& worker_id,
-                                   const std::vector<std::string>& job_ids) {
-  for (auto it = job_ids.rbegin(); it != job_ids.rend(); ++it) {
-    auto jit = jobs_.find(*it);
-    if (jit == jobs_.end()) continue;
-    Job* j = jit->second.get();
-    if (j->status != JobStatus::kInProgress || j->rec.worker_id != worker_id) continue;
-    Release(j);
-    j->rec.attempts = std::max(0, j->rec.attempts - 1);
-    j->rec.started_ms = 0;
-    j->rec.worker_id.clear();
-    Enqueue(j, true);
-    Persist(j, false);
-  }
-  for (auto& [id, ep] : endpoints_) Dispatch(ep);
 }
 
 void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::string error) {
@@ -291,6 +264,7 @@ void JobManager::Terminate(Job* job, JobStatus status, std::string output, std::
   job->ttl_timer.Cancel();
   ArmRetention(job);
   job_waiters_.Notify(job->rec.id, job);
+  stream_waiters_.Notify(job->rec.id, job);
   webhooks_.Send(*job);
 }
 
@@ -323,6 +297,8 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (ep != endpoints_.end()) ep->second.queue.Count(*j, j->status, -1);
   j->deleted = true;  // a queue entry may still hold it: stale from now on
   job_waiters_.Notify(job_id, nullptr);
+  stream_waiters_.Notify(job_id, nullptr);
+  index_.Remove(j);
   if (j->stored) store_->Write({store::Mutation::DeleteJob(job_id, j->rec.seq)}, {});
   jobs_.erase(it);
 }
@@ -382,6 +358,18 @@ void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallb
   job_waiters_.Add(job_id, clock_->NowMs() + wait_ms, std::move(cb));
 }
 
+void JobManager::WaitForStream(const std::string& job_id, int64_t wait_ms, JobCallback cb) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return cb(nullptr);
+  const Job* j = it->second.get();
+  if (!j->stream_pending.empty() || IsTerminal(j->status) || wait_ms <= 0) return cb(j);
+  stream_waiters_.Add(job_id, clock_->NowMs() + wait_ms, std::move(cb));
+}
+
+JobPage JobManager::RecentJobs(const std::string& endpoint_id, size_t limit, int64_t before) const {
+  return index_.Recent(endpoint_id, limit, before);
+}
+
 void JobManager::MarkColdStart(const std::string& job_id, const std::string& worker_id,
                                int64_t waited_ms) {
   auto it = jobs_.find(job_id);
@@ -409,10 +397,6 @@ QueueLoad JobManager::LoadOf(const std::string& endpoint_id) const {
   return l;
 }
 
-void JobManager::DropWaiters(const std::string& worker_id) {
-  for (auto& [ep_id, ep] : endpoints_) ep.waiters.Drop(worker_id);
-}
-
 EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
   EndpointCounts c;
   auto ep = endpoints_.find(endpoint_id);
@@ -424,117 +408,6 @@ EndpointCounts JobManager::Counts(const std::string& endpoint_id) const {
   c.failed = q.count(JobStatus::kFailed) + q.count(JobStatus::kTimedOut);
   c.retried = ep->second.retried;
   return c;
-}
-
-Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::string& job_id,
-                                       const json::value& body, bool is_stream,
-                                       std::function<void(Status)> durable) {
-  if (!body.is_object()) return InvalidArgument("job-done body must be a JSON object");
-  const auto& obj = body.as_object();
-  const json::value* status = Find(obj, "status");
-  bool progress = status && status->is_string() && status->get_string() == "IN_PROGRESS";
-  // A final answer for a job we asked this worker to stop: the stop is done.
-  if (!progress) stops_.Answered(worker_id, job_id);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
-  Job* j = it->second.get();
-  DoneOutcome out;
-  if (const auto* sp = Find(obj, "stopPod"); sp && sp->is_bool() && sp->get_bool()) {
-    out.stop_worker = true;
-  }
-  bool holder = j->rec.worker_id == worker_id;
-
-  if (progress) {
-    // Progress moves only a running job of this worker; a late one is ignored.
-    if (j->status == JobStatus::kInProgress && holder) {
-      const json::value* o = Find(obj, "output");
-      j->progress = o ? ToJson(*o) : "";
-      out.accepted = true;
-    }
-    if (durable) durable(Status::Ok());
-    return out;
-  }
-  // A result counts from the worker holding the job, or from the one that last held it when
-  // it has been requeued meanwhile (its lease lapsed but it finished after all).
-  bool acceptable =
-      holder && (j->status == JobStatus::kInProgress || j->status == JobStatus::kInQueue);
-  if (!acceptable) {
-    if (IsTerminal(j->status)) {  // a duplicate or a result after cancel/timeout: idempotent
-      if (durable) durable(Status::Ok());
-      return out;
-    }
-    return FailedPrecondition("job " + job_id + " is not held by this worker");
-  }
-  if (j->status == JobStatus::kInQueue) {
-    SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
-    leases_.Hold(worker_id, job_id);
-  }
-  const json::value* err = Find(obj, "error");
-  if (err && !err->is_null()) {
-    Terminate(j, JobStatus::kFailed, "", ToJson(*err));
-  } else {
-    const json::value* o = Find(obj, "output");
-    std::string output = o ? ToJson(*o) : "";
-    bool empty_list = o && o->is_array() && o->as_array().empty();
-    if (is_stream && (output.empty() || empty_list) && !j->stream_all.empty()) {
-      // Never replace the chunks already streamed with []: they become the output.
-      output = "[";
-      for (size_t i = 0; i < j->stream_all.size(); ++i) {
-        if (i) output += ',';
-        output += j->stream_all[i];
-      }
-      output += ']';
-    }
-    Terminate(j, JobStatus::kCompleted, std::move(output), "");
-  }
-  out.accepted = true;
-  Persist(j, false, std::move(durable));
-  return out;
-}
-
-Status JobManager::AppendStream(const std::string& worker_id, const std::string& job_id,
-                                std::string chunk_json) {
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
-  Job* j = it->second.get();
-  if (j->rec.worker_id != worker_id) return FailedPrecondition("job is not held by this worker");
-  if (j->status != JobStatus::kInProgress) return Status::Ok();  // late chunk: ignored
-  j->stream_pending.push_back(chunk_json);
-  j->stream_all.push_back(std::move(chunk_json));
-  return Status::Ok();
-}
-
-void JobManager::Ping(const std::string& worker_id, const std::vector<std::string>& running,
-                      int64_t ping_interval_ms) {
-  int64_t now = clock_->NowMs();
-  std::unordered_set<std::string> listed(running.begin(), running.end());
-  for (const auto& id : HeldBy(worker_id)) {
-    Job* j = jobs_[id].get();
-    if (listed.count(id)) {
-      j->missed_pings = 0;
-      continue;
-    }
-    if (j->rec.started_ms + ping_interval_ms >= now) continue;  // the list may lag the take
-    // Two pings in a row: one ping's list may have been read just before the take and have
-    // arrived late (a heartbeat process descheduled on a busy host); the next one's cannot.
-    if (++j->missed_pings < 2) continue;
-    GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
-    Requeue(j, "the worker dropped the job");
-  }
-  stops_.Ping(worker_id, listed);  // a stopped job the worker no longer runs is stopped
-}
-
-void JobManager::WorkerLost(const std::string& worker_id, const std::string& why) {
-  // Its waiting takes go first, so that requeued jobs are not handed straight back to it.
-  DropWaiters(worker_id);
-  stops_.WorkerLost(worker_id);
-  for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
-  leases_.Forget(worker_id);
-}
-
-void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
-                           std::function<void(std::vector<std::string>)> cb) {
-  stops_.Poll(worker_id, wait_ms, std::move(cb));
 }
 
 void JobManager::Tick() { deadlines_.Tick(); }

@@ -1,11 +1,13 @@
 #pragma once
 // JobManager: the jobs of every endpoint through their state machine (job.h, DESIGN §3): submit,
-// queue, take, results, streams, timeouts, retries, TTL and retention. It owns the parts that
+// queue, take, results, streams, timeouts, retries, TTL and retention. job_manager.cc holds the
+// client side and the lifecycle, job_manager_workers.cc the worker side. It owns the parts that
 // have a contract of their own, each in its own file here and run on its thread:
 //   EndpointQueue  an endpoint's queued jobs and its jobs counted by status (one per endpoint)
 //   TakeWaiters    the job-takes waiting on an endpoint's queue (one per endpoint)
 //   Leases         which jobs each worker holds, and since when each worker is idle
-//   JobWaiters     the long-polls waiting for a job to end
+//   JobWaiters     the long-polls waiting for a job to end (and /stream's, for a chunk)
+//   JobIndex       each endpoint's jobs in submission order, for paged listings
 //   Stops          stop requests, the job-stop long-polls, the kill after the grace period
 //   Webhooks       delivering a finished job to its webhook, and the retries
 //   DeadlineQueue  the deadlines of all of the above, one callback per kind
@@ -34,6 +36,7 @@
 #include "common/status.h"
 #include "jobs/endpoint_queue.h"
 #include "jobs/job.h"
+#include "jobs/job_index.h"
 #include "jobs/job_observer.h"
 #include "jobs/job_waiters.h"
 #include "jobs/leases.h"
@@ -111,6 +114,13 @@ class JobManager {
   Result<int64_t> PurgeQueue(const std::string& endpoint_id);
   // Calls `cb` when the job ends, or with its current state when `wait_ms` passes.
   void WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb);
+  // Calls `cb` with the job once it has a stream chunk not yet drained or has ended (at once
+  // when it already has or did), or with its current state when `wait_ms` passes; nullptr when
+  // it is deleted meanwhile. A /stream reader's loop then waits instead of spinning.
+  void WaitForStream(const std::string& job_id, int64_t wait_ms, JobCallback cb);
+  // Up to `limit` jobs of the endpoint, newest first, submitted before the job of seq
+  // `before` (0: from the newest); JobPage::next pages on.
+  JobPage RecentJobs(const std::string& endpoint_id, size_t limit, int64_t before) const;
   EndpointCounts Counts(const std::string& endpoint_id) const;
   QueueLoad LoadOf(const std::string& endpoint_id) const;
   // `observer` (not owned) hears of queued and finished jobs and overdue workers until it is
@@ -214,6 +224,8 @@ class JobManager {
   Stops stops_;
   Webhooks webhooks_;
   JobWaiters job_waiters_;
+  JobWaiters stream_waiters_;  // /stream readers waiting for a chunk or the job's end
+  JobIndex index_;
   Leases leases_;
 
   std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;

@@ -1,0 +1,157 @@
+// The worker side of the JobManager (RunPod's worker protocol, DESIGN §2.2): takes, results,
+// stream chunks, heartbeats, stops and lost workers. Same class and thread as job_manager.cc.
+#include <algorithm>
+#include <unordered_set>
+
+#include "common/log.h"
+#include "jobs/job_manager.h"  // IWYU pragma: associated
+
+namespace gantry::jobs {
+
+void JobManager::Take(const std::string& endpoint_id, const std::string& worker_id, int max,
+                      int64_t wait_ms, TakeCallback cb) {
+  auto it = endpoints_.find(endpoint_id);
+  if (it == endpoints_.end()) return cb({});
+  EndpointState& ep = it->second;
+  max = std::max(1, max);
+  std::vector<const Job*> out;
+  TakeFrom(ep, worker_id, max, &out);
+  if (!out.empty()) return cb(std::move(out));
+  if (wait_ms <= 0) return cb({});
+  ep.waiters.Add(worker_id, max, clock_->NowMs() + wait_ms, std::move(cb));
+}
+
+void JobManager::ReturnUndelivered(const std::string& worker_id,
+                                   const std::vector<std::string>& job_ids) {
+  for (auto it = job_ids.rbegin(); it != job_ids.rend(); ++it) {
+    auto jit = jobs_.find(*it);
+    if (jit == jobs_.end()) continue;
+    Job* j = jit->second.get();
+    if (j->status != JobStatus::kInProgress || j->rec.worker_id != worker_id) continue;
+    Release(j);
+    j->rec.attempts = std::max(0, j->rec.attempts - 1);
+    j->rec.started_ms = 0;
+    j->rec.worker_id.clear();
+    Enqueue(j, true);
+    Persist(j, false);
+  }
+  for (auto& [id, ep] : endpoints_) Dispatch(ep);
+}
+
+void JobManager::DropWaiters(const std::string& worker_id) {
+  for (auto& [ep_id, ep] : endpoints_) ep.waiters.Drop(worker_id);
+}
+
+Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::string& job_id,
+                                       const json::value& body, bool is_stream,
+                                       std::function<void(Status)> durable) {
+  if (!body.is_object()) return InvalidArgument("job-done body must be a JSON object");
+  const auto& obj = body.as_object();
+  const json::value* status = Find(obj, "status");
+  bool progress = status && status->is_string() && status->get_string() == "IN_PROGRESS";
+  // A final answer for a job we asked this worker to stop: the stop is done.
+  if (!progress) stops_.Answered(worker_id, job_id);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
+  Job* j = it->second.get();
+  DoneOutcome out;
+  if (const auto* sp = Find(obj, "stopPod"); sp && sp->is_bool() && sp->get_bool()) {
+    out.stop_worker = true;
+  }
+  bool holder = j->rec.worker_id == worker_id;
+
+  if (progress) {
+    // Progress moves only a running job of this worker; a late one is ignored.
+    if (j->status == JobStatus::kInProgress && holder) {
+      const json::value* o = Find(obj, "output");
+      j->progress = o ? ToJson(*o) : "";
+      out.accepted = true;
+    }
+    if (durable) durable(Status::Ok());
+    return out;
+  }
+  // A result counts from the worker holding the job, or from the one that last held it when
+  // it has been requeued meanwhile (its lease lapsed but it finished after all).
+  bool acceptable =
+      holder && (j->status == JobStatus::kInProgress || j->status == JobStatus::kInQueue);
+  if (!acceptable) {
+    if (IsTerminal(j->status)) {  // a duplicate or a result after cancel/timeout: idempotent
+      if (durable) durable(Status::Ok());
+      return out;
+    }
+    return FailedPrecondition("job " + job_id + " is not held by this worker");
+  }
+  if (j->status == JobStatus::kInQueue) {
+    SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
+    leases_.Hold(worker_id, job_id);
+  }
+  const json::value* err = Find(obj, "error");
+  if (err && !err->is_null()) {
+    Terminate(j, JobStatus::kFailed, "", ToJson(*err));
+  } else {
+    const json::value* o = Find(obj, "output");
+    std::string output = o ? ToJson(*o) : "";
+    bool empty_list = o && o->is_array() && o->as_array().empty();
+    if (is_stream && (output.empty() || empty_list) && !j->stream_all.empty()) {
+      // Never replace the chunks already streamed with []: they become the output.
+      output = "[";
+      for (size_t i = 0; i < j->stream_all.size(); ++i) {
+        if (i) output += ',';
+        output += j->stream_all[i];
+      }
+      output += ']';
+    }
+    Terminate(j, JobStatus::kCompleted, std::move(output), "");
+  }
+  out.accepted = true;
+  Persist(j, false, std::move(durable));
+  return out;
+}
+
+Status JobManager::AppendStream(const std::string& worker_id, const std::string& job_id,
+                                std::string chunk_json) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return NotFound("job not found: " + job_id);
+  Job* j = it->second.get();
+  if (j->rec.worker_id != worker_id) return FailedPrecondition("job is not held by this worker");
+  if (j->status != JobStatus::kInProgress) return Status::Ok();  // late chunk: ignored
+  j->stream_pending.push_back(chunk_json);
+  j->stream_all.push_back(std::move(chunk_json));
+  stream_waiters_.Notify(job_id, j);
+  return Status::Ok();
+}
+
+void JobManager::Ping(const std::string& worker_id, const std::vector<std::string>& running,
+                      int64_t ping_interval_ms) {
+  int64_t now = clock_->NowMs();
+  std::unordered_set<std::string> listed(running.begin(), running.end());
+  for (const auto& id : HeldBy(worker_id)) {
+    Job* j = jobs_[id].get();
+    if (listed.count(id)) {
+      j->missed_pings = 0;
+      continue;
+    }
+    if (j->rec.started_ms + ping_interval_ms >= now) continue;  // the list may lag the take
+    // Two pings in a row: one ping's list may have been read just before the take and have
+    // arrived late (a heartbeat process descheduled on a busy host); the next one's cannot.
+    if (++j->missed_pings < 2) continue;
+    GLOG_WARN("jobs: worker %s no longer lists job %s; requeueing", worker_id.c_str(), id.c_str());
+    Requeue(j, "the worker dropped the job");
+  }
+  stops_.Ping(worker_id, listed);  // a stopped job the worker no longer runs is stopped
+}
+
+void JobManager::WorkerLost(const std::string& worker_id, const std::string& why) {
+  // Its waiting takes go first, so that requeued jobs are not handed straight back to it.
+  DropWaiters(worker_id);
+  stops_.WorkerLost(worker_id);
+  for (const auto& id : HeldBy(worker_id)) Requeue(jobs_[id].get(), why);
+  leases_.Forget(worker_id);
+}
+
+void JobManager::PollStops(const std::string& worker_id, int64_t wait_ms,
+                           std::function<void(std::vector<std::string>)> cb) {
+  stops_.Poll(worker_id, wait_ms, std::move(cb));
+}
+
+}  // namespace gantry::jobs
