@@ -42,6 +42,8 @@ class FakeGantry:
         self.take_answers_first: List[int] = []  # Statuses (204, 429) for the first job-takes.
         self.drop_connections = False  # Close every connection after one answer, unannounced.
         self.fail_done: Dict[str, int] = {}  # job id -> number of 500s to answer job-done with
+        # job id -> times to requeue it on job-done (a retry), answering only once it is taken.
+        self.requeue_on_done: Dict[str, int] = {}
         self.on_stop_delivered: Optional[Callable[[List[str]], None]] = None
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -161,6 +163,16 @@ class FakeGantry:
             if self.fail_done.get(job_id, 0) > 0:
                 self.fail_done[job_id] -= 1
                 return 500
+            requeue = self.requeue_on_done.get(job_id, 0) > 0
+            if requeue:
+                # The race a real server allows: the job is offered again before the worker
+                # has read this answer.
+                self.requeue_on_done[job_id] -= 1
+                self._jobs.append({"id": job_id, "input": {}})
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: all(j["id"] != job_id for j in self._jobs), 5.0)
+        if requeue:
+            time.sleep(0.3)  # The worker reads the new offer first.
         return 200
 
 

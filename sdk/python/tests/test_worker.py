@@ -145,6 +145,15 @@ class ErrorsTest(WorkerTestCase):
         self.assertEqual([r.status for r in self.fake.recorded("job-done", "j1")],
                          [500, 500, 200])
 
+    def test_job_offered_again_while_its_result_is_reported_runs_again(self):
+        # A retry: the server requeues the job on job-done and offers it again before the
+        # worker has read the job-done answer. The new attempt must run, not be ignored.
+        self.fake.requeue_on_done["j1"] = 1
+        self.fake.add_job("j1", {})
+        self.start_worker("sync_echo", TEST_CONCURRENCY="2")  # A take while j1 is reported.
+        self.fake.wait_for(lambda: len(self.fake.recorded("job-done", "j1")) == 2)
+        self.assertNotIn("ignored", self.worker_log())
+
 
 class ProgressTest(WorkerTestCase):
     def check_progress(self, handler, value):

@@ -97,6 +97,13 @@ class JobRun:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def finishing(self) -> bool:
+        """Whether the result is being (or has been) reported: the server may already have
+        requeued the job (a retry) and offer it again before this run calls on_done."""
+        with self._lock:
+            return self._finishing
+
     def stop(self) -> bool:
         """Stops the run: cancels its awaited coroutine, or raises JobStopped in its sync handler
         code (when that thread next runs Python bytecode). Returns False when the result is

@@ -67,6 +67,7 @@ class Worker:
         self._running: Dict[str, JobRun] = {}
         self._taking = False  # A job-take is in flight: its jobs are ours to run, even if closing.
         self._pending_stops: Dict[str, float] = {}  # job id -> monotonic expiry
+        self._offered_again: Dict[str, dict] = {}  # job id -> a new attempt of a finishing run
         self._deadline: Optional[float] = None  # monotonic; None: wait for every job
 
     def run(self) -> None:
@@ -199,8 +200,14 @@ class Worker:
         """Starts a job just taken, even while closing (the server has handed it over).
         Caller holds _cond."""
         job_id = job["id"]
-        if job_id in self._running:
-            log.warning("job %s: offered again while running; ignored", job_id)
+        current = self._running.get(job_id)
+        if current is not None:
+            if current.finishing:
+                # Its result has reached the server, which requeued it (a retry) before this
+                # run left _running: start the new attempt once the old one has.
+                self._offered_again[job_id] = job
+            else:
+                log.warning("job %s: offered again while running; ignored", job_id)
             return
         if self._take_pending_stop(job_id):
             log.info("job %s: stopped before it started", job_id)
@@ -228,6 +235,9 @@ class Worker:
             if self._running.get(run.id) is run:
                 del self._running[run.id]
                 self._publish_running()
+            again = self._offered_again.pop(run.id, None)
+            if again is not None:
+                self._start_job(again)
             self._cond.notify_all()
 
     # -- Stopping jobs --------------------------------------------------------------------
