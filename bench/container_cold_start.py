@@ -13,7 +13,8 @@ When podman is installed (`apt-get install --no-install-recommends podman`; scri
 does not install it, Gantry does not need it), the same run also times one local test job
 (`worker.py --test_input`) started three ways: directly as a process, with `runc run` of the
 unpacked image through Gantry's bundle layout is not separable here, so with `podman run`
-(runc, host network, the rlimits this VM allows, as machine-notes row 1c) against the process.
+(runc, host network, the rlimits this VM allows: nofile above 20000 fails here) against the
+process.
 """
 import argparse
 import os

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs CRIU >= 4.1 as /usr/local/lib/gantry/criu (one executable file), built from Debian
 # trixie's upstream source tarball. Debian 12 ships CRIU 3.17, which fails on kernels >= 6.13
-# ("vdso: Unexpected rt vDSO area bounds"; ../shared/docs/machine-notes.md, rows 2a/2b).
+# ("vdso: Unexpected rt vDSO area bounds" on this kernel).
 # Safe to run twice: exits at once when the installed binary already reports >= 4.1.
 #
 # CRIU caches what it finds out about the kernel in RUNDIR/criu.kdat, but only where RUNDIR is a

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/build.sh
+bash scripts/build.sh --target gantry  # the product only: the test command builds the tests
 LISTEN="${GANTRY_LISTEN:-127.0.0.1:8000}"
 export GANTRY_DATA_DIR="${GANTRY_DATA_DIR:-gantry-data}"
 export GANTRY_URL="http://$LISTEN"

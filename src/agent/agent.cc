@@ -112,7 +112,8 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
       {FindExecutable("crun"), FindExecutable("runc")}, [&](const std::string& runtime) {
         return oci::ProbeOciRuntime(runtime, dir + "/probe", c.cgroup_prefix);
       });
-  for (const std::string& note : choice.notes) GLOG_WARN("agent: %s", note.c_str());
+  // A preferred runtime passed over is how this host is, not a fault: the choice works.
+  for (const std::string& note : choice.notes) GLOG_INFO("agent: %s", note.c_str());
   c.runtime = choice.runtime;
   runtime->oci_runtime = std::filesystem::path(choice.runtime).filename().string();
   runtime->oci_notes = choice.notes;

@@ -298,6 +298,33 @@ TEST_F(ApiTest, RequestsPagesTheEndpointsJobsNewestFirst) {
   EXPECT_EQ(Do("GET", "/v2/nope/requests").status, 404);
 }
 
+// An endpoint no live node could ever run: /runsync answers within a second with the job still
+// queued and the reason; /health says it too.
+TEST_F(ApiTest, RunsyncOfAnUnplaceableEndpointSaysWhyWithinASecond) {
+  ASSERT_EQ(Do("POST", "/v1/nodes/n1", R"({"name":"n1","cpuCores":2,"memoryMb":4096})").status,
+            200);
+  ASSERT_EQ(Do("POST", "/v1/endpoints",
+               R"({"id":"gpu","gpuTypeIds":["H100"],"worker":{"command":["x"]}})")
+                .status,
+            201);
+  auto waiting = Start("POST", "/v2/gpu/runsync?wait=60000", R"({"input":1})");
+  Advance(999);
+  EXPECT_EQ(waiting->sends, 0);
+  Advance(1);
+  store_.FlushDeferred();  // the id it gives out is durable first
+  ASSERT_EQ(waiting->sends, 1);
+  auto reply = J(waiting->last);
+  EXPECT_EQ(reply.at("status").as_string(), "IN_QUEUE");
+  EXPECT_EQ(reply.at("reason").as_string(), "no live node has a GPU of type H100 (n1: no GPUs)");
+  auto health = J(Do("GET", "/v2/gpu/health"));
+  EXPECT_EQ(health.at("unplaceable").as_string(),
+            "no live node has a GPU of type H100 (n1: no GPUs)");
+  EXPECT_EQ(health.at("jobs").at("inQueue").as_int64(), 1);  // it stays queued
+  // One that fits has no such field.
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"cpu","worker":{"command":["x"]}})").status, 201);
+  EXPECT_FALSE(J(Do("GET", "/v2/cpu/health")).as_object().contains("unplaceable"));
+}
+
 TEST_F(ApiTest, RoutesListsTheTable) {
   auto v = J(Do("GET", "/v1/routes"));
   const auto& routes = v.at("routes").as_array();

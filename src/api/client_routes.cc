@@ -96,16 +96,24 @@ void Runsync(const Services& s, Call& c) {
   if (!sr.ok()) return c.Send(ErrorResponse(sr.status()));
   auto wait_ms = SyncWait(s, c.req);
   if (!wait_ms.ok()) return c.Send(ErrorResponse(wait_ms.status()));
+  // No live node could ever run it: the job stays queued for a node that joins later, and the
+  // caller hears why within a second instead of after the whole wait. (With no live node at
+  // all, it waits: an agent may be registering.)
+  std::string unplaceable = s.scheduler->Unplaceable(c.param("endpoint"), true);
+  int64_t wait = unplaceable.empty() ? *wait_ms : std::min<int64_t>(*wait_ms, 1'000);
   auto job = s.jobs->Submit(std::move(*sr), {});
   if (!job.ok()) return c.Send(ErrorResponse(job.status()));
   std::string id = (*job)->rec.id;
-  s.jobs->WaitForJob(id, *wait_ms, [resp = c.resp, id, s = &s](const jobs::Job* j) {
+  s.jobs->WaitForJob(id, wait, [resp = c.resp, id, s = &s, unplaceable](const jobs::Job* j) {
     if (!j) return resp->Send(ErrorResponse(NotFound("job expired: " + id)));
     if (jobs::IsTerminal(j->status)) {
       return resp->Send(OkResponse(jobs::StatusJson(*j, s->clock->NowMs())));
     }
     // The caller gets the id of a job that goes on: like /run's, it is durable first.
     std::string reply = StatusObject(id, jobs::StatusName(j->status));
+    if (!unplaceable.empty()) {
+      reply.insert(reply.size() - 1, ",\"reason\":" + JsonQuote(unplaceable));
+    }
     s->jobs->MakeDurable(id, AfterDurable(resp, OkResponse(std::move(reply))));
   });
 }

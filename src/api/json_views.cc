@@ -51,6 +51,7 @@ json::object HealthJson(const Services& s, const std::string& ep) {
   json::object o{{"jobs", JobCountsJson(s.jobs->Counts(ep))}, {"workers", std::move(workers)}};
   o["status"] = h.unhealthy ? "unhealthy" : "healthy";  // Gantry's own, beyond RunPod's keys
   if (!h.last_error.empty()) o["lastError"] = h.last_error;
+  if (std::string why = s.scheduler->Unplaceable(ep); !why.empty()) o["unplaceable"] = why;
   return o;
 }
 

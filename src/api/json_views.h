@@ -12,7 +12,8 @@ namespace gantry::api {
 json::object JobCountsJson(const jobs::EndpointCounts& counts);
 // A worker with its state, placement, cold-start phases and held jobs.
 json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager& jobs);
-// RunPod's /health object (jobs and workers counts), plus Gantry's "status" and "lastError".
+// RunPod's /health object (jobs and workers counts), plus Gantry's "status", "lastError" and,
+// when no live node could ever run its workers, "unplaceable" (why).
 json::object HealthJson(const Services& s, const std::string& endpoint_id);
 
 }  // namespace gantry::api

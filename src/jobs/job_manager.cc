@@ -351,6 +351,18 @@ Result<int64_t> JobManager::PurgeQueue(const std::string& endpoint_id) {
   return static_cast<int64_t>(ids.size());
 }
 
+int64_t JobManager::FailQueued(const std::string& endpoint_id, const std::string& error_json) {
+  auto it = endpoints_.find(endpoint_id);
+  if (it == endpoints_.end()) return 0;
+  std::vector<std::string> ids = it->second.queue.QueuedIds();
+  for (const auto& id : ids) {
+    Job* j = jobs_.at(id).get();
+    Terminate(j, JobStatus::kFailed, "", error_json);
+    Persist(j, false);
+  }
+  return static_cast<int64_t>(ids.size());
+}
+
 void JobManager::WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return cb(nullptr);

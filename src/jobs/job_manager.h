@@ -112,6 +112,9 @@ class JobManager {
   Result<const Job*> Cancel(const std::string& job_id);
   Result<const Job*> Retry(const std::string& job_id);
   Result<int64_t> PurgeQueue(const std::string& endpoint_id);
+  // Ends every queued job of the endpoint as FAILED with `error_json` (raw JSON), as if it had
+  // run and failed: its waiters, webhook and store learn of it. Returns how many there were.
+  int64_t FailQueued(const std::string& endpoint_id, const std::string& error_json);
   // Calls `cb` when the job ends, or with its current state when `wait_ms` passes.
   void WaitForJob(const std::string& job_id, int64_t wait_ms, JobCallback cb);
   // Calls `cb` with the job once it has a stream chunk not yet drained or has ended (at once

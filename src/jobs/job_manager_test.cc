@@ -380,6 +380,26 @@ TEST_F(JobManagerTest, PurgeRemovesOnlyQueued) {
   EXPECT_TRUE(Take("w2").empty());
 }
 
+// The fail-fast path: an endpoint whose workers keep failing to start ends its queued jobs.
+TEST_F(JobManagerTest, FailQueuedEndsOnlyQueuedJobsWithTheError) {
+  std::string a = Submit(), b = Submit(), c = Submit();
+  Take("w1");  // a runs
+  bool waited = false;
+  jm_->WaitForJob(b, 60'000, [&](const Job* j) { waited = j && j->status == JobStatus::kFailed; });
+  EXPECT_EQ(jm_->FailQueued("ep", R"("it cannot start")"), 2);
+  EXPECT_TRUE(waited);  // a waiting /runsync hears of it at once
+  EXPECT_EQ(jm_->Get(a)->status, JobStatus::kInProgress);
+  for (const std::string& id : {b, c}) {
+    EXPECT_EQ(jm_->Get(id)->status, JobStatus::kFailed);
+    EXPECT_EQ(jm_->Get(id)->rec.error, R"("it cannot start")");
+    EXPECT_EQ(store_.job(id)->status, "FAILED");
+  }
+  EXPECT_EQ(jm_->Counts("ep").in_queue, 0);
+  EXPECT_EQ(jm_->Counts("ep").failed, 2);
+  EXPECT_TRUE(Take("w2").empty());
+  EXPECT_EQ(jm_->FailQueued("none", "\"x\""), 0);
+}
+
 TEST_F(JobManagerTest, TtlDeletesUnfinishedJobs) {
   SubmitRequest r;
   r.endpoint_id = "ep";

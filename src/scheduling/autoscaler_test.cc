@@ -147,6 +147,28 @@ TEST(PlacementTest, CpuWorkersCountMemoryOnly) {
   EXPECT_EQ(Place(s, nodes, "").status().code(), Code::kResourceExhausted);
 }
 
+// What `gantry deploy`, /health and /runsync say when no node could ever run an endpoint.
+TEST(PlacementTest, WhyUnplaceableNamesWhatIsMissing) {
+  std::vector<NodeView> nodes = {Node("n1", {}, 8192), Node("n2", {"NVIDIA A100-SXM4-80GB"}, 4096)};
+  EXPECT_EQ(WhyUnplaceable(GpuSpec({"H100", "L40S"}), nodes),
+            "no live node has a GPU of type H100 or L40S (n1: no GPUs; n2: 1 x "
+            "NVIDIA A100-SXM4-80GB)");
+  EXPECT_EQ(WhyUnplaceable(GpuSpec({"A100"}, 2), nodes),
+            "no live node has 2 GPUs of type A100 (n1: no GPUs; n2: 1 x NVIDIA A100-SXM4-80GB)");
+  EXPECT_EQ(WhyUnplaceable(GpuSpec({"A100"}), nodes), "");  // busy or not: it could
+  EndpointSpec big = GpuSpec({"A100", "cpu"});
+  big.memory_mb = 16384;
+  EXPECT_EQ(WhyUnplaceable(big, nodes),
+            "workers need 16384 MB of memory (memoryMb); the largest live node that has their "
+            "GPUs has 8192 MB");
+  nodes[0].alive = false;
+  nodes[1].alive = false;
+  EXPECT_NE(WhyUnplaceable(EndpointSpec{}, nodes).find("no live node is registered"),
+            std::string::npos);
+  EXPECT_NE(WhyUnplaceable(EndpointSpec{}, {}).find("no live node is registered"),
+            std::string::npos);
+}
+
 TEST(PlacementTest, PrefersNodeHoldingTheBundleAndSkipsDeadNodes) {
   std::vector<NodeView> nodes = {Node("big", {}, 100000), Node("warm", {}, 4096),
                                  Node("dead", {}, 900000)};

@@ -30,6 +30,7 @@ json::object EndpointSpec::ToJson(bool with_secrets) const {
   o["concurrency"] = concurrency;
   o["bufferWorkers"] = buffer_workers;
   o["maxAttempts"] = max_attempts;
+  o["maxFailedStarts"] = max_failed_starts;
   o["cpu"] = cpu;
   o["memoryMb"] = memory_mb;
   o["flashboot"] = flashboot;
@@ -126,6 +127,7 @@ Status CheckKnownFields(const json::object& o) {
                                  "env",
                                  "concurrency",
                                  "maxAttempts",
+                                 "maxFailedStarts",
                                  "cpu",
                                  "memoryMb",
                                  "worker",
@@ -176,6 +178,7 @@ Status ApplyScalingFields(const json::object& o, EndpointSpec* spec) {
   GANTRY_RETURN_IF_ERROR(IntField(o, "concurrency", 1, 1000, &spec->concurrency));
   GANTRY_RETURN_IF_ERROR(IntField(o, "bufferWorkers", 0, 100, &spec->buffer_workers));
   GANTRY_RETURN_IF_ERROR(IntField(o, "maxAttempts", 1, 100, &spec->max_attempts));
+  GANTRY_RETURN_IF_ERROR(IntField(o, "maxFailedStarts", 0, 1000, &spec->max_failed_starts));
   if (const auto* v = Find(o, "cpu")) {
     double c = v->is_double() ? v->get_double() : static_cast<double>(AsInt(*v).value_or(-1));
     if (!(v->is_number()) || !std::isfinite(c) || c <= 0 || c > 1024) {

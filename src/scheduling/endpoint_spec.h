@@ -36,8 +36,12 @@ struct EndpointSpec : ImageAccess {
   int gpu_count = 1;                                // gpuCount per worker. Default: 1.
   std::map<std::string, std::string> env;           // env for every worker.
   int concurrency = 1;                              // jobs per worker. Default: 1.
-  int buffer_workers = 0;    // bufferWorkers: extra idle workers while busy. Default: 0.
-  int max_attempts = 3;      // maxAttempts. Default: 3.
+  int buffer_workers = 0;  // bufferWorkers: extra idle workers while busy. Default: 0.
+  int max_attempts = 3;    // maxAttempts. Default: 3.
+  // maxFailedStarts: after this many failed starts in a row (of the current version), the
+  // endpoint is unhealthy and its queued jobs fail with the worker's error and log. 0: never
+  // fail jobs for it. Default: 3.
+  int max_failed_starts = 3;
   double cpu = 0.25;         // cores per worker, a soft share. Default: 0.25.
   int64_t memory_mb = 1024;  // hard limit per worker. Default: 1024.
   // flashboot (RunPod's name): agents keep a template and a snapshot of each version and fork

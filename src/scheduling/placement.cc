@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 
 namespace gantry::scheduling {
 
@@ -32,6 +33,58 @@ bool NodeCouldRun(const EndpointSpec& spec, const std::vector<std::string>& gpu_
     if (matching >= spec.gpu_count) return true;
   }
   return false;
+}
+
+namespace {
+
+// "a GPU of type H100", "2 GPUs of type H100 or A100-80GB"
+std::string GpuWanted(const EndpointSpec& spec) {
+  std::string types;
+  for (const auto& t : spec.gpu_type_ids) types += (types.empty() ? "" : " or ") + t;
+  return (spec.gpu_count == 1 ? std::string("a GPU") : std::to_string(spec.gpu_count) + " GPUs") +
+         " of type " + types;
+}
+
+// "n1: no GPUs", "n2: 1 x NVIDIA A100-SXM4-80GB"
+std::string GpusOf(const NodeView& n) {
+  if (n.gpus.empty()) return n.id + ": no GPUs";
+  std::map<std::string, int> by_type;
+  for (const auto& g : n.gpus) by_type[g.type]++;
+  std::string out;
+  for (const auto& [type, count] : by_type) {
+    out += (out.empty() ? "" : ", ") + std::to_string(count) + " x " + type;
+  }
+  return n.id + ": " + out;
+}
+
+}  // namespace
+
+std::string WhyUnplaceable(const EndpointSpec& spec, const std::vector<NodeView>& nodes) {
+  std::vector<const NodeView*> live, with_gpus;
+  for (const auto& n : nodes) {
+    if (n.alive) live.push_back(&n);
+  }
+  if (live.empty()) {
+    return "no live node is registered (run `gantry agent` on a machine, or use `gantry up`)";
+  }
+  for (const NodeView* n : live) {
+    std::vector<std::string> models;
+    for (const auto& g : n->gpus) models.push_back(g.type);
+    if (NodeCouldRun(spec, models)) with_gpus.push_back(n);
+  }
+  if (with_gpus.empty()) {
+    std::string nodes_text;
+    for (const NodeView* n : live) nodes_text += (nodes_text.empty() ? "" : "; ") + GpusOf(*n);
+    return "no live node has " + GpuWanted(spec) + " (" + nodes_text + ")";
+  }
+  int64_t largest = 0;
+  for (const NodeView* n : with_gpus) {
+    if (n->memory_mb >= spec.memory_mb) return "";
+    largest = std::max(largest, n->memory_mb);
+  }
+  return "workers need " + std::to_string(spec.memory_mb) +
+         " MB of memory (memoryMb); the largest live node that has their GPUs has " +
+         std::to_string(largest) + " MB";
 }
 
 Result<Placement> Place(const EndpointSpec& spec, const std::vector<NodeView>& nodes,

@@ -48,6 +48,11 @@ bool GpuTypeMatches(const std::string& requested, const std::string& model);
 // "cpu", or the node has gpuCount GPUs of one of them, busy or not)?
 bool NodeCouldRun(const EndpointSpec& spec, const std::vector<std::string>& gpu_models);
 
+// Why no live node among `nodes` could ever run a worker of `spec`, whatever runs there now
+// (its GPU types and count, its memory); "" when one could. E.g. "no live node has a GPU of
+// type H100 or A100-80GB (n1: no GPUs)". Only the nodes' inventories count, not their use.
+std::string WhyUnplaceable(const EndpointSpec& spec, const std::vector<NodeView>& nodes);
+
 // The keys under which a node reports a ready template, or a snapshot, of an endpoint version.
 std::string TemplateCacheKey(const std::string& endpoint_id, int64_t version);
 std::string SnapshotCacheKey(const std::string& endpoint_id, int64_t version);

@@ -162,6 +162,17 @@ void Scheduler::Kill(const std::string& worker_id, const std::string& why) {
 
 void Scheduler::EndpointChanged(const std::string& endpoint_id) {
   for (auto& [id, n] : nodes_) Rebuild(&n);
+  // A new version starts with a clean slate: no failed starts, no backoff.
+  const EndpointSpec* spec = endpoints_->Get(endpoint_id);
+  auto h = health_.find(endpoint_id);
+  if (!spec) {
+    if (h != health_.end()) health_.erase(h);
+    next_start_ms_.erase(endpoint_id);
+  } else if (h != health_.end() && h->second.version != spec->version) {
+    h->second = EndpointHealth{};
+    h->second.version = spec->version;
+    next_start_ms_.erase(endpoint_id);
+  }
   Evaluate(endpoint_id);
 }
 
@@ -271,18 +282,37 @@ void Scheduler::WorkerExited(WorkerInfo* w, const WorkerReport& r,
     // endpoint's failure (no backoff, health unchanged); the autoscaler places a new one.
     return StopWorker(w, why);
   }
-  if (w->ready_ms == 0) {  // it never became ready: a failed start
-    h.consecutive_failures++;
-    int64_t backoff = options_.start_backoff_ms << std::min(h.consecutive_failures - 1, 16);
-    next_start_ms_[w->endpoint_id] =
-        clock_->NowMs() + std::min(backoff, options_.max_start_backoff_ms);
-    if (h.consecutive_failures >= options_.unhealthy_after_failures) h.unhealthy = true;
-    why = "failed to start: " + why;
-  }
+  const bool failed_start = w->ready_ms == 0;  // it never became ready
+  if (failed_start) why = "failed to start: " + why;
   h.last_error = "worker " + w->id + " " + why;
   if (!tail.empty()) h.last_log = tail;
   GLOG_WARN("scheduler: %s", h.last_error.c_str());
+  const std::string endpoint_id = w->endpoint_id;
+  const int64_t version = w->endpoint_version;
   StopWorker(w, why);
+  // Counted against the endpoint only for its current version: a new deploy starts afresh.
+  const EndpointSpec* spec = endpoints_->Get(endpoint_id);
+  if (failed_start && spec && spec->version == version) FailedStart(*spec, h.last_error, tail);
+}
+
+void Scheduler::FailedStart(const EndpointSpec& spec, const std::string& why,
+                            const std::vector<std::string>& tail) {
+  EndpointHealth& h = health_[spec.id];
+  h.version = spec.version;
+  h.consecutive_failures++;
+  int64_t backoff = options_.start_backoff_ms << std::min(h.consecutive_failures - 1, 16);
+  next_start_ms_[spec.id] = clock_->NowMs() + std::min(backoff, options_.max_start_backoff_ms);
+  if (spec.max_failed_starts <= 0 || h.consecutive_failures < spec.max_failed_starts) return;
+  h.unhealthy = true;
+  // Nothing that waits would start: the callers learn why now, with the worker's last lines.
+  std::string error =
+      why + " (" + std::to_string(h.consecutive_failures) + " failed starts in a row)";
+  if (!tail.empty()) error += "; its last lines:";
+  for (const auto& line : tail) error += "\n" + line;
+  if (int64_t n = jobs_->FailQueued(spec.id, JsonQuote(error))) {
+    GLOG_WARN("scheduler: %s: %lld queued jobs failed: its workers keep failing to start",
+              spec.id.c_str(), static_cast<long long>(n));
+  }
 }
 
 void Scheduler::Tick() {
@@ -315,6 +345,24 @@ void Scheduler::Tick() {
 
 const EndpointHealth& Scheduler::Health(const std::string& endpoint_id) {
   return health_[endpoint_id];
+}
+
+std::string Scheduler::Unplaceable(const std::string& endpoint_id, bool live_nodes_only) const {
+  const EndpointSpec* spec = endpoints_->Get(endpoint_id);
+  if (!spec || (spec->worker.command.empty() && spec->image.empty())) return "";
+  const bool any_live =
+      std::any_of(nodes_.begin(), nodes_.end(), [](const auto& n) { return n.second.alive; });
+  if (live_nodes_only && !any_live) return "";
+  std::vector<NodeView> nodes;
+  for (const auto& [id, n] : nodes_) {
+    NodeView v;
+    v.id = id;
+    v.alive = n.alive;
+    v.memory_mb = n.inventory.memory_mb;
+    for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
+    nodes.push_back(std::move(v));
+  }
+  return WhyUnplaceable(*spec, nodes);
 }
 
 std::vector<std::string> Scheduler::NodeIds() const {

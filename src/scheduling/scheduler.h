@@ -36,14 +36,14 @@ struct SchedulerOptions {
   int64_t node_lost_ms = 15'000;     // A silent node's workers are lost after. Default: 15 s.
   int64_t start_backoff_ms = 1'000;  // First retry delay after a failed start; doubles.
   int64_t max_start_backoff_ms = 60'000;
-  int unhealthy_after_failures = 3;  // Consecutive failed starts make an endpoint unhealthy.
-  int64_t stop_grace_ms = 10'000;    // Given to the agent with each stop. Default: 10 s.
+  int64_t stop_grace_ms = 10'000;  // Given to the agent with each stop. Default: 10 s.
 };
 
 struct EndpointHealth {
   int64_t throttled = 0;   // workers wanted but placed nowhere
-  bool unhealthy = false;  // its workers keep failing to start
-  int consecutive_failures = 0;
+  bool unhealthy = false;  // its workers keep failing to start (spec.max_failed_starts in a row)
+  int consecutive_failures = 0;  // failed starts in a row of `version`
+  int64_t version = 0;           // the endpoint version these counts are of
   std::string last_error;
   std::vector<std::string> last_log;  // the last lines of the last failed worker
 };
@@ -89,6 +89,10 @@ class Scheduler : public jobs::JobObserver, public EndpointObserver {
   void Tick();
 
   const EndpointHealth& Health(const std::string& endpoint_id);
+  // Why no live node could ever run a worker of the endpoint (placement.h WhyUnplaceable); ""
+  // when one could, or when its workers are started by hand. With `live_nodes_only`, also ""
+  // while no node is live at all (one may be about to register: `gantry up` at its start).
+  std::string Unplaceable(const std::string& endpoint_id, bool live_nodes_only = false) const;
   std::vector<std::string> NodeIds() const;
   json::object NodeJson(const std::string& node_id) const;
   // The prefetch of `image` on each live node whose assignment lists it (ImagePrefetch): the
@@ -116,6 +120,10 @@ class Scheduler : public jobs::JobObserver, public EndpointObserver {
   void StartWorker(const EndpointSpec& spec);
   void StopWorker(WorkerInfo* w, const std::string& why);
   void WorkerExited(WorkerInfo* w, const WorkerReport& r, const std::vector<std::string>& tail);
+  // A worker of the endpoint's current version failed to start: backoff, health, and once
+  // spec.max_failed_starts have failed in a row, the queued jobs fail with `why` and `tail`.
+  void FailedStart(const EndpointSpec& spec, const std::string& why,
+                   const std::vector<std::string>& tail);
   std::vector<NodeView> Views() const;
 
   const Clock* clock_;

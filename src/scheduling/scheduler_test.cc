@@ -244,6 +244,63 @@ TEST_F(SchedulerTest, FailedStartsBackOffAndMakeTheEndpointUnhealthy) {
   EXPECT_EQ(h.last_log.back(), "ImportError: no module x");
 }
 
+// Fail fast: once its workers failed to start maxFailedStarts times in a row, an endpoint's
+// queued jobs fail with the worker's error and log instead of waiting; a new version starts
+// the count afresh.
+TEST_F(SchedulerTest, QueuedJobsFailWithTheCauseAfterMaxFailedStarts) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"bad","maxFailedStarts":2,"worker":{"command":["false"]}})");
+  std::string job = Submit("bad");
+  auto fail_start = [&](const std::vector<std::string>& tail) {
+    Assignment a = Poll("n1");
+    ASSERT_EQ(a.workers.size(), 1u);
+    std::string wid = a.workers[0].worker_id;
+    ASSERT_TRUE(sched_.Report("n1", Workers({{wid, kExited, 1, 2, 1, ""}}), {{wid, tail}}).ok());
+    clock_.Advance(5'000);  // past the backoff (1 s, then 2 s), not the node's liveness (15 s)
+    sched_.Tick();
+  };
+  fail_start({"Traceback (most recent call last):", "SyntaxError: invalid syntax"});
+  EXPECT_EQ(jobs_.Get(job)->status, jobs::JobStatus::kInQueue);  // one failure: it waits
+  EXPECT_FALSE(sched_.Health("bad").unhealthy);
+  fail_start({"Traceback (most recent call last):", "SyntaxError: invalid syntax"});
+  ASSERT_EQ(jobs_.Get(job)->status, jobs::JobStatus::kFailed);
+  const std::string& error = jobs_.Get(job)->rec.error;
+  EXPECT_NE(error.find("failed to start: exited with code 1"), std::string::npos) << error;
+  EXPECT_NE(error.find("2 failed starts in a row"), std::string::npos) << error;
+  EXPECT_NE(error.find("\\nSyntaxError: invalid syntax"), std::string::npos) << error;
+  EXPECT_TRUE(sched_.Health("bad").unhealthy);
+  // A fix, deployed: the count starts again (one failure no longer fails a job).
+  ASSERT_TRUE(endpoints_.Update("bad", J(R"({"env":{"FIXED":"1"}})"), {}).ok());
+  EXPECT_FALSE(sched_.Health("bad").unhealthy);
+  EXPECT_EQ(sched_.Health("bad").consecutive_failures, 0);
+  std::string next = Submit("bad");
+  fail_start({"still broken"});
+  EXPECT_EQ(jobs_.Get(next)->status, jobs::JobStatus::kInQueue);
+}
+
+TEST_F(SchedulerTest, NoNodeYetIsUnplaceableOnlyWhenAsked) {
+  Endpoint(R"({"id":"c","worker":{"command":["x"]}})");
+  EXPECT_NE(sched_.Unplaceable("c").find("no live node is registered"), std::string::npos);
+  EXPECT_EQ(sched_.Unplaceable("c", /*live_nodes_only=*/true), "");  // one may be registering
+}
+
+TEST_F(SchedulerTest, UnplaceableSaysWhyNoNodeCouldRunIt) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"g","gpuTypeIds":["H100","A100-80GB"],"worker":{"command":["x"]}})");
+  Endpoint(R"({"id":"c","worker":{"command":["x"]}})");
+  Endpoint(R"({"id":"byhand"})");
+  EXPECT_EQ(sched_.Unplaceable("g"),
+            "no live node has a GPU of type H100 or A100-80GB (n1: no GPUs)");
+  EXPECT_EQ(sched_.Unplaceable("c"), "");
+  EXPECT_EQ(sched_.Unplaceable("byhand"), "");  // its workers are started by hand
+  EXPECT_EQ(sched_.Unplaceable("nope"), "");
+  EXPECT_EQ(sched_.Unplaceable("g", /*live_nodes_only=*/true),
+            "no live node has a GPU of type H100 or A100-80GB (n1: no GPUs)");
+  ASSERT_TRUE(
+      sched_.RegisterNode("n2", {"n2", 8, 1 << 20, {{0, "NVIDIA A100-80GB PCIe", "u"}}}).ok());
+  EXPECT_EQ(sched_.Unplaceable("g"), "");
+}
+
 TEST_F(SchedulerTest, RecycledWorkerExitIsNotAFailure) {
   ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
   Endpoint(R"({"id":"r","worker":{"command":["x"]}})");

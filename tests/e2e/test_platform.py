@@ -151,9 +151,12 @@ class UpTest(E2ETest):
         self.assertIn("failed to start", h["lastError"])
         ep = self.server.request("GET", "/v1/endpoints/bad").json
         self.assertIn("CUDA out of memory (simulated)", "\n".join(ep["health"]["lastLog"]))
-        # The job waits; it does not fail; and there is no hot restart loop (backoff).
-        self.assertEqual(self.server.request("GET", "/v2/bad/status/" + job).json["status"],
-                         "IN_QUEUE")
+        # The job does not wait for a start that keeps failing: after maxFailedStarts (3) in a
+        # row it fails with the worker's error and its last lines; and there is no hot restart
+        # loop (backoff).
+        st = self.server.wait_status("bad", job, {"FAILED"}, timeout=10)
+        self.assertIn("failed to start", st["error"])
+        self.assertIn("CUDA out of memory (simulated)", st["error"])
         n = len(self.worker_list("bad"))
         time.sleep(1.0)
         self.assertLessEqual(len(self.worker_list("bad")) - n, 1)

@@ -6,7 +6,7 @@
 #       Starts the registry on 127.0.0.1:PORT with its config, data, log and pid file in DIR, and
 #       returns once it answers on /v2/ (or fails, quoting its log). With USER:PASSWORD, every
 #       request needs HTTP basic auth with them (htpasswd, bcrypt). Use a port below 32768
-#       (outside the ephemeral range, ../shared/docs/machine-notes.md 4d).
+#       (outside the ephemeral range, which starts at 32768 here).
 #   registry.sh stop PORT DIR
 #       Stops the registry started with DIR (SIGTERM, then SIGKILL after 5 s). Safe to run twice.
 #   registry.sh push PORT NAME:TAG [SRC_TAG] [USER:PASSWORD]
