@@ -100,6 +100,9 @@ class ApiTest : public ::testing::Test {
   std::string ErrorCode(const http::Response& r) {
     return std::string(J(r).at("error").at("code").as_string());
   }
+  std::string ErrorMessage(const http::Response& r) {
+    return std::string(J(r).at("error").at("message").as_string());
+  }
 
   FakeClock clock_;
   store::MemoryStore store_;
@@ -174,6 +177,64 @@ TEST_F(ApiTest, BadSubmissionsAreRefusedWithTheirReason) {
   r = Do("POST", "/v2/ep/run", R"({"input":1,"webhook":"ftp://x"})");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(Do("POST", "/v2/ep/runsync?wait=soon", R"({"input":1})").status, 400);
+}
+
+// 1e400 parses as infinity, and a client's json.dumps writes NaN: neither is JSON, so a job
+// holding one could never be handed to a worker or shown. Refused, naming the value; none queued.
+TEST_F(ApiTest, NonFiniteNumbersInAnInputAreRefusedWithTheirPath) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto r = Do("POST", "/v2/ep/run", R"({"input":{"a":[1,2,3,1e400]}})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorMessage(r).substr(0, 35), "input.a[3] is not a finite number: ");
+  r = Do("POST", "/v2/ep/runsync", R"({"input": {"a": [1, 2, 3, NaN]}})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorMessage(r), "input.a[3] is not a finite number: JSON has no NaN");
+  r = Do("POST", "/v2/ep/run", R"({"input":{"x":-Infinity}})");
+  EXPECT_EQ(ErrorMessage(r), "input.x is not a finite number: JSON has no Infinity");
+  r = Do("POST", "/v2/ep/run", R"({"input":-1e400})");
+  EXPECT_EQ(ErrorMessage(r).substr(0, 33), "input is not a finite number: it ");
+  r = Do("POST", "/v2/ep/run", R"({"input":1,"s3Config":{"n":1e999}})");
+  EXPECT_EQ(ErrorMessage(r).substr(0, 36), "s3Config.n is not a finite number: i");
+  EXPECT_EQ(J(Do("GET", "/v2/ep/health")).at("jobs").at("inQueue").as_int64(), 0);
+  // A finite input is taken, and handed on with its numbers as people write them.
+  auto [wid, secret] = RegisterWorker("ep");
+  ASSERT_EQ(Do("POST", "/v2/ep/run", R"({"input":{"a":0.1,"b":1.0,"c":3.68e-4,"d":1E16}})").status,
+            200);
+  auto got = Do("GET", "/v2/ep/job-take/" + wid, "", secret);
+  EXPECT_NE(got.body.find(R"("input":{"a":0.1,"b":1.0,"c":0.000368,"d":1e+16})"), std::string::npos)
+      << got.body;
+}
+
+// A result the server refuses is named, so that the worker can tell its user which value it
+// was; the job is still the worker's, which can then post an error instead.
+TEST_F(ApiTest, NonFiniteNumbersInAResultAreRefusedWithTheirPath) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto [wid, secret] = RegisterWorker("ep");
+  std::string job(J(Do("POST", "/v2/ep/run", R"({"input":1})")).at("id").as_string());
+  ASSERT_EQ(Do("GET", "/v2/ep/job-take/" + wid, "", secret).status, 200);
+  const std::string done = "/v2/ep/job-done/" + wid + "/" + job;
+  auto r = Do("POST", done, R"({"output":{"x":[1,2,1e999]}})", secret);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorMessage(r).substr(0, 36), "output.x[2] is not a finite number: ");
+  r = Do("POST", "/v2/ep/job-stream/" + wid + "/" + job, R"({"output": NaN})", secret);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorMessage(r), "output is not a finite number: JSON has no NaN");
+  r = Do("POST", done, R"({"status":"IN_PROGRESS","output":{"p":[Infinity]}})", secret);
+  EXPECT_EQ(ErrorMessage(r), "output.p[0] is not a finite number: JSON has no Infinity");
+  EXPECT_EQ(J(Do("GET", "/v2/ep/status/" + job)).at("status").as_string(), "IN_PROGRESS");
+  ASSERT_EQ(Do("POST", done, R"({"error":"output.x[2] is infinite"})", secret).status, 200);
+  EXPECT_EQ(J(Do("GET", "/v2/ep/status/" + job)).at("status").as_string(), "FAILED");
+}
+
+TEST_F(ApiTest, NonFiniteNumbersInAnEndpointSpecAreRefusedWithTheirPath) {
+  auto r = Do("POST", "/v1/endpoints", R"({"id":"ep","cpu":1e400})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(ErrorMessage(r).substr(0, 29), "cpu is not a finite number: i");
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep","cpu":0.5})").status, 201);
+  r = Do("PATCH", "/v1/endpoints/ep", R"({"cpu": NaN})");
+  EXPECT_EQ(ErrorMessage(r), "cpu is not a finite number: JSON has no NaN");
+  r = Do("GET", "/v1/endpoints/ep");
+  EXPECT_NE(r.body.find(R"("cpu":0.5)"), std::string::npos) << r.body;
 }
 
 TEST_F(ApiTest, WorkerRoutesTakeTheWorkersOwnSecretOnly) {

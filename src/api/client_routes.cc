@@ -51,6 +51,9 @@ Result<jobs::SubmitRequest> ParseSubmit(const Services& s, const Call& c, bool s
   const json::object& o = *body;
   const json::value* input = Find(o, "input");
   if (!input) return InvalidArgument("missing \"input\"");
+  // A job whose input could not be written back as JSON must not be queued (1e400 parses as
+  // infinity).
+  GANTRY_RETURN_IF_ERROR(CheckFinite(*input, "input"));
   jobs::SubmitRequest sr;
   sr.endpoint_id = c.param("endpoint");
   sr.sync = sync;
@@ -63,7 +66,10 @@ Result<jobs::SubmitRequest> ParseSubmit(const Services& s, const Call& c, bool s
       if (!url.ok()) return InvalidArgument("webhook: " + url.status().message());
     }
   }
-  if (const auto* s3 = Find(o, "s3Config"); s3 && !s3->is_null()) sr.s3_config = ToJson(*s3);
+  if (const auto* s3 = Find(o, "s3Config"); s3 && !s3->is_null()) {
+    GANTRY_RETURN_IF_ERROR(CheckFinite(*s3, "s3Config"));
+    sr.s3_config = ToJson(*s3);
+  }
   if (const auto* p = Find(o, "policy"); p && !p->is_null()) {
     GANTRY_RETURN_IF_ERROR(ParsePolicy(*p, &sr));
   }

@@ -14,9 +14,10 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
   json::object o;
   o["id"] = w.id;
   o["endpointId"] = w.endpoint_id;
-  o["state"] = w.draining && w.state != scheduling::WorkerState::kStopped
-                   ? "DRAINING"
-                   : scheduling::WorkerStateName(w.state);
+  const bool live = w.state != scheduling::WorkerState::kStopped;
+  o["state"] = live && w.stopping_ms ? "STOPPING"
+               : live && w.draining  ? "DRAINING"
+                                     : scheduling::WorkerStateName(w.state);
   o["createdAt"] = w.created_ms;
   o["lastSeenAt"] = w.last_seen_ms;
   o["readyAt"] = w.ready_ms;
@@ -35,6 +36,7 @@ json::object WorkerJson(const scheduling::WorkerInfo& w, const jobs::JobManager&
   for (const auto& id : jm.HeldBy(w.id)) held.emplace_back(id);
   o["jobs"] = std::move(held);
   if (!w.last_error.empty()) o["lastError"] = w.last_error;
+  if (!w.stop_reason.empty()) o["stopReason"] = w.stop_reason;
   return o;
 }
 

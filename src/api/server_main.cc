@@ -66,6 +66,7 @@ jobs::JobManager::WebhookPoster WebhookPoster(http::EventLoop* loop, int64_t tim
 scheduling::WorkerOptions WorkerOptionsOf(const ServerConfig& c) {
   scheduling::WorkerOptions wo;
   wo.ping_interval_ms = c.ping_interval_ms;
+  wo.start_timeout_ms = c.worker_start_timeout_ms;
   return wo;
 }
 

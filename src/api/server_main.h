@@ -19,6 +19,9 @@ struct ServerConfig {
   int64_t run_retention_ms = 30 * 60 * 1000;
   int64_t sync_retention_ms = 60 * 1000;
   int64_t stop_grace_ms = 30'000;
+  // A registered worker not heard from (started by hand, or loading its model) is lost after
+  // this. Default: 10 min.
+  int64_t worker_start_timeout_ms = 10 * 60 * 1000;
   int64_t webhook_retry_ms = 10'000;
   std::string prices_file;  // JSON {"H100": 0.00116, ...}: USD per second. Default: RunPod's.
   size_t run_body_limit = 10u << 20;

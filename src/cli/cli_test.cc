@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "cli/cli_test_util.h"
 
@@ -23,6 +25,42 @@ TEST_F(CliTest, HelpExits0) {
   EXPECT_EQ(RunBare({"--help"}), 0);
   EXPECT_NE(out_.find("Subcommands:"), std::string::npos) << out_;
   EXPECT_NE(out_.find("deploy"), std::string::npos) << out_;
+}
+
+TEST_F(CliTest, HelpListsTheExitCodes) {
+  EXPECT_EQ(RunBare({"--help"}), 0);
+  EXPECT_NE(out_.find("Exit codes: 0 done; 1 the job failed, or the server refused the request; "
+                      "2 bad usage;\n3 the server cannot be reached; 4 the job did not finish "
+                      "within the wait."),
+            std::string::npos)
+      << out_;
+}
+
+// CLI11 shows a negated flag ("!--no-templates") as "--no-templates{false}".
+TEST_F(CliTest, NoFlagInAnyHelpShowsADefaultInBraces) {
+  const std::vector<std::vector<std::string>> commands = {{"server"},
+                                                          {"agent"},
+                                                          {"up"},
+                                                          {"endpoint", "create"},
+                                                          {"endpoint", "update"},
+                                                          {"run"},
+                                                          {"status"},
+                                                          {"keys", "create"},
+                                                          {"ps"},
+                                                          {"nodes"},
+                                                          {"deploy"},
+                                                          {"usage"},
+                                                          {"logs"},
+                                                          {"worker-env"}};
+  for (auto args : commands) {
+    args.push_back("--help");
+    EXPECT_EQ(RunBare(args), 0) << args[0];
+    EXPECT_EQ(out_.find("{false}"), std::string::npos) << out_;
+    EXPECT_EQ(out_.find("{true}"), std::string::npos) << out_;
+  }
+  EXPECT_EQ(RunBare({"up", "--help"}), 0);
+  EXPECT_NE(out_.find("--no-templates "), std::string::npos) << out_;
+  EXPECT_NE(out_.find("--no-snapshots "), std::string::npos) << out_;
 }
 
 TEST_F(CliTest, NoSubcommandExits2) {
@@ -63,9 +101,14 @@ TEST_F(CliTest, Unauthorized401GivesAHint) {
   EXPECT_EQ(err_, std::string("gantry: bad API key (HTTP 401)\n") + kHint);
 }
 
-TEST_F(CliTest, AnUnreachableServerExits1) {
-  EXPECT_EQ(RunBare({"--url", "http://127.0.0.1:1", "nodes"}), 1);
+TEST_F(CliTest, AnUnreachableServerExits3) {
+  EXPECT_EQ(RunBare({"--url", "http://127.0.0.1:1", "nodes"}), 3);
   EXPECT_EQ(err_.rfind("gantry: cannot reach the server at http://127.0.0.1:1: ", 0), 0u) << err_;
+}
+
+TEST_F(CliTest, ABadServerUrlExits2) {
+  EXPECT_EQ(RunBare({"--url", "ftp://nowhere", "nodes"}), 2);
+  EXPECT_EQ(err_.rfind("gantry: bad server URL ftp://nowhere: ", 0), 0u) << err_;
 }
 
 TEST_F(CliTest, UrlAndKeyFromTheEnvironment) {
@@ -90,6 +133,17 @@ TEST_F(CliTest, KeyFromTheDataDirectory) {
   fs::remove_all(dir);
 }
 
+TEST_F(CliTest, UpAndServerKeepTheirDataInGantryDataDir) {
+  EXPECT_EQ(RunBare({"up", "--help"}), 0);
+  EXPECT_NE(out_.find("--data-dir TEXT=./gantry-data"), std::string::npos) << out_;
+  setenv("GANTRY_DATA_DIR", "/srv/gantry", 1);
+  for (const char* command : {"up", "server"}) {
+    EXPECT_EQ(RunBare({command, "--help"}), 0);
+    EXPECT_NE(out_.find("--data-dir TEXT=/srv/gantry"), std::string::npos) << out_;
+  }
+  unsetenv("GANTRY_DATA_DIR");
+}
+
 TEST_F(CliTest, KeysCreateLsRevoke) {
   server_.On("POST", "/v1/keys", 200, R"({"id": "k-1", "name": "ci", "key": "gk_secret"})");
   server_.On("GET", "/v1/keys", 200,
@@ -100,8 +154,8 @@ TEST_F(CliTest, KeysCreateLsRevoke) {
   EXPECT_EQ(out_, "created key k-1 (ci); it is shown only now:\ngk_secret\n");
   EXPECT_EQ(Run({"keys", "ls"}), 0);
   EXPECT_EQ(out_,
-            "ID   NAME  PREFIX    CREATED (ms)\n"
-            "k-1  ci    gk_ab...  1700000000000\n");
+            "ID   NAME  PREFIX    CREATED (UTC)\n"
+            "k-1  ci    gk_ab...  2023-11-14 22:13:20\n");
   EXPECT_EQ(Run({"keys", "revoke", "k-1"}), 0);
   EXPECT_EQ(out_, "revoked key k-1\n");
   auto requests = server_.Requests();
@@ -117,16 +171,38 @@ TEST_F(CliTest, UsageSinceIsADurationBackFromNow) {
                  "jobs": [{"endpointId": "echo", "jobs": 10, "executionMs": 4000}],
                  "totalBilledSeconds": 120, "totalCost": 0.1392})");
   EXPECT_EQ(Run({"usage", "--since", "24h", "--endpoint", "echo"}), 0) << err_;
+  // The job counts are all-time totals: left out, and said so.
   EXPECT_EQ(out_,
             "ENDPOINT  GPU      WORKERS  BILLED S  COST\n"
             "echo      H100 x1  2        120       $0.1392\n"
             "\n"
-            "ENDPOINT  JOBS (ALL TIME)  EXECUTION MS\n"
-            "echo      10               4000\n"
-            "\n"
             "total: 120 billed seconds, $0.1392\n");
+  EXPECT_EQ(err_,
+            "note: job counts are all-time totals, so they are left out with --since (gantry usage "
+            "without it shows them)\n");
   EXPECT_EQ(OnlyRequest().target,
             "/v1/usage?since=" + std::to_string(kNowMs - 86'400'000) + "&endpoint=echo");
+}
+
+TEST_F(CliTest, UsageShowsAllTimeJobsAndCpuWorkersWithoutACount) {
+  server_.On("GET", "/v1/usage", 200,
+             R"({"byEndpoint": [{"endpointId": "echo", "gpuType": "cpu", "gpuCount": 0,
+                                 "workers": 1, "billedSeconds": 3, "cost": 0.0003},
+                                {"endpointId": "big", "gpuType": "H100", "gpuCount": 2,
+                                 "workers": 1, "billedSeconds": 1, "cost": 0.01}],
+                 "jobs": [{"endpointId": "echo", "jobs": 10, "executionMs": 4000}],
+                 "totalBilledSeconds": 4, "totalCost": 0.0103})");
+  EXPECT_EQ(Run({"usage"}), 0) << err_;
+  EXPECT_EQ(out_,
+            "ENDPOINT  GPU      WORKERS  BILLED S  COST\n"
+            "echo      cpu      1        3         $0.0003\n"
+            "big       H100 x2  1        1         $0.0100\n"
+            "\n"
+            "ENDPOINT  JOBS (ALL TIME)  EXECUTION MS (ALL TIME)\n"
+            "echo      10               4000\n"
+            "\n"
+            "total: 4 billed seconds, $0.0103\n");
+  EXPECT_EQ(err_, "");
 }
 
 TEST_F(CliTest, UsageSinceUnits) {

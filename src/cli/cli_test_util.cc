@@ -1,5 +1,6 @@
 #include "cli/cli_test_util.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 
@@ -25,10 +26,20 @@ FakeServer::~FakeServer() {
 void FakeServer::On(const std::string& method, const std::string& path, int status,
                     std::string body) {
   std::lock_guard<std::mutex> lock(mu_);
+  routes_[{method, path}] = Answers{};
   http::Response r;
   r.status = status;
   r.body = std::move(body);
-  routes_[{method, path}] = std::move(r);
+  routes_[{method, path}].responses.push_back(std::move(r));
+}
+
+void FakeServer::Then(const std::string& method, const std::string& path, int status,
+                      std::string body) {
+  std::lock_guard<std::mutex> lock(mu_);
+  http::Response r;
+  r.status = status;
+  r.body = std::move(body);
+  routes_[{method, path}].responses.push_back(std::move(r));
 }
 
 std::vector<http::Request> FakeServer::Requests() const {
@@ -45,8 +56,10 @@ void FakeServer::Handle(http::Request&& request, std::shared_ptr<http::Responder
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = routes_.find({request.method, std::string(request.path())});
-    if (it != routes_.end()) {
-      response = it->second;
+    if (it != routes_.end() && !it->second.responses.empty()) {
+      Answers& a = it->second;
+      response = a.responses[std::min(a.next, a.responses.size() - 1)];
+      ++a.next;
     } else {
       response.status = 404;
       response.body = R"({"error": {"code": "NOT_FOUND", "message": "no route"}})";
@@ -72,7 +85,10 @@ int CliTest::RunBare(std::vector<std::string> args) {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::ostringstream out, err;
-  int rc = Main(static_cast<int>(args.size()), argv.data(), out, err, clock_);
+  int rc = Main(static_cast<int>(args.size()), argv.data(), out, err, clock_, [this](int64_t ms) {
+    slept_ms_ += ms;
+    clock_.Advance(ms);
+  });
   out_ = out.str();
   err_ = err.str();
   return rc;

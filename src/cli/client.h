@@ -17,15 +17,20 @@ struct Reply {
 };
 
 // One call to ctx.url + `path` with ctx.api_key as a Bearer token (ctx.Resolve() must have
-// run). On failure (bad URL, server unreachable, HTTP status >= 400) prints the error (and a
-// hint on 401) to ctx.err and returns nullopt, except that an answer with status
-// `expected_error` (e.g. 404 for "does it exist?") is returned without a word. Leaves ctx.rc.
-std::optional<Reply> Call(const Context& ctx, const std::string& method, const std::string& path,
+// run). On failure prints the error (and a hint on 401) to ctx.err, sets ctx.rc and returns
+// nullopt: kExitUsage for a bad URL, kExitUnreachable when the server did not answer,
+// kExitFailed for an HTTP status >= 400, except that an answer with status `expected_error`
+// (e.g. 404 for "does it exist?") is returned without a word.
+std::optional<Reply> Call(Context& ctx, const std::string& method, const std::string& path,
                           const std::string& body = "", int64_t timeout_ms = 30'000,
                           int expected_error = 0);
 
+// A GET for what is only advice (a warning, a hint): the reply when the server answered with a
+// status below 400, else nullopt, without a word and without touching ctx.rc.
+std::optional<Reply> Peek(const Context& ctx, const std::string& path, int64_t timeout_ms = 10'000);
+
 // Resolves the server, makes one call and prints its answer: JSON with --json, else through
-// `human`. A failed call sets ctx.rc to 1 and returns nullopt.
+// `human`. A failed call returns nullopt (Call set ctx.rc).
 std::optional<Reply> Invoke(Context& ctx, const std::string& method, const std::string& path,
                             const std::string& body,
                             const std::function<void(const json::value&)>& human,

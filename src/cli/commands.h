@@ -38,4 +38,8 @@ void AddUsageCommand(CLI::App& app, Context& ctx);
 // logs.cc: logs.
 void AddLogsCommand(CLI::App& app, Context& ctx);
 
+// The Python SDK next to this binary (build/gantry -> sdk/python), "" if none: what `agent`
+// and `up` put on their workers' PYTHONPATH, and `worker-env` on a hand-started one's (nodes.cc).
+std::string DefaultSdkPath();
+
 }  // namespace gantry::cli

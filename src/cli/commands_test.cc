@@ -31,7 +31,21 @@ TEST_F(CommandsTest, EndpointLsPrintsATable) {
 TEST_F(CommandsTest, JsonPrintsTheReplyAsIs) {
   server_.On("GET", "/v1/endpoints", 200, R"({"endpoints": [{"id": "echo", "version": 2.0}]})");
   EXPECT_EQ(Run({"--json", "endpoint", "ls"}), 0) << err_;
-  EXPECT_EQ(out_, "{\"endpoints\":[{\"id\":\"echo\",\"version\":2E0}]}\n");
+  EXPECT_EQ(out_, "{\"endpoints\":[{\"id\":\"echo\",\"version\":2.0}]}\n");
+}
+
+TEST_F(CommandsTest, JsonAndTheServerMayComeAfterTheSubcommand) {
+  server_.On("GET", "/v1/workers", 200, R"({"workers": []})");
+  server_.On("GET", "/v1/endpoints/echo", 200, R"({"id": "echo"})");
+  EXPECT_EQ(Run({"ps", "--json"}), 0) << err_;
+  EXPECT_EQ(out_, "{\"workers\":[]}\n");
+  EXPECT_EQ(Run({"endpoint", "get", "echo", "--json"}), 0) << err_;
+  EXPECT_EQ(out_, "{\"id\":\"echo\"}\n");
+  EXPECT_EQ(Run({"endpoint", "--json", "get", "echo"}), 0) << err_;
+  EXPECT_EQ(out_, "{\"id\":\"echo\"}\n");
+  EXPECT_EQ(RunBare({"ps", "--url", server_.url(), "--api-key", "k-after", "--json"}), 0) << err_;
+  EXPECT_EQ(out_, "{\"workers\":[]}\n");
+  EXPECT_EQ(server_.Requests().back().header("Authorization"), "Bearer k-after");
 }
 
 TEST_F(CommandsTest, EndpointGetShowsSpecWorkersAndPulls) {
@@ -103,49 +117,6 @@ TEST_F(CommandsTest, EndpointRmDeletes) {
   EXPECT_EQ(OnlyRequest().method, "DELETE");
 }
 
-TEST_F(CommandsTest, RunWaitsThroughRunsync) {
-  server_.On("POST", "/v2/echo/runsync", 200,
-             R"({"id": "j-1", "status": "COMPLETED", "output": {"b": 2}})");
-  EXPECT_EQ(Run({"run", "echo", "--input", R"({"a": 1})", "--wait", "5000"}), 0) << err_;
-  EXPECT_EQ(out_, "{\"b\":2}\n");
-  http::Request r = OnlyRequest();
-  EXPECT_EQ(r.method, "POST");
-  EXPECT_EQ(r.target, "/v2/echo/runsync?wait=5000");
-  EXPECT_EQ(r.body, R"({"input":{"a":1}})");
-}
-
-TEST_F(CommandsTest, RunOfAFailedJobExits1) {
-  server_.On("POST", "/v2/echo/runsync", 200,
-             R"({"id": "j-1", "status": "FAILED", "error": "boom"})");
-  EXPECT_EQ(Run({"run", "echo", "--input", "1"}), 1);
-  EXPECT_EQ(out_, "job j-1 is FAILED: boom\n");
-  EXPECT_EQ(OnlyRequest().target, "/v2/echo/runsync?wait=90000");
-}
-
-TEST_F(CommandsTest, RunAsyncPrintsTheJobId) {
-  server_.On("POST", "/v2/echo/run", 200, R"({"id": "j-2", "status": "IN_QUEUE"})");
-  EXPECT_EQ(Run({"run", "echo", "--input", "{}", "--async"}), 0);
-  EXPECT_EQ(out_, "j-2 IN_QUEUE\n");
-  EXPECT_EQ(OnlyRequest().target, "/v2/echo/run");
-}
-
-TEST_F(CommandsTest, RunRefusesInputThatIsNotJson) {
-  EXPECT_EQ(Run({"run", "echo", "--input", "{nope"}), 2);
-  EXPECT_EQ(err_.rfind("gantry: --input is not valid JSON: ", 0), 0u) << err_;
-  EXPECT_TRUE(server_.Requests().empty());
-}
-
-TEST_F(CommandsTest, StatusPrintsARow) {
-  server_.On("GET", "/v2/echo/status/j-1", 200,
-             R"({"id": "j-1", "status": "COMPLETED", "delayTime": 12, "executionTime": 340,
-                 "workerId": "w-1", "output": "hi"})");
-  EXPECT_EQ(Run({"status", "echo", "j-1"}), 0);
-  EXPECT_EQ(out_,
-            "ID   STATUS     DELAY MS  EXEC MS  WORKER\n"
-            "j-1  COMPLETED  12        340      w-1\n"
-            "output: hi\n");
-}
-
 TEST_F(CommandsTest, PsShowsColdStartPhases) {
   server_.On("GET", "/v1/workers", 200,
              R"({"workers": [{"id": "w-1", "endpointId": "echo", "state": "IDLE",
@@ -182,8 +153,26 @@ TEST_F(CommandsTest, NodesShowsTemplatesSnapshotsAndCounters) {
 TEST_F(CommandsTest, WorkerEnvPrintsQuotedExports) {
   server_.On("POST", "/v1/endpoints/echo/workers", 200,
              R"({"env": {"RUNPOD_POD_ID": "w-1", "ODD": "it's"}})");
-  EXPECT_EQ(Run({"worker-env", "echo"}), 0);
-  EXPECT_EQ(out_, "export RUNPOD_POD_ID='w-1'\nexport ODD='it'\\''s'\n");
+  EXPECT_EQ(Run({"worker-env", "echo", "--sdk-path", "/opt/sdk"}), 0);
+  // The SDK goes on PYTHONPATH before the shell's own, as `gantry up` puts it on its workers'.
+  EXPECT_EQ(out_,
+            "export RUNPOD_POD_ID='w-1'\nexport ODD='it'\\''s'\n"
+            "export PYTHONPATH='/opt/sdk'\"${PYTHONPATH:+:$PYTHONPATH}\"\n"
+            "export PYTHONUNBUFFERED='1'\n");
+  EXPECT_EQ(err_, "");
+}
+
+// Regression: README's `eval "$(gantry worker-env EP)"` then the handler failed with "No
+// module named 'runpod'". The endpoint's own PYTHONPATH comes first (a bundle may bring its own
+// SDK); a name no shell takes is left out rather than breaking the eval.
+TEST_F(CommandsTest, WorkerEnvPutsTheSdkAfterTheEndpointsPythonPath) {
+  server_.On("POST", "/v1/endpoints/echo/workers", 200,
+             R"({"env": {"PYTHONPATH": "/app", "PYTHONUNBUFFERED": "0", "A B": "x"}})");
+  EXPECT_EQ(Run({"worker-env", "echo", "--sdk-path", "/opt/sdk"}), 0);
+  EXPECT_EQ(out_,
+            "export PYTHONUNBUFFERED='0'\n"
+            "export PYTHONPATH='/app:/opt/sdk'\"${PYTHONPATH:+:$PYTHONPATH}\"\n");
+  EXPECT_NE(err_.find("skipped A B"), std::string::npos);
 }
 
 }  // namespace

@@ -67,7 +67,8 @@ void Context::Resolve() {
   if (api_key.empty())
     api_key = getenv("GANTRY_API_KEY") ? getenv("GANTRY_API_KEY") : from_cfg("apiKey");
   if (api_key.empty()) {
-    std::string dir = getenv("GANTRY_DATA_DIR") ? getenv("GANTRY_DATA_DIR") : "gantry-data";
+    const char* d = getenv("GANTRY_DATA_DIR");
+    std::string dir = d && *d ? d : "gantry-data";
     std::string path = dir + "/admin.key";
     if (fs::exists(path)) api_key = Trim(ReadFile(path));
   }

@@ -16,6 +16,7 @@
 #include "cli/format.h"
 #include "cli/toml.h"
 #include "http/http.h"
+#include "scheduling/endpoint_spec.h"
 
 namespace gantry::cli {
 namespace {
@@ -30,12 +31,19 @@ struct DeployFlags {
 
 // The endpoint spec to deploy: DIR/gantry.toml (none is fine with --image), its id from --id,
 // else the file, else DIR's name, and --image over it. Sets *dir to DIR, absolute. nullopt
-// (message printed) on bad input.
+// (message printed) on bad input: no such directory, a gantry.toml that does not parse or
+// holds a field no spec has (caught here, before anything is uploaded).
 std::optional<json::object> LoadSpec(const Context& ctx, const DeployFlags& f, fs::path* dir) {
   Result<json::object> spec = json::object{};
   if (!f.dir.empty()) {
     *dir = fs::absolute(f.dir).lexically_normal();
     if (dir->filename().empty()) *dir = dir->parent_path();
+    if (!fs::is_directory(*dir)) {
+      ctx.PrintError(fs::exists(*dir) ? "gantry: %s is not a directory\n"
+                                      : "gantry: directory %s does not exist\n",
+                     f.dir.c_str());
+      return std::nullopt;
+    }
     std::string toml_path = (*dir / "gantry.toml").string();
     if (fs::exists(toml_path)) {
       spec = ParseToml(ReadFile(toml_path));
@@ -45,6 +53,10 @@ std::optional<json::object> LoadSpec(const Context& ctx, const DeployFlags& f, f
     }
     if (!spec.ok()) {
       ctx.PrintError("gantry: %s\n", spec.status().message().c_str());
+      return std::nullopt;
+    }
+    if (Status st = scheduling::CheckSpecFieldNames(*spec); !st.ok()) {
+      ctx.PrintError("gantry: gantry.toml: %s\n", st.message().c_str());
       return std::nullopt;
     }
   }
@@ -96,7 +108,7 @@ struct Upload {
 
 // Uploads the blobs the server lacks, then the bundle's manifest; nullopt (message printed) when
 // a call failed.
-std::optional<Upload> UploadBundle(const Context& ctx, const fs::path& dir) {
+std::optional<Upload> UploadBundle(Context& ctx, const fs::path& dir) {
   std::vector<File> files = CollectFiles(dir);
   json::array digests;
   for (const auto& f : files) digests.emplace_back(f.digest);
@@ -131,8 +143,9 @@ std::optional<Upload> UploadBundle(const Context& ctx, const fs::path& dir) {
 
 // Follows the prefetch of endpoint `id`'s image on the nodes (its "imagePulls") for at most
 // `timeout_s`, printing each node's new pull events. 0 once every node has it; 1 if a pull
-// failed, the endpoint is gone or the time ran out; 0 with a note when no node is to pull it.
-int FollowImagePulls(const Context& ctx, const std::string& id, int timeout_s) {
+// failed or the time ran out; 0 with a note when no node is to pull it; Call's code when a call
+// failed.
+int FollowImagePulls(Context& ctx, const std::string& id, int timeout_s) {
   const auto start = std::chrono::steady_clock::now();
   auto elapsed_s = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -140,7 +153,7 @@ int FollowImagePulls(const Context& ctx, const std::string& id, int timeout_s) {
   std::map<std::string, std::string> shown;  // node -> the last line printed for it
   for (;;) {
     auto r = Call(ctx, "GET", "/v1/endpoints/" + id);
-    if (!r) return 1;
+    if (!r) return ctx.rc;
     const json::value* pulls =
         r->body.is_object() ? Find(r->body.as_object(), "imagePulls") : nullptr;
     size_t ready = 0, failed = 0, total = 0;
@@ -186,17 +199,30 @@ int FollowImagePulls(const Context& ctx, const std::string& id, int timeout_s) {
   }
 }
 
+// "warning: REASON" on stderr when the server says no live node can run the endpoint at `path`
+// (its health's "unplaceable"): the deploy stands, but its jobs would wait in the queue.
+void WarnIfUnplaceable(const Context& ctx, const std::string& path) {
+  auto e = Peek(ctx, path);
+  if (!e || !e->body.is_object()) return;
+  const json::value* health = Find(e->body.as_object(), "health");
+  const json::value* why =
+      health && health->is_object() ? Find(health->as_object(), "unplaceable") : nullptr;
+  if (why && why->is_string() && !why->as_string().empty()) {
+    ctx.PrintError("warning: %s\n", std::string(why->as_string()).c_str());
+  }
+}
+
 void Deploy(Context& ctx, const DeployFlags& f) {
   ctx.Resolve();
   if (f.dir.empty() && f.image.empty()) {
     ctx.PrintError("gantry: deploy needs a directory or --image (see gantry deploy --help)\n");
-    ctx.rc = 2;
+    ctx.rc = kExitUsage;
     return;
   }
   fs::path dir;
   std::optional<json::object> spec = LoadSpec(ctx, f, &dir);
   if (!spec) {
-    ctx.rc = 2;
+    ctx.rc = kExitUsage;
     return;
   }
   const std::string id = Field(*spec, "id");
@@ -207,26 +233,18 @@ void Deploy(Context& ctx, const DeployFlags& f) {
     (*spec)["bundle"] = "";
   } else {
     std::optional<Upload> u = UploadBundle(ctx, dir);
-    if (!u) {
-      ctx.rc = 1;
-      return;
-    }
+    if (!u) return;
     up = std::move(*u);
     (*spec)["bundle"] = up.digest;
   }
   // Create, or update if it exists (an update with nothing changed keeps the version).
   std::string path = "/v1/endpoints/" + http::PercentEncode(id);
   auto exists = Call(ctx, "GET", path, "", 30'000, /*expected_error=*/404);
-  if (!exists) {
-    ctx.rc = 1;
-    return;
-  }
+  if (!exists) return;
   auto r = exists->status == 200 ? Call(ctx, "PATCH", path, ToJson(*spec))
                                  : Call(ctx, "POST", "/v1/endpoints", ToJson(*spec));
-  if (!r) {
-    ctx.rc = 1;
-    return;
-  }
+  if (!r) return;
+  WarnIfUnplaceable(ctx, path);
   if (ctx.json) return PrintJson(ctx.out, r->body);
   if (image_mode) {
     ctx.Print("deployed %s: version %s, image %s\n", id.c_str(), Field(r->body, "version").c_str(),

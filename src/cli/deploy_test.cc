@@ -100,7 +100,8 @@ TEST_F(DeployTest, UploadsMissingBlobsOnceAndCreatesTheEndpoint) {
   EXPECT_EQ(files, (std::set<std::string>{"copy.py 420", "gantry.toml 420", "handler.py 420",
                                           "sub/data.txt 420"}));
 
-  EXPECT_EQ(RequestsTo("GET", "/v1/endpoints/echo").size(), 1u);
+  // Whether it exists, then (after the create) whether any node can run it.
+  EXPECT_EQ(RequestsTo("GET", "/v1/endpoints/echo").size(), 2u);
   EXPECT_EQ(RequestsTo("POST", "/v1/endpoints").at(0).body,
             R"({"id":"echo","workersMax":2,"worker":{"command":["python3","handler.py"]},)"
             R"("bundle":"0123456789abcdef0123456789abcdef"})");
@@ -124,7 +125,7 @@ TEST_F(DeployTest, TheIdDefaultsToTheDirectorysName) {
   server_.On("POST", "/v1/blobs/missing", 200, R"({"missing": []})");
   server_.On("POST", "/v1/endpoints", 200, R"({"id": "echo", "version": 1})");
   EXPECT_EQ(Run({"deploy", dir_.string()}), 0) << err_;
-  EXPECT_EQ(RequestsTo("GET", "/v1/endpoints/echo").size(), 1u);
+  EXPECT_EQ(RequestsTo("GET", "/v1/endpoints/echo").size(), 2u);
   EXPECT_EQ(RequestsTo("POST", "/v1/endpoints").at(0).body,
             R"({"workersMax":1,"id":"echo","bundle":"0123456789abcdef0123456789abcdef"})");
 }
@@ -157,6 +158,56 @@ TEST_F(DeployTest, ADirectoryWithoutGantryTomlExits2) {
   fs::remove(dir_ / "gantry.toml");
   EXPECT_EQ(Run({"deploy", dir_.string()}), 2);
   EXPECT_EQ(err_, "gantry: " + (dir_ / "gantry.toml").string() + " not found\n");
+}
+
+TEST_F(DeployTest, ADirectoryThatDoesNotExistExits2) {
+  const std::string missing = (dir_.parent_path() / "nope").string();
+  EXPECT_EQ(Run({"deploy", missing}), 2);
+  EXPECT_EQ(err_, "gantry: directory " + missing + " does not exist\n");
+  EXPECT_EQ(Run({"deploy", (dir_ / "handler.py").string()}), 2);
+  EXPECT_EQ(err_, "gantry: " + (dir_ / "handler.py").string() + " is not a directory\n");
+  EXPECT_TRUE(server_.Requests().empty());
+}
+
+TEST_F(DeployTest, ATypoInGantryTomlIsCaughtBeforeAnyUpload) {
+  Write("gantry.toml", "id = \"echo\"\nworkersMaxx = 2\n");
+  EXPECT_EQ(Run({"deploy", dir_.string()}), 2);
+  EXPECT_EQ(err_, "gantry: gantry.toml: unknown field: workersMaxx (did you mean workersMax?)\n");
+  EXPECT_EQ(out_, "");
+  Write("gantry.toml", "gpuTypeIDs = [\"cpu\"]\n[worker]\ncomand = [\"python3\"]\n");
+  EXPECT_EQ(Run({"deploy", dir_.string()}), 2);
+  EXPECT_EQ(err_, "gantry: gantry.toml: unknown field: gpuTypeIDs (did you mean gpuTypeIds?)\n");
+  Write("gantry.toml", "[worker]\ncomand = [\"python3\"]\n");
+  EXPECT_EQ(Run({"deploy", dir_.string()}), 2);
+  EXPECT_EQ(err_,
+            "gantry: gantry.toml: unknown field: worker.comand (did you mean worker.command?)\n");
+  Write("gantry.toml", "replicas = 2\n");
+  EXPECT_EQ(Run({"deploy", dir_.string()}), 2);
+  EXPECT_EQ(err_, "gantry: gantry.toml: unknown field: replicas\n");
+  EXPECT_TRUE(server_.Requests().empty());
+}
+
+TEST_F(DeployTest, AnEndpointNoNodeCanRunIsAWarning) {
+  server_.On("POST", "/v1/blobs/missing", 200, R"({"missing": []})");
+  server_.On("GET", "/v1/endpoints/echo", 404,
+             R"({"error": {"code": "not_found", "message": "endpoint not found: echo"}})");
+  server_.Then(
+      "GET", "/v1/endpoints/echo", 200,
+      R"({"id": "echo", "health": {"unplaceable": "no live node has a GPU of type H100"}})");
+  server_.On("POST", "/v1/endpoints", 200, R"({"id": "echo", "version": 1})");
+  EXPECT_EQ(Run({"deploy", dir_.string()}), 0) << err_;
+  EXPECT_EQ(out_, "deployed echo: version 1, bundle 0123456789ab (4 files, 0 uploaded, 0 bytes)\n");
+  EXPECT_EQ(err_, "warning: no live node has a GPU of type H100\n");
+  // An update too, and with --json; an empty reason is none.
+  server_.On("GET", "/v1/endpoints/echo", 200,
+             R"({"id": "echo", "health": {"unplaceable": "no live node has 8 GPUs"}})");
+  server_.On("PATCH", "/v1/endpoints/echo", 200, R"({"id": "echo", "version": 2})");
+  EXPECT_EQ(Run({"deploy", dir_.string(), "--json"}), 0) << err_;
+  EXPECT_EQ(out_, "{\"id\":\"echo\",\"version\":2}\n");
+  EXPECT_EQ(err_, "warning: no live node has 8 GPUs\n");
+  server_.On("GET", "/v1/endpoints/echo", 200, R"({"id": "echo", "health": {"unplaceable": ""}})");
+  EXPECT_EQ(Run({"deploy", dir_.string()}), 0) << err_;
+  EXPECT_EQ(err_, "");
 }
 
 TEST_F(DeployTest, ABadGantryTomlExits2WithLineAndColumn) {

@@ -163,7 +163,7 @@ void AddCreateAndUpdate(CLI::App* endpoint, Context& ctx, std::shared_ptr<Endpoi
   create->callback([&ctx, f] {
     json::object spec;
     if (!BuildSpec(ctx, f->spec, &spec)) {
-      ctx.rc = 2;
+      ctx.rc = kExitUsage;
       return;
     }
     if (!f->id.empty()) spec["id"] = f->id;
@@ -177,7 +177,7 @@ void AddCreateAndUpdate(CLI::App* endpoint, Context& ctx, std::shared_ptr<Endpoi
   update->callback([&ctx, f] {
     json::object spec;
     if (!BuildSpec(ctx, f->spec, &spec)) {
-      ctx.rc = 2;
+      ctx.rc = kExitUsage;
       return;
     }
     Invoke(ctx, "PATCH", EndpointPath(f->id), ToJson(spec), [&](const json::value& b) {

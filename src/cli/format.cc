@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 
 namespace gantry::cli {
 
@@ -27,6 +28,17 @@ std::string Field(const json::value& obj, const char* key) {
 }
 
 std::string Ms(const json::value& v) { return v.is_null() ? "-" : Str(v); }
+
+std::string UtcTime(const json::value& ms) {
+  std::optional<int64_t> n = AsInt(ms);
+  if (!n || *n <= 0) return "-";
+  const time_t secs = static_cast<time_t>(*n / 1000);
+  struct tm t;
+  if (!gmtime_r(&secs, &t)) return "-";
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &t);
+  return buf;
+}
 
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows) {

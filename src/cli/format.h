@@ -19,6 +19,10 @@ std::string Field(const json::value& obj, const char* key);
 // Str() of a duration in milliseconds; "-" when null.
 std::string Ms(const json::value& v);
 
+// A time in milliseconds since the Unix epoch as people read it, in UTC: "2026-12-07 06:39:03";
+// "-" when `ms` is null, not a number or not positive.
+std::string UtcTime(const json::value& ms);
+
 // The header and rows in columns two spaces apart, one line each.
 void PrintTable(std::ostream& out, const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows);

@@ -20,10 +20,11 @@ struct KeyFlags {
 void PrintKeyList(const Context& ctx, const json::value& b) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& k : b.as_object().at("keys").as_array()) {
-    rows.push_back(
-        {Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...", Field(k, "createdAt")});
+    const json::value* created = Find(k.as_object(), "createdAt");
+    rows.push_back({Field(k, "id"), Field(k, "name"), Field(k, "prefix") + "...",
+                    created ? UtcTime(*created) : "-"});
   }
-  PrintTable(ctx.out, {"ID", "NAME", "PREFIX", "CREATED (ms)"}, rows);
+  PrintTable(ctx.out, {"ID", "NAME", "PREFIX", "CREATED (UTC)"}, rows);
 }
 
 }  // namespace

@@ -18,7 +18,7 @@ struct LogFlags {
 };
 
 // Prints the lines after sequence number 0, then (with --follow) every new one, until a call
-// fails (exit code 1).
+// fails (Call's exit code).
 void Logs(Context& ctx, const LogFlags& f) {
   ctx.Resolve();
   int64_t after = 0;
@@ -28,10 +28,7 @@ void Logs(Context& ctx, const LogFlags& f) {
     if (!f.worker.empty()) path += "&worker=" + http::PercentEncode(f.worker);
     if (!f.job.empty()) path += "&job=" + http::PercentEncode(f.job);
     auto r = Call(ctx, "GET", path, "", 60'000);
-    if (!r) {
-      ctx.rc = 1;
-      return;
-    }
+    if (!r) return;
     for (const auto& l : r->body.as_object().at("lines").as_array()) {
       after = std::max<int64_t>(after, AsInt(l.as_object().at("seq")).value_or(after));
       if (ctx.json)

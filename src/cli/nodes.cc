@@ -1,5 +1,8 @@
 // The fleet: worker-env (a worker started by hand), ps (workers) and nodes.
 
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,13 +15,50 @@
 namespace gantry::cli {
 namespace {
 
-// `export NAME='VALUE'` lines for a shell to eval.
-void PrintWorkerEnv(const Context& ctx, const json::value& b) {
+// `VALUE` in single quotes, for a shell.
+std::string ShellQuote(const std::string& v) {
+  std::string quoted = "'";
+  for (char ch : v) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return quoted + "'";
+}
+
+bool ShellName(const std::string& name) {
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+  });
+}
+
+// `export NAME='VALUE'` lines for a shell to eval: the worker's environment from the server,
+// then what the agent gives the workers it starts: the SDK (`sdk`, unless "") on PYTHONPATH
+// after the endpoint's own entries and before the shell's, and unbuffered output.
+void PrintWorkerEnv(const Context& ctx, const json::value& b, const std::string& sdk) {
+  std::string python_path;
+  bool unbuffered = false;
   for (const auto& kv : b.as_object().at("env").as_object()) {
-    std::string v(kv.value().as_string());
-    std::string quoted;
-    for (char ch : v) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-    ctx.Print("export %s='%s'\n", std::string(kv.key()).c_str(), quoted.c_str());
+    const std::string name(kv.key());
+    const std::string value(kv.value().as_string());
+    if (!ShellName(name)) {
+      ctx.PrintError("gantry: skipped %s: not a shell variable name\n", name.c_str());
+      continue;
+    }
+    if (name == "PYTHONPATH") {
+      python_path = value;
+      continue;
+    }
+    unbuffered |= name == "PYTHONUNBUFFERED";
+    ctx.Print("export %s=%s\n", name.c_str(), ShellQuote(value).c_str());
+  }
+  if (!sdk.empty()) python_path += (python_path.empty() ? "" : ":") + sdk;
+  if (!python_path.empty()) {
+    ctx.Print("export PYTHONPATH=%s\"${PYTHONPATH:+:$PYTHONPATH}\"\n",
+              ShellQuote(python_path).c_str());
+  }
+  if (!unbuffered) ctx.Print("export PYTHONUNBUFFERED='1'\n");
+  if (sdk.empty()) {
+    ctx.PrintError(
+        "gantry: the Python SDK (sdk/python) is not next to this binary: put it on "
+        "PYTHONPATH, or give --sdk-path\n");
   }
 }
 
@@ -82,16 +122,32 @@ void PrintNodes(const Context& ctx, const json::value& b) {
 
 }  // namespace
 
+std::string DefaultSdkPath() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
+       dir = dir.parent_path()) {
+    if (fs::exists(dir / "sdk" / "python" / "gantry")) return (dir / "sdk" / "python").string();
+  }
+  return "";
+}
+
 void AddWorkerEnvCommand(CLI::App& app, Context& ctx) {
   auto endpoint = std::make_shared<std::string>();
-  auto* worker_env =
-      app.add_subcommand("worker-env",
-                         "Register one new worker for an endpoint and print its environment "
-                         "(eval \"$(gantry worker-env EP)\" then start the handler)");
+  auto sdk = std::make_shared<std::string>(DefaultSdkPath());
+  auto* worker_env = app.add_subcommand(
+      "worker-env",
+      "Register one new worker for an endpoint and print its environment, the SDK on PYTHONPATH "
+      "included: eval \"$(gantry worker-env EP)\", then start the handler in that shell "
+      "(e.g. python3 handler.py)");
   worker_env->add_option("endpoint", *endpoint, "Endpoint id")->required();
-  worker_env->callback([&ctx, endpoint] {
+  worker_env->add_option("--sdk-path", *sdk, "The Python SDK to put on PYTHONPATH")
+      ->capture_default_str();
+  worker_env->callback([&ctx, endpoint, sdk] {
     Invoke(ctx, "POST", "/v1/endpoints/" + http::PercentEncode(*endpoint) + "/workers", "",
-           [&](const json::value& b) { PrintWorkerEnv(ctx, b); });
+           [&](const json::value& b) { PrintWorkerEnv(ctx, b, *sdk); });
   });
 }
 

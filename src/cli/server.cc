@@ -30,9 +30,14 @@ struct ServerFlags {
 
 void AddServerFlags(CLI::App* c, ServerFlags& f) {
   api::ServerConfig& cfg = f.config;
+  // The CLI looks for admin.key in $GANTRY_DATA_DIR too (Context::Resolve): one variable says
+  // where both are.
+  if (const char* d = getenv("GANTRY_DATA_DIR"); d && *d) cfg.data_dir = d;
   c->add_option("--listen", f.listen, "HOST:PORT to listen on (port 0: any free port)")
       ->capture_default_str();
-  c->add_option("--data-dir", cfg.data_dir, "Where the database and admin key live")
+  c->add_option("--data-dir", cfg.data_dir,
+                "Where the database and admin key live (default $GANTRY_DATA_DIR, else "
+                "./gantry-data)")
       ->capture_default_str();
   c->add_option("--public-url", cfg.public_url,
                 "Base URL workers use to reach this server (default: the listen address)");
@@ -41,6 +46,9 @@ void AddServerFlags(CLI::App* c, ServerFlags& f) {
   c->add_option("--ping-interval-ms", cfg.ping_interval_ms,
                 "Worker heartbeat interval; 3 missed make a worker lost")
       ->capture_default_str();
+  c->add_option_function<int64_t>(
+      "--worker-start-timeout-s", [&cfg](int64_t s) { cfg.worker_start_timeout_ms = s * 1000; },
+      "A registered worker that never connects is lost after this many seconds (default: 600)");
   c->add_option("--stop-grace-ms", cfg.stop_grace_ms,
                 "How long a worker may ignore a stop before it is killed")
       ->capture_default_str();
@@ -84,9 +92,14 @@ bool ApplyServerFlags(const Context& ctx, ServerFlags& f) {
 
 // Cold-start flags, the same for `agent` and `up` (DESIGN §4, docs/cold-starts.md).
 void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
-  c->add_flag("!--no-templates", o.templates,
-              "Never keep worker templates: every worker starts in full");
-  c->add_flag("!--no-snapshots", o.snapshots, "Keep templates, but no CRIU snapshots of them");
+  // Callbacks rather than negated flags ("!--no-templates"), which --help shows as
+  // "--no-templates{false}".
+  c->add_flag_callback(
+      "--no-templates", [&o] { o.templates = false; },
+      "Never keep worker templates: every worker starts in full");
+  c->add_flag_callback(
+      "--no-snapshots", [&o] { o.snapshots = false; },
+      "Keep templates, but no CRIU snapshots of them");
   c->add_option_function<std::string>(
        "--restore-mode",
        [&o](const std::string& m) {
@@ -102,18 +115,6 @@ void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
       "--image-keep-unused-s", [&o](int64_t s) { o.image_keep_unused_ms = s * 1000; },
       "Remove a container image no endpoint of this node uses, and no worker runs, after this "
       "many seconds (default: 600)");
-}
-
-// The Python SDK next to the binary: build/gantry -> sdk/python.
-std::string DefaultSdkPath() {
-  std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
-       dir = dir.parent_path()) {
-    if (fs::exists(dir / "sdk" / "python" / "gantry")) return (dir / "sdk" / "python").string();
-  }
-  return "";
 }
 
 // Blocks until SIGINT or SIGTERM.

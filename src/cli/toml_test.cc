@@ -21,7 +21,7 @@ GREETING = "hi \"there\""
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ(
       ToJson(*t),
-      R"({"id":"echo","workersMax":2,"cpu":5E-1,"flashboot":true,"gpuTypeIds":["H100","A100-80GB","cpu"],"worker":{"command":["python3","handler.py"],"env":{"GREETING":"hi \"there\""}}})");
+      R"({"id":"echo","workersMax":2,"cpu":0.5,"flashboot":true,"gpuTypeIds":["H100","A100-80GB","cpu"],"worker":{"command":["python3","handler.py"],"env":{"GREETING":"hi \"there\""}}})");
 }
 
 TEST(TomlTest, ErrorsNameTheLine) {
@@ -99,7 +99,7 @@ literal = 'C:\path'
 no = false
 )");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
-  EXPECT_EQ(ToJson(*t), R"({"big":1000000,"hex":255,"neg":-3,"exp":1E3,"multi":"two\nlines",)"
+  EXPECT_EQ(ToJson(*t), R"({"big":1000000,"hex":255,"neg":-3,"exp":1000.0,"multi":"two\nlines",)"
                         R"("literal":"C:\\path","no":false})");
 }
 

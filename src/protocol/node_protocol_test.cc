@@ -100,7 +100,7 @@ TEST(NodeProtocolTest, AssignmentWireFormatIsStable) {
             R"("command":["/usr/bin/python3","handler.py"],"workdir":"src","bundle":")" +
                 std::string(64, 'a') +
                 R"(","env":{"A":"1","RUNPOD_POD_ID":"w-1"},"gpuType":"H100","gpus":[0,3],)"
-                R"("cpu":1.5E0,"memoryMb":2048,"flashboot":false,"volume":"weights",)"
+                R"("cpu":1.5,"memoryMb":2048,"flashboot":false,"volume":"weights",)"
                 R"("volumeMountPath":"/data","readOnlyRootfs":true,"image":"127.0.0.1:5000/w:1",)"
                 R"("registryAuth":{"username":"u","password":"p"},"insecureRegistry":true}],)"
                 R"("templateVersions":{"ep":7},"images":[{"generation":"ep:7","image":"r/i:1",)"

@@ -1,6 +1,10 @@
 #include "scheduling/endpoint_spec.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string_view>
+
+#include "common/text.h"
 
 namespace gantry::scheduling {
 
@@ -112,45 +116,6 @@ Status StringList(const json::value& v, const char* key, std::vector<std::string
   return Status::Ok();
 }
 
-// Every field of the patch is one the spec has.
-Status CheckKnownFields(const json::object& o) {
-  static const char* kKnown[] = {"id",
-                                 "name",
-                                 "workersMin",
-                                 "workersMax",
-                                 "idleTimeout",
-                                 "executionTimeoutMs",
-                                 "scalerType",
-                                 "scalerValue",
-                                 "gpuTypeIds",
-                                 "gpuCount",
-                                 "env",
-                                 "concurrency",
-                                 "maxAttempts",
-                                 "maxFailedStarts",
-                                 "cpu",
-                                 "memoryMb",
-                                 "worker",
-                                 "flashboot",
-                                 "createdAt",
-                                 "updatedAt",
-                                 "version",
-                                 "bufferWorkers",
-                                 "bundle",
-                                 "image",
-                                 "registryAuth",
-                                 "insecureRegistry",
-                                 "volume",
-                                 "volumeMountPath",
-                                 "readOnlyRootfs"};
-  for (const auto& kv : o) {
-    bool known = false;
-    for (const char* k : kKnown) known = known || kv.key() == k;
-    if (!known) return InvalidArgument("unknown field: " + std::string(kv.key()));
-  }
-  return Status::Ok();
-}
-
 // name, the scaling fields and each worker's resources.
 Status ApplyScalingFields(const json::object& o, EndpointSpec* spec) {
   if (const auto* v = Find(o, "name")) {
@@ -194,11 +159,6 @@ Status ApplyWorkerFields(const json::object& o, EndpointSpec* spec) {
   if (const auto* v = Find(o, "worker")) {
     if (!v->is_object()) return InvalidArgument("worker must be an object");
     const auto& w = v->as_object();
-    for (const auto& kv : w) {
-      if (kv.key() != "command" && kv.key() != "workdir" && kv.key() != "env") {
-        return InvalidArgument("unknown field: worker." + std::string(kv.key()));
-      }
-    }
     if (const auto* c = Find(w, "command")) {
       GANTRY_RETURN_IF_ERROR(StringList(*c, "worker.command", &spec->worker.command));
     }
@@ -271,12 +231,77 @@ Status ApplyCodeFields(const json::object& o, EndpointSpec* spec) {
   return Status::Ok();
 }
 
+// "unknown field: PREFIXname", and "(did you mean PREFIXother?)" when one of `known` is near.
+Status UnknownField(std::string_view prefix, std::string_view name,
+                    const std::vector<std::string_view>& known) {
+  std::string msg = "unknown field: " + std::string(prefix) + std::string(name);
+  std::string near = DidYouMean(name, known);
+  if (!near.empty()) msg += " (did you mean " + std::string(prefix) + near + "?)";
+  return InvalidArgument(msg);
+}
+
+bool Known(const std::vector<std::string_view>& known, std::string_view name) {
+  return std::find(known.begin(), known.end(), name) != known.end();
+}
+
 }  // namespace
+
+const std::vector<std::string_view>& SpecFieldNames() {
+  static const std::vector<std::string_view> kNames = {"id",
+                                                       "name",
+                                                       "workersMin",
+                                                       "workersMax",
+                                                       "idleTimeout",
+                                                       "executionTimeoutMs",
+                                                       "scalerType",
+                                                       "scalerValue",
+                                                       "gpuTypeIds",
+                                                       "gpuCount",
+                                                       "env",
+                                                       "concurrency",
+                                                       "maxAttempts",
+                                                       "maxFailedStarts",
+                                                       "cpu",
+                                                       "memoryMb",
+                                                       "worker",
+                                                       "flashboot",
+                                                       "createdAt",
+                                                       "updatedAt",
+                                                       "version",
+                                                       "bufferWorkers",
+                                                       "bundle",
+                                                       "image",
+                                                       "registryAuth",
+                                                       "insecureRegistry",
+                                                       "volume",
+                                                       "volumeMountPath",
+                                                       "readOnlyRootfs"};
+  return kNames;
+}
+
+const std::vector<std::string_view>& WorkerFieldNames() {
+  static const std::vector<std::string_view> kNames = {"command", "workdir", "env"};
+  return kNames;
+}
+
+Status CheckSpecFieldNames(const json::object& spec) {
+  auto check = [](const json::object& o, std::string_view prefix,
+                  const std::vector<std::string_view>& known) {
+    for (const auto& kv : o) {
+      const std::string_view name(kv.key().data(), kv.key().size());
+      if (!Known(known, name)) return UnknownField(prefix, name, known);
+    }
+    return Status::Ok();
+  };
+  GANTRY_RETURN_IF_ERROR(check(spec, "", SpecFieldNames()));
+  const json::value* w = Find(spec, "worker");
+  return w && w->is_object() ? check(w->as_object(), "worker.", WorkerFieldNames()) : Status::Ok();
+}
 
 Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec) {
   if (!patch.is_object()) return InvalidArgument("the endpoint spec must be a JSON object");
   const auto& o = patch.as_object();
-  GANTRY_RETURN_IF_ERROR(CheckKnownFields(o));
+  GANTRY_RETURN_IF_ERROR(CheckSpecFieldNames(o));
   GANTRY_RETURN_IF_ERROR(ApplyScalingFields(o, spec));
   GANTRY_RETURN_IF_ERROR(ApplyWorkerFields(o, spec));
   GANTRY_RETURN_IF_ERROR(ApplyCodeFields(o, spec));

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/json.h"
@@ -65,6 +66,16 @@ struct EndpointSpec : ImageAccess {
 // Applies the fields present in `patch` to `spec` (create: over the defaults; update: over the
 // current spec) and validates the result. InvalidArgument names the offending field.
 Status ApplySpecPatch(const json::value& patch, EndpointSpec* spec);
+
+// The fields a spec may hold (the API's names; ApplySpecPatch refuses any other), and those of
+// its "worker" object.
+const std::vector<std::string_view>& SpecFieldNames();
+const std::vector<std::string_view>& WorkerFieldNames();
+
+// InvalidArgument "unknown field: workersMaxx (did you mean workersMax?)" for the first field of
+// `spec`, or of its "worker" object ("worker.comand (did you mean worker.command?)"), that a
+// spec does not have; the hint only when a known name is near (DidYouMean). Checks names only.
+Status CheckSpecFieldNames(const json::object& spec);
 
 // Endpoint ids are used in URLs: 1-64 characters of [A-Za-z0-9_-].
 bool ValidEndpointId(const std::string& id);

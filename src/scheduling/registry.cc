@@ -224,7 +224,7 @@ Result<WorkerInfo*> WorkerRegistry::Authenticate(const std::string& endpoint_id,
     return PermissionDenied("this key does not belong to endpoint " + endpoint_id);
   }
   if (it->second.state == WorkerState::kStopped) {
-    return Unauthenticated("worker " + worker_id + " was stopped: " + it->second.last_error);
+    return Unauthenticated("worker " + worker_id + " was stopped: " + it->second.stop_reason);
   }
   return &it->second;
 }
@@ -254,29 +254,61 @@ void WorkerRegistry::MarkRecycle(const std::string& worker_id) {
 }
 
 void WorkerRegistry::Lose(WorkerInfo* w, WorkerState state, const std::string& why) {
-  checked_.clear();
   GLOG_WARN("workers: %s is %s: %s", w->id.c_str(), WorkerStateName(state), why.c_str());
-  w->state = state;
   w->last_error = why;
+  if (state == WorkerState::kStopped) return MarkStopped(w, why);
+  checked_.clear();
+  w->state = state;
   jobs_->WorkerLost(w->id, "worker " + w->id + " lost: " + why);
-  if (state == WorkerState::kStopped) {
-    // A stopped worker never comes back: a restarted server must not load it as live (it
-    // stays listed here until forgotten).
-    store_->Write({store::Mutation::DeleteObject("worker", w->id)}, {});
-    for (WorkerObserver* o : observers_) o->OnWorkerStopped(*w);
-  }
+}
+
+void WorkerRegistry::MarkStopped(WorkerInfo* w, const std::string& why) {
+  checked_.clear();
+  w->state = WorkerState::kStopped;
+  if (w->stop_reason.empty()) w->stop_reason = why;
+  jobs_->WorkerLost(w->id, "worker " + w->id + " lost: " + why);
+  // A stopped worker never comes back: a restarted server must not load it as live (it stays
+  // listed here until forgotten).
+  store_->Write({store::Mutation::DeleteObject("worker", w->id)}, {});
+  for (WorkerObserver* o : observers_) o->OnWorkerStopped(*w);
 }
 
 void WorkerRegistry::Stop(const std::string& worker_id, const std::string& why) {
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.state == WorkerState::kStopped) return;
+  if (it->second.stopping_ms > 0) return EndStop(worker_id);
   it->second.last_seen_ms = clock_->NowMs();  // forget_after counts from here
   Lose(&it->second, WorkerState::kStopped, why);
 }
 
+void WorkerRegistry::BeginStop(const std::string& worker_id, const std::string& reason) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.state == WorkerState::kStopped) return;
+  WorkerInfo& w = it->second;
+  if (w.stopping_ms > 0) return;
+  GLOG_INFO("workers: %s is stopping: %s", w.id.c_str(), reason.c_str());
+  w.stopping_ms = clock_->NowMs();
+  w.stop_reason = reason;
+  w.draining = true;
+  store_->Write({store::Mutation::DeleteObject("worker", w.id)}, {});
+}
+
+void WorkerRegistry::EndStop(const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.state == WorkerState::kStopped) return;
+  WorkerInfo& w = it->second;
+  if (w.stopping_ms == 0) return;
+  GLOG_INFO("workers: %s stopped: %s", w.id.c_str(), w.stop_reason.c_str());
+  w.last_seen_ms = clock_->NowMs();  // forget_after counts from here
+  MarkStopped(&w, w.stop_reason);
+}
+
 void WorkerRegistry::RemoveEndpoint(const std::string& endpoint_id) {
   for (auto& [id, w] : workers_) {
-    if (w.endpoint_id == endpoint_id && w.state != WorkerState::kStopped) {
+    if (w.endpoint_id != endpoint_id || w.state == WorkerState::kStopped) continue;
+    if (w.stopping_ms > 0) {
+      EndStop(id);
+    } else {
       Lose(&w, WorkerState::kStopped, "endpoint deleted");
     }
   }
@@ -288,7 +320,9 @@ void WorkerRegistry::Tick() {
   std::vector<std::string> forget;
   for (auto& [id, w] : workers_) {
     bool alive = w.state == WorkerState::kReady || w.state == WorkerState::kInitializing;
-    if (alive && !w.heard_from) {
+    if (alive && w.stopping_ms > 0) {  // its pings may end before its node reports its exit
+      if (now - w.stopping_ms > options_.stop_exit_grace_ms) EndStop(id);
+    } else if (alive && !w.heard_from) {
       if (now - w.created_ms > options_.start_timeout_ms) {
         Lose(&w, WorkerState::kUnhealthy,
              "not started after " + std::to_string(options_.start_timeout_ms / 1000) + " s");
@@ -311,7 +345,7 @@ void WorkerRegistry::Tick() {
 WorkerCounts WorkerRegistry::Counts(const std::string& endpoint_id) const {
   WorkerCounts c;
   for (const auto& [id, w] : workers_) {
-    if (w.endpoint_id != endpoint_id) continue;
+    if (w.endpoint_id != endpoint_id || w.stopping_ms > 0) continue;
     switch (w.state) {
       case WorkerState::kInitializing:
         ++c.initializing;

@@ -63,8 +63,12 @@ struct WorkerInfo {
   int64_t ready_ms = 0;     // its first job-take
   bool heard_from = false;  // any request from it since it was registered (or loaded)
   WorkerState state = WorkerState::kInitializing;
-  std::string last_error;  // why it became unhealthy or stopped
-  bool recycle = false;    // it asked to be recycled (stopPod)
+  std::string last_error;   // why it failed: lost, crashed, killed (never a normal stop's reason)
+  std::string stop_reason;  // why it was stopped, normal or not ("" until then)
+  // A normal stop (BeginStop) under way since (ms; 0: none): the worker is off its node's
+  // assignment and takes no new job, but its key works until EndStop.
+  int64_t stopping_ms = 0;
+  bool recycle = false;  // it asked to be recycled (stopPod)
   // Set for workers the scheduler placed on a node (empty for workers started by hand).
   std::string node_id;
   std::string gpu_type;
@@ -102,6 +106,10 @@ struct WorkerOptions {
   // A worker not yet heard from (its process imports and loads its model before the SDK
   // starts pinging) is lost only after this. Default: 10 min.
   int64_t start_timeout_ms = 10 * 60 * 1000;
+  // A normal stop whose end no node reports (the node vanished) ends after this, so that no
+  // key stays valid for good. Default: 30 s (an agent kills a worker 10 s after its SIGTERM
+  // and reports every second).
+  int64_t stop_exit_grace_ms = 30'000;
 };
 
 class WorkerRegistry {
@@ -125,23 +133,37 @@ class WorkerRegistry {
   void Seen(WorkerInfo* w, bool take);
   void Ping(WorkerInfo* w, const std::vector<std::string>& running);
   void MarkRecycle(const std::string& worker_id);
-  // Stops the worker: its jobs are released and its secret stops working. Until an agent
-  // runs it, nothing kills the process itself.
+  // Stops the worker for a failure (`why` is logged as a warning and kept as its last error):
+  // its jobs are released and its secret stops working at once. Until an agent runs it,
+  // nothing kills the process itself. A worker whose normal stop is under way ends it quietly
+  // instead (EndStop): its node was lost, or the scheduler gave up on it.
   void Stop(const std::string& worker_id, const std::string& why);
+  // Begins a normal stop (idleness, a new version, a recycle): logged at INFO, `reason` kept as
+  // its stop reason, never as an error. It takes no new job (draining: job-take answers 204)
+  // but its key keeps working, so that its process, which its agent now stops, meets no 401 on
+  // its way out. Its record leaves the store at once (a restarted server does not run it).
+  void BeginStop(const std::string& worker_id, const std::string& reason);
+  // Ends a normal stop: the process is gone (its node reported it, or stop_exit_grace_ms
+  // passed). The worker is STOPPED: its jobs are released, its secret stops working.
+  void EndStop(const std::string& worker_id);
   void RemoveEndpoint(const std::string& endpoint_id);
   // `observer` (not owned) is told of each worker that stops until it is removed (before it is
   // destroyed). Not from within a callback.
   void AddObserver(WorkerObserver* observer) { observers_.push_back(observer); }
   void RemoveObserver(WorkerObserver* observer) { std::erase(observers_, observer); }
-  // Marks workers whose pings stopped as lost, and forgets old dead ones.
+  // Marks workers whose pings stopped (or that never started) as lost, ends normal stops past
+  // their grace, and forgets old dead ones.
   void Tick();
 
+  // RunPod's worker counts; a worker being stopped counts in none.
   WorkerCounts Counts(const std::string& endpoint_id) const;
   std::vector<const WorkerInfo*> List(const std::string& endpoint_id) const;  // "" for all
   const WorkerOptions& options() const { return options_; }
 
  private:
   void Lose(WorkerInfo* w, WorkerState state, const std::string& why);
+  // STOPPED for good: its jobs go back to the queue, its key stops working, observers hear.
+  void MarkStopped(WorkerInfo* w, const std::string& why);
   const Clock* clock_;
   store::Store* store_;
   jobs::JobManager* jobs_;

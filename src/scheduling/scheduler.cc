@@ -46,7 +46,8 @@ void Scheduler::Rebuild(Node* node) {
   Assignment next;
   next.version = node->assignment.version;
   for (const WorkerInfo* w : workers_->List("")) {
-    if (w->node_id != node->id || w->state == WorkerState::kStopped) continue;
+    // A worker being stopped leaves the assignment: its agent sends it SIGTERM.
+    if (w->node_id != node->id || w->state == WorkerState::kStopped || w->stopping_ms) continue;
     const EndpointSpec* spec = endpoints_->Get(w->endpoint_id);
     if (!spec) continue;
     WorkerAssignment a;
@@ -156,6 +157,13 @@ void Scheduler::StopWorker(WorkerInfo* w, const std::string& why) {
   if (n != nodes_.end()) Rebuild(&n->second);
 }
 
+void Scheduler::RetireWorker(WorkerInfo* w, const std::string& reason) {
+  jobs_->DropWaiters(w->id);  // its job-take answers 204 now, and until it exits
+  workers_->BeginStop(w->id, reason);
+  auto n = nodes_.find(w->node_id);
+  if (n != nodes_.end()) Rebuild(&n->second);
+}
+
 void Scheduler::Kill(const std::string& worker_id, const std::string& why) {
   if (WorkerInfo* w = workers_->Get(worker_id)) StopWorker(w, why);
 }
@@ -186,7 +194,7 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
   std::vector<WorkerInfo*> drained;
   for (const WorkerInfo* cw : workers_->List(endpoint_id)) {
     WorkerInfo* w = workers_->Get(cw->id);
-    if (w->node_id.empty() || w->state == WorkerState::kStopped) continue;
+    if (w->node_id.empty() || w->state == WorkerState::kStopped || w->stopping_ms) continue;
     int64_t idle_since = jobs_->IdleSince(w->id);
     if (w->endpoint_version != spec->version && !w->draining) {
       w->draining = true;  // a new version: old workers take no new job and go when idle
@@ -209,7 +217,7 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
     int64_t held = static_cast<int64_t>(jobs_->HeldCount(w->id));
     active.push_back({w->id, ready, held, std::max(w->ready_ms, idle_since)});
   }
-  for (WorkerInfo* w : drained) StopWorker(w, "drained after a new version");
+  for (WorkerInfo* w : drained) RetireWorker(w, "drained after a new version");
 
   auto load = jobs_->LoadOf(endpoint_id);
   EndpointLoad el{load.queued, load.queued_low, load.running, load.oldest_queued_ms};
@@ -221,7 +229,7 @@ void Scheduler::Evaluate(const std::string& endpoint_id) {
   }
   for (const auto& id : d.stop) {
     if (WorkerInfo* w = workers_->Get(id))
-      StopWorker(w, "idle for " + std::to_string(spec->idle_timeout_s) + " s");
+      RetireWorker(w, "idle for " + std::to_string(spec->idle_timeout_s) + " s");
   }
 }
 
@@ -260,20 +268,37 @@ Status Scheduler::Report(const std::string& node_id, const NodeStatus& status,
                                   static_cast<int>(w->gpus.size()), r.spawned_ms, 0});
       }
     }
-    if (r.state == protocol::WorkerRunState::kExited && w->state != WorkerState::kStopped) {
+    if (r.state == protocol::WorkerRunState::kExited && w->state != WorkerState::kStopped &&
+        !w->stopping_ms) {
       auto tail = log_tails.find(r.worker_id);
       WorkerExited(w, r, tail == log_tails.end() ? std::vector<std::string>{} : tail->second);
     }
     if (r.start_path != protocol::StartPath::kNone) w->start_path = r.start_path;
     if (!r.start_note.empty()) w->start_note = r.start_note;
   }
+  EndStopsOfGoneWorkers(node_id, status);
   return Status::Ok();
+}
+
+void Scheduler::EndStopsOfGoneWorkers(const std::string& node_id, const NodeStatus& status) {
+  std::set<std::string> running;
+  for (const auto& r : status.workers) {
+    if (r.state != protocol::WorkerRunState::kExited) running.insert(r.worker_id);
+  }
+  std::vector<std::string> gone;
+  for (const WorkerInfo* w : workers_->List("")) {
+    if (w->node_id == node_id && w->stopping_ms && w->state != WorkerState::kStopped &&
+        !running.count(w->id)) {
+      gone.push_back(w->id);
+    }
+  }
+  for (const std::string& id : gone) workers_->EndStop(id);
 }
 
 void Scheduler::WorkerExited(WorkerInfo* w, const WorkerReport& r,
                              const std::vector<std::string>& tail) {
   if (w->recycle && r.exit_code == 0) {  // it asked to be recycled (refresh_worker): not an error
-    return StopWorker(w, "recycled after its job (refresh_worker)");
+    return RetireWorker(w, "recycled after its job (refresh_worker)");  // gone: Report ends it
   }
   EndpointHealth& h = health_[w->endpoint_id];
   std::string why = r.error.empty() ? "exited with code " + std::to_string(r.exit_code) : r.error;

@@ -118,7 +118,16 @@ class Scheduler : public jobs::JobObserver, public EndpointObserver {
   };
   void Rebuild(Node* node);  // recomputes the assignment; bumps the version when it changed
   void StartWorker(const EndpointSpec& spec);
+  // Stops a worker for a failure (a warning and its last error) at once; see
+  // WorkerRegistry::Stop.
   void StopWorker(WorkerInfo* w, const std::string& why);
+  // A normal stop (idleness, a new version, a recycle): no warning, no error. The worker leaves
+  // its node's assignment (its agent sends SIGTERM) and keeps its key until its node reports
+  // the process gone (EndStopsOfGoneWorkers); ordering in docs/decisions.md.
+  void RetireWorker(WorkerInfo* w, const std::string& reason);
+  // Ends the normal stops of the node's workers that its status no longer lists as running
+  // (the agent drops a worker it no longer runs once its process has exited).
+  void EndStopsOfGoneWorkers(const std::string& node_id, const NodeStatus& status);
   void WorkerExited(WorkerInfo* w, const WorkerReport& r, const std::vector<std::string>& tail);
   // A worker of the endpoint's current version failed to start: backoff, health, and once
   // spec.max_failed_starts have failed in a row, the queued jobs fail with `why` and `tail`.

@@ -184,9 +184,58 @@ TEST_F(SchedulerTest, ScaleFromZeroRunsAndScalesBackToZero) {
   EXPECT_EQ(Poll("n1").workers.size(), 1u);
   clock_.Advance(1);
   sched_.Tick();
-  EXPECT_TRUE(Poll("n1").workers.empty());
+  EXPECT_TRUE(Poll("n1").workers.empty());                 // the agent stops it
+  ASSERT_TRUE(sched_.Report("n1", Workers({}), {}).ok());  // its process is gone
   EXPECT_EQ(workers_.Get(wa.worker_id)->state, WorkerState::kStopped);
   EXPECT_GT(workers_.Get(wa.worker_id)->spawned_ms, 0);
+}
+
+// The order of a normal stop (docs/decisions.md): off the assignment first (the agent sends
+// SIGTERM), the key valid and job-take empty meanwhile, STOPPED once the agent reports the
+// process gone; no error anywhere.
+TEST_F(SchedulerTest, IdleStopIsNoErrorAndKeepsTheKeyUntilTheAgentReportsTheExit) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"echo","idleTimeout":5,"worker":{"command":["x"]}})");
+  std::string job = Submit("echo");
+  const WorkerAssignment wa = Poll("n1").workers.at(0);
+  const std::string key = wa.env.at("RUNPOD_AI_API_KEY");
+  ASSERT_TRUE(sched_.Report("n1", Workers({{wa.worker_id, kRunning, 1, 2}}), {}).ok());
+  BecomeReady(wa.worker_id, "echo");
+  ASSERT_TRUE(jobs_.Finish(wa.worker_id, job, J(R"({"output":1})"), false, {}).ok());
+  clock_.Advance(5'000);
+  sched_.Tick();
+  EXPECT_TRUE(Poll("n1").workers.empty());
+  WorkerInfo* w = workers_.Get(wa.worker_id);
+  EXPECT_TRUE(workers_.Authenticate("echo", wa.worker_id, key).ok());
+  EXPECT_TRUE(w->draining);
+  EXPECT_GT(w->stopping_ms, 0);
+  // The agent has not acted yet, then its SIGTERM is under way: still running.
+  ASSERT_TRUE(sched_.Report("n1", Workers({{wa.worker_id, kRunning, 1, 2}}), {}).ok());
+  sched_.Tick();
+  EXPECT_NE(w->state, WorkerState::kStopped);
+  EXPECT_TRUE(Poll("n1").workers.empty());  // and never placed again
+  // SIGTERM ended it (the agent reports the exit once, or simply stops listing it).
+  ASSERT_TRUE(sched_.Report("n1", Workers({{wa.worker_id, kExited, 1, 2, 0, ""}}), {}).ok());
+  EXPECT_EQ(w->state, WorkerState::kStopped);
+  EXPECT_EQ(w->last_error, "");
+  EXPECT_EQ(w->stop_reason, "idle for 5 s");
+  EXPECT_EQ(workers_.Authenticate("echo", wa.worker_id, key).status().code(),
+            Code::kUnauthenticated);
+  EXPECT_EQ(sched_.Health("echo").last_error, "");
+  EXPECT_EQ(sched_.Health("echo").consecutive_failures, 0);
+}
+
+TEST_F(SchedulerTest, CrashStillSetsTheLastError) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"c","worker":{"command":["x"]}})");
+  Submit("c");
+  std::string wid = Poll("n1").workers.at(0).worker_id;
+  BecomeReady(wid, "c");
+  ASSERT_TRUE(
+      sched_.Report("n1", Workers({{wid, kExited, 1, 2, -1, "killed by signal 9"}}), {}).ok());
+  EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
+  EXPECT_EQ(workers_.Get(wid)->last_error, "killed by signal 9");
+  EXPECT_NE(sched_.Health("c").last_error.find("killed by signal 9"), std::string::npos);
 }
 
 TEST_F(SchedulerTest, BurstNeverExceedsWorkersMax) {
@@ -311,6 +360,7 @@ TEST_F(SchedulerTest, RecycledWorkerExitIsNotAFailure) {
   workers_.MarkRecycle(wid);  // as the API does for stopPod
   ASSERT_TRUE(sched_.Report("n1", Workers({{wid, kExited, 1, 2, 0, ""}}), {}).ok());
   EXPECT_EQ(workers_.Get(wid)->state, WorkerState::kStopped);
+  EXPECT_EQ(workers_.Get(wid)->last_error, "");
   EXPECT_EQ(sched_.Health("r").consecutive_failures, 0);
   EXPECT_TRUE(sched_.Health("r").last_error.empty());
 }
@@ -333,6 +383,8 @@ TEST_F(SchedulerTest, NewVersionDrainsOldWorkers) {
   ASSERT_EQ(a.workers.size(), 1u);
   EXPECT_NE(a.workers[0].worker_id, old_id);
   EXPECT_EQ(a.workers[0].command, std::vector<std::string>{"y"});
+  EXPECT_EQ(workers_.Get(old_id)->stop_reason, "drained after a new version");
+  EXPECT_EQ(workers_.Get(old_id)->last_error, "");
 }
 
 TEST_F(SchedulerTest, SilentNodeLosesItsWorkers) {

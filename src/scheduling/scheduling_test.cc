@@ -229,5 +229,75 @@ TEST_F(RegistryTest, SlowStartingWorkerIsGivenTheStartTimeoutNotThePingTimeout) 
   EXPECT_NE(info->last_error.find("not started"), std::string::npos);
 }
 
+// A worker registered by hand (gantry worker-env) whose process never starts stops counting
+// as initializing after the start timeout (--worker-start-timeout-s), then is forgotten like any
+// dead worker: forget_after its last sign of life.
+TEST_F(RegistryTest, NeverConnectedWorkerIsLostAfterTheStartTimeoutThenForgotten) {
+  WorkerOptions o;
+  o.start_timeout_ms = 2'000;
+  WorkerRegistry workers(&clock_, &store_, &jobs_, o);
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto w = workers.Register("ep", {});
+  ASSERT_TRUE(w.ok());
+  clock_.Advance(2'000);
+  workers.Tick();
+  EXPECT_EQ(workers.Counts("ep").initializing, 1);
+  clock_.Advance(1);
+  workers.Tick();
+  EXPECT_EQ(workers.Counts("ep").initializing, 0);
+  EXPECT_EQ(workers.Counts("ep").unhealthy, 1);
+  EXPECT_NE(workers.Get(w->first.id)->last_error.find("not started after 2 s"), std::string::npos);
+  clock_.Advance(o.forget_after_ms);
+  workers.Tick();
+  EXPECT_TRUE(workers.List("ep").empty());
+  EXPECT_EQ(workers.Authenticate("ep", w->first.id, w->second).status().code(),
+            Code::kUnauthenticated);
+  EXPECT_TRUE(store_.LoadObjects("worker")->empty());
+}
+
+// A normal stop (idleness) is no error, and the worker's key works until the stop ends, so that
+// its process meets no 401 between the decision and its agent's SIGTERM.
+TEST_F(RegistryTest, NormalStopLeavesNoErrorAndKeepsTheKeyUntilItEnds) {
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto w = workers_.Register("ep", {});
+  WorkerInfo* info = *workers_.Authenticate("ep", w->first.id, w->second);
+  workers_.Seen(info, true);
+  workers_.BeginStop(info->id, "idle for 5 s");
+  EXPECT_TRUE(workers_.Authenticate("ep", info->id, w->second).ok());
+  EXPECT_TRUE(info->draining);  // job-take answers 204
+  EXPECT_EQ(info->state, WorkerState::kReady);
+  EXPECT_EQ(workers_.Counts("ep").ready, 0);
+  EXPECT_TRUE(store_.LoadObjects("worker")->empty());  // a restart does not run it again
+  // Its pings end before its exit is reported: that is no loss.
+  clock_.Advance(WorkerOptions{}.stop_exit_grace_ms);
+  workers_.Tick();
+  EXPECT_EQ(info->state, WorkerState::kReady);
+  workers_.EndStop(info->id);
+  EXPECT_EQ(info->state, WorkerState::kStopped);
+  EXPECT_EQ(info->last_error, "");
+  EXPECT_EQ(info->stop_reason, "idle for 5 s");
+  EXPECT_EQ(workers_.Authenticate("ep", info->id, w->second).status().code(),
+            Code::kUnauthenticated);
+}
+
+// A node that vanished never reports the exit: the key still stops working after a grace.
+TEST_F(RegistryTest, NormalStopWhoseExitIsNeverReportedEndsAfterItsGrace) {
+  endpoints_.Create(J(R"({"id":"ep"})"), {}).ok();
+  auto w = workers_.Register("ep", {});
+  WorkerInfo* info = *workers_.Authenticate("ep", w->first.id, w->second);
+  workers_.Seen(info, true);
+  workers_.BeginStop(info->id, "idle for 5 s");
+  clock_.Advance(WorkerOptions{}.stop_exit_grace_ms + 1);
+  workers_.Tick();
+  EXPECT_EQ(info->state, WorkerState::kStopped);
+  EXPECT_EQ(info->last_error, "");
+  EXPECT_FALSE(workers_.Authenticate("ep", info->id, w->second).ok());
+  // A failure's stop is immediate and keeps its error.
+  auto other = workers_.Register("ep", {});
+  workers_.Stop(other->first.id, "exited with code 1");
+  EXPECT_EQ(workers_.Get(other->first.id)->last_error, "exited with code 1");
+  EXPECT_EQ(workers_.Get(other->first.id)->stop_reason, "exited with code 1");
+}
+
 }  // namespace
 }  // namespace gantry::scheduling

@@ -157,15 +157,18 @@ class CliTest(E2ETest):
         self.worker("cli-ep", "echo.py")
         out = self.cli("run", "cli-ep", "--input", '{"v": 3}').stdout
         self.assertEqual(json.loads(out), {"echo": {"v": 3}})
-        job = self.cli("run", "cli-ep", "--input", "{}", "--async").stdout.split()[0]
+        job = self.cli("run", "cli-ep", "--input", "{}", "--async").stdout.strip()
         deadline = time.time() + 10
         while time.time() < deadline:
-            st = json.loads(self.cli("--json", "status", "cli-ep", job).stdout)
+            # Exit 4 while the job is not done (docs/cli.md).
+            p = self.cli("--json", "status", "cli-ep", job, ok=False)
+            self.assertIn(p.returncode, (0, 4), p.stderr)
+            st = json.loads(p.stdout)
             if st["status"] == "COMPLETED":
                 break
             time.sleep(0.1)
         self.assertEqual(st["status"], "COMPLETED")
-        self.assertIn("COMPLETED", self.cli("status", "cli-ep", job).stdout)
+        self.assertEqual(json.loads(self.cli("status", "cli-ep", job).stdout), {"echo": {}})
         bad = self.cli("run", "cli-ep", "--input", "{oops", ok=False)
         self.assertEqual(bad.returncode, 2)
         created = json.loads(self.cli("--json", "keys", "create", "--name", "robot").stdout)

@@ -357,7 +357,7 @@ class DeployTest(E2ETest):
         p = subprocess.run([GANTRY, "deploy", "/nonexistent-dir"], env=env, capture_output=True,
                            text=True, timeout=30)
         self.assertEqual(p.returncode, 2)
-        self.assertIn("gantry.toml", p.stderr)
+        self.assertIn("directory /nonexistent-dir does not exist", p.stderr)
         r = self.server.request("POST", "/v1/endpoints", {"id": "x", "bundle": "0" * 64})
         self.assertEqual(r.status, 404, r)
         self.assertIn("bundle not uploaded", r.json["error"]["message"])

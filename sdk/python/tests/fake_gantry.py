@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 API_KEY = "test-key"
 ENDPOINT = "ep1"
@@ -44,6 +44,8 @@ class FakeGantry:
         self.fail_done: Dict[str, int] = {}  # job id -> number of 500s to answer job-done with
         # job id -> times to requeue it on job-done (a retry), answering only once it is taken.
         self.requeue_on_done: Dict[str, int] = {}
+        # (route, job id) -> the message of one 400 to answer the next such post with.
+        self.refuse: Dict[Tuple[str, str], str] = {}
         self.on_stop_delivered: Optional[Callable[[List[str]], None]] = None
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -114,7 +116,7 @@ class FakeGantry:
         """The first final (non-progress) job-done for `job_id` that was answered 200."""
         def final() -> Optional[Request]:
             for r in self.recorded("job-done", job_id):
-                if r.body.get("status") != "IN_PROGRESS" and r.status == 200:
+                if r.status == 200 and r.body.get("status") != "IN_PROGRESS":
                     return r
             return None
         return self.wait_for(final, timeout_s)
@@ -175,6 +177,32 @@ class FakeGantry:
             time.sleep(0.3)  # The worker reads the new offer first.
         return 200
 
+    def _refusal(self, route: str, job_id: Optional[str]) -> Optional[str]:
+        with self._cond:
+            return self.refuse.pop((route, job_id or ""), None)
+
+
+class _NotJson(NamedTuple):
+    """A body holding NaN, Infinity or -Infinity: Python's json reads them, Gantry does not."""
+
+    token: str
+
+
+class _ConstantFound(Exception):
+    pass
+
+
+def _raise_constant(token: str) -> Any:
+    raise _ConstantFound(token)
+
+
+def _parse(raw: bytes) -> Any:
+    """The body as JSON, or a _NotJson."""
+    try:
+        return json.loads(raw, parse_constant=_raise_constant)
+    except _ConstantFound as found:
+        return _NotJson(str(found))
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -194,7 +222,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        body = _parse(raw) if raw else None
         # /v2/<ep>/<route>/<worker>[/<job>]
         parts = url.path.split("/")
         route = parts[3] if len(parts) > 3 else ""
@@ -202,8 +230,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fake = self.fake
 
         status, answer = 404, None
+        refusal = fake._refusal(route, job_id) if route in ("job-done", "job-stream") else None
         if self.headers.get("Authorization") != API_KEY:
             status = 401
+        elif isinstance(body, _NotJson) or refusal is not None:
+            # As Gantry answers a body it refuses (a NaN, which JSON does not have, included).
+            message = refusal or f"{body.token} is not a finite number: JSON has no NaN"
+            status, answer = 400, {"error": {"code": "invalid_argument", "message": message}}
         elif route in ("job-take", "job-take-batch"):
             batch = int(query["batch_size"]) if route == "job-take-batch" else None
             status = fake._early_take_answer()

@@ -56,6 +56,46 @@ class JobRunTest(unittest.TestCase):
         body, _, _, _ = self.run_job(lambda job: {"value": object()})
         self.assertIn("not JSON serializable", json.loads(body["error"])["error_message"])
 
+    def test_output_with_nan_fails_the_job_naming_the_value(self):
+        body, _, _, _ = self.run_job(lambda job: {"x": [1, 2, float("nan")]})
+        self.assertEqual(list(body), ["error"])
+        error = json.loads(body["error"])
+        self.assertEqual(error["error_message"], "output.x[2] is NaN: JSON has no NaN")
+        self.assertEqual(error["error_type"], "<class 'ValueError'>")
+
+    def test_stream_chunk_with_infinity_fails_the_job(self):
+        def handler(job):
+            yield 1
+            yield {"y": float("inf")}
+            yield 2
+
+        body, is_stream, chunks, _ = self.run_job(handler)
+        self.assertTrue(is_stream)
+        self.assertEqual(chunks, [{"output": 1}])
+        self.assertEqual(json.loads(body["error"])["error_message"],
+                         "stream chunk 1: output.y is Infinity: JSON has no Infinity")
+
+    def test_refused_result_is_followed_by_an_error(self):
+        posted, finished = [], threading.Event()
+
+        class Sink:
+            def stream(self, job_id, payload):
+                pass
+
+            def done(self, job_id, payload, is_stream):
+                posted.append(json.loads(payload))
+                return "output.n is not a finite number" if len(posted) == 1 else None
+
+        run = JobRun({"id": "j1", "input": 0}, lambda job: {"n": 1}, loop=self.loop,
+                     sink=Sink(), errors=ErrorContext("w1", "h"), aggregate_stream=False,
+                     refresh_worker=False, on_done=lambda run, stop_pod: finished.set())
+        run.start()
+        self.assertTrue(finished.wait(5))
+        self.assertEqual(posted[0], {"output": {"n": 1}})
+        self.assertEqual(json.loads(posted[1]["error"])["error_message"],
+                         "the server refused the job's result: output.n is not a finite number")
+        self.assertEqual(len(posted), 2)
+
     def test_refresh_worker_config_marks_every_result(self):
         body, _, _, stop_pod = self.run_job(lambda job: "x", refresh=True)
         self.assertEqual(body, {"output": "x", "stopPod": True})

@@ -7,7 +7,7 @@ from gantry.serverless.config import HandlerConfig, WorkerEnv, is_local
 from gantry.serverless.heartbeat import ping_url
 from gantry.serverless.job import Kind, handler_kind
 from gantry.serverless.protocol import job_url, take_url
-from gantry.serverless.results import ErrorContext, error_body, result_body
+from gantry.serverless.results import ErrorContext, encode, error_body, result_body
 
 TAKE = "http://h:1/v2/ep/job-take/w1?gpu=A100"
 
@@ -85,6 +85,37 @@ class ResultBodyTest(unittest.TestCase):
         self.assertEqual(info["error_message"], "'k'")
         self.assertIn("raise KeyError", info["error_traceback"])
         self.assertEqual((info["worker_id"], info["hostname"]), ("w1", "host"))
+
+
+class EncodeTest(unittest.TestCase):
+    def reason(self, body):
+        with self.assertRaises(ValueError) as caught:
+            encode(body)
+        return str(caught.exception)
+
+    def test_numbers_as_json_has_them(self):
+        self.assertEqual(encode({"output": [0.1, 1.0, 3.6799999999999995e-4, 10**20, "\u00e9"]}),
+                         '{"output": [0.1, 1.0, 0.00036799999999999995, 100000000000000000000, '
+                         '"\u00e9"]}'.encode())
+
+    def test_what_json_cannot_hold_is_named_by_its_path(self):
+        inf = float("inf")
+        self.assertEqual(self.reason({"output": {"x": [1, 2, float("nan")]}}),
+                         "output.x[2] is NaN: JSON has no NaN")
+        self.assertEqual(self.reason({"output": inf}), "output is Infinity: JSON has no Infinity")
+        self.assertEqual(self.reason({"output": {"a b": [(0, -inf)]}}),
+                         'output["a b"][0][1] is -Infinity: JSON has no -Infinity')
+        self.assertEqual(self.reason({"output": {"v": {1, 2}}}),
+                         "output.v is not JSON: Object of type set is not JSON serializable")
+        self.assertEqual(self.reason({"output": {(1, 2): 3}}),
+                         "output has a key of type tuple: JSON keys are strings")
+        self.assertEqual(self.reason({"output": {7: float("nan")}}),
+                         'output["7"] is NaN: JSON has no NaN')
+        self.assertEqual(self.reason(float("nan")), "the value is NaN: JSON has no NaN")
+        cycle = []
+        cycle.append(cycle)
+        self.assertEqual(self.reason({"output": cycle}),
+                         "output[0] contains itself: JSON has no cycles")
 
 
 class HandlerConfigTest(unittest.TestCase):

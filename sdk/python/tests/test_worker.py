@@ -155,6 +155,61 @@ class ErrorsTest(WorkerTestCase):
         self.assertNotIn("ignored", self.worker_log())
 
 
+class NotJsonTest(WorkerTestCase):
+    """Gantry refuses NaN and infinities (JSON has none); the worker must not send them."""
+
+    def test_nan_result_fails_the_job_at_once_naming_the_value(self):
+        self.fake.add_job("j1", {})
+        started = time.monotonic()
+        self.start_worker("returns_nan")
+        error = json.loads(self.fake.wait_done("j1").body["error"])
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(error["error_message"], "output.x[2] is NaN: JSON has no NaN")
+        self.assertEqual([r.status for r in self.fake.recorded("job-done", "j1")], [200])
+        self.assertIn("output.x[2] is NaN: JSON has no NaN", self.worker_log())
+
+    def test_infinite_stream_chunk_fails_the_job(self):
+        self.fake.add_job("j1", {})
+        self.start_worker("streams_infinity")
+        error = json.loads(self.fake.wait_done("j1").body["error"])
+        self.assertEqual(error["error_message"],
+                         "stream chunk 1: output.y is -Infinity: JSON has no -Infinity")
+        self.assertEqual([r.body for r in self.fake.recorded("job-stream", "j1")],
+                         [{"output": 1}])
+
+    def test_nan_progress_update_is_dropped_and_logged(self):
+        self.fake.add_job("j1", {})
+        self.start_worker("progress_nan")
+        self.assertEqual(self.fake.wait_done("j1").body, {"output": "finished"})
+        self.assertEqual(len(self.fake.recorded("job-done", "j1")), 1)
+        self.assertIn("output.pct is NaN: JSON has no NaN", self.worker_log())
+
+    def test_refused_result_is_logged_and_fails_the_job_at_once(self):
+        self.fake.refuse[("job-done", "j1")] = "output.echo is not what the server takes"
+        self.fake.add_job("j1", {})
+        self.start_worker("sync_echo")
+        error = json.loads(self.fake.wait_done("j1").body["error"])
+        self.assertEqual(error["error_message"], "the server refused the job's result: "
+                                                 "output.echo is not what the server takes")
+        self.assertEqual([r.status for r in self.fake.recorded("job-done", "j1")], [400, 200])
+        self.fake.wait_for(lambda: "not what the server takes" in self.worker_log())
+        self.assertIn("HTTP 400: output.echo is not what the server takes", self.worker_log())
+
+    def test_refused_progress_update_is_logged(self):
+        self.fake.refuse[("job-done", "j1")] = "progress refused here"
+        self.fake.add_job("j1", {})
+        self.start_worker("progress")
+        self.assertEqual(self.fake.wait_done("j1").body, {"output": "finished"})
+        self.fake.wait_for(lambda: "HTTP 400: progress refused here" in self.worker_log())
+
+    def test_refused_stream_chunk_is_logged(self):
+        self.fake.refuse[("job-stream", "j1")] = "chunk refused here"
+        self.fake.add_job("j1", {})
+        self.start_worker("generator")
+        self.assertEqual(self.fake.wait_done("j1").body, {"output": []})
+        self.fake.wait_for(lambda: "HTTP 400: chunk refused here" in self.worker_log())
+
+
 class ProgressTest(WorkerTestCase):
     def check_progress(self, handler, value):
         self.fake.add_job("j1", {})
@@ -286,6 +341,24 @@ class ShutdownTest(WorkerTestCase):
         self.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.wait_exit(), 0)
         self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_sigterm_while_being_stopped_exits_without_a_warning(self):
+        # A normal stop (idleness): the server answers job-take 204 at once until the agent's
+        # SIGTERM, and the key keeps working. The worker leaves quietly: INFO lines only.
+        self.fake.add_job("j1", {})
+        self.start_worker("sync_echo")
+        self.fake.wait_done("j1")
+        with self.fake._cond:
+            self.fake.take_answers_first = [204] * 1000
+        seen = len(self.fake.recorded("job-take"))
+        self.fake.wait_for(lambda: len(self.fake.recorded("job-take")) >= seen + 2, timeout_s=15)
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.wait_exit(), 0)
+        log = self.worker_log()
+        self.assertIn("SIGTERM", log)
+        noisy = [line for line in log.splitlines()
+                 if any(word in line for word in ("WARNING", "ERROR", "Traceback", "heartbeat:"))]
+        self.assertEqual(noisy, [], log)
 
 
 class LocalRunTest(unittest.TestCase):

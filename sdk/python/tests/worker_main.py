@@ -56,6 +56,20 @@ async def async_progress(job):
     return "finished"
 
 
+def returns_nan(job):
+    return {"x": [1, 2, float("nan")]}
+
+
+def streams_infinity(job):
+    yield 1
+    yield {"y": float("-inf")}
+
+
+def progress_nan(job):
+    runpod.serverless.progress_update(job, {"pct": float("nan")})
+    return "finished"
+
+
 def refresh(job):
     return {"refresh_worker": True, "ran": job["id"]}
 

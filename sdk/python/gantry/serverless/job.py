@@ -47,8 +47,9 @@ class JobSink(Protocol):
     def stream(self, job_id: str, payload: bytes) -> None:
         """One `{"output": chunk}` of a streaming handler, as JSON."""
 
-    def done(self, job_id: str, payload: bytes, is_stream: bool) -> None:
-        """The job-done body, as JSON."""
+    def done(self, job_id: str, payload: bytes, is_stream: bool) -> Optional[str]:
+        """The job-done body, as JSON. Returns the server's reason when it refused the body
+        itself (sending it again would not help), else None."""
 
 
 _END = object()  # An exhausted generator.
@@ -135,7 +136,13 @@ class JobRun:
             self._on_done(self, False)
             return
         try:
-            self._sink.done(self.id, payload, is_stream)
+            refusal = self._sink.done(self.id, payload, is_stream)
+            if refusal is not None:
+                # Else the job would wait, held by a worker that has finished with it, until
+                # the server finds it dropped: fail it now, saying why.
+                log.error("job %s: the server refused its result; reporting it failed", self.id)
+                error = ValueError(f"the server refused the job's result: {refusal}")
+                self._sink.done(self.id, self._error_payload(error, stop_pod), is_stream)
             log.info("job %s: done", self.id)
         finally:
             self._on_done(self, stop_pod)
@@ -143,11 +150,24 @@ class JobRun:
     def _encode(self, body: dict, stop_pod: bool) -> bytes:
         """The job-done payload; an output that is not JSON becomes the job's error."""
         try:
-            payload = encode(dict(body, stopPod=True) if stop_pod else body)
-        except (TypeError, ValueError) as err:
-            fallback = error_body(err, self._errors)
-            payload = encode(dict(fallback, stopPod=True) if stop_pod else fallback)
-        return payload
+            return encode(dict(body, stopPod=True) if stop_pod else body)
+        except ValueError as err:
+            log.error("job %s: its result is not JSON, so it fails: %s", self.id, err)
+            return self._error_payload(err, stop_pod)
+
+    def _error_payload(self, error: Exception, stop_pod: bool) -> bytes:
+        """A job-done body that fails the job with `error`, which was raised by no handler."""
+        body = error_body(error.with_traceback(None), self._errors)
+        return encode(dict(body, stopPod=True) if stop_pod else body)
+
+    def _encode_chunk(self, chunk: Any, index: int) -> bytes:
+        """A stream chunk's payload. Raises ValueError (which fails the job) when not JSON."""
+        try:
+            return encode({"output": chunk})
+        except ValueError as err:
+            log.error("job %s: stream chunk %d is not JSON, so the job fails: %s",
+                      self.id, index, err)
+            raise ValueError(f"stream chunk {index}: {err}") from None
 
     def _execute(self) -> Tuple[dict, bool]:
         """Runs the handler: (job-done body, whether it streamed). Raises only JobStopped."""
@@ -162,6 +182,7 @@ class JobRun:
                 return error_body(exc, self._errors), False
 
         chunks: List[Any] = []
+        index = 0
         try:
             stream = self._call_sync(self._handler, self._job)
             while True:
@@ -173,7 +194,8 @@ class JobRun:
                     break
                 if isinstance(chunk, dict) and chunk.get("error"):
                     return {"error": str(chunk["error"])}, True
-                self._sink.stream(self.id, encode({"output": chunk}))
+                self._sink.stream(self.id, self._encode_chunk(chunk, index))
+                index += 1
                 if self._aggregate_stream:
                     chunks.append(chunk)
         except Exception as exc:

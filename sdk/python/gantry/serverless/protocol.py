@@ -5,6 +5,7 @@ See docs/runpod-protocol.md, section 2. Every request carries `Authorization: <a
 `heartbeat.py`.
 """
 
+import dataclasses
 import http.client
 import logging
 import time
@@ -29,6 +30,30 @@ class TooManyRequests(Exception):
 
 class ProtocolError(Exception):
     """The server answered with a status or body the protocol does not allow here."""
+
+
+# Statuses by which the server refuses a posted body itself (malformed, a number JSON cannot
+# hold, too large): posting it again would not help.
+BODY_REFUSED = (400, 413)
+
+
+@dataclasses.dataclass(frozen=True)
+class PostResult:
+    """How a POST of a result, stream chunk or progress update ended. True when it was taken."""
+
+    taken: bool
+    status: Optional[int] = None  # the last answer's HTTP status; None when none came
+    message: str = ""  # the server's error.message (or its body) when it answered an error
+
+    def __bool__(self) -> bool:
+        return self.taken
+
+    @property
+    def refusal(self) -> Optional[str]:
+        """The server's reason when it refused the body itself (BODY_REFUSED), else None."""
+        if self.status in BODY_REFUSED:
+            return self.message or f"HTTP {self.status}"
+        return None
 
 
 def take_url(base: str, batch_size: Optional[int], in_progress: bool) -> str:
@@ -98,15 +123,15 @@ class WorkerApi:
             raise ProtocolError("job-stop answered without a jobsToStop list")
         return [job_id for job_id in ids if isinstance(job_id, str)]
 
-    def post_done(self, job_id: str, payload: bytes, is_stream: bool) -> bool:
-        """POSTs a job-done body (a result or a progress update); True once the server took it."""
+    def post_done(self, job_id: str, payload: bytes, is_stream: bool) -> PostResult:
+        """POSTs a job-done body (a result or a progress update)."""
         url = job_url(self._env.job_done_url, job_id, is_stream)
         return self._post(url, payload, job_id)
 
-    def post_stream(self, job_id: str, payload: bytes) -> bool:
-        """POSTs one `{"output": chunk}` body to job-stream; True once the server took it."""
+    def post_stream(self, job_id: str, payload: bytes) -> PostResult:
+        """POSTs one `{"output": chunk}` body to job-stream."""
         if self._env.job_stream_url is None:
-            return False
+            return PostResult(False)
         return self._post(job_url(self._env.job_stream_url, job_id, False), payload, job_id)
 
     def close_take(self) -> None:
@@ -119,10 +144,12 @@ class WorkerApi:
         self._stop_http.close()
         self._post_http.close()
 
-    def _post(self, url: str, payload: bytes, job_id: str) -> bool:
-        """POSTs with retries on no answer, 429 and 5xx; other statuses are final."""
+    def _post(self, url: str, payload: bytes, job_id: str) -> PostResult:
+        """POSTs with retries on no answer, 429 and 5xx; other statuses are final. A failure is
+        logged with the server's message, which says what it refused and why."""
         headers = {"Content-Type": "application/json", "X-Request-ID": job_id}
         problem: Any = None
+        result = PostResult(False)
         for delay in (0.0,) + self._retry_delays_s:
             time.sleep(delay)
             try:
@@ -130,15 +157,16 @@ class WorkerApi:
                     "POST", url, body=payload, headers=headers, timeout_s=POST_TIMEOUT_S
                 )
             except (OSError, http.client.HTTPException) as err:
-                problem = err
+                problem, result = err, PostResult(False)
                 continue
             if 200 <= response.status < 300:
-                return True
-            problem = f"HTTP {response.status}"
+                return PostResult(True, response.status)
+            result = PostResult(False, response.status, _error_message(response))
+            problem = f"HTTP {response.status}" + (f": {result.message}" if result.message else "")
             if response.status < 500 and response.status != 429:
                 break
         log.error("job %s: POST %s failed: %s", job_id, _route(url), problem)
-        return False
+        return result
 
 
 def _expect_json(response: Response, route: str) -> Any:
@@ -153,6 +181,19 @@ def _expect_json(response: Response, route: str) -> Any:
         return response.json()
     except ValueError as err:
         raise ProtocolError(f"{route} answered invalid JSON: {err}") from None
+
+
+def _error_message(response: Response) -> str:
+    """The message of an error answer: its `{"error": {"message": ...}}`, else its body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = body["error"].get("message")
+        if isinstance(message, str):
+            return message
+    return response.body[:200].decode("utf-8", "replace").strip()
 
 
 def _route(url: str) -> str:

@@ -293,9 +293,9 @@ class _RemoteSink:
     def stream(self, job_id: str, payload: bytes) -> None:
         self._api.post_stream(job_id, payload)
 
-    def done(self, job_id: str, payload: bytes, is_stream: bool) -> None:
+    def done(self, job_id: str, payload: bytes, is_stream: bool) -> Optional[str]:
         self._progress.flush(job_id, PROGRESS_FLUSH_TIMEOUT_S)
-        self._api.post_done(job_id, payload, is_stream)
+        return self._api.post_done(job_id, payload, is_stream).refusal
 
 
 def _add_signal_handlers(loop: asyncio.AbstractEventLoop, callback) -> list:
