@@ -1,5 +1,6 @@
 #include "common/json.h"
 
+#include <algorithm>
 #include <array>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
@@ -30,8 +31,15 @@ constexpr std::array<char, 256> kEscapes = [] {
   return t;
 }();
 
+// Room for `n` more bytes in `out`, growing it geometrically (a bare reserve(size + n) would
+// reallocate on every call).
+void MakeRoom(std::string& out, size_t n) {
+  if (out.capacity() - out.size() < n) out.reserve(std::max(out.capacity() * 2, out.size() + n));
+}
+
 void AppendQuoted(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
+  MakeRoom(out, s.size() + 2);
   out.push_back('"');
   size_t run = 0;  // the first byte not appended yet
   for (size_t i = 0; i < s.size(); ++i) {
@@ -333,6 +341,7 @@ void AppendJson(std::string& out, const json::value& v) {
 
 std::string ToJson(const json::value& v) {
   std::string out;
+  out.reserve(128);
   AppendJson(out, v);
   return out;
 }
