@@ -320,6 +320,10 @@ void Scheduler::WorkerExited(WorkerInfo* w, const WorkerReport& r,
   if (failed_start && spec && spec->version == version) FailedStart(*spec, h.last_error, tail);
 }
 
+// An endpoint whose jobs wait however often its starts fail (maxFailedStarts 0) is unhealthy
+// after this many.
+constexpr int kUnhealthyAfterFailures = 3;
+
 void Scheduler::FailedStart(const EndpointSpec& spec, const std::string& why,
                             const std::vector<std::string>& tail) {
   EndpointHealth& h = health_[spec.id];
@@ -327,8 +331,11 @@ void Scheduler::FailedStart(const EndpointSpec& spec, const std::string& why,
   h.consecutive_failures++;
   int64_t backoff = options_.start_backoff_ms << std::min(h.consecutive_failures - 1, 16);
   next_start_ms_[spec.id] = clock_->NowMs() + std::min(backoff, options_.max_start_backoff_ms);
-  if (spec.max_failed_starts <= 0 || h.consecutive_failures < spec.max_failed_starts) return;
+  // maxFailedStarts 0 keeps the jobs queued, but the endpoint is unhealthy all the same.
+  const int limit = spec.max_failed_starts > 0 ? spec.max_failed_starts : kUnhealthyAfterFailures;
+  if (h.consecutive_failures < limit) return;
   h.unhealthy = true;
+  if (spec.max_failed_starts <= 0) return;
   // Nothing that waits would start: the callers learn why now, with the worker's last lines.
   std::string error =
       why + " (" + std::to_string(h.consecutive_failures) + " failed starts in a row)";

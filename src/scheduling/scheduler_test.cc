@@ -327,6 +327,23 @@ TEST_F(SchedulerTest, QueuedJobsFailWithTheCauseAfterMaxFailedStarts) {
   EXPECT_EQ(jobs_.Get(next)->status, jobs::JobStatus::kInQueue);
 }
 
+TEST_F(SchedulerTest, MaxFailedStartsZeroKeepsJobsQueuedButTheEndpointIsUnhealthy) {
+  ASSERT_TRUE(sched_.RegisterNode("n1", {"n1", 2, 8192, {}}).ok());
+  Endpoint(R"({"id":"keep","maxFailedStarts":0,"worker":{"command":["false"]}})");
+  std::string job = Submit("keep");
+  for (int i = 0; i < 4; ++i) {
+    Assignment a = Poll("n1");
+    ASSERT_EQ(a.workers.size(), 1u) << i;
+    std::string wid = a.workers[0].worker_id;
+    ASSERT_TRUE(sched_.Report("n1", Workers({{wid, kExited, 1, 2, 1, ""}}), {}).ok());
+    EXPECT_EQ(sched_.Health("keep").unhealthy, i >= 2) << i;
+    clock_.Advance(9'000);  // past the backoff (up to 8 s), not the node's liveness (15 s)
+    ASSERT_TRUE(sched_.Report("n1", Workers({}), {}).ok());
+    sched_.Tick();
+  }
+  EXPECT_EQ(jobs_.Get(job)->status, jobs::JobStatus::kInQueue);
+}
+
 TEST_F(SchedulerTest, NoNodeYetIsUnplaceableOnlyWhenAsked) {
   Endpoint(R"({"id":"c","worker":{"command":["x"]}})");
   EXPECT_NE(sched_.Unplaceable("c").find("no live node is registered"), std::string::npos);

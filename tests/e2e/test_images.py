@@ -292,16 +292,24 @@ class ImageTest(E2ETest):
         self.assertEqual(r["status"], "FAILED", r)
         self.assertIn("memory limit", r.get("error", ""), r)
 
-    def test_missing_image_makes_the_endpoint_unhealthy_and_loses_nothing(self):
-        self.endpoint("nope", image="127.0.0.1:%d/gantry/worker:nope" % self.port)
+    def test_missing_image_fails_queued_jobs_with_the_cause_or_keeps_them_if_asked(self):
+        # By default (maxFailedStarts 3) the queued job fails, saying why, within seconds.
+        missing = "127.0.0.1:%d/gantry/worker:nope" % self.port
+        self.endpoint("nope", image=missing)
         job = self.server.request("POST", "/v2/nope/run", {"input": {}}).json["id"]
+        st = self.server.wait_status("nope", job, {"FAILED"}, timeout=90)
+        self.assertIn("not found", st["error"])
+        # maxFailedStarts 0: the endpoint is unhealthy and its job waits, for an image that
+        # may yet be pushed.
+        self.endpoint("keep", image=missing, maxFailedStarts=0)
+        job = self.server.request("POST", "/v2/keep/run", {"input": {}}).json["id"]
 
         def unhealthy():
-            h = self.server.request("GET", "/v2/nope/health").json
+            h = self.server.request("GET", "/v2/keep/health").json
             return h if h.get("status") == "unhealthy" else None
         h = self.wait_for(unhealthy, timeout=60, what="unhealthy")
         self.assertIn("not found", h["lastError"])
-        self.assertEqual(self.server.request("GET", "/v2/nope/status/" + job).json["status"],
+        self.assertEqual(self.server.request("GET", "/v2/keep/status/" + job).json["status"],
                          "IN_QUEUE")
 
     def deploy(self, *args):
