@@ -62,7 +62,7 @@ static void AddTemplates(const TemplateManager& tm, protocol::NodeStatus* status
                                                    c.retirements};
 }
 
-static std::string HostName() {
+std::string DefaultNodeId() {
   char buf[256] = {0};
   gethostname(buf, sizeof buf - 1);
   std::string s;
@@ -184,7 +184,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
             return r;
           }(),
           bundles_.get(), templates_.get(), containers_.get()) {
-  if (options_.node_id.empty()) options_.node_id = HostName();
+  if (options_.node_id.empty()) options_.node_id = DefaultNodeId();
   if (containers_) containers_->CleanupAll();  // what a previous agent left mounted
 }
 

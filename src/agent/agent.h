@@ -47,6 +47,10 @@ struct AgentOptions {
   int64_t image_keep_unused_ms = 600'000;
 };
 
+// A node's id when none is given: the host name, with characters other than letters, digits
+// and '-' made '-' ("node" when it has none).
+std::string DefaultNodeId();
+
 class Agent {
  public:
   Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRuntime> runtime);

@@ -1,5 +1,7 @@
 #include "api/api.h"
 
+#include <algorithm>
+
 #include "api/http_status.h"
 
 namespace gantry::api {
@@ -17,7 +19,42 @@ json::object RoutesJson(const RouteTable& table) {
   return json::object{{"routes", std::move(list)}};
 }
 
+bool ScopeAllows(Scope scope, Access access) {
+  switch (access) {
+    case Access::kAdmin:
+      return scope == Scope::kAdmin;
+    case Access::kDeploy:
+      return scope == Scope::kAdmin || scope == Scope::kDeploy;
+    case Access::kRead:
+      return scope == Scope::kAdmin || scope == Scope::kDeploy || scope == Scope::kRead;
+    case Access::kInvoke:
+      return scope == Scope::kAdmin || scope == Scope::kDeploy || scope == Scope::kInvoke;
+    case Access::kNode:
+      return scope == Scope::kAdmin || scope == Scope::kNode;
+    case Access::kPublic:
+    case Access::kWorker:
+      return false;  // not key routes
+  }
+  return false;
+}
+
 }  // namespace
+
+Status Permits(const Grant& g, Access access, std::string_view endpoint, std::string_view node) {
+  if (!ScopeAllows(g.scope, access)) {
+    return PermissionDenied(std::string("this key's scope is ") + ScopeName(g.scope) +
+                            "; this route needs " + AccessName(access) +
+                            (access == Access::kAdmin ? "" : " (or admin)"));
+  }
+  if (g.scope == Scope::kInvoke && !g.endpoints.empty() && !endpoint.empty() &&
+      std::find(g.endpoints.begin(), g.endpoints.end(), endpoint) == g.endpoints.end()) {
+    return PermissionDenied("this key may not call endpoint " + std::string(endpoint));
+  }
+  if (g.scope == Scope::kNode && !node.empty() && node != g.node_id) {
+    return PermissionDenied("this key acts for node " + g.node_id + ", not " + std::string(node));
+  }
+  return Status::Ok();
+}
 
 Api::Api(Services services) : services_(std::move(services)) {
   table_.Add("GET", "/healthz", Access::kPublic, "the server is up",
@@ -47,10 +84,11 @@ Status Api::Authorize(const Route& route, Call* call) const {
     case Access::kDeploy:
     case Access::kInvoke:
     case Access::kRead:
-    case Access::kNode:
-      // Keys have no scopes yet: any valid API key passes every key kind.
-      if (services_.keys->Check(auth)) return Status::Ok();
-      return Unauthenticated(auth.empty() ? "missing API key" : "invalid API key");
+    case Access::kNode: {
+      const ApiKey* key = services_.keys->Check(auth);
+      if (!key) return Unauthenticated(auth.empty() ? "missing API key" : "invalid API key");
+      return Permits(key->grant, route.access, call->param("endpoint"), call->param("node"));
+    }
   }
   return Internal("unknown access kind");
 }

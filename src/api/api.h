@@ -9,6 +9,7 @@
 
 #include <memory>
 
+#include "api/keys.h"
 #include "api/route_table.h"
 #include "api/services.h"
 #include "http/http.h"
@@ -21,6 +22,11 @@ void AddWorkerRoutes(const Services* s, RouteTable* table);
 void AddManagementRoutes(const Services* s, RouteTable* table);
 void AddBlobRoutes(const Services* s, RouteTable* table);
 void AddNodeRoutes(const Services* s, RouteTable* table);
+
+// Whether a key with `grant` may call a route needing `access` (a key kind: kAdmin .. kNode)
+// whose path names `endpoint` and `node` ("" where it names none). PermissionDenied saying what
+// the route needs otherwise. The table of what each scope allows is in keys.h.
+Status Permits(const Grant& grant, Access access, std::string_view endpoint, std::string_view node);
 
 class Api {
  public:

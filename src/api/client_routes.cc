@@ -246,7 +246,7 @@ void AddClientRoutes(const Services* s, RouteTable* t) {
     t->Add(method, "/v2/{endpoint}/status-sync/{job}", Access::kInvoke,
            "a job's status once it has ended or ?wait=ms has passed", OfJob(s, StatusSync));
   }
-  t->Add("GET", "/v2/{endpoint}/requests", Access::kRead,
+  t->Add("GET", "/v2/{endpoint}/requests", Access::kInvoke,
          "the endpoint's recent requests, newest first (?limit=&cursor=)", OfEndpoint(s, Requests));
   t->Add("POST", "/v2/{endpoint}/cancel/{job}", Access::kInvoke, "cancel a job",
          OfJob(s, [](const Services& s, Call& c, const jobs::Job& j) {

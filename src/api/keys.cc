@@ -1,8 +1,66 @@
 #include "api/keys.h"
 
 #include "common/json.h"
+#include "common/log.h"
 
 namespace gantry::api {
+namespace {
+
+constexpr std::pair<Scope, const char*> kScopeNames[] = {{Scope::kAdmin, "admin"},
+                                                         {Scope::kDeploy, "deploy"},
+                                                         {Scope::kInvoke, "invoke"},
+                                                         {Scope::kRead, "read"},
+                                                         {Scope::kNode, "node"}};
+
+json::object GrantJson(const Grant& g) {
+  json::object o;
+  o["scope"] = ScopeName(g.scope);
+  if (!g.endpoints.empty()) {
+    json::array eps;
+    for (const auto& e : g.endpoints) eps.emplace_back(e);
+    o["endpoints"] = std::move(eps);
+  }
+  if (!g.node_id.empty()) o["node"] = g.node_id;
+  return o;
+}
+
+}  // namespace
+
+const char* ScopeName(Scope s) {
+  for (const auto& [scope, name] : kScopeNames) {
+    if (scope == s) return name;
+  }
+  return "?";
+}
+
+std::optional<Scope> ParseScope(std::string_view name) {
+  for (const auto& [scope, n] : kScopeNames) {
+    if (name == n) return scope;
+  }
+  return std::nullopt;
+}
+
+Status CheckGrant(const Grant& g) {
+  if (g.scope == Scope::kNode && g.node_id.empty()) {
+    return InvalidArgument("a node key needs the node it acts for (\"node\")");
+  }
+  if (g.scope != Scope::kNode && !g.node_id.empty()) {
+    return InvalidArgument("only a node key names a node");
+  }
+  if (g.scope != Scope::kInvoke && !g.endpoints.empty()) {
+    return InvalidArgument("only an invoke key is limited to endpoints");
+  }
+  return Status::Ok();
+}
+
+json::object KeyJson(const ApiKey& k) {
+  json::object o = GrantJson(k.grant);
+  o["id"] = k.id;
+  o["name"] = k.name;
+  o["prefix"] = k.prefix;
+  o["createdAt"] = k.created_ms;
+  return o;
+}
 
 std::string_view BearerToken(std::string_view a) {
   constexpr std::string_view kBearer = "Bearer ";
@@ -27,13 +85,28 @@ Status KeyRing::Load() {
     if (auto* h = Find(obj, "hash"); h && h->is_string()) k.hash = h->as_string();
     if (auto* p = Find(obj, "prefix"); p && p->is_string()) k.prefix = p->as_string();
     if (auto* c = Find(obj, "createdAt")) k.created_ms = AsInt(*c).value_or(0);
+    if (auto* sc = Find(obj, "scope"); sc && sc->is_string()) {
+      auto scope = ParseScope(std::string_view(sc->as_string()));
+      if (!scope) {  // a newer server's scope: this one cannot honour it, so it refuses the key
+        GLOG_WARN("keys: %s has an unknown scope %s; not loaded", k.id.c_str(),
+                  std::string(sc->as_string()).c_str());
+        continue;
+      }
+      k.grant.scope = *scope;
+    }
+    if (auto* e = Find(obj, "endpoints"); e && e->is_array()) {
+      for (const auto& ep : e->as_array()) {
+        if (ep.is_string()) k.grant.endpoints.emplace_back(ep.as_string());
+      }
+    }
+    if (auto* n = Find(obj, "node"); n && n->is_string()) k.grant.node_id = n->as_string();
     by_hash_[k.hash] = k.id;
     keys_[k.id] = std::move(k);
   }
   return Status::Ok();
 }
 
-ApiKey KeyRing::Add(const std::string& name, const std::string& secret,
+ApiKey KeyRing::Add(const std::string& name, const std::string& secret, const Grant& grant,
                     std::function<void(Status)> durable) {
   ApiKey k;
   k.id = NewId("key", 12);
@@ -41,7 +114,8 @@ ApiKey KeyRing::Add(const std::string& name, const std::string& secret,
   k.hash = Sha256Hex(secret);
   k.prefix = secret.substr(0, std::min<size_t>(secret.size(), 7));
   k.created_ms = clock_->NowMs();
-  json::object o;
+  k.grant = grant;
+  json::object o = GrantJson(grant);
   o["name"] = k.name;
   o["hash"] = k.hash;
   o["prefix"] = k.prefix;
@@ -52,9 +126,10 @@ ApiKey KeyRing::Add(const std::string& name, const std::string& secret,
   return k;
 }
 
-std::string KeyRing::AddEphemeral(const std::string& name) {
+std::string KeyRing::AddEphemeral(const std::string& name, const Grant& grant) {
   std::string secret = NewSecret("gk_");
   ApiKey k;
+  k.grant = grant;
   k.id = NewId("key", 12);
   k.name = name;
   k.hash = Sha256Hex(secret);
@@ -66,16 +141,23 @@ std::string KeyRing::AddEphemeral(const std::string& name) {
   return secret;
 }
 
-std::pair<ApiKey, std::string> KeyRing::Create(const std::string& name,
-                                               std::function<void(Status)> durable) {
+Result<std::pair<ApiKey, std::string>> KeyRing::Create(const std::string& name, const Grant& grant,
+                                                       std::function<void(Status)> durable) {
+  GANTRY_RETURN_IF_ERROR(CheckGrant(grant));
   std::string secret = NewSecret("gk_");
-  return {Add(name, secret, std::move(durable)), secret};
+  return std::pair<ApiKey, std::string>{Add(name, secret, grant, std::move(durable)), secret};
 }
 
 Status KeyRing::Revoke(const std::string& id, std::function<void(Status)> durable) {
   auto it = keys_.find(id);
   if (it == keys_.end()) return NotFound("key not found: " + id);
-  if (keys_.size() == 1) return FailedPrecondition("cannot revoke the last API key");
+  if (it->second.grant.scope == Scope::kAdmin && !ephemeral_.count(id)) {
+    int admins = 0;
+    for (const auto& [kid, k] : keys_) {
+      admins += k.grant.scope == Scope::kAdmin && !ephemeral_.count(kid);
+    }
+    if (admins == 1) return FailedPrecondition("cannot revoke the last admin key");
+  }
   store_->Write({store::Mutation::DeleteObject("key", id)}, std::move(durable));
   by_hash_.erase(it->second.hash);
   keys_.erase(it);

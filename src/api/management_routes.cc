@@ -123,37 +123,65 @@ void AddEndpointRoutes(const Services* s, RouteTable* t) {
          }));
 }
 
-void CreateKey(const Services& s, Call& c) {
-  std::string name = "key";
-  if (!c.req.body.empty()) {
-    auto body = ParseJson(c.req.body);
-    if (!body.ok()) return c.Send(ErrorResponse(body.status()));
-    if (!body->is_object()) return c.Send(ErrorResponse(InvalidArgument("body must be an object")));
-    if (const auto* n = Find(body->as_object(), "name")) {
-      if (!n->is_string()) return c.Send(ErrorResponse(InvalidArgument("name must be a string")));
-      name = std::string(n->as_string());
+// {"name", "scope", "endpoints": [...], "node"}: scope defaults to invoke (the least a key is
+// made for: calling endpoints); admin keys are made on purpose.
+Result<std::pair<std::string, Grant>> ParseKeyRequest(std::string_view text) {
+  std::pair<std::string, Grant> out{"key", Grant{}};
+  if (text.empty()) return out;
+  auto body = ParseJson(text);
+  if (!body.ok()) return body.status();
+  if (!body->is_object()) return InvalidArgument("body must be an object");
+  const json::object& o = body->as_object();
+  for (const auto& kv : o) {
+    const std::string_view k = kv.key();
+    if (k != "name" && k != "scope" && k != "endpoints" && k != "node") {
+      return InvalidArgument("unknown field: " + std::string(k));
     }
   }
+  if (const auto* n = Find(o, "name")) {
+    if (!n->is_string()) return InvalidArgument("name must be a string");
+    out.first = std::string(n->as_string());
+  }
+  if (const auto* sc = Find(o, "scope")) {
+    auto scope = sc->is_string() ? ParseScope(std::string_view(sc->as_string())) : std::nullopt;
+    if (!scope) return InvalidArgument("scope must be one of admin, deploy, invoke, read, node");
+    out.second.scope = *scope;
+  }
+  if (const auto* e = Find(o, "endpoints")) {
+    if (!e->is_array()) return InvalidArgument("endpoints must be a list of endpoint ids");
+    for (const auto& ep : e->as_array()) {
+      if (!ep.is_string()) return InvalidArgument("endpoints must be a list of endpoint ids");
+      out.second.endpoints.emplace_back(ep.as_string());
+    }
+  }
+  if (const auto* n = Find(o, "node")) {
+    if (!n->is_string()) return InvalidArgument("node must be a node id");
+    out.second.node_id = std::string(n->as_string());
+  }
+  return out;
+}
+
+void CreateKey(const Services& s, Call& c) {
+  auto request = ParseKeyRequest(c.req.body);
+  if (!request.ok()) return c.Send(ErrorResponse(request.status()));
+  if (Status g = CheckGrant(request->second); !g.ok()) return c.Send(ErrorResponse(g));
   auto d = Deferred(c.resp);
-  auto created = s.keys->Create(name, d.durable);
-  *d.reply = JsonResponse(201, json::object{{"id", created.first.id},
-                                            {"name", created.first.name},
-                                            {"key", created.second},
-                                            {"createdAt", created.first.created_ms}});
+  auto created = s.keys->Create(request->first, request->second, d.durable);  // grant checked
+  json::object o = KeyJson(created->first);
+  o["key"] = created->second;
+  *d.reply = JsonResponse(201, std::move(o));
 }
 
 void AddKeyRoutes(const Services* s, RouteTable* t) {
   t->Add("GET", "/v1/keys", Access::kAdmin, "API keys (never their secrets)", [s](Call& c) {
     json::array list;
-    for (const auto* k : s->keys->List()) {
-      list.push_back(json::object{
-          {"id", k->id}, {"name", k->name}, {"prefix", k->prefix}, {"createdAt", k->created_ms}});
-    }
+    for (const auto* k : s->keys->List()) list.push_back(KeyJson(*k));
     c.Send(JsonResponse(200, json::object{{"keys", std::move(list)}}));
   });
-  t->Add("POST", "/v1/keys", Access::kAdmin, "create a key {\"name\"}: shown once",
+  t->Add("POST", "/v1/keys", Access::kAdmin,
+         "create a key {\"name\", \"scope\", \"endpoints\", \"node\"}: shown once",
          [s](Call& c) { CreateKey(*s, c); });
-  t->Add("DELETE", "/v1/keys/{key}", Access::kAdmin, "revoke a key (not the last one)",
+  t->Add("DELETE", "/v1/keys/{key}", Access::kAdmin, "revoke a key (not the last admin key)",
          [s](Call& c) {
            const std::string& id = c.param("key");
            Status st = s->keys->Revoke(

@@ -19,8 +19,8 @@ struct WorkerInfo;
 
 namespace gantry::api {
 
-// The credential a route needs (DESIGN §8). Key kinds are scopes of API keys; until keys carry
-// scopes, any valid API key passes every key kind.
+// The credential a route needs (DESIGN §8). The key kinds (kAdmin .. kNode) are passed by keys
+// whose scope allows them (api.h: Permits; keys.h: Scope).
 enum class Access {
   kPublic,  // nothing (/healthz)
   kWorker,  // the worker's own secret; the path names {endpoint} and {worker}

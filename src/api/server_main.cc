@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -110,13 +111,19 @@ Services Modules::ForApi(const ServerConfig& config) {
 
 Status BootstrapAdminKey(KeyRing* keys, const std::string& data_dir) {
   if (!keys->empty()) return Status::Ok();
+  const Grant admin{Scope::kAdmin, {}, {}};
   const char* env = getenv("GANTRY_ADMIN_KEY");
   if (env && *env) {
-    keys->Add("admin", env, {});
+    if (strlen(env) < kMinAdminKeyLength) {
+      return InvalidArgument("GANTRY_ADMIN_KEY is shorter than " +
+                             std::to_string(kMinAdminKeyLength) +
+                             " characters: too easy to guess (leave it unset for a random one)");
+    }
+    keys->Add("admin", env, admin, {});
     fprintf(stderr, "gantry: admin key taken from GANTRY_ADMIN_KEY\n");
     return Status::Ok();
   }
-  auto [key, secret] = keys->Create("admin", {});
+  auto [key, secret] = *keys->Create("admin", admin, {});
   std::string path = (fs::path(data_dir) / "admin.key").string();
   {
     std::ofstream f(path, std::ios::trunc);
@@ -218,7 +225,11 @@ int RunServer(const ServerConfig& config) {
   signal(SIGPIPE, SIG_IGN);
   printf("gantry server listening on %s (data dir %s)\n", url.c_str(), config.data_dir.c_str());
   fflush(stdout);
-  if (config.on_listening) config.on_listening(url, m.keys.AddEphemeral("local-agent"));
+  if (config.on_listening) {
+    // The in-process agent gets a key of its own node only, never the admin key.
+    config.on_listening(
+        url, m.keys.AddEphemeral("local-agent", Grant{Scope::kNode, {}, config.local_node_id}));
+  }
   loop.Run();
   if (shutdown.joinable()) shutdown.join();
   m.metering.Flush();

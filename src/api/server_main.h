@@ -28,7 +28,9 @@ struct ServerConfig {
   size_t runsync_body_limit = 20u << 20;
   // `gantry up`: called once the server listens, with its URL and a key for an in-process
   // agent; `on_shutdown` is called before the event loop stops.
+  // `gantry up`: called once the server listens, with a node key for local_node_id.
   std::function<void(const std::string& url, const std::string& key)> on_listening;
+  std::string local_node_id;
   std::function<void()> on_shutdown;
 };
 

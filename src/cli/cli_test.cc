@@ -145,23 +145,33 @@ TEST_F(CliTest, UpAndServerKeepTheirDataInGantryDataDir) {
 }
 
 TEST_F(CliTest, KeysCreateLsRevoke) {
-  server_.On("POST", "/v1/keys", 200, R"({"id": "k-1", "name": "ci", "key": "gk_secret"})");
+  server_.On("POST", "/v1/keys", 200,
+             R"({"id": "k-1", "name": "ci", "scope": "invoke", "endpoints": ["echo", "sd"],
+                 "key": "gk_secret"})");
   server_.On("GET", "/v1/keys", 200,
-             R"({"keys": [{"id": "k-1", "name": "ci", "prefix": "gk_ab",
-                           "createdAt": 1700000000000}]})");
+             R"({"keys": [{"id": "k-1", "name": "ci", "scope": "invoke", "endpoints": ["echo"],
+                           "prefix": "gk_ab", "createdAt": 1700000000000},
+                          {"id": "k-2", "name": "gpu1", "scope": "node", "node": "gpu1",
+                           "prefix": "gk_cd", "createdAt": 1700000000000}]})");
   server_.On("DELETE", "/v1/keys/k-1", 200, "{}");
-  EXPECT_EQ(Run({"keys", "create", "--name", "ci"}), 0);
-  EXPECT_EQ(out_, "created key k-1 (ci); it is shown only now:\ngk_secret\n");
+  // The key alone on stdout (KEY=$(gantry keys create ...)); what it is on stderr.
+  EXPECT_EQ(Run({"keys", "create", "--name", "ci", "--endpoint", "echo", "--endpoint", "sd"}), 0);
+  EXPECT_EQ(out_, "gk_secret\n");
+  EXPECT_EQ(err_,
+            "created key k-1 (ci, scope invoke, endpoints echo, sd); it is shown only now:\n");
   EXPECT_EQ(Run({"keys", "ls"}), 0);
   EXPECT_EQ(out_,
-            "ID   NAME  PREFIX    CREATED (UTC)\n"
-            "k-1  ci    gk_ab...  2023-11-14 22:13:20\n");
+            "ID   NAME  SCOPE   LIMITED TO      PREFIX    CREATED (UTC)\n"
+            "k-1  ci    invoke  endpoints echo  gk_ab...  2023-11-14 22:13:20\n"
+            "k-2  gpu1  node    node gpu1       gk_cd...  2023-11-14 22:13:20\n");
   EXPECT_EQ(Run({"keys", "revoke", "k-1"}), 0);
   EXPECT_EQ(out_, "revoked key k-1\n");
   auto requests = server_.Requests();
   ASSERT_EQ(requests.size(), 3u);
-  EXPECT_EQ(requests[0].body, R"({"name":"ci"})");
+  EXPECT_EQ(requests[0].body, R"({"name":"ci","scope":"invoke","endpoints":["echo","sd"]})");
   EXPECT_EQ(requests[2].method, "DELETE");
+  // A scope the server has not is refused here, as a usage error.
+  EXPECT_EQ(Run({"keys", "create", "--scope", "root"}), 2);
 }
 
 TEST_F(CliTest, UsageSinceIsADurationBackFromNow) {

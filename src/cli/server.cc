@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -130,10 +131,42 @@ void WaitForStopSignal() {
 struct AgentFlags {
   agent::AgentOptions options;
   std::string data_dir;
+  std::string token_file;
 };
+
+// The agent's key: --token, else --token-file's first line, else $GANTRY_TOKEN. False (with
+// the error printed) when none is given or the file cannot be read.
+bool ResolveAgentToken(const Context& ctx, AgentFlags& f) {
+  if (!f.options.token.empty()) {
+    ctx.PrintError(
+        "warning: --token is visible to every user of this machine (ps); prefer --token-file "
+        "or GANTRY_TOKEN\n");
+    return true;
+  }
+  if (!f.token_file.empty()) {
+    std::ifstream in(f.token_file);
+    std::getline(in, f.options.token);
+    while (!f.options.token.empty() && isspace(static_cast<unsigned char>(f.options.token.back())))
+      f.options.token.pop_back();
+    if (!in && f.options.token.empty()) {
+      ctx.PrintError("gantry agent: cannot read the token from %s\n", f.token_file.c_str());
+      return false;
+    }
+  } else if (const char* env = getenv("GANTRY_TOKEN"); env && *env) {
+    f.options.token = env;
+  }
+  if (f.options.token.empty()) {
+    ctx.PrintError(
+        "gantry agent: no key: give --token-file FILE or set GANTRY_TOKEN (a node key: gantry "
+        "keys create --scope node --node NODE)\n");
+    return false;
+  }
+  return true;
+}
 
 // Runs the agent until SIGINT or SIGTERM; the exit code.
 int RunAgent(const Context& ctx, AgentFlags& f) {
+  if (!ResolveAgentToken(ctx, f)) return 2;
   if (!f.data_dir.empty()) {
     fs::create_directories(f.data_dir);
     f.options.workdir = fs::absolute(f.data_dir).string();
@@ -164,6 +197,8 @@ struct UpFlags {
 int RunUp(const Context& ctx, UpFlags& f) {
   if (!ApplyServerFlags(ctx, f.server)) return 2;
   api::ServerConfig& cfg = f.server.config;
+  if (f.agent.node_id.empty()) f.agent.node_id = agent::DefaultNodeId();
+  cfg.local_node_id = f.agent.node_id;  // the in-process agent's key acts for this node only
   SystemClock clock;
   std::unique_ptr<agent::Agent> local;
   std::thread starter;
@@ -210,7 +245,11 @@ void AddAgentCommand(CLI::App& app, Context& ctx) {
   auto* agent_cmd = app.add_subcommand(
       "agent", "Run the node agent: register this machine and run the workers the server assigns");
   agent_cmd->add_option("--server", o.server_url, "Server URL")->required();
-  agent_cmd->add_option("--token", o.token, "An API key of the server")->required();
+  agent_cmd->add_option("--token-file", flags->token_file,
+                        "A file holding this node's key (a node key, or an admin key); else "
+                        "$GANTRY_TOKEN");
+  agent_cmd->add_option("--token", o.token,
+                        "The key itself (visible to every local user: prefer --token-file)");
   agent_cmd->add_option("--data-dir", flags->data_dir, "The agent's state (working directory)");
   agent_cmd->add_option("--node-id", o.node_id, "This node's id (default: the host name)");
   agent_cmd->add_option("--fake-gpus", o.fake_gpus,

@@ -201,10 +201,18 @@ class AgentRestartTest(E2ETest):
     server_args = ("--ping-interval-ms", "500")
 
     def start_agent(self):
+        # As a real agent runs: a node key of its own, read from a file.
+        token_file = os.path.join(self.server.data_dir, "node-a.key")
+        if not os.path.exists(token_file):
+            r = self.server.request("POST", "/v1/keys",
+                                    {"name": "node-a", "scope": "node", "node": "node-a"})
+            self.assertEqual(r.status, 201, r)
+            with open(token_file, "w") as f:
+                f.write(r.json["key"] + "\n")
         env = dict(os.environ)
         log = open(os.path.join(self.server.data_dir, "agent.log"), "ab")
-        p = subprocess.Popen([GANTRY, "agent", "--server", self.server.url, "--token", ADMIN_KEY,
-                              "--node-id", "node-a",
+        p = subprocess.Popen([GANTRY, "agent", "--server", self.server.url,
+                              "--token-file", token_file, "--node-id", "node-a",
                               "--data-dir", os.path.join(self.server.data_dir, "agent")],
                              stdout=log, stderr=log, env=env)
         log.close()
