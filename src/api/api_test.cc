@@ -56,6 +56,7 @@ class ApiTest : public ::testing::Test {
     ApiOptions o;
     o.run_body_limit = 1000;
     o.take_wait_ms = 0;  // a take with nothing queued answers 204 at once
+    o.webhook_policy = std::make_shared<const http::AddressPolicy>();
     return o;
   }
 
@@ -570,6 +571,23 @@ TEST_F(ApiTest, ScopesSurviveARestartAndOldKeysAreAdminKeys) {
   EXPECT_EQ(scopes["n"], "node:gpu1");
   EXPECT_EQ(scopes["old"], "admin:");  // stored before scopes: an admin key, as it was
   EXPECT_EQ(scopes["admin"], "admin:");
+}
+
+TEST_F(ApiTest, AWebhookToAnAddressOffThePublicInternetIsRefused) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  for (const char* url : {"http://127.0.0.1:8000/admin", "http://169.254.169.254/latest/meta-data",
+                          "http://10.1.2.3/", "http://[::1]:9000/"}) {
+    auto r = Do("POST", "/v2/ep/run", std::string(R"({"input":1,"webhook":")") + url + R"("})");
+    EXPECT_EQ(r.status, 400) << url;
+    EXPECT_NE(ErrorMessage(r).find("public addresses only"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(J(Do("GET", "/v2/ep/health")).at("jobs").at("inQueue").as_int64(), 0);
+  // A public address, or a name (checked when it is resolved, at delivery): taken.
+  EXPECT_EQ(Do("POST", "/v2/ep/run", R"({"input":1,"webhook":"http://93.184.215.14/h"})").status,
+            200);
+  EXPECT_EQ(
+      Do("POST", "/v2/ep/run", R"({"input":1,"webhook":"http://hooks.example.com/h"})").status,
+      200);
 }
 
 }  // namespace gantry::api

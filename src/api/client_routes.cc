@@ -1,6 +1,8 @@
 // RunPod's client routes (runpod-protocol.md §1): submit jobs, read and control them, an
 // endpoint's health.
 #include <algorithm>
+#include <optional>
+#include <string>
 
 #include "api/api.h"
 #include "api/http_status.h"
@@ -39,6 +41,13 @@ Status ParsePolicy(const json::value& p, jobs::SubmitRequest* sr) {
   return Status::Ok();
 }
 
+// The address `host` names literally ("1.2.3.4", "::1"), or nullopt for a name (which is
+// checked when it is resolved, at delivery).
+std::optional<std::string> IpLiteral(std::string_view host) {
+  if (http::ParseCidr(host).ok()) return std::string(host);
+  return std::nullopt;
+}
+
 // A /run or /runsync body: {"input", "webhook", "s3Config", "policy"}.
 Result<jobs::SubmitRequest> ParseSubmit(const Services& s, const Call& c, bool sync) {
   size_t limit = sync ? s.options.runsync_body_limit : s.options.run_body_limit;
@@ -64,6 +73,14 @@ Result<jobs::SubmitRequest> ParseSubmit(const Services& s, const Call& c, bool s
     if (!sr.webhook.empty()) {
       auto url = http::ParseUrl(sr.webhook);
       if (!url.ok()) return InvalidArgument("webhook: " + url.status().message());
+      const auto ip = IpLiteral(url->host);
+      if (s.options.webhook_policy && ip) {
+        if (Status st = s.options.webhook_policy->Check(*ip); !st.ok()) {
+          return InvalidArgument("webhook: " + st.message() +
+                                 "; the server sends webhooks to public addresses only (an "
+                                 "operator can allow others with --webhook-allow)");
+        }
+      }
     }
   }
   if (const auto* s3 = Find(o, "s3Config"); s3 && !s3->is_null()) {

@@ -27,11 +27,13 @@ namespace {
 // EndpointObserver, WorkerObserver). Loop thread only once the loop runs.
 struct Modules {
   Modules(const ServerConfig& config, const Clock* clock, http::EventLoop* loop,
-          store::Store* store, const std::string& public_url, scheduling::PriceTable prices);
+          store::Store* store, const std::string& public_url, scheduling::PriceTable prices,
+          std::shared_ptr<const http::AddressPolicy> webhook_policy);
   // Rebuilds every module's state from the store.
   Status Load(store::Store* store);
   Services ForApi(const ServerConfig& config);
 
+  std::shared_ptr<const http::AddressPolicy> webhook_policy;
   const Clock* clock;
   jobs::JobManager jobs;
   scheduling::EndpointRegistry endpoints;
@@ -54,14 +56,20 @@ jobs::JobsOptions JobsOptionsOf(const ServerConfig& c) {
 }
 
 // Webhooks are POSTed from the loop, each on a fresh connection.
-jobs::JobManager::WebhookPoster WebhookPoster(http::EventLoop* loop, int64_t timeout_ms) {
-  return
-      [loop, timeout_ms](const std::string& url, std::string body, std::function<void(bool)> done) {
-        http::AsyncFetch(loop, "POST", url, std::move(body), {}, timeout_ms,
-                         [done = std::move(done)](Result<http::ClientResponse> r) {
-                           done(r.ok() && r->status >= 200 && r->status < 300);
-                         });
-      };
+jobs::JobManager::WebhookPoster WebhookPoster(http::EventLoop* loop, int64_t timeout_ms,
+                                              std::shared_ptr<const http::AddressPolicy> policy) {
+  return [loop, timeout_ms, policy](const std::string& url, std::string body,
+                                    std::function<void(bool)> done) {
+    http::AsyncFetch(
+        loop, "POST", url, std::move(body), {}, timeout_ms,
+        [url, done = std::move(done)](Result<http::ClientResponse> r) {
+          if (!r.ok() && r.status().code() == Code::kPermissionDenied) {
+            GLOG_WARN("webhook %s refused: %s", url.c_str(), r.status().message().c_str());
+          }
+          done(r.ok() && r->status >= 200 && r->status < 300);
+        },
+        policy);
+  };
 }
 
 scheduling::WorkerOptions WorkerOptionsOf(const ServerConfig& c) {
@@ -72,10 +80,12 @@ scheduling::WorkerOptions WorkerOptionsOf(const ServerConfig& c) {
 }
 
 Modules::Modules(const ServerConfig& config, const Clock* clock, http::EventLoop* loop,
-                 store::Store* store, const std::string& public_url, scheduling::PriceTable prices)
-    : clock(clock),
+                 store::Store* store, const std::string& public_url, scheduling::PriceTable prices,
+                 std::shared_ptr<const http::AddressPolicy> policy)
+    : webhook_policy(std::move(policy)),
+      clock(clock),
       jobs(clock, store, JobsOptionsOf(config),
-           WebhookPoster(loop, JobsOptionsOf(config).webhook_timeout_ms)),
+           WebhookPoster(loop, JobsOptionsOf(config).webhook_timeout_ms, webhook_policy)),
       endpoints(clock, store, &jobs),
       workers(clock, store, &jobs, WorkerOptionsOf(config)),
       metering(clock, store, std::move(prices), &jobs, &workers),
@@ -106,6 +116,7 @@ Services Modules::ForApi(const ServerConfig& config) {
              &logs, &metering, &worker_env, &blobs,   &keys};
   s.options.run_body_limit = config.run_body_limit;
   s.options.runsync_body_limit = config.runsync_body_limit;
+  s.options.webhook_policy = webhook_policy;
   return s;
 }
 
@@ -180,6 +191,13 @@ int RunServer(const ServerConfig& config) {
   if (ec) return Fail("cannot create data dir " + config.data_dir + ": " + ec.message());
   auto prices = LoadPrices(config.prices_file);
   if (!prices.ok()) return Fail(prices.status().message(), 2);
+  std::vector<http::Cidr> allowed;
+  for (const auto& text : config.webhook_allow) {
+    auto cidr = http::ParseCidr(text);
+    if (!cidr.ok()) return Fail("--webhook-allow: " + cidr.status().message(), 2);
+    allowed.push_back(*cidr);
+  }
+  auto webhook_policy = std::make_shared<const http::AddressPolicy>(std::move(allowed));
   SystemClock clock;
   http::EventLoop loop;
   store::SqliteOptions so;
@@ -198,7 +216,8 @@ int RunServer(const ServerConfig& config) {
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
   std::string url = "http://" + host + ":" + std::to_string(server.port());
   Modules m(config, &clock, &loop, store->get(),
-            config.public_url.empty() ? url : config.public_url, std::move(*prices));
+            config.public_url.empty() ? url : config.public_url, std::move(*prices),
+            webhook_policy);
   Status st = m.Load(store->get());
   if (st.ok()) st = BootstrapAdminKey(&m.keys, config.data_dir);
   if (!st.ok()) return Fail(st.ToString());

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/log.h"
 
@@ -23,6 +24,9 @@ struct ServerConfig {
   // this. Default: 10 min.
   int64_t worker_start_timeout_ms = 10 * 60 * 1000;
   int64_t webhook_retry_ms = 10'000;
+  // Prefixes (CIDR) webhooks may reach besides public addresses: loopback, private ranges and
+  // link-local are refused otherwise.
+  std::vector<std::string> webhook_allow;
   std::string prices_file;  // JSON {"H100": 0.00116, ...}: USD per second. Default: RunPod's.
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;

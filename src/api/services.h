@@ -9,6 +9,7 @@
 #include "api/keys.h"
 #include "common/blob_store.h"
 #include "common/env.h"
+#include "http/address_policy.h"
 #include "jobs/job_manager.h"
 #include "scheduling/log_store.h"
 #include "scheduling/metering.h"
@@ -26,6 +27,9 @@ struct ApiOptions {
   int64_t runsync_default_wait_ms = 90'000;  // /runsync and /status-sync without ?wait=
   // While a job runs, /stream waits this long for a chunk before answering none. Default: 1 s.
   int64_t stream_wait_ms = 1'000;
+  // Where webhooks may go: a /run whose webhook names a refused address (an IP literal) is
+  // refused at once; names are checked again when the webhook is sent. Null: anywhere.
+  std::shared_ptr<const http::AddressPolicy> webhook_policy;
 };
 
 // Not owned; every pointer is set and outlives the Api.

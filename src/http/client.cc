@@ -148,6 +148,7 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
   Url url;
   int64_t timeout_ms = 10'000;
   std::function<void(Result<ClientResponse>)> done;
+  std::shared_ptr<const AddressPolicy> policy;  // null: any address
 
   void Fail(const std::string& what, beast::error_code ec) {
     auto d = std::move(done);
@@ -160,8 +161,24 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
         url.host, std::to_string(url.port),
         [self](beast::error_code ec, tcp::resolver::results_type results) {
           if (ec) return self->Fail("resolve", ec);
+          std::vector<tcp::endpoint> allowed;
+          Status refused = Status::Ok();
+          for (const auto& r : results) {
+            Status st = self->policy ? self->policy->Check(r.endpoint().address().to_string())
+                                     : Status::Ok();
+            if (st.ok()) {
+              allowed.push_back(r.endpoint());
+            } else if (refused.ok()) {
+              refused = st;
+            }
+          }
+          if (allowed.empty()) {
+            auto d = std::move(self->done);
+            if (d) d(PermissionDenied(self->url.host + ": " + refused.message()));
+            return;
+          }
           self->stream.expires_after(std::chrono::milliseconds(self->timeout_ms));
-          self->stream.async_connect(results, [self](beast::error_code ec2, const tcp::endpoint&) {
+          self->stream.async_connect(allowed, [self](beast::error_code ec2, const tcp::endpoint&) {
             if (ec2) return self->Fail("connect", ec2);
             self->Write();
           });
@@ -187,7 +204,8 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
 
 void AsyncFetch(EventLoop* loop, const std::string& method, const std::string& url,
                 std::string body, std::vector<Header> headers, int64_t timeout_ms,
-                std::function<void(Result<ClientResponse>)> done) {
+                std::function<void(Result<ClientResponse>)> done,
+                std::shared_ptr<const AddressPolicy> policy) {
   auto parsed = ParseUrl(url);
   if (!parsed.ok()) {
     loop->Post([done = std::move(done), st = parsed.status()] { done(st); });
@@ -197,8 +215,11 @@ void AsyncFetch(EventLoop* loop, const std::string& method, const std::string& u
   op->url = std::move(*parsed);
   op->timeout_ms = timeout_ms;
   op->done = std::move(done);
+  op->policy = std::move(policy);
   headers.push_back({"Connection", "close"});
-  op->req = MakeRequest(method, op->url.host + ":" + std::to_string(op->url.port), op->url.target,
+  const std::string& h = op->url.host;
+  const std::string host = h.find(':') == std::string::npos ? h : "[" + h + "]";  // IPv6
+  op->req = MakeRequest(method, host + ":" + std::to_string(op->url.port), op->url.target,
                         std::move(body), headers);
   op->req.keep_alive(false);
   op->Start();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "http/address_policy.h"
 
 namespace gantry::http {
 
@@ -116,7 +117,7 @@ class HttpServer {
 };
 
 struct Url {
-  std::string host;
+  std::string host;  // a name or an address; an IPv6 one without its URL brackets
   uint16_t port = 80;
   std::string target;  // path and query, "/" at least
 };
@@ -145,10 +146,13 @@ class HttpClient {
   std::unique_ptr<Impl> impl_;
 };
 
-// One request on a fresh connection, run on `loop`; `done` runs on the loop thread.
+// One request on a fresh connection, run on `loop`; `done` runs on the loop thread. With a
+// `policy`, only the addresses the host resolves to that it allows are tried; none allowed
+// fails the fetch with the policy's reason (PermissionDenied).
 void AsyncFetch(EventLoop* loop, const std::string& method, const std::string& url,
                 std::string body, std::vector<Header> headers, int64_t timeout_ms,
-                std::function<void(Result<ClientResponse>)> done);
+                std::function<void(Result<ClientResponse>)> done,
+                std::shared_ptr<const AddressPolicy> policy = nullptr);
 
 std::string PercentDecode(std::string_view s);
 std::string PercentEncode(std::string_view s);

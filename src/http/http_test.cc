@@ -35,6 +35,16 @@ TEST(UrlTest, ParsesHttpOnly) {
   EXPECT_EQ(ParseUrl("http://example.com")->port, 80);
   EXPECT_FALSE(ParseUrl("https://example.com").ok());
   EXPECT_FALSE(ParseUrl("http://:80/").ok());
+  // IPv6: the brackets are URL syntax, not part of the host.
+  auto v6 = ParseUrl("http://[::1]:9000/h");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 9000);
+  EXPECT_EQ(v6->target, "/h");
+  EXPECT_EQ(ParseUrl("http://[fd00::2]/")->port, 80);
+  EXPECT_FALSE(ParseUrl("http://[::1/").ok());
+  EXPECT_FALSE(ParseUrl("http://[]:80/").ok());
+  EXPECT_FALSE(ParseUrl("http://[::1]x/").ok());
   EXPECT_FALSE(ParseUrl("http://h:99999/").ok());
 }
 

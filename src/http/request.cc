@@ -94,8 +94,17 @@ Result<Url> ParseUrl(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) {
     return InvalidArgument("credentials in URLs are not supported");
   }
+  std::string_view bracketed;  // an IPv6 address, "[::1]" in a URL, kept without brackets
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return InvalidArgument("unclosed [ in URL");
+    bracketed = authority.substr(1, close - 1);
+    authority.remove_prefix(close + 1);  // "" or ":PORT"
+    if (!authority.empty() && authority.front() != ':') return InvalidArgument("bad URL host");
+    if (bracketed.empty()) return InvalidArgument("URL has no host");
+  }
   size_t colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(']') == std::string_view::npos) {
+  if (colon != std::string_view::npos) {
     std::string port(authority.substr(colon + 1));
     char* end = nullptr;
     long p = strtol(port.c_str(), &end, 10);
@@ -104,6 +113,10 @@ Result<Url> ParseUrl(std::string_view url) {
     }
     out.port = static_cast<uint16_t>(p);
     authority = authority.substr(0, colon);
+  }
+  if (!bracketed.empty()) {
+    out.host = std::string(bracketed);
+    return out;
   }
   if (authority.empty()) return InvalidArgument("URL has no host");
   out.host = std::string(authority);

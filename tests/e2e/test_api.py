@@ -203,7 +203,7 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 
 class WebhookTest(E2ETest):
-    server_args = ("--webhook-retry-ms", "300")
+    server_args = ("--webhook-retry-ms", "300", "--webhook-allow", "127.0.0.1")
 
     def test_webhook_delivered_with_retry(self):
         hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)

@@ -1,10 +1,14 @@
 """End-to-end: trust boundaries on the real binary. Keys have scopes: an invoke key calls its
 endpoints and nothing else, a node key acts for its node only, and no key but an admin key
 touches keys. (The worker sandbox is not built yet: see docs/security.md.)"""
+import http.server
 import os
+import re
+import shutil
 import subprocess
 import tempfile
-import shutil
+import threading
+import time
 import unittest
 
 from harness import ADMIN_KEY, E2ETest, GANTRY
@@ -93,6 +97,53 @@ class ScopedKeysTest(E2ETest):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("--token-file", p.stderr)
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    calls = []
+
+    def do_POST(self):
+        _Hook.calls.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+class WebhookTargetTest(E2ETest):
+    """A client picks a webhook's URL: it must not make the server call its own loopback, the
+    cloud's metadata address or the private network."""
+
+    def test_a_webhook_to_loopback_is_refused_by_address_and_by_name(self):
+        hook = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        _Hook.calls = []
+        try:
+            self.server.create_endpoint({"id": "wh"})
+            self.worker("wh", "echo.py")
+            port = hook.server_address[1]
+            r = self.server.request("POST", "/v2/wh/run", {
+                "input": {}, "webhook": "http://127.0.0.1:%d/hook" % port})
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("127.0.0.1 is a loopback address", r.json["error"]["message"])
+            r = self.server.request("POST", "/v2/wh/run", {
+                "input": {}, "webhook": "http://169.254.169.254/latest/meta-data/"})
+            self.assertEqual(r.status, 400, r)
+            # A name is judged by what it resolves to, when the webhook is sent.
+            r = self.server.request("POST", "/v2/wh/run", {
+                "input": {"x": 1}, "webhook": "http://localhost:%d/hook" % port})
+            self.assertEqual(r.status, 200, r)
+            self.server.wait_status("wh", r.json["id"], {"COMPLETED"}, timeout=30)
+            def refusal_logged():
+                with open(os.path.join(self.server.data_dir, "server.log"), errors="replace") as f:
+                    return re.search(r"refused: localhost: \S+ is a loopback address", f.read())
+            self.wait_for(refusal_logged, what="the refusal logged")
+            time.sleep(0.5)
+            self.assertEqual(_Hook.calls, [])
+        finally:
+            hook.shutdown()
 
 
 class AdminKeyTest(unittest.TestCase):
