@@ -590,4 +590,18 @@ TEST_F(ApiTest, AWebhookToAnAddressOffThePublicInternetIsRefused) {
       200);
 }
 
+TEST_F(ApiTest, OnlyAValidCredentialForTheRouteLiftsTheSmallBodyLimit) {
+  constexpr size_t kSmall = Api::kUnauthenticatedBodyLimit;
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto [wid, secret] = RegisterWorker("ep");
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/run", ""), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/run", "Bearer nope"), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/run?wait=5", "Bearer " + key_), SIZE_MAX);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/job-done/" + wid + "/j", secret), SIZE_MAX);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/job-done/" + wid + "/j", "Bearer " + key_), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/job-done/w-other/j", secret), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/no/such/route", "Bearer " + key_), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("GET", "/healthz", "Bearer " + key_), kSmall);
+}
+
 }  // namespace gantry::api

@@ -211,6 +211,13 @@ int RunServer(const ServerConfig& config) {
   ho.host = config.host;
   ho.port = config.port;
   ho.body_limit = std::max(config.run_body_limit, config.runsync_body_limit) + (64u << 10);
+  ho.max_connections = config.max_connections;
+  const Api* api_for_limits = nullptr;  // set below, before the first connection is accepted
+  ho.body_limit_for = [&api_for_limits](std::string_view method, std::string_view target,
+                                        std::string_view authorization) {
+    return api_for_limits ? api_for_limits->BodyLimitFor(method, target, authorization)
+                          : Api::kUnauthenticatedBodyLimit;
+  };
   http::HttpServer server(&loop, ho);
   if (Status st = server.Listen(); !st.ok()) return Fail(st.ToString());
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
@@ -222,6 +229,7 @@ int RunServer(const ServerConfig& config) {
   if (st.ok()) st = BootstrapAdminKey(&m.keys, config.data_dir);
   if (!st.ok()) return Fail(st.ToString());
   Api api(m.ForApi(config));
+  api_for_limits = &api;
   st = server.Serve([&api](http::Request&& r, std::shared_ptr<http::Responder> p) {
     api.Handle(std::move(r), std::move(p));
   });

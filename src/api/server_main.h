@@ -27,6 +27,8 @@ struct ServerConfig {
   // Prefixes (CIDR) webhooks may reach besides public addresses: loopback, private ranges and
   // link-local are refused otherwise.
   std::vector<std::string> webhook_allow;
+  // Open connections at most (http::ServerOptions::max_connections); 0: from RLIMIT_NOFILE.
+  size_t max_connections = 0;
   std::string prices_file;  // JSON {"H100": 0.00116, ...}: USD per second. Default: RunPod's.
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;

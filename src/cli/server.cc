@@ -53,6 +53,9 @@ void AddServerFlags(CLI::App* c, ServerFlags& f) {
   c->add_option("--stop-grace-ms", cfg.stop_grace_ms,
                 "How long a worker may ignore a stop before it is killed")
       ->capture_default_str();
+  c->add_option("--max-connections", cfg.max_connections,
+                "Open connections at most; past it the one idle the longest is closed (default: "
+                "the descriptor limit less 64)");
   c->add_option("--webhook-allow", cfg.webhook_allow,
                 "A prefix webhooks may reach besides public addresses (e.g. 10.0.0.0/8, "
                 "127.0.0.1); repeatable. Loopback, private and link-local addresses are refused "

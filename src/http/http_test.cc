@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -216,6 +217,85 @@ TEST_F(ServerTest, SlowClientTimesOutWithoutBlockingOthers) {
   ssize_t n = read(fd, buf, sizeof buf);
   EXPECT_LE(n, 0);
   close(fd);
+}
+
+// The limit is decided from the head, before the body is read: a client without a key that
+// announces 20 MiB is answered 413 at once, with not one byte of its body sent.
+TEST_F(ServerTest, BodyLimitFromTheHeadIsAnsweredBeforeTheBody) {
+  ServerOptions o;
+  o.body_limit_for = [](std::string_view, std::string_view target, std::string_view auth) {
+    return auth == "Bearer good" ? SIZE_MAX : target == "/tiny" ? 10 : 64u << 10;
+  };
+  std::atomic<int> handled{0};
+  StartServer(
+      [&handled](Request&& r, std::shared_ptr<Responder> resp) {
+        ++handled;
+        resp->Send(Response{200, std::to_string(r.body.size())});
+      },
+      o);
+  int fd = ConnectRaw(server_->port());
+  ASSERT_GE(fd, 0);
+  const std::string head = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 20971520\r\n\r\n";
+  ASSERT_EQ(write(fd, head.data(), head.size()), static_cast<ssize_t>(head.size()));
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[512];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  ASSERT_GT(n, 0);
+  buf[n] = '\0';
+  EXPECT_NE(std::string(buf).find("HTTP/1.1 413"), std::string::npos) << buf;
+  close(fd);
+  // The same body with a good key, and a small one without, are read whole.
+  HttpClient c("127.0.0.1", server_->port());
+  auto big = c.Do("POST", "/upload", std::string(1 << 20, 'a'), {{"Authorization", "Bearer good"}});
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->status, 200);
+  EXPECT_EQ(big->body, std::to_string(1 << 20));
+  HttpClient c2("127.0.0.1", server_->port());
+  auto small = c2.Do("POST", "/upload", std::string(1000, 'a'), {});
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->status, 200);
+  // A chunked body is held to the limit as it arrives.
+  int fd2 = ConnectRaw(server_->port());
+  const std::string chunked =
+      "POST /tiny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "14\r\n01234567890123456789\r\n0\r\n\r\n";
+  ASSERT_EQ(write(fd2, chunked.data(), chunked.size()), static_cast<ssize_t>(chunked.size()));
+  setsockopt(fd2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  n = read(fd2, buf, sizeof buf - 1);
+  ASSERT_GT(n, 0);
+  buf[n] = '\0';
+  EXPECT_NE(std::string(buf).find("HTTP/1.1 413"), std::string::npos) << buf;
+  close(fd2);
+  EXPECT_EQ(handled.load(), 2);
+}
+
+// Past the connection cap, a new client is served by closing the connection idle the longest:
+// 50 idle sockets cannot lock out the 51st client.
+TEST_F(ServerTest, IdleConnectionsMakeRoomForNewOnesPastTheCap) {
+  ServerOptions o;
+  o.max_connections = 10;
+  StartServer(
+      [](Request&&, std::shared_ptr<Responder> resp) {
+        resp->Send(Response{200, "ok"});
+      },
+      o);
+  std::vector<int> idle;
+  for (int i = 0; i < 50; ++i) {
+    int fd = ConnectRaw(server_->port());
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  HttpClient c("127.0.0.1", server_->port());
+  auto res = c.Do("GET", "/healthz", "", {}, 5'000);
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ(res->status, 200);
+  // The oldest idle ones were closed: their reads see EOF.
+  timeval tv{2, 0};
+  setsockopt(idle[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char b;
+  EXPECT_EQ(read(idle[0], &b, 1), 0);
+  for (int fd : idle) close(fd);
 }
 
 }  // namespace gantry::http

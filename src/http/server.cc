@@ -1,4 +1,5 @@
 // EventLoop and HttpServer on Boost.Asio/Beast.
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -6,6 +7,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cerrno>
+#include <map>
+#include <optional>
 #include <unordered_set>
 
 #include "common/log.h"
@@ -71,9 +74,18 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   ServerOptions options;
   Handler handler;
   tcp::acceptor acceptor;
+  // Makes room for one more connection (closes the one idle the longest); false if none is idle.
+  bool EvictIdle();
+  size_t ConnectionCap() const;
+
   uint16_t port = 0;
   bool stopped = false;
   std::unordered_set<Connection*> connections;  // loop thread
+  // Connections waiting for their next request, by when they started waiting (loop thread).
+  std::map<std::pair<int64_t, uint64_t>, Connection*> idle;
+  uint64_t idle_seq = 0;
+  std::optional<asio::steady_timer> accept_retry;  // after EMFILE/ENFILE
+  uint64_t refused = 0;  // connections closed at accept: no room (logged now and then)
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -82,10 +94,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       : stream_(std::move(socket)), server_(std::move(server)) {
     server_->connections.insert(this);
   }
-  ~Connection() { server_->connections.erase(this); }
+  ~Connection() {
+    LeaveIdle();
+    server_->connections.erase(this);
+  }
 
   void Start() { WaitForRequest(); }
   void Close() {
+    LeaveIdle();
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
@@ -105,8 +121,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // While a handler holds the request (a long-poll), notices the client going away, so that
   // what is sent to it later is reported as not written instead of vanishing into a dead socket.
   void WatchForClose();
+  void OnHeader(beast::error_code ec);
   void OnRead(beast::error_code ec);
   void SendError(int status, const char* code, const std::string& message);
+  void EnterIdle();
+  void LeaveIdle();
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
@@ -115,8 +134,35 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool linger_after_write_ = false;
   bool awaiting_response_ = false;  // a handler holds the current request
   bool peer_closed_ = false;        // the client closed its side while we held its request
-  std::shared_ptr<std::function<void()>> lingering_;  // keeps the drain loop alive
+  std::shared_ptr<std::function<void()>> lingering_;      // keeps the drain loop alive
+  std::optional<std::pair<int64_t, uint64_t>> idle_key_;  // in server_->idle while set
 };
+
+void Connection::EnterIdle() {
+  idle_key_.emplace(std::chrono::steady_clock::now().time_since_epoch().count(),
+                    ++server_->idle_seq);
+  server_->idle[*idle_key_] = this;
+}
+
+void Connection::LeaveIdle() {
+  if (!idle_key_) return;
+  server_->idle.erase(*idle_key_);
+  idle_key_.reset();
+}
+
+bool HttpServer::Impl::EvictIdle() {
+  if (idle.empty()) return false;
+  Connection* oldest = idle.begin()->second;
+  oldest->Close();  // leaves `idle`; its pending read ends with an error and frees it
+  return true;
+}
+
+size_t HttpServer::Impl::ConnectionCap() const {
+  if (options.max_connections > 0) return options.max_connections;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1u << 20;
+  return rl.rlim_cur > 128 ? rl.rlim_cur - 64 : rl.rlim_cur / 2;
+}
 
 class ResponderImpl final : public Responder {
  public:
@@ -153,13 +199,17 @@ class ResponderImpl final : public Responder {
 
 void Connection::WaitForRequest() {
   parser_.emplace();
-  parser_->body_limit(server_->options.body_limit);
+  // No limit while the head is read: the limit is decided from the head (OnHeader), and a
+  // Content-Length over the parser's limit would fail the head itself.
+  parser_->body_limit(boost::none);
   parser_->header_limit(64 * 1024);
   if (buffer_.size() > 0) return ReadRequest();  // pipelined bytes already here
   // Idle phase: wait for the first byte of the next request under the idle timeout.
+  EnterIdle();
   stream_.expires_after(std::chrono::milliseconds(server_->options.idle_timeout_ms));
   auto buf = buffer_.prepare(4096);
   stream_.async_read_some(buf, [self = shared_from_this()](beast::error_code ec, size_t n) {
+    self->LeaveIdle();
     if (ec) return self->Close();
     self->buffer_.commit(n);
     self->ReadRequest();
@@ -168,9 +218,29 @@ void Connection::WaitForRequest() {
 
 void Connection::ReadRequest() {
   stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+  bhttp::async_read_header(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+}
+
+void Connection::OnHeader(beast::error_code ec) {
+  if (ec) return OnRead(ec);
+  const auto& head = parser_->get();
+  size_t limit = server_->options.body_limit;
+  if (server_->options.body_limit_for) {
+    limit =
+        std::min(limit, server_->options.body_limit_for(
+                            std::string_view(head.method_string()), std::string_view(head.target()),
+                            std::string_view(head[bhttp::field::authorization])));
+  }
+  if (parser_->content_length() && *parser_->content_length() > limit) {
+    return OnRead(bhttp::error::body_limit);  // answered before a byte of the body is read
+  }
+  parser_->body_limit(limit);  // a chunked body is held to it as it arrives
+  if (parser_->is_done()) return OnRead({});
   bhttp::async_read(
       stream_, buffer_, *parser_,
-      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+      [self = shared_from_this()](beast::error_code ec2, size_t) { self->OnRead(ec2); });
 }
 
 void Connection::LingeringClose() {
@@ -281,9 +351,29 @@ void Connection::Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
 void HttpServer::Impl::Accept() {
   acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (self->stopped) return;
+    if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec.value() == ENOBUFS ||
+        ec.value() == ENOMEM) {
+      // Out of descriptors: free one if a connection is idle, and try again at once; else wait
+      // (a spinning accept would take the loop from everything else).
+      if (self->EvictIdle()) return self->Accept();
+      GLOG_WARN("http: accept: %s; retrying in 100 ms", ec.message().c_str());
+      self->accept_retry.emplace(self->loop->impl()->io, std::chrono::milliseconds(100));
+      self->accept_retry->async_wait([self](beast::error_code e) {
+        if (!e && !self->stopped) self->Accept();
+      });
+      return;
+    }
     if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<Connection>(std::move(socket), self)->Start();
+      if (self->connections.size() >= self->ConnectionCap() && !self->EvictIdle()) {
+        if (self->refused++ % 1000 == 0) {  // the first, then every thousandth
+          GLOG_WARN("http: %zu connections, none idle: closing new ones (%llu so far)",
+                    self->connections.size(), static_cast<unsigned long long>(self->refused));
+        }
+        socket.close(ec);
+      } else {
+        socket.set_option(tcp::no_delay(true), ec);
+        std::make_shared<Connection>(std::move(socket), self)->Start();
+      }
     }
     self->Accept();
   });
@@ -328,6 +418,7 @@ void HttpServer::Stop() {
   impl_->stopped = true;
   beast::error_code ec;
   impl_->acceptor.close(ec);
+  if (impl_->accept_retry) impl_->accept_retry->cancel();
   std::vector<Connection*> conns(impl_->connections.begin(), impl_->connections.end());
   for (Connection* c : conns) c->Close();
 }

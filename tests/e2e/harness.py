@@ -38,10 +38,12 @@ class Response:
 class Server:
     """A gantry server process on a free port with its own data dir."""
 
-    def __init__(self, data_dir=None, extra_args=(), command="server"):
-        """command: "server" (workers started by the tests) or "up" (with the agent)."""
+    def __init__(self, data_dir=None, extra_args=(), command="server", prefix=()):
+        """command: "server" (workers started by the tests) or "up" (with the agent). prefix:
+        a command the server runs under (e.g. prlimit)."""
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="gantry-e2e-")
         self.extra_args = list(extra_args)
+        self.prefix = list(prefix)
         self.command = command
         self.proc = None
         self.url = None
@@ -54,7 +56,7 @@ class Server:
         env = dict(os.environ, GANTRY_ADMIN_KEY=ADMIN_KEY)
         with open(os.path.join(self.data_dir, "server.log"), "ab") as log:
             self.proc = subprocess.Popen(
-                [GANTRY, self.command, "--listen", "127.0.0.1:%d" % port, "--data-dir",
+                self.prefix + [GANTRY, self.command, "--listen", "127.0.0.1:%d" % port, "--data-dir",
                  self.data_dir] + self.extra_args,
                 stdout=subprocess.PIPE, stderr=log, env=env)
         deadline = time.time() + 10
@@ -186,10 +188,12 @@ def kill_worker(proc, sig=signal.SIGKILL):
 
 class E2ETest(unittest.TestCase):
     server_args = ()
+    server_prefix = ()
     command = "server"
 
     def setUp(self):
-        self.server = Server(extra_args=self.server_args, command=self.command).start()
+        self.server = Server(extra_args=self.server_args, command=self.command,
+                             prefix=self.server_prefix).start()
         self.workers = []
 
     def tearDown(self):

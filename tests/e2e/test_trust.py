@@ -5,6 +5,7 @@ import http.server
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -144,6 +145,45 @@ class WebhookTargetTest(E2ETest):
             self.assertEqual(_Hook.calls, [])
         finally:
             hook.shutdown()
+
+
+class BadClientTest(E2ETest):
+    """Nothing unauthenticated may cost the server more than a small, fixed amount."""
+    # A low descriptor limit: the server caps its connections from it.
+    server_prefix = ("prlimit", "--nofile=160:160")
+
+    def raw(self):
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        self.addCleanup(s.close)
+        return s
+
+    def test_an_upload_without_a_key_is_refused_before_its_body(self):
+        s = self.raw()
+        s.sendall(b"POST /v2/x/run HTTP/1.1\r\nHost: x\r\nContent-Length: 20971520\r\n\r\n")
+        s.sendall(b"a" * 1000)  # a slow upload: the rest never comes
+        reply = s.recv(4096).decode(errors="replace")
+        self.assertTrue(reply.startswith("HTTP/1.1 413"), reply)
+        # With a key, the same size gets through to the route (which has its own 10 MiB cap).
+        s = self.raw()
+        s.sendall(("POST /v2/x/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: 16\r\n\r\n{\"input\": {}}   " % ADMIN_KEY).encode())
+        reply = s.recv(4096).decode(errors="replace")
+        self.assertTrue(reply.startswith("HTTP/1.1 404"), reply)  # no endpoint x
+
+    def test_idle_sockets_beyond_the_descriptor_limit_do_not_lock_out_a_client(self):
+        idle = []
+        for _ in range(250):
+            try:
+                idle.append(self.raw())
+            except OSError:
+                break  # the kernel's backlog is full: also what a flood looks like
+        self.assertGreater(len(idle), 100)
+        started = time.time()
+        r = self.server.request("GET", "/healthz", key=None, timeout=10)
+        self.assertEqual(r.status, 200, r)
+        self.assertLess(time.time() - started, 5)
+        # And a real request with a key, too.
+        self.assertEqual(self.server.request("GET", "/v1/endpoints").status, 200)
 
 
 class AdminKeyTest(unittest.TestCase):
