@@ -1,0 +1,160 @@
+// The API's trust boundaries: key scopes over the whole route table, keys, webhook targets and
+// the body limit of requests without a valid credential.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "api/api_test_fixture.h"
+
+namespace gantry::api {
+namespace {
+
+// Every key route, taken from the table itself, called with a key of every scope: a scope the
+// route's access admits gets past the check (whatever the handler then answers), any other
+// gets 403. The matrix is written out here, apart from the code that enforces it.
+TEST_F(ApiTest, EveryRouteAdmitsExactlyTheScopesItsAccessAllows) {
+  const std::map<std::string, Grant> grants = {{"admin", {Scope::kAdmin, {}, {}}},
+                                               {"deploy", {Scope::kDeploy, {}, {}}},
+                                               {"invoke", {Scope::kInvoke, {}, {}}},
+                                               {"invoke-ep", {Scope::kInvoke, {"ep"}, {}}},
+                                               {"invoke-other", {Scope::kInvoke, {"other"}, {}}},
+                                               {"read", {Scope::kRead, {}, {}}},
+                                               {"node-n1", {Scope::kNode, {}, "n1"}},
+                                               {"node-n2", {Scope::kNode, {}, "n2"}}};
+  // Access -> the grants it admits, for a route naming endpoint "ep" and node "n1".
+  const std::map<std::string, std::set<std::string>> admits = {
+      {"admin", {"admin"}},
+      {"deploy", {"admin", "deploy"}},
+      {"read", {"admin", "deploy", "read"}},
+      {"invoke", {"admin", "deploy", "invoke", "invoke-ep"}},
+      {"node", {"admin", "node-n1"}}};
+  std::map<std::string, std::string> secrets;
+  for (const auto& [name, g] : grants) secrets[name] = keys_.AddEphemeral(name, g);
+  const std::map<std::string, std::string> values = {
+      {"endpoint", "ep"},     {"node", "n1"},  {"job", "no-such-job"},
+      {"key", "no-such-key"}, {"worker", "w"}, {"digest", std::string(64, 'a')}};
+  int checked = 0;
+  for (const Route& route : api_.table().routes()) {
+    if (route.access == Access::kPublic || route.access == Access::kWorker) continue;
+    std::string path = route.path;
+    for (size_t open; (open = path.find('{')) != std::string::npos;) {
+      size_t close = path.find('}', open);
+      path.replace(open, close - open + 1, values.at(path.substr(open + 1, close - open - 1)));
+    }
+    std::set<std::string> admitted = admits.at(AccessName(route.access));
+    // A node key acts for its node: on a route that names no node (blobs), for any node.
+    if (admitted.count("node-n1") && route.path.find("{node}") == std::string::npos) {
+      admitted.insert("node-n2");
+    }
+    for (const auto& [name, g] : grants) {
+      auto resp = Start(route.method, path, "", "Bearer " + secrets[name]);
+      const int status = resp->sends ? resp->last.status : 0;  // 0: a long-poll waiting
+      if (admitted.count(name)) {
+        EXPECT_NE(status, 401) << name << " " << route.method << " " << route.path;
+        EXPECT_NE(status, 403) << name << " " << route.method << " " << route.path << "\n"
+                               << resp->last.body;
+      } else {
+        EXPECT_EQ(status, 403) << name << " " << route.method << " " << route.path;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 8 * 30);  // every key route was tried
+}
+
+TEST_F(ApiTest, AKeyIsCreatedWithAScopeAndListedWithIt) {
+  auto r = Do("POST", "/v1/keys", R"({"name":"ci","scope":"invoke","endpoints":["echo"]})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(J(r).at("scope").as_string(), "invoke");
+  const std::string ci = std::string(J(r).at("key").as_string());
+  r = Do("POST", "/v1/keys", R"({"name":"plain"})");
+  EXPECT_EQ(J(r).at("scope").as_string(), "invoke");  // the default: calling endpoints only
+  EXPECT_EQ(Do("POST", "/v1/keys", R"({"scope":"root"})").status, 400);
+  EXPECT_EQ(Do("POST", "/v1/keys", R"({"scope":"node"})").status, 400);  // which node?
+  EXPECT_EQ(Do("POST", "/v1/keys", R"({"scope":"read","endpoints":["x"]})").status, 400);
+  EXPECT_EQ(Do("POST", "/v1/keys", R"({"scpoe":"read"})").status, 400);
+  const json::value listed = J(Do("GET", "/v1/keys"));
+  bool found = false;
+  for (const auto& k : listed.at("keys").as_array()) {
+    if (k.at("name") != "ci") continue;
+    found = true;
+    EXPECT_EQ(ToJson(k.at("endpoints")), R"(["echo"])");
+    EXPECT_EQ(k.as_object().count("key"), 0u);
+  }
+  EXPECT_TRUE(found);
+  // The invoke key calls its endpoint, not another, and cannot touch keys.
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"echo"})").status, 201);
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"other"})").status, 201);
+  EXPECT_EQ(Do("POST", "/v2/echo/run", R"({"input":1})", "Bearer " + ci).status, 200);
+  r = Do("POST", "/v2/other/run", R"({"input":1})", "Bearer " + ci);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("may not call endpoint other"), std::string::npos) << r.body;
+  r = Do("DELETE", "/v1/keys/" + keys_.List().front()->id, "", "Bearer " + ci);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("scope is invoke; this route needs admin"), std::string::npos) << r.body;
+}
+
+TEST_F(ApiTest, TheLastAdminKeyCannotBeRevoked) {
+  std::string admin_id;
+  for (const ApiKey* k : keys_.List()) admin_id = k->id;
+  auto r = Do("POST", "/v1/keys", R"({"name":"ci","scope":"deploy"})");
+  ASSERT_EQ(r.status, 201);
+  r = Do("DELETE", "/v1/keys/" + admin_id);
+  EXPECT_EQ(ErrorCode(r), "failed_precondition") << r.body;
+  r = Do("POST", "/v1/keys", R"({"name":"second admin","scope":"admin"})");
+  const std::string second(J(r).at("key").as_string());
+  EXPECT_EQ(Do("DELETE", "/v1/keys/" + admin_id, "", "Bearer " + second).status, 200);
+}
+
+TEST_F(ApiTest, ScopesSurviveARestartAndOldKeysAreAdminKeys) {
+  ASSERT_EQ(Do("POST", "/v1/keys", R"({"name":"n","scope":"node","node":"gpu1"})").status, 201);
+  store_.Write({store::Mutation::PutObject(
+                   {"key", "key-old", R"({"name":"old","hash":"h","prefix":"gk_old"})"})},
+               {});
+  store_.FlushDeferred();
+  KeyRing reloaded(&clock_, &store_);
+  ASSERT_TRUE(reloaded.Load().ok());
+  std::map<std::string, std::string> scopes;
+  for (const ApiKey* k : reloaded.List()) {
+    scopes[k->name] = std::string(ScopeName(k->grant.scope)) + ":" + k->grant.node_id;
+  }
+  EXPECT_EQ(scopes["n"], "node:gpu1");
+  EXPECT_EQ(scopes["old"], "admin:");  // stored before scopes: an admin key, as it was
+  EXPECT_EQ(scopes["admin"], "admin:");
+}
+
+TEST_F(ApiTest, AWebhookToAnAddressOffThePublicInternetIsRefused) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  for (const char* url : {"http://127.0.0.1:8000/admin", "http://169.254.169.254/latest/meta-data",
+                          "http://10.1.2.3/", "http://[::1]:9000/"}) {
+    auto r = Do("POST", "/v2/ep/run", std::string(R"({"input":1,"webhook":")") + url + R"("})");
+    EXPECT_EQ(r.status, 400) << url;
+    EXPECT_NE(ErrorMessage(r).find("public addresses only"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(J(Do("GET", "/v2/ep/health")).at("jobs").at("inQueue").as_int64(), 0);
+  // A public address, or a name (checked when it is resolved, at delivery): taken.
+  EXPECT_EQ(Do("POST", "/v2/ep/run", R"({"input":1,"webhook":"http://93.184.215.14/h"})").status,
+            200);
+  EXPECT_EQ(
+      Do("POST", "/v2/ep/run", R"({"input":1,"webhook":"http://hooks.example.com/h"})").status,
+      200);
+}
+
+TEST_F(ApiTest, OnlyAValidCredentialForTheRouteLiftsTheSmallBodyLimit) {
+  constexpr size_t kSmall = Api::kUnauthenticatedBodyLimit;
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep"})").status, 201);
+  auto [wid, secret] = RegisterWorker("ep");
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/run", ""), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/run", "Bearer nope"), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/run?wait=5", "Bearer " + key_), SIZE_MAX);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/job-done/" + wid + "/j", secret), SIZE_MAX);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/job-done/" + wid + "/j", "Bearer " + key_), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/v2/ep/job-done/w-other/j", secret), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("POST", "/no/such/route", "Bearer " + key_), kSmall);
+  EXPECT_EQ(api_.BodyLimitFor("GET", "/healthz", "Bearer " + key_), kSmall);
+}
+
+}  // namespace
+}  // namespace gantry::api
