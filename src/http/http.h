@@ -91,13 +91,17 @@ struct ServerOptions {
   int64_t read_timeout_ms = 30'000;
   // A keep-alive connection with no request for this long is closed. Default: 120 s.
   int64_t idle_timeout_ms = 120'000;
-  // The body limit of one request, decided from its head once the head has arrived and before
+  // The body limit of a request whose body may be larger than `body_limit_unasked` (a larger
+  // Content-Length, or chunked), decided from its head once the head has arrived and before
   // its body is read: a request over it gets 413 without its body being read. Unset: body_limit
   // for every request. The server gives an unauthenticated request a small limit, so that
   // nobody without a key can make it buffer megabytes. Runs on the loop thread.
   std::function<size_t(std::string_view method, std::string_view target,
                        std::string_view authorization)>
       body_limit_for;
+  // A body announced this small is read without asking body_limit_for (most requests: the
+  // question costs a route lookup and a key check). Default: 64 KiB.
+  size_t body_limit_unasked = 64u << 10;
   // At most this many open connections; past it, accepting a new one closes the connection
   // idle the longest (one waiting for its next request), or, when none is idle, the new one.
   // 0: from RLIMIT_NOFILE (its soft limit less 64 descriptors for everything else).

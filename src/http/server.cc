@@ -225,18 +225,29 @@ void Connection::ReadRequest() {
 
 void Connection::OnHeader(beast::error_code ec) {
   if (ec) return OnRead(ec);
-  const auto& head = parser_->get();
-  size_t limit = server_->options.body_limit;
-  if (server_->options.body_limit_for) {
-    limit =
-        std::min(limit, server_->options.body_limit_for(
-                            std::string_view(head.method_string()), std::string_view(head.target()),
-                            std::string_view(head[bhttp::field::authorization])));
+  if (parser_->is_done()) return OnRead({});  // no body
+  const ServerOptions& o = server_->options;
+  const auto length = parser_->content_length();  // none: chunked
+  size_t limit = o.body_limit;
+  if (o.body_limit_for && (!length || *length > o.body_limit_unasked)) {
+    const auto& head = parser_->get();
+    limit = std::min(limit, o.body_limit_for(std::string_view(head.method_string()),
+                                             std::string_view(head.target()),
+                                             std::string_view(head[bhttp::field::authorization])));
   }
-  if (parser_->content_length() && *parser_->content_length() > limit) {
+  if (length && *length > limit) {
     return OnRead(bhttp::error::body_limit);  // answered before a byte of the body is read
   }
   parser_->body_limit(limit);  // a chunked body is held to it as it arrives
+  // The body, or its start, usually came with the head: parse what is here at once rather than
+  // through another asynchronous read.
+  while (!parser_->is_done() && buffer_.size() > 0) {
+    beast::error_code put_ec;
+    const size_t n = parser_->put(buffer_.data(), put_ec);
+    buffer_.consume(n);
+    if (put_ec == bhttp::error::need_more || (!put_ec && n == 0)) break;
+    if (put_ec) return OnRead(put_ec);
+  }
   if (parser_->is_done()) return OnRead({});
   bhttp::async_read(
       stream_, buffer_, *parser_,
