@@ -156,5 +156,48 @@ TEST_F(ApiTest, OnlyAValidCredentialForTheRouteLiftsTheSmallBodyLimit) {
   EXPECT_EQ(api_.BodyLimitFor("GET", "/healthz", "Bearer " + key_), kSmall);
 }
 
+// A node's assignment carries the secrets of the workers placed on it, and only its own key
+// (or an admin key) reads it: node n1's key sees n1's worker secret, never n2's nor n2's
+// registry password.
+TEST_F(ApiTest, ANodeKeyReadsOnlyItsOwnAssignmentAndItsOwnWorkersSecrets) {
+  for (const char* node : {"n1", "n2"}) {
+    const std::string gpu = std::string(node) == "n1" ? "H100" : "A100-80GB";
+    ASSERT_EQ(Do("POST", std::string("/v1/nodes/") + node,
+                 R"({"name":")" + std::string(node) +
+                     R"(","cpuCores":4,"memoryMb":8192,"gpus":[{"index":0,"type":")" + gpu +
+                     R"("}],"runtime":{"ociRuntime":"runc","ociNotes":[],"limits":"none"}})")
+                  .status,
+              200);
+  }
+  ASSERT_EQ(
+      Do("POST", "/v1/endpoints", R"({"id":"a","gpuTypeIds":["H100"],"worker":{"command":["x"]}})")
+          .status,
+      201);
+  ASSERT_EQ(Do("POST", "/v1/endpoints",
+               R"({"id":"b","gpuTypeIds":["A100-80GB"],"image":"r.example.com/b:1",
+                   "registryAuth":{"username":"u","password":"b-registry-password"}})")
+                .status,
+            201);
+  ASSERT_EQ(Do("POST", "/v2/a/run", R"({"input":1})").status, 200);
+  ASSERT_EQ(Do("POST", "/v2/b/run", R"({"input":1})").status, 200);
+  const std::string n1 = "Bearer " + keys_.AddEphemeral("n1", Grant{Scope::kNode, {}, "n1"});
+  auto mine = Do("GET", "/v1/nodes/n1/assignment?version=-1", "", n1);
+  ASSERT_EQ(mine.status, 200) << mine.body;
+  auto theirs = Do("GET", "/v1/nodes/n2/assignment?version=-1");  // the admin key may
+  ASSERT_EQ(theirs.status, 200) << theirs.body;
+  const json::value a = J(mine), b = J(theirs);
+  ASSERT_EQ(a.at("workers").as_array().size(), 1u) << mine.body;
+  ASSERT_EQ(b.at("workers").as_array().size(), 1u) << theirs.body;
+  const std::string a_secret(
+      a.at("workers").as_array()[0].at("env").at("RUNPOD_AI_API_KEY").as_string());
+  const std::string b_secret(
+      b.at("workers").as_array()[0].at("env").at("RUNPOD_AI_API_KEY").as_string());
+  EXPECT_NE(mine.body.find(a_secret), std::string::npos);
+  EXPECT_EQ(mine.body.find(b_secret), std::string::npos);
+  EXPECT_EQ(mine.body.find("b-registry-password"), std::string::npos);
+  EXPECT_NE(theirs.body.find("b-registry-password"), std::string::npos);
+  EXPECT_EQ(Do("GET", "/v1/nodes/n2/assignment?version=-1", "", n1).status, 403);
+}
+
 }  // namespace
 }  // namespace gantry::api

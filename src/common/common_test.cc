@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -137,6 +138,33 @@ TEST(BlobStoreTest, BlobsAreContentAddressed) {
   EXPECT_TRUE(ValidDigest(digest));
   EXPECT_FALSE(ValidDigest(std::string(64, 'A')));
   EXPECT_FALSE(ValidDigest(digest.substr(1)));
+  std::filesystem::remove_all(tmpl);
+}
+
+// A write that fails part-way (here: the file size limit) stores nothing under the digest and
+// leaves no temporary file behind.
+TEST(BlobStoreTest, AFailedWriteLeavesNothingBehind) {
+  char tmpl[] = "/tmp/gantry-blobs-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/blobs";
+  BlobStore blobs(dir);
+  ASSERT_TRUE(blobs.Init().ok());
+  const std::string data(100'000, 'x');
+  const std::string digest = Sha256Hex(data);
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto* old_handler = signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  Status st = blobs.Put(digest, data);
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_FALSE(blobs.Has(digest));
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  ASSERT_TRUE(blobs.Put(digest, data).ok());  // with room, it is stored
+  EXPECT_EQ(*blobs.Get(digest), data);
   std::filesystem::remove_all(tmpl);
 }
 
