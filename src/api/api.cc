@@ -98,19 +98,10 @@ size_t Api::BodyLimitFor(std::string_view method, std::string_view target,
                          std::string_view authorization) const {
   const std::string_view path = target.substr(0, target.find('?'));
   RouteTable::Found found = table_.Find(method, path);
-  if (!found.route) return kUnauthenticatedBodyLimit;
-  switch (found.route->access) {
-    case Access::kPublic:
-      return kUnauthenticatedBodyLimit;
-    case Access::kWorker: {
-      auto w = services_.workers->Authenticate(found.match.param("endpoint"),
-                                               found.match.param("worker"),
-                                               std::string(BearerToken(authorization)));
-      return w.ok() ? SIZE_MAX : kUnauthenticatedBodyLimit;
-    }
-    default:
-      return services_.keys->Check(authorization) ? SIZE_MAX : kUnauthenticatedBodyLimit;
-  }
+  if (!found.route || found.route->access == Access::kPublic) return kUnauthenticatedBodyLimit;
+  Call call{{}, std::move(found.match), nullptr};
+  call.req.headers.push_back({"Authorization", std::string(authorization)});
+  return Authorize(*found.route, &call).ok() ? SIZE_MAX : kUnauthenticatedBodyLimit;
 }
 
 void Api::Handle(http::Request&& req, std::shared_ptr<http::Responder> resp) {

@@ -37,8 +37,8 @@ class Api {
   // The http::Handler for every request.
   void Handle(http::Request&& req, std::shared_ptr<http::Responder> resp);
   // The body limit of a request, from its head (http::ServerOptions::body_limit_for): no limit
-  // of its own (SIZE_MAX: the server's applies) for a request whose credential is valid for its
-  // route, kUnauthenticatedBodyLimit for any other (a public route, no key, a wrong key, no
+  // of its own (SIZE_MAX: the server's applies) for a request that Authorize would let through,
+  // kUnauthenticatedBodyLimit for any other (a public route, no key, a wrong key or scope, no
   // such route).
   size_t BodyLimitFor(std::string_view method, std::string_view target,
                       std::string_view authorization) const;

@@ -106,8 +106,8 @@ Status KeyRing::Load() {
   return Status::Ok();
 }
 
-ApiKey KeyRing::Add(const std::string& name, const std::string& secret, const Grant& grant,
-                    std::function<void(Status)> durable) {
+const ApiKey& KeyRing::Insert(const std::string& name, const std::string& secret,
+                              const Grant& grant) {
   ApiKey k;
   k.id = NewId("key", 12);
   k.name = name;
@@ -115,29 +115,25 @@ ApiKey KeyRing::Add(const std::string& name, const std::string& secret, const Gr
   k.prefix = secret.substr(0, std::min<size_t>(secret.size(), 7));
   k.created_ms = clock_->NowMs();
   k.grant = grant;
+  by_hash_[k.hash] = k.id;
+  return keys_[k.id] = std::move(k);
+}
+
+ApiKey KeyRing::Add(const std::string& name, const std::string& secret, const Grant& grant,
+                    std::function<void(Status)> durable) {
+  const ApiKey& k = Insert(name, secret, grant);
   json::object o = GrantJson(grant);
   o["name"] = k.name;
   o["hash"] = k.hash;
   o["prefix"] = k.prefix;
   o["createdAt"] = k.created_ms;
   store_->Write({store::Mutation::PutObject({"key", k.id, ToJson(o)})}, std::move(durable));
-  by_hash_[k.hash] = k.id;
-  keys_[k.id] = k;
   return k;
 }
 
 std::string KeyRing::AddEphemeral(const std::string& name, const Grant& grant) {
   std::string secret = NewSecret("gk_");
-  ApiKey k;
-  k.grant = grant;
-  k.id = NewId("key", 12);
-  k.name = name;
-  k.hash = Sha256Hex(secret);
-  k.prefix = secret.substr(0, 7);
-  k.created_ms = clock_->NowMs();
-  by_hash_[k.hash] = k.id;
-  ephemeral_.insert(k.id);
-  keys_[k.id] = std::move(k);
+  ephemeral_.insert(Insert(name, secret, grant).id);
   return secret;
 }
 

@@ -69,6 +69,9 @@ class KeyRing {
   std::vector<const ApiKey*> List() const;
 
  private:
+  // Makes a key for `secret` and indexes it; not stored.
+  const ApiKey& Insert(const std::string& name, const std::string& secret, const Grant& grant);
+
   const Clock* clock_;
   store::Store* store_;
   std::map<std::string, ApiKey> keys_;                    // by id

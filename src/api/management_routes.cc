@@ -32,15 +32,8 @@ json::object EndpointJson(const Services& s, const scheduling::EndpointSpec& spe
 }
 
 // An endpoint spec's body: JSON with finite numbers only (`cpu is not a finite number: ...`).
-Result<json::value> SpecBody(const http::Request& req) {
-  auto body = ParseJson(req.body);
-  if (!body.ok()) return body.status();
-  GANTRY_RETURN_IF_ERROR(CheckFinite(*body, ""));
-  return body;
-}
-
 void CreateEndpoint(const Services& s, Call& c) {
-  auto body = SpecBody(c.req);
+  auto body = ParseFiniteJson(c.req.body);
   if (!body.ok()) return c.Send(ErrorResponse(body.status()));
   if (Status b = CheckBundle(*s.blobs, *body); !b.ok()) return c.Send(ErrorResponse(b));
   auto d = Deferred(c.resp);
@@ -52,7 +45,7 @@ void CreateEndpoint(const Services& s, Call& c) {
 void UpdateEndpoint(const Services& s, Call& c) {
   const std::string& id = c.param("endpoint");
   if (!s.endpoints->Get(id)) return c.Send(ErrorResponse(NotFound("endpoint not found: " + id)));
-  auto body = SpecBody(c.req);
+  auto body = ParseFiniteJson(c.req.body);
   if (!body.ok()) return c.Send(ErrorResponse(body.status()));
   if (Status b = CheckBundle(*s.blobs, *body); !b.ok()) return c.Send(ErrorResponse(b));
   auto d = Deferred(c.resp);

@@ -96,19 +96,12 @@ void Ping(const Services& s, Call& c) {
   c.Send(OkResponse("{}"));
 }
 
-// A job-done or job-stream body, JSON whatever the Content-Type says (RunPod's SDK sends
-// form-urlencoded). A number JSON cannot hold is refused with its path (`output.x[2] is not a
+// job-stream and job-done bodies are JSON whatever the Content-Type says (RunPod's SDK sends
+// form-urlencoded); a number JSON cannot hold is refused with its path (`output.x[2] is not a
 // finite number: ...`), so that the worker can tell its user which value it was.
-Result<json::value> ResultBody(const http::Request& req) {
-  auto body = ParseJson(req.body);
-  if (!body.ok()) return body.status();
-  GANTRY_RETURN_IF_ERROR(CheckFinite(*body, ""));
-  return body;
-}
-
 void StreamChunk(const Services& s, Call& c) {
   s.workers->Seen(c.worker, false);
-  auto body = ResultBody(c.req);
+  auto body = ParseFiniteJson(c.req.body);
   if (!body.ok()) return c.Send(ErrorResponse(body.status()));
   if (!body->is_object() || !Find(body->as_object(), "output")) {
     return c.Send(ErrorResponse(InvalidArgument("job-stream body must be {\"output\": ...}")));
@@ -122,7 +115,7 @@ void StreamChunk(const Services& s, Call& c) {
 // Idempotent; answered once the result is durable.
 void Done(const Services& s, Call& c) {
   s.workers->Seen(c.worker, false);
-  auto body = ResultBody(c.req);
+  auto body = ParseFiniteJson(c.req.body);
   if (!body.ok()) return c.Send(ErrorResponse(body.status()));
   bool is_stream = c.req.param("isStream").value_or("") == "true";
   auto out = s.jobs->Finish(c.worker->id, c.param("job"), *body, is_stream,

@@ -40,12 +40,6 @@ bool IsFailed(const std::string& status) {
 
 bool IsTerminal(const std::string& status) { return status == "COMPLETED" || IsFailed(status); }
 
-// obj[key] when it is a non-empty string; else empty.
-std::string StringField(const json::value& obj, const char* key) {
-  const json::value* v = obj.is_object() ? Find(obj.as_object(), key) : nullptr;
-  return v && v->is_string() ? std::string(v->as_string()) : "";
-}
-
 // A job's error as a person reads it. A string is itself, unless it is the JSON that RunPod's
 // worker library sends for an exception ({"error_type", "error_message", "error_traceback",
 // ...}): then its traceback, else its message. Anything else is compact JSON. No trailing
@@ -56,8 +50,8 @@ std::string ErrorText(const json::value* error) {
   std::string text(error->as_string());
   auto inner = ParseJson(text);
   if (inner.ok() && inner->is_object()) {
-    std::string tb = StringField(*inner, "error_traceback");
-    std::string msg = StringField(*inner, "error_message");
+    std::string tb = Field(*inner, "error_traceback");
+    std::string msg = Field(*inner, "error_message");
     if (!tb.empty())
       text = tb;
     else if (!msg.empty())
@@ -110,7 +104,7 @@ void ReportStatus(Context& ctx, const std::string& endpoint, const json::value& 
     ctx.rc = kExitFailed;
     return;
   }
-  ReportNotDone(ctx, endpoint, id, status, waited_ms, StringField(b, "reason"));
+  ReportNotDone(ctx, endpoint, id, status, waited_ms, Field(b, "reason"));
 }
 
 // Prints the chunks of a /stream reply, one JSON a line, at once; how many.
@@ -144,7 +138,7 @@ void Follow(Context& ctx, const JobFlags& f, const std::string& id) {
     if (IsTerminal(status) || now - start >= f.wait_ms) break;
     if (status == "IN_QUEUE" && now >= next_health_ms) {
       auto health = Peek(ctx, base + "/health");
-      const std::string why = health ? StringField(health->body, "unplaceable") : "";
+      const std::string why = health ? Field(health->body, "unplaceable") : "";
       if (!why.empty()) return ReportNotDone(ctx, f.endpoint, id, status, -1, why);
       next_health_ms = now + kHealthEveryMs;
     }
@@ -167,7 +161,7 @@ void Run(Context& ctx, const JobFlags& f) {
   auto r =
       Call(ctx, "POST", EndpointBase(f.endpoint) + "/run", ToJson(json::object{{"input", *input}}));
   if (!r) return;
-  const std::string id = StringField(r->body, "id");
+  const std::string id = Field(r->body, "id");
   if (id.empty()) {
     ctx.PrintError("gantry: the server's reply has no job id: %s\n", ToJson(r->body).c_str());
     ctx.rc = kExitFailed;

@@ -346,6 +346,13 @@ std::string ToJson(const json::value& v) {
   return out;
 }
 
+Result<json::value> ParseFiniteJson(std::string_view text) {
+  auto v = ParseJson(text);
+  if (!v.ok()) return v.status();
+  GANTRY_RETURN_IF_ERROR(CheckFinite(*v, ""));
+  return v;
+}
+
 Status CheckFinite(const json::value& v, std::string_view path) {
   if (!HasNonFinite(v)) return Status::Ok();  // the common case builds no path
   std::string where(path);

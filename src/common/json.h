@@ -42,6 +42,10 @@ void AppendJsonDouble(std::string& out, double d);
 // keys (`input.a[3]`). Message: `input.a[3] is not a finite number: ...`.
 Status CheckFinite(const json::value& v, std::string_view path);
 
+// ParseJson, then CheckFinite(v, ""): a body that must be JSON with finite numbers only (an
+// endpoint spec, a worker's result), its bad number named by its path from the top.
+Result<json::value> ParseFiniteJson(std::string_view text);
+
 // `s` as a quoted, escaped JSON string literal.
 std::string JsonQuote(std::string_view s);
 

@@ -40,7 +40,7 @@ struct Range {
 };
 
 // Addresses that are not on the public internet (IANA special-purpose registries).
-constexpr Range kRefused[] = {
+constexpr Range kRefusedText[] = {
     {"::ffff:0.0.0.0", 96 + 8, "a 'this network' address"},
     {"::ffff:10.0.0.0", 96 + 8, "a private address"},
     {"::ffff:100.64.0.0", 96 + 10, "a shared (carrier-grade NAT) address"},
@@ -58,6 +58,26 @@ constexpr Range kRefused[] = {
     {"fe80::", 10, "a link-local address"},
     {"ff00::", 8, "a multicast address"},
 };
+
+struct Refused {
+  Cidr cidr;
+  const char* kind;
+};
+
+// kRefusedText parsed, once.
+const std::vector<Refused>& RefusedRanges() {
+  static const std::vector<Refused> ranges = [] {
+    std::vector<Refused> out;
+    for (const Range& r : kRefusedText) {
+      Refused x{{}, r.kind};
+      ParseAddress(r.prefix, x.cidr.addr);
+      x.cidr.prefix_len = r.len;
+      out.push_back(x);
+    }
+    return out;
+  }();
+  return ranges;
+}
 
 }  // namespace
 
@@ -97,10 +117,10 @@ Status AddressPolicy::Check(std::string_view ip) const {
     memcpy(mapped + 12, a + 12, 4);
     memcpy(a, mapped, 16);
   }
-  for (const Range& r : kRefused) {
-    unsigned char p[16];
-    ParseAddress(r.prefix, p);
-    if (InPrefix(a, p, r.len)) return PermissionDenied(std::string(ip) + " is " + r.kind);
+  for (const Refused& r : RefusedRanges()) {
+    if (InPrefix(a, r.cidr.addr, r.cidr.prefix_len)) {
+      return PermissionDenied(std::string(ip) + " is " + r.kind);
+    }
   }
   return Status::Ok();
 }

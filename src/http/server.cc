@@ -79,6 +79,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   size_t ConnectionCap() const;
 
   uint16_t port = 0;
+  size_t connection_cap = 0;  // ConnectionCap(), read once by Serve()
   bool stopped = false;
   std::unordered_set<Connection*> connections;  // loop thread
   // Connections waiting for their next request, by when they started waiting (loop thread).
@@ -375,7 +376,7 @@ void HttpServer::Impl::Accept() {
       return;
     }
     if (!ec) {
-      if (self->connections.size() >= self->ConnectionCap() && !self->EvictIdle()) {
+      if (self->connections.size() >= self->connection_cap && !self->EvictIdle()) {
         if (self->refused++ % 1000 == 0) {  // the first, then every thousandth
           GLOG_WARN("http: %zu connections, none idle: closing new ones (%llu so far)",
                     self->connections.size(), static_cast<unsigned long long>(self->refused));
@@ -418,6 +419,7 @@ Status HttpServer::Serve(Handler handler) {
   if (handler) impl_->handler = std::move(handler);
   if (!impl_->handler) return FailedPrecondition("HttpServer::Serve without a handler");
   GANTRY_RETURN_IF_ERROR(Listen());
+  impl_->connection_cap = impl_->ConnectionCap();
   impl_->Accept();
   return Status::Ok();
 }

@@ -108,15 +108,20 @@ void Scheduler::PollAssignment(const std::string& node_id, int64_t known_version
   n.waiters.push_back({clock_->NowMs() + wait_ms, std::move(cb)});
 }
 
+NodeView Scheduler::CapacityView(const std::string& id, const Node& n) {
+  NodeView v;
+  v.id = id;
+  v.alive = n.alive;
+  v.memory_mb = n.inventory.memory_mb;
+  for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
+  return v;
+}
+
 std::vector<NodeView> Scheduler::Views() const {
   std::vector<NodeView> out;
   for (const auto& [id, n] : nodes_) {
-    NodeView v;
-    v.id = id;
-    v.alive = n.alive;
-    v.memory_mb = n.inventory.memory_mb;
+    NodeView v = CapacityView(id, n);
     v.cached = n.cached;
-    for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
     for (const WorkerInfo* w : workers_->List("")) {
       if (w->node_id != id || w->state == WorkerState::kStopped) continue;
       if (const EndpointSpec* s = endpoints_->Get(w->endpoint_id)) v.memory_used_mb += s->memory_mb;
@@ -386,14 +391,7 @@ std::string Scheduler::Unplaceable(const std::string& endpoint_id, bool live_nod
       std::any_of(nodes_.begin(), nodes_.end(), [](const auto& n) { return n.second.alive; });
   if (live_nodes_only && !any_live) return "";
   std::vector<NodeView> nodes;
-  for (const auto& [id, n] : nodes_) {
-    NodeView v;
-    v.id = id;
-    v.alive = n.alive;
-    v.memory_mb = n.inventory.memory_mb;
-    for (const auto& g : n.inventory.gpus) v.gpus.push_back({g.index, g.type, false});
-    nodes.push_back(std::move(v));
-  }
+  for (const auto& [id, n] : nodes_) nodes.push_back(CapacityView(id, n));
   return WhyUnplaceable(*spec, nodes);
 }
 

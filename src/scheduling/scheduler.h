@@ -134,6 +134,8 @@ class Scheduler : public jobs::JobObserver, public EndpointObserver {
   void FailedStart(const EndpointSpec& spec, const std::string& why,
                    const std::vector<std::string>& tail);
   std::vector<NodeView> Views() const;
+  // A node's capacity (memory, GPUs, liveness), none of it in use: what WhyUnplaceable needs.
+  static NodeView CapacityView(const std::string& id, const Node& n);
 
   const Clock* clock_;
   jobs::JobManager* jobs_;
