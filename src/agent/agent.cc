@@ -133,6 +133,35 @@ static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o) {
   return NewCriuSnapshotter(*criu);
 }
 
+// The workers' sandbox, or null with *error set.
+static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status* error) {
+  SandboxOptions s;
+  s.root = geteuid() == 0;
+  s.same_user = o.insecure_same_user;
+  s.state_dir = std::filesystem::absolute(DataDir(o)).string();
+  s.dir = o.worker_dir;
+  if (s.dir.empty()) {
+    s.dir = s.root && !s.same_user
+                ? "/var/lib/gantry-workers/" + Sha256Hex(s.state_dir).substr(0, 12)
+                : s.state_dir + "/workers";
+  }
+  s.sdk_path = o.sdk_path;
+  s.uid_first = o.worker_uid_first;
+  s.uid_count = o.worker_uid_count;
+  auto sandbox = WorkerSandbox::Open(s);
+  if (!sandbox.ok()) {
+    *error = sandbox.status();
+    return nullptr;
+  }
+  GLOG_INFO("agent: process workers run as: %s (their files under %s)",
+            (*sandbox)->describe().c_str(), s.dir.c_str());
+  if (!(*sandbox)->separate_users()) {
+    GLOG_WARN("agent: workers run as the agent's user and can read what it can: %s",
+              (*sandbox)->describe().c_str());
+  }
+  return std::move(*sandbox);
+}
+
 static std::unique_ptr<TemplateManager> MakeTemplates(const AgentOptions& o, const Clock* clock,
                                                       ProcessRuntime* runtime,
                                                       Snapshotter* snapshotter) {
@@ -155,6 +184,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       clock_(clock),
       runtime_(std::move(runtime)),
       bundles_(NewHttpBundleCache(options_.server_url, options_.token, DataDir(options_))),
+      sandbox_(MakeSandbox(options_, &sandbox_error_)),
       snapshotter_(MakeSnapshotter(options_)),
       templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
       image_tools_(oci::NewSystemImageTools()),
@@ -174,7 +204,8 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       reconciler_(
           clock, runtime_.get(),
           [&] {
-            ReconcilerOptions r{options_.sdk_path, options_.workdir, options_.stop_grace_ms};
+            ReconcilerOptions r{sandbox_ ? sandbox_->sdk_path() : options_.sdk_path,
+                                options_.workdir, options_.stop_grace_ms};
             r.gpu_devices = options_.fake_gpus.empty();  // simulated GPUs have no nodes
             r.wake = [this] {
               std::lock_guard<std::mutex> lock(mu_);
@@ -183,7 +214,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
             };
             return r;
           }(),
-          bundles_.get(), templates_.get(), containers_.get()) {
+          bundles_.get(), templates_.get(), containers_.get(), sandbox_.get()) {
   if (options_.node_id.empty()) options_.node_id = DefaultNodeId();
   if (containers_) containers_->CleanupAll();  // what a previous agent left mounted
 }
@@ -204,6 +235,8 @@ Status Agent::Register(AgentHttp* http) {
 Status Agent::Start() {
   auto url = http::ParseUrl(options_.server_url);
   if (!url.ok()) return url.status();
+  if (!sandbox_) return sandbox_error_;
+  inventory_.runtime.sandbox = sandbox_->describe();
   inventory_.name = options_.node_id;
   inventory_.cpu_cores = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
   inventory_.memory_mb = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *

@@ -45,6 +45,14 @@ struct AgentOptions {
   // Container images: an unpacked image that no endpoint this node could run uses,
   // and no worker has mounted, is removed after this long (oci/image_gc.h). Default: 10 min.
   int64_t image_keep_unused_ms = 600'000;
+  // Process workers (sandbox.h): as root, each endpoint's run as a uid of its own from
+  // [worker_uid_first, +worker_uid_count), with their files under worker_dir (default:
+  // /var/lib/gantry-workers/<a hash of the data directory> as root, <workdir>/workers
+  // otherwise). insecure_same_user: as the agent's user even when it is root.
+  bool insecure_same_user = false;
+  std::string worker_dir;
+  int worker_uid_first = 200'000;
+  int worker_uid_count = 100'000;
 };
 
 // A node's id when none is given: the host name, with characters other than letters, digits
@@ -78,6 +86,10 @@ class Agent {
   bool wake_ = false;  // a worker's preparation ended: Step() now
   std::unique_ptr<ProcessRuntime> runtime_;
   std::unique_ptr<BundleCache> bundles_;
+  // Whom process workers run as; null when it could not be set up (sandbox_error_ says why,
+  // and Start() fails with it).
+  Status sandbox_error_;
+  std::unique_ptr<WorkerSandbox> sandbox_;
   std::unique_ptr<Snapshotter> snapshotter_;    // null: no usable CRIU, or snapshots off
   std::unique_ptr<TemplateManager> templates_;  // null: templates off
   // Image workers; null when runc, skopeo or umoci is missing.

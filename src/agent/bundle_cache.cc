@@ -62,7 +62,8 @@ class HttpBundleCache final : public BundleCache {
       // cached blob another bundle shares.
       fs::copy_file(blobs_.PathOf(blob), dest, fs::copy_options::overwrite_existing, ec);
       if (ec) return Unavailable("cannot unpack " + path + ": " + ec.message());
-      chmod(dest.c_str(), static_cast<mode_t>(AsInt(o.at("mode")).value_or(0644)));
+      // The agent's own copy: its user only (a sandboxed worker gets a copy of its own).
+      chmod(dest.c_str(), static_cast<mode_t>(AsInt(o.at("mode")).value_or(0600) & 0700));
       ++files;
     }
     fs::rename(tmp, root, ec);

@@ -26,13 +26,14 @@ static void SetGpuEnvironment(const std::vector<int>& gpus,
 
 Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
                        BundleCache* bundles, TemplateManager* templates,
-                       oci::Containers* containers)
+                       oci::Containers* containers, WorkerSandbox* sandbox)
     : clock_(clock),
       runtime_(runtime),
       options_(std::move(options)),
       bundles_(bundles),
       templates_(templates),
-      containers_(containers) {}
+      containers_(containers),
+      sandbox_(sandbox) {}
 
 // An image worker being prepared (pull, overlay, config.json) on another thread.
 struct PendingContainer {
@@ -145,6 +146,7 @@ bool Reconciler::Step() {
             LogLine{exit.id, true, "gantry: container runtime: " + e, exit.at_ms});
       }
     }
+    if (sandbox_) sandbox_->RemoveScratch(exit.id);
     auto& r = it->second.report;
     r.state = protocol::WorkerRunState::kExited;
     r.exit_code = exit.exit_code;
@@ -386,31 +388,13 @@ bool Reconciler::StartWorker(Local& l) {
     }
   }
   l.started = true;
-  std::string bundle_root;
-  if (!a.bundle.empty()) {
-    auto root = bundles_ ? bundles_->Ensure(a.bundle)
-                         : Result<std::string>(FailedPrecondition("no bundle cache"));
-    if (!root.ok()) {
-      FailStart(l, "cannot fetch bundle: " + root.status().message());
-      return true;
-    }
-    bundle_root = *root;
+  auto ps = ProcessSpecFor(a);
+  if (!ps.ok()) {
+    FailStart(l, ps.status().message());
+    return true;
   }
-  ProcessSpec ps;
-  ps.id = a.worker_id;
-  ps.argv = a.command;
-  // With a bundle, the command runs in its root (or the endpoint's workdir inside it).
-  if (!bundle_root.empty()) {
-    ps.workdir =
-        a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir : a.workdir;
-  } else {
-    ps.workdir = a.workdir.empty() ? options_.default_workdir : a.workdir;
-  }
-  ps.env = WorkerEnvironment(a, bundle_root);
-  ps.cpu = a.cpu;
-  ps.memory_mb = a.memory_mb;
   if (state == State::kReady) {
-    auto pid = templates_->Fork(key, ps);
+    auto pid = templates_->Fork(key, *ps);
     if (pid.ok()) {
       MarkRunning(l, l.waited ? protocol::StartPath::kRestore : protocol::StartPath::kFork);
       return true;
@@ -419,8 +403,9 @@ bool Reconciler::StartWorker(Local& l) {
   } else if (state == State::kStarting) {
     l.report.start_note = "the template is still initialising";
   }
-  auto pid = runtime_->Start(ps);
+  auto pid = runtime_->Start(*ps);
   if (!pid.ok()) {
+    if (sandbox_) sandbox_->RemoveScratch(a.worker_id);
     GLOG_WARN("agent: cannot start worker %s: %s", a.worker_id.c_str(),
               pid.status().ToString().c_str());
     FailStart(l, "cannot start: " + pid.status().message());
@@ -428,9 +413,70 @@ bool Reconciler::StartWorker(Local& l) {
   }
   MarkRunning(l, protocol::StartPath::kFull);
   if (templates_ && a.use_template && templates_->Get(key) == State::kNone) {
-    templates_->Ensure(key, a.endpoint_id, a.endpoint_version, ps);
+    templates_->Ensure(key, a.endpoint_id, a.endpoint_version, TemplateSpecFor(a, *ps));
   }
   return true;
+}
+
+Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment& a) {
+  WorkerSandbox::Identity who;
+  if (sandbox_) {
+    auto user = sandbox_->UserFor(a.endpoint_id);
+    if (!user.ok()) return Unavailable("cannot sandbox: " + user.status().message());
+    who = *user;
+  }
+  std::string bundle_root;
+  if (!a.bundle.empty()) {
+    auto root = bundles_ ? bundles_->Ensure(a.bundle)
+                         : Result<std::string>(FailedPrecondition("no bundle cache"));
+    if (root.ok() && sandbox_) root = sandbox_->Bundle(who, a.bundle, *root);
+    if (!root.ok()) return Unavailable("cannot fetch bundle: " + root.status().message());
+    bundle_root = *root;
+  }
+  std::string scratch;
+  if (sandbox_) {
+    auto dir = sandbox_->Scratch(who, a.worker_id);
+    if (!dir.ok()) return Unavailable("cannot sandbox: " + dir.status().message());
+    scratch = *dir;
+  }
+  ProcessSpec ps;
+  ps.id = a.worker_id;
+  ps.argv = a.command;
+  ps.uid = who.uid;
+  ps.gid = who.gid;
+  // With a bundle, the command runs in its root (or the endpoint's workdir inside it); without
+  // one, in its scratch directory (never the agent's data directory).
+  if (!bundle_root.empty()) {
+    ps.workdir =
+        a.workdir.empty() || a.workdir[0] != '/' ? bundle_root + "/" + a.workdir : a.workdir;
+  } else if (!a.workdir.empty()) {
+    ps.workdir = a.workdir;
+  } else {
+    ps.workdir = scratch.empty() ? options_.default_workdir : scratch;
+  }
+  ps.env = WorkerEnvironment(a, bundle_root);
+  if (sandbox_) sandbox_->Environment(who, scratch, a.env, &ps.env);
+  ps.cpu = a.cpu;
+  ps.memory_mb = a.memory_mb;
+  return ps;
+}
+
+ProcessSpec Reconciler::TemplateSpecFor(const protocol::WorkerAssignment& a,
+                                        const ProcessSpec& worker) {
+  ProcessSpec t = worker;
+  if (!sandbox_) return t;
+  // A scratch directory of its own: the first worker's goes when that worker ends.
+  WorkerSandbox::Identity who{worker.uid, worker.gid, ""};
+  if (auto user = sandbox_->UserFor(a.endpoint_id); user.ok()) who = *user;
+  const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
+  if (auto dir = sandbox_->Scratch(who, "template-" + key); dir.ok()) {
+    const bool same = t.workdir == t.env["GANTRY_SCRATCH"];
+    t.env.erase("HOME");
+    t.env.erase("TMPDIR");
+    sandbox_->Environment(who, *dir, a.env, &t.env);
+    if (same) t.workdir = *dir;
+  }
+  return t;
 }
 
 std::vector<protocol::WorkerReport> Reconciler::Reports() const {

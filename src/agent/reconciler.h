@@ -13,6 +13,7 @@
 #include "agent/bundle_cache.h"
 #include "agent/oci/containers.h"
 #include "agent/process/process_runtime.h"
+#include "agent/sandbox.h"
 #include "agent/template/template_manager.h"
 #include "common/env.h"
 #include "protocol/node_protocol.h"
@@ -43,9 +44,11 @@ class Reconciler {
   // `bundles` (may be null) fetches the code bundles workers run from.
   // `templates` (may be null: every start is a full one) forks workers from templates;
   // `containers` (may be null: image workers fail to start, saying why) runs image workers.
+  // `sandbox` (may be null: workers run as the agent, in its workdir) gives process workers
+  // their user, bundle copy and scratch directory.
   Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
              BundleCache* bundles = nullptr, TemplateManager* templates = nullptr,
-             oci::Containers* containers = nullptr);
+             oci::Containers* containers = nullptr, WorkerSandbox* sandbox = nullptr);
 
   ~Reconciler();
 
@@ -95,6 +98,10 @@ class Reconciler {
   void StartPreparedTemplates();
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
+  // The process of `a`: its user, bundle, working directory and environment.
+  Result<ProcessSpec> ProcessSpecFor(const protocol::WorkerAssignment& a);
+  // The spec of the template made from `worker`, a worker of `a`: its own scratch directory.
+  ProcessSpec TemplateSpecFor(const protocol::WorkerAssignment& a, const ProcessSpec& worker);
   // Marks `l` as running, started by `path`; logs why a full start
   // was not a faster one.
   void MarkRunning(Local& l, protocol::StartPath path);
@@ -106,6 +113,7 @@ class Reconciler {
   BundleCache* bundles_;
   TemplateManager* templates_;
   oci::Containers* containers_;
+  WorkerSandbox* sandbox_;
   std::mutex pull_mu_;
   std::vector<LogLine> pull_lines_;  // GUARDED_BY(pull_mu_): pull events, as the worker's lines
   // Pulls of workers that were unassigned meanwhile: their bundles are removed once done.

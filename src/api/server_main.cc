@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "api/api.h"
+#include "common/files.h"
 #include "common/json.h"
 #include "store/store.h"
 
@@ -136,12 +137,10 @@ Status BootstrapAdminKey(KeyRing* keys, const std::string& data_dir) {
   }
   auto [key, secret] = *keys->Create("admin", admin, {});
   std::string path = (fs::path(data_dir) / "admin.key").string();
-  {
-    std::ofstream f(path, std::ios::trunc);
-    f << secret << "\n";
-    if (!f) return Internal("cannot write " + path);
+  // 0600 from its first byte, never written through a symlink planted in its place.
+  if (Status st = ReplaceFile(path, secret + "\n", 0600); !st.ok()) {
+    return Internal("cannot write " + path + ": " + st.message());
   }
-  chmod(path.c_str(), 0600);
   printf("Admin API key (shown once; also in %s): %s\n", path.c_str(), secret.c_str());
   fflush(stdout);
   return Status::Ok();
@@ -186,9 +185,13 @@ int Fail(const std::string& message, int code = 1) {
 }  // namespace
 
 int RunServer(const ServerConfig& config) {
-  std::error_code ec;
-  fs::create_directories(config.data_dir, ec);
-  if (ec) return Fail("cannot create data dir " + config.data_dir + ": " + ec.message());
+  // Everything the server writes is its own: files 0600 and directories 0700 from their first
+  // byte (SQLite's files too, which take their mode from the umask). Children reset it.
+  umask(077);
+  auto made = MakePrivateDir(config.data_dir);
+  if (!made.ok())
+    return Fail("cannot create data dir " + config.data_dir + ": " + made.status().message());
+  if (!made->empty()) fprintf(stderr, "gantry: data dir %s\n", made->c_str());
   auto prices = LoadPrices(config.prices_file);
   if (!prices.ok()) return Fail(prices.status().message(), 2);
   std::vector<http::Cidr> allowed;

@@ -100,6 +100,10 @@ std::vector<std::string> NodeRow(const json::value& n) {
     paths = Field(*c, "forks") + "/" + Field(*c, "restores") + "/" + Field(*c, "forkFailures") +
             "/" + Field(*c, "evictions");
   }
+  std::string sandbox = "-";
+  if (auto* rt = Find(o, "runtime"); rt && rt->is_object() && !Field(*rt, "sandbox").empty()) {
+    sandbox = Field(*rt, "sandbox");
+  }
   return {Field(n, "id"),
           Field(n, "alive"),
           Field(n, "cpuCores"),
@@ -108,7 +112,8 @@ std::vector<std::string> NodeRow(const json::value& n) {
           Field(n, "workers"),
           templates.empty() ? "-" : templates,
           snapshots.empty() ? "-" : snapshots,
-          paths};
+          paths,
+          sandbox};
 }
 
 void PrintNodes(const Context& ctx, const json::value& b) {
@@ -116,7 +121,7 @@ void PrintNodes(const Context& ctx, const json::value& b) {
   for (const auto& n : b.as_object().at("nodes").as_array()) rows.push_back(NodeRow(n));
   PrintTable(ctx.out,
              {"NODE", "ALIVE", "CPUS", "MEMORY MB", "GPUS", "WORKERS", "TEMPLATES", "SNAPSHOTS",
-              "FORKS/RESTORES/FORK FAILURES/EVICTIONS"},
+              "FORKS/RESTORES/FORK FAILURES/EVICTIONS", "WORKERS RUN AS"},
              rows);
 }
 

@@ -2,6 +2,7 @@
 // an in-process agent).
 
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -16,6 +17,7 @@
 #include "agent/process/process_runtime.h"
 #include "api/server_main.h"
 #include "cli/commands.h"
+#include "common/files.h"
 
 namespace gantry::cli {
 namespace {
@@ -123,6 +125,32 @@ void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
       "--image-keep-unused-s", [&o](int64_t s) { o.image_keep_unused_ms = s * 1000; },
       "Remove a container image no endpoint of this node uses, and no worker runs, after this "
       "many seconds (default: 600)");
+  // Whom process workers run as (docs/security.md).
+  c->add_flag("--insecure-same-user", o.insecure_same_user,
+              "Run workers as the agent's own user even as root (a single-user machine only: "
+              "every endpoint's code can then read the data directory and the others' secrets)");
+  c->add_option("--worker-dir", o.worker_dir,
+                "Where workers' bundles and scratch directories live (default: "
+                "/var/lib/gantry-workers/<hash> as root, else <data dir>/workers)");
+  c->add_option_function<std::string>(
+       "--worker-uids",
+       [&o](const std::string& range) {
+         const size_t dash = range.find('-');
+         o.worker_uid_first = std::stoi(range.substr(0, dash));
+         o.worker_uid_count = std::stoi(range.substr(dash + 1)) - o.worker_uid_first + 1;
+       },
+       "The uids this node gives endpoints, FIRST-LAST (default: 200000-299999)")
+      ->check(CLI::Validator(
+          [](std::string& range) -> std::string {
+            unsigned long first = 0, last = 0;
+            char tail = 0;
+            if (sscanf(range.c_str(), "%lu-%lu%c", &first, &last, &tail) != 2 || first < 1000 ||
+                last < first || last > 2147483647UL) {
+              return "expected FIRST-LAST with 1000 <= FIRST <= LAST, e.g. 200000-299999";
+            }
+            return "";
+          },
+          "FIRST-LAST"));
 }
 
 // Blocks until SIGINT or SIGTERM.
@@ -174,8 +202,13 @@ bool ResolveAgentToken(const Context& ctx, AgentFlags& f) {
 // Runs the agent until SIGINT or SIGTERM; the exit code.
 int RunAgent(const Context& ctx, AgentFlags& f) {
   if (!ResolveAgentToken(ctx, f)) return 2;
+  umask(077);  // the agent's files are its own; workers get 022 back
   if (!f.data_dir.empty()) {
-    fs::create_directories(f.data_dir);
+    auto made = MakePrivateDir(f.data_dir);
+    if (!made.ok()) {
+      ctx.PrintError("gantry agent: %s\n", made.status().ToString().c_str());
+      return 1;
+    }
     f.options.workdir = fs::absolute(f.data_dir).string();
   }
   SystemClock clock;

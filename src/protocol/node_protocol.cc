@@ -245,8 +245,10 @@ json::object Encode(const NodeInventory& inv) {
 }
 
 json::object Encode(const NodeRuntime& rt) {
-  return json::object{
-      {"ociRuntime", rt.oci_runtime}, {"ociNotes", Strings(rt.oci_notes)}, {"limits", rt.limits}};
+  return json::object{{"ociRuntime", rt.oci_runtime},
+                      {"ociNotes", Strings(rt.oci_notes)},
+                      {"limits", rt.limits},
+                      {"sandbox", rt.sandbox}};
 }
 
 Result<NodeInventory> DecodeInventory(const json::value& body) {
@@ -268,6 +270,7 @@ Result<NodeInventory> DecodeInventory(const json::value& body) {
     Fields(*rt).Get("ociRuntime", &inv.runtime.oci_runtime);
     Fields(*rt).Get("ociNotes", &inv.runtime.oci_notes);
     Fields(*rt).Get("limits", &inv.runtime.limits);
+    Fields(*rt).Get("sandbox", &inv.runtime.sandbox);
   }
   return inv;
 }

@@ -46,6 +46,7 @@ struct NodeRuntime {
   std::string oci_runtime;             // "crun", "runc", or "" when container images are off
   std::vector<std::string> oci_notes;  // why a preferred OCI runtime was passed over
   std::string limits;                  // how workers' limits are applied, or why they are not
+  std::string sandbox;                 // whom process workers run as (WorkerSandbox::describe)
   bool operator==(const NodeRuntime&) const = default;
 };
 

@@ -7,6 +7,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +54,21 @@ ExecFailure ExecChild(const ChildPlan& plan) {
   }
   // Descriptors the agent opened without O_CLOEXEC must not leak into the worker.
   close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC);
+  // The agent's files are private (umask 077); a worker's are its own business.
+  umask(022);
+  if (plan.uid >= 0) {
+    // Raw system calls: glibc's wrappers would signal the agent's other threads, which do not
+    // exist in this child. Groups first, while this process may still change them.
+    const gid_t gid = static_cast<gid_t>(plan.gid);
+    if (syscall(SYS_setgroups, 1, &gid) != 0 || syscall(SYS_setresgid, gid, gid, gid) != 0 ||
+        syscall(SYS_setresuid, plan.uid, plan.uid, plan.uid) != 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+      return {ExecFailure::kUser, errno};
+    }
+    // A change of user clears the parent-death signal: set it again.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != plan.parent) _exit(127);
+  }
   if (plan.workdir && chdir(plan.workdir) != 0) return {ExecFailure::kChdir, errno};
   int err = ENOENT;
   bool denied = false;
@@ -85,6 +102,11 @@ Status FillChildPlan(const ProcessSpec& spec, std::vector<std::string>* candidat
   for (std::string& e : *env) plan->envp.push_back(e.data());
   plan->envp.push_back(nullptr);
   if (!spec.workdir.empty()) plan->workdir = spec.workdir.c_str();
+  if ((spec.uid >= 0) != (spec.gid >= 0)) {
+    return InvalidArgument("process " + spec.id + ": a user needs a group, and a group a user");
+  }
+  plan->uid = spec.uid;
+  plan->gid = spec.gid;
   return Status::Ok();
 }
 
@@ -146,10 +168,11 @@ Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec) {
   while ((n = read(report_fd, &failure, sizeof failure)) < 0 && errno == EINTR) {
   }
   if (n == static_cast<ssize_t>(sizeof failure)) {
-    const std::string what = failure.stage == ExecFailure::kSetup ? "child setup"
-                             : failure.stage == ExecFailure::kChdir
-                                 ? "workdir " + spec.workdir
-                                 : "cannot run '" + spec.argv[0] + "'";
+    const std::string what =
+        failure.stage == ExecFailure::kSetup   ? "child setup"
+        : failure.stage == ExecFailure::kUser  ? "running as uid " + std::to_string(spec.uid)
+        : failure.stage == ExecFailure::kChdir ? "workdir " + spec.workdir
+                                               : "cannot run '" + spec.argv[0] + "'";
     return ErrnoStatus("process " + spec.id + ": " + what, failure.err);
   }
   if (n != 0) return Internal("process " + spec.id + ": bad report from the child");

@@ -52,6 +52,11 @@ struct ProcessSpec {
   int64_t memory_mb = 0;                   // hard limit on the cgroup's memory; 0: none
   int64_t pids_max = 0;                    // processes and threads in its cgroup; 0: no limit
   int nice = 0;  // scheduling priority (nice value, -20..19) it starts with; 0: the default
+  // The user and group it runs as (its only group; no new privileges: setuid programs do not
+  // raise them) when >= 0; -1: the agent's. Set before its workdir is entered, so that a
+  // workdir it may not enter fails the start (PermissionDenied).
+  int uid = -1;
+  int gid = -1;
 
   Limits limits() const { return {cpu, memory_mb, pids_max}; }
 };

@@ -80,6 +80,30 @@ TEST_F(ProcessRuntimeTest, WorkdirHonoured) {
   EXPECT_TRUE(rt_->Running().empty());
 }
 
+TEST_F(ProcessRuntimeTest, RunsAsItsUserWithOneGroupAndNoNewPrivileges) {
+  if (geteuid() != 0) GTEST_SKIP() << "changing user needs root";
+  char dir[] = "/tmp/gantry-userdir-XXXXXX";  // 0700 root: closed to the worker's user
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  ProcessSpec spec =
+      Sh("user", "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status | tr -d '\\t'; umask");
+  spec.uid = 200'123;
+  spec.gid = 200'124;
+  ASSERT_TRUE(rt_->Start(spec).ok());
+  ASSERT_TRUE(WaitExit(spec.id));
+  EXPECT_EQ(Lines(spec.id, false),
+            (std::vector<std::string>{"200123", "200124", "200124", "NoNewPrivs:1", "0022"}));
+  // A workdir the user may not enter fails the start, as that user.
+  spec.workdir = dir;
+  Result<int> pid = rt_->Start(spec);
+  EXPECT_EQ(pid.status().code(), Code::kPermissionDenied) << pid.status().ToString();
+  EXPECT_TRUE(rt_->Running().empty());
+  rmdir(dir);
+  // A user without a group (or the other way round) is refused.
+  spec.workdir.clear();
+  spec.gid = -1;
+  EXPECT_EQ(rt_->Start(spec).status().code(), Code::kInvalidArgument);
+}
+
 TEST_F(ProcessRuntimeTest, StdoutAndStderrSeparatedAndPartialLinesJoined) {
   ProcessSpec spec = Sh("streams", "printf par; sleep 0.1; printf 'tial\\nlast'; echo oops >&2");
   ASSERT_TRUE(rt_->Start(spec).ok());

@@ -48,8 +48,10 @@ Result<int> TemplateManager::Fork(const std::string& key, const ProcessSpec& wor
   const int64_t t0 = SystemClock().NowMs();
   bool spare = false;
   auto launch = [&](const ProcessSpec& spec, const LaunchContext& ctx) -> Result<int> {
-    json::array procs;  // a container's template cannot see them: the runtime moves its workers
-    if (!t.container) {
+    // A container's template cannot see them, nor can a template of a user of its own write
+    // them: the runtime moves their workers.
+    json::array procs;
+    if (!t.container && t.joins_cgroups) {
       for (const auto& p : ctx.cgroup_procs) procs.emplace_back(p);
     }
     json::object req{{"op", "fork"},
@@ -128,7 +130,7 @@ Result<int> TemplateManager::ContainerWorker(Template& t, int ns_pid, const Laun
 }
 
 void TemplateManager::OfferSpareCgroup(Template& t) {
-  if (!t.spare_cgroup.empty() || t.conn_fd < 0) return;
+  if (!t.spare_cgroup.empty() || t.conn_fd < 0 || !t.joins_cgroups) return;
   const std::string id = t.process_id + "-s" + std::to_string(++t.spare_seq);
   auto procs = runtime_->CreateCgroup(id, t.spec.limits());
   if (!procs.ok() || procs->empty()) return;  // no cgroups: the spare joins at its fork

@@ -221,6 +221,7 @@ void TemplateManager::Accept(Template& t) {
   t.CloseConnection();
   t.conn_fd = fd;
   t.init_pid = cred.pid;
+  t.joins_cgroups = t.container || cred.uid == geteuid();
   auto line = ReadLine(fd, &t.buffer, kHandshakeTimeoutMs);
   auto hello = line.ok() ? ParseJson(*line) : Result<json::value>(line.status());
   const json::value* op =

@@ -39,6 +39,10 @@ struct TemplateManager::Template {
   int64_t forks = 0;
   int64_t memory_kb = 0;
   std::deque<std::string> last_lines;
+  // Whether its forks can move themselves into their cgroups: not when it runs as a user of
+  // its own (a sandboxed endpoint's), which may not write the cgroups' files. The runtime
+  // moves those forks instead, and no spare cgroup is offered.
+  bool joins_cgroups = true;
   std::string spare_cgroup;  // offered to the template for its next spare; "" for none
   std::vector<std::string> spare_cgroup_procs;  // its cgroup.procs files
   // A container template's spare being moved into spare_cgroup by the agent (it cannot join

@@ -1,0 +1,109 @@
+#pragma once
+// WorkerSandbox: whom a process worker runs as and which files it gets (docs/security.md).
+//
+// When the agent is root (and the node was not started with --insecure-same-user), each
+// endpoint's workers run as a user of their own: a uid (and a group of the same number) taken
+// from the node's range on the endpoint's first start and kept across restarts in
+// <state_dir>/worker-uids (0600). Such a worker sees, of Gantry's files, only its own area:
+//
+//   <dir>/                      root 0711  (traverse only: no listing)
+//   <dir>/sdk/                  root 0755  the Python SDK (gantry, runpod), read-only
+//   <dir>/<uid>/                root:<uid> 0750
+//   <dir>/<uid>/bundles/<d>/    root:<uid> 0750, files 0640 (0750 if executable): read-only
+//   <dir>/<uid>/scratch/<name>/ <uid> 0700: a process's private writable directory (HOME,
+//                                TMPDIR), made empty at its start and removed at its end
+//   <dir>/<uid>/cache/          <uid> 0700: Python's bytecode (PYTHONPYCACHEPREFIX), shared by
+//                                the endpoint's workers
+//
+// The agent's data directory (the server's under `gantry up`) stays 0700: a worker cannot read
+// the database, admin.key, the bundle cache, templates or another endpoint's area; another
+// endpoint's worker runs as another uid, so its /proc/PID/environ is closed too.
+//
+// Otherwise (not root, or --insecure-same-user) workers run as the agent's user, with the same
+// layout under the agent's data directory but without owners: the bundle cache is used in
+// place and the SDK where it is. describe() says which.
+//
+// Threading: not thread-safe; the reconciler's thread. Files are the only OS seam, and tests use
+// real temporary directories (the uid mode needs root: its tests skip otherwise).
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace gantry::agent {
+
+struct SandboxOptions {
+  // Run workers as the agent's own user even when it is root: a single-user machine that wants
+  // today's behaviour. Default: false.
+  bool same_user = false;
+  // The workers' area (see above). Must not be inside a directory others cannot traverse when
+  // workers run as their own users. Required.
+  std::string dir;
+  // Where the endpoint → uid table is kept (the agent's data directory). Required.
+  std::string state_dir;
+  // The SDK's directory (holding gantry/ and runpod/): copied into <dir>/sdk when workers run
+  // as their own users. "" for none.
+  std::string sdk_path;
+  // The range uids are taken from: [uid_first, uid_first + uid_count).
+  int uid_first = 200'000;
+  int uid_count = 100'000;
+  // Whether the agent runs as root (injected for tests). Default: geteuid() == 0.
+  bool root = false;
+};
+
+class WorkerSandbox {
+ public:
+  // Who runs a worker: uid/gid -1 for the agent's own user.
+  struct Identity {
+    int uid = -1;
+    int gid = -1;
+    std::string area;  // <dir>/<uid>, or <dir> without users of their own
+  };
+
+  // Makes the area, removes scratch directories left by a previous agent (its workers died
+  // with it), copies the SDK and loads the uid table. Errors name the directory at fault.
+  static Result<std::unique_ptr<WorkerSandbox>> Open(SandboxOptions options);
+
+  // Whether workers run as users of their own.
+  bool separate_users() const { return separate_; }
+  // For `gantry nodes` and the log: "uid per endpoint (200000-299999)", "agent's user:
+  // --insecure-same-user" or "agent's user: agent not root".
+  std::string describe() const;
+  // The SDK's directory as workers see it ("" for none).
+  const std::string& sdk_path() const { return sdk_; }
+
+  // The user `endpoint_id`'s workers run as; a new uid on its first call (ResourceExhausted
+  // when the range is used up).
+  Result<Identity> UserFor(const std::string& endpoint_id);
+  // The bundle `digest` as `who` sees it: a read-only copy of `cached` (the agent's unpacked
+  // bundle) in its area, made once; `cached` itself without users of their own.
+  Result<std::string> Bundle(const Identity& who, const std::string& digest,
+                             const std::string& cached);
+  // A new, empty, private writable directory for process `name` of `who`.
+  Result<std::string> Scratch(const Identity& who, const std::string& name);
+  // Removes the scratch directory of `name` (nothing if it has none).
+  void RemoveScratch(const std::string& name);
+  // Sets in `env` what a worker of `who` with scratch directory `scratch` needs: HOME and
+  // TMPDIR (the scratch directory, unless `own`, the endpoint's variables, sets them),
+  // GANTRY_SCRATCH, and PYTHONPYCACHEPREFIX (its area's cache) when it runs as a user of its own.
+  void Environment(const Identity& who, const std::string& scratch,
+                   const std::map<std::string, std::string>& own,
+                   std::map<std::string, std::string>* env) const;
+
+ private:
+  explicit WorkerSandbox(SandboxOptions options) : options_(std::move(options)) {}
+  Status Init();
+  Status SaveUsers() const;
+  // Makes `path` a directory with `mode`, owned by uid:gid (-1: unchanged).
+  Status MakeDir(const std::string& path, int mode, int uid, int gid) const;
+
+  SandboxOptions options_;
+  bool separate_ = false;
+  std::string sdk_;
+  std::map<std::string, int> users_;            // endpoint id → uid
+  std::map<std::string, std::string> scratch_;  // process name → its scratch directory
+};
+
+}  // namespace gantry::agent

@@ -1,0 +1,76 @@
+"""A hostile tenant's handler (tests/e2e/test_sandbox.py): tries what a worker must not be able
+to do and reports each attempt as {"name": "ok" | "refused: <error>"}. The test passes it the
+paths and pids to aim at, which it found as root."""
+import ctypes
+import os
+import socket
+import stat
+
+import gantry.serverless as serverless
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except Exception as err:  # noqa: BLE001 - every failure is the answer
+        return "refused: %s: %s" % (type(err).__name__, err)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        f.read(1)
+
+
+def write(path):
+    with open(path, "wb") as f:
+        f.write(b"x")
+
+
+def listdir(path):
+    os.listdir(path)
+
+
+def raw_socket():
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+
+
+def mknod(path):
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+
+def ptrace(pid):
+    PTRACE_ATTACH = 16
+    if libc.ptrace(PTRACE_ATTACH, pid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def handler(job):
+    a = job["input"]
+    if a.get("whoami"):
+        return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+                "cwd": os.getcwd(), "home": os.environ.get("HOME"),
+                "scratch": os.environ.get("GANTRY_SCRATCH")}
+    out = {}
+    for path in a.get("read", []):
+        out["read " + path] = attempt(lambda: read(path))
+    for path in a.get("list", []):
+        out["list " + path] = attempt(lambda: listdir(path))
+    for path in a.get("write", []):
+        out["write " + path] = attempt(lambda: write(path))
+    for pid in a.get("environ", []):
+        out["environ %d" % pid] = attempt(lambda: read("/proc/%d/environ" % pid))
+    for pid in a.get("ptrace", []):
+        out["ptrace %d" % pid] = attempt(lambda: ptrace(pid))
+    if a.get("raw_socket"):
+        out["raw socket"] = attempt(raw_socket)
+    if a.get("mknod"):
+        out["mknod"] = attempt(lambda: mknod(os.path.join(os.environ["GANTRY_SCRATCH"], "null")))
+    if a.get("scratch"):  # what a worker may do: write in its scratch directory
+        out["scratch"] = attempt(lambda: write(os.path.join(os.environ["GANTRY_SCRATCH"], "f")))
+    return out
+
+
+serverless.start({"handler": handler})
