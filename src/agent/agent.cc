@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "agent/gpu_inventory.h"
@@ -122,17 +123,6 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
 }
 
 // The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
-static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o) {
-  if (!o.templates || !o.snapshots) return nullptr;
-  auto criu = FindCriu();
-  if (!criu.ok()) {
-    GLOG_WARN("agent: template snapshots are off: %s", criu.status().message().c_str());
-    return nullptr;
-  }
-  GLOG_INFO("agent: template snapshots with %s", criu->c_str());
-  return NewCriuSnapshotter(*criu);
-}
-
 // The workers' sandbox, or null with *error set.
 static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status* error) {
   SandboxOptions s;
@@ -162,6 +152,38 @@ static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status*
   return std::move(*sandbox);
 }
 
+// Whether this process holds CAP_SYS_RESOURCE, which CRIU needs to read the limits of a process
+// of another user (a sandboxed template): root in some containers lacks it.
+static bool HasSysResource() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      return (std::stoull(line.substr(7), nullptr, 16) >> 24) & 1;  // CAP_SYS_RESOURCE = 24
+    }
+  }
+  return false;
+}
+
+static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o,
+                                                    const WorkerSandbox* sandbox) {
+  if (!o.templates || !o.snapshots) return nullptr;
+  if (sandbox && sandbox->separate_users() && !HasSysResource()) {
+    GLOG_WARN(
+        "agent: template snapshots are off: templates run as their endpoints' users, and CRIU "
+        "cannot dump another user's process without CAP_SYS_RESOURCE, which this agent lacks "
+        "(give it that capability; forks from templates still work)");
+    return nullptr;
+  }
+  auto criu = FindCriu();
+  if (!criu.ok()) {
+    GLOG_WARN("agent: template snapshots are off: %s", criu.status().message().c_str());
+    return nullptr;
+  }
+  GLOG_INFO("agent: template snapshots with %s", criu->c_str());
+  return NewCriuSnapshotter(*criu);
+}
+
 static std::unique_ptr<TemplateManager> MakeTemplates(const AgentOptions& o, const Clock* clock,
                                                       ProcessRuntime* runtime,
                                                       Snapshotter* snapshotter) {
@@ -185,7 +207,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       runtime_(std::move(runtime)),
       bundles_(NewHttpBundleCache(options_.server_url, options_.token, DataDir(options_))),
       sandbox_(MakeSandbox(options_, &sandbox_error_)),
-      snapshotter_(MakeSnapshotter(options_)),
+      snapshotter_(MakeSnapshotter(options_, sandbox_.get())),
       templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
       image_tools_(oci::NewSystemImageTools()),
       images_(MakeImageStore(options_, image_tools_.get())),

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "common/env.h"
 #include "common/fd.h"
@@ -20,6 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kUsersFile[] = "worker-uids";
+constexpr char kTemplatePrefix[] = "template-";
 
 // The first directory from the root down to `path` that others may not traverse, or "".
 std::string ClosedAncestor(const fs::path& path) {
@@ -96,19 +98,22 @@ Status WorkerSandbox::Init() {
   }
   auto made = MakePrivateDir(options_.dir, separate_ ? 0711 : 0700);
   if (!made.ok()) return made.status();
-  // Scratch directories of a previous agent's workers: they died with it.
+  // Scratch directories of a previous agent's workers: they died with it. Templates' stay: a
+  // template restored from its snapshot comes back in its own.
   std::error_code ec;
+  std::vector<fs::path> areas = {options_.dir};
   for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
-    const fs::path scratch = e.path() / "scratch";
-    if (e.is_directory(ec) && !e.is_symlink(ec) &&
-        fs::is_directory(fs::symlink_status(scratch, ec))) {
-      if (Status st = RemoveTree(scratch.string()); !st.ok()) {
+    if (e.is_directory(ec) && !e.is_symlink(ec)) areas.push_back(e.path());
+  }
+  for (const fs::path& area : areas) {
+    const fs::path scratch = area / "scratch";
+    if (!fs::is_directory(fs::symlink_status(scratch, ec))) continue;
+    for (const auto& e : fs::directory_iterator(scratch, ec)) {
+      if (e.path().filename().string().rfind(kTemplatePrefix, 0) == 0) continue;
+      if (Status st = RemoveTree(e.path().string()); !st.ok()) {
         GLOG_WARN("sandbox: %s", st.ToString().c_str());
       }
     }
-  }
-  if (Status st = RemoveTree(options_.dir + "/scratch"); !st.ok()) {
-    GLOG_WARN("sandbox: %s", st.ToString().c_str());
   }
   // The endpoint → uid table.
   std::ifstream in(options_.state_dir + "/" + kUsersFile);
@@ -181,7 +186,10 @@ Status WorkerSandbox::MakeDir(const std::string& path, int mode, int uid, int gi
 }
 
 Result<WorkerSandbox::Identity> WorkerSandbox::UserFor(const std::string& endpoint_id) {
-  if (!separate_) return Identity{-1, -1, options_.dir};
+  if (!separate_) {
+    GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/cache", 0700, -1, -1));
+    return Identity{-1, -1, options_.dir};
+  }
   auto it = users_.find(endpoint_id);
   if (it == users_.end()) {
     std::set<int> taken;
@@ -254,8 +262,11 @@ void WorkerSandbox::Environment(const Identity& who, const std::string& scratch,
   for (const char* name : {"HOME", "TMPDIR"}) {
     if (!own.count(name)) (*env)[name] = scratch;
   }
+  // The endpoint's cache, kept across its workers: model weights (gantry.weights) and, when
+  // the bundle is read-only to it, Python's byte code.
+  if (!own.count("GANTRY_CACHE_DIR")) (*env)["GANTRY_CACHE_DIR"] = who.area + "/cache";
   if (who.uid >= 0 && !own.count("PYTHONPYCACHEPREFIX")) {
-    (*env)["PYTHONPYCACHEPREFIX"] = who.area + "/cache";
+    (*env)["PYTHONPYCACHEPREFIX"] = who.area + "/cache/python";
   }
 }
 

@@ -12,8 +12,9 @@
 //   <dir>/<uid>/bundles/<d>/    root:<uid> 0750, files 0640 (0750 if executable): read-only
 //   <dir>/<uid>/scratch/<name>/ <uid> 0700: a process's private writable directory (HOME,
 //                                TMPDIR), made empty at its start and removed at its end
-//   <dir>/<uid>/cache/          <uid> 0700: Python's bytecode (PYTHONPYCACHEPREFIX), shared by
-//                                the endpoint's workers
+//   <dir>/<uid>/cache/          <uid> 0700: the endpoint's cache, shared by its workers and kept
+//                                (GANTRY_CACHE_DIR: model weights; python/: byte code,
+//                                PYTHONPYCACHEPREFIX)
 //
 // The agent's data directory (the server's under `gantry up`) stays 0700: a worker cannot read
 // the database, admin.key, the bundle cache, templates or another endpoint's area; another
@@ -63,7 +64,8 @@ class WorkerSandbox {
   };
 
   // Makes the area, removes scratch directories left by a previous agent (its workers died
-  // with it), copies the SDK and loads the uid table. Errors name the directory at fault.
+  // with it; those named "template-..." stay, for templates restored from snapshots), copies
+  // the SDK and loads the uid table. Errors name the directory at fault.
   static Result<std::unique_ptr<WorkerSandbox>> Open(SandboxOptions options);
 
   // Whether workers run as users of their own.
@@ -85,9 +87,10 @@ class WorkerSandbox {
   Result<std::string> Scratch(const Identity& who, const std::string& name);
   // Removes the scratch directory of `name` (nothing if it has none).
   void RemoveScratch(const std::string& name);
-  // Sets in `env` what a worker of `who` with scratch directory `scratch` needs: HOME and
-  // TMPDIR (the scratch directory, unless `own`, the endpoint's variables, sets them),
-  // GANTRY_SCRATCH, and PYTHONPYCACHEPREFIX (its area's cache) when it runs as a user of its own.
+  // Sets in `env` what a worker of `who` with scratch directory `scratch` needs, unless `own`
+  // (the endpoint's variables) sets it: HOME and TMPDIR (the scratch directory),
+  // GANTRY_CACHE_DIR (its area's cache), PYTHONPYCACHEPREFIX (in that cache, when it runs as a
+  // user of its own); and GANTRY_SCRATCH.
   void Environment(const Identity& who, const std::string& scratch,
                    const std::map<std::string, std::string>& own,
                    std::map<std::string, std::string>* env) const;

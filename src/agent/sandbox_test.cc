@@ -110,7 +110,8 @@ TEST_F(SandboxTest, BundleIsARootOwnedCopyAndScratchIsTheWorkersAlone) {
   EXPECT_EQ(env["HOME"], *scratch);
   EXPECT_EQ(env["TMPDIR"], *scratch);
   EXPECT_EQ(env["GANTRY_SCRATCH"], *scratch);
-  EXPECT_EQ(env["PYTHONPYCACHEPREFIX"], who->area + "/cache");
+  EXPECT_EQ(env["GANTRY_CACHE_DIR"], who->area + "/cache");
+  EXPECT_EQ(env["PYTHONPYCACHEPREFIX"], who->area + "/cache/python");
   // The endpoint's own HOME wins.
   env = {};
   (*s)->Environment(*who, *scratch, {{"HOME", "/data"}}, &env);
@@ -121,11 +122,13 @@ TEST_F(SandboxTest, BundleIsARootOwnedCopyAndScratchIsTheWorkersAlone) {
   (*s)->RemoveScratch("w-1");
   EXPECT_FALSE(fs::exists(*scratch));
   EXPECT_TRUE(fs::exists(base_ + "/precious"));
-  // Scratch left by a killed agent is removed by the next one.
+  // Scratch left by a killed agent is removed by the next one; a template's stays.
   ASSERT_TRUE((*s)->Scratch(*who, "w-2").ok());
+  ASSERT_TRUE((*s)->Scratch(*who, "template-a-v1").ok());
   s->reset();
   ASSERT_TRUE(WorkerSandbox::Open(Options(true)).ok());
   EXPECT_FALSE(fs::exists(who->area + "/scratch/w-2"));
+  EXPECT_TRUE(fs::exists(who->area + "/scratch/template-a-v1"));
   EXPECT_TRUE(fs::exists(*bundle));
 }
 
@@ -160,6 +163,7 @@ TEST_F(SandboxTest, WithoutUsersOfTheirOwnWorkersUseTheCacheAndTheSdkInPlace) {
     (*s)->Environment(*who, *scratch, {}, &env);
     EXPECT_EQ(env["HOME"], *scratch);
     EXPECT_EQ(env.count("PYTHONPYCACHEPREFIX"), 0u);
+    EXPECT_EQ(env["GANTRY_CACHE_DIR"], base_ + "/workers/cache");
     (*s)->RemoveScratch("w-1");
     EXPECT_FALSE(fs::exists(*scratch));
     EXPECT_EQ((*s)->Scratch(*who, "../x").status().code(), Code::kInvalidArgument);

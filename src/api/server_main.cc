@@ -185,9 +185,8 @@ int Fail(const std::string& message, int code = 1) {
 }  // namespace
 
 int RunServer(const ServerConfig& config) {
-  // Everything the server writes is its own: files 0600 and directories 0700 from their first
-  // byte (SQLite's files too, which take their mode from the umask). Children reset it.
-  umask(077);
+  // The data directory is 0700, and the files with secrets in it (the database, admin.key,
+  // blobs) are made 0600.
   auto made = MakePrivateDir(config.data_dir);
   if (!made.ok())
     return Fail("cannot create data dir " + config.data_dir + ": " + made.status().message());

@@ -202,7 +202,6 @@ bool ResolveAgentToken(const Context& ctx, AgentFlags& f) {
 // Runs the agent until SIGINT or SIGTERM; the exit code.
 int RunAgent(const Context& ctx, AgentFlags& f) {
   if (!ResolveAgentToken(ctx, f)) return 2;
-  umask(077);  // the agent's files are its own; workers get 022 back
   if (!f.data_dir.empty()) {
     auto made = MakePrivateDir(f.data_dir);
     if (!made.ok()) {

@@ -64,15 +64,11 @@ class SandboxTest(E2ETest):
         # The data directory is closed, from its first byte.
         data = self.server.data_dir
         self.assertEqual(os.stat(data).st_mode & 0o777, 0o700)
-        made = []
-        for root, dirs, files in os.walk(data):
-            for name in dirs + files:
-                path = os.path.join(root, name)
-                if path == os.path.join(data, "server.log"):  # the harness's
-                    continue
-                made.append(path)
-                self.assertEqual(os.lstat(path).st_mode & 0o077, 0, path)
-        self.assertIn(os.path.join(data, "gantry.db"), made)
+        secrets = [os.path.join(data, n) for n in os.listdir(data) if n.startswith("gantry.db")]
+        secrets += glob.glob(os.path.join(data, "blobs", "*"))
+        self.assertIn(os.path.join(data, "gantry.db"), secrets)
+        for path in secrets + [os.path.join(data, "worker-uids")]:
+            self.assertEqual(os.lstat(path).st_mode & 0o777, 0o600, path)
         # What mallory aims at, found as root: alice's bundle copy and her processes' pids.
         alice_pids = pids_with_env("TENANT_SECRET", "alice-secret-123")  # worker, template
         self.assertTrue(alice_pids)
@@ -104,6 +100,26 @@ class SandboxTest(E2ETest):
         # The node says how its workers run.
         nodes = self.cli("nodes")
         self.assertIn("uid per endpoint", nodes.stdout, nodes.stdout + nodes.stderr)
+
+
+    def test_a_worker_forked_from_the_template_is_the_endpoints_user_too(self):
+        self.deploy("forked", "forked-secret")
+        self.server.request("PATCH", "/v1/endpoints/forked", {"idleTimeout": 1})
+        first = self.run_job("forked", {"whoami": True})
+        self.ready_template("forked")
+        self.wait_for(lambda: not self.live("forked"), timeout=60, what="scale to zero")
+        r = self.server.request("POST", "/v2/forked/runsync?wait=60000",
+                                {"input": {"whoami": True}}, timeout=90)
+        self.assertEqual(r.json["status"], "COMPLETED", r)
+        second = r.json["output"]
+        ws = self.server.request("GET", "/v1/endpoints/forked/workers").json["workers"]
+        [w] = [w for w in ws if w["id"] == r.json["workerId"]]
+        self.assertEqual(w["startPath"], "fork", w)
+        self.assertEqual(second["uid"], first["uid"])
+        self.assertNotEqual(second["uid"], 0)
+        self.assertEqual(second["cwd"], first["cwd"])  # its bundle copy
+        self.assertNotEqual(second["scratch"], first["scratch"])  # a scratch directory its own
+        self.assertEqual(second["home"], second["scratch"])
 
 
 @unittest.skipUnless(os.geteuid() == 0, "the flag matters only under root")

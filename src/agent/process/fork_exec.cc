@@ -54,7 +54,7 @@ ExecFailure ExecChild(const ChildPlan& plan) {
   }
   // Descriptors the agent opened without O_CLOEXEC must not leak into the worker.
   close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC);
-  // The agent's files are private (umask 077); a worker's are its own business.
+  // Whatever umask the agent runs with, a worker starts with the usual one.
   umask(022);
   if (plan.uid >= 0) {
     // Raw system calls: glibc's wrappers would signal the agent's other threads, which do not

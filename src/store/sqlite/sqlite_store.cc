@@ -1,9 +1,12 @@
 // SQLite implementation of Store: WAL mode, one writer thread, group commit.
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -445,6 +448,13 @@ class SqliteStore final : public Store {
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, SqliteOptions options,
                                                Executor executor) {
+  // The database is its owner's alone from its first byte: made 0600 here (never through a
+  // symlink) before SQLite opens it, which gives its journal and WAL files the same mode.
+  if (path != ":memory:") {
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return Unavailable("cannot open database " + path + ": " + strerror(errno));
+    close(fd);
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(
       path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
