@@ -14,7 +14,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REGISTRY_SH = os.path.join(ROOT, "tests", "images", "registry.sh")
 GANTRY = os.environ.get("GANTRY_BIN", os.path.join(ROOT, "build", "gantry"))  # as tests/e2e
 SDK = os.path.join(ROOT, "sdk", "python")
-KEY = "gk_bench_cold_start_key"
+KEY = "gk_bench_cold_start_key_0123"  # 24 characters at least (GANTRY_ADMIN_KEY)
 
 
 def pct(xs, p):

@@ -118,6 +118,20 @@ class ImageTest(E2ETest):
         if v2 and shutil.which("crun"):
             self.assertEqual(runtime["ociRuntime"], "crun", runtime)
 
+    def test_a_hostile_image_cannot_make_namespaces_mount_trace_or_sniff(self):
+        self.endpoint("esc")
+        r = self.runsync("esc", {"op": "escape"})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        out = r["output"]
+        uid = out.pop("uid")
+        self.assertEqual(uid, 1000)  # the image's USER
+        for what, result in out.items():
+            self.assertTrue(result.startswith("refused: "), "%s: %s" % (what, result))
+        # The seccomp profile refuses what a user of its own could otherwise do here: make a
+        # user namespace (Debian's kernel lets unprivileged users).
+        self.assertEqual(out["unshare(CLONE_NEWUSER)"], "refused: Operation not permitted")
+        self.assertEqual(out["clone(CLONE_NEWUSER)"], "refused: Operation not permitted")
+
     def test_gpu_worker_gets_its_gpus(self):
         # A simulated inventory: the scheduler assigns GPUs as on a GPU host; the container gets
         # the variables that name them (device nodes exist only on a real GPU host).

@@ -1,8 +1,10 @@
 """The end-to-end tests' image worker: a RunPod handler file, as a user's image brings one.
 Input {"op": "whoami"} reports what the container sees; {"op": "allocate", "mb": N} allocates
 N MiB (to be OOM-killed past the endpoint's memoryMb); {"op": "sleep", "s": N} takes N seconds."""
+import ctypes
 import os
 import socket
+import stat
 import time
 
 import runpod
@@ -18,6 +20,8 @@ def handler(job):
     if inp.get("op") == "sleep":
         time.sleep(float(inp["s"]))
         return {"slept": inp["s"], "pid": os.getpid()}
+    if inp.get("op") == "escape":
+        return escape_attempts()
     if inp.get("op") == "write":
         path = inp["path"]
         with open(path, "w") as f:
@@ -36,6 +40,46 @@ def handler(job):
         "exists": os.path.exists(inp["check"]) if inp.get("check") else None,
         "cgroup": open("/proc/self/cgroup").read(),  # the host's paths: no cgroup namespace
     }
+
+
+def escape_attempts():
+    """What a hostile image tries: each {"name": "ok" | "refused: <errno name>"}."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def call(fn, *args):
+        if fn(*args) == -1:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+    def raw_socket():
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+
+    def clone_newuser():  # fork() in a new user namespace, by clone() itself
+        pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # SYS_clone, CLONE_NEWUSER|SIGCHLD
+        if pid == 0:
+            os._exit(0)
+        if pid < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        os.waitpid(pid, 0)
+
+    attempts = {
+        "unshare(CLONE_NEWUSER)": lambda: call(libc.unshare, 0x10000000),
+        "clone(CLONE_NEWUSER)": clone_newuser,
+        "mount": lambda: call(libc.mount, b"none", b"/tmp", b"tmpfs", 0, None),
+        "ptrace(PTRACE_ATTACH, 1)": lambda: call(libc.ptrace, 16, 1, None, None),
+        "keyctl": lambda: call(libc.syscall, 250, 0, 0, 0, 0),  # SYS_keyctl, KEYCTL_GET_KEYRING_ID
+        "bpf": lambda: call(libc.syscall, 321, 0, 0, 0),  # SYS_bpf
+        "raw socket": raw_socket,
+        "mknod": lambda: os.mknod("/tmp/null", stat.S_IFCHR | 0o600, os.makedev(1, 3)),
+    }
+    out = {}
+    for name, fn in attempts.items():
+        try:
+            fn()
+            out[name] = "ok"
+        except OSError as err:
+            out[name] = "refused: %s" % os.strerror(err.errno)
+    out["uid"] = os.getuid()
+    return out
 
 
 runpod.serverless.start({"handler": handler})

@@ -11,12 +11,86 @@
 namespace gantry::agent::oci {
 namespace {
 
-// Docker's default capability set (moby/oci/caps/defaults.go).
-const char* const kCapabilities[] = {
-    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-    "CAP_KILL",    "CAP_AUDIT_WRITE"};
+// Docker's default capability set (moby/oci/caps/defaults.go) less CAP_NET_RAW (raw sockets:
+// a container on the host's network could read its loopback traffic) and CAP_MKNOD.
+const char* const kCapabilities[] = {"CAP_CHOWN",      "CAP_DAC_OVERRIDE", "CAP_FSETID",
+                                     "CAP_FOWNER",     "CAP_SETGID",       "CAP_SETUID",
+                                     "CAP_SETFCAP",    "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE",
+                                     "CAP_SYS_CHROOT", "CAP_KILL",         "CAP_AUDIT_WRITE"};
+
+// System calls a container may not make (EPERM): those Docker's default seccomp profile refuses
+// a container without extra capabilities (moby/profiles/seccomp/default.json), among them
+// namespace creation, mount, ptrace, keyctl and bpf. Docker allows unshare() (a container could
+// make a user namespace, where the kernel's attack surface is wide): refused here.
+const char* const kDeniedSyscalls[] = {"acct",
+                                       "add_key",
+                                       "bpf",
+                                       "clock_adjtime",
+                                       "clock_settime",
+                                       "create_module",
+                                       "delete_module",
+                                       "finit_module",
+                                       "fsconfig",
+                                       "fsmount",
+                                       "fsopen",
+                                       "fspick",
+                                       "get_kernel_syms",
+                                       "get_mempolicy",
+                                       "init_module",
+                                       "ioperm",
+                                       "iopl",
+                                       "kcmp",
+                                       "kexec_file_load",
+                                       "kexec_load",
+                                       "keyctl",
+                                       "lookup_dcookie",
+                                       "mbind",
+                                       "mount",
+                                       "mount_setattr",
+                                       "move_mount",
+                                       "move_pages",
+                                       "name_to_handle_at",
+                                       "nfsservctl",
+                                       "open_by_handle_at",
+                                       "open_tree",
+                                       "perf_event_open",
+                                       "pidfd_getfd",
+                                       "pivot_root",
+                                       "process_vm_readv",
+                                       "process_vm_writev",
+                                       "ptrace",
+                                       "query_module",
+                                       "quotactl",
+                                       "quotactl_fd",
+                                       "reboot",
+                                       "request_key",
+                                       "set_mempolicy",
+                                       "setns",
+                                       "settimeofday",
+                                       "stime",
+                                       "swapoff",
+                                       "swapon",
+                                       "sysfs",
+                                       "_sysctl",
+                                       "umount",
+                                       "umount2",
+                                       "unshare",
+                                       "uselib",
+                                       "userfaultfd",
+                                       "ustat",
+                                       "vm86",
+                                       "vm86old"};
+
+// clone() flags that make namespaces: a clone with any of them is refused.
+constexpr int64_t kCloneNamespaceFlags[] = {
+    0x00020000,  // CLONE_NEWNS
+    0x02000000,  // CLONE_NEWCGROUP
+    0x04000000,  // CLONE_NEWUTS
+    0x08000000,  // CLONE_NEWIPC
+    0x10000000,  // CLONE_NEWUSER
+    0x20000000,  // CLONE_NEWPID
+    0x40000000,  // CLONE_NEWNET
+};
 
 // Kernel paths a container must not read or write (Docker's defaults).
 const char* const kMaskedPaths[] = {"/proc/asound",      "/proc/acpi",          "/proc/kcore",
@@ -102,7 +176,8 @@ json::array MountsJson(const ContainerSpec& spec) {
         MountJson("/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", "size=65536k"}));
   }
   for (const Mount& m : spec.mounts) {
-    json::array opts{"rbind", m.read_only ? "ro" : "rw"};
+    // No device nodes and no setuid programs through a volume, whoever wrote them there.
+    json::array opts{"rbind", m.read_only ? "ro" : "rw", "nosuid", "nodev"};
     mounts.push_back(json::object{{"destination", m.container_path},
                                   {"type", "bind"},
                                   {"source", m.host_path},
@@ -152,13 +227,38 @@ Result<json::object> LinuxJson(const ContainerSpec& spec) {
                                  json::object{{"type", "ipc"}}, json::object{{"type", "uts"}}}},
       {"resources", std::move(resources)},
       {"maskedPaths", Strings(kMaskedPaths)},
-      {"readonlyPaths", Strings(kReadonlyPaths)}};
+      {"readonlyPaths", Strings(kReadonlyPaths)},
+      {"seccomp", SeccompJson()}};
   if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
   if (!devices.empty()) linux_section["devices"] = std::move(devices);
   return linux_section;
 }
 
 }  // namespace
+
+json::object SeccompJson() {
+  constexpr int64_t kEperm = 1, kEnosys = 38;
+  json::array syscalls{
+      json::object{
+          {"names", Strings(kDeniedSyscalls)}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", kEperm}},
+      // clone3 passes its flags in memory a filter cannot read: ENOSYS makes
+      // the C library fall back to clone(), whose flags it can.
+      json::object{
+          {"names", json::array{"clone3"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", kEnosys}}};
+  for (int64_t flag : kCloneNamespaceFlags) {
+    syscalls.push_back(json::object{
+        {"names", json::array{"clone"}},
+        {"action", "SCMP_ACT_ERRNO"},
+        {"errnoRet", kEperm},
+        {"args",
+         json::array{json::object{
+             {"index", 0}, {"value", flag}, {"valueTwo", flag}, {"op", "SCMP_CMP_MASKED_EQ"}}}}});
+  }
+  return json::object{{"defaultAction", "SCMP_ACT_ALLOW"},
+                      {"architectures", json::array{"SCMP_ARCH_X86_64", "SCMP_ARCH_X86",
+                                                    "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"}},
+                      {"syscalls", std::move(syscalls)}};
+}
 
 Result<json::object> RuntimeConfig(const ContainerSpec& spec) {
   if (spec.args.empty()) return InvalidArgument("container " + spec.id + ": no command to run");

@@ -55,6 +55,11 @@ struct ContainerSpec {
 // an env name holds '='.
 Result<json::object> RuntimeConfig(const ContainerSpec& spec);
 
+// The seccomp profile of every container (linux.seccomp): everything allowed but the system
+// calls Docker's default profile refuses, unshare(), clone() with a namespace flag (EPERM) and
+// clone3() (ENOSYS, so that the C library falls back to clone()).
+json::object SeccompJson();
+
 // The device nodes of a GPU container: /dev/nvidia<N> of each assigned GPU, and the driver's
 // control nodes (nvidiactl, nvidia-uvm, nvidia-uvm-tools) that exist on this host. Empty for
 // no GPUs.

@@ -62,6 +62,24 @@ TEST(RuntimeSpecTest, NamespacesLimitsAndProcess) {
   rlimit host{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &host), 0);
   EXPECT_LE(p.at("rlimits").as_array()[0].at("hard").to_number<uint64_t>(), host.rlim_max);
+  // Docker's capabilities less raw sockets and device nodes.
+  const auto& caps = p.at("capabilities").at("bounding").as_array();
+  EXPECT_EQ(std::find(caps.begin(), caps.end(), json::value("CAP_NET_RAW")), caps.end());
+  EXPECT_EQ(std::find(caps.begin(), caps.end(), json::value("CAP_MKNOD")), caps.end());
+  EXPECT_NE(std::find(caps.begin(), caps.end(), json::value("CAP_CHOWN")), caps.end());
+  // The seccomp profile: unshare refused, clone3 ENOSYS, clone refused with CLONE_NEWUSER.
+  const auto& seccomp = o.at("linux").at("seccomp");
+  EXPECT_EQ(seccomp.at("defaultAction").as_string(), "SCMP_ACT_ALLOW");
+  bool unshare = false, clone3 = false, newuser = false;
+  for (const auto& rule : seccomp.at("syscalls").as_array()) {
+    for (const auto& name : rule.at("names").as_array()) {
+      unshare |= name == "unshare" && rule.at("errnoRet").as_int64() == 1;
+      clone3 |= name == "clone3" && rule.at("errnoRet").as_int64() == 38;
+      newuser |=
+          name == "clone" && rule.at("args").as_array()[0].at("value").as_int64() == 0x10000000;
+    }
+  }
+  EXPECT_TRUE(unshare && clone3 && newuser);
 }
 
 TEST(RuntimeSpecTest, BadSpecsRefused) {
