@@ -458,6 +458,7 @@ Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment&
   if (sandbox_) sandbox_->Environment(who, scratch, a.env, &ps.env);
   ps.cpu = a.cpu;
   ps.memory_mb = a.memory_mb;
+  ps.pids_max = oci::kContainerPidsMax;  // a fork bomb stops there, as in a container
   return ps;
 }
 

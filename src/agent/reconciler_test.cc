@@ -1,6 +1,7 @@
 #include "agent/reconciler.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -47,6 +48,8 @@ TEST_F(ReconcilerTest, StartsAssignedWorkersWithTheirIdentityAndGpus) {
   EXPECT_EQ(starts[0].argv, (std::vector<std::string>{"python3", "handler.py"}));
   EXPECT_EQ(starts[0].workdir, "/work");
   EXPECT_EQ(starts[0].memory_mb, 512);
+  EXPECT_EQ(starts[0].pids_max, 4096);  // a fork bomb stops there
+  EXPECT_EQ(starts[0].uid, -1);         // no sandbox given: the agent's user
   EXPECT_EQ(starts[0].env.at("RUNPOD_POD_ID"), "w1");
   EXPECT_EQ(starts[0].env.at("CUDA_VISIBLE_DEVICES"), "2,3");
   EXPECT_EQ(starts[0].env.at("NVIDIA_VISIBLE_DEVICES"), "2,3");
@@ -60,6 +63,43 @@ TEST_F(ReconcilerTest, StartsAssignedWorkersWithTheirIdentityAndGpus) {
   // A second step with the same assignment starts nothing more: no duplicates.
   EXPECT_FALSE(rec_.Step());
   EXPECT_EQ(runtime_.starts().size(), 2u);
+}
+
+TEST(ReconcilerSandboxTest, WorkersRunAsTheirEndpointsUserInTheirScratchDirectory) {
+  if (geteuid() != 0) GTEST_SKIP() << "users of their own only as root";
+  namespace fs = std::filesystem;
+  const fs::path base = fs::temp_directory_path() / ("gantry-rec-" + NewId("", 8));
+  fs::create_directories(base / "state");
+  chmod(base.c_str(), 0755);
+  SandboxOptions o;
+  o.dir = (base / "workers").string();
+  o.state_dir = (base / "state").string();
+  o.uid_first = 300'100;
+  o.root = true;
+  auto sandbox = WorkerSandbox::Open(o);
+  ASSERT_TRUE(sandbox.ok()) << sandbox.status().ToString();
+  FakeClock clock;
+  FakeProcessRuntime runtime(&clock);
+  Reconciler rec(&clock, &runtime, {"/sdk", "/work", 5000}, nullptr, nullptr, nullptr,
+                 sandbox->get());
+  auto other = Worker("w2");
+  other.endpoint_id = "other";
+  rec.SetAssignment({1, {Worker("w1"), other}});
+  rec.Step();
+  auto starts = runtime.starts();
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[0].uid, 300'100);
+  EXPECT_EQ(starts[0].gid, 300'100);
+  EXPECT_EQ(starts[1].uid, 300'101);
+  const std::string scratch = o.dir + "/300100/scratch/w1";
+  EXPECT_EQ(starts[0].workdir, scratch);  // not the agent's /work
+  EXPECT_EQ(starts[0].env.at("HOME"), scratch);
+  EXPECT_TRUE(fs::is_directory(scratch));
+  // Its scratch directory goes with it.
+  runtime.Exit("w1", 0);
+  rec.Step();
+  EXPECT_FALSE(fs::exists(scratch));
+  fs::remove_all(base);
 }
 
 TEST_F(ReconcilerTest, BundleThatBringsItsOwnSdkKeepsOursOffThePath) {

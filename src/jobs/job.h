@@ -32,7 +32,10 @@ struct Job {
   uint64_t queue_gen = 0;  // bumped whenever the job enters or leaves the queue
   bool deleted = false;    // removed from the manager; queue entries may still point here
   bool stored = true;      // its record has been written (a /runsync job's may not be yet)
-  std::string progress;    // latest progress update (raw JSON), shown while running
+  // A /run job whose first write is not durable yet: not counted, queued or offered until it
+  // is, and forgotten if that write fails.
+  bool committing = false;
+  std::string progress;  // latest progress update (raw JSON), shown while running
   std::vector<std::string> stream_pending;  // chunks not yet drained by /stream
   std::vector<std::string> stream_all;      // every chunk, for the final output
   // Set when the job waited for its worker's cold start: how long, from submission to the

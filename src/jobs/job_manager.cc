@@ -156,24 +156,57 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   Job* j = job.get();
   jobs_[r.id] = std::move(job);
   index_.Add(j);
-  ep.queue.Count(*j, JobStatus::kInQueue, +1);
-  PushQueue(j, false);
   if (req.sync) {
     // A /runsync job is written only once its caller is given its id while it still runs
     // (MakeDurable), or, when it has a webhook to deliver, at its next change. Otherwise it
     // lives in memory only: a crash loses a job nobody was told about, or one whose caller
     // has its result (the record of a finished one is kept for sync_retention_ms).
     j->stored = false;
+    Accept(j);
     if (durable) durable(Status::Ok());
-  } else {
-    Persist(j, true, std::move(durable));
+    return static_cast<const Job*>(j);
   }
+  // A /run job is offered to workers only once its record is durable: a write that fails
+  // (a full disk) answers 503 and takes the job back, so that a client that retries does not
+  // run it twice.
+  j->committing = true;
+  Persist(j, true, [this, id = r.id, durable = std::move(durable)](Status s) {
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second->committing) {
+      Job* written = it->second.get();
+      written->committing = false;
+      if (s.ok()) {
+        Accept(written);
+      } else {
+        Forget(written);
+      }
+    }
+    if (durable) durable(s);
+  });
+  return static_cast<const Job*>(j);
+}
+
+void JobManager::Accept(Job* j) {
+  EndpointState& ep = Endpoint(j->rec.endpoint_id);
+  ep.queue.Count(*j, JobStatus::kInQueue, +1);
+  PushQueue(j, false);
   ArmTtl(j);
   Dispatch(ep);
   if (j->status == JobStatus::kInQueue) {
-    for (JobObserver* o : observers_) o->OnJobQueued(r.endpoint_id);
+    for (JobObserver* o : observers_) o->OnJobQueued(j->rec.endpoint_id);
   }
-  return static_cast<const Job*>(j);
+}
+
+void JobManager::Forget(Job* j) {
+  const std::string id = j->rec.id;
+  GLOG_WARN("jobs: job %s not accepted: its record could not be written", id.c_str());
+  j->deleted = true;
+  job_waiters_.Notify(id, nullptr);
+  stream_waiters_.Notify(id, nullptr);
+  index_.Remove(j);
+  // Should the failed write have landed after all, this takes it out again.
+  store_->Write({store::Mutation::DeleteJob(id, j->rec.seq)}, {});
+  jobs_.erase(id);
 }
 
 void JobManager::RemoveObserver(JobObserver* observer) { std::erase(observers_, observer); }
@@ -294,7 +327,7 @@ void JobManager::DeleteJob(const std::string& job_id) {
   if (j->status == JobStatus::kInProgress) Release(j);
   j->ttl_timer.Cancel();
   auto ep = endpoints_.find(j->rec.endpoint_id);
-  if (ep != endpoints_.end()) ep->second.queue.Count(*j, j->status, -1);
+  if (ep != endpoints_.end() && !j->committing) ep->second.queue.Count(*j, j->status, -1);
   j->deleted = true;  // a queue entry may still hold it: stale from now on
   job_waiters_.Notify(job_id, nullptr);
   stream_waiters_.Notify(job_id, nullptr);
@@ -307,6 +340,7 @@ Result<const Job*> JobManager::Cancel(const std::string& job_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
+  if (j->committing) return Unavailable("job " + job_id + " is not accepted yet: try again");
   if (IsTerminal(j->status)) return static_cast<const Job*>(j);
   if (j->status == JobStatus::kInProgress) stops_.Request(j->rec.id, j->rec.worker_id);
   Terminate(j, JobStatus::kCancelled, "", "");

@@ -17,9 +17,9 @@
 // from Tick(), so tests drive it with a FakeClock.
 //
 // Durability: every state change is written to the Store. Submit() reports through its
-// callback only once the job is durable; Finish() likewise for a result. Jobs are handed out
-// before their record is durable (the record is queued first, so it always lands before the
-// result that follows it).
+// callback only once the job is durable; Finish() likewise for a result. A /run job is offered
+// to workers only once its record is durable, and forgotten if that write fails (its client got
+// an error: a retry must not run it twice); a /runsync job, which is not written, at once.
 
 #include <deque>
 #include <functional>
@@ -193,6 +193,10 @@ class JobManager {
   // written (no webhook, and its id not given out: MakeDurable writes it with_input) is not
   // written at all, and `durable` runs at once.
   void Persist(Job* job, bool with_input, std::function<void(Status)> durable = {});
+  // A new job enters its endpoint's queue: counted, queued, its TTL armed, offered.
+  void Accept(Job* job);
+  // A /run job whose first write failed: removed as if it had never been submitted.
+  void Forget(Job* job);
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
   void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue
   void PushQueue(Job* job, bool front);        // adds a queue entry for the job's current gen

@@ -155,6 +155,42 @@ TEST_F(JobManagerTest, DurableCallbackWaitsForStore) {
   EXPECT_TRUE(durable);
 }
 
+TEST_F(JobManagerTest, ARunJobIsOfferedOnlyOnceDurableAndForgottenIfItsWriteFails) {
+  store_.set_deferred(true);
+  std::vector<std::string> got;
+  bool answered = false;
+  jm_->Take("ep", "w1", 1, 60'000, [&](std::vector<const Job*> js) {
+    answered = true;
+    for (auto* j : js) got.push_back(j->rec.id);
+  });
+  Status durable = Internal("not yet");
+  SubmitRequest r;
+  r.endpoint_id = "ep";
+  r.input = "{}";
+  auto failed = jm_->Submit(r, [&](Status s) { durable = s; });
+  ASSERT_TRUE(failed.ok());
+  const std::string failed_id = (*failed)->rec.id;
+  EXPECT_FALSE(answered);  // not offered before its write is durable
+  store_.FailDeferred(Unavailable("disk full"));
+  EXPECT_EQ(durable.code(), Code::kUnavailable);
+  EXPECT_FALSE(answered);  // nor after it failed
+  EXPECT_EQ(jm_->Get(failed_id), nullptr);
+  EXPECT_TRUE(queued_.empty());
+  // The next one is written, then offered to the worker that waits.
+  auto ok = jm_->Submit(r, [&](Status s) { durable = s; });
+  ASSERT_TRUE(ok.ok());
+  const std::string ok_id = (*ok)->rec.id;
+  EXPECT_FALSE(answered);
+  store_.FlushDeferred();
+  EXPECT_TRUE(durable.ok());
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(got, std::vector<std::string>{ok_id});
+  // The failed job's record is deleted, should its write have landed after all.
+  store_.FlushDeferred();
+  EXPECT_EQ(store_.job(failed_id), nullptr);
+  EXPECT_NE(store_.job(ok_id), nullptr);
+}
+
 TEST_F(JobManagerTest, LongPollTakeGetsJobOnArrivalOrTimesOut) {
   std::vector<std::string> got;
   bool called = false;

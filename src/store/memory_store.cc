@@ -79,6 +79,14 @@ void MemoryStore::Write(std::vector<Mutation> mutations, std::function<void(Stat
   if (done) done(Status::Ok());
 }
 
+void MemoryStore::FailDeferred(const Status& error) {
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [muts, done] : pending) {
+    if (done) done(error);
+  }
+}
+
 void MemoryStore::FlushDeferred() {
   auto pending = std::move(pending_);
   pending_.clear();

@@ -132,6 +132,8 @@ class MemoryStore final : public Store {
 
   void set_deferred(bool deferred) { deferred_ = deferred; }
   void FlushDeferred();
+  // Completes the deferred writes with `error`, applying none of them (a commit that failed).
+  void FailDeferred(const Status& error);
   size_t job_count() const { return jobs_.size(); }
   const JobRecord* job(const std::string& id) const;
   size_t writes() const { return writes_; }

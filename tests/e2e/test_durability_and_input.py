@@ -2,11 +2,13 @@
 import json
 import os
 import socket
+import shutil
 import subprocess
+import tempfile
 import time
 import unittest
 
-from harness import ADMIN_KEY, GANTRY, E2ETest, kill_worker
+from harness import ADMIN_KEY, GANTRY, E2ETest, Server, kill_worker
 
 
 class CrashTest(E2ETest):
@@ -237,6 +239,69 @@ class FirstStartKeyTest(unittest.TestCase):
             self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "mounting a small file system needs root")
+class DiskFullTest(E2ETest):
+    """/run on a full disk: a job answered 503 is gone, never run, after space returns and
+    after a restart; every acknowledged one is there, once."""
+
+    def setUp(self):
+        self.mnt = tempfile.mkdtemp(prefix="gantry-full-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", self.mnt], check=True)
+        os.mkdir(os.path.join(self.mnt, "data"), 0o700)
+        self.server = Server(data_dir=os.path.join(self.mnt, "data")).start()
+        self.workers = []
+
+    def tearDown(self):
+        self.server.stop()
+        subprocess.run(["umount", "-l", self.mnt])
+        shutil.rmtree(self.mnt, ignore_errors=True)
+
+    def listed(self):
+        ids, cursor = [], ""
+        while True:
+            r = self.server.request("GET", "/v2/d/requests?limit=100" +
+                                    ("&cursor=" + cursor if cursor else ""))
+            self.assertEqual(r.status, 200, r)
+            ids += [q["id"] for q in r.json["requests"]]
+            cursor = r.json["nextCursor"]
+            if not cursor:
+                return ids
+
+    def test_a_job_refused_for_a_full_disk_is_gone_and_an_acknowledged_one_stays_once(self):
+        self.server.create_endpoint({"id": "d"})
+        # Fill all but a little of the file system, so that the jobs' records fill the rest.
+        st = os.statvfs(self.mnt)
+        filler = os.path.join(self.mnt, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 1_500_000))
+        acked, refused = [], 0
+        pad = "x" * 100_000
+        for i in range(300):
+            r = self.server.request("POST", "/v2/d/run", {"input": {"i": i, "pad": pad}})
+            if r.status == 200:
+                acked.append(r.json["id"])
+            else:
+                self.assertEqual(r.status, 503, r)
+                refused += 1
+                if refused == 5:
+                    break
+        self.assertGreater(len(acked), 0)
+        self.assertEqual(refused, 5, "the disk never filled up")
+        os.remove(filler)  # space returns
+        # A job that is written now is accepted again.
+        r = self.server.request("POST", "/v2/d/run", {"input": {"after": True}})
+        self.assertEqual(r.status, 200, r)
+        acked.append(r.json["id"])
+        for when in ("after space returned", "after a restart"):
+            listed = self.listed()
+            self.assertEqual(len(listed), len(set(listed)), when)
+            self.assertEqual(sorted(listed), sorted(acked), when)
+            health = self.server.request("GET", "/v2/d/health").json
+            self.assertEqual(health["jobs"]["inQueue"], len(acked), (when, health))
+            self.server.stop()
+            self.server.start()
 
 
 if __name__ == "__main__":

@@ -416,7 +416,11 @@ class SqliteStore final : public Store {
         }
       }
     }
-    return Exec("COMMIT");
+    st = Exec("COMMIT");
+    // A COMMIT that failed (a full disk) may leave the transaction open: nothing of the batch
+    // may land later with another one.
+    if (!st.ok()) Exec("ROLLBACK").ok();
+    return st;
   }
 
   sqlite3* db_;
