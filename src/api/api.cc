@@ -57,7 +57,9 @@ Status Permits(const Grant& g, Access access, std::string_view endpoint, std::st
   return Status::Ok();
 }
 
-Api::Api(Services services) : services_(std::move(services)) {
+Api::Api(Services services)
+    : services_(std::move(services)),
+      limiter_(services_.clock, services_.options.rate_limit_scale) {
   table_.Add("GET", "/healthz", Access::kPublic, "the server is up",
              [](Call& c) { c.Send(OkResponse(R"({"status":"ok"})")); });
   table_.Add("GET", "/v1/routes", Access::kAdmin, "this table: every route with its access",
@@ -88,6 +90,7 @@ Status Api::Authorize(const Route& route, Call* call) const {
     case Access::kNode: {
       const ApiKey* key = services_.keys->Check(auth);
       if (!key) return Unauthenticated(auth.empty() ? "missing API key" : "invalid API key");
+      call->key = key;
       return Permits(key->grant, route.access, call->param("endpoint"), call->param("node"));
     }
   }
@@ -119,7 +122,36 @@ void Api::Handle(http::Request&& req, std::shared_ptr<http::Responder> resp) {
   if (Status st = Authorize(*found.route, &call); !st.ok()) {
     return call.Send(ErrorResponse(st));
   }
+  std::string why;
+  if (int64_t wait_ms = RateLimited(*found.route, call, &why); wait_ms > 0) {
+    http::Response r = ErrorResponse(ResourceExhausted(why));
+    r.headers.push_back({"Retry-After", std::to_string((wait_ms + 999) / 1000)});
+    return call.Send(std::move(r));
+  }
   found.route->handler(call);
+}
+
+int64_t Api::RateLimited(const Route& route, const Call& call, std::string* why) {
+  if (!limiter_.enabled()) return 0;
+  if (call.key) {
+    if (int64_t wait = limiter_.Admit("key " + call.key->id, kKeyRule); wait > 0) {
+      *why = "rate limit: key " + call.key->name + " made more than " +
+             std::to_string(kKeyRule.requests) + " requests in " +
+             std::to_string(kKeyRule.window_ms / 1000) + " s (times --rate-limit-scale)";
+      return wait;
+    }
+  }
+  const std::string& endpoint = call.param("endpoint");
+  std::optional<RateRule> rule = EndpointRateRule(route.path);
+  if (endpoint.empty() || !rule) return 0;
+  if (int64_t wait = limiter_.Admit("endpoint " + endpoint + " " + route.path, *rule); wait > 0) {
+    *why = "rate limit: endpoint " + endpoint + " took more than " +
+           std::to_string(rule->requests) + " " + route.method + " " + route.path +
+           " requests in " + std::to_string(rule->window_ms / 1000) +
+           " s (RunPod's limit, times --rate-limit-scale)";
+    return wait;
+  }
+  return 0;
 }
 
 }  // namespace gantry::api

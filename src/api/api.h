@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "api/keys.h"
+#include "api/rate_limits.h"
 #include "api/route_table.h"
 #include "api/services.h"
 #include "http/http.h"
@@ -49,8 +50,13 @@ class Api {
   // Checks the credential `route` needs; for worker routes, sets call->worker.
   Status Authorize(const Route& route, Call* call) const;
 
+  // 0 when `call` (let through `route`) is within its key's and its endpoint's rate limits;
+  // else how many ms until it would be, with *why set.
+  int64_t RateLimited(const Route& route, const Call& call, std::string* why);
+
   Services services_;
   RouteTable table_;
+  RateLimiter limiter_;
 };
 
 }  // namespace gantry::api

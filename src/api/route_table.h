@@ -19,6 +19,8 @@ struct WorkerInfo;
 
 namespace gantry::api {
 
+struct ApiKey;
+
 // The credential a route needs (DESIGN §8). The key kinds (kAdmin .. kNode) are passed by keys
 // whose scope allows them (api.h: Permits; keys.h: Scope).
 enum class Access {
@@ -38,6 +40,7 @@ struct Call {
   http::Router::Match match;
   std::shared_ptr<http::Responder> resp;
   scheduling::WorkerInfo* worker = nullptr;  // kWorker routes: the authenticated worker
+  const ApiKey* key = nullptr;               // key routes: the key that was let through
 
   // A path parameter, e.g. param("endpoint"); "" when the route has none of that name.
   const std::string& param(std::string_view name) const { return match.param(name); }

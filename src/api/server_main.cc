@@ -118,6 +118,7 @@ Services Modules::ForApi(const ServerConfig& config) {
   s.options.run_body_limit = config.run_body_limit;
   s.options.runsync_body_limit = config.runsync_body_limit;
   s.options.webhook_policy = webhook_policy;
+  s.options.rate_limit_scale = config.rate_limit_scale;
   return s;
 }
 

@@ -29,6 +29,9 @@ struct ServerConfig {
   std::vector<std::string> webhook_allow;
   // Open connections at most (http::ServerOptions::max_connections); 0: from RLIMIT_NOFILE.
   size_t max_connections = 0;
+  // Multiplies every rate limit (api/rate_limits.h: RunPod's per endpoint, 10000 per key in
+  // 10 s); 0: none. Default: 1.
+  double rate_limit_scale = 1;
   std::string prices_file;  // JSON {"H100": 0.00116, ...}: USD per second. Default: RunPod's.
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;

@@ -30,6 +30,8 @@ struct ApiOptions {
   // Where webhooks may go: a /run whose webhook names a refused address (an IP literal) is
   // refused at once; names are checked again when the webhook is sent. Null: anywhere.
   std::shared_ptr<const http::AddressPolicy> webhook_policy;
+  // Multiplies every rate limit (rate_limits.h); 0: none. Default: 1, RunPod's limits.
+  double rate_limit_scale = 1;
 };
 
 // Not owned; every pointer is set and outlives the Api.

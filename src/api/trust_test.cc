@@ -199,5 +199,59 @@ TEST_F(ApiTest, ANodeKeyReadsOnlyItsOwnAssignmentAndItsOwnWorkersSecrets) {
   EXPECT_EQ(Do("GET", "/v1/nodes/n2/assignment?version=-1", "", n1).status, 403);
 }
 
+// RunPod's per-endpoint limits (purge-queue: 2 in 10 s), answered 429 with Retry-After; each
+// endpoint has its own, and tokens come back with time.
+TEST_F(ApiTest, AnEndpointPastItsRateLimitGets429WithRetryAfter) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"rl"})").status, 201);
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"rl2"})").status, 201);
+  EXPECT_EQ(Do("POST", "/v2/rl/purge-queue").status, 200);
+  EXPECT_EQ(Do("POST", "/v2/rl/purge-queue").status, 200);
+  http::Response r = Do("POST", "/v2/rl/purge-queue");
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_NE(ErrorMessage(r).find("endpoint rl took more than 2 POST /v2/{endpoint}/purge-queue "
+                                 "requests in 10 s"),
+            std::string::npos)
+      << r.body;
+  std::string retry_after;
+  for (const auto& h : r.headers) {
+    if (h.name == "Retry-After") retry_after = h.value;
+  }
+  EXPECT_EQ(retry_after, "5");                               // one token comes back every 5 s
+  EXPECT_EQ(Do("POST", "/v2/rl2/purge-queue").status, 200);  // another endpoint's own limit
+  EXPECT_EQ(Do("GET", "/v2/rl/health").status, 200);         // another route: not limited
+  Advance(5'000);
+  EXPECT_EQ(Do("POST", "/v2/rl/purge-queue").status, 200);
+  EXPECT_EQ(Do("POST", "/v2/rl/purge-queue").status, 429);
+}
+
+TEST_F(ApiTest, AKeyPastItsRateLimitGets429AndAnotherKeyDoesNot) {
+  const std::string other = keys_.Create("other", Grant{Scope::kRead, {}, {}}, {})->second;
+  for (int i = 0; i < kKeyRule.requests; ++i) {
+    ASSERT_EQ(Do("GET", "/v1/endpoints").status, 200) << i;
+  }
+  http::Response r = Do("GET", "/v1/endpoints");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_NE(ErrorMessage(r).find("key admin made more than 10000 requests in 10 s"),
+            std::string::npos)
+      << r.body;
+  EXPECT_EQ(Do("GET", "/v1/endpoints", "", "Bearer " + other).status, 200);
+  Advance(1'000);  // a tenth of the window: a thousand more
+  EXPECT_EQ(Do("GET", "/v1/endpoints").status, 200);
+}
+
+TEST(RateLimiterTest, ScaleMultipliesEveryLimitAndZeroTurnsThemOff) {
+  FakeClock clock;
+  RateLimiter doubled(&clock, 2);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(doubled.Admit("b", {2, 10'000}), 0) << i;
+  EXPECT_EQ(doubled.Admit("b", {2, 10'000}), 2'500);
+  RateLimiter off(&clock, 0);
+  EXPECT_FALSE(off.enabled());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(off.Admit("b", {2, 10'000}), 0);
+  EXPECT_EQ(EndpointRateRule("/v2/{endpoint}/run")->requests, 1'000);
+  EXPECT_EQ(EndpointRateRule("/v2/{endpoint}/runsync")->requests, 2'000);
+  EXPECT_FALSE(EndpointRateRule("/v2/{endpoint}/health"));
+  EXPECT_FALSE(EndpointRateRule("/v1/endpoints"));
+}
+
 }  // namespace
 }  // namespace gantry::api

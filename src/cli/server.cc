@@ -55,6 +55,12 @@ void AddServerFlags(CLI::App* c, ServerFlags& f) {
   c->add_option("--stop-grace-ms", cfg.stop_grace_ms,
                 "How long a worker may ignore a stop before it is killed")
       ->capture_default_str();
+  if (const char* s = getenv("GANTRY_RATE_LIMIT_SCALE"); s && *s) cfg.rate_limit_scale = atof(s);
+  c->add_option("--rate-limit-scale", cfg.rate_limit_scale,
+                "Multiply every rate limit by this (RunPod's per endpoint, e.g. 1000 /run in 10 s; "
+                "10000 requests in 10 s per key); 0: no limits (default $GANTRY_RATE_LIMIT_SCALE, "
+                "else 1)")
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--max-connections", cfg.max_connections,
                 "Open connections at most; past it the one idle the longest is closed (default: "
                 "the descriptor limit less 64)");

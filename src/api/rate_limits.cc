@@ -1,0 +1,53 @@
+#include "api/rate_limits.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gantry::api {
+
+std::optional<RateRule> EndpointRateRule(std::string_view pattern) {
+  // RunPod's "Rate Limit" column, per endpoint (Send API requests, Endpoint operations).
+  static constexpr struct {
+    std::string_view suffix;
+    RateRule rule;
+  } kRules[] = {
+      {"/run", {1'000, 10'000}},          {"/runsync", {2'000, 10'000}},
+      {"/status/{job}", {2'000, 10'000}}, {"/status-sync/{job}", {2'000, 10'000}},
+      {"/stream/{job}", {2'000, 10'000}}, {"/cancel/{job}", {100, 10'000}},
+      {"/purge-queue", {2, 10'000}},      {"/requests", {10, 10'000}},
+  };
+  constexpr std::string_view kPrefix = "/v2/{endpoint}";
+  if (!pattern.starts_with(kPrefix)) return std::nullopt;
+  pattern.remove_prefix(kPrefix.size());
+  for (const auto& r : kRules) {
+    if (pattern == r.suffix) return r.rule;
+  }
+  return std::nullopt;
+}
+
+int64_t RateLimiter::Admit(const std::string& bucket, RateRule rule) {
+  if (scale_ <= 0) return 0;
+  const double capacity = std::max(1.0, std::floor(static_cast<double>(rule.requests) * scale_));
+  const double per_ms = capacity / static_cast<double>(rule.window_ms);
+  const int64_t now = clock_->NowMs();
+  if (buckets_.size() > 100'000) {
+    // Full buckets are as good as new ones: drop them, so that the map stays bounded.
+    std::erase_if(buckets_, [&](const auto& kv) {
+      const Bucket& b = kv.second;
+      return b.tokens + static_cast<double>(now - b.at_ms) * b.per_ms >= b.capacity;
+    });
+  }
+  auto [it, fresh] = buckets_.try_emplace(bucket, Bucket{capacity, now, capacity, per_ms});
+  Bucket& b = it->second;
+  b.capacity = capacity;
+  b.per_ms = per_ms;
+  b.tokens = std::min(capacity, b.tokens + static_cast<double>(now - b.at_ms) * per_ms);
+  b.at_ms = now;
+  if (b.tokens >= 1) {
+    b.tokens -= 1;
+    return 0;
+  }
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil((1 - b.tokens) / per_ms)));
+}
+
+}  // namespace gantry::api

@@ -1,0 +1,54 @@
+#pragma once
+// Rate limits: how many requests a key, and an endpoint's client routes, may make in a window,
+// as token buckets (a burst of `requests` at most, refilled evenly over `window_ms`). Past it,
+// the API answers 429 with Retry-After (api.cc). The endpoint limits are RunPod's documented
+// ones (docs/runpod-protocol.md), per endpoint and operation; each key may make kKeyRequests
+// per kKeyWindowMs over every route. `scale` multiplies every limit (0: none), for a server
+// that must take more (gantry server --rate-limit-scale).
+//
+// Threading: not thread-safe; the server's loop. Time from the injected Clock.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "common/env.h"
+
+namespace gantry::api {
+
+struct RateRule {
+  int64_t requests = 0;  // per window
+  int64_t window_ms = 10'000;
+};
+
+// RunPod's limit of an endpoint's client route, by its pattern ("/v2/{endpoint}/run"); nullopt
+// for a route it does not limit.
+std::optional<RateRule> EndpointRateRule(std::string_view pattern);
+inline constexpr RateRule kKeyRule{10'000, 10'000};
+
+class RateLimiter {
+ public:
+  RateLimiter(const Clock* clock, double scale) : clock_(clock), scale_(scale) {}
+
+  // Takes one request from `bucket`'s tokens under `rule`: 0 when there was one, else how many
+  // ms until there is (for Retry-After).
+  int64_t Admit(const std::string& bucket, RateRule rule);
+
+  bool enabled() const { return scale_ > 0; }
+  size_t buckets() const { return buckets_.size(); }
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    int64_t at_ms = 0;
+    double capacity = 0;
+    double per_ms = 0;  // refill rate
+  };
+  const Clock* clock_;
+  double scale_;
+  std::unordered_map<std::string, Bucket> buckets_;
+};
+
+}  // namespace gantry::api
