@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/json.h"
+
 namespace gantry::jobs {
 
 const char* StatusName(JobStatus s) {
@@ -63,6 +65,10 @@ std::string StatusJson(const Job& job, int64_t now_ms) {
   if (!r.error.empty()) {
     out += ",\"error\":";
     out += r.error;
+  }
+  if (!job.stream_cut.empty()) {  // Gantry's own: the worker streamed past the job's caps
+    out += ",\"streamCut\":";
+    out += JsonQuote(job.stream_cut);
   }
   if (!r.worker_id.empty()) {
     out += ",\"workerId\":\"";

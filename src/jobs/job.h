@@ -38,6 +38,10 @@ struct Job {
   std::string progress;  // latest progress update (raw JSON), shown while running
   std::vector<std::string> stream_pending;  // chunks not yet drained by /stream
   std::vector<std::string> stream_all;      // every chunk, for the final output
+  size_t stream_bytes = 0;                  // the size of stream_all's chunks
+  // Set once the worker streamed past JobsOptions' caps: what was cut (later chunks are
+  // refused with 413); shown in the job's status as "streamCut".
+  std::string stream_cut;
   // Set when the job waited for its worker's cold start: how long, from submission to the
   // worker being ready (ms), and which worker.
   int64_t cold_start_wait_ms = -1;

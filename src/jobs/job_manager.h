@@ -55,6 +55,11 @@ struct JobsOptions {
   int64_t webhook_retry_ms = 10'000;  // Default: 10 s (RunPod).
   int webhook_retries = 2;            // Default: 2 (RunPod).
   int64_t webhook_timeout_ms = 10'000;
+  // What one job may hold of its worker's stream (every chunk is kept for its final output) and
+  // progress: past them the worker's post is refused (413) and the stream records the cut.
+  size_t stream_max_bytes = 64u << 20;  // Default: 64 MiB.
+  size_t stream_max_chunks = 65'536;
+  size_t progress_max_bytes = 1u << 20;  // Default: 1 MiB.
 };
 
 // What Submit() needs, already validated by the API layer except for the policy ranges.

@@ -191,6 +191,38 @@ TEST_F(JobManagerTest, ARunJobIsOfferedOnlyOnceDurableAndForgottenIfItsWriteFail
   EXPECT_NE(store_.job(ok_id), nullptr);
 }
 
+TEST_F(JobManagerTest, AStreamPastItsCapsIsCutAndSaysSo) {
+  options_.stream_max_bytes = 10;
+  options_.stream_max_chunks = 3;
+  options_.progress_max_bytes = 8;
+  Reset();
+  std::string id = Submit();
+  ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
+  EXPECT_TRUE(jm_->AppendStream("w1", id, "\"abc\"").ok());  // 5 bytes
+  EXPECT_TRUE(jm_->AppendStream("w1", id, "\"def\"").ok());  // 10
+  Status cut = jm_->AppendStream("w1", id, "1");             // 11: past the bytes
+  EXPECT_EQ(cut.code(), Code::kPayloadTooLarge);
+  EXPECT_EQ(jm_->AppendStream("w1", id, "1").code(), Code::kPayloadTooLarge);  // and after
+  const std::string status = StatusJson(*jm_->Get(id), 0);
+  EXPECT_NE(status.find("\"streamCut\":\"the stream was cut after 2 chunks (10 bytes)"),
+            std::string::npos)
+      << status;
+  EXPECT_EQ(jm_->DrainStream(id), (std::vector<std::string>{"\"abc\"", "\"def\""}));
+  // Progress past its cap is refused, and the last one kept.
+  EXPECT_TRUE(
+      jm_->Finish("w1", id, *ParseJson(R"({"status":"IN_PROGRESS","output":"12345"})"), false, {})
+          .ok());
+  auto big = jm_->Finish("w1", id, *ParseJson(R"({"status":"IN_PROGRESS","output":"123456789"})"),
+                         false, {});
+  EXPECT_EQ(big.status().code(), Code::kPayloadTooLarge);
+  EXPECT_NE(StatusJson(*jm_->Get(id), 0).find("\"output\":\"12345\""), std::string::npos);
+  // The chunks by count: a new job, three chunks, the fourth refused.
+  std::string id2 = Submit();
+  ASSERT_EQ(Take("w2"), std::vector<std::string>{id2});
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(jm_->AppendStream("w2", id2, "1").ok()) << i;
+  EXPECT_EQ(jm_->AppendStream("w2", id2, "1").code(), Code::kPayloadTooLarge);
+}
+
 TEST_F(JobManagerTest, LongPollTakeGetsJobOnArrivalOrTimesOut) {
   std::vector<std::string> got;
   bool called = false;

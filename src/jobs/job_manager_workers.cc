@@ -64,7 +64,13 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
     // Progress moves only a running job of this worker; a late one is ignored.
     if (j->status == JobStatus::kInProgress && holder) {
       const json::value* o = Find(obj, "output");
-      j->progress = o ? ToJson(*o) : "";
+      std::string update = o ? ToJson(*o) : "";
+      if (update.size() > options_.progress_max_bytes) {
+        return PayloadTooLarge("a progress update holds at most " +
+                               std::to_string(options_.progress_max_bytes) + " bytes, not " +
+                               std::to_string(update.size()));
+      }
+      j->progress = std::move(update);
       out.accepted = true;
     }
     if (durable) durable(Status::Ok());
@@ -115,6 +121,16 @@ Status JobManager::AppendStream(const std::string& worker_id, const std::string&
   Job* j = it->second.get();
   if (j->rec.worker_id != worker_id) return FailedPrecondition("job is not held by this worker");
   if (j->status != JobStatus::kInProgress) return Status::Ok();  // late chunk: ignored
+  if (j->stream_cut.empty() && (j->stream_all.size() >= options_.stream_max_chunks ||
+                                j->stream_bytes + chunk_json.size() > options_.stream_max_bytes)) {
+    j->stream_cut = "the stream was cut after " + std::to_string(j->stream_all.size()) +
+                    " chunks (" + std::to_string(j->stream_bytes) +
+                    " bytes): a job holds at most " + std::to_string(options_.stream_max_chunks) +
+                    " chunks and " + std::to_string(options_.stream_max_bytes) + " bytes";
+    GLOG_WARN("jobs: job %s: %s", job_id.c_str(), j->stream_cut.c_str());
+  }
+  if (!j->stream_cut.empty()) return PayloadTooLarge(j->stream_cut);
+  j->stream_bytes += chunk_json.size();
   j->stream_pending.push_back(chunk_json);
   j->stream_all.push_back(std::move(chunk_json));
   stream_waiters_.Notify(job_id, j);
