@@ -19,8 +19,7 @@ namespace gantry::agent {
 // A blocking client to the server with the agent's token. One per thread.
 class AgentHttp {
  public:
-  AgentHttp(const http::Url& url, std::string token)
-      : client_(url.host, url.port), token_(std::move(token)) {}
+  AgentHttp(const http::Url& url, std::string token) : client_(url), token_(std::move(token)) {}
   Result<http::ClientResponse> Do(const std::string& method, const std::string& target,
                                   const std::string& body, int64_t timeout_ms = 10'000) {
     return client_.Do(method, target, body, {{"Authorization", "Bearer " + token_}}, timeout_ms);
@@ -136,6 +135,7 @@ static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status*
                 : s.state_dir + "/workers";
   }
   s.sdk_path = o.sdk_path;
+  s.ca_file = http::CaFile();
   s.uid_first = o.worker_uid_first;
   s.uid_count = o.worker_uid_count;
   auto sandbox = WorkerSandbox::Open(s);

@@ -16,10 +16,7 @@ namespace fs = std::filesystem;
 class HttpBundleCache final : public BundleCache {
  public:
   HttpBundleCache(http::Url url, std::string token, std::string dir)
-      : client_(url.host, url.port),
-        token_(std::move(token)),
-        dir_(std::move(dir)),
-        blobs_(dir_ + "/blobs") {}
+      : client_(url), token_(std::move(token)), dir_(std::move(dir)), blobs_(dir_ + "/blobs") {}
 
   std::set<std::string> Cached() const override {
     std::set<std::string> out;

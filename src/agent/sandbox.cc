@@ -128,6 +128,16 @@ Status WorkerSandbox::Init() {
       if (auto n = AsInt(uid)) users_[std::string(endpoint)] = static_cast<int>(*n);
     }
   }
+  // The CA file, where workers of other users can read it (a certificate is no secret).
+  ca_ = options_.ca_file;
+  if (separate_ && !ca_.empty()) {
+    std::ifstream ca(ca_, std::ios::binary);
+    std::stringstream pem;
+    pem << ca.rdbuf();
+    if (!ca) return Unavailable("cannot read the CA file " + ca_);
+    GANTRY_RETURN_IF_ERROR(ReplaceFile(options_.dir + "/ca.pem", pem.str(), 0644));
+    ca_ = options_.dir + "/ca.pem";
+  }
   // The SDK, where workers of other users can read it.
   sdk_ = options_.sdk_path;
   if (separate_ && !sdk_.empty() && fs::is_directory(sdk_, ec)) {
@@ -258,6 +268,7 @@ void WorkerSandbox::Environment(const Identity& who, const std::string& scratch,
                                 const std::map<std::string, std::string>& own,
                                 std::map<std::string, std::string>* env) const {
   (*env)["GANTRY_SCRATCH"] = scratch;
+  if (!ca_.empty() && !own.count("GANTRY_CA_FILE")) (*env)["GANTRY_CA_FILE"] = ca_;
   // The agent's HOME and TMPDIR (passed on by default) are not the worker's to write in.
   for (const char* name : {"HOME", "TMPDIR"}) {
     if (!own.count(name)) (*env)[name] = scratch;

@@ -47,6 +47,9 @@ struct SandboxOptions {
   // The SDK's directory (holding gantry/ and runpod/): copied into <dir>/sdk when workers run
   // as their own users. "" for none.
   std::string sdk_path;
+  // The CA certificates workers trust for https:// ($GANTRY_CA_FILE): copied into <dir>/ca.pem
+  // (readable by all) when workers run as users of their own. "" for none.
+  std::string ca_file;
   // The range uids are taken from: [uid_first, uid_first + uid_count).
   int uid_first = 200'000;
   int uid_count = 100'000;
@@ -90,7 +93,8 @@ class WorkerSandbox {
   // Sets in `env` what a worker of `who` with scratch directory `scratch` needs, unless `own`
   // (the endpoint's variables) sets it: HOME and TMPDIR (the scratch directory),
   // GANTRY_CACHE_DIR (its area's cache), PYTHONPYCACHEPREFIX (in that cache, when it runs as a
-  // user of its own); and GANTRY_SCRATCH.
+  // user of its own); GANTRY_SCRATCH; and GANTRY_CA_FILE (the CA file, or its copy) when there
+  // is one.
   void Environment(const Identity& who, const std::string& scratch,
                    const std::map<std::string, std::string>& own,
                    std::map<std::string, std::string>* env) const;
@@ -105,6 +109,7 @@ class WorkerSandbox {
   SandboxOptions options_;
   bool separate_ = false;
   std::string sdk_;
+  std::string ca_;                              // the CA file workers are given ("" for none)
   std::map<std::string, int> users_;            // endpoint id → uid
   std::map<std::string, std::string> scratch_;  // process name → its scratch directory
 };

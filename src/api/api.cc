@@ -134,7 +134,7 @@ void Api::Handle(http::Request&& req, std::shared_ptr<http::Responder> resp) {
 int64_t Api::RateLimited(const Route& route, const Call& call, std::string* why) {
   if (!limiter_.enabled()) return 0;
   if (call.key) {
-    if (int64_t wait = limiter_.Admit("key " + call.key->id, kKeyRule); wait > 0) {
+    if (int64_t wait = limiter_.Admit("key", call.key->id, kKeyRule); wait > 0) {
       *why = "rate limit: key " + call.key->name + " made more than " +
              std::to_string(kKeyRule.requests) + " requests in " +
              std::to_string(kKeyRule.window_ms / 1000) + " s (times --rate-limit-scale)";
@@ -144,7 +144,8 @@ int64_t Api::RateLimited(const Route& route, const Call& call, std::string* why)
   const std::string& endpoint = call.param("endpoint");
   std::optional<RateRule> rule = EndpointRateRule(route.path);
   if (endpoint.empty() || !rule) return 0;
-  if (int64_t wait = limiter_.Admit("endpoint " + endpoint + " " + route.path, *rule); wait > 0) {
+  // Named by the route's pattern and the endpoint: one bucket per operation of an endpoint.
+  if (int64_t wait = limiter_.Admit(route.path, endpoint, *rule); wait > 0) {
     *why = "rate limit: endpoint " + endpoint + " took more than " +
            std::to_string(rule->requests) + " " + route.method + " " + route.path +
            " requests in " + std::to_string(rule->window_ms / 1000) +

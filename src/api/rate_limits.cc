@@ -25,7 +25,7 @@ std::optional<RateRule> EndpointRateRule(std::string_view pattern) {
   return std::nullopt;
 }
 
-int64_t RateLimiter::Admit(const std::string& bucket, RateRule rule) {
+int64_t RateLimiter::Admit(std::string_view kind, std::string_view name, RateRule rule) {
   if (scale_ <= 0) return 0;
   const double capacity = std::max(1.0, std::floor(static_cast<double>(rule.requests) * scale_));
   const double per_ms = capacity / static_cast<double>(rule.window_ms);
@@ -37,7 +37,11 @@ int64_t RateLimiter::Admit(const std::string& bucket, RateRule rule) {
       return b.tokens + static_cast<double>(now - b.at_ms) * b.per_ms >= b.capacity;
     });
   }
-  auto [it, fresh] = buckets_.try_emplace(bucket, Bucket{capacity, now, capacity, per_ms});
+  scratch_.assign(kind);
+  scratch_ += '\0';
+  scratch_ += name;
+  auto it = buckets_.find(scratch_);
+  if (it == buckets_.end()) it = buckets_.emplace(scratch_, Bucket{capacity, now}).first;
   Bucket& b = it->second;
   b.capacity = capacity;
   b.per_ms = per_ms;

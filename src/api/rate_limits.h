@@ -32,9 +32,10 @@ class RateLimiter {
  public:
   RateLimiter(const Clock* clock, double scale) : clock_(clock), scale_(scale) {}
 
-  // Takes one request from `bucket`'s tokens under `rule`: 0 when there was one, else how many
-  // ms until there is (for Retry-After).
-  int64_t Admit(const std::string& bucket, RateRule rule);
+  // Takes one request from the tokens of the bucket named by `kind` and `name` under `rule`: 0
+  // when there was one, else how many ms until there is (for Retry-After). Allocates nothing
+  // for a bucket it has seen.
+  int64_t Admit(std::string_view kind, std::string_view name, RateRule rule);
 
   bool enabled() const { return scale_ > 0; }
   size_t buckets() const { return buckets_.size(); }
@@ -49,6 +50,7 @@ class RateLimiter {
   const Clock* clock_;
   double scale_;
   std::unordered_map<std::string, Bucket> buckets_;
+  std::string scratch_;  // the name being looked up
 };
 
 }  // namespace gantry::api

@@ -185,6 +185,23 @@ int Fail(const std::string& message, int code = 1) {
 
 }  // namespace
 
+// The HTTP server's options; `*api` (set once the Api exists) decides requests' body limits.
+static http::ServerOptions HttpOptionsOf(const ServerConfig& config, const Api* const* api) {
+  http::ServerOptions ho;
+  ho.host = config.host;
+  ho.port = config.port;
+  ho.body_limit = std::max(config.run_body_limit, config.runsync_body_limit) + (64u << 10);
+  ho.max_connections = config.max_connections;
+  ho.tls_cert_file = config.tls_cert_file;
+  ho.tls_key_file = config.tls_key_file;
+  ho.body_limit_for = [api](std::string_view method, std::string_view target,
+                            std::string_view authorization) {
+    return *api ? (*api)->BodyLimitFor(method, target, authorization)
+                : Api::kUnauthenticatedBodyLimit;
+  };
+  return ho;
+}
+
 int RunServer(const ServerConfig& config) {
   // The data directory is 0700, and the files with secrets in it (the database, admin.key,
   // blobs) are made 0600.
@@ -210,21 +227,12 @@ int RunServer(const ServerConfig& config) {
                              [&loop](std::function<void()> fn) { loop.Post(std::move(fn)); });
   if (!store.ok()) return Fail(store.status().ToString());
   // Listening first makes the URL workers are given known before anything needs it.
-  http::ServerOptions ho;
-  ho.host = config.host;
-  ho.port = config.port;
-  ho.body_limit = std::max(config.run_body_limit, config.runsync_body_limit) + (64u << 10);
-  ho.max_connections = config.max_connections;
   const Api* api_for_limits = nullptr;  // set below, before the first connection is accepted
-  ho.body_limit_for = [&api_for_limits](std::string_view method, std::string_view target,
-                                        std::string_view authorization) {
-    return api_for_limits ? api_for_limits->BodyLimitFor(method, target, authorization)
-                          : Api::kUnauthenticatedBodyLimit;
-  };
-  http::HttpServer server(&loop, ho);
+  http::HttpServer server(&loop, HttpOptionsOf(config, &api_for_limits));
   if (Status st = server.Listen(); !st.ok()) return Fail(st.ToString());
   std::string host = config.host == "0.0.0.0" ? "127.0.0.1" : config.host;
-  std::string url = "http://" + host + ":" + std::to_string(server.port());
+  const std::string url = std::string(config.tls_cert_file.empty() ? "http" : "https") + "://" +
+                          host + ":" + std::to_string(server.port());
   Modules m(config, &clock, &loop, store->get(),
             config.public_url.empty() ? url : config.public_url, std::move(*prices),
             webhook_policy);

@@ -32,6 +32,9 @@ struct ServerConfig {
   // Multiplies every rate limit (api/rate_limits.h: RunPod's per endpoint, 10000 per key in
   // 10 s); 0: none. Default: 1.
   double rate_limit_scale = 1;
+  // Serve HTTPS with this certificate chain and key (PEM); "" for plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   std::string prices_file;  // JSON {"H100": 0.00116, ...}: USD per second. Default: RunPod's.
   size_t run_body_limit = 10u << 20;
   size_t runsync_body_limit = 20u << 20;

@@ -242,11 +242,12 @@ TEST_F(ApiTest, AKeyPastItsRateLimitGets429AndAnotherKeyDoesNot) {
 TEST(RateLimiterTest, ScaleMultipliesEveryLimitAndZeroTurnsThemOff) {
   FakeClock clock;
   RateLimiter doubled(&clock, 2);
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(doubled.Admit("b", {2, 10'000}), 0) << i;
-  EXPECT_EQ(doubled.Admit("b", {2, 10'000}), 2'500);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(doubled.Admit("k", "b", {2, 10'000}), 0) << i;
+  EXPECT_EQ(doubled.Admit("k", "b", {2, 10'000}), 2'500);
+  EXPECT_EQ(doubled.Admit("k", "c", {2, 10'000}), 0);  // a bucket of its own
   RateLimiter off(&clock, 0);
   EXPECT_FALSE(off.enabled());
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(off.Admit("b", {2, 10'000}), 0);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(off.Admit("k", "b", {2, 10'000}), 0);
   EXPECT_EQ(EndpointRateRule("/v2/{endpoint}/run")->requests, 1'000);
   EXPECT_EQ(EndpointRateRule("/v2/{endpoint}/runsync")->requests, 2'000);
   EXPECT_FALSE(EndpointRateRule("/v2/{endpoint}/health"));

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -42,6 +43,12 @@ int Main(int argc, char** argv, std::ostream& out, std::ostream& err, const Cloc
   app.add_option("--url", ctx.url, "Server URL (default $GANTRY_URL or http://127.0.0.1:8000)");
   app.add_option("--api-key", ctx.api_key, "API key (default $GANTRY_API_KEY)");
   app.add_flag("--json", ctx.json, "Print JSON instead of tables (before or after the subcommand)");
+  // Every https:// client of this process (the CLI's, an agent's, webhooks') reads it.
+  app.add_option_function<std::string>(
+         "--ca-file", [](const std::string& f) { setenv("GANTRY_CA_FILE", f.c_str(), 1); },
+         "CA certificates (PEM) to verify an https:// server with, e.g. a private CA's (default "
+         "$GANTRY_CA_FILE, else the system's)")
+      ->check(CLI::ExistingFile);
 
   // In the order `gantry --help` lists them.
   AddServerCommand(app, ctx);

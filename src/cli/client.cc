@@ -24,7 +24,7 @@ Exchange Send(const Context& ctx, const std::string& method, const std::string& 
     x.error = "bad server URL " + ctx.url + ": " + url.status().message();
     return x;
   }
-  http::HttpClient client(url->host, url->port);
+  http::HttpClient client(*url);
   std::vector<http::Header> headers;
   if (!ctx.api_key.empty()) headers.push_back({"Authorization", "Bearer " + ctx.api_key});
   auto r = client.Do(method, url->target, body, headers, timeout_ms);

@@ -18,6 +18,7 @@
 #include "api/server_main.h"
 #include "cli/commands.h"
 #include "common/files.h"
+#include "http/http.h"
 
 namespace gantry::cli {
 namespace {
@@ -61,6 +62,11 @@ void AddServerFlags(CLI::App* c, ServerFlags& f) {
                 "10000 requests in 10 s per key); 0: no limits (default $GANTRY_RATE_LIMIT_SCALE, "
                 "else 1)")
       ->check(CLI::NonNegativeNumber);
+  c->add_option("--tls-cert", cfg.tls_cert_file,
+                "Serve HTTPS with this certificate chain (PEM; with --tls-key)")
+      ->check(CLI::ExistingFile);
+  c->add_option("--tls-key", cfg.tls_key_file, "The private key of --tls-cert (PEM)")
+      ->check(CLI::ExistingFile);
   c->add_option("--max-connections", cfg.max_connections,
                 "Open connections at most; past it the one idle the longest is closed (default: "
                 "the descriptor limit less 64)");
@@ -103,6 +109,20 @@ bool ParseListen(const Context& ctx, const std::string& listen, api::ServerConfi
 bool ApplyServerFlags(const Context& ctx, ServerFlags& f) {
   if (!ParseListen(ctx, f.listen, &f.config)) return false;
   f.config.sync_full = !f.no_fsync;
+  if (f.config.tls_cert_file.empty() != f.config.tls_key_file.empty()) {
+    ctx.PrintError("gantry: --tls-cert and --tls-key go together\n");
+    return false;
+  }
+  const std::string& host = f.config.host;
+  const bool loopback =
+      host.starts_with("127.") || host == "::1" || host == "[::1]" || host == "localhost";
+  if (f.config.tls_cert_file.empty() && !loopback) {
+    ctx.PrintError(
+        "warning: listening on %s without TLS: API keys, worker secrets and registry passwords "
+        "cross the network in clear; give --tls-cert and --tls-key, or put a TLS-terminating "
+        "proxy in front (docs/security.md)\n",
+        host.c_str());
+  }
   return true;
 }
 
@@ -247,6 +267,11 @@ int RunUp(const Context& ctx, UpFlags& f) {
   SystemClock clock;
   std::unique_ptr<agent::Agent> local;
   std::thread starter;
+  // The in-process agent and its workers trust the server's own certificate unless told whom to
+  // trust (clients accept it as an anchor: X509_V_FLAG_PARTIAL_CHAIN).
+  if (!cfg.tls_cert_file.empty() && http::CaFile().empty()) {
+    setenv("GANTRY_CA_FILE", fs::absolute(cfg.tls_cert_file).c_str(), 1);
+  }
   cfg.on_listening = [&](const std::string& url, const std::string& key) {
     f.agent.server_url = url;
     f.agent.token = key;

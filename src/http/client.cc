@@ -2,8 +2,11 @@
 #include <strings.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cstdlib>
 
 #include "http/http.h"
 #include "http/loop_impl.h"
@@ -48,27 +51,81 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>& res) {
   return out;
 }
 
+// A client context that verifies servers against CaFile(); `error` set when it cannot be made.
+std::unique_ptr<asio::ssl::context> ClientTlsContext(Status* error) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1);
+  ctx->set_verify_mode(asio::ssl::verify_peer);
+  beast::error_code ec;
+  const std::string ca = CaFile();
+  if (ca.empty()) {
+    ctx->set_default_verify_paths(ec);
+  } else {
+    ctx->load_verify_file(ca, ec);
+    // What the operator names is trusted as it is, a server's own certificate included.
+    X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx->native_handle()), X509_V_FLAG_PARTIAL_CHAIN);
+  }
+  if (ec) {
+    *error =
+        InvalidArgument("TLS: cannot load the CA certificates " +
+                        (ca.empty() ? std::string("of the system") : ca) + ": " + ec.message());
+  }
+  return ctx;
+}
+
+// Prepares `stream` to check that the server's certificate names `host` (and sends it by SNI).
+void ExpectHost(beast::ssl_stream<beast::tcp_stream>& stream, const std::string& host) {
+  SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
+  stream.set_verify_callback(asio::ssl::host_name_verification(host));
+}
+
 }  // namespace
 
-struct HttpClient::Impl {
-  Impl(std::string h, uint16_t p) : host(std::move(h)), port(p), stream(io) {}
+std::string CaFile() {
+  const char* f = getenv("GANTRY_CA_FILE");
+  return f ? f : "";
+}
 
-  // Runs one exchange; `fresh` means the connection was just opened.
-  beast::error_code Exchange(bhttp::request<bhttp::string_body>& req,
-                             bhttp::response<bhttp::string_body>& res, int64_t timeout_ms) {
-    beast::error_code result = asio::error::timed_out;
-    buffer.clear();
-    stream.expires_after(std::chrono::milliseconds(timeout_ms));
-    bhttp::async_write(stream, req, [&](beast::error_code ec, size_t) {
-      if (ec) {
-        result = ec;
-        return;
-      }
-      bhttp::async_read(stream, buffer, res, [&](beast::error_code ec2, size_t) { result = ec2; });
-    });
+struct HttpClient::Impl {
+  Impl(std::string h, uint16_t p, bool t) : host(std::move(h)), port(p), tls(t), plain(io) {
+    if (tls) ctx = ClientTlsContext(&init_error);
+  }
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*secure) : plain; }
+
+  // Runs `fn` (which starts asynchronous work on io) to its end.
+  template <class Fn>
+  void RunToEnd(Fn&& fn) {
+    fn();
     io.restart();
     io.run();
+  }
+
+  template <class Stream>
+  beast::error_code ExchangeOn(Stream& stream, bhttp::request<bhttp::string_body>& req,
+                               bhttp::response<bhttp::string_body>& res) {
+    beast::error_code result = asio::error::timed_out;
+    RunToEnd([&] {
+      bhttp::async_write(stream, req, [&](beast::error_code ec, size_t) {
+        if (ec) {
+          result = ec;
+          return;
+        }
+        bhttp::async_read(stream, buffer, res,
+                          [&](beast::error_code ec2, size_t) { result = ec2; });
+      });
+    });
     return result;
+  }
+
+  // Runs one exchange on the open connection.
+  beast::error_code Exchange(bhttp::request<bhttp::string_body>& req,
+                             bhttp::response<bhttp::string_body>& res, int64_t timeout_ms) {
+    buffer.clear();
+    lowest().expires_after(std::chrono::milliseconds(timeout_ms));
+    return tls ? ExchangeOn(*secure, req, res) : ExchangeOn(plain, req, res);
   }
 
   beast::error_code Connect(int64_t timeout_ms) {
@@ -77,38 +134,59 @@ struct HttpClient::Impl {
     beast::error_code ec;
     auto results = resolver.resolve(host, std::to_string(port), ec);
     if (ec) return ec;
-    stream.expires_after(std::chrono::milliseconds(timeout_ms));
-    stream.async_connect(results,
-                         [&](beast::error_code ec2, const tcp::endpoint&) { result = ec2; });
-    io.restart();
-    io.run();
-    if (!result) stream.socket().set_option(tcp::no_delay(true), ec);
+    if (tls) {
+      secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io, *ctx);
+      ExpectHost(*secure, host);
+    }
+    lowest().expires_after(std::chrono::milliseconds(timeout_ms));
+    RunToEnd([&] {
+      lowest().async_connect(results, [&](beast::error_code ec2, const tcp::endpoint&) {
+        result = ec2;
+        if (ec2 || !tls) return;
+        secure->async_handshake(asio::ssl::stream_base::client,
+                                [&](beast::error_code ec3) { result = ec3; });
+      });
+    });
+    if (!result) lowest().socket().set_option(tcp::no_delay(true), ec);
     connected = !result;
     return result;
   }
 
+  void Close() {
+    beast::error_code ignored;
+    lowest().socket().close(ignored);
+    connected = false;
+  }
+
   std::string host;
   uint16_t port;
+  bool tls;
+  Status init_error;  // the TLS context could not be made
   asio::io_context io;
-  beast::tcp_stream stream;
+  beast::tcp_stream plain;                                       // !tls
+  std::unique_ptr<asio::ssl::context> ctx;                       // tls
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;  // tls: one per connection
   beast::flat_buffer buffer;
   bool connected = false;
 };
 
-HttpClient::HttpClient(std::string host, uint16_t port)
-    : impl_(std::make_unique<Impl>(std::move(host), port)) {}
+HttpClient::HttpClient(std::string host, uint16_t port, bool tls)
+    : impl_(std::make_unique<Impl>(std::move(host), port, tls)) {}
 HttpClient::~HttpClient() = default;
 
 Result<ClientResponse> HttpClient::Do(const std::string& method, const std::string& target,
                                       const std::string& body, const std::vector<Header>& headers,
                                       int64_t timeout_ms) {
   std::string host_header = impl_->host + ":" + std::to_string(impl_->port);
+  if (!impl_->init_error.ok()) return impl_->init_error;
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool reused = impl_->connected;
     if (!impl_->connected) {
       beast::error_code ec = impl_->Connect(timeout_ms);
       if (ec) {
-        return Unavailable("cannot connect to " + host_header + ": " + ec.message());
+        impl_->Close();
+        return Unavailable("cannot connect to " + std::string(impl_->tls ? "https://" : "") +
+                           host_header + ": " + ec.message());
       }
     }
     auto req = MakeRequest(method, host_header, target, body, headers);
@@ -116,9 +194,7 @@ Result<ClientResponse> HttpClient::Do(const std::string& method, const std::stri
     res.body().reserve(256);
     beast::error_code ec = impl_->Exchange(req, res, timeout_ms);
     if (ec) {
-      beast::error_code ignored;
-      impl_->stream.socket().close(ignored);
-      impl_->connected = false;
+      impl_->Close();
       // A kept-alive connection the server closed meanwhile: retry once on a fresh one.
       if (reused && ec != beast::error::timeout) continue;
       if (ec == beast::error::timeout) {
@@ -126,11 +202,7 @@ Result<ClientResponse> HttpClient::Do(const std::string& method, const std::stri
       }
       return Unavailable("request to " + host_header + " failed: " + ec.message());
     }
-    if (!res.keep_alive()) {
-      beast::error_code ignored;
-      impl_->stream.socket().close(ignored);
-      impl_->connected = false;
-    }
+    if (!res.keep_alive()) impl_->Close();
     return ToClientResponse(res);
   }
   return Unavailable("request to " + host_header + " failed");
@@ -139,9 +211,11 @@ Result<ClientResponse> HttpClient::Do(const std::string& method, const std::stri
 namespace {
 
 struct FetchOp : std::enable_shared_from_this<FetchOp> {
-  FetchOp(asio::io_context& io) : resolver(io), stream(io) {}
+  FetchOp(asio::io_context& io) : resolver(io), plain(io) {}
   tcp::resolver resolver;
-  beast::tcp_stream stream;
+  beast::tcp_stream plain;                                       // http://
+  std::unique_ptr<asio::ssl::context> ctx;                       // https://
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;  // https://
   beast::flat_buffer buffer;
   bhttp::request<bhttp::string_body> req;
   bhttp::response<bhttp::string_body> res;
@@ -150,12 +224,25 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
   std::function<void(Result<ClientResponse>)> done;
   std::shared_ptr<const AddressPolicy> policy;  // null: any address
 
+  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : plain; }
+
   void Fail(const std::string& what, beast::error_code ec) {
     auto d = std::move(done);
     if (d) d(Unavailable(what + " " + url.host + ": " + ec.message()));
   }
 
   void Start() {
+    if (url.tls) {
+      Status error = Status::Ok();
+      ctx = ClientTlsContext(&error);
+      if (!error.ok()) {
+        auto d = std::move(done);
+        if (d) d(error);
+        return;
+      }
+      secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(plain.get_executor(), *ctx);
+      ExpectHost(*secure, url.host);
+    }
     auto self = shared_from_this();
     resolver.async_resolve(
         url.host, std::to_string(url.port),
@@ -177,25 +264,31 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
             if (d) d(PermissionDenied(self->url.host + ": " + refused.message()));
             return;
           }
-          self->stream.expires_after(std::chrono::milliseconds(self->timeout_ms));
-          self->stream.async_connect(allowed, [self](beast::error_code ec2, const tcp::endpoint&) {
-            if (ec2) return self->Fail("connect", ec2);
-            self->Write();
-          });
+          self->lowest().expires_after(std::chrono::milliseconds(self->timeout_ms));
+          self->lowest().async_connect(
+              allowed, [self](beast::error_code ec2, const tcp::endpoint&) {
+                if (ec2) return self->Fail("connect", ec2);
+                if (!self->secure) return self->Write(self->plain);
+                self->secure->async_handshake(asio::ssl::stream_base::client,
+                                              [self](beast::error_code ec3) {
+                                                if (ec3) return self->Fail("TLS with", ec3);
+                                                self->Write(*self->secure);
+                                              });
+              });
         });
   }
-  void Write() {
+  template <class Stream>
+  void Write(Stream& stream) {
     auto self = shared_from_this();
-    bhttp::async_write(stream, req, [self](beast::error_code ec, size_t) {
+    bhttp::async_write(stream, req, [self, &stream](beast::error_code ec, size_t) {
       if (ec) return self->Fail("write to", ec);
-      bhttp::async_read(self->stream, self->buffer, self->res,
-                        [self](beast::error_code ec2, size_t) {
-                          if (ec2) return self->Fail("read from", ec2);
-                          beast::error_code ignored;
-                          self->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-                          auto d = std::move(self->done);
-                          d(ToClientResponse(self->res));
-                        });
+      bhttp::async_read(stream, self->buffer, self->res, [self](beast::error_code ec2, size_t) {
+        if (ec2) return self->Fail("read from", ec2);
+        beast::error_code ignored;
+        self->lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+        auto d = std::move(self->done);
+        d(ToClientResponse(self->res));
+      });
     });
   }
 };

@@ -106,6 +106,9 @@ struct ServerOptions {
   // idle the longest (one waiting for its next request), or, when none is idle, the new one.
   // 0: from RLIMIT_NOFILE (its soft limit less 64 descriptors for everything else).
   size_t max_connections = 0;
+  // Serve HTTPS with this certificate chain and private key (PEM files); "" for plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class HttpServer {
@@ -132,12 +135,18 @@ class HttpServer {
 };
 
 struct Url {
-  std::string host;  // a name or an address; an IPv6 one without its URL brackets
-  uint16_t port = 80;
+  std::string host;    // a name or an address; an IPv6 one without its URL brackets
+  uint16_t port = 80;  // 443 for https by default
   std::string target;  // path and query, "/" at least
+  bool tls = false;    // https://
 };
-// Parses an http:// URL. https is not supported (InvalidArgument).
+// Parses an http:// or https:// URL.
 Result<Url> ParseUrl(std::string_view url);
+
+// The CA certificates a client trusts for https://: $GANTRY_CA_FILE (a PEM file, for a private
+// CA) when set, else the system's. Every certificate is verified, and its name checked against
+// the host.
+std::string CaFile();
 
 struct ClientResponse {
   int status = 0;
@@ -149,7 +158,10 @@ struct ClientResponse {
 // Not thread-safe: one per thread.
 class HttpClient {
  public:
-  HttpClient(std::string host, uint16_t port);
+  // `tls`: speak HTTPS, verifying the server's certificate (CaFile()).
+  HttpClient(std::string host, uint16_t port, bool tls = false);
+  // The host, port and scheme of `url`.
+  explicit HttpClient(const Url& url) : HttpClient(url.host, url.port, url.tls) {}
   ~HttpClient();
   Result<ClientResponse> Do(const std::string& method, const std::string& target,
                             const std::string& body, const std::vector<Header>& headers,

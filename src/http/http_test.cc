@@ -26,7 +26,7 @@ TEST(RequestTest, PathQueryHeaderParams) {
   EXPECT_FALSE(r.param("nope").has_value());
 }
 
-TEST(UrlTest, ParsesHttpOnly) {
+TEST(UrlTest, ParsesHttpAndHttps) {
   auto u = ParseUrl("http://127.0.0.1:8080/hook?a=1");
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->host, "127.0.0.1");
@@ -34,7 +34,11 @@ TEST(UrlTest, ParsesHttpOnly) {
   EXPECT_EQ(u->target, "/hook?a=1");
   EXPECT_EQ(ParseUrl("http://example.com")->target, "/");
   EXPECT_EQ(ParseUrl("http://example.com")->port, 80);
-  EXPECT_FALSE(ParseUrl("https://example.com").ok());
+  EXPECT_FALSE(ParseUrl("http://example.com")->tls);
+  EXPECT_TRUE(ParseUrl("https://example.com")->tls);
+  EXPECT_EQ(ParseUrl("https://example.com")->port, 443);
+  EXPECT_EQ(ParseUrl("https://example.com:8443/x")->port, 8443);
+  EXPECT_FALSE(ParseUrl("ftp://example.com").ok());
   EXPECT_FALSE(ParseUrl("http://:80/").ok());
   // IPv6: the brackets are URL syntax, not part of the host.
   auto v6 = ParseUrl("http://[::1]:9000/h");
@@ -91,6 +95,45 @@ TEST_F(ServerTest, EchoesAndKeepsAlive) {
     EXPECT_EQ(res->status, 200);
     EXPECT_EQ(res->body, "POST /a?b=" + std::to_string(i) + " body");
   }
+}
+
+// HTTPS: a client that trusts the CA (GANTRY_CA_FILE) gets its answers over one kept-alive
+// connection; one that trusts only the system's CAs, or speaks plain HTTP, gets none.
+TEST_F(ServerTest, ServesHttpsToAClientThatTrustsItsCa) {
+  const std::string dir = std::string(GANTRY_SOURCE_DIR) + "/src/http/testdata/";
+  ServerOptions o;
+  o.tls_cert_file = dir + "server.pem";
+  o.tls_key_file = dir + "server.key";
+  StartServer(
+      [](Request&& r, std::shared_ptr<Responder> resp) {
+        resp->Send(Response{200, r.method + " " + r.body});
+      },
+      o);
+  setenv("GANTRY_CA_FILE", (dir + "ca.pem").c_str(), 1);
+  HttpClient c(*ParseUrl("https://127.0.0.1:" + std::to_string(server_->port())));
+  for (int i = 0; i < 3; ++i) {
+    auto res = c.Do("POST", "/", "b" + std::to_string(i), {});
+    ASSERT_TRUE(res.ok()) << res.status().ToString();
+    EXPECT_EQ(res->body, "POST b" + std::to_string(i));
+  }
+  HttpClient by_name("localhost", server_->port(), /*tls=*/true);  // the other name it bears
+  EXPECT_TRUE(by_name.Do("GET", "/", "", {}).ok());
+  unsetenv("GANTRY_CA_FILE");
+  HttpClient untrusting("127.0.0.1", server_->port(), /*tls=*/true);
+  auto refused = untrusting.Do("GET", "/", "", {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("certificate verify failed"), std::string::npos)
+      << refused.status().ToString();
+  HttpClient plain("127.0.0.1", server_->port());
+  EXPECT_FALSE(plain.Do("GET", "/", "", {}, 2'000).ok());
+  // A server whose files are missing says which.
+  ServerOptions bad;
+  bad.tls_cert_file = dir + "missing.pem";
+  bad.tls_key_file = dir + "server.key";
+  HttpServer broken(&loop_, bad, [](Request&&, std::shared_ptr<Responder>) {});
+  Status st = broken.Listen();
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("missing.pem"), std::string::npos) << st.ToString();
 }
 
 // The port is known before the handler exists; a client that connects in between is answered

@@ -81,14 +81,19 @@ std::string PercentEncode(std::string_view s) {
 }
 
 Result<Url> ParseUrl(std::string_view url) {
-  constexpr std::string_view kHttp = "http://";
-  if (url.substr(0, kHttp.size()) != kHttp) {
-    return InvalidArgument("only http:// URLs are supported: " + std::string(url));
+  constexpr std::string_view kHttp = "http://", kHttps = "https://";
+  Url out;
+  if (url.starts_with(kHttps)) {
+    out.tls = true;
+    out.port = 443;
+    url.remove_prefix(kHttps.size());
+  } else if (url.starts_with(kHttp)) {
+    url.remove_prefix(kHttp.size());
+  } else {
+    return InvalidArgument("only http:// and https:// URLs are supported: " + std::string(url));
   }
-  url.remove_prefix(kHttp.size());
   size_t slash = url.find_first_of("/?");
   std::string_view authority = url.substr(0, slash);
-  Url out;
   out.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
   if (!out.target.empty() && out.target[0] == '?') out.target = "/" + out.target;
   if (authority.find('@') != std::string_view::npos) {

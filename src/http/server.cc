@@ -6,6 +6,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <map>
 #include <optional>
@@ -63,7 +64,15 @@ void EventLoop::Stop() { impl_->io.stop(); }
 
 // ---------------------------------------------------------------------------------------------
 
-class Connection;
+// What the server and the responders see of a connection, plain or TLS.
+class ConnectionBase {
+ public:
+  virtual ~ConnectionBase() = default;
+  virtual void Close() = 0;
+  virtual bool stopping() const = 0;
+  virtual void Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
+                    std::function<void(bool)> on_done) = 0;
+};
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Impl(EventLoop* l, ServerOptions o, Handler h)
@@ -81,39 +90,47 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   uint16_t port = 0;
   size_t connection_cap = 0;  // ConnectionCap(), read once by Serve()
   bool stopped = false;
-  std::unordered_set<Connection*> connections;  // loop thread
+  std::unordered_set<ConnectionBase*> connections;  // loop thread
   // Connections waiting for their next request, by when they started waiting (loop thread).
-  std::map<std::pair<int64_t, uint64_t>, Connection*> idle;
+  std::map<std::pair<int64_t, uint64_t>, ConnectionBase*> idle;
+  // Set when the server speaks TLS (ServerOptions::tls_cert_file).
+  std::unique_ptr<asio::ssl::context> tls;
   uint64_t idle_seq = 0;
   std::optional<asio::steady_timer> accept_retry;  // after EMFILE/ENFILE
   uint64_t refused = 0;  // connections closed at accept: no room (logged now and then)
 };
 
-class Connection : public std::enable_shared_from_this<Connection> {
+// One client connection over `Stream`: beast::tcp_stream, or a TLS stream over one.
+template <class Stream>
+class Connection final : public ConnectionBase,
+                         public std::enable_shared_from_this<Connection<Stream>> {
  public:
-  Connection(tcp::socket socket, std::shared_ptr<HttpServer::Impl> server)
-      : stream_(std::move(socket)), server_(std::move(server)) {
+  Connection(Stream stream, std::shared_ptr<HttpServer::Impl> server)
+      : stream_(std::move(stream)), server_(std::move(server)) {
     server_->connections.insert(this);
   }
-  ~Connection() {
+  ~Connection() override {
     LeaveIdle();
     server_->connections.erase(this);
   }
 
-  void Start() { WaitForRequest(); }
-  void Close() {
+  void Start();
+  void Close() override {
     LeaveIdle();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
   }
 
-  bool stopping() const { return server_->stopped; }
+  bool stopping() const override { return server_->stopped; }
   // Called by ResponderImpl.
   void Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
-            std::function<void(bool)> on_done);
+            std::function<void(bool)> on_done) override;
 
  private:
+  using std::enable_shared_from_this<Connection<Stream>>::shared_from_this;
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
   void WaitForRequest();
   void ReadRequest();
   // After an early error reply: stop sending, read and drop what the client still sends (so
@@ -128,7 +145,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void EnterIdle();
   void LeaveIdle();
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::shared_ptr<HttpServer::Impl> server_;
@@ -139,13 +156,33 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<std::pair<int64_t, uint64_t>> idle_key_;  // in server_->idle while set
 };
 
-void Connection::EnterIdle() {
+using PlainConnection = Connection<beast::tcp_stream>;
+using TlsConnection = Connection<beast::ssl_stream<beast::tcp_stream>>;
+
+template <class Stream>
+void Connection<Stream>::Start() {
+  if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+    WaitForRequest();
+  } else {
+    // The handshake first, within the time a request has to arrive.
+    lowest().expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+    stream_.async_handshake(asio::ssl::stream_base::server,
+                            [self = shared_from_this()](beast::error_code ec) {
+                              if (ec) return self->Close();
+                              self->WaitForRequest();
+                            });
+  }
+}
+
+template <class Stream>
+void Connection<Stream>::EnterIdle() {
   idle_key_.emplace(std::chrono::steady_clock::now().time_since_epoch().count(),
                     ++server_->idle_seq);
   server_->idle[*idle_key_] = this;
 }
 
-void Connection::LeaveIdle() {
+template <class Stream>
+void Connection<Stream>::LeaveIdle() {
   if (!idle_key_) return;
   server_->idle.erase(*idle_key_);
   idle_key_.reset();
@@ -153,7 +190,7 @@ void Connection::LeaveIdle() {
 
 bool HttpServer::Impl::EvictIdle() {
   if (idle.empty()) return false;
-  Connection* oldest = idle.begin()->second;
+  ConnectionBase* oldest = idle.begin()->second;
   oldest->Close();  // leaves `idle`; its pending read ends with an error and frees it
   return true;
 }
@@ -167,7 +204,7 @@ size_t HttpServer::Impl::ConnectionCap() const {
 
 class ResponderImpl final : public Responder {
  public:
-  ResponderImpl(std::shared_ptr<Connection> conn, bool keep_alive, unsigned version)
+  ResponderImpl(std::shared_ptr<ConnectionBase> conn, bool keep_alive, unsigned version)
       : conn_(std::move(conn)), keep_alive_(keep_alive), version_(version) {}
   ~ResponderImpl() override {
     if (conn_) {  // A handler dropped its responder without answering: a bug; answer 500.
@@ -193,12 +230,13 @@ class ResponderImpl final : public Responder {
   }
 
  private:
-  std::shared_ptr<Connection> conn_;
+  std::shared_ptr<ConnectionBase> conn_;
   bool keep_alive_;
   unsigned version_;
 };
 
-void Connection::WaitForRequest() {
+template <class Stream>
+void Connection<Stream>::WaitForRequest() {
   parser_.emplace();
   // No limit while the head is read: the limit is decided from the head (OnHeader), and a
   // Content-Length over the parser's limit would fail the head itself.
@@ -207,7 +245,7 @@ void Connection::WaitForRequest() {
   if (buffer_.size() > 0) return ReadRequest();  // pipelined bytes already here
   // Idle phase: wait for the first byte of the next request under the idle timeout.
   EnterIdle();
-  stream_.expires_after(std::chrono::milliseconds(server_->options.idle_timeout_ms));
+  lowest().expires_after(std::chrono::milliseconds(server_->options.idle_timeout_ms));
   auto buf = buffer_.prepare(4096);
   stream_.async_read_some(buf, [self = shared_from_this()](beast::error_code ec, size_t n) {
     self->LeaveIdle();
@@ -217,14 +255,16 @@ void Connection::WaitForRequest() {
   });
 }
 
-void Connection::ReadRequest() {
-  stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+template <class Stream>
+void Connection<Stream>::ReadRequest() {
+  lowest().expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
   bhttp::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
 }
 
-void Connection::OnHeader(beast::error_code ec) {
+template <class Stream>
+void Connection<Stream>::OnHeader(beast::error_code ec) {
   if (ec) return OnRead(ec);
   if (parser_->is_done()) return OnRead({});  // no body
   const ServerOptions& o = server_->options;
@@ -255,10 +295,11 @@ void Connection::OnHeader(beast::error_code ec) {
       [self = shared_from_this()](beast::error_code ec2, size_t) { self->OnRead(ec2); });
 }
 
-void Connection::LingeringClose() {
+template <class Stream>
+void Connection<Stream>::LingeringClose() {
   beast::error_code ec;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-  stream_.expires_after(std::chrono::seconds(5));
+  lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+  lowest().expires_after(std::chrono::seconds(5));
   auto scratch = std::make_shared<std::array<char, 65536>>();
   auto left = std::make_shared<size_t>(64u << 20);
   auto drain = std::make_shared<std::function<void()>>();
@@ -278,7 +319,8 @@ void Connection::LingeringClose() {
   lingering_ = drain;
 }
 
-void Connection::SendError(int status, const char* code, const std::string& message) {
+template <class Stream>
+void Connection<Stream>::SendError(int status, const char* code, const std::string& message) {
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
   res.set(bhttp::field::server, "gantry");
   res.set(bhttp::field::content_type, "application/json");
@@ -289,7 +331,8 @@ void Connection::SendError(int status, const char* code, const std::string& mess
   Send(std::move(res), false, {});
 }
 
-void Connection::OnRead(beast::error_code ec) {
+template <class Stream>
+void Connection<Stream>::OnRead(beast::error_code ec) {
   if (ec == bhttp::error::body_limit) {
     return SendError(413, "payload_too_large", "request body exceeds the size limit");
   }
@@ -305,7 +348,7 @@ void Connection::OnRead(beast::error_code ec) {
     }
     return Close();
   }
-  stream_.expires_never();  // the handler may hold the request (long-poll)
+  lowest().expires_never();  // the handler may hold the request (long-poll)
   auto msg = parser_->release();
   Request req;
   req.method = std::string(msg.method_string());
@@ -327,29 +370,31 @@ void Connection::OnRead(beast::error_code ec) {
   if (awaiting_response_) WatchForClose();
 }
 
-void Connection::WatchForClose() {
-  stream_.socket().async_wait(
+template <class Stream>
+void Connection<Stream>::WatchForClose() {
+  lowest().socket().async_wait(
       tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
         if (ec || !self->awaiting_response_) return;
         // Readable while we hold its request: either the client closed (EOF) or it pipelined the
         // next request (left in the socket for the next read).
         char c;
-        ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n = ::recv(self->lowest().socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
           self->peer_closed_ = true;
         }
       });
 }
 
-void Connection::Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
-                      std::function<void(bool)> on_done) {
+template <class Stream>
+void Connection<Stream>::Send(bhttp::response<bhttp::string_body> res, bool keep_alive,
+                              std::function<void(bool)> on_done) {
   awaiting_response_ = false;
   if (peer_closed_) {  // the client is gone: nothing can reach it
     if (on_done) on_done(false);
     return Close();
   }
   auto sp = std::make_shared<bhttp::response<bhttp::string_body>>(std::move(res));
-  stream_.expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
+  lowest().expires_after(std::chrono::milliseconds(server_->options.read_timeout_ms));
   bhttp::async_write(stream_, *sp,
                      [self = shared_from_this(), sp, keep_alive, on_done = std::move(on_done)](
                          beast::error_code ec, size_t) {
@@ -384,7 +429,13 @@ void HttpServer::Impl::Accept() {
         socket.close(ec);
       } else {
         socket.set_option(tcp::no_delay(true), ec);
-        std::make_shared<Connection>(std::move(socket), self)->Start();
+        if (self->tls) {
+          std::make_shared<TlsConnection>(
+              beast::ssl_stream<beast::tcp_stream>(std::move(socket), *self->tls), self)
+              ->Start();
+        } else {
+          std::make_shared<PlainConnection>(beast::tcp_stream(std::move(socket)), self)->Start();
+        }
       }
     }
     self->Accept();
@@ -398,6 +449,21 @@ HttpServer::~HttpServer() { Stop(); }
 
 Status HttpServer::Listen() {
   if (impl_->acceptor.is_open()) return Status::Ok();
+  if (!impl_->options.tls_cert_file.empty() && !impl_->tls) {
+    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1);
+    beast::error_code ec;
+    ctx->use_certificate_chain_file(impl_->options.tls_cert_file, ec);
+    if (ec) {
+      return InvalidArgument("TLS certificate " + impl_->options.tls_cert_file + ": " +
+                             ec.message());
+    }
+    ctx->use_private_key_file(impl_->options.tls_key_file, asio::ssl::context::pem, ec);
+    if (ec) return InvalidArgument("TLS key " + impl_->options.tls_key_file + ": " + ec.message());
+    impl_->tls = std::move(ctx);
+  }
   beast::error_code ec;
   auto addr = asio::ip::make_address(impl_->options.host, ec);
   if (ec) return InvalidArgument("bad listen address: " + impl_->options.host);
@@ -432,8 +498,8 @@ void HttpServer::Stop() {
   beast::error_code ec;
   impl_->acceptor.close(ec);
   if (impl_->accept_retry) impl_->accept_retry->cancel();
-  std::vector<Connection*> conns(impl_->connections.begin(), impl_->connections.end());
-  for (Connection* c : conns) c->Close();
+  std::vector<ConnectionBase*> conns(impl_->connections.begin(), impl_->connections.end());
+  for (ConnectionBase* c : conns) c->Close();
 }
 
 }  // namespace gantry::http

@@ -2,72 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include "jobs/job_manager_test_fixture.h"
+
 namespace gantry::jobs {
 namespace {
 
 json::value J(const std::string& s) { return *ParseJson(s); }
-
-class JobManagerTest : public ::testing::Test, public JobObserver {
- protected:
-  JobManagerTest() { Reset(); }
-
-  // What the JobManager tells its observers, recorded.
-  void OnJobQueued(const std::string& endpoint_id) override { queued_.push_back(endpoint_id); }
-  void OnJobFinished(const std::string& endpoint_id, int64_t execution_ms) override {
-    finished_.push_back({endpoint_id, execution_ms});
-  }
-  void OnWorkerOverdue(const std::string& worker, const std::string& why) override {
-    killed_.push_back(worker);
-  }
-
-  void Reset() {
-    jm_ = std::make_unique<JobManager>(
-        &clock_, &store_, options_,
-        [this](const std::string& url, std::string body, std::function<void(bool)> done) {
-          posts_.push_back({url, body});
-          done(webhook_ok_);
-        });
-    jm_->AddObserver(this);
-    QueueConfig qc;
-    qc.max_attempts = 2;
-    jm_->SetEndpoint("ep", qc);
-  }
-
-  std::string Submit(const std::string& input = R"({"n":1})", bool sync = false) {
-    SubmitRequest r;
-    r.endpoint_id = "ep";
-    r.input = input;
-    r.sync = sync;
-    auto j = jm_->Submit(r, {});
-    EXPECT_TRUE(j.ok()) << j.status().ToString();
-    return (*j)->rec.id;
-  }
-
-  std::vector<std::string> Take(const std::string& worker, int max = 1) {
-    std::vector<std::string> ids;
-    jm_->Take("ep", worker, max, 0, [&](std::vector<const Job*> js) {
-      for (auto* j : js) ids.push_back(j->rec.id);
-    });
-    return ids;
-  }
-
-  JobStatus StatusOf(const std::string& id) { return jm_->Get(id)->status; }
-
-  void Advance(int64_t ms) {
-    clock_.Advance(ms);
-    jm_->Tick();
-  }
-
-  FakeClock clock_;
-  store::MemoryStore store_;
-  JobsOptions options_;
-  std::unique_ptr<JobManager> jm_;
-  bool webhook_ok_ = true;
-  std::vector<std::pair<std::string, std::string>> posts_;
-  std::vector<std::string> killed_;
-  std::vector<std::string> queued_;
-  std::vector<std::pair<std::string, int64_t>> finished_;
-};
 
 TEST_F(JobManagerTest, SubmitTakeFinish) {
   std::string id = Submit();
@@ -153,74 +93,6 @@ TEST_F(JobManagerTest, DurableCallbackWaitsForStore) {
   EXPECT_FALSE(durable);
   store_.FlushDeferred();
   EXPECT_TRUE(durable);
-}
-
-TEST_F(JobManagerTest, ARunJobIsOfferedOnlyOnceDurableAndForgottenIfItsWriteFails) {
-  store_.set_deferred(true);
-  std::vector<std::string> got;
-  bool answered = false;
-  jm_->Take("ep", "w1", 1, 60'000, [&](std::vector<const Job*> js) {
-    answered = true;
-    for (auto* j : js) got.push_back(j->rec.id);
-  });
-  Status durable = Internal("not yet");
-  SubmitRequest r;
-  r.endpoint_id = "ep";
-  r.input = "{}";
-  auto failed = jm_->Submit(r, [&](Status s) { durable = s; });
-  ASSERT_TRUE(failed.ok());
-  const std::string failed_id = (*failed)->rec.id;
-  EXPECT_FALSE(answered);  // not offered before its write is durable
-  store_.FailDeferred(Unavailable("disk full"));
-  EXPECT_EQ(durable.code(), Code::kUnavailable);
-  EXPECT_FALSE(answered);  // nor after it failed
-  EXPECT_EQ(jm_->Get(failed_id), nullptr);
-  EXPECT_TRUE(queued_.empty());
-  // The next one is written, then offered to the worker that waits.
-  auto ok = jm_->Submit(r, [&](Status s) { durable = s; });
-  ASSERT_TRUE(ok.ok());
-  const std::string ok_id = (*ok)->rec.id;
-  EXPECT_FALSE(answered);
-  store_.FlushDeferred();
-  EXPECT_TRUE(durable.ok());
-  EXPECT_TRUE(answered);
-  EXPECT_EQ(got, std::vector<std::string>{ok_id});
-  // The failed job's record is deleted, should its write have landed after all.
-  store_.FlushDeferred();
-  EXPECT_EQ(store_.job(failed_id), nullptr);
-  EXPECT_NE(store_.job(ok_id), nullptr);
-}
-
-TEST_F(JobManagerTest, AStreamPastItsCapsIsCutAndSaysSo) {
-  options_.stream_max_bytes = 10;
-  options_.stream_max_chunks = 3;
-  options_.progress_max_bytes = 8;
-  Reset();
-  std::string id = Submit();
-  ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
-  EXPECT_TRUE(jm_->AppendStream("w1", id, "\"abc\"").ok());  // 5 bytes
-  EXPECT_TRUE(jm_->AppendStream("w1", id, "\"def\"").ok());  // 10
-  Status cut = jm_->AppendStream("w1", id, "1");             // 11: past the bytes
-  EXPECT_EQ(cut.code(), Code::kPayloadTooLarge);
-  EXPECT_EQ(jm_->AppendStream("w1", id, "1").code(), Code::kPayloadTooLarge);  // and after
-  const std::string status = StatusJson(*jm_->Get(id), 0);
-  EXPECT_NE(status.find("\"streamCut\":\"the stream was cut after 2 chunks (10 bytes)"),
-            std::string::npos)
-      << status;
-  EXPECT_EQ(jm_->DrainStream(id), (std::vector<std::string>{"\"abc\"", "\"def\""}));
-  // Progress past its cap is refused, and the last one kept.
-  EXPECT_TRUE(
-      jm_->Finish("w1", id, *ParseJson(R"({"status":"IN_PROGRESS","output":"12345"})"), false, {})
-          .ok());
-  auto big = jm_->Finish("w1", id, *ParseJson(R"({"status":"IN_PROGRESS","output":"123456789"})"),
-                         false, {});
-  EXPECT_EQ(big.status().code(), Code::kPayloadTooLarge);
-  EXPECT_NE(StatusJson(*jm_->Get(id), 0).find("\"output\":\"12345\""), std::string::npos);
-  // The chunks by count: a new job, three chunks, the fourth refused.
-  std::string id2 = Submit();
-  ASSERT_EQ(Take("w2"), std::vector<std::string>{id2});
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(jm_->AppendStream("w2", id2, "1").ok()) << i;
-  EXPECT_EQ(jm_->AppendStream("w2", id2, "1").code(), Code::kPayloadTooLarge);
 }
 
 TEST_F(JobManagerTest, LongPollTakeGetsJobOnArrivalOrTimesOut) {

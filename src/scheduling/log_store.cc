@@ -16,14 +16,35 @@ Status LogStore::Load() {
   if (!lines.ok()) return lines.status();
   for (auto& l : *lines) {
     next_seq_ = std::max(next_seq_, l.seq + 1);
-    entries_.push_back(std::move(l));
+    Keep(std::move(l));
   }
   return Status::Ok();
 }
 
+void LogStore::Keep(LogEntry e) {
+  auto& mine = entries_[e.endpoint_id];
+  mine.push_back(std::move(e));
+  ++total_;
+  if (mine.size() > per_endpoint_) {
+    mine.pop_front();
+    --total_;
+  }
+  while (total_ > capacity_) {
+    auto oldest = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (!it->second.empty() &&
+          (oldest == entries_.end() || it->second.front().seq < oldest->second.front().seq)) {
+        oldest = it;
+      }
+    }
+    oldest->second.pop_front();
+    --total_;
+    if (oldest->second.empty()) entries_.erase(oldest);
+  }
+}
+
 void LogStore::Append(std::vector<LogEntry> lines) {
   std::vector<store::Mutation> m;
-  const size_t added = lines.size();
   for (auto& e : lines) {
     e.seq = next_seq_++;
     if (store_) {
@@ -33,34 +54,43 @@ void LogStore::Append(std::vector<LogEntry> lines) {
         m.push_back(store::Mutation::TrimLogs(e.seq - static_cast<int64_t>(capacity_)));
       }
     }
-    entries_.push_back(std::move(e));
   }
   if (store_ && !m.empty()) store_->Write(std::move(m), {});
-  while (entries_.size() > capacity_) entries_.pop_front();
   std::vector<Waiter> keep;
   std::vector<std::pair<std::function<void(std::vector<LogEntry>)>, LogQuery>> ready;
   for (auto& w : waiters_) {
-    bool match = false;  // among the lines just added
-    size_t n = 0;
-    for (auto it = entries_.rbegin(); it != entries_.rend() && n < added && !match; ++it, ++n) {
-      match = Matches(w.q, *it);
-    }
+    // Among the lines just added.
+    const bool match =
+        std::any_of(lines.begin(), lines.end(), [&](const LogEntry& e) { return Matches(w.q, e); });
     if (match)
       ready.emplace_back(std::move(w.cb), w.q);
     else
       keep.push_back(std::move(w));
   }
+  for (auto& e : lines) Keep(std::move(e));
   waiters_ = std::move(keep);
   for (auto& [cb, q] : ready) cb(Query(q));
 }
 
 std::vector<LogEntry> LogStore::Query(const LogQuery& q) const {
+  // The first `limit` matches of each endpoint's lines hold the first `limit` of all of them.
   std::vector<LogEntry> out;
-  for (const auto& e : entries_) {
-    if (!Matches(q, e)) continue;
-    out.push_back(e);
-    if (out.size() >= q.limit) break;
+  auto scan = [&](const std::deque<LogEntry>& lines) {
+    size_t n = 0;
+    for (const auto& e : lines) {
+      if (!Matches(q, e)) continue;
+      out.push_back(e);
+      if (++n >= q.limit) break;
+    }
+  };
+  if (!q.endpoint_id.empty()) {
+    if (auto it = entries_.find(q.endpoint_id); it != entries_.end()) scan(it->second);
+    return out;
   }
+  for (const auto& [endpoint, lines] : entries_) scan(lines);
+  std::sort(out.begin(), out.end(),
+            [](const LogEntry& a, const LogEntry& b) { return a.seq < b.seq; });
+  if (out.size() > q.limit) out.resize(q.limit);
   return out;
 }
 
@@ -85,11 +115,22 @@ void LogStore::Expire(int64_t now_ms) {
 }
 
 std::vector<std::string> LogStore::Tail(const std::string& worker_id, size_t n) const {
-  std::vector<std::string> out;
-  for (auto it = entries_.rbegin(); it != entries_.rend() && out.size() < n; ++it) {
-    if (it->worker_id == worker_id) out.push_back(it->text);
+  std::vector<const LogEntry*> last;  // the worker's last n lines of each endpoint
+  for (const auto& [endpoint, lines] : entries_) {
+    size_t found = 0;
+    for (auto it = lines.rbegin(); it != lines.rend() && found < n; ++it) {
+      if (it->worker_id == worker_id) {
+        last.push_back(&*it);
+        ++found;
+      }
+    }
   }
-  return {out.rbegin(), out.rend()};
+  std::sort(last.begin(), last.end(),
+            [](const LogEntry* a, const LogEntry* b) { return a->seq < b->seq; });
+  if (last.size() > n) last.erase(last.begin(), last.end() - static_cast<std::ptrdiff_t>(n));
+  std::vector<std::string> out;
+  for (const LogEntry* e : last) out.push_back(e->text);
+  return out;
 }
 
 }  // namespace gantry::scheduling

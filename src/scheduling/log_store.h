@@ -1,11 +1,14 @@
 #pragma once
 // Worker logs shipped by agents, with a retention limit: the newest `capacity` lines are kept,
-// in memory for queries and in the store (when given) so that they survive a restart.
+// in memory for queries and in the store (when given) so that they survive a restart. Each
+// endpoint keeps at most `per_endpoint` of them: a noisy endpoint drops its own oldest lines,
+// never another endpoint's.
 // Loop thread only.
 
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,9 +31,10 @@ struct LogQuery {
 
 class LogStore {
  public:
-  // `store` may be null (memory only). Default capacity: 100 000 lines.
-  explicit LogStore(store::Store* store = nullptr, size_t capacity = 100'000)
-      : store_(store), capacity_(capacity) {}
+  // `store` may be null (memory only). Default capacity: 100 000 lines, 25 000 per endpoint.
+  explicit LogStore(store::Store* store = nullptr, size_t capacity = 100'000,
+                    size_t per_endpoint = 25'000)
+      : store_(store), capacity_(capacity), per_endpoint_(per_endpoint) {}
   // Restores the newest lines from the store.
   Status Load();
   // Appends lines (one store write for the batch); each gets the next seq.
@@ -50,10 +54,16 @@ class LogStore {
     int64_t deadline_ms;
     std::function<void(std::vector<LogEntry>)> cb;
   };
+  // Keeps `e`, dropping its endpoint's oldest line past per_endpoint_ and the oldest line of
+  // all past capacity_.
+  void Keep(LogEntry e);
+
   store::Store* store_;
   size_t capacity_;
+  size_t per_endpoint_;
   int64_t next_seq_ = 1;
-  std::deque<LogEntry> entries_;
+  std::map<std::string, std::deque<LogEntry>> entries_;  // by endpoint, oldest first
+  size_t total_ = 0;
   std::vector<Waiter> waiters_;
 };
 

@@ -81,6 +81,41 @@ TEST(MeteringTest, NvmlModelNamesFindTheirPrice) {
   EXPECT_DOUBLE_EQ(m.PricePerSecond("unknown"), 0);
 }
 
+TEST(LogStoreTest, ANoisyEndpointDropsItsOwnLinesNotAnothers) {
+  LogStore logs(nullptr, /*capacity=*/100, /*per_endpoint=*/30);
+  auto line = [](const std::string& ep, int i) {
+    LogEntry e;
+    e.endpoint_id = ep;
+    e.worker_id = ep + "-w";
+    e.text = ep + " " + std::to_string(i);
+    e.at_ms = i;
+    return e;
+  };
+  for (int i = 0; i < 10; ++i) logs.Append(line("quiet", i));
+  for (int i = 0; i < 1000; ++i) logs.Append(line("noisy", i));
+  LogQuery quiet;
+  quiet.endpoint_id = "quiet";
+  EXPECT_EQ(logs.Query(quiet).size(), 10u);  // every quiet line is still there
+  LogQuery noisy;
+  noisy.endpoint_id = "noisy";
+  auto kept = logs.Query(noisy);
+  ASSERT_EQ(kept.size(), 30u);  // its own newest
+  EXPECT_EQ(kept.front().text, "noisy 970");
+  // All endpoints together, in order, and the capacity over all of them.
+  LogQuery all;
+  all.limit = 1000;
+  auto both = logs.Query(all);
+  ASSERT_EQ(both.size(), 40u);
+  EXPECT_EQ(both.front().text, "quiet 0");
+  EXPECT_EQ(both.back().text, "noisy 999");
+  EXPECT_EQ(logs.Tail("quiet-w", 2), (std::vector<std::string>{"quiet 8", "quiet 9"}));
+  for (int e = 0; e < 5; ++e) {
+    for (int i = 0; i < 30; ++i) logs.Append(line("ep" + std::to_string(e), i));
+  }
+  EXPECT_EQ(logs.Query(all).size(), 100u);  // past the capacity, the oldest lines of all go
+  EXPECT_TRUE(logs.Query(quiet).empty());
+}
+
 TEST(LogStoreTest, KeepsTheNewestLinesAcrossARestart) {
   store::MemoryStore store;
   {

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -38,9 +39,13 @@ class Response:
 class Server:
     """A gantry server process on a free port with its own data dir."""
 
-    def __init__(self, data_dir=None, extra_args=(), command="server", prefix=()):
+    def __init__(self, data_dir=None, extra_args=(), command="server", prefix=(), env=None,
+                 ca_file=None):
         """command: "server" (workers started by the tests) or "up" (with the agent). prefix:
-        a command the server runs under (e.g. prlimit)."""
+        a command the server runs under (e.g. prlimit). env: more environment for it. ca_file:
+        the CA that request() verifies an https:// server with."""
+        self.env = dict(env or {})
+        self.ssl_context = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="gantry-e2e-")
         self.extra_args = list(extra_args)
         self.prefix = list(prefix)
@@ -53,7 +58,7 @@ class Server:
         """Starts the server; a restart keeps the port, so running workers reconnect."""
         if port is None:
             port = self.port or 0
-        env = dict(os.environ, GANTRY_ADMIN_KEY=ADMIN_KEY)
+        env = dict(os.environ, GANTRY_ADMIN_KEY=ADMIN_KEY, **self.env)
         with open(os.path.join(self.data_dir, "server.log"), "ab") as log:
             self.proc = subprocess.Popen(
                 self.prefix + [GANTRY, self.command, "--listen", "127.0.0.1:%d" % port, "--data-dir",
@@ -64,7 +69,7 @@ class Server:
             line = self.proc.stdout.readline().decode()
             if not line:
                 raise RuntimeError("server exited: see %s/server.log" % self.data_dir)
-            m = re.search(r"listening on (http://[\d.]+:(\d+))", line)
+            m = re.search(r"listening on (https?://[\d.]+:(\d+))", line)
             if m:
                 self.url, self.port = m.group(1), int(m.group(2))
                 return self
@@ -88,7 +93,11 @@ class Server:
 
     def request(self, method, path, body=None, key=ADMIN_KEY, headers=None, timeout=30,
                 raw_body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.url.startswith("https://"):
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         h = dict(headers or {})
         if key is not None:
             h["Authorization"] = "Bearer " + key

@@ -1,0 +1,78 @@
+// What a failed write and an oversized stream do to a job: the JobManager's limits.
+#include <gtest/gtest.h>
+
+#include "jobs/job_manager_test_fixture.h"
+
+namespace gantry::jobs {
+namespace {
+
+TEST_F(JobManagerTest, ARunJobIsOfferedOnlyOnceDurableAndForgottenIfItsWriteFails) {
+  store_.set_deferred(true);
+  std::vector<std::string> got;
+  bool answered = false;
+  jm_->Take("ep", "w1", 1, 60'000, [&](std::vector<const Job*> js) {
+    answered = true;
+    for (auto* j : js) got.push_back(j->rec.id);
+  });
+  Status durable = Internal("not yet");
+  SubmitRequest r;
+  r.endpoint_id = "ep";
+  r.input = "{}";
+  auto failed = jm_->Submit(r, [&](Status s) { durable = s; });
+  ASSERT_TRUE(failed.ok());
+  const std::string failed_id = (*failed)->rec.id;
+  EXPECT_FALSE(answered);  // not offered before its write is durable
+  store_.FailDeferred(Unavailable("disk full"));
+  EXPECT_EQ(durable.code(), Code::kUnavailable);
+  EXPECT_FALSE(answered);  // nor after it failed
+  EXPECT_EQ(jm_->Get(failed_id), nullptr);
+  EXPECT_TRUE(queued_.empty());
+  // The next one is written, then offered to the worker that waits.
+  auto ok = jm_->Submit(r, [&](Status s) { durable = s; });
+  ASSERT_TRUE(ok.ok());
+  const std::string ok_id = (*ok)->rec.id;
+  EXPECT_FALSE(answered);
+  store_.FlushDeferred();
+  EXPECT_TRUE(durable.ok());
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(got, std::vector<std::string>{ok_id});
+  // The failed job's record is deleted, should its write have landed after all.
+  store_.FlushDeferred();
+  EXPECT_EQ(store_.job(failed_id), nullptr);
+  EXPECT_NE(store_.job(ok_id), nullptr);
+}
+
+TEST_F(JobManagerTest, AStreamPastItsCapsIsCutAndSaysSo) {
+  options_.stream_max_bytes = 10;
+  options_.stream_max_chunks = 3;
+  options_.progress_max_bytes = 8;
+  Reset();
+  std::string id = Submit();
+  ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
+  EXPECT_TRUE(jm_->AppendStream("w1", id, "\"abc\"").ok());  // 5 bytes
+  EXPECT_TRUE(jm_->AppendStream("w1", id, "\"def\"").ok());  // 10
+  Status cut = jm_->AppendStream("w1", id, "1");             // 11: past the bytes
+  EXPECT_EQ(cut.code(), Code::kPayloadTooLarge);
+  EXPECT_EQ(jm_->AppendStream("w1", id, "1").code(), Code::kPayloadTooLarge);  // and after
+  const std::string status = StatusJson(*jm_->Get(id), 0);
+  EXPECT_NE(status.find("\"streamCut\":\"the stream was cut after 2 chunks (10 bytes)"),
+            std::string::npos)
+      << status;
+  EXPECT_EQ(jm_->DrainStream(id), (std::vector<std::string>{"\"abc\"", "\"def\""}));
+  // Progress past its cap is refused, and the last one kept.
+  EXPECT_TRUE(
+      jm_->Finish("w1", id, *ParseJson(R"({"status":"IN_PROGRESS","output":"12345"})"), false, {})
+          .ok());
+  auto big = jm_->Finish("w1", id, *ParseJson(R"({"status":"IN_PROGRESS","output":"123456789"})"),
+                         false, {});
+  EXPECT_EQ(big.status().code(), Code::kPayloadTooLarge);
+  EXPECT_NE(StatusJson(*jm_->Get(id), 0).find("\"output\":\"12345\""), std::string::npos);
+  // The chunks by count: a new job, three chunks, the fourth refused.
+  std::string id2 = Submit();
+  ASSERT_EQ(Take("w2"), std::vector<std::string>{id2});
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(jm_->AppendStream("w2", id2, "1").ok()) << i;
+  EXPECT_EQ(jm_->AppendStream("w2", id2, "1").code(), Code::kPayloadTooLarge);
+}
+
+}  // namespace
+}  // namespace gantry::jobs
