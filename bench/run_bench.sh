@@ -15,7 +15,7 @@
 #   MEM_JOBS    jobs queued for the memory figure [100000]
 #   PY_WORKERS  Python SDK workers for the optional figure (one per endpoint, round robin) [4]
 #   PORT_BASE   first port tried; all ports are below 32768 [21000]
-#   PHASES      which parts run, in order [nginx run sync mem]
+#   PHASES      which parts run, in order [nginx run sync mem]; tls: /run and nginx over HTTPS
 #   RETRIES     repeats of a wrk run disturbed by other processes (>15% of the CPUs) [2]
 #   QUIET_WAIT  seconds to wait for other load to settle before each wrk run [20]
 #   KEEP_TMP=1  keep the temp dir (logs, wrk outputs) instead of deleting it
@@ -255,9 +255,13 @@ start_gantry() {
 }
 
 # api METHOD PATH [BODY]: admin call on the current server; prints the body, fails on >= 400.
+# G_SCHEME: https for a server started with --tls-cert (phase_tls), verified with the test CA.
+G_SCHEME=http
+TLS_DIR=$ROOT/src/http/testdata
 api() {
-  curl -sS --fail-with-body --max-time 30 -X "$1" -H "Authorization: Bearer $G_KEY" \
-    -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "http://127.0.0.1:$G_PORT$2"
+  curl -sS --fail-with-body --max-time 30 --cacert "$TLS_DIR/ca.pem" -X "$1" \
+    -H "Authorization: Bearer $G_KEY" -H 'Content-Type: application/json' \
+    ${3:+--data-binary "$3"} "$G_SCHEME://127.0.0.1:$G_PORT$2"
 }
 
 create_endpoints() {
@@ -375,6 +379,67 @@ phase_run() {
       BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
     stop "$G_PID"
   done
+}
+
+# ---- TLS: /run over HTTPS against nginx over HTTPS, same certificate, kept-alive connections ---
+phase_tls() {
+  local NGX=$T/nginx-tls i port
+  mkdir -p "$NGX/www" "$NGX/tmp"
+  chmod 755 "$T" "$NGX" "$NGX/www"
+  pick_port
+  port=$PORT
+  echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX/www/status.json"
+  # keepalive_requests: nginx closes a connection after 1000 requests by default, which over
+  # TLS would add a handshake per 1000 requests that gantry does not pay.
+  cat >"$NGX/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $NGX/tmp/body;
+  proxy_temp_path $NGX/tmp/proxy;
+  fastcgi_temp_path $NGX/tmp/fastcgi;
+  uwsgi_temp_path $NGX/tmp/uwsgi;
+  scgi_temp_path $NGX/tmp/scgi;
+  types { application/json json; }
+  keepalive_requests 10000000;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $TLS_DIR/server.pem;
+    ssl_certificate_key $TLS_DIR/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    root $NGX/www;
+  }
+}
+EOF
+  nginx -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/stdout.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for i in $(seq 100); do
+    curl -sf --max-time 1 --cacert "$TLS_DIR/ca.pem" "https://127.0.0.1:$port/status.json" \
+      >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  log "nginx over TLS: pid $pid port $port"
+  run_wrk nginx_tls_c32 "$WRK_THREADS" "$CONNS" "https://127.0.0.1:$port/status.json"
+  run_wrk nginx_tls_c1 1 1 "https://127.0.0.1:$port/status.json"
+  stop "$pid"
+  start_gantry run-tls --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
+  G_SCHEME=https
+  for i in $(seq 0 "${RETRIES:-2}"); do
+    create_endpoints "${ENDPOINTS[@]/#/t$i}" "u$i"
+  done
+  run_wrk run_tls_c32 "$WRK_THREADS" "$CONNS" "https://127.0.0.1:$G_PORT/" \
+    BENCH_METHOD=POST BENCH_PATHS="$(paths_for run "${ENDPOINTS[@]/#/t@A@}")" \
+    BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
+  run_wrk run_tls_c1 1 1 "https://127.0.0.1:$G_PORT/" \
+    BENCH_METHOD=POST BENCH_PATHS="$(paths_for run u@A@)" \
+    BENCH_BODY_FILE="$T/small.json" BENCH_AUTH="Bearer $G_KEY"
+  stop "$G_PID"
+  G_SCHEME=http
 }
 
 # ---- /runsync end to end with bench_worker (batch take), then Python SDK workers ---------------
@@ -519,8 +584,8 @@ phase_mem() {
 
 for phase in $PHASES; do
   case "$phase" in
-    nginx|run|sync|mem) "phase_$phase" ;;
-    *) echo "unknown phase $phase (known: nginx run sync mem)" >&2; exit 2 ;;
+    nginx|run|sync|mem|tls) "phase_$phase" ;;
+    *) echo "unknown phase $phase (known: nginx run sync mem tls)" >&2; exit 2 ;;
   esac
 done
 
