@@ -141,5 +141,23 @@ class TlsTest(E2ETest):
         self.assertEqual(out["output"], {"echo": {"js": True}})
 
 
+
+class PlainListenWarningTest(unittest.TestCase):
+    def test_listening_beyond_loopback_without_tls_warns(self):
+        d = tempfile.mkdtemp(prefix="gantry-warn-")
+        try:
+            p = subprocess.Popen([GANTRY, "server", "--listen", "0.0.0.0:0", "--data-dir", d],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, GANTRY_ADMIN_KEY=ADMIN_KEY))
+            try:
+                self.assertIn("listening on", p.stdout.readline())
+            finally:
+                p.terminate()
+                _, err = p.communicate(timeout=30)
+            self.assertIn("warning: listening on 0.0.0.0 without TLS", err)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()
