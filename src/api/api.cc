@@ -59,7 +59,7 @@ Status Permits(const Grant& g, Access access, std::string_view endpoint, std::st
 
 Api::Api(Services services)
     : services_(std::move(services)),
-      limiter_(services_.clock, services_.options.rate_limit_scale) {
+      limiter_(std::make_shared<RateLimiter>(services_.clock, services_.options.rate_limit_scale)) {
   table_.Add("GET", "/healthz", Access::kPublic, "the server is up",
              [](Call& c) { c.Send(OkResponse(R"({"status":"ok"})")); });
   table_.Add("GET", "/v1/routes", Access::kAdmin, "this table: every route with its access",
@@ -128,13 +128,62 @@ void Api::Handle(http::Request&& req, std::shared_ptr<http::Responder> resp) {
     r.headers.push_back({"Retry-After", std::to_string((wait_ms + 999) / 1000)});
     return call.Send(std::move(r));
   }
+  if (!EnterConcurrent(*found.route, &call)) return;
   found.route->handler(call);
 }
 
+namespace {
+
+// Passes the answer on, and tells the limiter that the request no longer counts as being
+// answered (also when it is dropped unanswered).
+class LeavingResponder final : public http::Responder {
+ public:
+  LeavingResponder(std::shared_ptr<http::Responder> inner, std::shared_ptr<RateLimiter> limiter,
+                   std::string kind, std::string name)
+      : inner_(std::move(inner)),
+        limiter_(std::move(limiter)),
+        kind_(std::move(kind)),
+        name_(std::move(name)) {}
+  ~LeavingResponder() override { Leave(); }
+  void Send(http::Response r, std::function<void(bool)> on_done) override {
+    Leave();
+    inner_->Send(std::move(r), std::move(on_done));
+  }
+
+ private:
+  void Leave() {
+    if (limiter_) limiter_->Leave(kind_, name_);
+    limiter_.reset();
+  }
+  std::shared_ptr<http::Responder> inner_;
+  std::shared_ptr<RateLimiter> limiter_;
+  std::string kind_, name_;
+};
+
+}  // namespace
+
+bool Api::EnterConcurrent(const Route& route, Call* call) {
+  const std::string& endpoint = call->param("endpoint");
+  std::optional<RateRule> rule = EndpointRateRule(route.path);
+  if (!limiter_->enabled() || endpoint.empty() || !rule || rule->concurrent <= 0) return true;
+  if (!limiter_->Enter(route.path, endpoint, rule->concurrent)) {
+    http::Response r = ErrorResponse(ResourceExhausted(
+        "rate limit: endpoint " + endpoint + " is answering " +
+        std::to_string(limiter_->Scaled(rule->concurrent)) + " " + route.method + " " + route.path +
+        " requests at once, its most (RunPod's limit, times --rate-limit-scale)"));
+    r.headers.push_back({"Retry-After", "1"});
+    call->Send(std::move(r));
+    return false;
+  }
+  call->resp =
+      std::make_shared<LeavingResponder>(std::move(call->resp), limiter_, route.path, endpoint);
+  return true;
+}
+
 int64_t Api::RateLimited(const Route& route, const Call& call, std::string* why) {
-  if (!limiter_.enabled()) return 0;
+  if (!limiter_->enabled()) return 0;
   if (call.key) {
-    if (int64_t wait = limiter_.Admit("key", call.key->id, kKeyRule); wait > 0) {
+    if (int64_t wait = limiter_->Admit("key", call.key->id, kKeyRule); wait > 0) {
       *why = "rate limit: key " + call.key->name + " made more than " +
              std::to_string(kKeyRule.requests) + " requests in " +
              std::to_string(kKeyRule.window_ms / 1000) + " s (times --rate-limit-scale)";
@@ -145,7 +194,7 @@ int64_t Api::RateLimited(const Route& route, const Call& call, std::string* why)
   std::optional<RateRule> rule = EndpointRateRule(route.path);
   if (endpoint.empty() || !rule) return 0;
   // Named by the route's pattern and the endpoint: one bucket per operation of an endpoint.
-  if (int64_t wait = limiter_.Admit(route.path, endpoint, *rule); wait > 0) {
+  if (int64_t wait = limiter_->Admit(route.path, endpoint, *rule); wait > 0) {
     *why = "rate limit: endpoint " + endpoint + " took more than " +
            std::to_string(rule->requests) + " " + route.method + " " + route.path +
            " requests in " + std::to_string(rule->window_ms / 1000) +

@@ -53,10 +53,14 @@ class Api {
   // 0 when `call` (let through `route`) is within its key's and its endpoint's rate limits;
   // else how many ms until it would be, with *why set.
   int64_t RateLimited(const Route& route, const Call& call, std::string* why);
+  // Counts `call` among its endpoint's requests of its route being answered, and true; or
+  // answers 429 when as many as RunPod allows are (times the scale), and false.
+  bool EnterConcurrent(const Route& route, Call* call);
 
   Services services_;
   RouteTable table_;
-  RateLimiter limiter_;
+  // Shared with the responders of requests being answered, which may outlive the Api.
+  std::shared_ptr<RateLimiter> limiter_;
 };
 
 }  // namespace gantry::api

@@ -11,10 +11,11 @@ std::optional<RateRule> EndpointRateRule(std::string_view pattern) {
     std::string_view suffix;
     RateRule rule;
   } kRules[] = {
-      {"/run", {1'000, 10'000}},          {"/runsync", {2'000, 10'000}},
-      {"/status/{job}", {2'000, 10'000}}, {"/status-sync/{job}", {2'000, 10'000}},
-      {"/stream/{job}", {2'000, 10'000}}, {"/cancel/{job}", {100, 10'000}},
-      {"/purge-queue", {2, 10'000}},      {"/requests", {10, 10'000}},
+      // ... and its "Concurrent Limit" column.
+      {"/run", {1'000, 10'000, 200}},          {"/runsync", {2'000, 10'000, 400}},
+      {"/status/{job}", {2'000, 10'000, 400}}, {"/status-sync/{job}", {2'000, 10'000, 400}},
+      {"/stream/{job}", {2'000, 10'000, 400}}, {"/cancel/{job}", {100, 10'000, 20}},
+      {"/purge-queue", {2, 10'000, 0}},        {"/requests", {10, 10'000, 2}},
   };
   constexpr std::string_view kPrefix = "/v2/{endpoint}";
   if (!pattern.starts_with(kPrefix)) return std::nullopt;
@@ -23,6 +24,30 @@ std::optional<RateRule> EndpointRateRule(std::string_view pattern) {
     if (pattern == r.suffix) return r.rule;
   }
   return std::nullopt;
+}
+
+int64_t RateLimiter::Scaled(int64_t limit) const {
+  return std::max<int64_t>(1,
+                           static_cast<int64_t>(std::floor(static_cast<double>(limit) * scale_)));
+}
+
+bool RateLimiter::Enter(std::string_view kind, std::string_view name, int64_t limit) {
+  if (scale_ <= 0 || limit <= 0) return true;
+  scratch_.assign(kind);
+  scratch_ += '\0';
+  scratch_ += name;
+  int64_t& n = in_flight_[scratch_];
+  if (n >= Scaled(limit)) return false;
+  ++n;
+  return true;
+}
+
+void RateLimiter::Leave(std::string_view kind, std::string_view name) {
+  scratch_.assign(kind);
+  scratch_ += '\0';
+  scratch_ += name;
+  auto it = in_flight_.find(scratch_);
+  if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
 }
 
 int64_t RateLimiter::Admit(std::string_view kind, std::string_view name, RateRule rule) {

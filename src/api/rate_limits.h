@@ -21,6 +21,7 @@ namespace gantry::api {
 struct RateRule {
   int64_t requests = 0;  // per window
   int64_t window_ms = 10'000;
+  int64_t concurrent = 0;  // requests being answered at once at most; 0: no limit
 };
 
 // RunPod's limit of an endpoint's client route, by its pattern ("/v2/{endpoint}/run"); nullopt
@@ -37,6 +38,13 @@ class RateLimiter {
   // for a bucket it has seen.
   int64_t Admit(std::string_view kind, std::string_view name, RateRule rule);
 
+  // Counts one more request of the named bucket being answered, when fewer than `limit` (times
+  // the scale) are: true; else false, counting nothing. Leave() when it has been answered.
+  bool Enter(std::string_view kind, std::string_view name, int64_t limit);
+  void Leave(std::string_view kind, std::string_view name);
+  // The limit Enter() applies to `limit`: scaled, at least 1.
+  int64_t Scaled(int64_t limit) const;
+
   bool enabled() const { return scale_ > 0; }
   size_t buckets() const { return buckets_.size(); }
 
@@ -50,7 +58,8 @@ class RateLimiter {
   const Clock* clock_;
   double scale_;
   std::unordered_map<std::string, Bucket> buckets_;
-  std::string scratch_;  // the name being looked up
+  std::unordered_map<std::string, int64_t> in_flight_;  // by bucket name; none at 0
+  std::string scratch_;                                 // the name being looked up
 };
 
 }  // namespace gantry::api

@@ -239,7 +239,48 @@ TEST_F(ApiTest, AKeyPastItsRateLimitGets429AndAnotherKeyDoesNot) {
   EXPECT_EQ(Do("GET", "/v1/endpoints").status, 200);
 }
 
+// RunPod's concurrent limits: /runsync requests held open (no worker) count until answered.
+TEST_F(ApiTest, AnEndpointAnsweringItsMostRequestsAtOnceGets429) {
+  ApiOptions o = Options();
+  o.rate_limit_scale = 0.01;  // /runsync: 4 at once, 20 in 10 s
+  Api small(Services{&clock_, &jobs_, &endpoints_, &workers_, &scheduler_, &logs_, &metering_,
+                     &worker_env_, &blobs_, &keys_, o});
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"held"})").status, 201);
+  auto start = [&](const std::string& target) {
+    http::Request req;
+    req.method = "POST";
+    req.target = target;
+    req.body = R"({"input":{}})";
+    req.headers.push_back({"Authorization", "Bearer " + key_});
+    auto resp = std::make_shared<RecordingResponder>();
+    small.Handle(std::move(req), resp);
+    store_.FlushDeferred();
+    return resp;
+  };
+  std::vector<std::shared_ptr<RecordingResponder>> held;
+  for (int i = 0; i < 4; ++i) held.push_back(start("/v2/held/runsync?wait=1000"));
+  for (const auto& h : held) EXPECT_EQ(h->sends, 0);  // waiting for a worker
+  auto fifth = start("/v2/held/runsync?wait=1000");
+  ASSERT_EQ(fifth->sends, 1);
+  EXPECT_EQ(fifth->last.status, 429);
+  EXPECT_NE(fifth->last.body.find("is answering 4 POST /v2/{endpoint}/runsync requests at once"),
+            std::string::npos)
+      << fifth->last.body;
+  EXPECT_EQ(start("/v2/held/run")->last.status, 200);  // another route counts apart
+  Advance(1'000);  // the held ones are answered (their wait passed): room again
+  store_.FlushDeferred();
+  for (const auto& h : held) EXPECT_EQ(h->sends, 1);
+  EXPECT_EQ(start("/v2/held/runsync?wait=1000")->sends, 0);
+}
+
 TEST(RateLimiterTest, ScaleMultipliesEveryLimitAndZeroTurnsThemOff) {
+  FakeClock c;
+  RateLimiter two(&c, 0.01);
+  EXPECT_TRUE(two.Enter("k", "b", 200));
+  EXPECT_TRUE(two.Enter("k", "b", 200));
+  EXPECT_FALSE(two.Enter("k", "b", 200));  // 200 x 0.01
+  two.Leave("k", "b");
+  EXPECT_TRUE(two.Enter("k", "b", 200));
   FakeClock clock;
   RateLimiter doubled(&clock, 2);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(doubled.Admit("k", "b", {2, 10'000}), 0) << i;

@@ -46,10 +46,13 @@ class EndpointQueue {
   // `delta` jobs (+1, -1) of the endpoint now have status `s`.
   void Count(const Job& job, JobStatus s, int delta) {
     counts_[static_cast<int>(s)] += delta;
-    if (s == JobStatus::kInQueue && job.rec.low_priority) queued_low_ += delta;
+    if (s != JobStatus::kInQueue) return;
+    if (job.rec.low_priority) queued_low_ += delta;
+    queued_bytes_ += delta * static_cast<int64_t>(job.rec.input.size());
   }
   int64_t count(JobStatus s) const { return counts_[static_cast<int>(s)]; }
-  int64_t queued_low() const { return queued_low_; }  // low-priority jobs among IN_QUEUE ones
+  int64_t queued_bytes() const { return queued_bytes_; }  // the inputs of IN_QUEUE jobs
+  int64_t queued_low() const { return queued_low_; }      // low-priority jobs among IN_QUEUE ones
 
  private:
   static bool Live(const Job& job, uint64_t gen) {
@@ -59,6 +62,7 @@ class EndpointQueue {
   std::deque<std::pair<std::shared_ptr<Job>, uint64_t>> entries_;  // (job, gen) in take order
   int64_t counts_[6] = {0, 0, 0, 0, 0, 0};                         // jobs by JobStatus
   int64_t queued_low_ = 0;
+  int64_t queued_bytes_ = 0;
 };
 
 }  // namespace gantry::jobs

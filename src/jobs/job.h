@@ -70,7 +70,10 @@ struct QueueConfig {
   int64_t execution_timeout_ms = 600'000;  // Default: 600 s (RunPod's executionTimeoutMs).
   int max_attempts = 3;                    // Default: 3.
   size_t max_queue = 250'000;              // Queued jobs above this get 429. Default: 250 000.
-  bool aggregate_stream = false;           // Keep streamed chunks as the final output.
+  // The inputs of its queued jobs, together, at most (a job past it gets 429): what one
+  // endpoint's callers can make the server hold before any worker takes it. Default: 1 GiB.
+  size_t max_queued_bytes = size_t{1} << 30;
+  bool aggregate_stream = false;  // Keep streamed chunks as the final output.
 };
 
 // Limits of the per-request policy (runpod-protocol.md §1).

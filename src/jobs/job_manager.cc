@@ -136,6 +136,12 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
     return ResourceExhausted("the endpoint's queue is full (" +
                              std::to_string(ep.config.max_queue) + " jobs)");
   }
+  if (static_cast<size_t>(ep.queue.queued_bytes()) + req.input.size() >
+      ep.config.max_queued_bytes) {
+    return ResourceExhausted("the endpoint's queue is full: its jobs' inputs hold " +
+                             std::to_string(ep.queue.queued_bytes()) + " bytes, and at most " +
+                             std::to_string(ep.config.max_queued_bytes) + " may wait");
+  }
   int64_t now = clock_->NowMs();
   auto job = std::make_shared<Job>();
   auto& r = job->rec;

@@ -74,5 +74,25 @@ TEST_F(JobManagerTest, AStreamPastItsCapsIsCutAndSaysSo) {
   EXPECT_EQ(jm_->AppendStream("w2", id2, "1").code(), Code::kPayloadTooLarge);
 }
 
+TEST_F(JobManagerTest, AnEndpointsQueuedInputsAreCappedInBytes) {
+  QueueConfig qc;
+  qc.max_queued_bytes = 25;
+  jm_->SetEndpoint("ep", qc);
+  const std::string ten = R"({"n":"12"})";  // 10 bytes
+  std::string a = Submit(ten);
+  Submit(ten);
+  SubmitRequest r;
+  r.endpoint_id = "ep";
+  r.input = ten;
+  auto refused = jm_->Submit(r, {});  // 30 > 25
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("inputs hold 20 bytes"), std::string::npos)
+      << refused.status().ToString();
+  // A job taken leaves the queue, and its bytes with it.
+  ASSERT_EQ(Take("w1"), std::vector<std::string>{a});
+  EXPECT_TRUE(jm_->Submit(r, {}).ok());
+}
+
 }  // namespace
 }  // namespace gantry::jobs
