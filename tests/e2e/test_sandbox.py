@@ -112,9 +112,11 @@ class SandboxTest(E2ETest):
                                 {"input": {"whoami": True}}, timeout=90)
         self.assertEqual(r.json["status"], "COMPLETED", r)
         second = r.json["output"]
-        ws = self.server.request("GET", "/v1/endpoints/forked/workers").json["workers"]
-        [w] = [w for w in ws if w["id"] == r.json["workerId"]]
-        self.assertEqual(w["startPath"], "fork", w)
+        # The agent's report of how it started comes a moment after the worker itself.
+        def start_path():
+            ws = self.server.request("GET", "/v1/endpoints/forked/workers").json["workers"]
+            return next((w["startPath"] for w in ws if w["id"] == r.json["workerId"]), "")
+        self.assertEqual(self.wait_for(start_path, what="the worker's start path"), "fork")
         self.assertEqual(second["uid"], first["uid"])
         self.assertNotEqual(second["uid"], 0)
         self.assertEqual(second["cwd"], first["cwd"])  # its bundle copy
