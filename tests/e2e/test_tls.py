@@ -142,6 +142,36 @@ class TlsTest(E2ETest):
 
 
 
+class UpTrustsItsOwnCertificateTest(TlsTest):
+    """`gantry up --tls-cert` without GANTRY_CA_FILE: its agent and workers trust the server's
+    own certificate (a leaf here, signed by a CA they were not told of)."""
+
+    def setUp(self):
+        self.server = Server(
+            command="up", ca_file=self.ca,
+            extra_args=["--tls-cert", os.path.join(self.pki, "server.pem"),
+                        "--tls-key", os.path.join(self.pki, "server.key")])
+        self.server.env.pop("GANTRY_CA_FILE", None)
+        self.saved = os.environ.pop("GANTRY_CA_FILE", None)
+        self.server.start()
+        self.workers = []
+
+    def tearDown(self):
+        super().tearDown()
+        if self.saved is not None:
+            os.environ["GANTRY_CA_FILE"] = self.saved
+
+    def test_everything_speaks_https_and_verifies_the_private_ca(self):
+        p = self.cli("endpoint", "create", "echo", "--command", PYTHON,
+                     os.path.join(HANDLERS, "echo.py"))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = self.cli("run", "echo", "--input", '{"own": "cert"}')
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(json.loads(p.stdout), {"echo": {"own": "cert"}})
+
+    test_a_webhook_goes_to_an_https_target_that_the_ca_vouches_for = None
+    test_runpods_javascript_sdk_over_https = None
+
 class PlainListenWarningTest(unittest.TestCase):
     def test_listening_beyond_loopback_without_tls_warns(self):
         d = tempfile.mkdtemp(prefix="gantry-warn-")
