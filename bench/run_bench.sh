@@ -313,49 +313,64 @@ echo '{"input":{"prompt":"hello world","n":1}}' >"$T/small.json"
 $PY -c 'import json; print(json.dumps({"input": {"data": "x" * 1000}}))' >"$T/1kb.json"
 
 # ---- nginx ------------------------------------------------------------------------------------
-phase_nginx() {
-  local NGX=$T/nginx i
-  mkdir -p "$NGX/www" "$NGX/tmp"
-  chmod 755 "$T" "$NGX" "$NGX/www"  # nginx's worker runs as nobody when started by root
-  local port
+# start_nginx NAME SCHEME: nginx (worker_processes auto) serving a static answer about the size of
+# a gantry status reply over SCHEME (http, or https with the test certificate and connections
+# kept alive for a whole row: nginx's default of 1000 requests a connection would add, over
+# TLS, a handshake per 1000 requests that gantry does not pay). Sets NGX_DIR, NGX_PORT, NGX_PID.
+start_nginx() {
+  local name=$1 scheme=$2 i listen_tls="" tls_lines="" keepalive=""
+  NGX_DIR=$T/$name
+  mkdir -p "$NGX_DIR/www" "$NGX_DIR/tmp"
+  chmod 755 "$T" "$NGX_DIR" "$NGX_DIR/www"  # nginx's worker runs as nobody when started by root
   pick_port
-  port=$PORT
-  # A static answer about the size of a gantry status reply.
-  echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX/www/status.json"
-  cat >"$NGX/nginx.conf" <<EOF
+  NGX_PORT=$PORT
+  echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX_DIR/www/status.json"
+  if [ "$scheme" = https ]; then
+    listen_tls=" ssl"
+    keepalive="keepalive_requests 10000000;"
+    tls_lines="ssl_certificate $TLS_DIR/server.pem; ssl_certificate_key $TLS_DIR/server.key; ssl_protocols TLSv1.2 TLSv1.3;"
+  fi
+  cat >"$NGX_DIR/nginx.conf" <<EOF
 daemon off;
 worker_processes auto;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
+pid $NGX_DIR/nginx.pid;
+error_log $NGX_DIR/error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $NGX/tmp/body;
-  proxy_temp_path $NGX/tmp/proxy;
-  fastcgi_temp_path $NGX/tmp/fastcgi;
-  uwsgi_temp_path $NGX/tmp/uwsgi;
-  scgi_temp_path $NGX/tmp/scgi;
+  client_body_temp_path $NGX_DIR/tmp/body;
+  proxy_temp_path $NGX_DIR/tmp/proxy;
+  fastcgi_temp_path $NGX_DIR/tmp/fastcgi;
+  uwsgi_temp_path $NGX_DIR/tmp/uwsgi;
+  scgi_temp_path $NGX_DIR/tmp/scgi;
   types { application/json json; }
+  $keepalive
   server {
-    listen 127.0.0.1:$port;
-    root $NGX/www;
+    listen 127.0.0.1:$NGX_PORT$listen_tls;
+    $tls_lines
+    root $NGX_DIR/www;
   }
 }
 EOF
-  nginx -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/stdout.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
+  nginx -c "$NGX_DIR/nginx.conf" -p "$NGX_DIR" >"$NGX_DIR/stdout.log" 2>&1 &
+  NGX_PID=$!
+  PIDS+=("$NGX_PID")
+  local url="$scheme://127.0.0.1:$NGX_PORT/status.json"
   for i in $(seq 100); do
-    curl -sf --max-time 1 "http://127.0.0.1:$port/status.json" >/dev/null 2>&1 && break
+    curl -sf --max-time 1 --cacert "$TLS_DIR/ca.pem" "$url" >/dev/null 2>&1 && break
     sleep 0.05
   done
-  curl -sf --max-time 2 "http://127.0.0.1:$port/status.json" >/dev/null ||
-    { tail -5 "$NGX/stdout.log" "$NGX/error.log" >&2; exit 1; }
-  log "nginx: pid $pid port $port ($(nproc) worker processes: worker_processes auto)"
-  put nginx_bytes "$(wc -c <"$NGX/www/status.json")"
-  run_wrk nginx_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$port/status.json"
-  run_wrk nginx_c1 1 1 "http://127.0.0.1:$port/status.json"
-  stop "$pid"
+  curl -sf --max-time 2 --cacert "$TLS_DIR/ca.pem" "$url" >/dev/null ||
+    { tail -5 "$NGX_DIR/stdout.log" "$NGX_DIR/error.log" >&2; exit 1; }
+  log "nginx ($scheme): pid $NGX_PID port $NGX_PORT ($(nproc) worker processes: worker_processes auto)"
+}
+
+phase_nginx() {
+  start_nginx nginx http
+  put nginx_bytes "$(wc -c <"$NGX_DIR/www/status.json")"
+  run_wrk nginx_c32 "$WRK_THREADS" "$CONNS" "http://127.0.0.1:$NGX_PORT/status.json"
+  run_wrk nginx_c1 1 1 "http://127.0.0.1:$NGX_PORT/status.json"
+  stop "$NGX_PID"
 }
 
 # ---- /run acceptance (fsync on, then --no-fsync) ----------------------------------------------
@@ -383,50 +398,11 @@ phase_run() {
 
 # ---- TLS: /run over HTTPS against nginx over HTTPS, same certificate, kept-alive connections ---
 phase_tls() {
-  local NGX=$T/nginx-tls i port
-  mkdir -p "$NGX/www" "$NGX/tmp"
-  chmod 755 "$T" "$NGX" "$NGX/www"
-  pick_port
-  port=$PORT
-  echo '{"id":"0b8f6d1c-3a2e-4c1b-9d7e-5f2a8c1e4b90","status":"COMPLETED","delayTime":0,"executionTime":1,"output":{"prompt":"hello world","n":1}}' >"$NGX/www/status.json"
-  # keepalive_requests: nginx closes a connection after 1000 requests by default, which over
-  # TLS would add a handshake per 1000 requests that gantry does not pay.
-  cat >"$NGX/nginx.conf" <<EOF
-daemon off;
-worker_processes auto;
-pid $NGX/nginx.pid;
-error_log $NGX/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $NGX/tmp/body;
-  proxy_temp_path $NGX/tmp/proxy;
-  fastcgi_temp_path $NGX/tmp/fastcgi;
-  uwsgi_temp_path $NGX/tmp/uwsgi;
-  scgi_temp_path $NGX/tmp/scgi;
-  types { application/json json; }
-  keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$port ssl;
-    ssl_certificate $TLS_DIR/server.pem;
-    ssl_certificate_key $TLS_DIR/server.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    root $NGX/www;
-  }
-}
-EOF
-  nginx -c "$NGX/nginx.conf" -p "$NGX" >"$NGX/stdout.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  for i in $(seq 100); do
-    curl -sf --max-time 1 --cacert "$TLS_DIR/ca.pem" "https://127.0.0.1:$port/status.json" \
-      >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  log "nginx over TLS: pid $pid port $port"
-  run_wrk nginx_tls_c32 "$WRK_THREADS" "$CONNS" "https://127.0.0.1:$port/status.json"
-  run_wrk nginx_tls_c1 1 1 "https://127.0.0.1:$port/status.json"
-  stop "$pid"
+  local i
+  start_nginx nginx-tls https
+  run_wrk nginx_tls_c32 "$WRK_THREADS" "$CONNS" "https://127.0.0.1:$NGX_PORT/status.json"
+  run_wrk nginx_tls_c1 1 1 "https://127.0.0.1:$NGX_PORT/status.json"
+  stop "$NGX_PID"
   start_gantry run-tls --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
   G_SCHEME=https
   for i in $(seq 0 "${RETRIES:-2}"); do

@@ -388,7 +388,7 @@ bool Reconciler::StartWorker(Local& l) {
     }
   }
   l.started = true;
-  auto ps = ProcessSpecFor(a);
+  auto ps = ProcessSpecFor(a, a.worker_id);
   if (!ps.ok()) {
     FailStart(l, ps.status().message());
     return true;
@@ -413,12 +413,15 @@ bool Reconciler::StartWorker(Local& l) {
   }
   MarkRunning(l, protocol::StartPath::kFull);
   if (templates_ && a.use_template && templates_->Get(key) == State::kNone) {
-    templates_->Ensure(key, a.endpoint_id, a.endpoint_version, TemplateSpecFor(a, *ps));
+    // The template's own scratch directory: the first worker's goes when that worker ends.
+    auto tps = ProcessSpecFor(a, std::string(WorkerSandbox::kKeptScratchPrefix) + key);
+    if (tps.ok()) templates_->Ensure(key, a.endpoint_id, a.endpoint_version, *tps);
   }
   return true;
 }
 
-Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment& a) {
+Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment& a,
+                                               const std::string& scratch_name) {
   WorkerSandbox::Identity who;
   if (sandbox_) {
     auto user = sandbox_->UserFor(a.endpoint_id);
@@ -435,7 +438,7 @@ Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment&
   }
   std::string scratch;
   if (sandbox_) {
-    auto dir = sandbox_->Scratch(who, a.worker_id);
+    auto dir = sandbox_->Scratch(who, scratch_name);
     if (!dir.ok()) return Unavailable("cannot sandbox: " + dir.status().message());
     scratch = *dir;
   }
@@ -460,24 +463,6 @@ Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment&
   ps.memory_mb = a.memory_mb;
   ps.pids_max = oci::kContainerPidsMax;  // a fork bomb stops there, as in a container
   return ps;
-}
-
-ProcessSpec Reconciler::TemplateSpecFor(const protocol::WorkerAssignment& a,
-                                        const ProcessSpec& worker) {
-  ProcessSpec t = worker;
-  if (!sandbox_) return t;
-  // A scratch directory of its own: the first worker's goes when that worker ends.
-  WorkerSandbox::Identity who{worker.uid, worker.gid, ""};
-  if (auto user = sandbox_->UserFor(a.endpoint_id); user.ok()) who = *user;
-  const std::string key = TemplateManager::Key(a.endpoint_id, a.endpoint_version);
-  if (auto dir = sandbox_->Scratch(who, "template-" + key); dir.ok()) {
-    const bool same = t.workdir == t.env["GANTRY_SCRATCH"];
-    t.env.erase("HOME");
-    t.env.erase("TMPDIR");
-    sandbox_->Environment(who, *dir, a.env, &t.env);
-    if (same) t.workdir = *dir;
-  }
-  return t;
 }
 
 std::vector<protocol::WorkerReport> Reconciler::Reports() const {

@@ -98,10 +98,10 @@ class Reconciler {
   void StartPreparedTemplates();
   // Starts `l`'s process by the fastest path at hand. False: not yet (it waits for a template).
   bool StartWorker(Local& l);
-  // The process of `a`: its user, bundle, working directory and environment.
-  Result<ProcessSpec> ProcessSpecFor(const protocol::WorkerAssignment& a);
-  // The spec of the template made from `worker`, a worker of `a`: its own scratch directory.
-  ProcessSpec TemplateSpecFor(const protocol::WorkerAssignment& a, const ProcessSpec& worker);
+  // The process of `a`: its user, bundle, working directory and environment, with the scratch
+  // directory `scratch_name` (a worker's id; for a template, a name that outlives its workers).
+  Result<ProcessSpec> ProcessSpecFor(const protocol::WorkerAssignment& a,
+                                     const std::string& scratch_name);
   // Marks `l` as running, started by `path`; logs why a full start
   // was not a faster one.
   void MarkRunning(Local& l, protocol::StartPath path);

@@ -21,7 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kUsersFile[] = "worker-uids";
-constexpr char kTemplatePrefix[] = "template-";
 
 // The first directory from the root down to `path` that others may not traverse, or "".
 std::string ClosedAncestor(const fs::path& path) {
@@ -55,14 +54,16 @@ Status CopyTree(const fs::path& from, const fs::path& to, int uid, int gid, mode
       continue;
     }
     if (!e.is_regular_file(ec) || e.is_symlink(ec)) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    std::stringstream data;
-    data << in.rdbuf();
-    if (!in) return Unavailable("cannot read " + e.path().string());
+    // A copy made again if lost (nothing to fsync), in a directory nobody else may write yet.
     struct stat st {};
     const bool exec = stat(e.path().c_str(), &st) == 0 && (st.st_mode & S_IXUSR);
-    GANTRY_RETURN_IF_ERROR(WriteNewFile(dest.string(), data.str(), exec ? exec_mode : file_mode));
-    if (lchown(dest.c_str(), uid, gid) != 0) return ErrnoStatus("chown " + dest.string(), errno);
+    if (!fs::copy_file(e.path(), dest, ec)) {
+      return Unavailable("cannot copy " + e.path().string() + ": " + ec.message());
+    }
+    if (chmod(dest.c_str(), exec ? exec_mode : file_mode) != 0 ||
+        lchown(dest.c_str(), uid, gid) != 0) {
+      return ErrnoStatus("chmod/chown " + dest.string(), errno);
+    }
   }
   if (ec) return Unavailable("cannot read " + from.string() + ": " + ec.message());
   return Status::Ok();
@@ -98,23 +99,11 @@ Status WorkerSandbox::Init() {
   }
   auto made = MakePrivateDir(options_.dir, separate_ ? 0711 : 0700);
   if (!made.ok()) return made.status();
-  // Scratch directories of a previous agent's workers: they died with it. Templates' stay: a
-  // template restored from its snapshot comes back in its own.
-  std::error_code ec;
-  std::vector<fs::path> areas = {options_.dir};
-  for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
-    if (e.is_directory(ec) && !e.is_symlink(ec)) areas.push_back(e.path());
+  if (!separate_) {  // one area, the agent's: its directories made here, once
+    GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/cache", 0700, -1, -1));
+    GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/scratch", 0700, -1, -1));
   }
-  for (const fs::path& area : areas) {
-    const fs::path scratch = area / "scratch";
-    if (!fs::is_directory(fs::symlink_status(scratch, ec))) continue;
-    for (const auto& e : fs::directory_iterator(scratch, ec)) {
-      if (e.path().filename().string().rfind(kTemplatePrefix, 0) == 0) continue;
-      if (Status st = RemoveTree(e.path().string()); !st.ok()) {
-        GLOG_WARN("sandbox: %s", st.ToString().c_str());
-      }
-    }
-  }
+  RemoveLeftoverScratch();
   // The endpoint → uid table.
   std::ifstream in(options_.state_dir + "/" + kUsersFile);
   if (in) {
@@ -139,6 +128,7 @@ Status WorkerSandbox::Init() {
     ca_ = options_.dir + "/ca.pem";
   }
   // The SDK, where workers of other users can read it.
+  std::error_code ec;
   sdk_ = options_.sdk_path;
   if (separate_ && !sdk_.empty() && fs::is_directory(sdk_, ec)) {
     const std::string tmp = options_.dir + "/sdk.tmp-" + NewId("", 8);
@@ -162,6 +152,26 @@ Status WorkerSandbox::Init() {
     sdk_ = options_.dir + "/sdk";
   }
   return Status::Ok();
+}
+
+void WorkerSandbox::RemoveLeftoverScratch() const {
+  // Scratch directories of a previous agent's workers: they died with it. Templates' stay: a
+  // template restored from its snapshot comes back in its own.
+  std::error_code ec;
+  std::vector<fs::path> areas = {options_.dir};
+  for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
+    if (e.is_directory(ec) && !e.is_symlink(ec)) areas.push_back(e.path());
+  }
+  for (const fs::path& area : areas) {
+    const fs::path scratch = area / "scratch";
+    if (!fs::is_directory(fs::symlink_status(scratch, ec))) continue;
+    for (const auto& e : fs::directory_iterator(scratch, ec)) {
+      if (e.path().filename().string().starts_with(kKeptScratchPrefix)) continue;
+      if (Status st = RemoveTree(e.path().string()); !st.ok()) {
+        GLOG_WARN("sandbox: %s", st.ToString().c_str());
+      }
+    }
+  }
 }
 
 std::string WorkerSandbox::describe() const {
@@ -196,10 +206,7 @@ Status WorkerSandbox::MakeDir(const std::string& path, int mode, int uid, int gi
 }
 
 Result<WorkerSandbox::Identity> WorkerSandbox::UserFor(const std::string& endpoint_id) {
-  if (!separate_) {
-    GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/cache", 0700, -1, -1));
-    return Identity{-1, -1, options_.dir};
-  }
+  if (!separate_) return Identity{-1, -1, options_.dir};
   auto it = users_.find(endpoint_id);
   if (it == users_.end()) {
     std::set<int> taken;
@@ -218,10 +225,13 @@ Result<WorkerSandbox::Identity> WorkerSandbox::UserFor(const std::string& endpoi
     it = users_.find(endpoint_id);
   }
   Identity who{it->second, it->second, options_.dir + "/" + std::to_string(it->second)};
-  GANTRY_RETURN_IF_ERROR(MakeDir(who.area, 0750, 0, who.gid));
-  GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/bundles", 0750, 0, who.gid));
-  GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/scratch", 0750, 0, who.gid));
-  GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/cache", 0700, who.uid, who.gid));
+  if (!prepared_.count(who.uid)) {  // once per uid and agent, not at every start
+    GANTRY_RETURN_IF_ERROR(MakeDir(who.area, 0750, 0, who.gid));
+    GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/bundles", 0750, 0, who.gid));
+    GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/scratch", 0750, 0, who.gid));
+    GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/cache", 0700, who.uid, who.gid));
+    prepared_.insert(who.uid);
+  }
   return who;
 }
 
@@ -246,9 +256,7 @@ Result<std::string> WorkerSandbox::Scratch(const Identity& who, const std::strin
   if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
     return InvalidArgument("bad scratch name '" + name + "'");
   }
-  const std::string base = who.area + "/scratch";
-  if (who.uid < 0) GANTRY_RETURN_IF_ERROR(MakeDir(base, 0700, -1, -1));
-  const std::string path = base + "/" + name;
+  const std::string path = who.area + "/scratch/" + name;
   GANTRY_RETURN_IF_ERROR(RemoveTree(path));
   GANTRY_RETURN_IF_ERROR(MakeDir(path, 0700, who.uid, who.gid));
   scratch_[name] = path;

@@ -29,7 +29,9 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -88,6 +90,9 @@ class WorkerSandbox {
                              const std::string& cached);
   // A new, empty, private writable directory for process `name` of `who`.
   Result<std::string> Scratch(const Identity& who, const std::string& name);
+  // Scratch directories named so survive an agent's restart (a template restored from its
+  // snapshot comes back in its own); the others are removed by the next agent.
+  static constexpr std::string_view kKeptScratchPrefix = "template-";
   // Removes the scratch directory of `name` (nothing if it has none).
   void RemoveScratch(const std::string& name);
   // Sets in `env` what a worker of `who` with scratch directory `scratch` needs, unless `own`
@@ -103,6 +108,9 @@ class WorkerSandbox {
   explicit WorkerSandbox(SandboxOptions options) : options_(std::move(options)) {}
   Status Init();
   Status SaveUsers() const;
+  // Removes the scratch directories a previous agent's workers left (they died with it), but
+  // those of templates (kKeptScratchPrefix).
+  void RemoveLeftoverScratch() const;
   // Makes `path` a directory with `mode`, owned by uid:gid (-1: unchanged).
   Status MakeDir(const std::string& path, int mode, int uid, int gid) const;
 
@@ -111,6 +119,7 @@ class WorkerSandbox {
   std::string sdk_;
   std::string ca_;                              // the CA file workers are given ("" for none)
   std::map<std::string, int> users_;            // endpoint id → uid
+  std::set<int> prepared_;                      // uids whose area this agent has made
   std::map<std::string, std::string> scratch_;  // process name → its scratch directory
 };
 

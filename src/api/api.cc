@@ -164,7 +164,7 @@ class LeavingResponder final : public http::Responder {
 
 bool Api::EnterConcurrent(const Route& route, Call* call) {
   const std::string& endpoint = call->param("endpoint");
-  std::optional<RateRule> rule = EndpointRateRule(route.path);
+  const std::optional<RateRule>& rule = route.rate;
   if (!limiter_->enabled() || endpoint.empty() || !rule || rule->concurrent <= 0) return true;
   if (!limiter_->Enter(route.path, endpoint, rule->concurrent)) {
     http::Response r = ErrorResponse(ResourceExhausted(
@@ -191,7 +191,7 @@ int64_t Api::RateLimited(const Route& route, const Call& call, std::string* why)
     }
   }
   const std::string& endpoint = call.param("endpoint");
-  std::optional<RateRule> rule = EndpointRateRule(route.path);
+  const std::optional<RateRule>& rule = route.rate;
   if (endpoint.empty() || !rule) return 0;
   // Named by the route's pattern and the endpoint: one bucket per operation of an endpoint.
   if (int64_t wait = limiter_->Admit(route.path, endpoint, *rule); wait > 0) {

@@ -31,22 +31,23 @@ int64_t RateLimiter::Scaled(int64_t limit) const {
                            static_cast<int64_t>(std::floor(static_cast<double>(limit) * scale_)));
 }
 
-bool RateLimiter::Enter(std::string_view kind, std::string_view name, int64_t limit) {
-  if (scale_ <= 0 || limit <= 0) return true;
+const std::string& RateLimiter::Name(std::string_view kind, std::string_view name) {
   scratch_.assign(kind);
   scratch_ += '\0';
   scratch_ += name;
-  int64_t& n = in_flight_[scratch_];
+  return scratch_;
+}
+
+bool RateLimiter::Enter(std::string_view kind, std::string_view name, int64_t limit) {
+  if (scale_ <= 0 || limit <= 0) return true;
+  int64_t& n = in_flight_[Name(kind, name)];
   if (n >= Scaled(limit)) return false;
   ++n;
   return true;
 }
 
 void RateLimiter::Leave(std::string_view kind, std::string_view name) {
-  scratch_.assign(kind);
-  scratch_ += '\0';
-  scratch_ += name;
-  auto it = in_flight_.find(scratch_);
+  auto it = in_flight_.find(Name(kind, name));
   if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
 }
 
@@ -62,10 +63,7 @@ int64_t RateLimiter::Admit(std::string_view kind, std::string_view name, RateRul
       return b.tokens + static_cast<double>(now - b.at_ms) * b.per_ms >= b.capacity;
     });
   }
-  scratch_.assign(kind);
-  scratch_ += '\0';
-  scratch_ += name;
-  auto it = buckets_.find(scratch_);
+  auto it = buckets_.find(Name(kind, name));
   if (it == buckets_.end()) it = buckets_.emplace(scratch_, Bucket{capacity, now}).first;
   Bucket& b = it->second;
   b.capacity = capacity;

@@ -59,7 +59,9 @@ class RateLimiter {
   double scale_;
   std::unordered_map<std::string, Bucket> buckets_;
   std::unordered_map<std::string, int64_t> in_flight_;  // by bucket name; none at 0
-  std::string scratch_;                                 // the name being looked up
+  // A bucket's name, from its kind and name, in scratch_ (no allocation once it has grown).
+  const std::string& Name(std::string_view kind, std::string_view name);
+  std::string scratch_;  // the name being looked up
 };
 
 }  // namespace gantry::api

@@ -32,8 +32,9 @@ void RouteTable::Add(std::string method, std::string path, Access access, std::s
     fprintf(stderr, "gantry: bad route table: %s\n", id.status().ToString().c_str());
     abort();
   }
-  routes_.push_back(
-      Route{std::move(method), std::move(path), access, std::move(summary), std::move(handler)});
+  std::optional<RateRule> rate = EndpointRateRule(path);
+  routes_.push_back(Route{std::move(method), std::move(path), access, std::move(summary),
+                          std::move(handler), rate});
 }
 
 RouteTable::Found RouteTable::Find(std::string_view method, std::string_view path) const {

@@ -6,10 +6,12 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "api/rate_limits.h"
 #include "http/http.h"
 #include "http/router.h"
 
@@ -55,6 +57,9 @@ struct Route {
   Access access;
   std::string summary;
   RouteHandler handler;
+  // RunPod's limits of this route per endpoint (rate_limits.h), stated once with the route;
+  // null for a route without them.
+  std::optional<RateRule> rate;
 };
 
 class RouteTable {

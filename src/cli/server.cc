@@ -158,22 +158,19 @@ void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
   c->add_option("--worker-dir", o.worker_dir,
                 "Where workers' bundles and scratch directories live (default: "
                 "/var/lib/gantry-workers/<hash> as root, else <data dir>/workers)");
-  c->add_option_function<std::string>(
-       "--worker-uids",
-       [&o](const std::string& range) {
-         const size_t dash = range.find('-');
-         o.worker_uid_first = std::stoi(range.substr(0, dash));
-         o.worker_uid_count = std::stoi(range.substr(dash + 1)) - o.worker_uid_first + 1;
-       },
-       "The uids this node gives endpoints, FIRST-LAST (default: 200000-299999)")
-      ->check(CLI::Validator(
-          [](std::string& range) -> std::string {
+  // Parsed once, in the transform, which leaves FIRST for the option to store.
+  c->add_option("--worker-uids", o.worker_uid_first,
+                "The uids this node gives endpoints, FIRST-LAST (default: 200000-299999)")
+      ->transform(CLI::Validator(
+          [&o](std::string& range) -> std::string {
             unsigned long first = 0, last = 0;
             char tail = 0;
             if (sscanf(range.c_str(), "%lu-%lu%c", &first, &last, &tail) != 2 || first < 1000 ||
                 last < first || last > 2147483647UL) {
               return "expected FIRST-LAST with 1000 <= FIRST <= LAST, e.g. 200000-299999";
             }
+            o.worker_uid_count = static_cast<int>(last - first + 1);
+            range = std::to_string(first);  // what the option then stores in worker_uid_first
             return "";
           },
           "FIRST-LAST"));

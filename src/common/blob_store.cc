@@ -42,16 +42,10 @@ Status BlobStore::Put(const std::string& digest, const std::string& data) {
   if (Has(digest)) return Status::Ok();
   // Whole and durable before it is renamed into place: a crash leaves the blob whole or absent,
   // never a short file under its digest.
-  std::string tmp = PathOf(digest) + ".tmp-" + NewId("", 8);
-  if (Status st = WriteNewFile(tmp, data, 0600); !st.ok()) {
+  if (Status st = ReplaceFile(PathOf(digest), data, 0600); !st.ok()) {
     return Unavailable("cannot write blob " + digest + ": " + st.message());
   }
-  if (rename(tmp.c_str(), PathOf(digest).c_str()) != 0) {
-    const int err = errno;
-    unlink(tmp.c_str());
-    return Unavailable("cannot store blob " + digest + ": " + ErrnoText(err));
-  }
-  return SyncDir(root_);
+  return Status::Ok();
 }
 
 Result<std::string> BlobStore::Get(const std::string& digest) const {

@@ -7,6 +7,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cstdlib>
+#include <mutex>
 
 #include "http/http.h"
 #include "http/loop_impl.h"
@@ -51,15 +52,20 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>& res) {
   return out;
 }
 
-// A client context that verifies servers against CaFile(); `error` set when it cannot be made.
-std::unique_ptr<asio::ssl::context> ClientTlsContext(Status* error) {
-  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
-  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                   asio::ssl::context::no_tlsv1_1);
+// The client context that verifies servers against CaFile(), made once per CA file and shared
+// by every client and webhook of the process (loading the system's CAs costs milliseconds).
+// Thread-safe.
+Result<std::shared_ptr<asio::ssl::context>> ClientTlsContext() {
+  static std::mutex mu;
+  static std::string made_for;
+  static std::shared_ptr<asio::ssl::context> made;
+  const std::string ca = CaFile();
+  std::lock_guard<std::mutex> lock(mu);
+  if (made && made_for == ca) return made;
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  SetTlsFloor(*ctx);
   ctx->set_verify_mode(asio::ssl::verify_peer);
   beast::error_code ec;
-  const std::string ca = CaFile();
   if (ca.empty()) {
     ctx->set_default_verify_paths(ec);
   } else {
@@ -68,11 +74,12 @@ std::unique_ptr<asio::ssl::context> ClientTlsContext(Status* error) {
     X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx->native_handle()), X509_V_FLAG_PARTIAL_CHAIN);
   }
   if (ec) {
-    *error =
-        InvalidArgument("TLS: cannot load the CA certificates " +
-                        (ca.empty() ? std::string("of the system") : ca) + ": " + ec.message());
+    return InvalidArgument("TLS: cannot load the CA certificates " +
+                           (ca.empty() ? std::string("of the system") : ca) + ": " + ec.message());
   }
-  return ctx;
+  made_for = ca;
+  made = std::move(ctx);
+  return made;
 }
 
 // Prepares `stream` to check that the server's certificate names `host` (and sends it by SNI).
@@ -90,7 +97,13 @@ std::string CaFile() {
 
 struct HttpClient::Impl {
   Impl(std::string h, uint16_t p, bool t) : host(std::move(h)), port(p), tls(t), plain(io) {
-    if (tls) ctx = ClientTlsContext(&init_error);
+    if (!tls) return;
+    auto made = ClientTlsContext();
+    if (made.ok()) {
+      ctx = std::move(*made);
+    } else {
+      init_error = made.status();
+    }
   }
 
   beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*secure) : plain; }
@@ -164,7 +177,7 @@ struct HttpClient::Impl {
   Status init_error;  // the TLS context could not be made
   asio::io_context io;
   beast::tcp_stream plain;                                       // !tls
-  std::unique_ptr<asio::ssl::context> ctx;                       // tls
+  std::shared_ptr<asio::ssl::context> ctx;                       // tls
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;  // tls: one per connection
   beast::flat_buffer buffer;
   bool connected = false;
@@ -214,7 +227,7 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
   FetchOp(asio::io_context& io) : resolver(io), plain(io) {}
   tcp::resolver resolver;
   beast::tcp_stream plain;                                       // http://
-  std::unique_ptr<asio::ssl::context> ctx;                       // https://
+  std::shared_ptr<asio::ssl::context> ctx;                       // https://
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;  // https://
   beast::flat_buffer buffer;
   bhttp::request<bhttp::string_body> req;
@@ -233,13 +246,13 @@ struct FetchOp : std::enable_shared_from_this<FetchOp> {
 
   void Start() {
     if (url.tls) {
-      Status error = Status::Ok();
-      ctx = ClientTlsContext(&error);
-      if (!error.ok()) {
+      auto made = ClientTlsContext();
+      if (!made.ok()) {
         auto d = std::move(done);
-        if (d) d(error);
+        if (d) d(made.status());
         return;
       }
+      ctx = std::move(*made);
       secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(plain.get_executor(), *ctx);
       ExpectHost(*secure, url.host);
     }

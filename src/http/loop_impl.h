@@ -1,6 +1,7 @@
 #pragma once
 // Internal to the http module: the Boost side of EventLoop.
 #include <boost/asio.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core.hpp>
 
 #include "http/http.h"
@@ -9,6 +10,13 @@ namespace gantry::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
+
+// The TLS versions every context of this module speaks: 1.2 and later.
+inline void SetTlsFloor(asio::ssl::context& ctx) {
+  ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                  asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                  asio::ssl::context::no_tlsv1_1);
+}
 
 struct EventLoop::Impl {
   struct Periodic {

@@ -451,9 +451,7 @@ Status HttpServer::Listen() {
   if (impl_->acceptor.is_open()) return Status::Ok();
   if (!impl_->options.tls_cert_file.empty() && !impl_->tls) {
     auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                     asio::ssl::context::no_tlsv1_1);
+    SetTlsFloor(*ctx);
     beast::error_code ec;
     ctx->use_certificate_chain_file(impl_->options.tls_cert_file, ec);
     if (ec) {

@@ -179,12 +179,14 @@ Result<const Job*> JobManager::Submit(SubmitRequest req, std::function<void(Stat
   Persist(j, true, [this, id = r.id, durable = std::move(durable)](Status s) {
     auto it = jobs_.find(id);
     if (it != jobs_.end() && it->second->committing) {
-      Job* written = it->second.get();
-      written->committing = false;
       if (s.ok()) {
-        Accept(written);
+        it->second->committing = false;
+        Accept(it->second.get());
       } else {
-        Forget(written);
+        // Taken back as if never submitted (still `committing`: it was never counted); its
+        // record is deleted too, should the failed write have landed after all.
+        GLOG_WARN("jobs: job %s not accepted: its record could not be written", id.c_str());
+        DeleteJob(id);
       }
     }
     if (durable) durable(s);
@@ -201,18 +203,6 @@ void JobManager::Accept(Job* j) {
   if (j->status == JobStatus::kInQueue) {
     for (JobObserver* o : observers_) o->OnJobQueued(j->rec.endpoint_id);
   }
-}
-
-void JobManager::Forget(Job* j) {
-  const std::string id = j->rec.id;
-  GLOG_WARN("jobs: job %s not accepted: its record could not be written", id.c_str());
-  j->deleted = true;
-  job_waiters_.Notify(id, nullptr);
-  stream_waiters_.Notify(id, nullptr);
-  index_.Remove(j);
-  // Should the failed write have landed after all, this takes it out again.
-  store_->Write({store::Mutation::DeleteJob(id, j->rec.seq)}, {});
-  jobs_.erase(id);
 }
 
 void JobManager::RemoveObserver(JobObserver* observer) { std::erase(observers_, observer); }

@@ -200,8 +200,6 @@ class JobManager {
   void Persist(Job* job, bool with_input, std::function<void(Status)> durable = {});
   // A new job enters its endpoint's queue: counted, queued, its TTL armed, offered.
   void Accept(Job* job);
-  // A /run job whose first write failed: removed as if it had never been submitted.
-  void Forget(Job* job);
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here
   void Enqueue(Job* job, bool front);          // SetStatus(IN_QUEUE) and PushQueue
   void PushQueue(Job* job, bool front);        // adds a queue entry for the job's current gen

@@ -49,13 +49,23 @@ class TlsTest(E2ETest):
     def tearDownClass(cls):
         shutil.rmtree(cls.pki, ignore_errors=True)
 
+    # Whether the server is told the CA (GANTRY_CA_FILE) or left to trust its own certificate.
+    server_told_the_ca = True
+
     def setUp(self):
+        self.saved = os.environ.pop("GANTRY_CA_FILE", None)
+        env = {"GANTRY_CA_FILE": self.ca} if self.server_told_the_ca else {}
         self.server = Server(
-            command="up", ca_file=self.ca, env={"GANTRY_CA_FILE": self.ca},
+            command="up", ca_file=self.ca, env=env,
             extra_args=["--tls-cert", os.path.join(self.pki, "server.pem"),
                         "--tls-key", os.path.join(self.pki, "server.key"),
                         "--webhook-allow", "127.0.0.0/8"]).start()
         self.workers = []
+
+    def tearDown(self):
+        super().tearDown()
+        if self.saved is not None:
+            os.environ["GANTRY_CA_FILE"] = self.saved
 
     def cli(self, *args, ca=True):
         env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
@@ -146,20 +156,7 @@ class UpTrustsItsOwnCertificateTest(TlsTest):
     """`gantry up --tls-cert` without GANTRY_CA_FILE: its agent and workers trust the server's
     own certificate (a leaf here, signed by a CA they were not told of)."""
 
-    def setUp(self):
-        self.server = Server(
-            command="up", ca_file=self.ca,
-            extra_args=["--tls-cert", os.path.join(self.pki, "server.pem"),
-                        "--tls-key", os.path.join(self.pki, "server.key")])
-        self.server.env.pop("GANTRY_CA_FILE", None)
-        self.saved = os.environ.pop("GANTRY_CA_FILE", None)
-        self.server.start()
-        self.workers = []
-
-    def tearDown(self):
-        super().tearDown()
-        if self.saved is not None:
-            os.environ["GANTRY_CA_FILE"] = self.saved
+    server_told_the_ca = False
 
     def test_everything_speaks_https_and_verifies_the_private_ca(self):
         p = self.cli("endpoint", "create", "echo", "--command", PYTHON,

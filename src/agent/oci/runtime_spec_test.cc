@@ -82,6 +82,19 @@ TEST(RuntimeSpecTest, NamespacesLimitsAndProcess) {
   EXPECT_TRUE(unshare && clone3 && newuser);
 }
 
+TEST(RuntimeSpecTest, VolumesAreMountedWithoutDevicesOrSetuid) {
+  ContainerSpec spec = Basic();
+  spec.mounts.push_back(Mount{"/srv/volumes/v1", "/runpod-volume", false});
+  auto c = RuntimeConfig(spec);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const json::value* volume = nullptr;
+  for (const auto& m : c->at("mounts").as_array()) {
+    if (m.at("destination").as_string() == "/runpod-volume") volume = &m;
+  }
+  ASSERT_NE(volume, nullptr);
+  EXPECT_EQ(volume->at("options"), (json::array{"rbind", "rw", "nosuid", "nodev"}));
+}
+
 TEST(RuntimeSpecTest, BadSpecsRefused) {
   ContainerSpec s = Basic();
   s.args.clear();
