@@ -4,6 +4,7 @@ touches keys. (The worker sandbox is not built yet: see docs/security.md.)"""
 import http.server
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -170,6 +171,44 @@ class BadClientTest(E2ETest):
         reply = s.recv(4096).decode(errors="replace")
         self.assertTrue(reply.startswith("HTTP/1.1 404"), reply)  # no endpoint x
 
+    def test_fifty_slow_uploads_without_a_key_are_refused_before_their_bodies(self):
+        # 50 clients at once, each announcing 20 MiB (no key, or a wrong one) and sending it
+        # slowly until answered: were their bodies read, the server would hold 1000 MiB.
+        pid = self.server.proc.pid  # prlimit execs the server: the same process
+        before = vm_kib(pid, "VmRSS")
+        results = []
+
+        def upload(i):
+            s = self.raw()
+            s.settimeout(30)
+            auth = "" if i % 2 else "Authorization: Bearer gk_not_a_key_of_this_server_00\r\n"
+            s.sendall(("POST /v2/x/run HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n"
+                       % (auth, 20 << 20)).encode())
+            sent, reply = 0, ""
+            try:
+                while sent < 20 << 20 and not reply:
+                    if select.select([s], [], [], 0.02)[0]:
+                        reply = s.recv(4096).decode(errors="replace")
+                        break
+                    s.sendall(b"a" * (16 << 10))
+                    sent += 16 << 10
+            except OSError as err:  # the server closed it: its answer, if any, is there
+                reply = reply or "closed: %s" % err
+            results.append((reply.split("\r\n", 1)[0], sent))
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(len(results), 50)
+        for status, sent in results:
+            self.assertRegex(status, r"^HTTP/1.1 (401|413) ", results)
+            self.assertLess(sent, 1 << 20, results)  # answered long before its body came
+        grown_mb = (vm_kib(pid, "VmHWM") - before) >> 10
+        self.assertLess(grown_mb, 100)
+        self.assertEqual(self.server.request("GET", "/healthz", key=None).status, 200)
+
     def test_idle_sockets_beyond_the_descriptor_limit_do_not_lock_out_a_client(self):
         idle = []
         for _ in range(250):
@@ -184,6 +223,55 @@ class BadClientTest(E2ETest):
         self.assertLess(time.time() - started, 5)
         # And a real request with a key, too.
         self.assertEqual(self.server.request("GET", "/v1/endpoints").status, 200)
+
+
+def vm_kib(pid, field):
+    """A memory figure of `pid` from /proc/PID/status, in KiB (VmRSS: now; VmHWM: its peak)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
+class StreamFloodTest(E2ETest):
+    """A worker may stream without end: a job holds at most 64 MiB and 65536 chunks of it
+    (JobsOptions); past them the server refuses the worker's posts (413), and its memory stays
+    bounded whatever the worker sends."""
+
+    def test_a_worker_streaming_600_mb_is_cut_and_the_server_stays_small(self):
+        self.server.create_endpoint({"id": "flood"})
+        self.worker("flood", "stream_flood.py")
+        pid = self.server.proc.pid
+        job = self.server.request("POST", "/v2/flood/run", {"input": {"mb": 600}}).json["id"]
+        # A client reads the stream as it comes; the server answers /healthz throughout.
+        chunks = size = 0
+        deadline = time.time() + 120
+        while True:
+            self.assertLess(time.time(), deadline, "the flood job did not end")
+            s = self.server.request("GET", "/v2/flood/stream/" + job, timeout=30)
+            self.assertEqual(s.status, 200, s)
+            chunks += len(s.json["stream"])
+            size += sum(len(c["output"]) for c in s.json["stream"])
+            self.assertEqual(self.server.request("GET", "/healthz", key=None).status, 200)
+            if s.json["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
+                break
+        # The worker sent ~600 MiB: the server's peak memory meanwhile is a small part of it
+        # (about 200 MB here: the 64 MiB of chunks it holds, twice while a client reads them).
+        peak_mb = vm_kib(pid, "VmHWM") >> 10
+        self.assertLess(peak_mb, 400, "the server's peak RSS was %d MB" % peak_mb)
+        st = self.server.request("GET", "/v2/flood/status/" + job, timeout=60).json
+        self.assertEqual(st["status"], "COMPLETED", {k: v for k, v in st.items() if k != "output"})
+        # Cut, and it says so: what the stream delivered is what the job held, 64 MiB at most.
+        self.assertIn("streamCut", st)
+        self.assertRegex(st["streamCut"], r"^the stream was cut after \d+ chunks")
+        self.assertLessEqual(size, 64 << 20)
+        self.assertGreater(chunks, 32)
+        self.assertEqual(len(st["output"]), chunks)  # the job's output: the chunks it kept
+        # Answering that 64 MiB output costs copies of it for a moment (its peak then was
+        # about 370 MB here); they are given back.
+        self.assertLess(vm_kib(pid, "VmRSS") >> 10, 400)
+        self.assertEqual(self.server.request("GET", "/healthz", key=None).status, 200)
 
 
 class AdminKeyTest(unittest.TestCase):

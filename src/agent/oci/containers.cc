@@ -1,9 +1,14 @@
 #include "agent/oci/containers.h"
 
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +16,7 @@
 #include <sstream>
 
 #include "agent/oci/runtime_spec.h"
+#include "common/fd.h"
 #include "common/log.h"
 #include "common/subprocess.h"
 
@@ -19,28 +25,119 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The numeric id of `name` in an /etc/passwd- or /etc/group-style file (field 3), or nullopt.
-std::optional<uint32_t> LookUp(const std::string& file, const std::string& name, uint32_t* gid) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    std::string part;
-    while (std::getline(ss, part, ':')) f.push_back(part);
-    if (f.size() >= 4 && f[0] == name) {
-      if (gid) *gid = static_cast<uint32_t>(std::stoul(f[3]));
-      return static_cast<uint32_t>(std::stoul(f[2]));
-    }
+// At most this much of an image's /etc/passwd or /etc/group is read (a real one is a few KiB).
+constexpr size_t kMaxAccountsFileBytes = 4u << 20;
+
+// A uid or gid: decimal digits only, at most 4294967294 (4294967295 is (uid_t)-1, "no change").
+std::optional<uint32_t> ParseId(std::string_view s) {
+  uint64_t v = 0;
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string_view::npos ||
+      std::from_chars(s.data(), s.data() + s.size(), v).ec != std::errc() || v > 4294967294u) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  return static_cast<uint32_t>(v);
 }
 
-bool Numeric(const std::string& s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+// `path` (absolute, as the container sees it) opened O_PATH under `root`: symlinks resolve
+// inside the root, as in the container (openat2 RESOLVE_IN_ROOT). Where the kernel has no
+// openat2 (before 5.6, or a seccomp filter refuses it), or with `no_openat2`, no symlink is
+// followed at all: a directory symlink is an error, a final one is opened as the link itself.
+// -1 with errno on failure.
+int OpenInRoot(int root, const std::string& path, bool no_openat2) {
+  if (!no_openat2) {
+    struct open_how how = {};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    const int fd = static_cast<int>(syscall(SYS_openat2, root, path.c_str(), &how, sizeof how));
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return fd;
+  }
+  Fd dir(fcntl(root, F_DUPFD_CLOEXEC, 0));
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  for (std::string part; std::getline(ss, part, '/');) {
+    if (part == "..") {  // the paths asked for have none: refused rather than resolved
+      errno = EACCES;
+      return -1;
+    }
+    if (!part.empty() && part != ".") parts.push_back(part);
+  }
+  for (size_t i = 0; dir.get() >= 0 && i < parts.size(); ++i) {
+    const int flags = O_PATH | O_NOFOLLOW | O_CLOEXEC | (i + 1 < parts.size() ? O_DIRECTORY : 0);
+    dir.Reset(openat(dir.get(), parts[i].c_str(), flags));
+  }
+  return dir.get() < 0 ? -1 : fcntl(dir.get(), F_DUPFD_CLOEXEC, 0);
+}
+
+// The ids of `name` in the image's `file`, an /etc/passwd- (fields 3 and 4) or, with
+// `group`, an /etc/group-style file (field 3, twice). NotFound when no line names it,
+// InvalidArgument when that line's ids are not ids. Lines with too few fields are skipped, as
+// the C library skips them.
+Result<std::pair<uint32_t, uint32_t>> LookUp(const std::string& rootfs, const std::string& file,
+                                             const std::string& name, bool group) {
+  const std::string what = std::string("the image's ") + (group ? "group '" : "user '") + name;
+  auto text = ReadImageFile(rootfs, file, kMaxAccountsFileBytes);
+  if (!text.ok()) return Status(text.status().code(), what + "': " + text.status().message());
+  std::string_view rest = *text;
+  for (size_t line_no = 1; !rest.empty(); ++line_no) {
+    const size_t nl = rest.find('\n');
+    const std::string_view line = rest.substr(0, nl);
+    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+    std::vector<std::string_view> f;
+    for (size_t at = 0;;) {
+      const size_t colon = line.find(':', at);
+      f.push_back(line.substr(at, colon == std::string_view::npos ? colon : colon - at));
+      if (colon == std::string_view::npos) break;
+      at = colon + 1;
+    }
+    if (f.size() < (group ? 3u : 4u) || f[0] != name) continue;
+    const auto id = ParseId(f[2]);
+    const auto gid = group ? id : ParseId(f[3]);
+    if (!id || !gid) {
+      return InvalidArgument(what + "' has ids in its " + file + ", line " +
+                             std::to_string(line_no) + ", that are not numbers in [0, 4294967294]");
+    }
+    return std::pair<uint32_t, uint32_t>{*id, *gid};
+  }
+  return NotFound(what + "' is not in its " + file);
 }
 
 }  // namespace
+
+Result<std::string> ReadImageFile(const std::string& rootfs, const std::string& path,
+                                  size_t max_bytes, bool TEST_no_openat2) {
+  const std::string what = "the image's " + path;
+  Fd root(open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (root.get() < 0) return ErrnoStatus("the image's root filesystem " + rootfs, errno);
+  Fd at(OpenInRoot(root.get(), path, TEST_no_openat2));
+  if (at.get() < 0) return ErrnoStatus(what, errno);
+  struct stat st;
+  if (fstat(at.get(), &st) != 0) return ErrnoStatus(what, errno);
+  if (S_ISLNK(st.st_mode)) {
+    return InvalidArgument(what + " is a symbolic link, and this kernel cannot resolve it " +
+                           "inside the image (openat2)");
+  }
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(what + " is not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return InvalidArgument(what + " is larger than " + std::to_string(max_bytes >> 10) + " KiB");
+  }
+  // Opened for reading only now that it is known to be a regular file (never a device or FIFO).
+  Fd fd(open(("/proc/self/fd/" + std::to_string(at.get())).c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(what, errno);
+  std::string out(max_bytes + 1, '\0');
+  size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t n = read(fd.get(), out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(what, errno);
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got > max_bytes) {
+    return InvalidArgument(what + " is larger than " + std::to_string(max_bytes >> 10) + " KiB");
+  }
+  out.resize(got);
+  return out;
+}
 
 Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& user,
                                                   const std::string& rootfs) {
@@ -48,25 +145,33 @@ Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& user,
   const size_t colon = user.find(':');
   const std::string u = user.substr(0, colon);
   const std::string g = colon == std::string::npos ? "" : user.substr(colon + 1);
-  uint32_t uid = 0, gid = 0;
-  if (Numeric(u)) {
-    uid = static_cast<uint32_t>(std::stoul(u));
-    gid = uid;
-  } else {
-    auto found = LookUp(rootfs + "/etc/passwd", u, &gid);
-    if (!found) return NotFound("the image's user '" + u + "' is not in its /etc/passwd");
-    uid = *found;
-  }
-  if (!g.empty()) {
-    if (Numeric(g)) {
-      gid = static_cast<uint32_t>(std::stoul(g));
-    } else {
-      auto found = LookUp(rootfs + "/etc/group", g, nullptr);
-      if (!found) return NotFound("the image's group '" + g + "' is not in its /etc/group");
-      gid = *found;
+  std::pair<uint32_t, uint32_t> ids;
+  if (u.find_first_not_of("0123456789") == std::string::npos) {
+    const auto uid = ParseId(u);
+    if (!uid) {
+      return InvalidArgument("the image's USER '" + user +
+                             "' has a uid that is not a number in [0, 4294967294]");
     }
+    ids = {*uid, *uid};
+  } else {
+    auto found = LookUp(rootfs, "/etc/passwd", u, false);
+    if (!found.ok()) return found.status();
+    ids = *found;
   }
-  return std::pair<uint32_t, uint32_t>{uid, gid};
+  if (g.empty()) return ids;
+  if (g.find_first_not_of("0123456789") == std::string::npos) {
+    const auto gid = ParseId(g);
+    if (!gid) {
+      return InvalidArgument("the image's USER '" + user +
+                             "' has a gid that is not a number in [0, 4294967294]");
+    }
+    ids.second = *gid;
+  } else {
+    auto found = LookUp(rootfs, "/etc/group", g, true);
+    if (!found.ok()) return found.status();
+    ids.second = found->first;
+  }
+  return ids;
 }
 
 Containers::Containers(ImageStore* images, std::string dir, ContainersOptions options)

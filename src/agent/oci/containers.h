@@ -88,8 +88,18 @@ class Containers {
 };
 
 // The uid and gid of an image's USER ("", "1000", "1000:100", "app", "app:staff"), names looked
-// up in the rootfs's /etc/passwd and /etc/group. "" is root. NotFound for an unknown name.
+// up in the rootfs's /etc/passwd and /etc/group (ReadImageFile). "" is root. NotFound for an
+// unknown name; InvalidArgument for an id out of range or a malformed file, naming it.
 Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& user,
                                                   const std::string& rootfs);
+
+// The contents of `path` (absolute, as the container sees it) in the image's `rootfs`, for the
+// agent to read what an untrusted image holds: symlinks resolve inside `rootfs`, never out of it
+// (openat2 RESOLVE_IN_ROOT; where the kernel has no openat2, or with TEST_no_openat2, a symlink
+// is refused instead). A regular file of at most `max_bytes` only (a FIFO or device is never
+// opened for reading). Errors name the file: NotFound when it is missing, InvalidArgument when
+// it is not a regular file, is too large or is a symlink that cannot be resolved safely.
+Result<std::string> ReadImageFile(const std::string& rootfs, const std::string& path,
+                                  size_t max_bytes, bool TEST_no_openat2 = false);
 
 }  // namespace gantry::agent::oci
