@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """What the worker sandbox costs a cold start (agent/sandbox.h): the torch handler of
 cold_start_paths.py (imports torch, maps a 488 MiB model) started in full and forked from its
-template, by an agent that gives the endpoint a user of its own (the default as root) and by one
-started with --insecure-same-user (workers as the agent's user, as before the sandbox), against
-the handler run directly. The two modes alternate in rounds, each on a fresh `gantry up`, so
-that drift on this shared machine falls on both.
+template, by an agent that gives the endpoint a user of its own and each worker a network
+namespace of its own (the default as root), by one with users of their own but the host's
+network (--host-network), and by one started with --insecure-same-user --host-network (workers
+as the agent's user on its network, as before the sandbox), against the handler run directly.
+The modes alternate in rounds, each on a fresh `gantry up`, so that drift on this shared machine
+falls on all.
 
 Usage (from the repository root, as root, after scripts/setup.sh and scripts/build.sh):
     /usr/bin/python3 bench/sandbox_cost.py [--starts 10] [--rounds 2] [--port 21600]
@@ -19,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import GantryUp, pct  # noqa: E402
 from cold_start_paths import Bench  # noqa: E402
 
-MODES = [("sandboxed", []), ("same-user", ["--insecure-same-user"])]
+MODES = [("sandboxed", []), ("sandboxed, host network", ["--host-network"]),
+         ("same-user, host network", ["--insecure-same-user", "--host-network"])]
 
 
 class SandboxBench(Bench):

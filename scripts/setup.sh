@@ -17,6 +17,8 @@ PKGS=(
   # Recommends of it); tests/images/build_test_image.sh needs both. crun is preferred where it
   # runs containers (the agent probes it at start and falls back to runc).
   runc crun umoci skopeo docker-registry debootstrap debian-archive-keyring
+  # Workers' network namespaces (src/agent/net): the node's firewall chains.
+  iptables
   # tests/vm: a VM with cgroup v2 alone (this host is hybrid), booted with Debian's kernel.
   qemu-system-x86 busybox-static kmod
 )

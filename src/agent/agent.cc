@@ -152,6 +152,31 @@ static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status*
   return std::move(*sandbox);
 }
 
+// The workers' network namespaces, or null (with *note saying why) when they share the agent's.
+static std::unique_ptr<net::WorkerNetwork> MakeNetwork(const AgentOptions& o, std::string* note) {
+  if (o.host_network) {
+    *note = "host network: --host-network";
+  } else if (geteuid() != 0) {
+    *note = "host network: agent not root";
+  } else {
+    net::NetworkOptions n;
+    n.tag = Sha256Hex(std::filesystem::absolute(DataDir(o)).string()).substr(0, 6);
+    n.server_url = o.server_url;
+    auto network = net::WorkerNetwork::Open(n);
+    if (network.ok()) {
+      *note = (*network)->describe();
+      GLOG_INFO("agent: workers run in their own network namespaces: %s", note->c_str());
+      return std::move(*network);
+    }
+    *note = "host network: " + network.status().message();
+  }
+  GLOG_WARN(
+      "agent: workers share the agent's network (%s): they can reach the host's "
+      "loopback services",
+      note->c_str());
+  return nullptr;
+}
+
 // Whether this process holds CAP_SYS_RESOURCE, which CRIU needs to read the limits of a process
 // of another user (a sandboxed template): root in some containers lacks it.
 static bool HasSysResource() {
@@ -186,7 +211,8 @@ static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o,
 
 static std::unique_ptr<TemplateManager> MakeTemplates(const AgentOptions& o, const Clock* clock,
                                                       ProcessRuntime* runtime,
-                                                      Snapshotter* snapshotter) {
+                                                      Snapshotter* snapshotter,
+                                                      net::WorkerNetwork* network) {
   if (!o.templates) return nullptr;
   TemplateOptions t;
   t.dir = DataDir(o) + "/templates";
@@ -198,6 +224,13 @@ static std::unique_ptr<TemplateManager> MakeTemplates(const AgentOptions& o, con
                          static_cast<int64_t>(sysconf(_SC_PAGE_SIZE)) / (4 << 20);
   }
   t.disk_budget_mb = o.snapshot_disk_mb;
+  if (network) {
+    t.new_network = [network]() -> Result<Fd> {
+      auto ns = network->Attach();
+      if (!ns.ok()) return ns.status();
+      return std::move(ns->ns);
+    };
+  }
   return std::make_unique<TemplateManager>(clock, runtime, snapshotter, t);
 }
 
@@ -207,8 +240,10 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
       runtime_(std::move(runtime)),
       bundles_(NewHttpBundleCache(options_.server_url, options_.token, DataDir(options_))),
       sandbox_(MakeSandbox(options_, &sandbox_error_)),
+      network_(MakeNetwork(options_, &network_note_)),
       snapshotter_(MakeSnapshotter(options_, sandbox_.get())),
-      templates_(MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get())),
+      templates_(
+          MakeTemplates(options_, clock, runtime_.get(), snapshotter_.get(), network_.get())),
       image_tools_(oci::NewSystemImageTools()),
       images_(MakeImageStore(options_, image_tools_.get())),
       containers_(MakeContainers(options_, images_.get(), &inventory_.runtime)),
@@ -236,7 +271,7 @@ Agent::Agent(AgentOptions options, const Clock* clock, std::unique_ptr<ProcessRu
             };
             return r;
           }(),
-          bundles_.get(), templates_.get(), containers_.get(), sandbox_.get()) {
+          bundles_.get(), templates_.get(), containers_.get(), sandbox_.get(), network_.get()) {
   if (options_.node_id.empty()) options_.node_id = DefaultNodeId();
   if (containers_) containers_->CleanupAll();  // what a previous agent left mounted
 }
@@ -259,6 +294,7 @@ Status Agent::Start() {
   if (!url.ok()) return url.status();
   if (!sandbox_) return sandbox_error_;
   inventory_.runtime.sandbox = sandbox_->describe();
+  inventory_.runtime.network = network_note_;
   inventory_.name = options_.node_id;
   inventory_.cpu_cores = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
   inventory_.memory_mb = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
@@ -295,6 +331,7 @@ void Agent::Stop() {
   if (gc_thread_.joinable()) gc_thread_.join();
   runtime_->StopAll(options_.stop_grace_ms);  // workers and templates alike
   templates_.reset();                         // waits for a checkpoint or restore in progress
+  if (network_) network_->Stop();             // the bridge and the firewall rules
 }
 
 void Agent::CollectImages(int64_t now_ms) {

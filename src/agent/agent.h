@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/net/worker_network.h"
 #include "agent/oci/containers.h"
 #include "agent/oci/image_gc.h"
 #include "agent/oci/prefetch.h"
@@ -53,6 +54,10 @@ struct AgentOptions {
   std::string worker_dir;
   int worker_uid_first = 200'000;
   int worker_uid_count = 100'000;
+  // Workers (net/worker_network.h): as root, each in a network namespace of its own, on a
+  // bridge of the node's, reaching the server and the internet only. host_network: they share
+  // the agent's, as before (also when the agent is not root).
+  bool host_network = false;
 };
 
 // A node's id when none is given: the host name, with characters other than letters, digits
@@ -90,6 +95,9 @@ class Agent {
   // and Start() fails with it).
   Status sandbox_error_;
   std::unique_ptr<WorkerSandbox> sandbox_;
+  // Workers' network namespaces; null: they share the agent's (network_note_ says why).
+  std::string network_note_;
+  std::unique_ptr<net::WorkerNetwork> network_;
   std::unique_ptr<Snapshotter> snapshotter_;    // null: no usable CRIU, or snapshots off
   std::unique_ptr<TemplateManager> templates_;  // null: templates off
   // Image workers; null when runc, skopeo or umoci is missing.

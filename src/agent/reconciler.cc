@@ -26,14 +26,16 @@ static void SetGpuEnvironment(const std::vector<int>& gpus,
 
 Reconciler::Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
                        BundleCache* bundles, TemplateManager* templates,
-                       oci::Containers* containers, WorkerSandbox* sandbox)
+                       oci::Containers* containers, WorkerSandbox* sandbox,
+                       net::WorkerNetwork* network)
     : clock_(clock),
       runtime_(runtime),
       options_(std::move(options)),
       bundles_(bundles),
       templates_(templates),
       containers_(containers),
-      sandbox_(sandbox) {}
+      sandbox_(sandbox),
+      network_(network) {}
 
 // An image worker being prepared (pull, overlay, config.json) on another thread.
 struct PendingContainer {
@@ -222,6 +224,7 @@ oci::ContainerRequest Reconciler::ContainerRequestFor(const protocol::WorkerAssi
   r.volume = a.volume;
   if (!a.volume_mount_path.empty()) r.volume_mount_path = a.volume_mount_path;
   r.read_only_rootfs = a.read_only_rootfs;
+  if (OwnNetwork(a)) network_->RewriteEnvironment(&r.env);  // the server at the gateway
   return r;
 }
 
@@ -260,7 +263,7 @@ void Reconciler::PrepareContainerTemplate(const protocol::WorkerAssignment& a) {
   t.env = templates_->TemplateEnvironment(key, std::move(t.env), /*container=*/true);
   t.devices.clear();
   template_preps_[key] = {a.endpoint_id, a.endpoint_version,
-                          PrepareAsync(containers_, t, options_.wake, nullptr)};
+                          PrepareAsync(containers_, t, options_.wake, nullptr), a.host_network};
 }
 
 void Reconciler::StartPreparedTemplates() {
@@ -274,7 +277,7 @@ void Reconciler::StartPreparedTemplates() {
       GLOG_WARN("agent: cannot prepare the template container of %s: %s", it->first.c_str(),
                 spec.status().ToString().c_str());
     } else if (!templates_->EnsureContainer(it->first, it->second.endpoint_id, it->second.version,
-                                            *spec)) {
+                                            *spec, it->second.host_network)) {
       containers_->Cleanup(spec->id);
     }
     it = template_preps_.erase(it);
@@ -331,7 +334,7 @@ bool Reconciler::StartContainer(Local& l) {
     FailStart(l, "cannot start image " + a.image + ": " + spec.status().ToString());
     return true;
   }
-  auto pid = runtime_->Start(*spec);
+  auto pid = StartProcess(a, *spec);
   if (!pid.ok()) {
     containers_->Cleanup(a.worker_id);
     FailStart(l, "cannot start: " + pid.status().message());
@@ -403,7 +406,7 @@ bool Reconciler::StartWorker(Local& l) {
   } else if (state == State::kStarting) {
     l.report.start_note = "the template is still initialising";
   }
-  auto pid = runtime_->Start(*ps);
+  auto pid = StartProcess(a, *ps);
   if (!pid.ok()) {
     if (sandbox_) sandbox_->RemoveScratch(a.worker_id);
     GLOG_WARN("agent: cannot start worker %s: %s", a.worker_id.c_str(),
@@ -415,7 +418,7 @@ bool Reconciler::StartWorker(Local& l) {
   if (templates_ && a.use_template && templates_->Get(key) == State::kNone) {
     // The template's own scratch directory: the first worker's goes when that worker ends.
     auto tps = ProcessSpecFor(a, std::string(WorkerSandbox::kKeptScratchPrefix) + key);
-    if (tps.ok()) templates_->Ensure(key, a.endpoint_id, a.endpoint_version, *tps);
+    if (tps.ok()) templates_->Ensure(key, a.endpoint_id, a.endpoint_version, *tps, a.host_network);
   }
   return true;
 }
@@ -462,7 +465,16 @@ Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment&
   ps.cpu = a.cpu;
   ps.memory_mb = a.memory_mb;
   ps.pids_max = oci::kContainerPidsMax;  // a fork bomb stops there, as in a container
+  if (OwnNetwork(a)) network_->RewriteEnvironment(&ps.env);  // the server at the gateway
   return ps;
+}
+
+Result<int> Reconciler::StartProcess(const protocol::WorkerAssignment& a, ProcessSpec ps) {
+  if (!OwnNetwork(a)) return runtime_->Start(ps);
+  auto ns = network_->Attach();
+  if (!ns.ok()) return Unavailable("no network namespace: " + ns.status().message());
+  ps.netns_fd = ns->ns.get();  // joined before Start() returns; closed here after
+  return runtime_->Start(ps);
 }
 
 std::vector<protocol::WorkerReport> Reconciler::Reports() const {

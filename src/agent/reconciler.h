@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "agent/bundle_cache.h"
+#include "agent/net/worker_network.h"
 #include "agent/oci/containers.h"
 #include "agent/process/process_runtime.h"
 #include "agent/sandbox.h"
@@ -45,10 +46,13 @@ class Reconciler {
   // `templates` (may be null: every start is a full one) forks workers from templates;
   // `containers` (may be null: image workers fail to start, saying why) runs image workers.
   // `sandbox` (may be null: workers run as the agent, in its workdir) gives process workers
-  // their user, bundle copy and scratch directory.
+  // their user, bundle copy and scratch directory. `network` (may be null: workers share the
+  // agent's network) gives each worker a network namespace of its own, unless its endpoint
+  // asks for the host's (hostNetwork); templates get theirs from the TemplateManager.
   Reconciler(const Clock* clock, ProcessRuntime* runtime, ReconcilerOptions options,
              BundleCache* bundles = nullptr, TemplateManager* templates = nullptr,
-             oci::Containers* containers = nullptr, WorkerSandbox* sandbox = nullptr);
+             oci::Containers* containers = nullptr, WorkerSandbox* sandbox = nullptr,
+             net::WorkerNetwork* network = nullptr);
 
   ~Reconciler();
 
@@ -102,6 +106,11 @@ class Reconciler {
   // directory `scratch_name` (a worker's id; for a template, a name that outlives its workers).
   Result<ProcessSpec> ProcessSpecFor(const protocol::WorkerAssignment& a,
                                      const std::string& scratch_name);
+  // Whether `a`'s processes get a network namespace of their own.
+  bool OwnNetwork(const protocol::WorkerAssignment& a) const { return network_ && !a.host_network; }
+  // Starts `ps` (a worker's process, or the OCI runtime of its container) in a new network
+  // namespace when OwnNetwork(a).
+  Result<int> StartProcess(const protocol::WorkerAssignment& a, ProcessSpec ps);
   // Marks `l` as running, started by `path`; logs why a full start
   // was not a faster one.
   void MarkRunning(Local& l, protocol::StartPath path);
@@ -114,6 +123,7 @@ class Reconciler {
   TemplateManager* templates_;
   oci::Containers* containers_;
   WorkerSandbox* sandbox_;
+  net::WorkerNetwork* network_;
   std::mutex pull_mu_;
   std::vector<LogLine> pull_lines_;  // GUARDED_BY(pull_mu_): pull events, as the worker's lines
   // Pulls of workers that were unassigned meanwhile: their bundles are removed once done.
@@ -123,6 +133,7 @@ class Reconciler {
     std::string endpoint_id;
     int64_t version = 0;
     std::shared_ptr<struct PendingContainer> pending;
+    bool host_network = false;
   };
   std::map<std::string, TemplatePrep> template_preps_;
   std::vector<protocol::WorkerAssignment> assigned_;

@@ -140,16 +140,19 @@ TEST_F(CommandsTest, NodesShowsTemplatesSnapshotsAndCounters) {
                                 "container": true, "snapshot": true},
                                {"endpointId": "gen", "version": 1, "state": "",
                                 "snapshot": true}],
-                 "runtime": {"sandbox": "agent's user: --insecure-same-user"},
+                 "runtime": {"sandbox": "agent's user: --insecure-same-user",
+                             "network": "host network: --host-network"},
                  "startCounters": {"forks": 3, "restores": 1, "forkFailures": 0,
                                    "evictions": 2}}]})");
   EXPECT_EQ(Run({"nodes"}), 0);
-  EXPECT_EQ(out_,
-            "NODE  ALIVE  CPUS  MEMORY MB  GPUS  WORKERS  TEMPLATES                 "
-            "SNAPSHOTS     FORKS/RESTORES/FORK FAILURES/EVICTIONS  WORKERS RUN AS\n"
-            "n1    true   8     16000      2     1        echo@2:parked(container)  "
-            "echo@2 gen@1  3/1/0/2                                 agent's user: "
-            "--insecure-same-user\n");
+  EXPECT_EQ(
+      out_,
+      "NODE  ALIVE  CPUS  MEMORY MB  GPUS  WORKERS  TEMPLATES                 "
+      "SNAPSHOTS     FORKS/RESTORES/FORK FAILURES/EVICTIONS  WORKERS RUN AS                      "
+      "WORKER NETWORK\n"
+      "n1    true   8     16000      2     1        echo@2:parked(container)  "
+      "echo@2 gen@1  3/1/0/2                                 agent's user: "
+      "--insecure-same-user  host network: --host-network\n");
 }
 
 TEST_F(CommandsTest, WorkerEnvPrintsQuotedExports) {

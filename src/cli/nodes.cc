@@ -104,6 +104,10 @@ std::vector<std::string> NodeRow(const json::value& n) {
   if (auto* rt = Find(o, "runtime"); rt && rt->is_object() && !Field(*rt, "sandbox").empty()) {
     sandbox = Field(*rt, "sandbox");
   }
+  std::string network = "-";
+  if (auto* rt = Find(o, "runtime"); rt && rt->is_object() && !Field(*rt, "network").empty()) {
+    network = Field(*rt, "network");
+  }
   return {Field(n, "id"),
           Field(n, "alive"),
           Field(n, "cpuCores"),
@@ -113,7 +117,8 @@ std::vector<std::string> NodeRow(const json::value& n) {
           templates.empty() ? "-" : templates,
           snapshots.empty() ? "-" : snapshots,
           paths,
-          sandbox};
+          sandbox,
+          network};
 }
 
 void PrintNodes(const Context& ctx, const json::value& b) {
@@ -121,7 +126,7 @@ void PrintNodes(const Context& ctx, const json::value& b) {
   for (const auto& n : b.as_object().at("nodes").as_array()) rows.push_back(NodeRow(n));
   PrintTable(ctx.out,
              {"NODE", "ALIVE", "CPUS", "MEMORY MB", "GPUS", "WORKERS", "TEMPLATES", "SNAPSHOTS",
-              "FORKS/RESTORES/FORK FAILURES/EVICTIONS", "WORKERS RUN AS"},
+              "FORKS/RESTORES/FORK FAILURES/EVICTIONS", "WORKERS RUN AS", "WORKER NETWORK"},
              rows);
 }
 

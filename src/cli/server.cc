@@ -155,6 +155,9 @@ void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
   c->add_flag("--insecure-same-user", o.insecure_same_user,
               "Run workers as the agent's own user even as root (a single-user machine only: "
               "every endpoint's code can then read the data directory and the others' secrets)");
+  c->add_flag("--host-network", o.host_network,
+              "Let workers share the node's network instead of a namespace of their own each "
+              "(they can then reach every service on the host, its loopback included)");
   c->add_option("--worker-dir", o.worker_dir,
                 "Where workers' bundles and scratch directories live (default: "
                 "/var/lib/gantry-workers/<hash> as root, else <data dir>/workers)");

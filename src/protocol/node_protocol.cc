@@ -109,7 +109,8 @@ json::object EncodeWorker(const WorkerAssignment& w) {
                  {"flashboot", w.use_template},
                  {"volume", w.volume},
                  {"volumeMountPath", w.volume_mount_path},
-                 {"readOnlyRootfs", w.read_only_rootfs}};
+                 {"readOnlyRootfs", w.read_only_rootfs},
+                 {"hostNetwork", w.host_network}};
   AddImageAccess(w, &o);
   return o;
 }
@@ -139,6 +140,7 @@ WorkerAssignment DecodeWorker(const json::object& o) {
   f.Get("volume", &w.volume);
   f.Get("volumeMountPath", &w.volume_mount_path);
   f.Get("readOnlyRootfs", &w.read_only_rootfs);
+  f.Get("hostNetwork", &w.host_network);
   return w;
 }
 
@@ -248,7 +250,8 @@ json::object Encode(const NodeRuntime& rt) {
   return json::object{{"ociRuntime", rt.oci_runtime},
                       {"ociNotes", Strings(rt.oci_notes)},
                       {"limits", rt.limits},
-                      {"sandbox", rt.sandbox}};
+                      {"sandbox", rt.sandbox},
+                      {"network", rt.network}};
 }
 
 Result<NodeInventory> DecodeInventory(const json::value& body) {
@@ -271,6 +274,7 @@ Result<NodeInventory> DecodeInventory(const json::value& body) {
     Fields(*rt).Get("ociNotes", &inv.runtime.oci_notes);
     Fields(*rt).Get("limits", &inv.runtime.limits);
     Fields(*rt).Get("sandbox", &inv.runtime.sandbox);
+    Fields(*rt).Get("network", &inv.runtime.network);
   }
   return inv;
 }

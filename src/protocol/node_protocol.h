@@ -47,6 +47,8 @@ struct NodeRuntime {
   std::vector<std::string> oci_notes;  // why a preferred OCI runtime was passed over
   std::string limits;                  // how workers' limits are applied, or why they are not
   std::string sandbox;                 // whom process workers run as (WorkerSandbox::describe)
+  std::string
+      network;  // workers' network: their own namespaces (WorkerNetwork::describe) or why not
   bool operator==(const NodeRuntime&) const = default;
 };
 
@@ -87,6 +89,9 @@ struct WorkerAssignment : ImageAccess {
   // A container worker's filesystem options.
   std::string volume, volume_mount_path;
   bool read_only_rootfs = false;
+  // The worker shares the node's network namespace (the spec's hostNetwork) instead of having
+  // one of its own.
+  bool host_network = false;
   bool operator==(const WorkerAssignment&) const = default;
 };
 

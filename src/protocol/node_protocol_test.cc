@@ -34,12 +34,17 @@ WorkerAssignment FullWorker() {
   w.volume = "weights";
   w.volume_mount_path = "/data";
   w.read_only_rootfs = true;
+  w.host_network = true;
   return w;
 }
 
 TEST(NodeProtocolTest, InventoryRoundTrips) {
   NodeInventory inv{"n1", 16, 65536, {{0, "H100", "GPU-a"}, {1, "H100", "GPU-b"}}, {}};
-  inv.runtime = {"runc", {"crun cannot run a container here (x)"}, "cgroup v1 (memory)"};
+  inv.runtime = {"runc",
+                 {"crun cannot run a container here (x)"},
+                 "cgroup v1 (memory)",
+                 "uid per endpoint (200000-299999)",
+                 "own network namespace (10.213.0.0/22)"};
   EXPECT_EQ(RoundTrip(inv, DecodeInventory), inv);
 }
 
@@ -101,7 +106,8 @@ TEST(NodeProtocolTest, AssignmentWireFormatIsStable) {
                 std::string(64, 'a') +
                 R"(","env":{"A":"1","RUNPOD_POD_ID":"w-1"},"gpuType":"H100","gpus":[0,3],)"
                 R"("cpu":1.5,"memoryMb":2048,"flashboot":false,"volume":"weights",)"
-                R"("volumeMountPath":"/data","readOnlyRootfs":true,"image":"127.0.0.1:5000/w:1",)"
+                R"("volumeMountPath":"/data","readOnlyRootfs":true,"hostNetwork":true,)"
+                R"("image":"127.0.0.1:5000/w:1",)"
                 R"("registryAuth":{"username":"u","password":"p"},"insecureRegistry":true}],)"
                 R"("templateVersions":{"ep":7},"images":[{"generation":"ep:7","image":"r/i:1",)"
                 R"("registryAuth":{"username":"","password":""},"insecureRegistry":false}]})");

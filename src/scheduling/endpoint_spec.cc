@@ -56,6 +56,7 @@ json::object EndpointSpec::ToJson(bool with_secrets) const {
   o["volume"] = volume;
   o["volumeMountPath"] = volume_mount_path;
   o["readOnlyRootfs"] = read_only_rootfs;
+  o["hostNetwork"] = host_network;
   o["createdAt"] = created_ms;
   o["updatedAt"] = updated_ms;
   o["version"] = version;
@@ -209,7 +210,8 @@ Status ApplyCodeFields(const json::object& o, EndpointSpec* spec) {
   }
   if (const auto* v = Find(o, "registryAuth")) GANTRY_RETURN_IF_ERROR(ApplyRegistryAuth(*v, spec));
   for (auto [name, field] : {std::pair{"insecureRegistry", &spec->insecure_registry},
-                             std::pair{"readOnlyRootfs", &spec->read_only_rootfs}}) {
+                             std::pair{"readOnlyRootfs", &spec->read_only_rootfs},
+                             std::pair{"hostNetwork", &spec->host_network}}) {
     if (const auto* v = Find(o, name)) {
       if (!v->is_bool()) return InvalidArgument(std::string(name) + " must be true or false");
       *field = v->get_bool();
@@ -275,7 +277,8 @@ const std::vector<std::string_view>& SpecFieldNames() {
                                                        "insecureRegistry",
                                                        "volume",
                                                        "volumeMountPath",
-                                                       "readOnlyRootfs"};
+                                                       "readOnlyRootfs",
+                                                       "hostNetwork"};
   return kNames;
 }
 

@@ -53,6 +53,9 @@ struct EndpointSpec : ImageAccess {
   std::string volume;  // a named volume (a directory on the node); "" for none
   std::string volume_mount_path = "/runpod-volume";
   bool read_only_rootfs = false;
+  // Workers share their node's network namespace instead of having one of their own
+  // (docs/security.md): only for an endpoint that needs the host's network.
+  bool host_network = false;
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   int64_t version = 1;  // bumped on every update

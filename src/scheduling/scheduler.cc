@@ -67,6 +67,7 @@ void Scheduler::Rebuild(Node* node) {
     a.volume = spec->volume;
     a.volume_mount_path = spec->volume_mount_path;
     a.read_only_rootfs = spec->read_only_rootfs;
+    a.host_network = spec->host_network;
     next.workers.push_back(std::move(a));
   }
   // The endpoint versions whose templates and snapshots the agent should keep, and the images

@@ -5,12 +5,15 @@ Standard library only; run with /usr/bin/python3. Every wait is bounded.
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -20,6 +23,8 @@ SDK = os.path.join(ROOT, "sdk", "python")
 HANDLERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "handlers")
 PYTHON = "/usr/bin/python3"
 ADMIN_KEY = "gk_e2e_admin_key_0123456789"
+# What hostile workers try (fork bombs, connections), shared with the test image's worker.
+ATTEMPTS = os.path.join(ROOT, "tests", "images", "attempts.py")
 
 
 class Response:
@@ -259,7 +264,52 @@ class E2ETest(unittest.TestCase):
              if w["id"] == worker_id and w["startPath"]), None),
             what="the start path of " + worker_id)
 
+    def admin_cli(self, *args):
+        """`gantry ARGS` against this test's server with the admin key."""
+        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
+        return subprocess.run([GANTRY] + list(args), env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    def deploy_bundle(self, handler_dir, toml):
+        """Deploys a bundle of handler_dir's handler.py, ATTEMPTS and a gantry.toml of `toml`
+        (made in a temporary directory, removed when the test ends); asserts it deployed."""
+        d = tempfile.mkdtemp(prefix="gantry-bundle-")
+        self.addCleanup(shutil.rmtree, d, True)
+        shutil.copy(os.path.join(handler_dir, "handler.py"), d)
+        shutil.copy(ATTEMPTS, d)
+        with open(os.path.join(d, "gantry.toml"), "w") as f:
+            f.write(toml)
+        p = self.admin_cli("deploy", d)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
     def worker(self, endpoint, handler, **kw):
         w = self.server.start_worker(endpoint, handler, **kw)
         self.workers.append(w)
         return w
+
+
+def tcp_service(host):
+    """A TCP service on `host` (a thread) at a free port below 32768 that sends "host-secret" to
+    whoever connects: what a worker must not reach. (socket, port); close the socket to end it."""
+    for _ in range(100):
+        port = random.randint(20000, 32000)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((host, port))
+        except OSError:
+            s.close()
+            continue
+        s.listen(8)
+
+        def loop(s=s):
+            while True:
+                try:
+                    c, _ = s.accept()
+                except OSError:
+                    return
+                with c:
+                    c.sendall(b"host-secret")
+
+        threading.Thread(target=loop, daemon=True).start()
+        return s, port
+    raise RuntimeError("no free port")

@@ -12,7 +12,7 @@ import tempfile
 import time
 import unittest
 
-from harness import ADMIN_KEY, E2ETest, GANTRY, ROOT, proc_state
+from harness import ADMIN_KEY, E2ETest, GANTRY, ROOT, proc_state, tcp_service
 
 IMAGES = os.path.join(ROOT, "tests", "images")
 
@@ -118,8 +118,10 @@ class ImageTest(E2ETest):
         if v2 and shutil.which("crun"):
             self.assertEqual(runtime["ociRuntime"], "crun", runtime)
 
-    def test_a_hostile_image_cannot_make_namespaces_mount_trace_or_sniff(self):
-        self.endpoint("esc")
+    def test_a_hostile_image_cannot_make_namespaces_mount_trace_sniff_or_fork_bomb(self):
+        # Memory enough for 4096 sleeping processes: the pids limit, not the memory limit, is
+        # what stops the fork bomb below. One attempt: a worker killed is not hidden by a retry.
+        self.endpoint("esc", memoryMb=1024, maxAttempts=1)
         r = self.runsync("esc", {"op": "escape"})
         self.assertEqual(r["status"], "COMPLETED", r)
         out = r["output"]
@@ -131,6 +133,39 @@ class ImageTest(E2ETest):
         # user namespace (Debian's kernel lets unprivileged users).
         self.assertEqual(out["unshare(CLONE_NEWUSER)"], "refused: Operation not permitted")
         self.assertEqual(out["clone(CLONE_NEWUSER)"], "refused: Operation not permitted")
+        # A fork bomb: fork() fails with EAGAIN at the container's pids limit (4096 tasks, its
+        # worker's own included), not at the handler's cap of 4500; the worker lives on.
+        bomb = self.runsync("esc", {"op": "fork_bomb", "cap_s": 40, "most": 4500, "hold_s": 1})
+        self.assertEqual(bomb["status"], "COMPLETED", bomb)
+        self.assertEqual(bomb["output"]["errno"], "EAGAIN", bomb)
+        self.assertLess(bomb["output"]["forked"], 4096, bomb)
+        self.assertGreater(bomb["output"]["forked"], 3500, bomb)
+        after = self.runsync("esc", {"op": "whoami"})
+        self.assertEqual(after["status"], "COMPLETED", after)
+        self.assertEqual(after["workerId"], r["workerId"])  # the same worker serves on
+
+    def test_a_container_reaches_the_server_and_no_other_service_of_the_host(self):
+        # A service on the host's loopback and one on every address of the host: a container
+        # in its own network namespace reaches neither, at 127.0.0.1 (its own loopback) nor at
+        # its gateway (where it reaches the server); one with hostNetwork reaches both.
+        loopback, lport = tcp_service("127.0.0.1")
+        wildcard, wport = tcp_service("0.0.0.0")
+        self.addCleanup(loopback.close)
+        self.addCleanup(wildcard.close)
+        targets = ["127.0.0.1:%d" % lport, "GATEWAY:%d" % lport, "GATEWAY:%d" % wport]
+        self.endpoint("net")
+        r = self.runsync("net", {"op": "connect", "targets": targets})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        self.assertTrue(r["output"]["gateway"].startswith("10.213."), r)
+        for t in targets:
+            self.assertTrue(r["output"][t].startswith("refused"), (t, r))
+        # The control: the probe tells a reachable service from one that is not.
+        self.endpoint("hostnet", hostNetwork=True)
+        targets = ["127.0.0.1:%d" % lport, "127.0.0.1:%d" % wport]
+        r = self.runsync("hostnet", {"op": "connect", "targets": targets})
+        self.assertEqual(r["status"], "COMPLETED", r)
+        for t in targets:
+            self.assertEqual(r["output"][t], "ok: host-secret", r)
 
     def test_gpu_worker_gets_its_gpus(self):
         # A simulated inventory: the scheduler assigns GPUs as on a GPU host; the container gets

@@ -1,15 +1,15 @@
 """End-to-end on `gantry up` as root: deployed code is a hostile tenant (issue: trust
 boundaries). Two endpoints deployed from bundles; one tries to read the server's files, the other
 endpoint's bundle and environment, to write outside its scratch directory, to open a raw socket,
-mknod, ptrace its neighbour. Every attempt must fail, and the other endpoint keeps serving."""
+mknod, ptrace its neighbour, and forks until it cannot. Every attempt must fail (the fork bomb at
+its cgroup's pids limit), and the other endpoint keeps serving."""
 import glob
 import os
 import shutil
-import subprocess
 import tempfile
 import unittest
 
-from harness import ADMIN_KEY, E2ETest, GANTRY, pids_with_env
+from harness import E2ETest, pids_with_env
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
 
@@ -28,20 +28,12 @@ class SandboxTest(E2ETest):
             shutil.rmtree(d, ignore_errors=True)
 
     def cli(self, *args):
-        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
-        return subprocess.run([GANTRY] + list(args), env=env, capture_output=True, text=True,
-                              timeout=120)
+        return self.admin_cli(*args)
 
     def deploy(self, id, secret):
         """The hostile bundle as endpoint `id`, with a secret of its own in its environment."""
-        d = tempfile.mkdtemp(prefix="gantry-hostile-")
-        self.dirs.append(d)
-        shutil.copy(os.path.join(HOSTILE, "handler.py"), d)
-        with open(os.path.join(d, "gantry.toml"), "w") as f:
-            f.write('id = "%s"\n[worker]\ncommand = ["/usr/bin/python3", "handler.py"]\n'
-                    '[worker.env]\nTENANT_SECRET = "%s"\n' % (id, secret))
-        p = self.cli("deploy", d)
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.deploy_bundle(HOSTILE, 'id = "%s"\n[worker]\ncommand = ["/usr/bin/python3", '
+                           '"handler.py"]\n[worker.env]\nTENANT_SECRET = "%s"\n' % (id, secret))
 
     def run_job(self, id, payload):
         r = self.server.request("POST", "/v2/%s/runsync?wait=60000" % id, {"input": payload},
@@ -101,6 +93,41 @@ class SandboxTest(E2ETest):
         nodes = self.cli("nodes")
         self.assertIn("uid per endpoint", nodes.stdout, nodes.stdout + nodes.stderr)
 
+    def test_a_fork_bomb_stops_at_the_pids_limit_and_the_neighbour_keeps_serving(self):
+        self.deploy("alice", "alice-secret-123")
+        self.deploy("mallory", "mallory-secret-456")
+        alice = self.run_job("alice", {"whoami": True})
+        # Its worker is up (the bomb goes off at once) and idle: the bomb's job is its next.
+        up = self.server.request("POST", "/v2/mallory/runsync?wait=60000",
+                                 {"input": {"whoami": True}}, timeout=90).json
+        self.assertEqual(up["status"], "COMPLETED", up)
+        flags = tempfile.mkdtemp(prefix="gantry-bomb-")
+        self.dirs.append(flags)
+        os.chmod(flags, 0o777)  # where mallory's user says it is full, and is told to stop
+        r = self.server.request("POST", "/v2/mallory/run", {"input": {"fork_bomb": {
+            "flag_dir": flags, "cap_s": 40, "most": 4500}}})
+        self.assertEqual(r.status, 200, r)
+        self.wait_for(lambda: os.path.exists(os.path.join(flags, "full")), timeout=60,
+                      what="the fork bomb to stop forking")
+        # While mallory's worker holds every process its cgroup may: alice is served.
+        self.assertEqual(self.run_job("alice", {"whoami": True})["uid"], alice["uid"])
+        open(os.path.join(flags, "release"), "w").close()
+        done = self.server.wait_status("mallory", r.json["id"], {"COMPLETED", "FAILED"},
+                                       timeout=60)
+        self.assertEqual(done["status"], "COMPLETED", done)
+        # On its first attempt: not a retry after the worker was killed (without the pids limit,
+        # its memory limit kills it, and the job is retried on a fresh worker).
+        self.assertEqual(done["workerId"], up["workerId"], done)
+        bomb = done["output"]
+        # fork() failed with EAGAIN at the cgroup's pids limit (kContainerPidsMax, 4096 tasks:
+        # the worker's own threads and heartbeat process count too), not at the test's cap of
+        # 4500 nor for another reason long before it.
+        self.assertEqual(bomb["errno"], "EAGAIN", bomb)
+        self.assertLess(bomb["forked"], 4096, bomb)
+        self.assertGreater(bomb["forked"], 3500, bomb)
+        # Afterwards both are served, mallory too (its children are gone).
+        self.assertEqual(self.run_job("alice", {"whoami": True})["uid"], alice["uid"])
+        self.assertIn("uid", self.run_job("mallory", {"whoami": True}))
 
     def test_a_worker_forked_from_the_template_is_the_endpoints_user_too(self):
         self.deploy("forked", "forked-secret")
@@ -130,15 +157,12 @@ class SameUserTest(E2ETest):
     server_args = ("--insecure-same-user",)
 
     def test_insecure_same_user_runs_workers_as_root_and_says_so(self):
-        env = dict(os.environ, GANTRY_URL=self.server.url, GANTRY_API_KEY=ADMIN_KEY)
-        p = subprocess.run([GANTRY, "deploy", HOSTILE], env=env, capture_output=True, text=True,
-                           timeout=120)
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(os.path.join(HOSTILE, "gantry.toml")) as f:
+            self.deploy_bundle(HOSTILE, f.read())
         r = self.server.request("POST", "/v2/hostile/runsync?wait=60000",
                                 {"input": {"whoami": True}}, timeout=90)
         self.assertEqual(r.json["output"]["uid"], 0, r)
-        p = subprocess.run([GANTRY, "nodes"], env=env, capture_output=True, text=True, timeout=60)
-        self.assertIn("--insecure-same-user", p.stdout)
+        self.assertIn("--insecure-same-user", self.admin_cli("nodes").stdout)
 
 
 if __name__ == "__main__":

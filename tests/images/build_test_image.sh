@@ -31,7 +31,7 @@ ROOT="$(dirname "$SELF")/../.."
 # shellcheck source=image_lib.sh
 source "$ROOT/tests/images/image_lib.sh"
 # The key covers what goes into the image: these scripts, the worker and the SDK.
-KEY="$( (cat "$SELF" "$ROOT/tests/images/image_lib.sh" "$ROOT/tests/images/worker.py";
+KEY="$( (cat "$SELF" "$ROOT/tests/images/image_lib.sh" "$ROOT/tests/images/worker.py" "$ROOT/tests/images/attempts.py";
         find "$ROOT/sdk/python/gantry" "$ROOT/sdk/python/runpod" -name '*.py' | sort | xargs cat) |
   sha256sum | cut -c1-16)"
 
@@ -58,9 +58,9 @@ PY
   mkdir -p "$work/worker/sdk"
   cp -r "$ROOT/sdk/python/gantry" "$ROOT/sdk/python/runpod" "$work/worker/sdk/"
   find "$work/worker" -name __pycache__ -prune -exec rm -rf {} +
-  cp "$ROOT/tests/images/worker.py" "$work/worker/worker.py"
+  cp "$ROOT/tests/images/worker.py" "$ROOT/tests/images/attempts.py" "$work/worker/"
   chmod -R a+rX "$work/worker"
-  umoci insert --image "$img:base" --tag worker --history.created_by "COPY sdk worker.py /app" \
+  umoci insert --image "$img:base" --tag worker --history.created_by "COPY sdk worker.py attempts.py /app" \
     "$work/worker" /app
   umoci config --no-history --image "$img:worker" \
     --config.entrypoint /usr/bin/python3 --config.entrypoint /app/worker.py \

@@ -1,6 +1,9 @@
 """The end-to-end tests' image worker: a RunPod handler file, as a user's image brings one.
 Input {"op": "whoami"} reports what the container sees; {"op": "allocate", "mb": N} allocates
-N MiB (to be OOM-killed past the endpoint's memoryMb); {"op": "sleep", "s": N} takes N seconds."""
+N MiB (to be OOM-killed past the endpoint's memoryMb); {"op": "sleep", "s": N} takes N seconds;
+{"op": "escape"} and {"op": "fork_bomb", ...} are what a hostile image tries; {"op": "connect",
+"targets": ["HOST:PORT", ...]} reports, for each, what a TCP connection there read ("ok: ...") or
+why it failed ("refused: ..."), GATEWAY standing for the host its server URL names."""
 import ctypes
 import os
 import socket
@@ -8,6 +11,7 @@ import stat
 import time
 
 import runpod
+from attempts import connect_attempts, fork_bomb
 
 
 def handler(job):
@@ -22,6 +26,12 @@ def handler(job):
         return {"slept": inp["s"], "pid": os.getpid()}
     if inp.get("op") == "escape":
         return escape_attempts()
+    if inp.get("op") == "fork_bomb":
+        hold_s = float(inp.get("hold_s", 0))
+        return fork_bomb(float(inp.get("cap_s", 20)), int(inp.get("most", 4500)),
+                         lambda deadline: time.sleep(hold_s))
+    if inp.get("op") == "connect":
+        return connect_attempts(inp["targets"])
     if inp.get("op") == "write":
         path = inp["path"]
         with open(path, "w") as f:

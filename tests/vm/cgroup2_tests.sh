@@ -3,7 +3,8 @@
 # alone; this project's hosts are hybrid, so the normal run covers v1): the process runtime's
 # cgroups (limits, OOM, cgroups made ahead; also inside a cgroup namespace whose root holds
 # processes, as in a container), runc under the process runtime, the template
-# manager's forks into cgroups, and the OCI image workers end to end, where the agent's probe
+# manager's forks into cgroups, the workers' network namespaces on a kernel of Debian's own (its
+# modules loaded on demand), and the OCI image workers end to end, where the agent's probe
 # picks crun (on a hybrid host it cannot run, and runc is used).
 #
 #   tests/vm/cgroup2_tests.sh <build dir>     (inside the VM; ctest runs it through run_in_vm.sh)
@@ -33,5 +34,6 @@ echo $$ > /sys/fs/cgroup/cgroup.procs
 # Not the CRIU snapshot tests: CRIU cannot detect this guest kernel's features (unrelated to
 # cgroups; snapshots are tested on the host).
 "$build/src/agent/template/template_manager_test" --gtest_filter='-*Criu*' 
+"$build/src/agent/net/worker_network_test"
 cd tests/e2e
 GANTRY_BIN="$build/gantry" /usr/bin/python3 -m unittest -v test_images

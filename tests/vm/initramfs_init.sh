@@ -20,5 +20,9 @@ mkdir -p /rw && mount -t tmpfs -o size=75% tmpfs /rw && mkdir -p /rw/upper /rw/w
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot ||
   fail "cannot mount the overlay root"
 [ -n "$guest_init" ] && [ -f "/newroot$guest_init" ] || fail "no guest script: '$guest_init'"
+# The guest kernel's modules, which the host's root lacks, into the overlay: the kernel loads
+# those it needs later (veth, bridge, netfilter) with the root's modprobe.
+kver="$(uname -r)"
+mkdir -p "/newroot/lib/modules/$kver" && cp -a "/lib/modules/$kver/." "/newroot/lib/modules/$kver/"
 umount /proc /sys /dev
 exec switch_root /newroot /bin/bash "$guest_init"

@@ -44,7 +44,8 @@ prepare_kernel() {
   pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')"
   [ -n "$pkg" ] || { echo "$0: apt knows no linux-image-amd64" >&2; return 1; }
   kver="${pkg#linux-image-}"
-  if [ ! -f "$cache/$kver/initrd.gz" ]; then
+  # net-modules-2: a cache made before the initrd carried the network modules is made again.
+  if [ ! -f "$cache/$kver/initrd.gz" ] || [ ! -f "$cache/$kver/net-modules-2" ]; then
     echo "test VM: preparing kernel $kver in $cache (once)" >&2
     tmp="$(mktemp -d)"
     chmod 777 "$tmp"
@@ -58,7 +59,9 @@ prepare_kernel() {
     cp /bin/busybox "$initrd/bin/"
     cp "$here/initramfs_init.sh" "$initrd/init"
     chmod 755 "$initrd/init"
-    for f in $(grep -E '^kernel/(fs/9p/9p|net/9p/9pnet_virtio|drivers/virtio/virtio_pci|fs/overlayfs/overlay)\.ko' \
+    # The root's modules, and those of the agent's worker networks (veth, bridge, netfilter:
+    # the guest loads them on demand from the initrd's copy, which init puts under the root).
+    for f in $(grep -E '^kernel/(fs/9p/9p|net/9p/9pnet_virtio|drivers/virtio/virtio_pci|fs/overlayfs/overlay|drivers/net/veth|net/bridge/bridge|net/bridge/br_netfilter|net/netfilter/[^/]+|net/ipv4/netfilter/[^/]+|net/ipv6/netfilter/[^/]+|crypto/crc32c_generic|arch/x86/crypto/crc32c-intel)\.ko' \
                  "$mods/modules.dep" | tr -d ':' | tr ' ' '\n' | sort -u); do
       mkdir -p "$initrd/lib/modules/$kver/$(dirname "$f")"
       cp "$mods/$f" "$initrd/lib/modules/$kver/$f"
@@ -67,6 +70,7 @@ prepare_kernel() {
     mkdir -p "$cache/$kver.new"
     cp "$tmp/root/boot/vmlinuz-$kver" "$cache/$kver.new/vmlinuz"
     cp "$here/initramfs_init.sh" "$cache/$kver.new/init"
+    touch "$cache/$kver.new/net-modules-2"
     (cd "$initrd" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -1 > "$cache/$kver.new/initrd.gz"
     rm -rf "$tmp" "$cache/$kver"
     mv "$cache/$kver.new" "$cache/$kver"

@@ -166,7 +166,8 @@ json::array MountsJson(const ContainerSpec& spec) {
       MountJson("/sys/fs/cgroup", "cgroup", "cgroup",
                 {"nosuid", "noexec", "nodev", "relatime", "ro"}),
   };
-  // Name resolution and the host's name, as Docker gives them (host network).
+  // Name resolution and the host's name, as Docker gives them (the host's resolver must not be
+  // on loopback, which a worker's own network namespace does not share).
   for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
     mounts.push_back(MountJson(f, "bind", f, {"rbind", "ro"}));
   }

@@ -12,9 +12,10 @@
 // stop (runc forwards SIGTERM to the container's init). The bundle's rootfs is an overlay of the
 // image's cached rootfs (read-only, shared) and a per-worker writable layer.
 //
-// Isolation: new PID, mount, IPC and UTS namespaces; the host network (v1: workers reach the
-// server on its host address); no new privileges; Docker's default capability set; /proc, /dev,
-// /sys (read-only) and the kernel paths Docker masks.
+// Isolation: new PID, mount, IPC and UTS namespaces; the network namespace the OCI runtime is
+// started in (the worker's own, net/worker_network.h, unless its endpoint has hostNetwork: the
+// agent starts runc inside it, and the container shares it); no new privileges; Docker's default
+// capability set; /proc, /dev, /sys (read-only) and the kernel paths Docker masks.
 
 #include <cstdint>
 #include <map>

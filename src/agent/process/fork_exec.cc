@@ -3,6 +3,7 @@
 #include "agent/process/fork_exec.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -56,6 +57,9 @@ ExecFailure ExecChild(const ChildPlan& plan) {
   close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC);
   // Whatever umask the agent runs with, a worker starts with the usual one.
   umask(022);
+  if (plan.netns >= 0 && setns(plan.netns, CLONE_NEWNET) != 0) {
+    return {ExecFailure::kNetwork, errno};
+  }
   if (plan.uid >= 0) {
     // Raw system calls: glibc's wrappers would signal the agent's other threads, which do not
     // exist in this child. Groups first, while this process may still change them.
@@ -107,6 +111,7 @@ Status FillChildPlan(const ProcessSpec& spec, std::vector<std::string>* candidat
   }
   plan->uid = spec.uid;
   plan->gid = spec.gid;
+  plan->netns = spec.netns_fd;
   return Status::Ok();
 }
 
@@ -169,10 +174,11 @@ Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec) {
   }
   if (n == static_cast<ssize_t>(sizeof failure)) {
     const std::string what =
-        failure.stage == ExecFailure::kSetup   ? "child setup"
-        : failure.stage == ExecFailure::kUser  ? "running as uid " + std::to_string(spec.uid)
-        : failure.stage == ExecFailure::kChdir ? "workdir " + spec.workdir
-                                               : "cannot run '" + spec.argv[0] + "'";
+        failure.stage == ExecFailure::kSetup     ? "child setup"
+        : failure.stage == ExecFailure::kUser    ? "running as uid " + std::to_string(spec.uid)
+        : failure.stage == ExecFailure::kChdir   ? "workdir " + spec.workdir
+        : failure.stage == ExecFailure::kNetwork ? std::string("joining its network namespace")
+                                                 : "cannot run '" + spec.argv[0] + "'";
     return ErrnoStatus("process " + spec.id + ": " + what, failure.err);
   }
   if (n != 0) return Internal("process " + spec.id + ": bad report from the child");

@@ -14,8 +14,8 @@
 //      Start() waits until the child has exec'd or failed.
 //   2. The parent moves the child into its cgroup, then releases it through `go`, so none of
 //      the worker's code runs outside its limits.
-//   3. The child redirects stdio, takes the spec's user and group (if any), chdirs and execs. If
-//   any step fails it writes an
+//   3. The child redirects stdio, joins the spec's network namespace (if any), takes its user
+//      and group (if any), chdirs and execs. If any step fails it writes an
 //      ExecFailure to the `report` pipe and exits 127; a successful exec closes that pipe
 //      (O_CLOEXEC), so the parent reads EOF. Start() waits for one or the other.
 // Only async-signal-safe calls happen in the child, so the agent may have other threads.
@@ -31,7 +31,7 @@ namespace gantry::agent {
 
 // What a child reports through the `report` pipe when it cannot exec.
 struct ExecFailure {
-  enum Stage : int { kSetup, kUser, kChdir, kExec } stage;
+  enum Stage : int { kSetup, kUser, kChdir, kExec, kNetwork } stage;
   int err;
 };
 
@@ -45,6 +45,7 @@ struct ChildPlan {
   pid_t parent = 0;  // the agent: the child dies with it
   int nice = 0;
   int uid = -1, gid = -1;  // ProcessSpec::uid, gid
+  int netns = -1;          // ProcessSpec::netns_fd
 };
 
 // Fills plan's candidates, argv, envp and workdir for `spec`. They point into `spec`,

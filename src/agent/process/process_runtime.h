@@ -57,6 +57,9 @@ struct ProcessSpec {
   // workdir it may not enter fails the start (PermissionDenied).
   int uid = -1;
   int gid = -1;
+  // A network namespace (a descriptor of the agent's) it joins first, before it changes user;
+  // -1: the agent's. Not owned: the caller may close it once Start() has returned.
+  int netns_fd = -1;
 
   Limits limits() const { return {cpu, memory_mb, pids_max}; }
 };

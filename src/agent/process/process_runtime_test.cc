@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -21,6 +22,7 @@
 
 #include "agent/process/fake_process_runtime.h"
 #include "agent/process/process_runtime_test_util.h"
+#include "common/fd.h"
 #include "common/procfs.h"
 
 namespace gantry::agent {
@@ -102,6 +104,29 @@ TEST_F(ProcessRuntimeTest, RunsAsItsUserWithOneGroupAndNoNewPrivileges) {
   spec.workdir.clear();
   spec.gid = -1;
   EXPECT_EQ(rt_->Start(spec).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(ProcessRuntimeTest, JoinsItsNetworkNamespaceBeforeItChangesUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "a network namespace needs root";
+  Fd ns;
+  std::thread([&] {
+    if (unshare(CLONE_NEWNET) == 0) ns.Reset(open("/proc/thread-self/ns/net", O_RDONLY));
+  }).join();
+  ASSERT_GE(ns.get(), 0);
+  struct stat want {};
+  ASSERT_EQ(fstat(ns.get(), &want), 0);
+  ProcessSpec spec = Sh("netns", "stat -L -c %i /proc/self/ns/net; id -u");
+  spec.netns_fd = ns.get();
+  spec.uid = spec.gid = 200'125;  // joins while it still may
+  ASSERT_TRUE(rt_->Start(spec).ok());
+  ASSERT_TRUE(WaitExit(spec.id));
+  EXPECT_EQ(Lines(spec.id, false),
+            (std::vector<std::string>{std::to_string(want.st_ino), "200125"}));
+  spec.netns_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);  // not a namespace: the start fails
+  Result<int> pid = rt_->Start(spec);
+  close(spec.netns_fd);
+  EXPECT_FALSE(pid.ok());
+  EXPECT_NE(pid.status().message().find("network namespace"), std::string::npos);
 }
 
 TEST_F(ProcessRuntimeTest, StdoutAndStderrSeparatedAndPartialLinesJoined) {

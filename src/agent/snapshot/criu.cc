@@ -34,6 +34,9 @@
 #include "common/subprocess.h"
 
 namespace gantry::agent {
+
+// The key under which a dumped tree's network namespace is left out and given back.
+constexpr char kExternalNetwork[] = "gantry-netns";
 namespace {
 
 namespace fs = std::filesystem;
@@ -82,7 +85,7 @@ class CriuSnapshotter final : public Snapshotter {
     return CheckCriuBinary(criu_, std::min(options_.timeout_ms, kVersionTimeoutMs));
   }
   Status Dump(int pid, const std::string& dir, bool leave_running) override;
-  Result<int> Restore(const std::string& dir, RestoreMode mode) override;
+  Result<int> Restore(const std::string& dir, RestoreMode mode, int netns_fd = -1) override;
 
  private:
   // A `criu lazy-pages` process serving a restored tree; watched by its own thread.
@@ -112,7 +115,8 @@ class CriuSnapshotter final : public Snapshotter {
   // `criu restore` from `dir` (for kLazy, with its lazy-pages daemon listening); the restored
   // root's pid, read from `pidfile`. DeadlineExceeded past the time limit, FailedPrecondition
   // when a pid of the dumped tree is in use, else Internal, quoting criu's log.
-  Result<int> RunRestore(const std::string& dir, RestoreMode mode, const std::string& pidfile);
+  Result<int> RunRestore(const std::string& dir, RestoreMode mode, const std::string& pidfile,
+                         int netns_fd);
 
   // GPU state (CriuOptions::cuda; criu.h "GPU state"). SuspendGpu: true if it suspended the
   // GPU state of `pid`, false if there was nothing to do. FinishGpuDump: after RunDump() of a
@@ -169,11 +173,22 @@ Status CriuSnapshotter::Dump(int pid, const std::string& dir_arg, bool leave_run
   return dumped;
 }
 
+// The inode of `pid`'s network namespace; 0 if it cannot be read.
+static ino_t NetworkNamespace(int pid) {
+  struct stat st {};
+  return stat(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
 Status CriuSnapshotter::RunDump(int pid, const std::string& dir, bool leave_running) {
   const std::string log = dir + "/dump.log";
   std::vector<std::string> argv = {
       criu_, "dump", "-t", std::to_string(pid), "-D", dir, "--shell-job", "-o", log, "-v4"};
   if (leave_running) argv.push_back("--leave-running");
+  // A tree in a network namespace of its own (a worker's) leaves it out of the image: Restore()
+  // is given one (runc does the same with its containers' namespaces).
+  if (const ino_t ns = NetworkNamespace(pid); ns != 0 && ns != NetworkNamespace(getpid())) {
+    argv.insert(argv.end(), {"--external", "net[" + std::to_string(ns) + "]:" + kExternalNetwork});
+  }
   const auto t0 = SteadyClock::now();
   Result<SubprocessResult> r = RunProcess(argv, CriuProcessOptions(options_.timeout_ms));
   if (!r.ok()) return r.status();
@@ -298,7 +313,7 @@ void CriuSnapshotter::WarnIfNotSubreaper() {
   }
 }
 
-Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mode) {
+Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mode, int netns_fd) {
   if (dir_arg.empty()) return InvalidArgument("snapshot: empty image directory");
   const std::string dir = Absolute(dir_arg);
   Result<bool> gpu_suspended = CheckImage(dir);
@@ -316,7 +331,7 @@ Result<int> CriuSnapshotter::Restore(const std::string& dir_arg, RestoreMode mod
     if (!d.ok()) return d.status();
     daemon = *d;
   }
-  Result<int> pid = RunRestore(dir, mode, pidfile);
+  Result<int> pid = RunRestore(dir, mode, pidfile, netns_fd);
   if (!pid.ok()) {
     if (daemon > 0) {
       kill(daemon, SIGKILL);
@@ -355,7 +370,7 @@ Result<bool> CriuSnapshotter::CheckImage(const std::string& dir) {
 }
 
 Result<int> CriuSnapshotter::RunRestore(const std::string& dir, RestoreMode mode,
-                                        const std::string& pidfile) {
+                                        const std::string& pidfile, int netns_fd) {
   const std::string log = dir + "/restore.log";
   std::vector<std::string> argv = {criu_,
                                    "restore",
@@ -370,7 +385,13 @@ Result<int> CriuSnapshotter::RunRestore(const std::string& dir, RestoreMode mode
                                    log,
                                    "-v4"};
   if (mode == RestoreMode::kLazy) argv.push_back("--lazy-pages");
-  Result<SubprocessResult> r = RunProcess(argv, CriuProcessOptions(options_.timeout_ms));
+  SubprocessOptions o = CriuProcessOptions(options_.timeout_ms);
+  if (netns_fd >= 0) {  // the namespace Dump() left out (kExternalNetwork), handed to criu as fd 3
+    o.extra_fd = netns_fd;
+    o.extra_fd_target = 3;
+    argv.insert(argv.end(), {"--inherit-fd", std::string("fd[3]:") + kExternalNetwork});
+  }
+  Result<SubprocessResult> r = RunProcess(argv, o);
   if (!r.ok()) return r.status();
   if (!r->succeeded()) {
     std::string what =

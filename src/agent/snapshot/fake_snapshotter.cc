@@ -21,7 +21,7 @@ Status FakeSnapshotter::Dump(int pid, const std::string& dir, bool leave_running
   return Status::Ok();
 }
 
-Result<int> FakeSnapshotter::Restore(const std::string& dir, RestoreMode mode) {
+Result<int> FakeSnapshotter::Restore(const std::string& dir, RestoreMode mode, int) {
   std::lock_guard<std::mutex> lock(mu_);
   restores_.push_back({dir, mode});
   if (fail_next_restore_) {

@@ -32,7 +32,7 @@ class FakeSnapshotter final : public Snapshotter {
   Status Dump(int pid, const std::string& dir, bool leave_running) override;
   // Fails with the status given to FailNextRestore(), if any; otherwise returns the pid given to
   // SetRestorePid() if set, else the pid last dumped into `dir`, else NotFound.
-  Result<int> Restore(const std::string& dir, RestoreMode mode) override;
+  Result<int> Restore(const std::string& dir, RestoreMode mode, int netns_fd = -1) override;
 
   // Test controls.
   void SetCheckStatus(Status status);

@@ -60,7 +60,10 @@ class Snapshotter {
   // pid of the tree is in use), DeadlineExceeded (the tool ran past its time limit), Internal
   // (the restore failed; the message quotes the tool's log). On error nothing of the tree is
   // left running, except possibly after DeadlineExceeded.
-  virtual Result<int> Restore(const std::string& dir, RestoreMode mode) = 0;
+  // `netns_fd` (>= 0): the network namespace the tree is restored into, for a tree dumped in a
+  // network namespace other than the snapshotter's (which Dump() leaves out of the image);
+  // -1: the snapshotter's.
+  virtual Result<int> Restore(const std::string& dir, RestoreMode mode, int netns_fd = -1) = 0;
 };
 
 }  // namespace gantry::agent

@@ -3,6 +3,7 @@
 // See template_manager.h for the contract.
 #include "agent/template/template_manager.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 #include <utility>
 
 #include "agent/template/template_process.h"
@@ -110,14 +112,26 @@ std::map<std::string, std::string> TemplateManager::TemplateEnvironment(
 
 TemplateManager::Template* TemplateManager::Listen(const std::string& key,
                                                    const std::string& endpoint_id, int64_t version,
-                                                   const std::string& process_id) {
+                                                   const std::string& process_id,
+                                                   bool host_network) {
   auto t = std::make_unique<Template>();
   t->key = key;
   t->endpoint_id = endpoint_id;
   t->version = version;
   t->used_ms = clock_->NowMs();
   t->process_id = process_id;
-  // Listen before the process can connect.
+  t->host_network = host_network;
+  if (!host_network && options_.new_network) {
+    auto ns = options_.new_network();
+    if (!ns.ok()) {
+      GLOG_WARN("templates: %s: no network namespace: %s", key.c_str(),
+                ns.status().ToString().c_str());
+      return nullptr;  // tried again on the next Ensure()
+    }
+    t->netns = std::move(*ns);
+  }
+  // Listen before the process can connect, in its network namespace: an abstract socket is
+  // only reachable from the namespace it was made in.
   const std::string name = SocketName(key);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -126,7 +140,16 @@ TemplateManager::Template* TemplateManager::Listen(const std::string& key,
     return nullptr;
   }
   memcpy(addr.sun_path + 1, name.data(), name.size());  // sun_path[0] == 0: abstract
-  t->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (t->netns.get() >= 0) {
+    std::thread([&] {  // setns() moves the calling thread only
+      if (setns(t->netns.get(), CLONE_NEWNET) == 0) {
+        t->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      }
+    })
+        .join();
+  } else {
+    t->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  }
   if (t->listen_fd < 0 ||
       bind(t->listen_fd, reinterpret_cast<sockaddr*>(&addr),
            static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())) != 0 ||
@@ -141,13 +164,15 @@ TemplateManager::Template* TemplateManager::Listen(const std::string& key,
 }
 
 bool TemplateManager::EnsureContainer(const std::string& key, const std::string& endpoint_id,
-                                      int64_t version, const ProcessSpec& container) {
+                                      int64_t version, const ProcessSpec& container,
+                                      bool host_network) {
   if (!Wanted(key)) return false;
-  Template* t = Listen(key, endpoint_id, version, container.id);
+  Template* t = Listen(key, endpoint_id, version, container.id, host_network);
   if (!t) return false;
   t->container = true;
   t->spec = container;
   t->spec.nice = options_.init_nice;
+  t->spec.netns_fd = t->netns.get();  // the OCI runtime starts in it; the container shares it
   auto pid = runtime_->Start(t->spec);
   if (!pid.ok()) {
     ++counters_.template_failures;
@@ -162,13 +187,13 @@ bool TemplateManager::EnsureContainer(const std::string& key, const std::string&
 }
 
 void TemplateManager::Ensure(const std::string& key, const std::string& endpoint_id,
-                             int64_t version, const ProcessSpec& worker) {
+                             int64_t version, const ProcessSpec& worker, bool host_network) {
   if (!Wanted(key)) return;
   if (auto r = restore_retry_.find(key);
       r != restore_retry_.end() && HasSnapshot(key) && clock_->NowMs() < r->second.first) {
     return;  // Step() tries again when it is due
   }
-  Template* t = Listen(key, endpoint_id, version, NewProcessId(key));
+  Template* t = Listen(key, endpoint_id, version, NewProcessId(key), host_network);
   if (!t) return;
   Template& ref = *t;
   if (HasSnapshot(key)) {
@@ -188,6 +213,7 @@ void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   t.spec = worker;
   t.spec.id = t.process_id;
   t.spec.nice = options_.init_nice;
+  t.spec.netns_fd = t.netns.get();
   t.spec.env = TemplateEnvironment(t.key, std::move(t.spec.env), /*container=*/false);
   auto pid = runtime_->Start(t.spec);
   if (!pid.ok()) {
@@ -352,7 +378,8 @@ bool TemplateManager::Step() {
   }
   for (const auto& [key, retry] : std::map(restore_retry_)) {
     if (now >= retry.first && !templates_.count(key) && snapshots_.count(key)) {
-      Ensure(key, snapshots_[key].endpoint_id, snapshots_[key].version, ProcessSpec{});
+      Ensure(key, snapshots_[key].endpoint_id, snapshots_[key].version, ProcessSpec{},
+             snapshots_[key].host_network);
       changed = true;
     }
   }

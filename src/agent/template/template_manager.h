@@ -48,6 +48,7 @@
 #include "agent/process/process_runtime.h"
 #include "agent/snapshot/criu.h"
 #include "common/env.h"
+#include "common/fd.h"
 
 namespace gantry::agent {
 
@@ -69,6 +70,9 @@ struct TemplateOptions {
   // the worker that runs beside it; once parked it gets the default priority back, so that
   // forks are fast.
   int init_nice = 10;
+  // Makes the network namespace of a template that does not keep the host's
+  // (net/worker_network.h: WorkerNetwork::Attach). Null: every template keeps the agent's.
+  std::function<Result<Fd>()> new_network;
 };
 
 // The state of an endpoint version's template on this node.
@@ -132,9 +136,10 @@ class TemplateManager {
 
   // Makes sure a template of `key` exists or is coming: restores its snapshot if there is one,
   // else starts `worker` (a worker's spec; its id and identity are replaced) as a template.
-  // Does nothing when a template exists, or when this key's template failed before.
+  // Does nothing when a template exists, or when this key's template failed before. It runs in
+  // a network namespace of its own (options.new_network) unless `host_network`.
   void Ensure(const std::string& key, const std::string& endpoint_id, int64_t version,
-              const ProcessSpec& worker);
+              const ProcessSpec& worker, bool host_network = false);
 
   // Whether a template of `key` is worth making: none exists and none failed.
   bool Wanted(const std::string& key) const;
@@ -150,7 +155,7 @@ class TemplateManager {
   // TemplateEnvironment(key, ..., true). False when it was not taken (a template of `key`
   // exists or failed, or its socket cannot be made): the caller removes what it prepared.
   bool EnsureContainer(const std::string& key, const std::string& endpoint_id, int64_t version,
-                       const ProcessSpec& container);
+                       const ProcessSpec& container, bool host_network = false);
   // Reads what container templates sent since (their workers' ends) and hands it to the
   // runtime's external exits; call before ProcessRuntime::Reap().
   void ReadReports();
@@ -189,6 +194,7 @@ class TemplateManager {
     int64_t memory_mb = 0;
     int64_t bytes = 0;
     int64_t used_ms = 0;
+    bool host_network = false;  // its template's (as Ensure() was told; not kept on disk)
   };
   // A checkpoint or restore on the background thread.
   struct Job {
@@ -206,8 +212,9 @@ class TemplateManager {
   std::string SnapshotDir(const std::string& key) const;
   std::string SocketName(const std::string& key) const;
   // A template of `key` listening on its socket, in templates_; null (logged) if it cannot.
+  // In a network namespace of its own (made here) unless `host_network`.
   Template* Listen(const std::string& key, const std::string& endpoint_id, int64_t version,
-                   const std::string& process_id);
+                   const std::string& process_id, bool host_network);
   // The next line from t's connection that is not a worker's exit report (those are handed
   // over on the way), within the fork timeout.
   Result<std::string> ReadAnswer(Template& t);

@@ -68,7 +68,7 @@ class SizedSnapshotter final : public Snapshotter {
     std::ofstream(dir + "/pages.img") << std::string(bytes_, 'x');
     return fake_.Dump(pid, dir, leave_running);
   }
-  Result<int> Restore(const std::string& dir, RestoreMode mode) override {
+  Result<int> Restore(const std::string& dir, RestoreMode mode, int = -1) override {
     return fake_.Restore(dir, mode);
   }
   FakeSnapshotter fake_;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/template/template_manager.h"
+#include "common/fd.h"
 
 namespace gantry::agent {
 
@@ -55,6 +56,11 @@ struct TemplateManager::Template {
   bool container = false;
   int init_pid = 0;
   std::map<int, std::shared_ptr<ExternalExit>> workers;
+  // Its network namespace (TemplateOptions::new_network), held while it lives: it starts (or
+  // is restored) in it, its forks share it, and its socket listens in it (an abstract socket
+  // is only reachable from its own network namespace). Invalid: the agent's.
+  bool host_network = false;
+  Fd netns;
 
   ~Template() { CloseAll(); }
   void CloseConnection() {

@@ -58,6 +58,7 @@ void TemplateManager::LoadSnapshots() {
     if (auto* v = Find(o, "version")) s.version = AsInt(*v).value_or(0);
     if (auto* v = Find(o, "cpu"); v && v->is_number()) s.cpu = v->to_number<double>();
     if (auto* v = Find(o, "memoryMb")) s.memory_mb = AsInt(*v).value_or(0);
+    if (auto* v = Find(o, "hostNetwork"); v && v->is_bool()) s.host_network = v->as_bool();
     s.bytes = DirectoryBytes(SnapshotDir(key));
     s.used_ms = clock_->NowMs();
     if (s.endpoint_id.empty() || Key(s.endpoint_id, s.version) != key) {
@@ -73,7 +74,9 @@ void TemplateManager::LoadSnapshots() {
 void TemplateManager::RestoreAll() {
   if (!snapshotter_) return;
   std::vector<std::pair<std::string, Snapshot>> all(snapshots_.begin(), snapshots_.end());
-  for (const auto& [key, s] : all) Ensure(key, s.endpoint_id, s.version, ProcessSpec{});
+  for (const auto& [key, s] : all) {
+    Ensure(key, s.endpoint_id, s.version, ProcessSpec{}, s.host_network);
+  }
 }
 
 Status TemplateManager::StartRestore(Template& t) {
@@ -83,11 +86,13 @@ Status TemplateManager::StartRestore(Template& t) {
   if (job_) return Status::Ok();  // Step() starts it once the background thread is free
   t.phase = Template::Phase::kRestoring;
   snapshots_[t.key].used_ms = clock_->NowMs();
+  // Restored into the template's network namespace: a descriptor of the job's own, as the
+  // template may be dropped while the job runs.
+  auto netns = std::make_shared<Fd>(t.netns.get() < 0 ? -1 : dup(t.netns.get()));
   job_ = Job{t.key, true,
              std::async(std::launch::async,
-                        [s = snapshotter_, dir = SnapshotDir(t.key), mode = options_.restore_mode] {
-                          return s->Restore(dir, mode);
-                        })};
+                        [s = snapshotter_, dir = SnapshotDir(t.key), mode = options_.restore_mode,
+                         netns] { return s->Restore(dir, mode, netns->get()); })};
   return Status::Ok();
 }
 
@@ -196,12 +201,14 @@ void TemplateManager::FinishCheckpoint(const std::string& key, Result<int> r, Te
                t->spec.cpu,
                t->spec.memory_mb,
                DirectoryBytes(SnapshotDir(key)),
-               clock_->NowMs()};
+               clock_->NowMs(),
+               t->host_network};
     std::ofstream(options_.dir + "/" + key + "/meta.json")
         << ToJson(json::object{{"endpointId", s.endpoint_id},
                                {"version", s.version},
                                {"cpu", s.cpu},
-                               {"memoryMb", s.memory_mb}});
+                               {"memoryMb", s.memory_mb},
+                               {"hostNetwork", s.host_network}});
     snapshots_[key] = s;
     GLOG_INFO("templates: %s checkpointed (%lld MB) in %lld ms", key.c_str(),
               static_cast<long long>(s.bytes >> 20),

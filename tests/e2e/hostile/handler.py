@@ -5,8 +5,10 @@ import ctypes
 import os
 import socket
 import stat
+import time
 
 import gantry.serverless as serverless
+from attempts import fork_bomb
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -47,12 +49,29 @@ def ptrace(pid):
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
 
+def hold_until_released(flags):
+    """With a `flag_dir`, a fork bomb writes flag_dir/full once it has stopped forking and holds
+    its children until flag_dir/release appears (or its cap passes): the test checks a
+    neighbour meanwhile."""
+    def hold(deadline):
+        if not flags:
+            return
+        write(os.path.join(flags, "full"))
+        while time.monotonic() < deadline and not os.path.exists(os.path.join(flags, "release")):
+            time.sleep(0.05)
+    return hold
+
+
 def handler(job):
     a = job["input"]
     if a.get("whoami"):
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
                 "cwd": os.getcwd(), "home": os.environ.get("HOME"),
                 "scratch": os.environ.get("GANTRY_SCRATCH")}
+    if a.get("fork_bomb"):
+        b = a["fork_bomb"]
+        return fork_bomb(float(b.get("cap_s", 20)), int(b.get("most", 4500)),
+                         hold_until_released(b.get("flag_dir")))
     out = {}
     for path in a.get("read", []):
         out["read " + path] = attempt(lambda: read(path))

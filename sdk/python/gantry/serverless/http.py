@@ -139,8 +139,27 @@ class HttpSession:
             context = ssl.create_default_context(cafile=ca)
             if ca:  # what the operator names is trusted as it is, a server's own certificate too
                 context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+            name = os.environ.get("GANTRY_TLS_SERVER_NAME")
+            if name:
+                return _NamedHTTPSConnection(netloc, name, timeout=self._connect_timeout_s,
+                                             context=context)
             return http.client.HTTPSConnection(netloc, timeout=self._connect_timeout_s,
                                                context=context)
         if scheme == "http":
             return http.client.HTTPConnection(netloc, timeout=self._connect_timeout_s)
         raise ValueError(f"unsupported URL scheme {scheme!r}")
+
+
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection whose certificate is checked against `server_name` rather than the
+    host it dials: a worker in a network namespace of its own dials the server at its node's
+    gateway address, while the server's certificate names the server as the agent reaches it
+    (the agent sets GANTRY_TLS_SERVER_NAME then)."""
+
+    def __init__(self, netloc: str, server_name: str, **kwargs: Any) -> None:
+        super().__init__(netloc, **kwargs)
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
