@@ -127,7 +127,16 @@ ApiKey KeyRing::Add(const std::string& name, const std::string& secret, const Gr
   o["hash"] = k.hash;
   o["prefix"] = k.prefix;
   o["createdAt"] = k.created_ms;
-  store_->Write({store::Mutation::PutObject({"key", k.id, ToJson(o)})}, std::move(durable));
+  store_->Write({store::Mutation::PutObject({"key", k.id, ToJson(o)})},
+                store::UndoOnFailure(
+                    [this, id = k.id] {
+                      auto it = keys_.find(id);
+                      if (it == keys_.end()) return;
+                      by_hash_.erase(it->second.hash);
+                      keys_.erase(it);
+                      checked_.clear();
+                    },
+                    std::move(durable)));
   return k;
 }
 
@@ -154,10 +163,21 @@ Status KeyRing::Revoke(const std::string& id, std::function<void(Status)> durabl
     }
     if (admins == 1) return FailedPrecondition("cannot revoke the last admin key");
   }
-  store_->Write({store::Mutation::DeleteObject("key", id)}, std::move(durable));
-  by_hash_.erase(it->second.hash);
+  const std::string key = id;  // `id` may be the entry's own
+  ApiKey removed = std::move(it->second);
+  by_hash_.erase(removed.hash);
   keys_.erase(it);
   checked_.clear();
+  // A revoke that fails to commit is taken back (and answered 503): the key would come back
+  // at the next restart otherwise, unbeknown to whoever revoked it.
+  store_->Write({store::Mutation::DeleteObject("key", key)},
+                store::UndoOnFailure(
+                    [this, removed = std::move(removed)] {
+                      if (keys_.count(removed.id)) return;
+                      by_hash_[removed.hash] = removed.id;
+                      keys_[removed.id] = removed;
+                    },
+                    std::move(durable)));
   return Status::Ok();
 }
 

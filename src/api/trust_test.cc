@@ -295,5 +295,44 @@ TEST(RateLimiterTest, ScaleMultipliesEveryLimitAndZeroTurnsThemOff) {
   EXPECT_FALSE(EndpointRateRule("/v1/endpoints"));
 }
 
+// A management write whose commit fails is answered 503 and changes nothing: a new endpoint,
+// an update, a deletion, a new key and a revocation are each taken back (as a restart would
+// find them), so a client that retries finds things as it left them.
+TEST_F(ApiTest, AManagementWriteWhoseCommitFailsChangesNothing) {
+  ASSERT_EQ(Do("POST", "/v1/endpoints", R"({"id":"ep","workersMax":2})").status, 201);
+  auto failing = [&](const std::string& method, const std::string& target,
+                     const std::string& body = "") {
+    http::Request req;
+    req.method = method;
+    req.target = target;
+    req.body = body;
+    req.headers.push_back({"Authorization", "Bearer " + key_});
+    auto resp = std::make_shared<RecordingResponder>();
+    api_.Handle(std::move(req), resp);
+    store_.FailDeferred(Unavailable("disk full"));
+    EXPECT_EQ(resp->sends, 1) << method << " " << target;
+    return resp->last;
+  };
+  EXPECT_EQ(failing("POST", "/v1/endpoints", R"({"id":"new"})").status, 503);
+  EXPECT_EQ(Do("GET", "/v1/endpoints/new").status, 404);
+  EXPECT_FALSE(jobs_.HasEndpoint("new"));
+  EXPECT_EQ(failing("PATCH", "/v1/endpoints/ep", R"({"workersMax":9})").status, 503);
+  EXPECT_EQ(endpoints_.Get("ep")->workers_max, 2);
+  EXPECT_EQ(endpoints_.Get("ep")->version, 1);
+  EXPECT_EQ(failing("DELETE", "/v1/endpoints/ep").status, 503);
+  ASSERT_NE(endpoints_.Get("ep"), nullptr);
+  EXPECT_TRUE(jobs_.HasEndpoint("ep"));
+  EXPECT_EQ(Do("POST", "/v2/ep/run", R"({"input":1})").status, 200);  // it takes jobs again
+
+  EXPECT_EQ(failing("POST", "/v1/keys", R"({"name":"lost","scope":"read"})").status, 503);
+  for (const ApiKey* k : keys_.List()) EXPECT_NE(k->name, "lost");
+  auto other = J(Do("POST", "/v1/keys", R"({"name":"other","scope":"read"})"));
+  const std::string id(other.at("id").as_string()), secret(other.at("key").as_string());
+  EXPECT_EQ(failing("DELETE", "/v1/keys/" + id).status, 503);
+  EXPECT_EQ(Do("GET", "/v1/endpoints", "", "Bearer " + secret).status, 200);  // still a key
+  EXPECT_EQ(Do("DELETE", "/v1/keys/" + id).status, 200);  // and revoked when the write lands
+  EXPECT_EQ(Do("GET", "/v1/endpoints", "", "Bearer " + secret).status, 401);
+}
+
 }  // namespace
 }  // namespace gantry::api

@@ -51,10 +51,22 @@ Result<EndpointSpec> EndpointRegistry::Create(const json::value& body,
   if (endpoints_.count(spec.id)) return AlreadyExists("endpoint already exists: " + spec.id);
   if (spec.name.empty()) spec.name = spec.id;
   spec.created_ms = spec.updated_ms = clock_->NowMs();
-  Save(spec, std::move(durable));
+  // Applied now, taken back if the write fails (UndoOnFailure).
   jobs_->SetEndpoint(spec.id, spec.ToQueueConfig());
   endpoints_[spec.id] = spec;
   Changed(spec.id);
+  Save(spec, store::UndoOnFailure(
+                 [this, id = spec.id, made = spec.created_ms] {
+                   auto it = endpoints_.find(id);
+                   if (it == endpoints_.end() || it->second.created_ms != made ||
+                       it->second.version != 1) {
+                     return;  // deleted or changed since: those writes decide
+                   }
+                   jobs_->RemoveEndpoint(id);
+                   endpoints_.erase(it);
+                   Changed(id);
+                 },
+                 std::move(durable)));
   return spec;
 }
 
@@ -74,20 +86,40 @@ Result<EndpointSpec> EndpointRegistry::Update(const std::string& id, const json:
   }
   spec.updated_ms = clock_->NowMs();
   spec.version += 1;
-  Save(spec, std::move(durable));
+  EndpointSpec previous = std::move(it->second);
   jobs_->SetEndpoint(id, spec.ToQueueConfig());
   it->second = spec;
   Changed(id);
+  Save(spec, store::UndoOnFailure(
+                 [this, previous = std::move(previous), version = spec.version] {
+                   auto it = endpoints_.find(previous.id);
+                   if (it == endpoints_.end() || it->second.version != version) return;
+                   jobs_->SetEndpoint(previous.id, previous.ToQueueConfig());
+                   it->second = previous;
+                   Changed(previous.id);
+                 },
+                 std::move(durable)));
   return spec;
 }
 
 Status EndpointRegistry::Delete(const std::string& id, std::function<void(Status)> durable) {
   auto it = endpoints_.find(id);
   if (it == endpoints_.end()) return NotFound("endpoint not found: " + id);
-  store_->Write({store::Mutation::DeleteObject("endpoint", id)}, std::move(durable));
-  jobs_->RemoveEndpoint(id);
+  const std::string key = id;  // `id` may be the entry's own
+  EndpointSpec removed = std::move(it->second);
+  jobs_->RemoveEndpoint(key);
   endpoints_.erase(it);
-  Changed(id);
+  Changed(key);
+  // Taken back if the delete fails (its queued jobs are not: they were ended with it).
+  store_->Write({store::Mutation::DeleteObject("endpoint", key)},
+                store::UndoOnFailure(
+                    [this, removed = std::move(removed)] {
+                      if (endpoints_.count(removed.id)) return;  // made again since
+                      jobs_->SetEndpoint(removed.id, removed.ToQueueConfig());
+                      endpoints_[removed.id] = removed;
+                      Changed(removed.id);
+                    },
+                    std::move(durable)));
   return Status::Ok();
 }
 

@@ -90,6 +90,19 @@ struct Mutation {
 
 using Executor = std::function<void(std::function<void()>)>;
 
+// The completion of a write whose change the caller applied in memory before the write was
+// committed: when the write fails, `undo` takes that change back first, so that a failed write
+// changes nothing (the client is answered 503 and may retry); then `done` (may be empty). Both
+// run where the store posts its completions (the owner's thread). `undo` must check that the
+// state is still the one this write made: a later change is its own write's to keep or undo.
+inline std::function<void(Status)> UndoOnFailure(std::function<void()> undo,
+                                                 std::function<void(Status)> done) {
+  return [undo = std::move(undo), done = std::move(done)](Status s) {
+    if (!s.ok()) undo();
+    if (done) done(std::move(s));
+  };
+}
+
 class Store {
  public:
   virtual ~Store() = default;
