@@ -118,10 +118,8 @@ class ImageTest(E2ETest):
         if v2 and shutil.which("crun"):
             self.assertEqual(runtime["ociRuntime"], "crun", runtime)
 
-    def test_a_hostile_image_cannot_make_namespaces_mount_trace_sniff_or_fork_bomb(self):
-        # Memory enough for 4500 sleeping processes: the pids limit, not the memory limit, is
-        # what stops the fork bomb below.
-        self.endpoint("esc", memoryMb=1024)
+    def test_a_hostile_image_cannot_make_namespaces_mount_trace_or_sniff(self):
+        self.endpoint("esc", maxAttempts=1)  # one attempt: a worker killed is not retried
         r = self.runsync("esc", {"op": "escape"})
         self.assertEqual(r["status"], "COMPLETED", r)
         out = r["output"]
@@ -133,18 +131,24 @@ class ImageTest(E2ETest):
         # user namespace (Debian's kernel lets unprivileged users).
         self.assertEqual(out["unshare(CLONE_NEWUSER)"], "refused: Operation not permitted")
         self.assertEqual(out["clone(CLONE_NEWUSER)"], "refused: Operation not permitted")
-        # A fork bomb: fork() fails with EAGAIN at the container's pids limit (4096 tasks, its
-        # worker's own included), not at the handler's cap of 4500 (which it reaches without the
-        # limit). A bomb may take down its own worker (its SDK cannot make a thread): the job is
-        # then retried on a fresh one, where the limit holds the same. The cap is generous: in
-        # tests/vm the CPUs are emulated and 4096 forks take minutes.
-        bomb = self.runsync("esc", {"op": "fork_bomb", "cap_s": 300, "most": 4500, "hold_s": 1},
-                            timeout=420)
+
+    @unittest.skipIf(os.environ.get("GANTRY_TEST_CPU_EMULATED"),
+                     "the CPUs are emulated (tests/vm): 4096 forks starve the worker's pings and "
+                     "it is taken for lost; the pids limit there is checked by "
+                     "test_limits_are_in_the_workers_cgroup_as_its_cgroup_version_spells_them")
+    def test_a_container_fork_bomb_stops_at_the_pids_limit(self):
+        # Memory enough for 4500 sleeping processes: the pids limit, not the memory limit, is
+        # what stops the bomb. fork() fails with EAGAIN at the container's pids limit (4096
+        # tasks, its worker's own included), not at the handler's cap of 4500 (which it reaches
+        # without the limit). A bomb may take down its own worker (its SDK cannot make a
+        # thread): the job is then retried on a fresh one, where the limit holds the same.
+        self.endpoint("bomb", memoryMb=1024)
+        bomb = self.runsync("bomb", {"op": "fork_bomb", "cap_s": 60, "most": 4500, "hold_s": 1})
         self.assertEqual(bomb["status"], "COMPLETED", bomb)
         self.assertEqual(bomb["output"]["errno"], "EAGAIN", bomb)
         self.assertLess(bomb["output"]["forked"], 4096, bomb)
         self.assertGreater(bomb["output"]["forked"], 3500, bomb)
-        after = self.runsync("esc", {"op": "whoami"})
+        after = self.runsync("bomb", {"op": "whoami"})
         self.assertEqual(after["status"], "COMPLETED", after)  # the endpoint serves on
 
     def test_a_container_reaches_the_server_and_no_other_service_of_the_host(self):
