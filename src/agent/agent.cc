@@ -122,6 +122,13 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
 }
 
 // The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
+// `n` hex digits naming this agent's data directory on the host: the workers' area and the
+// network's bridge, chains and lock file are named so, so that agents of other data
+// directories keep theirs apart.
+static std::string DataDirTag(const AgentOptions& o, size_t n) {
+  return Sha256Hex(std::filesystem::absolute(DataDir(o)).string()).substr(0, n);
+}
+
 // The workers' sandbox, or null with *error set.
 static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status* error) {
   SandboxOptions s;
@@ -130,9 +137,8 @@ static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status*
   s.state_dir = std::filesystem::absolute(DataDir(o)).string();
   s.dir = o.worker_dir;
   if (s.dir.empty()) {
-    s.dir = s.root && !s.same_user
-                ? "/var/lib/gantry-workers/" + Sha256Hex(s.state_dir).substr(0, 12)
-                : s.state_dir + "/workers";
+    s.dir = s.root && !s.same_user ? "/var/lib/gantry-workers/" + DataDirTag(o, 12)
+                                   : s.state_dir + "/workers";
   }
   s.sdk_path = o.sdk_path;
   s.ca_file = http::CaFile();
@@ -160,7 +166,7 @@ static std::unique_ptr<net::WorkerNetwork> MakeNetwork(const AgentOptions& o, st
     *note = "host network: agent not root";
   } else {
     net::NetworkOptions n;
-    n.tag = Sha256Hex(std::filesystem::absolute(DataDir(o)).string()).substr(0, 6);
+    n.tag = DataDirTag(o, 6);
     n.server_url = o.server_url;
     auto network = net::WorkerNetwork::Open(n);
     if (network.ok()) {

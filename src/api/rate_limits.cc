@@ -53,7 +53,7 @@ void RateLimiter::Leave(std::string_view kind, std::string_view name) {
 
 int64_t RateLimiter::Admit(std::string_view kind, std::string_view name, RateRule rule) {
   if (scale_ <= 0) return 0;
-  const double capacity = std::max(1.0, std::floor(static_cast<double>(rule.requests) * scale_));
+  const double capacity = static_cast<double>(Scaled(rule.requests));
   const double per_ms = capacity / static_cast<double>(rule.window_ms);
   const int64_t now = clock_->NowMs();
   if (buckets_.size() > 100'000) {

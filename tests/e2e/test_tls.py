@@ -74,16 +74,21 @@ class TlsTest(E2ETest):
         return subprocess.run([GANTRY] + pre + list(args), env=env, capture_output=True,
                               text=True, timeout=120)
 
+    def echo_round_trip(self, payload):
+        """An echo endpoint made with the CLI, and a job through it: its worker started by the
+        in-process agent and answering over https."""
+        p = self.cli("endpoint", "create", "echo", "--command", PYTHON,
+                     os.path.join(HANDLERS, "echo.py"))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = self.cli("run", "echo", "--input", json.dumps(payload))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(json.loads(p.stdout), {"echo": payload})
+
     def test_everything_speaks_https_and_verifies_the_private_ca(self):
         self.assertTrue(self.server.url.startswith("https://127.0.0.1:"), self.server.url)
         # The CLI, with the CA: an endpoint whose worker the in-process agent starts (over
         # https to the server), and whose SDK worker takes and answers the job over https.
-        p = self.cli("endpoint", "create", "echo", "--command", PYTHON,
-                     os.path.join(HANDLERS, "echo.py"))
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        p = self.cli("run", "echo", "--input", '{"over": "tls"}')
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertEqual(json.loads(p.stdout), {"echo": {"over": "tls"}})
+        self.echo_round_trip({"over": "tls"})
         # Without it, the CLI refuses the server's certificate (exit 3: cannot reach it).
         p = self.cli("ps", ca=False)
         self.assertEqual(p.returncode, 3, p.stdout + p.stderr)
@@ -151,7 +156,6 @@ class TlsTest(E2ETest):
         self.assertEqual(out["output"], {"echo": {"js": True}})
 
 
-
 class UpTrustsItsOwnCertificateTest(TlsTest):
     """`gantry up --tls-cert` without GANTRY_CA_FILE: its agent and workers trust the server's
     own certificate (a leaf here, signed by a CA they were not told of)."""
@@ -159,15 +163,11 @@ class UpTrustsItsOwnCertificateTest(TlsTest):
     server_told_the_ca = False
 
     def test_everything_speaks_https_and_verifies_the_private_ca(self):
-        p = self.cli("endpoint", "create", "echo", "--command", PYTHON,
-                     os.path.join(HANDLERS, "echo.py"))
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        p = self.cli("run", "echo", "--input", '{"own": "cert"}')
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertEqual(json.loads(p.stdout), {"echo": {"own": "cert"}})
+        self.echo_round_trip({"own": "cert"})
 
     test_a_webhook_goes_to_an_https_target_that_the_ca_vouches_for = None
     test_runpods_javascript_sdk_over_https = None
+
 
 class PlainListenWarningTest(unittest.TestCase):
     def test_listening_beyond_loopback_without_tls_warns(self):

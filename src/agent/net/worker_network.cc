@@ -12,15 +12,15 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <optional>
+#include <cstring>
 
 #include "agent/net/firewall.h"
 #include "common/log.h"
+#include "http/address_policy.h"
+#include "http/http.h"
 
 namespace gantry::agent::net {
 namespace {
-
-constexpr int kSubnetPrefix = 22;
 
 // Writes `value` to the sysctl file `path`; false if it cannot.
 bool WriteSysctl(const std::string& path, const char* value) {
@@ -42,32 +42,6 @@ std::vector<Ipv4> HostAddresses() {
   return out;
 }
 
-struct UrlHost {
-  std::string scheme, host, port;
-};
-
-// The scheme, host (without brackets) and port of an http(s) URL; the port defaults by scheme.
-std::optional<UrlHost> SplitUrl(const std::string& url) {
-  const size_t sep = url.find("://");
-  if (sep == std::string::npos) return std::nullopt;
-  UrlHost u{url.substr(0, sep), "", ""};
-  size_t at = sep + 3;
-  size_t end = url.find_first_of("/?#", at);
-  std::string authority = url.substr(at, end == std::string::npos ? std::string::npos : end - at);
-  size_t colon = authority.rfind(':');
-  if (!authority.empty() && authority[0] == '[') {
-    const size_t close = authority.find(']');
-    if (close == std::string::npos) return std::nullopt;
-    u.host = authority.substr(1, close - 1);
-    colon = authority.find(':', close);
-  } else {
-    u.host = authority.substr(0, colon);
-  }
-  u.port = colon == std::string::npos ? (u.scheme == "https" ? "443" : "80")
-                                      : authority.substr(colon + 1);
-  return u;
-}
-
 bool IsLoopbackHost(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
@@ -75,20 +49,17 @@ bool IsLoopbackHost(const std::string& host) {
 }  // namespace
 
 Result<std::pair<Ipv4, int>> ParseCidr(const std::string& cidr) {
-  const size_t slash = cidr.find('/');
-  if (slash == std::string::npos) return InvalidArgument("not ADDRESS/BITS: '" + cidr + "'");
-  auto a = ParseIpv4(cidr.substr(0, slash));
-  if (!a.ok()) return a.status();
-  int bits = -1;
-  try {
-    bits = std::stoi(cidr.substr(slash + 1));
-  } catch (...) {
+  auto c = http::ParseCidr(cidr);
+  // An IPv4 range (http::Cidr holds it IPv4-mapped, its prefix over 128 bits) of 8 to 22 bits.
+  constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  const int bits = c.ok() ? c->prefix_len - 96 : -1;
+  if (!c.ok() || cidr.find('/') == std::string::npos ||
+      std::memcmp(c->addr, kMapped, sizeof kMapped) != 0 || bits < 8 || bits > kSubnetPrefix) {
+    return InvalidArgument("'" + cidr + "': not an IPv4 range holding a /22 (ADDRESS/8 to /22)");
   }
-  if (bits < 8 || bits > kSubnetPrefix) {
-    return InvalidArgument("'" + cidr + "': the range must hold a /22 (8 to 22 bits)");
-  }
-  const Ipv4 mask = bits == 0 ? 0 : ~Ipv4{0} << (32 - bits);
-  return std::make_pair(*a & mask, bits);
+  const Ipv4 a = Ipv4{c->addr[12]} << 24 | Ipv4{c->addr[13]} << 16 | Ipv4{c->addr[14]} << 8 |
+                 Ipv4{c->addr[15]};
+  return std::make_pair(a & (~Ipv4{0} << (32 - bits)), bits);
 }
 
 Result<std::unique_ptr<WorkerNetwork>> WorkerNetwork::Open(NetworkOptions options) {
@@ -131,9 +102,11 @@ static void RemoveDeadAgents(const std::string& lock_dir, const std::string& own
 }
 
 Status WorkerNetwork::Init() {
-  auto server = SplitUrl(options_.server_url);
-  if (!server) return InvalidArgument("worker network: bad server URL " + options_.server_url);
-  if (IsLoopbackHost(server->host)) loopback_port_ = server->port;
+  auto server = http::ParseUrl(options_.server_url);
+  if (!server.ok()) {
+    return InvalidArgument("worker network: bad server URL " + options_.server_url);
+  }
+  if (IsLoopbackHost(server->host)) loopback_port_ = std::to_string(server->port);
   auto nl = Netlink::Open();
   if (!nl.ok()) return nl.status();
   host_ = std::make_unique<Netlink>(std::move(*nl));
@@ -153,7 +126,7 @@ Status WorkerNetwork::Init() {
     return FailedPrecondition("worker network: another agent with this data directory runs");
   }
   RemoveDeadAgents(options_.lock_dir, options_.tag, host_.get());
-  RemoveFirewall(options_.tag);  // what this data directory's last agent left
+  // What this data directory's last agent left: its bridge here, its rules by InstallFirewall.
   (void)host_->DeleteLink(Bridge());
   GANTRY_RETURN_IF_ERROR(MakeBridge());
   const std::string conf = "/proc/sys/net/ipv4/conf/" + Bridge() + "/route_localnet";
@@ -170,7 +143,7 @@ Status WorkerNetwork::Init() {
       GLOG_INFO("agent: switched on IPv4 forwarding (net.ipv4.ip_forward=1) for the workers");
     }
   }
-  FirewallRules rules{options_.tag, Bridge(), subnet_, prefix_len_, gateway_, loopback_port_, {}};
+  FirewallRules rules{options_.tag, Bridge(), subnet_, kSubnetPrefix, gateway_, loopback_port_, {}};
   if (loopback_port_.empty()) {
     // A server at an address of this host is reached there (not forwarded: the host's input).
     addrinfo hints{}, *res = nullptr;
@@ -180,7 +153,7 @@ Status WorkerNetwork::Init() {
       for (addrinfo* i = res; i; i = i->ai_next) {
         Ipv4 a = ntohl(reinterpret_cast<sockaddr_in*>(i->ai_addr)->sin_addr.s_addr);
         if (std::find(own.begin(), own.end(), a) != own.end()) {
-          rules.server_addresses.push_back(Ipv4Text(a) + ":" + server->port);
+          rules.server_addresses.push_back(Ipv4Text(a) + ":" + std::to_string(server->port));
         }
       }
       freeaddrinfo(res);
@@ -202,13 +175,12 @@ Status WorkerNetwork::MakeBridge() {
     if (!taken) subnet_ = s;
   }
   if (subnet_ == 0) return ResourceExhausted("worker network: no free /22 in " + options_.pool);
-  prefix_len_ = kSubnetPrefix;
   gateway_ = subnet_ + 1;
   GANTRY_RETURN_IF_ERROR(host_->AddBridge(Bridge()));
   auto index = host_->LinkIndex(Bridge());
   if (!index.ok()) return index.status();
   bridge_index_ = *index;
-  return host_->AddAddress(bridge_index_, gateway_, prefix_len_);
+  return host_->AddAddress(bridge_index_, gateway_, kSubnetPrefix);
 }
 
 Status WorkerNetwork::SetUpNamespace(Netlink* inside, Ipv4 address) const {
@@ -216,7 +188,7 @@ Status WorkerNetwork::SetUpNamespace(Netlink* inside, Ipv4 address) const {
   auto eth0 = inside->LinkIndex("eth0");
   if (!eth0.ok()) return eth0.status();
   GANTRY_RETURN_IF_ERROR(inside->SetUp(*eth0));
-  GANTRY_RETURN_IF_ERROR(inside->AddAddress(*eth0, address, prefix_len_));
+  GANTRY_RETURN_IF_ERROR(inside->AddAddress(*eth0, address, kSubnetPrefix));
   return inside->AddDefaultRoute(gateway_, *eth0);
 }
 
@@ -226,7 +198,7 @@ Result<WorkerNetwork::Namespace> WorkerNetwork::Attach() {
   if (!inside.ok()) return inside.status();
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) return FailedPrecondition("worker network: stopped");
-  const uint32_t last = (1u << (32 - prefix_len_)) - 2;  // the broadcast address is not a host
+  const uint32_t last = (1u << (32 - kSubnetPrefix)) - 2;  // the broadcast address is not a host
   uint32_t n = 0;
   for (uint32_t tries = 1; tries < last && n == 0; ++tries) {
     const uint32_t candidate = next_;
@@ -251,9 +223,8 @@ Result<WorkerNetwork::Namespace> WorkerNetwork::Attach() {
 
 std::string WorkerNetwork::WorkerUrl(const std::string& value) const {
   if (loopback_port_.empty()) return value;
-  auto u = SplitUrl(value);
-  if (!u || (u->scheme != "http" && u->scheme != "https") || !IsLoopbackHost(u->host) ||
-      u->port != loopback_port_) {
+  auto u = http::ParseUrl(value);
+  if (!u.ok() || !IsLoopbackHost(u->host) || std::to_string(u->port) != loopback_port_) {
     return value;
   }
   const size_t start = value.find("://") + 3;
@@ -267,14 +238,14 @@ void WorkerNetwork::RewriteEnvironment(std::map<std::string, std::string>* env) 
   for (auto& [key, value] : *env) {
     std::string changed = WorkerUrl(value);
     if (changed == value) continue;
-    if (value.rfind("https://", 0) == 0) tls_name = SplitUrl(value)->host;
+    if (auto u = http::ParseUrl(value); u.ok() && u->tls) tls_name = u->host;
     value = std::move(changed);
   }
   if (!tls_name.empty()) (*env)["GANTRY_TLS_SERVER_NAME"] = tls_name;
 }
 
 std::string WorkerNetwork::describe() const {
-  return "own network namespace (" + Ipv4Text(subnet_) + "/" + std::to_string(prefix_len_) +
+  return "own network namespace (" + Ipv4Text(subnet_) + "/" + std::to_string(kSubnetPrefix) +
          " on " + Bridge() + ")";
 }
 

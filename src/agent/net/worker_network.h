@@ -30,6 +30,9 @@
 
 namespace gantry::agent::net {
 
+// Each node's workers share one subnet of this many bits.
+inline constexpr int kSubnetPrefix = 22;
+
 struct NetworkOptions {
   // Names the bridge, the veths and the firewall chains: 6 characters of [0-9a-f]. Required.
   std::string tag;
@@ -82,10 +85,9 @@ class WorkerNetwork {
   std::string HostVeth(uint32_t n) const;
 
   NetworkOptions options_;
-  std::string loopback_port_;  // the server's port when its URL is on loopback, else ""
-  Fd lock_;                    // this agent's lock file, held while it runs
-  Ipv4 subnet_ = 0, gateway_ = 0;
-  int prefix_len_ = 22;
+  std::string loopback_port_;      // the server's port when its URL is on loopback, else ""
+  Fd lock_;                        // this agent's lock file, held while it runs
+  Ipv4 subnet_ = 0, gateway_ = 0;  // of the node's /22 (kSubnetPrefix)
   bool stopped_ = false;
 
   mutable std::mutex mu_;
@@ -96,7 +98,8 @@ class WorkerNetwork {
   uint32_t next_ = 2;
 };
 
-// The address range `cidr` ("10.213.0.0/16") as (network, prefix length).
+// The IPv4 range `cidr` ("10.213.0.0/16", 8 to 22 bits: it holds a /22) as (network, prefix
+// length); InvalidArgument otherwise.
 Result<std::pair<Ipv4, int>> ParseCidr(const std::string& cidr);
 
 }  // namespace gantry::agent::net
