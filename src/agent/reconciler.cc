@@ -461,7 +461,10 @@ Result<ProcessSpec> Reconciler::ProcessSpecFor(const protocol::WorkerAssignment&
     ps.workdir = scratch.empty() ? options_.default_workdir : scratch;
   }
   ps.env = WorkerEnvironment(a, bundle_root);
-  if (sandbox_) sandbox_->Environment(who, scratch, a.env, &ps.env);
+  if (sandbox_) {
+    sandbox_->Environment(who, scratch, a.env, &ps.env);
+    ps.view = sandbox_->View(who, bundle_root);
+  }
   ps.cpu = a.cpu;
   ps.memory_mb = a.memory_mb;
   ps.pids_max = oci::kContainerPidsMax;  // a fork bomb stops there, as in a container

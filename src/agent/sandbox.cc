@@ -1,8 +1,11 @@
 #include "agent/sandbox.h"
 
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -69,6 +72,39 @@ Status CopyTree(const fs::path& from, const fs::path& to, int uid, int gid, mode
   return Status::Ok();
 }
 
+// Whether this process may make the namespaces of a mount view (in a child: unshare() of a
+// user namespace is refused to a process with threads).
+Status CheckNamespaces() {
+  const pid_t pid = fork();
+  if (pid < 0) return ErrnoStatus("fork", errno);
+  if (pid == 0) _exit(unshare(kViewCloneFlags) == 0 ? 0 : errno);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const int err = WIFEXITED(status) ? WEXITSTATUS(status) : EPERM;
+  if (err == 0) return Status::Ok();
+  return FailedPrecondition(
+      std::string("workers run in user namespaces of their own when the agent is not root, and "
+                  "this host refuses them (") +
+      strerror(err) +
+      "): allow unprivileged user namespaces (sysctl user.max_user_namespaces, "
+      "kernel.apparmor_restrict_unprivileged_userns=0), run the agent as root, or "
+      "--insecure-same-user on a single-user machine");
+}
+
+constexpr char kViewRoot[] = "root";  // <dir>/root: where each worker's view is mounted
+
+// The device nodes of the host's GPUs, which a worker in a mount view sees.
+std::vector<std::string> GpuDevices() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/dev", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("nvidia")) out.push_back(e.path().string());
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<WorkerSandbox>> WorkerSandbox::Open(SandboxOptions options) {
@@ -86,10 +122,14 @@ Result<std::unique_ptr<WorkerSandbox>> WorkerSandbox::Open(SandboxOptions option
 }
 
 Status WorkerSandbox::Init() {
-  separate_ = options_.root && !options_.same_user;
+  mode_ = options_.same_user ? Mode::kSameUser
+          : options_.root    ? Mode::kSeparateUsers
+                             : Mode::kNamespaces;
+  const bool separate = mode_ == Mode::kSeparateUsers;
   const fs::path dir = fs::absolute(options_.dir);
   options_.dir = dir.string();
-  if (separate_) {
+  if (mode_ == Mode::kNamespaces) GANTRY_RETURN_IF_ERROR(CheckNamespaces());
+  if (separate) {
     if (std::string closed = ClosedAncestor(dir.parent_path()); !closed.empty()) {
       return FailedPrecondition("workers run as users of their own and cannot reach " +
                                 options_.dir + ": " + closed +
@@ -97,9 +137,12 @@ Status WorkerSandbox::Init() {
                                 "--insecure-same-user on a single-user machine)");
     }
   }
-  auto made = MakePrivateDir(options_.dir, separate_ ? 0711 : 0700);
+  auto made = MakePrivateDir(options_.dir, separate ? 0711 : 0700);
   if (!made.ok()) return made.status();
-  if (!separate_) {  // one area, the agent's: its directories made here, once
+  if (mode_ == Mode::kNamespaces) {
+    GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/" + kViewRoot, 0700, -1, -1));
+  }
+  if (mode_ == Mode::kSameUser) {  // one area, the agent's: its directories made here, once
     GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/cache", 0700, -1, -1));
     GANTRY_RETURN_IF_ERROR(MakeDir(options_.dir + "/scratch", 0700, -1, -1));
   }
@@ -119,7 +162,7 @@ Status WorkerSandbox::Init() {
   }
   // The CA file, where workers of other users can read it (a certificate is no secret).
   ca_ = options_.ca_file;
-  if (separate_ && !ca_.empty()) {
+  if (separate && !ca_.empty()) {
     std::ifstream ca(ca_, std::ios::binary);
     std::stringstream pem;
     pem << ca.rdbuf();
@@ -130,7 +173,7 @@ Status WorkerSandbox::Init() {
   // The SDK, where workers of other users can read it.
   std::error_code ec;
   sdk_ = options_.sdk_path;
-  if (separate_ && !sdk_.empty() && fs::is_directory(sdk_, ec)) {
+  if (separate && !sdk_.empty() && fs::is_directory(sdk_, ec)) {
     const std::string tmp = options_.dir + "/sdk.tmp-" + NewId("", 8);
     Status st = Status::Ok();
     if (Status m = MakeDir(tmp, 0755, 0, 0); !m.ok()) st = m;
@@ -175,12 +218,12 @@ void WorkerSandbox::RemoveLeftoverScratch() const {
 }
 
 std::string WorkerSandbox::describe() const {
-  if (separate_) {
+  if (mode_ == Mode::kNamespaces) return "namespaces per worker (agent not root)";
+  if (mode_ == Mode::kSeparateUsers) {
     return "uid per endpoint (" + std::to_string(options_.uid_first) + "-" +
            std::to_string(options_.uid_first + options_.uid_count - 1) + ")";
   }
-  if (options_.same_user && options_.root) return "agent's user: --insecure-same-user";
-  return "agent's user: agent not root";
+  return "agent's user: --insecure-same-user";
 }
 
 Status WorkerSandbox::SaveUsers() const {
@@ -206,7 +249,7 @@ Status WorkerSandbox::MakeDir(const std::string& path, int mode, int uid, int gi
 }
 
 Result<WorkerSandbox::Identity> WorkerSandbox::UserFor(const std::string& endpoint_id) {
-  if (!separate_) return Identity{-1, -1, options_.dir};
+  if (mode_ == Mode::kSameUser) return Identity{-1, -1, options_.dir};
   auto it = users_.find(endpoint_id);
   if (it == users_.end()) {
     std::set<int> taken;
@@ -221,10 +264,22 @@ Result<WorkerSandbox::Identity> WorkerSandbox::UserFor(const std::string& endpoi
       users_.erase(endpoint_id);
       return Unavailable("cannot record the uid of endpoint " + endpoint_id + ": " + st.message());
     }
-    GLOG_INFO("sandbox: endpoint %s runs as uid %d", endpoint_id.c_str(), uid);
+    GLOG_INFO("sandbox: endpoint %s %s %d", endpoint_id.c_str(),
+              separate_users() ? "runs as uid" : "has area", uid);
     it = users_.find(endpoint_id);
   }
-  Identity who{it->second, it->second, options_.dir + "/" + std::to_string(it->second)};
+  const int n = it->second;
+  if (mode_ == Mode::kNamespaces) {  // the agent's user, an area of its own
+    Identity who{-1, -1, options_.dir + "/" + std::to_string(n), /*view=*/true};
+    if (!prepared_.count(n)) {
+      for (const char* sub : {"", "/scratch", "/cache"}) {
+        GANTRY_RETURN_IF_ERROR(MakeDir(who.area + sub, 0700, -1, -1));
+      }
+      prepared_.insert(n);
+    }
+    return who;
+  }
+  Identity who{n, n, options_.dir + "/" + std::to_string(n)};
   if (!prepared_.count(who.uid)) {  // once per uid and agent, not at every start
     GANTRY_RETURN_IF_ERROR(MakeDir(who.area, 0750, 0, who.gid));
     GANTRY_RETURN_IF_ERROR(MakeDir(who.area + "/bundles", 0750, 0, who.gid));
@@ -250,6 +305,22 @@ Result<std::string> WorkerSandbox::Bundle(const Identity& who, const std::string
                        st.message());
   }
   return root;
+}
+
+std::optional<MountView> WorkerSandbox::View(const Identity& who, const std::string& bundle) const {
+  if (!who.view) return std::nullopt;
+  MountView v;
+  v.root = options_.dir + "/" + kViewRoot;
+  if (!bundle.empty()) v.binds.push_back({bundle, false});
+  // The endpoint's scratch directories, not just the process's: a template's view serves the
+  // workers forked from it, whose directories are made later.
+  v.binds.push_back({who.area + "/scratch", true});
+  v.binds.push_back({who.area + "/cache", true});
+  std::error_code ec;
+  if (!sdk_.empty() && fs::is_directory(sdk_, ec)) v.binds.push_back({sdk_, false});
+  if (!ca_.empty()) v.binds.push_back({ca_, false});
+  v.devices = GpuDevices();
+  return v;
 }
 
 Result<std::string> WorkerSandbox::Scratch(const Identity& who, const std::string& name) {
@@ -284,7 +355,7 @@ void WorkerSandbox::Environment(const Identity& who, const std::string& scratch,
   // The endpoint's cache, kept across its workers: model weights (gantry.weights) and, when
   // the bundle is read-only to it, Python's byte code.
   if (!own.count("GANTRY_CACHE_DIR")) (*env)["GANTRY_CACHE_DIR"] = who.area + "/cache";
-  if (who.uid >= 0 && !own.count("PYTHONPYCACHEPREFIX")) {
+  if ((who.uid >= 0 || who.view) && !own.count("PYTHONPYCACHEPREFIX")) {
     (*env)["PYTHONPYCACHEPREFIX"] = who.area + "/cache/python";
   }
 }

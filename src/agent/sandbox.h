@@ -20,19 +20,28 @@
 // the database, admin.key, the bundle cache, templates or another endpoint's area; another
 // endpoint's worker runs as another uid, so its /proc/PID/environ is closed too.
 //
-// Otherwise (not root, or --insecure-same-user) workers run as the agent's user, with the same
-// layout under the agent's data directory but without owners: the bundle cache is used in
-// place and the SDK where it is. describe() says which.
+// When the agent is not root (and was not started with --insecure-same-user), workers keep its
+// user but each runs in user, mount, PID and IPC namespaces of its own with a mount view
+// (agent/process/mount_view.h) that holds, of Gantry's files, only its bundle (read-only), its
+// endpoint's scratch and cache directories, the SDK and the CA file: not the data directory, not
+// other endpoints' files, not other workers' processes. Each endpoint has an area <dir>/<n> of
+// its own (n from the same table as the uids, which it stands in for), made by the agent 0700.
+//
+// Otherwise (--insecure-same-user) workers run as the agent's user, with the same layout under
+// the agent's data directory but without owners: the bundle cache is used in place and the SDK
+// where it is. describe() says which.
 //
 // Threading: not thread-safe; the reconciler's thread. Files are the only OS seam, and tests use
 // real temporary directories (the uid mode needs root: its tests skip otherwise).
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 
+#include "agent/process/mount_view.h"
 #include "common/status.h"
 
 namespace gantry::agent {
@@ -65,7 +74,8 @@ class WorkerSandbox {
   struct Identity {
     int uid = -1;
     int gid = -1;
-    std::string area;  // <dir>/<uid>, or <dir> without users of their own
+    std::string area;   // <dir>/<uid> or <dir>/<n>; <dir> with --insecure-same-user
+    bool view = false;  // in namespaces of its own, with a mount view (View())
   };
 
   // Makes the area, removes scratch directories left by a previous agent (its workers died
@@ -73,10 +83,11 @@ class WorkerSandbox {
   // the SDK and loads the uid table. Errors name the directory at fault.
   static Result<std::unique_ptr<WorkerSandbox>> Open(SandboxOptions options);
 
-  // Whether workers run as users of their own.
-  bool separate_users() const { return separate_; }
-  // For `gantry nodes` and the log: "uid per endpoint (200000-299999)", "agent's user:
-  // --insecure-same-user" or "agent's user: agent not root".
+  // Whether workers run as users of their own; in namespaces with a mount view.
+  bool separate_users() const { return mode_ == Mode::kSeparateUsers; }
+  bool namespaces() const { return mode_ == Mode::kNamespaces; }
+  // For `gantry nodes` and the log: "uid per endpoint (200000-299999)", "namespaces per
+  // worker (agent not root)" or "agent's user: --insecure-same-user".
   std::string describe() const;
   // The SDK's directory as workers see it ("" for none).
   const std::string& sdk_path() const { return sdk_; }
@@ -88,6 +99,9 @@ class WorkerSandbox {
   // bundle) in its area, made once; `cached` itself without users of their own.
   Result<std::string> Bundle(const Identity& who, const std::string& digest,
                              const std::string& cached);
+  // The mount view of a process of `who` whose bundle is `bundle` ("" for none); nullopt unless
+  // `who` runs in one.
+  std::optional<MountView> View(const Identity& who, const std::string& bundle) const;
   // A new, empty, private writable directory for process `name` of `who`.
   Result<std::string> Scratch(const Identity& who, const std::string& name);
   // Scratch directories named so survive an agent's restart (a template restored from its
@@ -105,6 +119,8 @@ class WorkerSandbox {
                    std::map<std::string, std::string>* env) const;
 
  private:
+  enum class Mode { kSeparateUsers, kNamespaces, kSameUser };
+
   explicit WorkerSandbox(SandboxOptions options) : options_(std::move(options)) {}
   Status Init();
   Status SaveUsers() const;
@@ -115,7 +131,7 @@ class WorkerSandbox {
   Status MakeDir(const std::string& path, int mode, int uid, int gid) const;
 
   SandboxOptions options_;
-  bool separate_ = false;
+  Mode mode_ = Mode::kSameUser;
   std::string sdk_;
   std::string ca_;                              // the CA file workers are given ("" for none)
   std::map<std::string, int> users_;            // endpoint id → uid

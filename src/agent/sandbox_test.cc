@@ -142,19 +142,20 @@ TEST_F(SandboxTest, AnAreaOthersCannotReachIsRefusedWithTheWayOut) {
   EXPECT_NE(s.status().message().find("--insecure-same-user"), std::string::npos);
 }
 
-TEST_F(SandboxTest, WithoutUsersOfTheirOwnWorkersUseTheCacheAndTheSdkInPlace) {
+TEST_F(SandboxTest, WithTheInsecureFlagWorkersUseTheCacheAndTheSdkInPlace) {
   for (bool root : {false, true}) {
     SandboxOptions o = Options(root);
-    o.same_user = root;  // root with --insecure-same-user, or an agent that is not root
+    o.same_user = true;  // --insecure-same-user, as root or not
     auto s = WorkerSandbox::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     EXPECT_FALSE((*s)->separate_users());
-    EXPECT_EQ((*s)->describe(),
-              root ? "agent's user: --insecure-same-user" : "agent's user: agent not root");
+    EXPECT_FALSE((*s)->namespaces());
+    EXPECT_EQ((*s)->describe(), "agent's user: --insecure-same-user");
     EXPECT_EQ((*s)->sdk_path(), base_ + "/sdk");
     auto who = (*s)->UserFor("a");
     ASSERT_TRUE(who.ok());
     EXPECT_EQ(who->uid, -1);
+    EXPECT_FALSE((*s)->View(*who, base_ + "/cache/b1"));
     EXPECT_EQ(*(*s)->Bundle(*who, "b1", base_ + "/cache/b1"), base_ + "/cache/b1");
     auto scratch = (*s)->Scratch(*who, "w-1");
     ASSERT_TRUE(scratch.ok());
@@ -168,6 +169,45 @@ TEST_F(SandboxTest, WithoutUsersOfTheirOwnWorkersUseTheCacheAndTheSdkInPlace) {
     EXPECT_FALSE(fs::exists(*scratch));
     EXPECT_EQ((*s)->Scratch(*who, "../x").status().code(), Code::kInvalidArgument);
   }
+}
+
+TEST_F(SandboxTest, AnAgentThatIsNotRootGivesEachEndpointAnAreaAndEachWorkerAView) {
+  auto s = WorkerSandbox::Open(Options(/*root=*/false));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_TRUE((*s)->namespaces());
+  EXPECT_FALSE((*s)->separate_users());
+  EXPECT_EQ((*s)->describe(), "namespaces per worker (agent not root)");
+  auto a = (*s)->UserFor("a");
+  auto b = (*s)->UserFor("b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->uid, -1);  // the agent's user
+  EXPECT_TRUE(a->view);
+  EXPECT_NE(a->area, b->area);
+  EXPECT_EQ(Stat(a->area).st_mode & 0777, 0700u);
+  EXPECT_EQ(*(*s)->Bundle(*a, "b1", base_ + "/cache/b1"), base_ + "/cache/b1");  // in place
+  auto scratch = (*s)->Scratch(*a, "w-1");
+  ASSERT_TRUE(scratch.ok());
+  EXPECT_EQ(*scratch, a->area + "/scratch/w-1");
+  std::map<std::string, std::string> env;
+  (*s)->Environment(*a, *scratch, {}, &env);
+  EXPECT_EQ(env["PYTHONPYCACHEPREFIX"], a->area + "/cache/python");  // its bundle is read-only
+  // Its view: its bundle read-only, its endpoint's scratch and cache, the SDK; nothing else of
+  // the data directory, nor of the other endpoint's area.
+  auto view = (*s)->View(*a, base_ + "/cache/b1");
+  ASSERT_TRUE(view);
+  EXPECT_EQ(view->root, base_ + "/workers/root");
+  EXPECT_TRUE(fs::is_directory(view->root));
+  std::vector<std::string> binds;
+  for (const auto& bind : view->binds) {
+    binds.push_back(bind.path + (bind.writable ? " rw" : " ro"));
+  }
+  EXPECT_EQ(binds, (std::vector<std::string>{base_ + "/cache/b1 ro", a->area + "/scratch rw",
+                                             a->area + "/cache rw", base_ + "/sdk ro"}));
+  // The same area after a restart (the table is kept).
+  s->reset();
+  auto again = WorkerSandbox::Open(Options(false));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->UserFor("a")->area, a->area);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import unittest
 
-from harness import E2ETest, pids_with_env
+from harness import E2ETest, Server, pids_with_env
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
 
@@ -147,6 +147,106 @@ class SandboxTest(E2ETest):
         self.assertEqual(second["cwd"], first["cwd"])  # its bundle copy
         self.assertNotEqual(second["scratch"], first["scratch"])  # a scratch directory its own
         self.assertEqual(second["home"], second["scratch"])
+
+
+NOBODY = 65534
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+@unittest.skipUnless(os.geteuid() == 0, "the test becomes another user to start the agent")
+class NotRootTest(SandboxTest):
+    """`gantry up` as a user that is not root (nobody): its workers keep that user, so only
+    their namespaces and mount view keep them from the server's files and from each other.
+    Every path and pid aimed at below is one the same user could read without them."""
+    server_prefix = ("setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups")
+
+    def setUp(self):
+        data = tempfile.mkdtemp(prefix="gantry-e2e-")
+        os.chown(data, NOBODY, NOBODY)
+        self.server = Server(data_dir=data, command="up", prefix=self.server_prefix).start()
+        self.workers = []
+        self.dirs = []
+
+    def refused(self, report):
+        self.assertTrue(report, report)
+        for what, result in report.items():
+            # Absent from its view (or, for what it does see, refused): never read.
+            self.assertRegex(result, r"^refused: (FileNotFoundError|ProcessLookupError|"
+                             r"PermissionError|OSError: \[Errno (3|30)\])", what)
+
+    def test_a_hostile_tenant_reaches_nothing_of_the_platform_or_its_neighbour(self):
+        self.deploy("alice", "alice-secret-123")
+        self.deploy("mallory", "mallory-secret-456")
+        alice = self.run_job("alice", {"whoami": True})
+        mallory = self.run_job("mallory", {"whoami": True})
+        self.assertEqual(mallory["uid"], NOBODY)  # the agent's user: no other to take
+        self.assertEqual(mallory["pid"], 1)  # the init of a PID namespace of its own
+        self.assertEqual(mallory["home"], mallory["scratch"])
+        data = self.server.data_dir
+        alice_pids = pids_with_env("TENANT_SECRET", "alice-secret-123")  # worker, template
+        self.assertTrue(alice_pids)
+        for pid in alice_pids:  # readable by the same user, but for the PID namespace
+            self.assertEqual(os.stat("/proc/%d" % pid).st_uid, NOBODY)
+        [alice_toml] = [p for p in glob.glob(os.path.join(data, "**", "gantry.toml"),
+                                             recursive=True) if '"alice"' in read_text(p)]
+        secrets = [os.path.join(data, "gantry.db"), os.path.join(data, "server.log"),
+                   alice_toml, os.path.join(alice["scratch"], "f")]
+        open(secrets[-1], "w").close()
+        for path in secrets:
+            self.assertEqual(os.stat(path).st_uid in (NOBODY, 0), True, path)
+        report = self.run_job("mallory", {
+            "read": secrets,
+            # (The data directory's own path is there, empty but for the way to its binds.)
+            "list": [os.path.dirname(os.path.dirname(alice["scratch"])),
+                     os.path.dirname(alice["scratch"])],
+            "write": [os.path.join(mallory["cwd"], "handler.py"),
+                      os.path.join(mallory["cwd"], "new.py"),
+                      os.path.join(alice["scratch"], "x"), "/usr/gantry-was-here"],
+            "environ": alice_pids,
+            "ptrace": alice_pids,
+            "raw_socket": True,
+            "mknod": True,
+        })
+        self.refused(report)
+        self.assertEqual(self.run_job("mallory", {"scratch": True}), {"scratch": "ok"})
+        # Under /tmp, the data directory's path is in the worker's own /tmp: a write there
+        # stays there.
+        self.run_job("mallory", {"write": [os.path.join(data, "x")]})
+        self.assertFalse(os.path.exists(os.path.join(data, "x")))
+        self.assertEqual(self.run_job("alice", {"whoami": True})["uid"], NOBODY)
+        nodes = self.cli("nodes")
+        self.assertIn("namespaces per worker", nodes.stdout, nodes.stdout + nodes.stderr)
+
+    def test_a_worker_forked_from_the_template_is_in_the_view_too(self):
+        self.deploy("forked", "forked-secret")
+        self.deploy("other", "other-secret")
+        self.server.request("PATCH", "/v1/endpoints/forked", {"idleTimeout": 1})
+        first = self.run_job("forked", {"whoami": True})
+        self.ready_template("forked")
+        self.wait_for(lambda: not self.live("forked"), timeout=60, what="scale to zero")
+        r = self.server.request("POST", "/v2/forked/runsync?wait=60000",
+                                {"input": {"whoami": True}}, timeout=90)
+        self.assertEqual(r.json["status"], "COMPLETED", r)
+        second = r.json["output"]
+        self.assertEqual(self.worker_report(r.json["workerId"])["startPath"], "fork")
+        self.assertNotEqual(second["pid"], 1)  # a child of its template, the namespace's init
+        self.assertEqual(second["cwd"], first["cwd"])
+        self.assertNotEqual(second["scratch"], first["scratch"])
+        self.run_job("other", {"whoami": True})
+        other_pids = pids_with_env("TENANT_SECRET", "other-secret")
+        self.assertTrue(other_pids)
+        report = self.run_job("forked", {"read": [os.path.join(self.server.data_dir,
+                                                               "gantry.db")],
+                                         "environ": other_pids})
+        self.refused(report)
+        self.assertEqual(self.run_job("forked", {"scratch": True}), {"scratch": "ok"})
+
+    test_a_fork_bomb_stops_at_the_pids_limit_and_the_neighbour_keeps_serving = None
+    test_a_worker_forked_from_the_template_is_the_endpoints_user_too = None
 
 
 @unittest.skipUnless(os.geteuid() == 0, "the flag matters only under root")

@@ -57,6 +57,11 @@ ExecFailure ExecChild(const ChildPlan& plan) {
   close_range(STDERR_FILENO + 1, ~0U, CLOSE_RANGE_CLOEXEC);
   // Whatever umask the agent runs with, a worker starts with the usual one.
   umask(022);
+  if (plan.view) {
+    int step = -1;
+    if (int err = plan.view->Enter(&step)) return {ExecFailure::kView, err, step};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return {ExecFailure::kView, errno};
+  }
   if (plan.netns >= 0 && setns(plan.netns, CLONE_NEWNET) != 0) {
     return {ExecFailure::kNetwork, errno};
   }
@@ -91,7 +96,7 @@ ExecFailure ExecChild(const ChildPlan& plan) {
 }  // namespace
 
 Status FillChildPlan(const ProcessSpec& spec, std::vector<std::string>* candidates,
-                     std::vector<std::string>* env, ChildPlan* plan) {
+                     std::vector<std::string>* env, ViewPlan* view, ChildPlan* plan) {
   *candidates = ExecCandidates(spec);
   for (const auto& [key, value] : spec.env) {
     if (key.empty() || key.find('=') != std::string::npos) {
@@ -112,7 +117,23 @@ Status FillChildPlan(const ProcessSpec& spec, std::vector<std::string>* candidat
   plan->uid = spec.uid;
   plan->gid = spec.gid;
   plan->netns = spec.netns_fd;
+  if (spec.view) {
+    if (spec.uid >= 0 || spec.netns_fd >= 0) {
+      return InvalidArgument("process " + spec.id +
+                             ": a mount view keeps the agent's user and makes its own namespaces");
+    }
+    GANTRY_RETURN_IF_ERROR(view->Prepare(*spec.view));
+    plan->view = view;
+  }
   return Status::Ok();
+}
+
+int ForkChild(const ChildPlan& plan) {
+  if (!plan.view) return fork();
+  // The raw system call returns in the child as fork() does (no new stack). The child calls
+  // nothing of glibc's that depends on its thread state (RunChild()).
+  return static_cast<int>(
+      syscall(SYS_clone, kViewCloneFlags | SIGCHLD, nullptr, nullptr, nullptr, 0));
 }
 
 Status ChildChannels::Open(ChildPlan* plan) {
@@ -145,7 +166,9 @@ void ChildChannels::CloseChildEnds() {
   // restarted agent never finds its workers still running under another parent and starts them
   // a second time. The server requeues what they held.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != plan.parent) _exit(127);  // the agent died before prctl took effect
+  // The agent died before prctl took effect. (In a PID namespace of its own the parent is not
+  // visible; a dead agent's `go` socket reads EOF instead.)
+  if (!plan.view && getppid() != plan.parent) _exit(127);
   // Signal dispositions set to SIG_IGN and the signal mask survive exec(); give the worker the
   // defaults rather than whatever the agent uses.
   sigset_t none;
@@ -162,7 +185,7 @@ void ChildChannels::CloseChildEnds() {
   _exit(127);
 }
 
-Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec) {
+Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec, const ViewPlan* view) {
   const char byte = 1;
   ssize_t n;
   while ((n = send(go->get(), &byte, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
@@ -178,7 +201,9 @@ Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec) {
         : failure.stage == ExecFailure::kUser    ? "running as uid " + std::to_string(spec.uid)
         : failure.stage == ExecFailure::kChdir   ? "workdir " + spec.workdir
         : failure.stage == ExecFailure::kNetwork ? std::string("joining its network namespace")
-                                                 : "cannot run '" + spec.argv[0] + "'";
+        : failure.stage == ExecFailure::kView && view
+            ? "making its mount view: " + view->Describe(failure.step)
+            : "cannot run '" + spec.argv[0] + "'";
     return ErrnoStatus("process " + spec.id + ": " + what, failure.err);
   }
   if (n != 0) return Internal("process " + spec.id + ": bad report from the child");

@@ -14,8 +14,9 @@
 //      Start() waits until the child has exec'd or failed.
 //   2. The parent moves the child into its cgroup, then releases it through `go`, so none of
 //      the worker's code runs outside its limits.
-//   3. The child redirects stdio, joins the spec's network namespace (if any), takes its user
-//      and group (if any), chdirs and execs. If any step fails it writes an
+//   3. The child redirects stdio, enters its mount view (ProcessSpec::view, if any: the child
+//      was cloned into new namespaces for it), joins the spec's network namespace (if any),
+//      takes its user and group (if any), chdirs and execs. If any step fails it writes an
 //      ExecFailure to the `report` pipe and exits 127; a successful exec closes that pipe
 //      (O_CLOEXEC), so the parent reads EOF. Start() waits for one or the other.
 // Only async-signal-safe calls happen in the child, so the agent may have other threads.
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/process/mount_view.h"
 #include "agent/process/process_runtime.h"
 #include "common/fd.h"
 #include "common/status.h"
@@ -31,8 +33,9 @@ namespace gantry::agent {
 
 // What a child reports through the `report` pipe when it cannot exec.
 struct ExecFailure {
-  enum Stage : int { kSetup, kUser, kChdir, kExec, kNetwork } stage;
+  enum Stage : int { kSetup, kUser, kChdir, kExec, kNetwork, kView } stage;
   int err;
+  int step = -1;  // kView: the ViewPlan step at fault
 };
 
 // Everything the child needs, prepared before fork() so that it need not allocate.
@@ -44,15 +47,21 @@ struct ChildPlan {
   int dev_null = -1, out = -1, err = -1, go = -1, report = -1;
   pid_t parent = 0;  // the agent: the child dies with it
   int nice = 0;
-  int uid = -1, gid = -1;  // ProcessSpec::uid, gid
-  int netns = -1;          // ProcessSpec::netns_fd
+  int uid = -1, gid = -1;          // ProcessSpec::uid, gid
+  int netns = -1;                  // ProcessSpec::netns_fd
+  const ViewPlan* view = nullptr;  // ProcessSpec::view, prepared
 };
 
-// Fills plan's candidates, argv, envp and workdir for `spec`. They point into `spec`,
-// *candidates and *env, which must stay alive and unchanged until the child has exec'd.
-// InvalidArgument for an environment variable name that is empty or holds '='.
+// Fills plan's candidates, argv, envp, workdir and view for `spec`. They point into `spec`,
+// *candidates, *env and *view, which must stay alive and unchanged until the child has exec'd.
+// InvalidArgument for an environment variable name that is empty or holds '=', or a view with
+// a user or a network namespace; ViewPlan::Prepare()'s errors.
 Status FillChildPlan(const ProcessSpec& spec, std::vector<std::string>* candidates,
-                     std::vector<std::string>* env, ChildPlan* plan);
+                     std::vector<std::string>* env, ViewPlan* view, ChildPlan* plan);
+
+// fork(), or for a plan with a view a clone() into new namespaces (kViewCloneFlags) that
+// returns as fork() does.
+int ForkChild(const ChildPlan& plan);
 
 // The descriptors between the parent and a child being started. The child's ends (dev_null,
 // out_w, err_w, go_r, report_w) are the ones its ChildPlan names; the parent keeps the others.
@@ -70,8 +79,8 @@ struct ChildChannels {
 [[noreturn]] void RunChild(const ChildPlan& plan);
 
 // In the parent: releases the child through `go` (closed then) and waits until it has exec'd
-// (ok) or reported on `report_fd` why it could not (the error names the step: its setup, the
-// workdir, or running spec.argv[0]).
-Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec);
+// (ok) or reported on `report_fd` why it could not (the error names the step: its setup, its
+// view (`view`, the plan's), the workdir, or running spec.argv[0]).
+Status ReleaseChild(Fd* go, int report_fd, const ProcessSpec& spec, const ViewPlan* view);
 
 }  // namespace gantry::agent

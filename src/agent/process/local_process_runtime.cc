@@ -249,8 +249,9 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
   if (children_.contains(spec.id)) return AlreadyExists("process " + spec.id + " is running");
 
   std::vector<std::string> candidates, env;  // what `plan` points into
+  ViewPlan view;
   ChildPlan plan;
-  GANTRY_RETURN_IF_ERROR(FillChildPlan(spec, &candidates, &env, &plan));
+  GANTRY_RETURN_IF_ERROR(FillChildPlan(spec, &candidates, &env, &view, &plan));
   ChildChannels channels;
   GANTRY_RETURN_IF_ERROR(channels.Open(&plan));
 
@@ -259,9 +260,9 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
 
   plan.parent = getpid();
   plan.nice = spec.nice;
-  const int pid = fork();
+  const int pid = ForkChild(plan);
   if (pid < 0) {
-    Status s = ErrnoStatus("fork", errno);
+    Status s = ErrnoStatus(plan.view ? "clone into new namespaces" : "fork", errno);
     if (in_cgroup) cgroups_.Remove(spec.id);
     return s;
   }
@@ -276,7 +277,8 @@ Result<int> LocalProcessRuntime::Start(const ProcessSpec& spec) {
                 s.message().c_str());
     }
   }
-  if (Status failed = ReleaseChild(&channels.go_w, channels.report_r.get(), spec); !failed.ok()) {
+  if (Status failed = ReleaseChild(&channels.go_w, channels.report_r.get(), spec, plan.view);
+      !failed.ok()) {
     kill(pid, SIGKILL);  // it is exiting already unless it never got `go`
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/process/mount_view.h"
 #include "common/env.h"
 #include "common/status.h"
 
@@ -60,6 +61,9 @@ struct ProcessSpec {
   // A network namespace (a descriptor of the agent's) it joins first, before it changes user;
   // -1: the agent's. Not owned: the caller may close it once Start() has returned.
   int netns_fd = -1;
+  // A file system of its own, in namespaces of its own (mount_view.h), for a worker that keeps
+  // the agent's user (not with uid or netns_fd). Only Start() honours it. nullopt: the host's.
+  std::optional<MountView> view;
 
   Limits limits() const { return {cpu, memory_mb, pids_max}; }
 };

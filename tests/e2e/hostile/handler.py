@@ -66,6 +66,7 @@ def handler(job):
     a = job["input"]
     if a.get("whoami"):
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+                "pid": os.getpid(),
                 "cwd": os.getcwd(), "home": os.environ.get("HOME"),
                 "scratch": os.environ.get("GANTRY_SCRATCH")}
     if a.get("fork_bomb"):
