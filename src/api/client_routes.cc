@@ -267,9 +267,16 @@ void AddClientRoutes(const Services* s, RouteTable* t) {
          "the endpoint's recent requests, newest first (?limit=&cursor=)", OfEndpoint(s, Requests));
   t->Add("POST", "/v2/{endpoint}/cancel/{job}", Access::kInvoke, "cancel a job",
          OfJob(s, [](const Services& s, Call& c, const jobs::Job& j) {
-           auto r = s.jobs->Cancel(j.rec.id);
+           // Answered once the cancel is durable, with the job's status then (a result
+           // written first wins).
+           DeferredReply d = Deferred(c.resp);
+           auto r = s.jobs->Cancel(j.rec.id, [&s, d, id = j.rec.id](Status st) {
+             const jobs::Job* now = s.jobs->Get(id);
+             *d.reply =
+                 OkResponse(StatusObject(id, now ? jobs::StatusName(now->status) : "CANCELLED"));
+             d.durable(std::move(st));
+           });
            if (!r.ok()) return c.Send(ErrorResponse(r.status()));
-           c.Send(OkResponse(StatusObject(j.rec.id, jobs::StatusName((*r)->status))));
          }));
   t->Add("POST", "/v2/{endpoint}/retry/{job}", Access::kInvoke,
          "queue a FAILED or TIMED_OUT job again",

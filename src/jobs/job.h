@@ -32,6 +32,7 @@ struct Job {
   uint64_t queue_gen = 0;  // bumped whenever the job enters or leaves the queue
   bool deleted = false;    // removed from the manager; queue entries may still point here
   bool stored = true;      // its record has been written (a /runsync job's may not be yet)
+  uint64_t writes = 0;     // writes of its record queued so far (to see a later one)
   // A /run job whose first write is not durable yet: not counted, queued or offered until it
   // is, and forgotten if that write fails.
   bool committing = false;

@@ -38,11 +38,16 @@ JobManager::JobManager(const Clock* clock, store::Store* store, JobsOptions opti
 
 JobManager::~JobManager() = default;
 
+bool JobManager::Unwritten(const Job& job) {
+  return !job.stored && job.rec.sync && job.rec.webhook.empty();
+}
+
 void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> durable) {
-  if (!with_input && !job->stored && job->rec.sync && job->rec.webhook.empty()) {
+  if (!with_input && Unwritten(*job)) {
     if (durable) durable(Status::Ok());  // see Submit: nobody outside this process needs it
     return;
   }
+  ++job->writes;
   std::vector<store::Mutation> v;
   if (with_input || !job->stored) {  // the first write of a job carries its whole record
     job->stored = true;
@@ -332,15 +337,24 @@ void JobManager::DeleteJob(const std::string& job_id) {
   jobs_.erase(it);
 }
 
-Result<const Job*> JobManager::Cancel(const std::string& job_id) {
+Result<const Job*> JobManager::Cancel(const std::string& job_id,
+                                      std::function<void(Status)> durable) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
   if (j->committing) return Unavailable("job " + job_id + " is not accepted yet: try again");
-  if (IsTerminal(j->status)) return static_cast<const Job*>(j);
-  if (j->status == JobStatus::kInProgress) stops_.Request(j->rec.id, j->rec.worker_id);
-  Terminate(j, JobStatus::kCancelled, "", "");
-  Persist(j, false);
+  auto end = [this](Job* job) {
+    if (job->status == JobStatus::kInProgress) stops_.Request(job->rec.id, job->rec.worker_id);
+    Terminate(job, JobStatus::kCancelled, "", "");
+  };
+  if (IsTerminal(j->status) || Unwritten(*j)) {
+    if (!IsTerminal(j->status)) end(j);  // a /runsync job nobody else needs: not written
+    if (durable) durable(Status::Ok());
+    return static_cast<const Job*>(j);
+  }
+  EndAfterWrite(
+      j, JobStatus::kCancelled, "", "", [](const Job& job) { return !IsTerminal(job.status); }, end,
+      std::move(durable));
   return static_cast<const Job*>(j);
 }
 

@@ -17,9 +17,11 @@
 // from Tick(), so tests drive it with a FakeClock.
 //
 // Durability: every state change is written to the Store. Submit() reports through its
-// callback only once the job is durable; Finish() likewise for a result. A /run job is offered
-// to workers only once its record is durable, and forgotten if that write fails (its client got
-// an error: a retry must not run it twice); a /runsync job, which is not written, at once.
+// callback only once the job is durable; Finish() likewise for a result, which is shown to
+// anyone (status, waiters, webhook) only once it is durable, and not at all if its write fails. A
+// /run job is offered to workers only once its record is durable, and forgotten if that write fails
+// (its client got an error: a retry must not run it twice); a /runsync job, which is not written,
+// at once.
 
 #include <deque>
 #include <functional>
@@ -114,7 +116,10 @@ class JobManager {
   const Job* Get(const std::string& job_id) const;
   // Drains the stream chunks not yet read.
   std::vector<std::string> DrainStream(const std::string& job_id);
-  Result<const Job*> Cancel(const std::string& job_id);
+  // Cancels a job that has not ended: written first, applied once durable (EndAfterWrite); a
+  // job that ended meanwhile stays as it ended. `durable` runs then (at once for a job that
+  // had ended, or whose change is not written), with the write's status.
+  Result<const Job*> Cancel(const std::string& job_id, std::function<void(Status)> durable = {});
   Result<const Job*> Retry(const std::string& job_id);
   Result<int64_t> PurgeQueue(const std::string& endpoint_id);
   // Ends every queued job of the endpoint as FAILED with `error_json` (raw JSON), as if it had
@@ -144,7 +149,8 @@ class JobManager {
   // Jobs that were taken but never reached the worker (its connection was gone) go back to
   // the head of the queue without costing an attempt.
   void ReturnUndelivered(const std::string& worker_id, const std::vector<std::string>& job_ids);
-  // A job-done body. `durable` runs when the change (if any) is in the store.
+  // A job-done body. A result is written before it is applied (WriteResult); `durable` runs
+  // once the change (if any) is in the store, or with the store's error (nothing changed).
   Result<DoneOutcome> Finish(const std::string& worker_id, const std::string& job_id,
                              const json::value& body, bool is_stream,
                              std::function<void(Status)> durable);
@@ -198,6 +204,24 @@ class JobManager {
   // written (no webhook, and its id not given out: MakeDurable writes it with_input) is not
   // written at all, and `durable` runs at once.
   void Persist(Job* job, bool with_input, std::function<void(Status)> durable = {});
+  // Whether a change of `job` is not written at all (see Persist).
+  static bool Unwritten(const Job& job);
+  // Ends `j` with its worker's result (taking it back from the queue first if it was
+  // requeued meanwhile).
+  void Complete(Job* j, const std::string& worker_id, JobStatus status, std::string output,
+                std::string error);
+  // Writes `j`'s result first and applies it (Complete) only once the write is durable: until
+  // then nobody sees it (status, waiters, webhook), and a failed write changes nothing (the
+  // worker is answered 503 and posts it again). `durable` runs after.
+  void WriteResult(Job* j, const std::string& worker_id, JobStatus status, std::string output,
+                   std::string error, std::function<void(Status)> durable);
+  // Writes `j`'s record as it will be once ended as `status` (with `output`, `error`), and runs
+  // `end` (which ends it so) only once that write is durable and `still` holds for the job then
+  // (what happened meanwhile came after, and decides); the store is then made to agree with
+  // memory. A failed write changes nothing. `durable` runs last, with the write's status.
+  void EndAfterWrite(Job* j, JobStatus status, const std::string& output, const std::string& error,
+                     std::function<bool(const Job&)> still, std::function<void(Job*)> end,
+                     std::function<void(Status)> durable);
   // A new job enters its endpoint's queue: counted, queued, its TTL armed, offered.
   void Accept(Job* job);
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here

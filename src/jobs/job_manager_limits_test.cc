@@ -6,6 +6,8 @@
 namespace gantry::jobs {
 namespace {
 
+json::value J(const std::string& s) { return *ParseJson(s); }
+
 TEST_F(JobManagerTest, ARunJobIsOfferedOnlyOnceDurableAndForgottenIfItsWriteFails) {
   store_.set_deferred(true);
   std::vector<std::string> got;
@@ -40,6 +42,92 @@ TEST_F(JobManagerTest, ARunJobIsOfferedOnlyOnceDurableAndForgottenIfItsWriteFail
   store_.FlushDeferred();
   EXPECT_EQ(store_.job(failed_id), nullptr);
   EXPECT_NE(store_.job(ok_id), nullptr);
+}
+
+TEST_F(JobManagerTest, AResultIsShownOnlyOnceDurableAndAFailedWriteChangesNothing) {
+  const std::string id = Submit();
+  ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
+  bool ended = false;
+  jm_->WaitForJob(id, 60'000, [&](const Job*) { ended = true; });
+  store_.set_deferred(true);
+  Status durable = Internal("not yet");
+  auto done =
+      jm_->Finish("w1", id, J(R"({"output":{"n":1}})"), false, [&](Status s) { durable = s; });
+  ASSERT_TRUE(done.ok());
+  // Not applied before its write is durable: nobody sees the result yet.
+  EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
+  EXPECT_FALSE(ended);
+  store_.FailDeferred(Unavailable("disk full"));
+  // The write failed: the worker is told so, and the job is as it was, still its worker's.
+  EXPECT_EQ(durable.code(), Code::kUnavailable);
+  EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
+  EXPECT_EQ(jm_->Get(id)->rec.output, "");
+  EXPECT_FALSE(ended);
+  EXPECT_TRUE(posts_.empty());
+  EXPECT_EQ(jm_->HeldBy("w1"), std::vector<std::string>{id});
+  EXPECT_EQ(store_.job(id)->status, "IN_PROGRESS");
+  // The worker posts it again (the SDK retries): written, then shown.
+  ASSERT_TRUE(
+      jm_->Finish("w1", id, J(R"({"output":{"n":1}})"), false, [&](Status s) { durable = s; })
+          .ok());
+  store_.FlushDeferred();
+  EXPECT_TRUE(durable.ok());
+  EXPECT_EQ(StatusOf(id), JobStatus::kCompleted);
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(store_.job(id)->status, "COMPLETED");
+  EXPECT_EQ(store_.job(id)->output, R"({"n":1})");
+  EXPECT_TRUE(jm_->HeldBy("w1").empty());
+}
+
+TEST_F(JobManagerTest, ACancelWhoseWriteFailsChangesNothing) {
+  const std::string id = Submit();
+  ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
+  store_.set_deferred(true);
+  Status durable = Internal("not yet");
+  ASSERT_TRUE(jm_->Cancel(id, [&](Status s) { durable = s; }).ok());
+  EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);  // not before it is durable
+  store_.FailDeferred(Unavailable("disk full"));
+  EXPECT_EQ(durable.code(), Code::kUnavailable);
+  EXPECT_EQ(StatusOf(id), JobStatus::kInProgress);
+  std::vector<std::string> stops;
+  jm_->PollStops("w1", 0, [&](std::vector<std::string> ids) { stops = ids; });
+  EXPECT_TRUE(stops.empty());  // its worker was not asked to stop
+  ASSERT_TRUE(jm_->Cancel(id, [&](Status s) { durable = s; }).ok());
+  store_.FlushDeferred();
+  EXPECT_TRUE(durable.ok());
+  EXPECT_EQ(StatusOf(id), JobStatus::kCancelled);
+  EXPECT_EQ(store_.job(id)->status, "CANCELLED");
+  jm_->PollStops("w1", 0, [&](std::vector<std::string> ids) { stops = ids; });
+  EXPECT_EQ(stops, std::vector<std::string>{id});
+}
+
+TEST_F(JobManagerTest, AResultAndACancelWrittenTogetherEndAsTheFirstAndTheStoreAgrees) {
+  for (bool result_first : {true, false}) {
+    const std::string id = Submit();
+    ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
+    store_.set_deferred(true);
+    int durable = 0;
+    auto finish = [&] {
+      ASSERT_TRUE(
+          jm_->Finish("w1", id, J(R"({"output":1})"), false, [&](Status s) { durable += s.ok(); })
+              .ok());
+    };
+    auto cancel = [&] { ASSERT_TRUE(jm_->Cancel(id, [&](Status s) { durable += s.ok(); }).ok()); };
+    if (result_first) {
+      finish();
+      cancel();
+    } else {
+      cancel();
+      finish();
+    }
+    store_.FlushDeferred();
+    store_.FlushDeferred();  // what the first write's completion wrote after them
+    EXPECT_EQ(durable, 2);
+    const JobStatus want = result_first ? JobStatus::kCompleted : JobStatus::kCancelled;
+    EXPECT_EQ(StatusOf(id), want);
+    EXPECT_EQ(store_.job(id)->status, StatusName(want));  // the last write is memory's
+    store_.set_deferred(false);
+  }
 }
 
 TEST_F(JobManagerTest, AStreamPastItsCapsIsCutAndSaysSo) {

@@ -87,16 +87,15 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
     }
     return FailedPrecondition("job " + job_id + " is not held by this worker");
   }
-  if (j->status == JobStatus::kInQueue) {
-    SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
-    leases_.Hold(worker_id, job_id);
-  }
+  JobStatus final_status = JobStatus::kCompleted;
+  std::string output, error;
   const json::value* err = Find(obj, "error");
   if (err && !err->is_null()) {
-    Terminate(j, JobStatus::kFailed, "", ToJson(*err));
+    final_status = JobStatus::kFailed;
+    error = ToJson(*err);
   } else {
     const json::value* o = Find(obj, "output");
-    std::string output = o ? ToJson(*o) : "";
+    output = o ? ToJson(*o) : "";
     bool empty_list = o && o->is_array() && o->as_array().empty();
     if (is_stream && (output.empty() || empty_list) && !j->stream_all.empty()) {
       // Never replace the chunks already streamed with []: they become the output.
@@ -107,11 +106,66 @@ Result<DoneOutcome> JobManager::Finish(const std::string& worker_id, const std::
       }
       output += ']';
     }
-    Terminate(j, JobStatus::kCompleted, std::move(output), "");
   }
   out.accepted = true;
-  Persist(j, false, std::move(durable));
+  if (Unwritten(*j)) {  // a /runsync job nobody outside this process needs: nothing to write
+    Complete(j, worker_id, final_status, std::move(output), std::move(error));
+    if (durable) durable(Status::Ok());
+    return out;
+  }
+  WriteResult(j, worker_id, final_status, std::move(output), std::move(error), std::move(durable));
   return out;
+}
+
+void JobManager::Complete(Job* j, const std::string& worker_id, JobStatus status,
+                          std::string output, std::string error) {
+  if (j->status == JobStatus::kInQueue) {
+    SetStatus(j, JobStatus::kInProgress);  // leaves the queue; Terminate ends it from here
+    leases_.Hold(worker_id, j->rec.id);
+  }
+  Terminate(j, status, std::move(output), std::move(error));
+}
+
+void JobManager::WriteResult(Job* j, const std::string& worker_id, JobStatus status,
+                             std::string output, std::string error,
+                             std::function<void(Status)> durable) {
+  auto still = [worker_id](const Job& job) {
+    return job.rec.worker_id == worker_id && !IsTerminal(job.status);
+  };
+  auto end = [this, worker_id, status, output, error](Job* job) mutable {
+    Complete(job, worker_id, status, std::move(output), std::move(error));
+  };
+  EndAfterWrite(j, status, output, error, std::move(still), std::move(end), std::move(durable));
+}
+
+void JobManager::EndAfterWrite(Job* j, JobStatus status, const std::string& output,
+                               const std::string& error, std::function<bool(const Job&)> still,
+                               std::function<void(Job*)> end, std::function<void(Status)> durable) {
+  if (!j->stored) Persist(j, false);            // its first write carries its whole record
+  std::string input = std::move(j->rec.input);  // an update never writes the input
+  store::JobRecord rec = j->rec;
+  j->rec.input = std::move(input);
+  rec.status = StatusName(status);
+  rec.output = output;
+  rec.error = error;
+  rec.completed_ms = clock_->NowMs();
+  const uint64_t seen = ++j->writes;
+  store_->Write({store::Mutation::UpdateJob(std::move(rec))},
+                [this, id = j->rec.id, still = std::move(still), end = std::move(end),
+                 durable = std::move(durable), seen](Status s) {
+                  auto it = s.ok() ? jobs_.find(id) : jobs_.end();
+                  if (it != jobs_.end()) {  // (a deleted job is gone, record and all)
+                    Job* job = it->second.get();
+                    // What happened to the job meanwhile (it ended, went to another worker)
+                    // decides: it came after this write, and so did its own write, if any.
+                    const bool applies = still(*job);
+                    if (applies) end(job);
+                    // The store holds the last write: unless it is this one and applied, the
+                    // job as it is now goes after it.
+                    if (applies != (job->writes == seen)) Persist(job, false);
+                  }
+                  if (durable) durable(std::move(s));
+                });
 }
 
 Status JobManager::AppendStream(const std::string& worker_id, const std::string& job_id,

@@ -125,14 +125,17 @@ class Server:
         assert r.status == 201, r
         return r.json
 
-    def start_worker(self, endpoint, handler, extra_env=None):
+    def start_worker(self, endpoint, handler, extra_env=None, log_dir=None):
+        """A worker process of `handler` (in tests/e2e/handlers) for `endpoint`; its output
+        goes to worker-ID.log in `log_dir` (default: the data directory)."""
         reg = self.register_worker(endpoint)
         env = dict(os.environ)
         env.update(reg["env"])
         env["PYTHONPATH"] = SDK
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra_env or {})
-        with open(os.path.join(self.data_dir, "worker-%s.log" % reg["workerId"]), "ab") as log:
+        with open(os.path.join(log_dir or self.data_dir, "worker-%s.log" % reg["workerId"]),
+                  "ab") as log:
             proc = subprocess.Popen([PYTHON, os.path.join(HANDLERS, handler)], env=env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.worker_id = reg["workerId"]

@@ -254,6 +254,8 @@ class DiskFullTest(E2ETest):
         self.workers = []
 
     def tearDown(self):
+        for w in self.workers:
+            kill_worker(w)
         self.server.stop()
         subprocess.run(["umount", "-l", self.mnt])
         shutil.rmtree(self.mnt, ignore_errors=True)
@@ -302,6 +304,44 @@ class DiskFullTest(E2ETest):
             self.assertEqual(health["jobs"]["inQueue"], len(acked), (when, health))
             self.server.stop()
             self.server.start()
+
+    def test_a_result_whose_write_fails_is_not_shown_and_lands_once_space_returns(self):
+        self.server.create_endpoint({"id": "d"})
+        pad = "x" * 600_000
+        r = self.server.request("POST", "/v2/d/run", {"input": {"pad": pad}})
+        self.assertEqual(r.status, 200, r)
+        job = r.json["id"]
+        # Leave too little for the echoed 600 kB output, then start the worker (its log goes
+        # elsewhere).
+        st = os.statvfs(self.mnt)
+        filler = os.path.join(self.mnt, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 100_000))
+        logs = tempfile.mkdtemp(prefix="gantry-logs-")
+        self.addCleanup(shutil.rmtree, logs, True)
+        self.worker("d", "echo.py", log_dir=logs)
+        # The worker takes it, runs it and posts the result, which cannot be written: it is
+        # answered 503 (and retries), and nobody is shown a result the store does not hold.
+        self.wait_for(lambda: self.server.request("GET", "/v2/d/status/" + job).json.get(
+            "workerId"), what="the worker to take the job")
+        deadline = time.time() + 4
+        while time.time() < deadline:
+            status = self.server.request("GET", "/v2/d/status/" + job).json
+            self.assertNotIn(status["status"], ("COMPLETED", "FAILED"), "shown before durable")
+            time.sleep(0.1)
+        log = ""
+        for name in os.listdir(logs):
+            with open(os.path.join(logs, name)) as f:
+                log += f.read()
+        self.assertIn("503", log)  # it was answered so, not left unsent
+        os.remove(filler)  # space returns: the result lands (posted again, or the job rerun)
+        done = self.server.wait_status("d", job, {"COMPLETED"}, timeout=90)
+        self.assertEqual(done["output"], {"echo": {"pad": pad}})
+        self.server.stop()
+        self.server.start()
+        after = self.server.request("GET", "/v2/d/status/" + job).json
+        self.assertEqual(after["status"], "COMPLETED", after)
+        self.assertEqual(after["output"], {"echo": {"pad": pad}})
 
 
 if __name__ == "__main__":
