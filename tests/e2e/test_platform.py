@@ -294,8 +294,6 @@ class DeployTest(E2ETest):
         return p.stdout
 
     def test_deploy_uploads_only_changes_and_new_versions_drain_old_workers(self):
-        import shutil
-        import tempfile
         d = tempfile.mkdtemp(prefix="gantry-deploy-")
         try:
             shutil.copy(os.path.join(ROOT, "examples", "echo", "handler.py"), d)
