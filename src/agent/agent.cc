@@ -1,14 +1,18 @@
 #include "agent/agent.h"
 
+#include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 
 #include "agent/gpu_inventory.h"
 #include "agent/oci/runtime_probe.h"
+#include "agent/process/mount_view.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/subprocess.h"
@@ -75,6 +79,24 @@ static std::string DataDir(const AgentOptions& o) {
   return o.workdir.empty() ? std::string(".") : o.workdir;
 }
 
+// `n` hex digits naming this agent's data directory on the host: the workers' area and the
+// network's bridge, chains and lock file are named so, so that agents of other data
+// directories keep theirs apart.
+static std::string DataDirTag(const AgentOptions& o, size_t n) {
+  return Sha256Hex(std::filesystem::absolute(DataDir(o)).string()).substr(0, n);
+}
+
+// The host ids of containers' ids 0..65535 (ContainersOptions::userns_host): a root agent runs
+// containers in user namespaces, their ids above the workers' uid range (and 400000 at least),
+// where the kernel allows user namespaces; 0 otherwise. Once per process (a probe fork).
+static uint32_t ContainerIdBase(const AgentOptions& o) {
+  static const int refused = geteuid() == 0 ? TryUnshare(CLONE_NEWUSER) : EPERM;
+  if (geteuid() != 0 || refused != 0) return 0;
+  return static_cast<uint32_t>(
+      std::max<int64_t>(400'000, int64_t{o.worker_uid_first} + o.worker_uid_count));
+}
+constexpr uint32_t kContainerIds = 65'536;
+
 // The image store, when the tools for images are installed; else null (and why, logged).
 static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
                                                        oci::ImageTools* tools) {
@@ -90,8 +112,11 @@ static std::unique_ptr<oci::ImageStore> MakeImageStore(const AgentOptions& o,
         "(scripts/setup.sh)");
     return nullptr;
   }
-  auto store =
-      oci::ImageStore::Open(std::filesystem::absolute(DataDir(o) + "/images").string(), tools);
+  oci::ImageStoreOptions options;
+  options.id_map_host = ContainerIdBase(o);  // rootfs owned as the containers' ids
+  options.id_map_size = kContainerIds;
+  auto store = oci::ImageStore::Open(std::filesystem::absolute(DataDir(o) + "/images").string(),
+                                     tools, options);
   if (!store.ok()) {
     GLOG_WARN("agent: container images are off: %s", store.status().ToString().c_str());
     return nullptr;
@@ -106,8 +131,24 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
                                                        oci::ImageStore* images,
                                                        protocol::NodeRuntime* runtime) {
   if (!images) return nullptr;
-  const std::string dir = std::filesystem::absolute(DataDir(o) + "/containers").string();
   oci::ContainersOptions c;
+  c.userns_host = ContainerIdBase(o);
+  c.userns_size = kContainerIds;
+  // A container's root in a user namespace must reach its rootfs: not through the (closed) data
+  // directory but through directories it may traverse (its bundle's config is root's alone).
+  std::string dir = std::filesystem::absolute(DataDir(o) + "/containers").string();
+  if (c.userns_host) {
+    dir = "/var/lib/gantry-containers/" + DataDirTag(o, 12);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    for (const std::string& d : {std::string("/var/lib/gantry-containers"), dir}) {
+      if (ec || chmod(d.c_str(), 0711) != 0) {
+        GLOG_WARN("agent: container images are off: cannot make %s: %s", d.c_str(),
+                  ec ? ec.message().c_str() : strerror(errno));
+        return nullptr;
+      }
+    }
+  }
   const auto choice = oci::ChooseOciRuntime(
       {FindExecutable("crun"), FindExecutable("runc")}, [&](const std::string& runtime) {
         return oci::ProbeOciRuntime(runtime, dir + "/probe", c.cgroup_prefix);
@@ -117,17 +158,18 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
   c.runtime = choice.runtime;
   runtime->oci_runtime = std::filesystem::path(choice.runtime).filename().string();
   runtime->oci_notes = choice.notes;
+  if (c.userns_host) {
+    runtime->oci_notes.push_back("user namespaces: container ids 0-65535 are host ids " +
+                                 std::to_string(c.userns_host) + "-" +
+                                 std::to_string(c.userns_host + kContainerIds - 1));
+  } else {
+    runtime->oci_notes.push_back("no user namespaces: a container's root is the host's");
+  }
   GLOG_INFO("agent: container workers run with %s", c.runtime.c_str());
   return std::make_unique<oci::Containers>(images, dir, c);
 }
 
 // The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
-// `n` hex digits naming this agent's data directory on the host: the workers' area and the
-// network's bridge, chains and lock file are named so, so that agents of other data
-// directories keep theirs apart.
-static std::string DataDirTag(const AgentOptions& o, size_t n) {
-  return Sha256Hex(std::filesystem::absolute(DataDir(o)).string()).substr(0, n);
-}
 
 // The workers' sandbox, or null with *error set.
 static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status* error) {

@@ -72,16 +72,9 @@ Status CopyTree(const fs::path& from, const fs::path& to, int uid, int gid, mode
   return Status::Ok();
 }
 
-// Whether this process may make the namespaces of a mount view (in a child: unshare() of a
-// user namespace is refused to a process with threads).
+// Whether this process may make the namespaces of a mount view.
 Status CheckNamespaces() {
-  const pid_t pid = fork();
-  if (pid < 0) return ErrnoStatus("fork", errno);
-  if (pid == 0) _exit(unshare(kViewCloneFlags) == 0 ? 0 : errno);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  const int err = WIFEXITED(status) ? WEXITSTATUS(status) : EPERM;
+  const int err = TryUnshare(kViewCloneFlags);
   if (err == 0) return Status::Ok();
   return FailedPrecondition(
       std::string("workers run in user namespaces of their own when the agent is not root, and "

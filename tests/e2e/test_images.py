@@ -2,6 +2,7 @@
 docker-registry on loopback), pulled with skopeo, unpacked with umoci and run with runc. The
 image (tests/images/build_test_image.sh, tag "worker") is Debian with python3, this repository's
 SDK and tests/images/worker.py; it is built once and cached."""
+import hashlib
 import os
 import random
 import shutil
@@ -15,6 +16,8 @@ import unittest
 from harness import ADMIN_KEY, E2ETest, GANTRY, ROOT, proc_state, tcp_service
 
 IMAGES = os.path.join(ROOT, "tests", "images")
+# The host id of a container's root (agent.cc: above the workers' uids, 400000 at least).
+CONTAINER_ID_BASE = 400000
 
 
 def free_port():
@@ -60,6 +63,12 @@ class ImageTest(E2ETest):
     # for it, with this code and with the code before (seen in tests/vm on 2026-12-07).
     server_args = ("--ping-interval-ms", "2000", "--stop-grace-ms", "1500")
 
+    def containers_dir(self):
+        """Where the agent keeps its containers' bundles and volumes: outside the closed data
+        directory, for a container's root in its user namespace to reach its rootfs."""
+        tag = hashlib.sha256(os.path.abspath(self.server.data_dir).encode()).hexdigest()[:12]
+        return os.path.join("/var/lib/gantry-containers", tag)
+
     @classmethod
     def setUpClass(cls):
         cls.registry_dir = tempfile.mkdtemp(prefix="gantry-registry-")
@@ -95,11 +104,15 @@ class ImageTest(E2ETest):
         self.assertLessEqual(out["pids"], 5)  # its own PID namespace: not the host's processes
         self.assertFalse(out["seesHostRepo"])  # its own root filesystem
         self.assertEqual(out["uid"], 1000)  # the image's USER
+        # In a user namespace: its ids are the host's from 400000 (its root is nobody outside).
+        self.assertEqual(out["uidMap"], ["0", str(CONTAINER_ID_BASE), "65536"])
         self.assertEqual(out["volume"], [])  # the named volume at /runpod-volume
         w = self.wait_for(lambda: self.server.request("POST", "/v2/img/runsync",
                                                       {"input": {"op": "write", "path":
                                                                  "/runpod-volume/x"}}).json)
         self.assertEqual(w["status"], "COMPLETED", w)
+        written = os.stat(os.path.join(self.containers_dir(), "volumes", "shared", "x"))
+        self.assertEqual(written.st_uid, CONTAINER_ID_BASE + 1000)  # not the host's uid 1000
         # Pull events are in the worker's logs.
         logs = self.server.request("GET", "/v1/logs?worker=" + r["workerId"]).json
         text = "\n".join(l["text"] for l in logs.get("lines", []))
@@ -209,6 +222,8 @@ class ImageTest(E2ETest):
         self.assertFalse(out["seesHostRepo"])  # the image's root filesystem
         self.assertLessEqual(out["pids"], 6)  # the template's PID namespace, not the host's
         self.assertEqual(out["uid"], 1000)  # the image's USER
+        # In a user namespace: its ids are the host's from 400000 (its root is nobody outside).
+        self.assertEqual(out["uidMap"], ["0", str(CONTAINER_ID_BASE), "65536"])
         self.assertNotEqual(out["pid"], 1)  # the template is the container's init
         # Its end is reported (by the template, its parent) and it is replaced by a fork again.
         self.scale_to_zero("tpl")
@@ -265,7 +280,7 @@ class ImageTest(E2ETest):
         r = self.runsync("left", {"op": "whoami"})
         self.assertEqual(r["status"], "COMPLETED", r)
         self.ready_template("left")
-        bundles = os.path.join(self.server.data_dir, "containers")
+        bundles = self.containers_dir()
         ids = [d for d in os.listdir(bundles) if d not in ("state", "volumes")]
         self.assertEqual(len(ids), 2, ids)  # the worker's container and the template's
         old = self.container_processes(ids)
@@ -416,7 +431,7 @@ class ImageTest(E2ETest):
         self.server.stop()
         self.server = Server(extra_args=self.server_args + ("--image-keep-unused-s", "2"),
                              command="up").start()
-        rootfs = os.path.join(self.server.data_dir, "images", "rootfs")
+        rootfs = os.path.join(self.server.data_dir, "images", "rootfs-%d" % CONTAINER_ID_BASE)
         unpacked = lambda: [d for d in os.listdir(rootfs) if not d.startswith(".") and
                             not d.endswith(".lock")] if os.path.isdir(rootfs) else []
         p = self.deploy("--image", self.image, "--id", "gc")

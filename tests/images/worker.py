@@ -42,6 +42,7 @@ def handler(job):
         "pids": len([p for p in os.listdir("/proc") if p.isdigit()]),
         "hostname": socket.gethostname(),
         "uid": os.getuid(),
+        "uidMap": open("/proc/self/uid_map").read().split(),  # its user namespace's, if any
         "worker": os.environ.get("RUNPOD_POD_ID"),
         "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "nvidiaVisible": os.environ.get("NVIDIA_VISIBLE_DEVICES"),

@@ -17,6 +17,7 @@
 
 #include "agent/oci/runtime_spec.h"
 #include "common/fd.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/subprocess.h"
 
@@ -238,11 +239,25 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
     fs::create_directories(bundle + "/" + d, ec);
     if (ec) return Internal("cannot make " + bundle + "/" + d + ": " + ec.message());
   }
+  // Traversable (a container's root in a user namespace reaches its rootfs through it), not
+  // listable; its config (the worker's environment: secrets) is root's alone.
+  fs::permissions(bundle, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec,
+                  fs::perm_options::replace, ec);
+  c.userns_host = options_.userns_host;
+  c.userns_size = options_.userns_size;
+  // In a user namespace the container's root is the mapped id: its writable layer's root (which
+  // overlayfs shows as "/") is its, as the image's rootfs is.
+  if (c.userns_host && lchown((bundle + "/upper").c_str(), c.userns_host, c.userns_host) != 0) {
+    const std::string why = strerror(errno);
+    fs::remove_all(bundle, ec);
+    return Internal("cannot give " + bundle + "/upper to the container's root: " + why);
+  }
   if (!r.volume.empty()) {
     const std::string host = dir_ + "/volumes/" + r.volume;
     fs::create_directories(host, ec);
-    // Writable whatever user the image runs as (like /tmp: sticky).
+    // Writable whatever user the image runs as (like /tmp: sticky), and the container's root's.
     fs::permissions(host, fs::perms::all | fs::perms::sticky_bit, ec);
+    if (c.userns_host) (void)lchown(host.c_str(), c.userns_host, c.userns_host);
     c.mounts.push_back(Mount{host, r.volume_mount_path, false});
   }
   c.rootfs = bundle + "/rootfs";
@@ -259,8 +274,13 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
     fs::remove_all(bundle, ec);
     return Internal("cannot mount the overlay of " + r.worker_id + ": " + why);
   }
-  std::ofstream(bundle + "/config.json") << ToJson(*config);
-  std::ofstream(bundle + "/image-digest") << image->digest;  // for ImagesInUse()
+  Status written = ReplaceFile(bundle + "/config.json", ToJson(*config), 0600);
+  if (written.ok()) written = ReplaceFile(bundle + "/image-digest", image->digest, 0600);
+  if (!written.ok()) {  // (image-digest: for ImagesInUse())
+    umount2(c.rootfs.c_str(), MNT_DETACH);
+    fs::remove_all(bundle, ec);
+    return written;
+  }
 
   ProcessSpec p;
   p.id = r.worker_id;

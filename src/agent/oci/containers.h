@@ -49,6 +49,10 @@ struct ContainersOptions {
   // runtime when it holds no '/'.
   std::string runtime = "runc";
   std::string cgroup_prefix = "gantry";  // the process runtime's (ProcessRuntimeOptions)
+  // Containers in a user namespace: ContainerSpec::userns_host/size, which must be the image
+  // store's ImageStoreOptions::id_map_host/size. Their writable layer's root and their volumes
+  // are given to the mapped root. 0: none.
+  uint32_t userns_host = 0, userns_size = 0;
 };
 
 // The mounts of this host's NVIDIA driver libraries and tools in a GPU container

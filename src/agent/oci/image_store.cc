@@ -202,13 +202,16 @@ Result<std::unique_ptr<ImageStore>> ImageStore::Open(const std::string& root, Im
   std::string clean = fs::path(root).lexically_normal().string();
   while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
   std::error_code ec;
-  for (const std::string& dir : {clean, clean + "/rootfs", clean + "/tmp", clean + "/refs"}) {
+  for (const std::string& dir : {clean, clean + "/tmp", clean + "/refs"}) {
     fs::create_directories(dir, ec);
     if (ec) return Internal("cannot create " + dir + ": " + ec.message());
   }
   fs::permissions(clean + "/tmp", fs::perms::owner_all, fs::perm_options::replace, ec);
   if (ec) return Internal("cannot chmod " + clean + "/tmp: " + ec.message());
-  return std::unique_ptr<ImageStore>(new ImageStore(std::move(clean), tools, options));
+  std::unique_ptr<ImageStore> store(new ImageStore(std::move(clean), tools, options));
+  fs::create_directories(store->RootfsParent(), ec);
+  if (ec) return Internal("cannot create " + store->RootfsParent() + ": " + ec.message());
+  return store;
 }
 
 ImageStore::Counters ImageStore::counters() const {
@@ -330,10 +333,10 @@ Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
   }
   // Leftovers of an unpack that died (its owner held this lock, so it is gone).
   const std::string tmp_prefix = ".tmp-" + hex + "-";
-  for (const fs::directory_entry& e : fs::directory_iterator(root_ + "/rootfs", ec)) {
+  for (const fs::directory_entry& e : fs::directory_iterator(RootfsParent(), ec)) {
     if (e.path().filename().string().rfind(tmp_prefix, 0) == 0) fs::remove_all(e.path(), ec);
   }
-  const std::string tmp = root_ + "/rootfs/" + tmp_prefix + NewId("u", 8);
+  const std::string tmp = RootfsParent() + "/" + tmp_prefix + NewId("u", 8);
   if (progress) {
     progress({PullEvent::Kind::kUnpack, image->digest,
               "unpacking " + image->digest.substr(0, 19) + " into " + dest});
@@ -345,6 +348,11 @@ Status ImageStore::Unpack(Image* image, const std::atomic<bool>* cancel,
     if (!layout_lock.ok()) return layout_lock.status();
     std::vector<std::string> args = {"raw", "unpack"};
     if (geteuid() != 0) args.push_back("--rootless");
+    if (options_.id_map_host) {  // the ids a container in its user namespace sees as the image's
+      const std::string map =
+          "0:" + std::to_string(options_.id_map_host) + ":" + std::to_string(options_.id_map_size);
+      args.insert(args.end(), {"--uid-map", map, "--gid-map", map});
+    }
     args.insert(args.end(), {"--image", LayoutDir() + ":" + kPinPrefix + hex, tmp});
     Result<ImageTools::Run> run = tools_->RunTool(ImageTools::Tool::kUmoci, args,
                                                   options_.unpack_timeout_ms, cancel, nullptr);
@@ -440,7 +448,7 @@ Result<Image> ImageStore::Lookup(const ImageRef& ref) {
 std::vector<std::string> ImageStore::List() const {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root_ + "/rootfs", ec)) {
+  for (const auto& e : fs::directory_iterator(RootfsParent(), ec)) {
     const std::string name = e.path().filename().string();
     if (e.is_directory(ec) && IsSha256Digest("sha256:" + name)) out.push_back("sha256:" + name);
   }
@@ -467,7 +475,7 @@ Status ImageStore::RemoveLocked(const std::string& digest) {
     std::error_code ec;
     if (fs::is_directory(dest, ec)) {
       // Out of the way first, so that nobody finds a half-removed rootfs.
-      const std::string trash = root_ + "/rootfs/.tmp-" + hex + "-" + NewId("r", 8);
+      const std::string trash = RootfsParent() + "/.tmp-" + hex + "-" + NewId("r", 8);
       fs::rename(dest, trash, ec);
       if (ec) return Internal("moving " + dest + " away: " + ec.message());
       fs::remove_all(trash, ec);

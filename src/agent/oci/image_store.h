@@ -169,6 +169,12 @@ struct ImageStoreOptions {
   // Time limit of the small umoci calls (tag, remove, gc). Default: 10 min (gc reads the
   // whole layout).
   int64_t umoci_timeout_ms = 600'000;
+  // Unpack each rootfs with its ids shifted (umoci --uid-map/--gid-map 0:HOST:SIZE): the image's
+  // id N is owned on the host by id_map_host + N, as a container in a user namespace of that
+  // mapping sees it as N. Such rootfs are kept apart (rootfs-<host>/, not rootfs/). 0: the
+  // image's own ids.
+  uint32_t id_map_host = 0;
+  uint32_t id_map_size = 65536;
 };
 
 class ImageStore {
@@ -233,8 +239,13 @@ class ImageStore {
   std::string LayoutDir() const { return root_ + "/oci"; }
   // Records (atomically) that the layout's `tag` names manifest `digest`: refs/<tag>.
   Status WriteRef(const std::string& tag, const std::string& digest);
+  // Where unpacked rootfs are: rootfs/, or rootfs-<host>/ with ImageStoreOptions::id_map_host.
+  std::string RootfsParent() const {
+    return root_ + (options_.id_map_host ? "/rootfs-" + std::to_string(options_.id_map_host)
+                                         : std::string("/rootfs"));
+  }
   std::string RootfsDir(const std::string& digest_hex) const {
-    return root_ + "/rootfs/" + digest_hex;
+    return RootfsParent() + "/" + digest_hex;
   }
 
  private:

@@ -162,7 +162,9 @@ json::array MountsJson(const ContainerSpec& spec) {
       MountJson("/dev/shm", "tmpfs", "shm",
                 {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}),
       MountJson("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
-      MountJson("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
+      spec.userns_host
+          ? MountJson("/sys", "bind", "/sys", {"rbind", "nosuid", "noexec", "nodev", "ro"})
+          : MountJson("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
       MountJson("/sys/fs/cgroup", "cgroup", "cgroup",
                 {"nosuid", "noexec", "nodev", "relatime", "ro"}),
   };
@@ -230,6 +232,14 @@ Result<json::object> LinuxJson(const ContainerSpec& spec) {
       {"maskedPaths", Strings(kMaskedPaths)},
       {"readonlyPaths", Strings(kReadonlyPaths)},
       {"seccomp", SeccompJson()}};
+  if (spec.userns_host) {
+    linux_section["namespaces"].as_array().push_back(json::object{{"type", "user"}});
+    const json::array map{json::object{{"containerID", 0},
+                                       {"hostID", static_cast<int64_t>(spec.userns_host)},
+                                       {"size", static_cast<int64_t>(spec.userns_size)}}};
+    linux_section["uidMappings"] = map;
+    linux_section["gidMappings"] = map;
+  }
   if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
   if (!devices.empty()) linux_section["devices"] = std::move(devices);
   return linux_section;

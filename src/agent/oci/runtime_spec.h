@@ -50,6 +50,11 @@ struct ContainerSpec {
   int64_t pids_limit = kContainerPidsMax;  // 0: none
   uint64_t nofile = 0;                     // RLIMIT_NOFILE soft and hard; 0: the host's hard limit
   std::vector<std::string> devices;        // device nodes to pass (e.g. /dev/nvidia0)
+  // A user namespace: the container's ids [0, userns_size) are the host's [userns_host, +size)
+  // (its rootfs unpacked so: ImageStoreOptions::id_map_host), so that its root is nobody on the
+  // host. /sys is then the host's, bound read-only (a user namespace may not mount sysfs for a
+  // network namespace it does not own). 0: none; its root is the host's root.
+  uint32_t userns_host = 0, userns_size = 0;
 };
 
 // config.json for `spec`. InvalidArgument when args is empty, rootfs or cwd is not absolute, or

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -93,6 +94,25 @@ TEST(RuntimeSpecTest, VolumesAreMountedWithoutDevicesOrSetuid) {
   }
   ASSERT_NE(volume, nullptr);
   EXPECT_EQ(volume->at("options"), (json::array{"rbind", "rw", "nosuid", "nodev"}));
+}
+
+TEST(RuntimeSpecTest, AUserNamespaceMapsTheContainersIdsAndBindsSys) {
+  ContainerSpec spec = Basic();
+  spec.userns_host = 400'000;
+  spec.userns_size = 65'536;
+  auto c = RuntimeConfig(spec);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const auto& linux_section = c->at("linux");
+  EXPECT_EQ(linux_section.at("namespaces").as_array().back(), (json::object{{"type", "user"}}));
+  const json::array map{json::object{{"containerID", 0}, {"hostID", 400'000}, {"size", 65'536}}};
+  EXPECT_EQ(linux_section.at("uidMappings"), map);
+  EXPECT_EQ(linux_section.at("gidMappings"), map);
+  for (const auto& m : c->at("mounts").as_array()) {
+    if (m.at("destination").as_string() == "/sys") {
+      EXPECT_EQ(m.at("type").as_string(), "bind");  // sysfs needs its own network namespace
+    }
+  }
+  EXPECT_FALSE(RuntimeConfig(Basic())->at("linux").as_object().contains("uidMappings"));
 }
 
 TEST(RuntimeSpecTest, BadSpecsRefused) {
@@ -415,6 +435,34 @@ TEST_F(RuncTest, GpuContainerSeesItsAssignedGpuOnly) {
   int gpus = 0;
   for (const std::string& l : lines) gpus += l.rfind("GPU ", 0) == 0;
   EXPECT_EQ(gpus, 1);
+}
+
+TEST_F(RuncTest, InAUserNamespaceItsRootOwnsOnlyWhatIsMappedToIt) {
+  constexpr uint32_t kBase = 400'000;
+  fs::create_directories(dir_ + "/vol");
+  fs::create_directories(dir_ + "/bundle/rootfs/v");  // the agent's overlay root is kBase's
+  ASSERT_EQ(lchown((dir_ + "/vol").c_str(), kBase, kBase), 0);
+  std::ofstream(dir_ + "/vol/host-root") << "x";  // the host root's, 0644
+  ContainerSpec c;
+  c.rootfs = dir_ + "/bundle/rootfs";
+  c.args = {"/bin/sh", "-c",
+            "id -u; tr -s ' ' < /proc/self/uid_map; echo y > /v/mine && echo wrote; "
+            "(echo y >> /v/host-root) 2>/dev/null && echo overwrote || echo refused; "
+            "stat -c %u /v/host-root"};
+  c.memory_mb = 256;
+  c.mounts = {HostUsrMount(), Mount{dir_ + "/vol", "/v", false}};
+  c.userns_host = kBase;
+  c.userns_size = 65'536;
+  std::vector<std::string> lines;
+  auto exit = Wait(Start(std::move(c)), &lines);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->exit_code, 0);
+  // Root in the container, host id 400000 outside: a file of the host's root is nobody's there,
+  // and not its to write; what it writes is 400000's on the host.
+  EXPECT_EQ(lines, (std::vector<std::string>{"0", " 0 400000 65536", "wrote", "refused", "65534"}));
+  struct stat st {};
+  ASSERT_EQ(stat((dir_ + "/vol/mine").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kBase);
 }
 
 TEST_F(RuncTest, HostFilesOutsideItsRootAreNotVisible) {

@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -93,6 +94,16 @@ int RunStep(const ViewPlan::Step& s) {
 }
 
 }  // namespace
+
+int TryUnshare(int flags) {
+  const pid_t pid = fork();
+  if (pid < 0) return errno;
+  if (pid == 0) _exit(unshare(flags) == 0 ? 0 : errno);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : EPERM;
+}
 
 void ViewPlan::Add(Step::Kind kind, const std::string& source, const std::string& path,
                    bool read_only) {

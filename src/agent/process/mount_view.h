@@ -46,6 +46,10 @@ struct MountView {
 
 inline constexpr int kViewCloneFlags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC;
 
+// Whether this process may make namespaces of `flags`: 0, or the errno of unshare() tried in a
+// child (a process with threads may not make a user namespace).
+int TryUnshare(int flags);
+
 // The steps of a view, prepared before fork so that the child need not allocate. Steps point
 // into `strings_`: a ViewPlan is neither copied nor moved once prepared.
 class ViewPlan {
