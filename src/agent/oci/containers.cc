@@ -199,6 +199,27 @@ std::vector<Mount> HostNvidiaDriverMounts() {
                             {"/usr/bin", "/usr/local/bin", "/usr/local/nvidia/bin"});
 }
 
+Status Containers::MakeBundle(const std::string& bundle, uint32_t root_id) {
+  std::error_code ec;
+  fs::remove_all(bundle, ec);
+  for (const char* d : {"upper", "work", "rootfs"}) {
+    fs::create_directories(bundle + "/" + d, ec);
+    if (ec) return Internal("cannot make " + bundle + "/" + d + ": " + ec.message());
+  }
+  // Traversable (a container's root in a user namespace reaches its rootfs through it), not
+  // listable; its config (the worker's environment: secrets) is root's alone.
+  fs::permissions(bundle, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec,
+                  fs::perm_options::replace, ec);
+  // In a user namespace the container's root is the mapped id: its writable layer's root (which
+  // overlayfs shows as "/") is its, as the image's rootfs is.
+  if (root_id && lchown((bundle + "/upper").c_str(), root_id, root_id) != 0) {
+    const std::string why = strerror(errno);
+    fs::remove_all(bundle, ec);
+    return Internal("cannot give " + bundle + "/upper to the container's root: " + why);
+  }
+  return Status::Ok();
+}
+
 Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const ProgressFn& progress) {
   auto ref = ImageRef::Parse(r.image);
   if (!ref.ok()) return ref.status();
@@ -233,25 +254,10 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   }
 
   const std::string bundle = BundleDir(r.worker_id);
-  std::error_code ec;
-  fs::remove_all(bundle, ec);
-  for (const char* d : {"upper", "work", "rootfs"}) {
-    fs::create_directories(bundle + "/" + d, ec);
-    if (ec) return Internal("cannot make " + bundle + "/" + d + ": " + ec.message());
-  }
-  // Traversable (a container's root in a user namespace reaches its rootfs through it), not
-  // listable; its config (the worker's environment: secrets) is root's alone.
-  fs::permissions(bundle, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec,
-                  fs::perm_options::replace, ec);
   c.userns_host = options_.userns_host;
   c.userns_size = options_.userns_size;
-  // In a user namespace the container's root is the mapped id: its writable layer's root (which
-  // overlayfs shows as "/") is its, as the image's rootfs is.
-  if (c.userns_host && lchown((bundle + "/upper").c_str(), c.userns_host, c.userns_host) != 0) {
-    const std::string why = strerror(errno);
-    fs::remove_all(bundle, ec);
-    return Internal("cannot give " + bundle + "/upper to the container's root: " + why);
-  }
+  GANTRY_RETURN_IF_ERROR(MakeBundle(bundle, c.userns_host));
+  std::error_code ec;
   if (!r.volume.empty()) {
     const std::string host = dir_ + "/volumes/" + r.volume;
     fs::create_directories(host, ec);

@@ -85,6 +85,9 @@ class Containers {
 
  private:
   std::string BundleDir(const std::string& id) const { return dir_ + "/" + id; }
+  // Makes `bundle` anew: upper/, work/, rootfs/, traversable but not listable by others; upper/
+  // owned by `root_id` (the container's root on the host; 0: the host's root).
+  static Status MakeBundle(const std::string& bundle, uint32_t root_id);
 
   ImageStore* images_;
   std::string dir_;
