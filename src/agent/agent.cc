@@ -138,6 +138,10 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
   // directory but through directories it may traverse (its bundle's config is root's alone).
   std::string dir = std::filesystem::absolute(DataDir(o) + "/containers").string();
   if (c.userns_host) {
+    // Writable layers stay in the data directory: the mapped root never walks their path
+    // (overlayfs reaches them with the agent's credentials), and /var/lib may be a file system
+    // overlayfs refuses as upper (it was in tests/vm).
+    c.layers_dir = std::filesystem::absolute(DataDir(o) + "/containers/layers").string();
     dir = "/var/lib/gantry-containers/" + DataDirTag(o, 12);
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);

@@ -245,6 +245,18 @@ RouteHandler OfJob(const Services* s, void (*fn)(const Services&, Call&, const j
   };
 }
 
+// The reply to a change of job `id` that is answered once durable: its id and status then
+// (`gone` if it was deleted meanwhile), or 503 if the write failed.
+std::function<void(Status)> StatusWhenDurable(const Services& s, Call& c, const std::string& id,
+                                              const char* gone) {
+  DeferredReply d = Deferred(c.resp);
+  return [&s, d, id, gone](Status st) {
+    const jobs::Job* now = s.jobs->Get(id);
+    *d.reply = OkResponse(StatusObject(id, now ? jobs::StatusName(now->status) : gone));
+    d.durable(std::move(st));
+  };
+}
+
 }  // namespace
 
 void AddClientRoutes(const Services* s, RouteTable* t) {
@@ -269,22 +281,16 @@ void AddClientRoutes(const Services* s, RouteTable* t) {
          OfJob(s, [](const Services& s, Call& c, const jobs::Job& j) {
            // Answered once the cancel is durable, with the job's status then (a result
            // written first wins).
-           DeferredReply d = Deferred(c.resp);
-           auto r = s.jobs->Cancel(j.rec.id, [&s, d, id = j.rec.id](Status st) {
-             const jobs::Job* now = s.jobs->Get(id);
-             *d.reply =
-                 OkResponse(StatusObject(id, now ? jobs::StatusName(now->status) : "CANCELLED"));
-             d.durable(std::move(st));
-           });
+           auto r = s.jobs->Cancel(j.rec.id, StatusWhenDurable(s, c, j.rec.id, "CANCELLED"));
            if (!r.ok()) return c.Send(ErrorResponse(r.status()));
          }));
   t->Add("POST", "/v2/{endpoint}/retry/{job}", Access::kInvoke,
          "queue a FAILED or TIMED_OUT job again",
          OfJob(s, [](const Services& s, Call& c, const jobs::Job& j) {
            std::string id = j.rec.id;  // `j` may move when it is queued again
-           auto r = s.jobs->Retry(id);
+           // Answered once the retry is durable, with the job's status then.
+           auto r = s.jobs->Retry(id, StatusWhenDurable(s, c, id, "IN_QUEUE"));
            if (!r.ok()) return c.Send(ErrorResponse(r.status()));
-           c.Send(OkResponse(StatusObject(id, "IN_QUEUE")));
          }));
   t->Add("POST", "/v2/{endpoint}/purge-queue", Access::kInvoke, "drop the endpoint's queued jobs",
          OfEndpoint(s, [](const Services& s, Call& c) {

@@ -358,7 +358,8 @@ Result<const Job*> JobManager::Cancel(const std::string& job_id,
   return static_cast<const Job*>(j);
 }
 
-Result<const Job*> JobManager::Retry(const std::string& job_id) {
+Result<const Job*> JobManager::Retry(const std::string& job_id,
+                                     std::function<void(Status)> durable) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return NotFound("job not found: " + job_id);
   Job* j = it->second.get();
@@ -368,21 +369,42 @@ Result<const Job*> JobManager::Retry(const std::string& job_id) {
         StatusName(j->status));
   }
   if (!endpoints_.count(j->rec.endpoint_id)) return NotFound("endpoint not found");
-  auto& ep = Endpoint(j->rec.endpoint_id);
-  j->rec.output.clear();
-  j->rec.error.clear();
-  j->rec.attempts = 0;
-  j->rec.started_ms = 0;
-  j->rec.completed_ms = 0;
-  j->rec.worker_id.clear();
-  j->rec.created_ms = clock_->NowMs();
-  j->stream_pending.clear();
-  j->stream_all.clear();
-  ++ep.retried;
-  Enqueue(j, false);
-  ArmTtl(j);  // anew, from its new creation time
-  Persist(j, false);
-  Dispatch(ep);
+  const int64_t now = clock_->NowMs();
+  auto requeue = [this, now](Job* job) {
+    auto& ep = Endpoint(job->rec.endpoint_id);
+    job->rec.output.clear();
+    job->rec.error.clear();
+    job->rec.attempts = 0;
+    job->rec.started_ms = 0;
+    job->rec.completed_ms = 0;
+    job->rec.worker_id.clear();
+    job->rec.created_ms = now;
+    job->stream_pending.clear();
+    job->stream_all.clear();
+    ++ep.retried;
+    Enqueue(job, false);
+    ArmTtl(job);  // anew, from its new creation time
+    Dispatch(ep);
+  };
+  if (Unwritten(*j)) {  // a /runsync job nobody else needs: nothing to write
+    requeue(j);
+    if (durable) durable(Status::Ok());
+    return static_cast<const Job*>(j);
+  }
+  store::JobRecord rec = RecordWithoutInput(j);
+  rec.status = StatusName(JobStatus::kInQueue);
+  rec.output.clear();
+  rec.error.clear();
+  rec.attempts = 0;
+  rec.started_ms = rec.completed_ms = 0;
+  rec.worker_id.clear();
+  rec.created_ms = now;
+  ChangeAfterWrite(
+      j, std::move(rec),
+      [](const Job& job) {
+        return job.status == JobStatus::kFailed || job.status == JobStatus::kTimedOut;
+      },
+      requeue, std::move(durable));
   return static_cast<const Job*>(j);
 }
 

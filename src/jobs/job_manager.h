@@ -120,7 +120,9 @@ class JobManager {
   // job that ended meanwhile stays as it ended. `durable` runs then (at once for a job that
   // had ended, or whose change is not written), with the write's status.
   Result<const Job*> Cancel(const std::string& job_id, std::function<void(Status)> durable = {});
-  Result<const Job*> Retry(const std::string& job_id);
+  // Queues a FAILED or TIMED_OUT job again: written first, applied once durable (a job retried
+  // meanwhile stays as that made it). `durable` runs then, with the write's status.
+  Result<const Job*> Retry(const std::string& job_id, std::function<void(Status)> durable = {});
   Result<int64_t> PurgeQueue(const std::string& endpoint_id);
   // Ends every queued job of the endpoint as FAILED with `error_json` (raw JSON), as if it had
   // run and failed: its waiters, webhook and store learn of it. Returns how many there were.
@@ -222,6 +224,12 @@ class JobManager {
   void EndAfterWrite(Job* j, JobStatus status, const std::string& output, const std::string& error,
                      std::function<bool(const Job&)> still, std::function<void(Job*)> end,
                      std::function<void(Status)> durable);
+  // The core of EndAfterWrite: writes `rec` (`j`'s record as `change` will leave it, without
+  // its input), then applies `change` once durable if `still` holds.
+  void ChangeAfterWrite(Job* j, store::JobRecord rec, std::function<bool(const Job&)> still,
+                        std::function<void(Job*)> change, std::function<void(Status)> durable);
+  // A copy of `j`'s record without its input (which an update never writes).
+  static store::JobRecord RecordWithoutInput(Job* j);
   // A new job enters its endpoint's queue: counted, queued, its TTL armed, offered.
   void Accept(Job* job);
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here

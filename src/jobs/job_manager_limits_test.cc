@@ -101,6 +101,29 @@ TEST_F(JobManagerTest, ACancelWhoseWriteFailsChangesNothing) {
   EXPECT_EQ(stops, std::vector<std::string>{id});
 }
 
+TEST_F(JobManagerTest, ARetryWhoseWriteFailsChangesNothing) {
+  const std::string id = Submit();
+  ASSERT_EQ(Take("w1"), std::vector<std::string>{id});
+  ASSERT_TRUE(jm_->Finish("w1", id, J(R"({"error":"boom"})"), false, {}).ok());
+  ASSERT_EQ(StatusOf(id), JobStatus::kFailed);
+  store_.set_deferred(true);
+  Status durable = Internal("not yet");
+  ASSERT_TRUE(jm_->Retry(id, [&](Status s) { durable = s; }).ok());
+  EXPECT_EQ(StatusOf(id), JobStatus::kFailed);  // not before it is durable
+  store_.FailDeferred(Unavailable("disk full"));
+  EXPECT_EQ(durable.code(), Code::kUnavailable);
+  EXPECT_EQ(StatusOf(id), JobStatus::kFailed);
+  EXPECT_EQ(jm_->Get(id)->rec.error, R"("boom")");
+  EXPECT_TRUE(Take("w1").empty());  // nothing was queued
+  ASSERT_TRUE(jm_->Retry(id, [&](Status s) { durable = s; }).ok());
+  store_.FlushDeferred();
+  EXPECT_TRUE(durable.ok());
+  EXPECT_EQ(StatusOf(id), JobStatus::kInQueue);
+  EXPECT_EQ(store_.job(id)->status, "IN_QUEUE");
+  store_.set_deferred(false);
+  EXPECT_EQ(Take("w1"), std::vector<std::string>{id});
+}
+
 TEST_F(JobManagerTest, AResultAndACancelWrittenTogetherEndAsTheFirstAndTheStoreAgrees) {
   for (bool result_first : {true, false}) {
     const std::string id = Submit();

@@ -138,20 +138,32 @@ void JobManager::WriteResult(Job* j, const std::string& worker_id, JobStatus sta
   EndAfterWrite(j, status, output, error, std::move(still), std::move(end), std::move(durable));
 }
 
-void JobManager::EndAfterWrite(Job* j, JobStatus status, const std::string& output,
-                               const std::string& error, std::function<bool(const Job&)> still,
-                               std::function<void(Job*)> end, std::function<void(Status)> durable) {
-  if (!j->stored) Persist(j, false);            // its first write carries its whole record
+store::JobRecord JobManager::RecordWithoutInput(Job* j) {
   std::string input = std::move(j->rec.input);  // an update never writes the input
   store::JobRecord rec = j->rec;
   j->rec.input = std::move(input);
+  return rec;
+}
+
+void JobManager::EndAfterWrite(Job* j, JobStatus status, const std::string& output,
+                               const std::string& error, std::function<bool(const Job&)> still,
+                               std::function<void(Job*)> end, std::function<void(Status)> durable) {
+  if (!j->stored) Persist(j, false);  // its first write carries its whole record
+  store::JobRecord rec = RecordWithoutInput(j);
   rec.status = StatusName(status);
   rec.output = output;
   rec.error = error;
   rec.completed_ms = clock_->NowMs();
+  ChangeAfterWrite(j, std::move(rec), std::move(still), std::move(end), std::move(durable));
+}
+
+void JobManager::ChangeAfterWrite(Job* j, store::JobRecord rec,
+                                  std::function<bool(const Job&)> still,
+                                  std::function<void(Job*)> change,
+                                  std::function<void(Status)> durable) {
   const uint64_t seen = ++j->writes;
   store_->Write({store::Mutation::UpdateJob(std::move(rec))},
-                [this, id = j->rec.id, still = std::move(still), end = std::move(end),
+                [this, id = j->rec.id, still = std::move(still), change = std::move(change),
                  durable = std::move(durable), seen](Status s) {
                   auto it = s.ok() ? jobs_.find(id) : jobs_.end();
                   if (it != jobs_.end()) {  // (a deleted job is gone, record and all)
@@ -159,7 +171,7 @@ void JobManager::EndAfterWrite(Job* j, JobStatus status, const std::string& outp
                     // What happened to the job meanwhile (it ended, went to another worker)
                     // decides: it came after this write, and so did its own write, if any.
                     const bool applies = still(*job);
-                    if (applies) end(job);
+                    if (applies) change(job);
                     // The store holds the last write: unless it is this one and applied, the
                     // job as it is now goes after it.
                     if (applies != (job->writes == seen)) Persist(job, false);

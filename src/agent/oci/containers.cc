@@ -199,12 +199,14 @@ std::vector<Mount> HostNvidiaDriverMounts() {
                             {"/usr/bin", "/usr/local/bin", "/usr/local/nvidia/bin"});
 }
 
-Status Containers::MakeBundle(const std::string& bundle, uint32_t root_id) {
+Status Containers::MakeBundle(const std::string& id, uint32_t root_id) const {
+  const std::string bundle = BundleDir(id), layer = LayerDir(id);
   std::error_code ec;
   fs::remove_all(bundle, ec);
-  for (const char* d : {"upper", "work", "rootfs"}) {
-    fs::create_directories(bundle + "/" + d, ec);
-    if (ec) return Internal("cannot make " + bundle + "/" + d + ": " + ec.message());
+  fs::remove_all(layer, ec);
+  for (const std::string& d : {bundle + "/rootfs", layer + "/upper", layer + "/work"}) {
+    fs::create_directories(d, ec);
+    if (ec) return Internal("cannot make " + d + ": " + ec.message());
   }
   // Traversable (a container's root in a user namespace reaches its rootfs through it), not
   // listable; its config (the worker's environment: secrets) is root's alone.
@@ -212,10 +214,11 @@ Status Containers::MakeBundle(const std::string& bundle, uint32_t root_id) {
                   fs::perm_options::replace, ec);
   // In a user namespace the container's root is the mapped id: its writable layer's root (which
   // overlayfs shows as "/") is its, as the image's rootfs is.
-  if (root_id && lchown((bundle + "/upper").c_str(), root_id, root_id) != 0) {
+  if (root_id && lchown((layer + "/upper").c_str(), root_id, root_id) != 0) {
     const std::string why = strerror(errno);
     fs::remove_all(bundle, ec);
-    return Internal("cannot give " + bundle + "/upper to the container's root: " + why);
+    fs::remove_all(layer, ec);
+    return Internal("cannot give " + layer + "/upper to the container's root: " + why);
   }
   return Status::Ok();
 }
@@ -256,7 +259,8 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   const std::string bundle = BundleDir(r.worker_id);
   c.userns_host = options_.userns_host;
   c.userns_size = options_.userns_size;
-  GANTRY_RETURN_IF_ERROR(MakeBundle(bundle, c.userns_host));
+  GANTRY_RETURN_IF_ERROR(MakeBundle(r.worker_id, c.userns_host));
+  const std::string layer = LayerDir(r.worker_id);
   std::error_code ec;
   if (!r.volume.empty()) {
     const std::string host = dir_ + "/volumes/" + r.volume;
@@ -274,7 +278,7 @@ Result<ProcessSpec> Containers::Prepare(const ContainerRequest& r, const Progres
   }
   // The worker's writable layer over the image's shared, read-only rootfs.
   const std::string options =
-      "lowerdir=" + image->rootfs + ",upperdir=" + bundle + "/upper,workdir=" + bundle + "/work";
+      "lowerdir=" + image->rootfs + ",upperdir=" + layer + "/upper,workdir=" + layer + "/work";
   if (mount("overlay", c.rootfs.c_str(), "overlay", 0, options.c_str()) != 0) {
     const std::string why = strerror(errno);
     fs::remove_all(bundle, ec);
@@ -326,6 +330,7 @@ std::vector<std::string> Containers::Cleanup(const std::string& worker_id) {
     GLOG_WARN("containers: cannot unmount %s: %s", (bundle + "/rootfs").c_str(), strerror(errno));
   }
   fs::remove_all(bundle, ec);
+  fs::remove_all(LayerDir(worker_id), ec);
   return errors;
 }
 
@@ -348,6 +353,12 @@ void Containers::CleanupAll() {
     Cleanup(name);
   }
   fs::remove_all(dir_ + "/state", ec);
+  // Writable layers whose bundle was gone (an agent killed between the two removals).
+  if (!options_.layers_dir.empty()) {
+    for (const auto& e : fs::directory_iterator(options_.layers_dir, ec)) {
+      fs::remove_all(e.path(), ec);
+    }
+  }
 }
 
 }  // namespace gantry::agent::oci

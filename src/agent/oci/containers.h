@@ -53,6 +53,10 @@ struct ContainersOptions {
   // store's ImageStoreOptions::id_map_host/size. Their writable layer's root and their volumes
   // are given to the mapped root. 0: none.
   uint32_t userns_host = 0, userns_size = 0;
+  // Where writable layers go when not in the bundles' directory (which a user namespace's root
+  // must traverse, and whose file system may not take an overlay's upper layer): a directory
+  // only root reaches, on a file system overlayfs takes as upper. "": in each bundle.
+  std::string layers_dir;
 };
 
 // The mounts of this host's NVIDIA driver libraries and tools in a GPU container
@@ -85,9 +89,14 @@ class Containers {
 
  private:
   std::string BundleDir(const std::string& id) const { return dir_ + "/" + id; }
-  // Makes `bundle` anew: upper/, work/, rootfs/, traversable but not listable by others; upper/
-  // owned by `root_id` (the container's root on the host; 0: the host's root).
-  static Status MakeBundle(const std::string& bundle, uint32_t root_id);
+  // Where container `id`'s writable layer (upper/, work/) is: ContainersOptions::layers_dir,
+  // else its bundle.
+  std::string LayerDir(const std::string& id) const {
+    return (options_.layers_dir.empty() ? dir_ : options_.layers_dir) + "/" + id;
+  }
+  // Makes `id`'s bundle (rootfs/, traversable but not listable by others) and writable layer
+  // anew; upper/ owned by `root_id` (the container's root on the host; 0: the host's root).
+  Status MakeBundle(const std::string& id, uint32_t root_id) const;
 
   ImageStore* images_;
   std::string dir_;

@@ -61,6 +61,10 @@ ExecFailure ExecChild(const ChildPlan& plan) {
     int step = -1;
     if (int err = plan.view->Enter(&step)) return {ExecFailure::kView, err, step};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return {ExecFailure::kView, errno};
+    const rlimit nproc{static_cast<rlim_t>(plan.view_nproc), static_cast<rlim_t>(plan.view_nproc)};
+    if (plan.view_nproc > 0 && setrlimit(RLIMIT_NPROC, &nproc) != 0) {
+      return {ExecFailure::kView, errno};
+    }
   }
   if (plan.netns >= 0 && setns(plan.netns, CLONE_NEWNET) != 0) {
     return {ExecFailure::kNetwork, errno};
@@ -124,6 +128,7 @@ Status FillChildPlan(const ProcessSpec& spec, std::vector<std::string>* candidat
     }
     GANTRY_RETURN_IF_ERROR(view->Prepare(*spec.view));
     plan->view = view;
+    plan->view_nproc = spec.pids_max;
   }
   return Status::Ok();
 }

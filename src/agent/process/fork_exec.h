@@ -50,6 +50,7 @@ struct ChildPlan {
   int uid = -1, gid = -1;          // ProcessSpec::uid, gid
   int netns = -1;                  // ProcessSpec::netns_fd
   const ViewPlan* view = nullptr;  // ProcessSpec::view, prepared
+  int64_t view_nproc = 0;          // with a view: RLIMIT_NPROC (ProcessSpec::pids_max); 0: none
 };
 
 // Fills plan's candidates, argv, envp, workdir and view for `spec`. They point into `spec`,

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -140,6 +142,43 @@ TEST_F(MountViewTest, AnUnprivilegedAgentGivesTheSameView) {
   std::string expected = "pid 1\nuid 65534\n";
   for (const std::string& l : kExpected) expected += l + "\n";
   EXPECT_EQ(text, expected);
+}
+
+// Without cgroups (an agent that is not root) pids_max caps a view's tasks through
+// RLIMIT_NPROC, counted in its own user namespace: its own processes only, not the agent's
+// user's others (the test runs as nobody, whose other processes do not count).
+TEST_F(MountViewTest, PidsMaxCapsTheTasksOfAViewWithoutCgroups) {
+  if (geteuid() != 0) GTEST_SKIP() << "becoming another user needs root";
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0 || prctl(PR_SET_DUMPABLE, 1) != 0) {
+      _exit(2);
+    }
+    SystemClock clock;
+    auto rt = NewLocalProcessRuntime(&clock, {.use_cgroups = false});
+    ProcessSpec spec = Probe("nproc");
+    // Forks sleepers until one fails: the shell and 9 of them make 10.
+    spec.argv = {"/bin/sh", "-c",
+                 "n=0; while [ $n -lt 40 ] && (sleep 5 &) 2>/dev/null; do n=$((n+1)); done; "
+                 "echo $n"};
+    spec.pids_max = 10;
+    if (!rt->Start(spec).ok()) _exit(3);
+    std::string out;
+    for (int i = 0; i < 1000 && out.empty(); ++i) {
+      for (const LogLine& l : rt->DrainLogs()) out = l.text;
+      usleep(10'000);
+    }
+    rt->StopAll(0);
+    _exit(out.empty() ? 4 : std::min(std::atoi(out.c_str()), 100));
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  // Each (sleep &) in a subshell holds a task a moment; fewer than 40 got through, and some did.
+  EXPECT_LE(WEXITSTATUS(status), 10);
+  EXPECT_GT(WEXITSTATUS(status), 0);
 }
 
 TEST_F(MountViewTest, ABadViewFailsTheStartAndSaysWhy) {

@@ -51,7 +51,10 @@ struct ProcessSpec {
   std::map<std::string, std::string> env;  // the child's whole environment; nothing is inherited
   double cpu = 0;                          // cores, a soft share (cpu.shares / cpu.weight); 0: none
   int64_t memory_mb = 0;                   // hard limit on the cgroup's memory; 0: none
-  int64_t pids_max = 0;                    // processes and threads in its cgroup; 0: no limit
+  // Processes and threads in its cgroup; 0: no limit. In a mount view (`view`), also its
+  // RLIMIT_NPROC, which its own user namespace makes a count of its own tasks only: a cap on a
+  // fork bomb where there are no cgroups (an agent that is not root).
+  int64_t pids_max = 0;
   int nice = 0;  // scheduling priority (nice value, -20..19) it starts with; 0: the default
   // The user and group it runs as (its only group; no new privileges: setuid programs do not
   // raise them) when >= 0; -1: the agent's. Set before its workdir is entered, so that a
