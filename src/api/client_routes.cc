@@ -288,8 +288,10 @@ void AddClientRoutes(const Services* s, RouteTable* t) {
          "queue a FAILED or TIMED_OUT job again",
          OfJob(s, [](const Services& s, Call& c, const jobs::Job& j) {
            std::string id = j.rec.id;  // `j` may move when it is queued again
-           // Answered once the retry is durable, with the job's status then.
-           auto r = s.jobs->Retry(id, StatusWhenDurable(s, c, id, "IN_QUEUE"));
+           // Answered IN_QUEUE (as RunPod does) once the retry is durable, though a waiting
+           // worker may have taken it by then.
+           auto r =
+               s.jobs->Retry(id, AfterDurable(c.resp, OkResponse(StatusObject(id, "IN_QUEUE"))));
            if (!r.ok()) return c.Send(ErrorResponse(r.status()));
          }));
   t->Add("POST", "/v2/{endpoint}/purge-queue", Access::kInvoke, "drop the endpoint's queued jobs",

@@ -84,6 +84,11 @@ class ImageTest(E2ETest):
         subprocess.run(["bash", os.path.join(IMAGES, "registry.sh"), "stop", str(cls.port),
                         cls.registry_dir], timeout=60)
 
+    def tearDown(self):
+        super().tearDown()
+        # Its containers' directory outside the data directory (volumes, runc's state).
+        shutil.rmtree(self.containers_dir(), ignore_errors=True)
+
     def endpoint(self, id, **spec):
         body = {"id": id, "image": self.image, "idleTimeout": 2, "memoryMb": 256}
         body.update(spec)
