@@ -86,12 +86,14 @@ static std::string DataDirTag(const AgentOptions& o, size_t n) {
   return Sha256Hex(std::filesystem::absolute(DataDir(o)).string()).substr(0, n);
 }
 
-// The host ids of containers' ids 0..65535 (ContainersOptions::userns_host): a root agent runs
-// containers in user namespaces, their ids above the workers' uid range (and 400000 at least),
-// where the kernel allows user namespaces; 0 otherwise. Once per process (a probe fork).
+// The host ids of containers' ids 0..65535 (ContainersOptions::userns_host): with
+// --container-userns a root agent runs containers in user namespaces, their ids above the
+// workers' uid range (and 400000 at least), where the kernel allows user namespaces; 0
+// otherwise. The probe (a fork) runs once per process.
 static uint32_t ContainerIdBase(const AgentOptions& o) {
-  static const int refused = geteuid() == 0 ? TryUnshare(CLONE_NEWUSER) : EPERM;
-  if (geteuid() != 0 || refused != 0) return 0;
+  if (!o.container_userns || geteuid() != 0) return 0;
+  static const int refused = TryUnshare(CLONE_NEWUSER);
+  if (refused != 0) return 0;
   return static_cast<uint32_t>(
       std::max<int64_t>(400'000, int64_t{o.worker_uid_first} + o.worker_uid_count));
 }

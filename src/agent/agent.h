@@ -58,6 +58,10 @@ struct AgentOptions {
   // bridge of the node's, reaching the server and the internet only. host_network: they share
   // the agent's, as before (also when the agent is not root).
   bool host_network = false;
+  // Containers (image workers) of a root agent in user namespaces: container ids 0-65535 are
+  // host ids from 400000 (docs/containers.md). Off by default until the cgroup v2 VM tier
+  // passes with it (its container tests did not finish in time there; not diagnosed yet).
+  bool container_userns = false;
 };
 
 // A node's id when none is given: the host name, with characters other than letters, digits

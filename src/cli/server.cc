@@ -158,6 +158,9 @@ void AddTemplateFlags(CLI::App* c, agent::AgentOptions& o) {
   c->add_flag("--host-network", o.host_network,
               "Let workers share the node's network instead of a namespace of their own each "
               "(they can then reach every service on the host, its loopback included)");
+  c->add_flag("--container-userns", o.container_userns,
+              "Run image workers in user namespaces: root in a container is host id 400000, "
+              "not the host's root (needs a kernel that allows user namespaces)");
   c->add_option("--worker-dir", o.worker_dir,
                 "Where workers' bundles and scratch directories live (default: "
                 "/var/lib/gantry-workers/<hash> as root, else <data dir>/workers)");
