@@ -175,8 +175,6 @@ static std::unique_ptr<oci::Containers> MakeContainers(const AgentOptions& o,
   return std::make_unique<oci::Containers>(images, dir, c);
 }
 
-// The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
-
 // The workers' sandbox, or null with *error set.
 static std::unique_ptr<WorkerSandbox> MakeSandbox(const AgentOptions& o, Status* error) {
   SandboxOptions s;
@@ -244,6 +242,7 @@ static bool HasSysResource() {
   return false;
 }
 
+// The snapshotter, when snapshots are wanted and a usable CRIU is installed; else null.
 static std::unique_ptr<Snapshotter> MakeSnapshotter(const AgentOptions& o,
                                                     const WorkerSandbox* sandbox) {
   if (!o.templates || !o.snapshots) return nullptr;

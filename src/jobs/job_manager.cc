@@ -53,10 +53,7 @@ void JobManager::Persist(Job* job, bool with_input, std::function<void(Status)> 
     job->stored = true;
     v.push_back(store::Mutation::PutJob(job->rec));
   } else {
-    // An update never writes the input: leave it out of the copy.
-    std::string input = std::move(job->rec.input);
-    v.push_back(store::Mutation::UpdateJob(job->rec));
-    job->rec.input = std::move(input);
+    v.push_back(store::Mutation::UpdateJob(RecordWithoutInput(job)));
   }
   store_->Write(std::move(v), std::move(durable));
 }
@@ -347,8 +344,8 @@ Result<const Job*> JobManager::Cancel(const std::string& job_id,
     if (job->status == JobStatus::kInProgress) stops_.Request(job->rec.id, job->rec.worker_id);
     Terminate(job, JobStatus::kCancelled, "", "");
   };
-  if (IsTerminal(j->status) || Unwritten(*j)) {
-    if (!IsTerminal(j->status)) end(j);  // a /runsync job nobody else needs: not written
+  if (IsTerminal(j->status) || Unwritten(*j)) {  // ended, or a /runsync job nobody else needs
+    if (!IsTerminal(j->status)) end(j);
     if (durable) durable(Status::Ok());
     return static_cast<const Job*>(j);
   }
@@ -372,13 +369,7 @@ Result<const Job*> JobManager::Retry(const std::string& job_id,
   const int64_t now = clock_->NowMs();
   auto requeue = [this, now](Job* job) {
     auto& ep = Endpoint(job->rec.endpoint_id);
-    job->rec.output.clear();
-    job->rec.error.clear();
-    job->rec.attempts = 0;
-    job->rec.started_ms = 0;
-    job->rec.completed_ms = 0;
-    job->rec.worker_id.clear();
-    job->rec.created_ms = now;
+    ResetForRetry(&job->rec, now);
     job->stream_pending.clear();
     job->stream_all.clear();
     ++ep.retried;
@@ -392,13 +383,8 @@ Result<const Job*> JobManager::Retry(const std::string& job_id,
     return static_cast<const Job*>(j);
   }
   store::JobRecord rec = RecordWithoutInput(j);
+  ResetForRetry(&rec, now);
   rec.status = StatusName(JobStatus::kInQueue);
-  rec.output.clear();
-  rec.error.clear();
-  rec.attempts = 0;
-  rec.started_ms = rec.completed_ms = 0;
-  rec.worker_id.clear();
-  rec.created_ms = now;
   ChangeAfterWrite(
       j, std::move(rec),
       [](const Job& job) {
@@ -406,6 +392,16 @@ Result<const Job*> JobManager::Retry(const std::string& job_id,
       },
       requeue, std::move(durable));
   return static_cast<const Job*>(j);
+}
+
+void JobManager::ResetForRetry(store::JobRecord* rec, int64_t now) {
+  rec->output.clear();
+  rec->error.clear();
+  rec->attempts = 0;
+  rec->started_ms = 0;
+  rec->completed_ms = 0;
+  rec->worker_id.clear();
+  rec->created_ms = now;
 }
 
 Result<int64_t> JobManager::PurgeQueue(const std::string& endpoint_id) {

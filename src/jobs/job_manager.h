@@ -230,6 +230,9 @@ class JobManager {
                         std::function<void(Job*)> change, std::function<void(Status)> durable);
   // A copy of `j`'s record without its input (which an update never writes).
   static store::JobRecord RecordWithoutInput(Job* j);
+  // What a retry does to a job's record (but its status): no output, error, attempts, start,
+  // end or worker; created anew at `now`.
+  static void ResetForRetry(store::JobRecord* rec, int64_t now);
   // A new job enters its endpoint's queue: counted, queued, its TTL armed, offered.
   void Accept(Job* job);
   void SetStatus(Job* job, JobStatus status);  // every status change goes through here

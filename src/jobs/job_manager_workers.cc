@@ -132,10 +132,15 @@ void JobManager::WriteResult(Job* j, const std::string& worker_id, JobStatus sta
   auto still = [worker_id](const Job& job) {
     return job.rec.worker_id == worker_id && !IsTerminal(job.status);
   };
-  auto end = [this, worker_id, status, output, error](Job* job) mutable {
-    Complete(job, worker_id, status, std::move(output), std::move(error));
+  // The record written copies the result; the change applied later moves it (one copy on this
+  // path, as a plain write of the ended job made).
+  auto result =
+      std::make_shared<std::pair<std::string, std::string>>(std::move(output), std::move(error));
+  auto end = [this, worker_id, status, result](Job* job) {
+    Complete(job, worker_id, status, std::move(result->first), std::move(result->second));
   };
-  EndAfterWrite(j, status, output, error, std::move(still), std::move(end), std::move(durable));
+  EndAfterWrite(j, status, result->first, result->second, std::move(still), std::move(end),
+                std::move(durable));
 }
 
 store::JobRecord JobManager::RecordWithoutInput(Job* j) {

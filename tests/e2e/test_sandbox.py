@@ -127,21 +127,23 @@ class SandboxTest(E2ETest):
         self.assertEqual(self.run_job("alice", {"whoami": True})["uid"], alice["uid"])
         self.assertIn("uid", self.run_job("mallory", {"whoami": True}))
 
-    def test_a_worker_forked_from_the_template_is_the_endpoints_user_too(self):
-        self.deploy("forked", "forked-secret")
-        self.server.request("PATCH", "/v1/endpoints/forked", {"idleTimeout": 1})
-        first = self.run_job("forked", {"whoami": True})
-        self.ready_template("forked")
-        self.wait_for(lambda: not self.live("forked"), timeout=60, what="scale to zero")
-        r = self.server.request("POST", "/v2/forked/runsync?wait=60000",
+    def first_and_forked(self, id):
+        """whoami of endpoint `id`'s first worker (a full start) and of the next one, forked
+        from its template once the first is gone (asserted so)."""
+        self.server.request("PATCH", "/v1/endpoints/" + id, {"idleTimeout": 1})
+        first = self.run_job(id, {"whoami": True})
+        self.ready_template(id)
+        self.wait_for(lambda: not self.live(id), timeout=60, what="scale to zero")
+        r = self.server.request("POST", "/v2/%s/runsync?wait=60000" % id,
                                 {"input": {"whoami": True}}, timeout=90)
         self.assertEqual(r.json["status"], "COMPLETED", r)
-        second = r.json["output"]
         # The agent's report of how it started comes a moment after the worker itself.
-        def start_path():
-            ws = self.server.request("GET", "/v1/endpoints/forked/workers").json["workers"]
-            return next((w["startPath"] for w in ws if w["id"] == r.json["workerId"]), "")
-        self.assertEqual(self.wait_for(start_path, what="the worker's start path"), "fork")
+        self.assertEqual(self.worker_report(r.json["workerId"])["startPath"], "fork")
+        return first, r.json["output"]
+
+    def test_a_worker_forked_from_the_template_is_the_endpoints_user_too(self):
+        self.deploy("forked", "forked-secret")
+        first, second = self.first_and_forked("forked")
         self.assertEqual(second["uid"], first["uid"])
         self.assertNotEqual(second["uid"], 0)
         self.assertEqual(second["cwd"], first["cwd"])  # its bundle copy
@@ -224,15 +226,7 @@ class NotRootTest(SandboxTest):
     def test_a_worker_forked_from_the_template_is_in_the_view_too(self):
         self.deploy("forked", "forked-secret")
         self.deploy("other", "other-secret")
-        self.server.request("PATCH", "/v1/endpoints/forked", {"idleTimeout": 1})
-        first = self.run_job("forked", {"whoami": True})
-        self.ready_template("forked")
-        self.wait_for(lambda: not self.live("forked"), timeout=60, what="scale to zero")
-        r = self.server.request("POST", "/v2/forked/runsync?wait=60000",
-                                {"input": {"whoami": True}}, timeout=90)
-        self.assertEqual(r.json["status"], "COMPLETED", r)
-        second = r.json["output"]
-        self.assertEqual(self.worker_report(r.json["workerId"])["startPath"], "fork")
+        first, second = self.first_and_forked("forked")
         self.assertNotEqual(second["pid"], 1)  # a child of its template, the namespace's init
         self.assertEqual(second["cwd"], first["cwd"])
         self.assertNotEqual(second["scratch"], first["scratch"])

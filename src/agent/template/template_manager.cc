@@ -214,7 +214,7 @@ void TemplateManager::StartFresh(Template& t, const ProcessSpec& worker) {
   t.spec.id = t.process_id;
   t.spec.nice = options_.init_nice;
   t.spec.netns_fd = t.netns.get();
-  t.in_view = t.container = t.spec.view.has_value();
+  t.container = t.spec.view.has_value();  // the init of its PID namespace (template_process.h)
   t.spec.env = TemplateEnvironment(t.key, std::move(t.spec.env), t.container);
   auto pid = runtime_->Start(t.spec);
   if (!pid.ok()) {
@@ -499,7 +499,7 @@ std::vector<TemplateReport> TemplateManager::Reports() const {
     r.pid = t->pid;
     r.memory_kb = t->memory_kb;
     r.forks = t->forks;
-    r.container = t->container && !t->in_view;
+    r.container = t->container && !t->spec.view;
     out.push_back(r);
   }
   for (const auto& [key, s] : snapshots_) {

@@ -53,12 +53,11 @@ struct TemplateManager::Template {
   // A container template: `pid` is the OCI runtime's, `init_pid` the container's init (the
   // template process itself); `workers`: its workers still running, by their pid in the
   // container, with the runtime's view of their ends.
+  // A template in a mount view (spec.view: an agent that is not root) is the init of a PID
+  // namespace of its own as a container's is, and is treated as one (`container` is set,
+  // `pid` == `init_pid`); its spec's view tells it apart in reports.
   bool container = false;
   int init_pid = 0;
-  // A template in a mount view (ProcessSpec::view: an agent that is not root) is the init of a
-  // PID namespace of its own as a container's is, and is treated as one (`container` is set,
-  // `pid` == `init_pid`); in_view tells it apart in reports.
-  bool in_view = false;
   std::map<int, std::shared_ptr<ExternalExit>> workers;
   // Its network namespace (TemplateOptions::new_network), held while it lives: it starts (or
   // is restored) in it, its forks share it, and its socket listens in it (an abstract socket
